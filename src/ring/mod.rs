@@ -35,6 +35,9 @@
 //! * A0: producer's Acquire load of `prod.head` orders it before A1's load,
 //!   so the free-space computation never sees a tail older than the head
 //!   (rte_ring has an explicit acquire fence here for the same reason).
+//! * A3/R1: a multi-producer waits for the producer before it with an
+//!   Acquire load of `prod.tail`, so its own R1 publishes both producers'
+//!   slot writes.
 #![allow(unsafe_code)]
 
 pub(crate) mod sync;
@@ -172,7 +175,11 @@ impl<T> Ring<T> {
     /// Multi-producer publication: wait for earlier producers, then R1.
     #[inline(always)]
     fn publish_mp(&self, head: u32, n: u32) {
-        while self.prod.tail.load(Ordering::Relaxed) != head {
+        // A3: Acquire; pairs with R1 of the producer before us. Without it
+        // our R1 would not carry that producer's slot writes to the consumer:
+        // a plain store does not continue another thread's release sequence
+        // (loom finds this; DPDK's C11 ring waited with RELAXED here).
+        while self.prod.tail.load(Ordering::Acquire) != head {
             spin_hint();
         }
         // R1: Release; pairs with A2 in Consumer::dequeue_burst.
