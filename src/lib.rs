@@ -1,2 +1,3 @@
 #![deny(unsafe_code)]
+pub mod frame;
 pub mod ring;
