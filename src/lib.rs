@@ -1,3 +1,6 @@
 #![deny(unsafe_code)]
+pub mod filter;
 pub mod frame;
+pub mod ids;
 pub mod ring;
+pub mod wire;

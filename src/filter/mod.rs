@@ -1,0 +1,376 @@
+//! The filter stage: what an XDP program is to the kernel's cpumap.
+//!
+//! An RX lcore runs its [`Filter`] on every received frame and acts on the
+//! [`Verdict`]. The built-in programs are the eight `xdp-bench redirect-cpu`
+//! modes (xdp-tools, xdp_redirect_cpumap.bpf.c), with the same names and
+//! the same choice of target:
+//!
+//! | mode         | target index                                   | else          |
+//! |--------------|------------------------------------------------|---------------|
+//! | no-touch     | 0, packet not read                              |               |
+//! | touch        | 0                                               | <14 B: aborted; 802.3 length: drop |
+//! | round-robin  | per-lcore counter mod n                         |               |
+//! | l4-proto     | TCP 0, UDP 1, ICMP/ICMPv6 2, other 0 (mod n)    | no L2: pass   |
+//! | l4-filter    | as l4-proto; UDP to port 9 (pktgen) dropped     | no L2: pass   |
+//! | l4-hash      | SuperFastHash(saddr+daddr, 15485863+proto) mod n, symmetric | no L2: pass |
+//! | l4-sport     | TCP/UDP source port mod n, else 0               | no L2: pass   |
+//! | l4-dport     | TCP/UDP destination port mod n, else 0          | no L2: pass   |
+//!
+//! "Target index" indexes the configured target list (xdp-bench's
+//! `cpus_available`), in `--cpu` order. Deliberate differences from xdp-bench:
+//! a non-IP ethertype is "other" (index 0) in l4-proto/l4-filter, where
+//! xdp-bench's initial `ip_proto = IPPROTO_UDP` sends it to index 1 against
+//! its own comment; IPv4 headers are honoured with their IHL, invalid IP
+//! headers are "other", IPv4 fragments carry no ports, and index 2 wraps
+//! modulo the number of targets instead of looking past the array.
+//!
+//! Filters never panic on any input: they read only through the checked
+//! views in [`crate::wire`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use crate::ids::TargetId;
+use crate::wire::{self, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, L3};
+
+/// What to do with a frame (XDP's actions, with the redirect target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// To the local stack: the lcore's exception path.
+    Pass,
+    Drop,
+    /// Back out of the port it came in on.
+    Tx,
+    /// Into the cpumap entry of this target.
+    Redirect(TargetId),
+    /// The program failed; the frame is dropped and counted as aborted.
+    Aborted,
+}
+
+/// The eight xdp-bench redirect-cpu modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    NoTouch,
+    Touch,
+    RoundRobin,
+    L4Proto,
+    L4Filter,
+    #[default]
+    L4Hash,
+    L4Sport,
+    L4Dport,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 8] = [
+        Mode::NoTouch,
+        Mode::Touch,
+        Mode::RoundRobin,
+        Mode::L4Proto,
+        Mode::L4Filter,
+        Mode::L4Hash,
+        Mode::L4Sport,
+        Mode::L4Dport,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::NoTouch => "no-touch",
+            Mode::Touch => "touch",
+            Mode::RoundRobin => "round-robin",
+            Mode::L4Proto => "l4-proto",
+            Mode::L4Filter => "l4-filter",
+            Mode::L4Hash => "l4-hash",
+            Mode::L4Sport => "l4-sport",
+            Mode::L4Dport => "l4-dport",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("unknown mode '{0}': expected one of no-touch, touch, round-robin, l4-proto, l4-filter, l4-hash, l4-sport, l4-dport")]
+pub struct UnknownMode(pub String);
+
+impl FromStr for Mode {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| UnknownMode(s.to_string()))
+    }
+}
+
+/// Errors building a filter.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("the filter needs at least one redirect target")]
+    NoTargets,
+}
+
+/// A built-in program instance. One per RX lcore: the round-robin counter is
+/// per lcore (xdp-bench's PERCPU_ARRAY), so nothing is shared.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    mode: Mode,
+    targets: Box<[TargetId]>,
+    rr_next: u32,
+}
+
+const L4_HASH_INITVAL: u32 = 15_485_863;
+
+/// Paul Hsieh's SuperFastHash for exactly 4 bytes (xdp-bench hash_func01.h),
+/// reading 16-bit words little-endian as x86 does.
+#[inline(always)]
+pub fn super_fast_hash4(data: [u8; 4], initval: u32) -> u32 {
+    let mut hash = initval;
+    hash = hash.wrapping_add(u16::from_le_bytes([data[0], data[1]]) as u32);
+    let tmp = ((u16::from_le_bytes([data[2], data[3]]) as u32) << 11) ^ hash;
+    hash = (hash << 16) ^ tmp;
+    hash = hash.wrapping_add(hash >> 11);
+    hash ^= hash << 3;
+    hash = hash.wrapping_add(hash >> 5);
+    hash ^= hash << 4;
+    hash = hash.wrapping_add(hash >> 17);
+    hash ^= hash << 25;
+    hash = hash.wrapping_add(hash >> 6);
+    hash
+}
+
+/// The symmetric IP-pair hash of l4-hash (0 for non-IP).
+#[inline]
+pub fn l4_hash(p: &wire::Parsed<'_>) -> u32 {
+    let le = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    match p.l3 {
+        L3::Ipv4(ip) => {
+            let sum = le(&ip.src_bytes()).wrapping_add(le(&ip.dst_bytes()));
+            super_fast_hash4(sum.to_le_bytes(), L4_HASH_INITVAL.wrapping_add(ip.protocol() as u32))
+        }
+        L3::Ipv6(ip) => {
+            let (s, d) = (ip.src_bytes(), ip.dst_bytes());
+            let mut sum = 0u32;
+            for w in 0..4 {
+                sum = sum.wrapping_add(le(&s[w * 4..])).wrapping_add(le(&d[w * 4..]));
+            }
+            super_fast_hash4(sum.to_le_bytes(), L4_HASH_INITVAL.wrapping_add(ip.next_header() as u32))
+        }
+        L3::Other(_) => 0,
+    }
+}
+
+/// l4-proto's index: TCP 0, UDP 1, ICMP/ICMPv6 2, anything else 0.
+#[inline]
+pub fn l4_proto_index(proto: Option<u8>) -> u32 {
+    match proto {
+        Some(IPPROTO_UDP) => 1,
+        Some(IPPROTO_ICMP | IPPROTO_ICMPV6) => 2,
+        _ => 0,
+    }
+}
+
+impl Filter {
+    pub fn new(mode: Mode, targets: &[TargetId]) -> Result<Self, FilterError> {
+        if targets.is_empty() {
+            return Err(FilterError::NoTargets);
+        }
+        Ok(Self { mode, targets: targets.into(), rr_next: 0 })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn targets(&self) -> &[TargetId] {
+        &self.targets
+    }
+
+    #[inline(always)]
+    fn to(&self, idx: u32) -> Verdict {
+        // targets is non-empty (checked in new), so the modulo is defined.
+        Verdict::Redirect(self.targets[(idx as usize) % self.targets.len()])
+    }
+
+    /// Runs the program on one frame.
+    /// Context: the owning RX lcore. Never panics; allocates nothing.
+    #[inline]
+    pub fn run(&mut self, pkt: &[u8]) -> Verdict {
+        match self.mode {
+            Mode::NoTouch => self.to(0),
+            Mode::Touch => match wire::EthernetFrame::new_checked(pkt) {
+                None => Verdict::Aborted,
+                Some(eth) if eth.ethertype() < wire::ETH_P_802_3_MIN => Verdict::Drop,
+                Some(_) => self.to(0),
+            },
+            Mode::RoundRobin => {
+                let idx = self.rr_next;
+                self.rr_next = if idx + 1 >= self.targets.len() as u32 { 0 } else { idx + 1 };
+                self.to(idx)
+            }
+            Mode::L4Proto | Mode::L4Filter | Mode::L4Hash | Mode::L4Sport | Mode::L4Dport => {
+                let Some(p) = wire::parse(pkt) else {
+                    return Verdict::Pass;
+                };
+                match self.mode {
+                    Mode::L4Hash => self.to(l4_hash(&p) % self.targets.len() as u32),
+                    Mode::L4Sport => self.to(p.ports().map_or(0, |(s, _)| s as u32)),
+                    Mode::L4Dport => self.to(p.ports().map_or(0, |(_, d)| d as u32)),
+                    Mode::L4Filter if p.ip_proto() == Some(IPPROTO_UDP) && p.ports().map(|(_, d)| d) == Some(9) => {
+                        Verdict::Drop
+                    }
+                    _ => self.to(l4_proto_index(p.ip_proto())),
+                }
+            }
+        }
+    }
+}
+
+/// The program a cpumap entry runs on its target before the exception path
+/// (kernel 5.9's `bpf_cpumap_val.bpf_prog`); xdp-bench's `--remote-action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemoteProg {
+    /// `cpumap_pass`: every frame to the stack.
+    Pass,
+    /// `cpumap_drop`: every frame dropped (counted as a remote drop).
+    Drop,
+}
+
+impl RemoteProg {
+    #[inline(always)]
+    pub fn run(self, _pkt: &[u8]) -> Verdict {
+        match self {
+            RemoteProg::Pass => Verdict::Pass,
+            RemoteProg::Drop => Verdict::Drop,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteProg::Pass => "pass",
+            RemoteProg::Drop => "drop",
+        }
+    }
+}
+
+impl FromStr for RemoteProg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pass" => Ok(RemoteProg::Pass),
+            "drop" => Ok(RemoteProg::Drop),
+            other => Err(format!("unknown remote action '{other}': expected drop or pass")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tests_support::{ipv6_frame, udp4_frame};
+
+    fn t(ids: &[u32]) -> Vec<TargetId> {
+        ids.iter().map(|&i| TargetId(i)).collect()
+    }
+
+    #[test]
+    fn mode_names_round_trip_and_unknown_is_an_error() {
+        for m in Mode::ALL {
+            assert_eq!(m.name().parse::<Mode>(), Ok(m));
+        }
+        let e = "l4-magic".parse::<Mode>().unwrap_err();
+        assert!(e.to_string().contains("unknown mode 'l4-magic'"));
+    }
+
+    #[test]
+    fn no_targets_is_an_error() {
+        assert_eq!(Filter::new(Mode::L4Hash, &[]).unwrap_err(), FilterError::NoTargets);
+    }
+
+    #[test]
+    fn touch_mode_verdicts() {
+        let mut f = Filter::new(Mode::Touch, &t(&[4, 5])).unwrap();
+        assert_eq!(f.run(&[0; 13]), Verdict::Aborted);
+        let mut short_len = [0u8; 14];
+        short_len[12] = 0x05;
+        assert_eq!(f.run(&short_len), Verdict::Drop);
+        assert_eq!(f.run(&udp4_frame([10, 0, 0, 1], [10, 0, 0, 2], 1, 2)), Verdict::Redirect(TargetId(4)));
+    }
+
+    #[test]
+    fn round_robin_cycles_per_instance() {
+        let mut f = Filter::new(Mode::RoundRobin, &t(&[1, 2, 3])).unwrap();
+        let got: Vec<_> = (0..7).map(|_| f.run(&[])).collect();
+        let want: Vec<_> = [1, 2, 3, 1, 2, 3, 1].iter().map(|&i| Verdict::Redirect(TargetId(i))).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn l4_filter_drops_udp_port_9_only() {
+        let mut f = Filter::new(Mode::L4Filter, &t(&[1, 2, 3])).unwrap();
+        assert_eq!(f.run(&udp4_frame([1, 1, 1, 1], [2, 2, 2, 2], 5, 9)), Verdict::Drop);
+        assert_eq!(f.run(&udp4_frame([1, 1, 1, 1], [2, 2, 2, 2], 9, 10)), Verdict::Redirect(TargetId(2)));
+    }
+
+    #[test]
+    fn l4_hash_is_symmetric_and_spreads() {
+        let mut f = Filter::new(Mode::L4Hash, &t(&[1, 2, 3, 4])).unwrap();
+        let mut hit = [0u32; 5];
+        for i in 0..64u8 {
+            let a = udp4_frame([10, 0, 0, i], [192, 0, 2, 1], 1000, 53);
+            let b = udp4_frame([192, 0, 2, 1], [10, 0, 0, i], 53, 1000);
+            let va = f.run(&a);
+            assert_eq!(va, f.run(&b), "swapping src/dst keeps the target");
+            if let Verdict::Redirect(TargetId(x)) = va {
+                hit[x as usize] += 1;
+            }
+        }
+        assert!(hit[1..].iter().all(|&n| n > 0), "64 flows reach all 4 targets: {hit:?}");
+        let v6a = ipv6_frame([1; 16], [2; 16], 6);
+        let v6b = ipv6_frame([2; 16], [1; 16], 6);
+        assert_eq!(f.run(&v6a), f.run(&v6b));
+    }
+
+    #[test]
+    fn super_fast_hash_matches_the_c_reference() {
+        // Values printed by hash_func01.h's SuperFastHash4 compiled with gcc
+        // on x86_64 (the header itself is not part of this repository).
+        assert_eq!(super_fast_hash4([1, 2, 3, 4], L4_HASH_INITVAL + 17), 3_885_879_363);
+        assert_eq!(super_fast_hash4([0xff; 4], 0), 652_401_842);
+        // l4-hash of UDP 10.0.0.1 -> 10.0.0.2, as the BPF program computes it.
+        let f = udp4_frame([10, 0, 0, 1], [10, 0, 0, 2], 1, 2);
+        assert_eq!(l4_hash(&crate::wire::parse(&f).unwrap()), 4_136_231_318);
+    }
+
+    #[test]
+    fn port_modes_use_the_port_modulo_targets() {
+        let mut s = Filter::new(Mode::L4Sport, &t(&[7, 8, 9])).unwrap();
+        let mut d = Filter::new(Mode::L4Dport, &t(&[7, 8, 9])).unwrap();
+        let f = udp4_frame([1, 2, 3, 4], [5, 6, 7, 8], 4, 8);
+        assert_eq!(s.run(&f), Verdict::Redirect(TargetId(8)));
+        assert_eq!(d.run(&f), Verdict::Redirect(TargetId(9)));
+        assert_eq!(s.run(&ipv6_frame([0; 16], [0; 16], 99)), Verdict::Redirect(TargetId(7)));
+    }
+
+    #[test]
+    fn garbage_never_panics_in_any_mode() {
+        let mut seed = 0x1234_5678u32;
+        for len in 0..200 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as u8
+                })
+                .collect();
+            for m in Mode::ALL {
+                let mut f = Filter::new(m, &t(&[1, 2])).unwrap();
+                let _ = f.run(&buf);
+            }
+        }
+    }
+}
