@@ -1,6 +1,8 @@
 #![deny(unsafe_code)]
+pub mod cpumap;
 pub mod filter;
 pub mod frame;
 pub mod ids;
+pub mod metrics;
 pub mod ring;
 pub mod wire;

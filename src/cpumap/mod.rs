@@ -1,0 +1,563 @@
+//! The runtime cpumap: `target -> { qsize, remote program }`, its entries'
+//! rings, the RX lcores' bulk queues, and the targets' view of their entries.
+//!
+//! # General idea
+//!
+//! * **Map** ([`CpuMap`], shared): one slot per key holding the current
+//!   [`Entry`] (`ArcSwapOption`), a generation counter bumped by every
+//!   change, and the kernel's update/delete/lookup/get_next_key contract.
+//!   Writers (control plane) are serialised by a mutex; the dataplane never
+//!   takes it.
+//! * **Entry**: an MPSC ring of frames (producers: every RX lcore; consumer:
+//!   the target lcore whose id is the key) and its remote program. An entry
+//!   is immutable; an update builds a new one and swaps it in.
+//! * **RX side** ([`MapReader`] + [`BulkQueues`], one per RX lcore, no
+//!   sharing): the reader caches `Arc`s of the entries and refreshes them at
+//!   the start of a poll only when the generation moved — a QSBR read side:
+//!   between polls an RX lcore holds no frame for any entry (invariant 1), so
+//!   the refresh is its quiescent point, which it publishes. A redirect
+//!   appends the frame to the bulk queue of its target (8 slots); a full
+//!   queue, and every non-empty queue at the end of the poll, is flushed with
+//!   one `enqueue_burst` into the entry's ring; what does not fit is dropped
+//!   and counted as an enqueue drop.
+//! * **Target side** ([`TargetView`], one per target lcore): entries are
+//!   handed to their target through a per-key mailbox (so even an entry that
+//!   lived for a microsecond is drained), and the target polls every entry it
+//!   holds, oldest first.
+//! * **Swap and teardown** (kernel: xchg + call_rcu + kthread_stop): the
+//!   writer builds the new entry, posts it to the target's mailbox, swaps it
+//!   into the slot, bumps the generation, waits until every online RX lcore
+//!   has published a quiescent state at or past it (no bulk queue can point
+//!   at the old entry any more), then marks the old entry retired. The target
+//!   drains a retired entry to empty and only then lets go of it. Nothing in
+//!   flight is lost: every frame is delivered or counted where it dropped.
+
+mod qsbr;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use arrayvec::ArrayVec;
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::filter::RemoteProg;
+use crate::frame::{self, Frame};
+use crate::ids::TargetId;
+use crate::metrics::RxStats;
+use crate::ring::{self, Consumer, MpProducer};
+
+pub use qsbr::QsbrError;
+use qsbr::{Qsbr, ReaderSlot};
+
+/// Frames per bulk queue by default (the kernel's `CPU_MAP_BULK_SIZE`).
+pub const CPU_MAP_BULK_SIZE: usize = 8;
+/// Largest configurable bulk size.
+pub const MAX_BULK: usize = 32;
+/// The kernel's sanity limit on a cpumap entry's queue size.
+pub const MAX_QSIZE: u32 = 16384;
+
+/// `BPF_ANY`: create or replace.
+pub const BPF_ANY: u64 = 0;
+/// `BPF_NOEXIST`: refused by cpumap (every key of an array map exists).
+pub const BPF_NOEXIST: u64 = 1;
+/// `BPF_EXIST`: replace.
+pub const BPF_EXIST: u64 = 2;
+
+/// Map errors, with the kernel's errno for each case.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MapError {
+    #[error("EINVAL: {0}")]
+    Invalid(String),
+    #[error("E2BIG: key {key} >= max_entries {max_entries}")]
+    KeyTooBig { key: u32, max_entries: u32 },
+    #[error("EEXIST: cpumap keys always exist; BPF_NOEXIST cannot create key {key}")]
+    Exists { key: u32 },
+    #[error("EOVERFLOW: qsize {qsize} > {MAX_QSIZE}")]
+    QsizeOverflow { qsize: u32 },
+    #[error("ENODEV: key {key} is not an available target lcore ({why})")]
+    NoDevice { key: u32, why: String },
+    #[error("ENOENT: key {key} is the last key")]
+    NoNextKey { key: u32 },
+    #[error("ENOMEM: {0}")]
+    NoMemory(String),
+}
+
+impl MapError {
+    /// The errno name, as `bpftool` would print it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MapError::Invalid(_) => "EINVAL",
+            MapError::KeyTooBig { .. } => "E2BIG",
+            MapError::Exists { .. } => "EEXIST",
+            MapError::QsizeOverflow { .. } => "EOVERFLOW",
+            MapError::NoDevice { .. } => "ENODEV",
+            MapError::NoNextKey { .. } => "ENOENT",
+            MapError::NoMemory(_) => "ENOMEM",
+        }
+    }
+}
+
+/// The value of a cpumap entry (`struct bpf_cpumap_val`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryValue {
+    pub qsize: u32,
+    pub prog: Option<RemoteProg>,
+}
+
+/// One cpumap entry: a ring into its target and the target's program.
+pub struct Entry {
+    id: u64,
+    target: TargetId,
+    qsize: u32,
+    prog: Option<RemoteProg>,
+    producer: MpProducer<Frame>,
+    /// Taken once by the target when it adopts the entry.
+    consumer: Mutex<Option<Consumer<Frame>>>,
+    /// Set by the writer after the grace period: no RX lcore will enqueue
+    /// again, so empty means drained for good.
+    retired: AtomicBool,
+}
+
+impl Entry {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    pub fn target(&self) -> TargetId {
+        self.target
+    }
+    pub fn qsize(&self) -> u32 {
+        self.qsize
+    }
+    pub fn prog(&self) -> Option<RemoteProg> {
+        self.prog
+    }
+    /// Frames waiting in the ring now.
+    pub fn ring_len(&self) -> usize {
+        self.producer.len()
+    }
+}
+
+/// What `lookup` returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EntryInfo {
+    pub key: u32,
+    pub qsize: u32,
+    pub prog: Option<&'static str>,
+    /// Unique per created entry: changes on every update.
+    pub id: u64,
+    pub ring_len: usize,
+}
+
+/// The runtime cpumap.
+pub struct CpuMap {
+    max_entries: u32,
+    slots: Box<[ArcSwapOption<Entry>]>,
+    mailboxes: Box<[Mutex<VecDeque<Arc<Entry>>>]>,
+    available: Box<[bool]>,
+    generation: CachePadded<AtomicU64>,
+    qsbr: Qsbr,
+    writer: Mutex<()>,
+    next_id: AtomicU64,
+    updates_ok: AtomicU64,
+    updates_failed: AtomicU64,
+}
+
+impl std::fmt::Debug for CpuMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuMap").field("max_entries", &self.max_entries).finish()
+    }
+}
+
+impl CpuMap {
+    /// A map of `max_entries` keys whose valid targets are `targets`, read by
+    /// up to `rx_readers` RX lcores.
+    pub fn new(max_entries: u32, targets: &[TargetId], rx_readers: usize) -> Result<Arc<Self>, MapError> {
+        if max_entries == 0 {
+            return Err(MapError::Invalid("max_entries must be at least 1".into()));
+        }
+        let mut available = vec![false; max_entries as usize].into_boxed_slice();
+        for t in targets {
+            if t.0 >= max_entries {
+                return Err(MapError::KeyTooBig { key: t.0, max_entries });
+            }
+            available[t.index()] = true;
+        }
+        Ok(Arc::new(Self {
+            max_entries,
+            slots: (0..max_entries).map(|_| ArcSwapOption::empty()).collect(),
+            mailboxes: (0..max_entries).map(|_| Mutex::new(VecDeque::new())).collect(),
+            available,
+            generation: CachePadded::new(AtomicU64::new(1)),
+            qsbr: Qsbr::new(rx_readers),
+            writer: Mutex::new(()),
+            next_id: AtomicU64::new(1),
+            updates_ok: AtomicU64::new(0),
+            updates_failed: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+
+    /// (successful, failed) update/delete calls so far.
+    pub fn update_counts(&self) -> (u64, u64) {
+        (self.updates_ok.load(Ordering::Relaxed), self.updates_failed.load(Ordering::Relaxed))
+    }
+
+    fn count<T>(&self, r: Result<T, MapError>) -> Result<T, MapError> {
+        let c = if r.is_ok() { &self.updates_ok } else { &self.updates_failed };
+        c.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    /// `bpf_map_update_elem`: checks in the kernel's order (flags, key,
+    /// NOEXIST, qsize, device), then creates, replaces, or — qsize 0 —
+    /// deletes. Returns after the old entry is retired (the RX side has
+    /// let go of it); its target drains it.
+    /// Context: control plane. Blocks for at most one poll of each RX lcore.
+    pub fn update(&self, key: u32, value: EntryValue, flags: u64) -> Result<(), MapError> {
+        let r = self.update_inner(key, value, flags);
+        self.count(r)
+    }
+
+    fn update_inner(&self, key: u32, value: EntryValue, flags: u64) -> Result<(), MapError> {
+        if flags > BPF_EXIST {
+            return Err(MapError::Invalid(format!("unknown update flags {flags:#x} (BPF_ANY=0, BPF_EXIST=2)")));
+        }
+        if key >= self.max_entries {
+            return Err(MapError::KeyTooBig { key, max_entries: self.max_entries });
+        }
+        if flags == BPF_NOEXIST {
+            return Err(MapError::Exists { key });
+        }
+        if value.qsize > MAX_QSIZE {
+            return Err(MapError::QsizeOverflow { qsize: value.qsize });
+        }
+        if !self.available[key as usize] {
+            return Err(MapError::NoDevice { key, why: format!("lcore{key} does not run a target loop") });
+        }
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let new = if value.qsize == 0 {
+            None
+        } else {
+            let (producer, consumer) =
+                ring::mpsc::<Frame>(value.qsize).map_err(|e| MapError::NoMemory(e.to_string()))?;
+            let entry = Arc::new(Entry {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                target: TargetId(key),
+                qsize: value.qsize,
+                prog: value.prog,
+                producer,
+                consumer: Mutex::new(Some(consumer)),
+                retired: AtomicBool::new(false),
+            });
+            self.mailboxes[key as usize].lock().unwrap_or_else(|p| p.into_inner()).push_back(entry.clone());
+            Some(entry)
+        };
+        self.replace(key, new);
+        Ok(())
+    }
+
+    /// `bpf_map_delete_elem`: key >= max_entries is EINVAL (not E2BIG, as in
+    /// the kernel); deleting an empty key succeeds.
+    pub fn delete(&self, key: u32) -> Result<(), MapError> {
+        let r = if key >= self.max_entries {
+            Err(MapError::Invalid(format!("key {key} >= max_entries {}", self.max_entries)))
+        } else {
+            let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            self.replace(key, None);
+            Ok(())
+        };
+        self.count(r)
+    }
+
+    /// Swap, publish, wait for the RX side, retire. Caller holds `writer`.
+    fn replace(&self, key: u32, new: Option<Arc<Entry>>) {
+        let old = self.slots[key as usize].swap(new);
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.qsbr.synchronize(generation);
+        if let Some(old) = old {
+            // R3: Release; pairs with A3 in TargetView::poll. Every RX
+            // enqueue into `old` happened before the readers' quiescent
+            // states, which synchronize() acquired.
+            old.retired.store(true, Ordering::Release);
+        }
+    }
+
+    /// `bpf_map_lookup_elem`.
+    pub fn lookup(&self, key: u32) -> Option<EntryInfo> {
+        let e = self.slots.get(key as usize)?.load_full()?;
+        Some(EntryInfo { key, qsize: e.qsize, prog: e.prog.map(RemoteProg::name), id: e.id, ring_len: e.ring_len() })
+    }
+
+    /// `bpf_map_get_next_key`: walks like an array.
+    pub fn next_key(&self, key: Option<u32>) -> Result<u32, MapError> {
+        match key {
+            None => Ok(0),
+            Some(k) if k >= self.max_entries => Ok(0),
+            Some(k) if k == self.max_entries - 1 => Err(MapError::NoNextKey { key: k }),
+            Some(k) => Ok(k + 1),
+        }
+    }
+
+    /// Every key with an entry, in key order.
+    pub fn dump(&self) -> Vec<EntryInfo> {
+        (0..self.max_entries).filter_map(|k| self.lookup(k)).collect()
+    }
+
+    /// Registers an RX lcore as a reader. Each of the `rx_readers` slots is
+    /// handed out once.
+    pub fn reader(self: &Arc<Self>) -> Result<MapReader, QsbrError> {
+        let slot = self.qsbr.register()?;
+        let mut r = MapReader {
+            map: self.clone(),
+            slot,
+            generation: 0,
+            entries: (0..self.max_entries).map(|_| None).collect(),
+        };
+        r.online();
+        Ok(r)
+    }
+
+    /// The view of target `t`'s entries, for its lcore.
+    pub fn target_view(self: &Arc<Self>, t: TargetId) -> TargetView {
+        TargetView { map: self.clone(), target: t, generation: 0, entries: Vec::with_capacity(4) }
+    }
+}
+
+/// An RX lcore's cached view of the map (the QSBR read side).
+pub struct MapReader {
+    map: Arc<CpuMap>,
+    slot: ReaderSlot,
+    generation: u64,
+    entries: Box<[Option<Arc<Entry>>]>,
+}
+
+impl MapReader {
+    fn load_all(&mut self) {
+        for (k, e) in self.entries.iter_mut().enumerate() {
+            *e = self.map.slots[k].load_full();
+        }
+    }
+
+    /// Comes online: publishes a quiescent state no writer can miss, then
+    /// loads the entries.
+    fn online(&mut self) {
+        let g = self.map.qsbr.online(&self.slot, &self.map.generation);
+        self.load_all();
+        self.generation = g;
+    }
+
+    /// The quiescent point: call at the start of every poll, with every bulk
+    /// queue empty. Reloads the entries only when the map changed.
+    /// Context: owning RX lcore, between polls. One shared load when idle.
+    #[inline]
+    pub fn refresh(&mut self) {
+        // A4: Acquire; pairs with the SeqCst bump in CpuMap::replace, so the
+        // slot loads below see the swapped-in entry.
+        let g = self.map.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            self.load_all();
+            self.generation = g;
+            self.map.qsbr.quiescent(&self.slot, g);
+        }
+    }
+
+    /// Goes offline for good (RX lcore exit): drops every cached entry.
+    pub fn offline(&mut self) {
+        for e in self.entries.iter_mut() {
+            *e = None;
+        }
+        self.map.qsbr.offline(&self.slot);
+    }
+
+    #[inline(always)]
+    pub fn entry(&self, t: TargetId) -> Option<&Arc<Entry>> {
+        self.entries.get(t.index())?.as_ref()
+    }
+
+    pub fn max_entries(&self) -> u32 {
+        self.map.max_entries
+    }
+}
+
+impl Drop for MapReader {
+    fn drop(&mut self) {
+        self.offline();
+    }
+}
+
+/// An RX lcore's bulk queues, one per key, and the set needing a flush.
+pub struct BulkQueues {
+    queues: Box<[ArrayVec<Frame, MAX_BULK>]>,
+    bulk_size: usize,
+    pending: Box<[u64]>,
+}
+
+impl BulkQueues {
+    /// `bulk_size` in 1..=MAX_BULK (checked by config).
+    pub fn new(max_entries: u32, bulk_size: usize) -> Self {
+        let bulk_size = bulk_size.clamp(1, MAX_BULK);
+        Self {
+            queues: (0..max_entries).map(|_| ArrayVec::new()).collect(),
+            bulk_size,
+            pending: vec![0u64; (max_entries as usize).div_ceil(64)].into_boxed_slice(),
+        }
+    }
+
+    /// Queues `frame` for target `t` (the kernel's `bq_enqueue`). Flushes
+    /// the queue first if it is full. Gives the frame back when `t` has no
+    /// entry (the caller counts the redirect as aborted).
+    /// Context: owning RX lcore, inside one poll.
+    #[inline]
+    pub fn enqueue(&mut self, reader: &MapReader, t: TargetId, frame: Frame, stats: &RxStats) -> Result<(), Frame> {
+        let Some(entry) = reader.entry(t) else {
+            return Err(frame);
+        };
+        let i = t.index();
+        if self.queues[i].len() >= self.bulk_size {
+            Self::flush_one(&mut self.queues[i], entry, stats);
+        }
+        self.queues[i].push(frame);
+        self.pending[i / 64] |= 1 << (i % 64);
+        Ok(())
+    }
+
+    /// Moves one bulk queue into its entry's ring with one producer-path
+    /// call; frames that do not fit are tail-dropped, freed and counted
+    /// (the kernel's `bq_flush_to_queue`).
+    #[inline]
+    fn flush_one(q: &mut ArrayVec<Frame, MAX_BULK>, entry: &Entry, stats: &RxStats) {
+        let n = q.len() as u64;
+        let moved = entry.producer.enqueue_burst(q) as u64;
+        let c = &stats.enqueue[entry.target.index()];
+        c.enqueued.add(moved);
+        c.flushes.add(1);
+        if moved < n {
+            c.drops.add(n - moved);
+            frame::free_burst(q);
+        }
+    }
+
+    /// Flushes every non-empty queue (the kernel's `__cpu_map_flush` at the
+    /// end of the NAPI poll). After it, this lcore holds no frame for any
+    /// entry.
+    /// Context: owning RX lcore, end of the poll.
+    #[inline]
+    pub fn flush(&mut self, reader: &MapReader, stats: &RxStats) {
+        for w in 0..self.pending.len() {
+            let mut bits = self.pending[w];
+            self.pending[w] = 0;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let q = &mut self.queues[i];
+                if q.is_empty() {
+                    continue;
+                }
+                match reader.entry(TargetId(i as u32)) {
+                    Some(entry) => Self::flush_one(q, entry, stats),
+                    // Cannot happen: the reader is refreshed only between
+                    // polls. Count rather than lose them if it ever does.
+                    None => {
+                        stats.counters.redirect_miss.add(q.len() as u64);
+                        frame::free_burst(q);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when no queue holds a frame.
+    pub fn is_empty(&self) -> bool {
+        self.pending.iter().all(|&w| w == 0)
+    }
+}
+
+/// A target lcore's entries: every entry ever posted to its key that is not
+/// yet drained and retired, oldest first.
+pub struct TargetView {
+    map: Arc<CpuMap>,
+    target: TargetId,
+    generation: u64,
+    entries: Vec<(Arc<Entry>, Consumer<Frame>)>,
+}
+
+/// One burst taken from an entry's ring.
+#[derive(Debug, Clone, Copy)]
+pub struct Taken {
+    pub count: usize,
+    pub prog: Option<RemoteProg>,
+}
+
+impl TargetView {
+    pub fn target(&self) -> TargetId {
+        self.target
+    }
+
+    /// Adopts newly posted entries if the map changed.
+    /// Context: owning target lcore. One shared load when nothing changed.
+    #[inline]
+    pub fn refresh(&mut self) {
+        let g = self.map.generation.load(Ordering::Acquire);
+        if g == self.generation {
+            return;
+        }
+        // try_lock: never wait behind a writer; retry on the next loop.
+        let Ok(mut mailbox) = self.map.mailboxes[self.target.index()].try_lock() else {
+            return;
+        };
+        while let Some(e) = mailbox.pop_front() {
+            let consumer = e.consumer.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(c) = consumer {
+                self.entries.push((e, c));
+            }
+        }
+        self.generation = g;
+    }
+
+    /// Dequeues one burst from the oldest entry that has frames, and drops
+    /// entries that are retired and empty. Returns the count and the program
+    /// of the entry the frames came from.
+    /// Context: owning target lcore.
+    #[inline]
+    pub fn poll<const N: usize>(&mut self, out: &mut ArrayVec<Frame, N>, max: usize) -> Taken {
+        let mut i = 0;
+        while i < self.entries.len() {
+            let (entry, cons) = &mut self.entries[i];
+            // A3: Acquire; pairs with R3 in CpuMap::replace. Loaded before
+            // the dequeue, so if it reads true every enqueue is visible.
+            let retired = entry.retired.load(Ordering::Acquire);
+            let n = cons.dequeue_up_to(out, max);
+            if n > 0 {
+                return Taken { count: n, prog: entry.prog };
+            }
+            if retired {
+                // Drained for good: the entry's last reference goes away here
+                // or with the map slot, whichever is later.
+                self.entries.remove(i);
+                continue;
+            }
+            i += 1;
+        }
+        Taken { count: 0, prog: None }
+    }
+
+    /// True when every entry's ring is empty (racy unless RX has stopped).
+    pub fn is_empty(&self) -> bool {
+        self.entries.iter().all(|(_, c)| c.is_empty())
+    }
+
+    /// Entries held (current plus draining).
+    pub fn held(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
