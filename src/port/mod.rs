@@ -1,0 +1,242 @@
+//! Ports: where frames come from and where `Tx` verdicts go.
+//!
+//! # General idea
+//!
+//! A port is opened from a DPDK-style vdev string (`net_gen0,flows=64`,
+//! `net_pcap0,rx_pcap=in.pcap`, `net_null0`), so one command line works with
+//! and without DPDK. Opening gives one [`PortQueue`] per configured queue;
+//! each queue is owned by exactly one RX lcore (l3fwd's `(port,queue,lcore)`),
+//! so queue state needs no synchronisation. Each queue has its own
+//! [`PortQueueCounters`] (single writer: that lcore).
+//!
+//! The DPDK ethdev backend implements the same trait.
+
+mod generator;
+mod null;
+mod pcap;
+
+use std::io;
+use std::sync::Arc;
+
+use arrayvec::ArrayVec;
+use thiserror::Error;
+
+use crate::frame::{Frame, Pool};
+use crate::ids::PortId;
+use crate::metrics::PortQueueCounters;
+
+pub use generator::{GenConfig, GenProto};
+
+/// Largest RX/TX burst.
+pub const MAX_BURST: usize = 32;
+/// A burst of frames.
+pub type Burst = ArrayVec<Frame, MAX_BURST>;
+
+#[derive(Debug, Error)]
+pub enum PortError {
+    #[error("bad vdev '{vdev}': {why}")]
+    BadVdev { vdev: String, why: String },
+    #[error(
+        "vdev '{0}' needs the DPDK backend (cargo feature `dpdk`), which this build does not include; natively available: net_gen, net_pcap, net_null"
+    )]
+    NeedsDpdk(String),
+    #[error("{port}: {file}: {why}")]
+    Pcap { port: String, file: String, why: String },
+    #[error("{port}: {why}")]
+    Queues { port: String, why: String },
+    #[error("{port}: {file}: {source}")]
+    Io { port: String, file: String, source: io::Error },
+}
+
+/// One RX/TX queue of a port, owned by one lcore.
+pub trait PortQueue: Send {
+    /// Receives up to `out`'s spare capacity frames into buffers from
+    /// `pool`. Returns the count. Context: the owning lcore; no allocation.
+    fn rx_burst(&mut self, pool: &mut Pool, out: &mut Burst) -> usize;
+
+    /// Transmits frames from the front of `frames`; returns how many were
+    /// taken. Frames left in `frames` were refused: the caller frees and
+    /// counts them.
+    fn tx_burst(&mut self, frames: &mut Burst) -> usize;
+
+    /// True when a finite source (pcap without `infinite_rx`, generator with
+    /// `count`) has nothing more to give.
+    fn exhausted(&self) -> bool {
+        false
+    }
+
+    /// Flushes buffered output (a tx pcap). Called at shutdown.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn counters(&self) -> &Arc<PortQueueCounters>;
+}
+
+/// A parsed `--vdev` argument: driver, instance name and key=value args.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VdevSpec {
+    pub name: String,
+    pub driver: Driver,
+    pub args: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    Gen,
+    Pcap,
+    Null,
+}
+
+/// Drivers DPDK has that the native build does not.
+const DPDK_ONLY: &[&str] = &[
+    "net_tap",
+    "net_af_packet",
+    "net_af_xdp",
+    "net_memif",
+    "net_ring",
+    "net_vhost",
+    "net_virtio_user",
+    "virtio_user",
+    "net_bonding",
+    "net_kni",
+];
+
+impl VdevSpec {
+    pub fn parse(s: &str) -> Result<Self, PortError> {
+        let bad = |why: &str| PortError::BadVdev { vdev: s.to_string(), why: why.to_string() };
+        let mut parts = s.split(',');
+        let name = parts.next().unwrap_or("").trim().to_string();
+        if name.is_empty() {
+            return Err(bad("empty device name"));
+        }
+        let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        let driver = match base {
+            "net_gen" => Driver::Gen,
+            "net_pcap" => Driver::Pcap,
+            "net_null" => Driver::Null,
+            d if DPDK_ONLY.contains(&d) => return Err(PortError::NeedsDpdk(s.to_string())),
+            _ => return Err(bad("unknown driver: expected net_gen<N>, net_pcap<N> or net_null<N>")),
+        };
+        let mut args = Vec::new();
+        for kv in parts {
+            let kv = kv.trim();
+            if kv.is_empty() {
+                continue;
+            }
+            let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("'{kv}' is not key=value")))?;
+            args.push((k.to_string(), v.to_string()));
+        }
+        let spec = Self { name, driver, args };
+        spec.check_keys()?;
+        Ok(spec)
+    }
+
+    fn allowed_keys(&self) -> &'static [&'static str] {
+        match self.driver {
+            Driver::Gen => &["flows", "size", "rate", "count", "proto", "dport"],
+            Driver::Pcap => &["rx_pcap", "tx_pcap", "infinite_rx"],
+            Driver::Null => &["size"],
+        }
+    }
+
+    fn check_keys(&self) -> Result<(), PortError> {
+        for (k, _) in &self.args {
+            if !self.allowed_keys().contains(&k.as_str()) {
+                return Err(PortError::BadVdev {
+                    vdev: self.name.clone(),
+                    why: format!("unknown argument '{k}' (known: {})", self.allowed_keys().join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.args.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, PortError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| PortError::BadVdev {
+                vdev: self.name.clone(),
+                why: format!("{key}={v} is not a valid number"),
+            }),
+        }
+    }
+
+    /// The most RX queues this port can have (pcap replays one file: 1).
+    pub fn max_queues(&self) -> u16 {
+        match self.driver {
+            Driver::Pcap => 1,
+            Driver::Gen | Driver::Null => 64,
+        }
+    }
+
+    /// True for a source that ends by itself.
+    pub fn is_finite(&self) -> bool {
+        match self.driver {
+            Driver::Pcap => self.get("infinite_rx") != Some("1"),
+            Driver::Gen => self.get("count").is_some_and(|c| c != "0"),
+            Driver::Null => false,
+        }
+    }
+}
+
+/// Opens a port with `nb_queues` queues (each to be owned by one lcore).
+pub fn open(spec: &VdevSpec, port: PortId, nb_queues: u16) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
+    if nb_queues == 0 || nb_queues > spec.max_queues() {
+        return Err(PortError::Queues {
+            port: format!("{port} ({})", spec.name),
+            why: format!("{nb_queues} queues requested, this driver has 1 to {}", spec.max_queues()),
+        });
+    }
+    match spec.driver {
+        Driver::Gen => generator::open(spec, port, nb_queues),
+        Driver::Null => null::open(spec, port, nb_queues),
+        Driver::Pcap => pcap::open(spec, port),
+    }
+}
+
+/// Validates a vdev's arguments and files without keeping anything open.
+pub fn check(spec: &VdevSpec, port: PortId) -> Result<(), PortError> {
+    open(spec, port, 1).map(drop)
+}
+
+/// Frees every frame in `frames` and returns the count (for tx drops).
+#[inline]
+pub(crate) fn free_all(frames: &mut Burst) -> u64 {
+    let n = frames.len() as u64;
+    crate::frame::free_burst(frames);
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vdev_strings_parse_like_dpdk() {
+        let v = VdevSpec::parse("net_pcap0,rx_pcap=a.pcap,infinite_rx=1").unwrap();
+        assert_eq!((v.name.as_str(), v.driver), ("net_pcap0", Driver::Pcap));
+        assert_eq!(v.get("rx_pcap"), Some("a.pcap"));
+        assert!(!v.is_finite());
+        assert!(VdevSpec::parse("net_gen1,count=10").unwrap().is_finite());
+        assert!(!VdevSpec::parse("net_null0").unwrap().is_finite());
+    }
+
+    #[test]
+    fn bad_vdevs_name_the_problem() {
+        let e = VdevSpec::parse("net_tap0,iface=x").unwrap_err().to_string();
+        assert!(e.contains("needs the DPDK backend"), "{e}");
+        let e = VdevSpec::parse("net_bogus0").unwrap_err().to_string();
+        assert!(e.contains("unknown driver"), "{e}");
+        let e = VdevSpec::parse("net_gen0,flows").unwrap_err().to_string();
+        assert!(e.contains("not key=value"), "{e}");
+        let e = VdevSpec::parse("net_gen0,speed=9").unwrap_err().to_string();
+        assert!(e.contains("unknown argument 'speed'"), "{e}");
+        let e = check(&VdevSpec::parse("net_gen0,flows=lots").unwrap(), PortId(0)).unwrap_err().to_string();
+        assert!(e.contains("flows=lots is not a valid number"), "{e}");
+    }
+}
