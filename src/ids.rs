@@ -7,18 +7,18 @@ use serde::Serialize;
 
 /// An EAL-style logical core id (not a CPU number: `--lcores 2@0` runs
 /// lcore 2 on CPU 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct LcoreId(pub u32);
 
 /// A port, numbered in `--vdev` order as DPDK numbers them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct PortId(pub u16);
 
 /// A redirect target: the key of a cpumap entry, which is the id of the
 /// lcore that serves it (the kernel keys cpumap by CPU number).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct TargetId(pub u32);
 

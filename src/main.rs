@@ -1,1 +1,136 @@
-fn main(){}
+//! `cpumapd [EAL args] -- [app args]`; with no arguments, the demo.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cpumapd::config::{ConfigError, Plan};
+use cpumapd::lcore;
+use cpumapd::metrics::Summary;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let plan = if args.is_empty() {
+        Plan::demo()
+    } else {
+        Plan::from_args(&args)
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(ConfigError::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("cpumapd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&plan) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cpumapd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(plan: &Plan) -> Result<ExitCode, String> {
+    // Human output goes to stderr when stdout carries the JSON summary.
+    let json_to_stdout = plan.summary_json.as_deref() == Some("-");
+    let mut out: Box<dyn Write> = if json_to_stdout {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+
+    let _ = writeln!(
+        out,
+        "cpumapd: mode {} | {} port(s) | RX {} | targets {} | qsize {} | bulk {} | exception {}",
+        plan.mode,
+        plan.ports.len(),
+        plan.rx_lcores()
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        plan.targets
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        plan.qsize,
+        plan.bulk_size,
+        plan.exception.backend(),
+    );
+    let running = lcore::start(plan).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let mut last = running.snapshot();
+    let mut last_t = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if plan.duration.is_some_and(|d| t0.elapsed() >= d) || running.rx_finished() {
+            break;
+        }
+        if let Some(iv) = plan.interval
+            && last_t.elapsed() >= iv
+        {
+            let now = running.snapshot();
+            let _ = write!(out, "{}", now.table(&last, last_t.elapsed().as_secs_f64()));
+            let _ = out.flush();
+            last = now;
+            last_t = Instant::now();
+        }
+    }
+    let summary = running.shutdown().map_err(|e| e.to_string())?;
+    report(&mut out, &summary);
+    if let Some(path) = &plan.summary_json {
+        let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+        if path == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json + "\n").map_err(|e| format!("--summary-json {path}: {e}"))?;
+        }
+    }
+    match summary.check_identities(true) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("cpumapd: accounting identity violated: {e}");
+            Ok(ExitCode::from(3))
+        }
+    }
+}
+
+fn report(out: &mut dyn Write, s: &Summary) {
+    let _ = writeln!(
+        out,
+        "summary: {:.2}s rx {} ({:.2} Mpps) pass {} drop {} tx {} redirect {} aborted {} | enqueued {} enqueue_drops {} | \
+         target_processed {} delivered {} target_drops {} | in_flight {} pool_in_use {}",
+        s.duration_s,
+        s.rx,
+        s.rx_pps / 1e6,
+        s.pass,
+        s.drop,
+        s.tx,
+        s.redirect,
+        s.aborted,
+        s.enqueued,
+        s.enqueue_drops,
+        s.target_processed,
+        s.delivered,
+        s.target_drops,
+        s.in_flight,
+        s.pool_in_use
+    );
+}

@@ -168,28 +168,39 @@ pub struct CpuMap {
 
 impl std::fmt::Debug for CpuMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuMap").field("max_entries", &self.max_entries).finish()
+        f.debug_struct("CpuMap")
+            .field("max_entries", &self.max_entries)
+            .finish()
     }
 }
 
 impl CpuMap {
     /// A map of `max_entries` keys whose valid targets are `targets`, read by
     /// up to `rx_readers` RX lcores.
-    pub fn new(max_entries: u32, targets: &[TargetId], rx_readers: usize) -> Result<Arc<Self>, MapError> {
+    pub fn new(
+        max_entries: u32,
+        targets: &[TargetId],
+        rx_readers: usize,
+    ) -> Result<Arc<Self>, MapError> {
         if max_entries == 0 {
             return Err(MapError::Invalid("max_entries must be at least 1".into()));
         }
         let mut available = vec![false; max_entries as usize].into_boxed_slice();
         for t in targets {
             if t.0 >= max_entries {
-                return Err(MapError::KeyTooBig { key: t.0, max_entries });
+                return Err(MapError::KeyTooBig {
+                    key: t.0,
+                    max_entries,
+                });
             }
             available[t.index()] = true;
         }
         Ok(Arc::new(Self {
             max_entries,
             slots: (0..max_entries).map(|_| ArcSwapOption::empty()).collect(),
-            mailboxes: (0..max_entries).map(|_| Mutex::new(VecDeque::new())).collect(),
+            mailboxes: (0..max_entries)
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
             available,
             generation: CachePadded::new(AtomicU64::new(1)),
             qsbr: Qsbr::new(rx_readers),
@@ -206,11 +217,18 @@ impl CpuMap {
 
     /// (successful, failed) update/delete calls so far.
     pub fn update_counts(&self) -> (u64, u64) {
-        (self.updates_ok.load(Ordering::Relaxed), self.updates_failed.load(Ordering::Relaxed))
+        (
+            self.updates_ok.load(Ordering::Relaxed),
+            self.updates_failed.load(Ordering::Relaxed),
+        )
     }
 
     fn count<T>(&self, r: Result<T, MapError>) -> Result<T, MapError> {
-        let c = if r.is_ok() { &self.updates_ok } else { &self.updates_failed };
+        let c = if r.is_ok() {
+            &self.updates_ok
+        } else {
+            &self.updates_failed
+        };
         c.fetch_add(1, Ordering::Relaxed);
         r
     }
@@ -227,10 +245,15 @@ impl CpuMap {
 
     fn update_inner(&self, key: u32, value: EntryValue, flags: u64) -> Result<(), MapError> {
         if flags > BPF_EXIST {
-            return Err(MapError::Invalid(format!("unknown update flags {flags:#x} (BPF_ANY=0, BPF_EXIST=2)")));
+            return Err(MapError::Invalid(format!(
+                "unknown update flags {flags:#x} (BPF_ANY=0, BPF_EXIST=2)"
+            )));
         }
         if key >= self.max_entries {
-            return Err(MapError::KeyTooBig { key, max_entries: self.max_entries });
+            return Err(MapError::KeyTooBig {
+                key,
+                max_entries: self.max_entries,
+            });
         }
         if flags == BPF_NOEXIST {
             return Err(MapError::Exists { key });
@@ -239,7 +262,10 @@ impl CpuMap {
             return Err(MapError::QsizeOverflow { qsize: value.qsize });
         }
         if !self.available[key as usize] {
-            return Err(MapError::NoDevice { key, why: format!("lcore{key} does not run a target loop") });
+            return Err(MapError::NoDevice {
+                key,
+                why: format!("lcore{key} does not run a target loop"),
+            });
         }
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let new = if value.qsize == 0 {
@@ -256,7 +282,10 @@ impl CpuMap {
                 consumer: Mutex::new(Some(consumer)),
                 retired: AtomicBool::new(false),
             });
-            self.mailboxes[key as usize].lock().unwrap_or_else(|p| p.into_inner()).push_back(entry.clone());
+            self.mailboxes[key as usize]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(entry.clone());
             Some(entry)
         };
         self.replace(key, new);
@@ -267,7 +296,10 @@ impl CpuMap {
     /// the kernel); deleting an empty key succeeds.
     pub fn delete(&self, key: u32) -> Result<(), MapError> {
         let r = if key >= self.max_entries {
-            Err(MapError::Invalid(format!("key {key} >= max_entries {}", self.max_entries)))
+            Err(MapError::Invalid(format!(
+                "key {key} >= max_entries {}",
+                self.max_entries
+            )))
         } else {
             let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             self.replace(key, None);
@@ -292,7 +324,13 @@ impl CpuMap {
     /// `bpf_map_lookup_elem`.
     pub fn lookup(&self, key: u32) -> Option<EntryInfo> {
         let e = self.slots.get(key as usize)?.load_full()?;
-        Some(EntryInfo { key, qsize: e.qsize, prog: e.prog.map(RemoteProg::name), id: e.id, ring_len: e.ring_len() })
+        Some(EntryInfo {
+            key,
+            qsize: e.qsize,
+            prog: e.prog.map(RemoteProg::name),
+            id: e.id,
+            ring_len: e.ring_len(),
+        })
     }
 
     /// `bpf_map_get_next_key`: walks like an array.
@@ -307,7 +345,9 @@ impl CpuMap {
 
     /// Every key with an entry, in key order.
     pub fn dump(&self) -> Vec<EntryInfo> {
-        (0..self.max_entries).filter_map(|k| self.lookup(k)).collect()
+        (0..self.max_entries)
+            .filter_map(|k| self.lookup(k))
+            .collect()
     }
 
     /// Registers an RX lcore as a reader. Each of the `rx_readers` slots is
@@ -326,7 +366,12 @@ impl CpuMap {
 
     /// The view of target `t`'s entries, for its lcore.
     pub fn target_view(self: &Arc<Self>, t: TargetId) -> TargetView {
-        TargetView { map: self.clone(), target: t, generation: 0, entries: Vec::with_capacity(4) }
+        TargetView {
+            map: self.clone(),
+            target: t,
+            generation: 0,
+            entries: Vec::with_capacity(4),
+        }
     }
 }
 
@@ -415,7 +460,13 @@ impl BulkQueues {
     /// entry (the caller counts the redirect as aborted).
     /// Context: owning RX lcore, inside one poll.
     #[inline]
-    pub fn enqueue(&mut self, reader: &MapReader, t: TargetId, frame: Frame, stats: &RxStats) -> Result<(), Frame> {
+    pub fn enqueue(
+        &mut self,
+        reader: &MapReader,
+        t: TargetId,
+        frame: Frame,
+        stats: &RxStats,
+    ) -> Result<(), Frame> {
         let Some(entry) = reader.entry(t) else {
             return Err(frame);
         };
@@ -512,13 +563,26 @@ impl TargetView {
         let Ok(mut mailbox) = self.map.mailboxes[self.target.index()].try_lock() else {
             return;
         };
+        Self::adopt(&mut self.entries, &mut mailbox);
+        self.generation = g;
+    }
+
+    /// Adopts every posted entry, waiting for the mailbox if a writer holds
+    /// it. Context: target lcore at shutdown (not the hot loop).
+    pub fn adopt_all(&mut self) {
+        let mut mailbox = self.map.mailboxes[self.target.index()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Self::adopt(&mut self.entries, &mut mailbox);
+    }
+
+    fn adopt(entries: &mut Vec<(Arc<Entry>, Consumer<Frame>)>, mailbox: &mut VecDeque<Arc<Entry>>) {
         while let Some(e) = mailbox.pop_front() {
             let consumer = e.consumer.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(c) = consumer {
-                self.entries.push((e, c));
+                entries.push((e, c));
             }
         }
-        self.generation = g;
     }
 
     /// Dequeues one burst from the oldest entry that has frames, and drops
@@ -535,7 +599,10 @@ impl TargetView {
             let retired = entry.retired.load(Ordering::Acquire);
             let n = cons.dequeue_up_to(out, max);
             if n > 0 {
-                return Taken { count: n, prog: entry.prog };
+                return Taken {
+                    count: n,
+                    prog: entry.prog,
+                };
             }
             if retired {
                 // Drained for good: the entry's last reference goes away here
@@ -545,7 +612,10 @@ impl TargetView {
             }
             i += 1;
         }
-        Taken { count: 0, prog: None }
+        Taken {
+            count: 0,
+            prog: None,
+        }
     }
 
     /// True when every entry's ring is empty (racy unless RX has stopped).

@@ -33,14 +33,19 @@ pub(super) struct ReaderSlot(usize);
 impl Qsbr {
     pub(super) fn new(n: usize) -> Self {
         Self {
-            readers: (0..n).map(|_| CachePadded::new(AtomicU64::new(OFFLINE))).collect(),
+            readers: (0..n)
+                .map(|_| CachePadded::new(AtomicU64::new(OFFLINE)))
+                .collect(),
             taken: Mutex::new(vec![false; n]),
         }
     }
 
     pub(super) fn register(&self) -> Result<ReaderSlot, QsbrError> {
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        let i = taken.iter().position(|t| !t).ok_or(QsbrError(self.readers.len()))?;
+        let i = taken
+            .iter()
+            .position(|t| !t)
+            .ok_or(QsbrError(self.readers.len()))?;
         taken[i] = true;
         Ok(ReaderSlot(i))
     }

@@ -22,16 +22,28 @@ fn update_follows_the_kernel_contract_in_order() {
     // flags first, even with a bad key
     assert_eq!(m.update(99, val(20000), 3).unwrap_err().code(), "EINVAL");
     // then key
-    assert_eq!(m.update(8, val(20000), BPF_NOEXIST).unwrap_err(), MapError::KeyTooBig { key: 8, max_entries: 8 });
+    assert_eq!(
+        m.update(8, val(20000), BPF_NOEXIST).unwrap_err(),
+        MapError::KeyTooBig {
+            key: 8,
+            max_entries: 8
+        }
+    );
     // then NOEXIST
-    assert_eq!(m.update(1, val(20000), BPF_NOEXIST).unwrap_err(), MapError::Exists { key: 1 });
+    assert_eq!(
+        m.update(1, val(20000), BPF_NOEXIST).unwrap_err(),
+        MapError::Exists { key: 1 }
+    );
     // then qsize
     let e = m.update(3, val(20000), BPF_ANY).unwrap_err();
     assert_eq!(e, MapError::QsizeOverflow { qsize: 20000 });
     assert_eq!(e.to_string(), "EOVERFLOW: qsize 20000 > 16384");
     // then the device, even for qsize 0 (delete)
     assert_eq!(m.update(3, val(0), BPF_ANY).unwrap_err().code(), "ENODEV");
-    assert_eq!(m.update(0, val(64), BPF_EXIST).unwrap_err().code(), "ENODEV");
+    assert_eq!(
+        m.update(0, val(64), BPF_EXIST).unwrap_err().code(),
+        "ENODEV"
+    );
     // valid: ANY creates, EXIST replaces (array semantics: no existence check)
     m.update(1, val(64), BPF_EXIST).unwrap();
     assert_eq!(m.lookup(1).unwrap().qsize, 64);
@@ -78,7 +90,10 @@ fn next_key_walks_like_an_array() {
 
 #[test]
 fn targets_outside_the_map_are_refused_at_creation() {
-    assert_eq!(CpuMap::new(2, &[TargetId(5)], 1).unwrap_err().code(), "E2BIG");
+    assert_eq!(
+        CpuMap::new(2, &[TargetId(5)], 1).unwrap_err().code(),
+        "E2BIG"
+    );
     assert_eq!(CpuMap::new(0, &[], 1).unwrap_err().code(), "EINVAL");
 }
 
@@ -99,22 +114,36 @@ fn flush_tail_drops_what_does_not_fit_and_counts_it() {
     let stats = RxStats::new(LcoreId(0), 8);
     let mut bq = BulkQueues::new(8, CPU_MAP_BULK_SIZE);
     for _ in 0..12 {
-        bq.enqueue(&reader, TargetId(1), pool.alloc().unwrap(), &stats).unwrap();
+        bq.enqueue(&reader, TargetId(1), pool.alloc().unwrap(), &stats)
+            .unwrap();
     }
     // The 9th enqueue flushed the first 8: 5 fit, 3 dropped.
     let c = &stats.enqueue[1];
-    assert_eq!((c.enqueued.get(), c.drops.get(), c.flushes.get()), (5, 3, 1));
+    assert_eq!(
+        (c.enqueued.get(), c.drops.get(), c.flushes.get()),
+        (5, 3, 1)
+    );
     bq.flush(&reader, &stats);
-    assert_eq!((c.enqueued.get(), c.drops.get(), c.flushes.get()), (5, 7, 2));
+    assert_eq!(
+        (c.enqueued.get(), c.drops.get(), c.flushes.get()),
+        (5, 7, 2)
+    );
     assert!(bq.is_empty());
     // No entry for key 2: the frame comes back.
-    assert!(bq.enqueue(&reader, TargetId(2), pool.alloc().unwrap(), &stats).is_err());
+    assert!(
+        bq.enqueue(&reader, TargetId(2), pool.alloc().unwrap(), &stats)
+            .is_err()
+    );
     let mut tv = m.target_view(TargetId(1));
     tv.refresh();
     let mut out = ArrayVec::<Frame, 32>::new();
     assert_eq!(tv.poll(&mut out, 32).count, 5);
     drop(out);
-    assert_eq!(pool.in_use(), 0, "every frame went back: 5 dequeued, 7 dropped, 1 returned");
+    assert_eq!(
+        pool.in_use(),
+        0,
+        "every frame went back: 5 dequeued, 7 dropped, 1 returned"
+    );
 }
 
 /// An RX thread enqueues while the control thread replaces and deletes the
@@ -191,7 +220,15 @@ fn swaps_under_traffic_lose_nothing() {
     let got = target.join().unwrap();
     let c = &stats.enqueue[1];
     assert!(sent > 0);
-    assert_eq!(sent, c.enqueued.get() + c.drops.get() + missed, "redirect = enqueued + drops (+ misses)");
-    assert_eq!(got, c.enqueued.get(), "every enqueued frame reached the target");
+    assert_eq!(
+        sent,
+        c.enqueued.get() + c.drops.get() + missed,
+        "redirect = enqueued + drops (+ misses)"
+    );
+    assert_eq!(
+        got,
+        c.enqueued.get(),
+        "every enqueued frame reached the target"
+    );
     assert_eq!(pool.in_use(), 0, "pool full again");
 }

@@ -96,13 +96,18 @@ impl fmt::Display for Mode {
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("unknown mode '{0}': expected one of no-touch, touch, round-robin, l4-proto, l4-filter, l4-hash, l4-sport, l4-dport")]
+#[error(
+    "unknown mode '{0}': expected one of no-touch, touch, round-robin, l4-proto, l4-filter, l4-hash, l4-sport, l4-dport"
+)]
 pub struct UnknownMode(pub String);
 
 impl FromStr for Mode {
     type Err = UnknownMode;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Mode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| UnknownMode(s.to_string()))
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| UnknownMode(s.to_string()))
     }
 }
 
@@ -149,15 +154,23 @@ pub fn l4_hash(p: &wire::Parsed<'_>) -> u32 {
     match p.l3 {
         L3::Ipv4(ip) => {
             let sum = le(&ip.src_bytes()).wrapping_add(le(&ip.dst_bytes()));
-            super_fast_hash4(sum.to_le_bytes(), L4_HASH_INITVAL.wrapping_add(ip.protocol() as u32))
+            super_fast_hash4(
+                sum.to_le_bytes(),
+                L4_HASH_INITVAL.wrapping_add(ip.protocol() as u32),
+            )
         }
         L3::Ipv6(ip) => {
             let (s, d) = (ip.src_bytes(), ip.dst_bytes());
             let mut sum = 0u32;
             for w in 0..4 {
-                sum = sum.wrapping_add(le(&s[w * 4..])).wrapping_add(le(&d[w * 4..]));
+                sum = sum
+                    .wrapping_add(le(&s[w * 4..]))
+                    .wrapping_add(le(&d[w * 4..]));
             }
-            super_fast_hash4(sum.to_le_bytes(), L4_HASH_INITVAL.wrapping_add(ip.next_header() as u32))
+            super_fast_hash4(
+                sum.to_le_bytes(),
+                L4_HASH_INITVAL.wrapping_add(ip.next_header() as u32),
+            )
         }
         L3::Other(_) => 0,
     }
@@ -178,7 +191,11 @@ impl Filter {
         if targets.is_empty() {
             return Err(FilterError::NoTargets);
         }
-        Ok(Self { mode, targets: targets.into(), rr_next: 0 })
+        Ok(Self {
+            mode,
+            targets: targets.into(),
+            rr_next: 0,
+        })
     }
 
     pub fn mode(&self) -> Mode {
@@ -208,7 +225,11 @@ impl Filter {
             },
             Mode::RoundRobin => {
                 let idx = self.rr_next;
-                self.rr_next = if idx + 1 >= self.targets.len() as u32 { 0 } else { idx + 1 };
+                self.rr_next = if idx + 1 >= self.targets.len() as u32 {
+                    0
+                } else {
+                    idx + 1
+                };
                 self.to(idx)
             }
             Mode::L4Proto | Mode::L4Filter | Mode::L4Hash | Mode::L4Sport | Mode::L4Dport => {
@@ -219,7 +240,10 @@ impl Filter {
                     Mode::L4Hash => self.to(l4_hash(&p) % self.targets.len() as u32),
                     Mode::L4Sport => self.to(p.ports().map_or(0, |(s, _)| s as u32)),
                     Mode::L4Dport => self.to(p.ports().map_or(0, |(_, d)| d as u32)),
-                    Mode::L4Filter if p.ip_proto() == Some(IPPROTO_UDP) && p.ports().map(|(_, d)| d) == Some(9) => {
+                    Mode::L4Filter
+                        if p.ip_proto() == Some(IPPROTO_UDP)
+                            && p.ports().map(|(_, d)| d) == Some(9) =>
+                    {
                         Verdict::Drop
                     }
                     _ => self.to(l4_proto_index(p.ip_proto())),
@@ -262,7 +286,9 @@ impl FromStr for RemoteProg {
         match s {
             "pass" => Ok(RemoteProg::Pass),
             "drop" => Ok(RemoteProg::Drop),
-            other => Err(format!("unknown remote action '{other}': expected drop or pass")),
+            other => Err(format!(
+                "unknown remote action '{other}': expected drop or pass"
+            )),
         }
     }
 }
@@ -287,7 +313,10 @@ mod tests {
 
     #[test]
     fn no_targets_is_an_error() {
-        assert_eq!(Filter::new(Mode::L4Hash, &[]).unwrap_err(), FilterError::NoTargets);
+        assert_eq!(
+            Filter::new(Mode::L4Hash, &[]).unwrap_err(),
+            FilterError::NoTargets
+        );
     }
 
     #[test]
@@ -297,22 +326,34 @@ mod tests {
         let mut short_len = [0u8; 14];
         short_len[12] = 0x05;
         assert_eq!(f.run(&short_len), Verdict::Drop);
-        assert_eq!(f.run(&udp4_frame([10, 0, 0, 1], [10, 0, 0, 2], 1, 2)), Verdict::Redirect(TargetId(4)));
+        assert_eq!(
+            f.run(&udp4_frame([10, 0, 0, 1], [10, 0, 0, 2], 1, 2)),
+            Verdict::Redirect(TargetId(4))
+        );
     }
 
     #[test]
     fn round_robin_cycles_per_instance() {
         let mut f = Filter::new(Mode::RoundRobin, &t(&[1, 2, 3])).unwrap();
         let got: Vec<_> = (0..7).map(|_| f.run(&[])).collect();
-        let want: Vec<_> = [1, 2, 3, 1, 2, 3, 1].iter().map(|&i| Verdict::Redirect(TargetId(i))).collect();
+        let want: Vec<_> = [1, 2, 3, 1, 2, 3, 1]
+            .iter()
+            .map(|&i| Verdict::Redirect(TargetId(i)))
+            .collect();
         assert_eq!(got, want);
     }
 
     #[test]
     fn l4_filter_drops_udp_port_9_only() {
         let mut f = Filter::new(Mode::L4Filter, &t(&[1, 2, 3])).unwrap();
-        assert_eq!(f.run(&udp4_frame([1, 1, 1, 1], [2, 2, 2, 2], 5, 9)), Verdict::Drop);
-        assert_eq!(f.run(&udp4_frame([1, 1, 1, 1], [2, 2, 2, 2], 9, 10)), Verdict::Redirect(TargetId(2)));
+        assert_eq!(
+            f.run(&udp4_frame([1, 1, 1, 1], [2, 2, 2, 2], 5, 9)),
+            Verdict::Drop
+        );
+        assert_eq!(
+            f.run(&udp4_frame([1, 1, 1, 1], [2, 2, 2, 2], 9, 10)),
+            Verdict::Redirect(TargetId(2))
+        );
     }
 
     #[test]
@@ -328,7 +369,10 @@ mod tests {
                 hit[x as usize] += 1;
             }
         }
-        assert!(hit[1..].iter().all(|&n| n > 0), "64 flows reach all 4 targets: {hit:?}");
+        assert!(
+            hit[1..].iter().all(|&n| n > 0),
+            "64 flows reach all 4 targets: {hit:?}"
+        );
         let v6a = ipv6_frame([1; 16], [2; 16], 6);
         let v6b = ipv6_frame([2; 16], [1; 16], 6);
         assert_eq!(f.run(&v6a), f.run(&v6b));
@@ -338,7 +382,10 @@ mod tests {
     fn super_fast_hash_matches_the_c_reference() {
         // Values printed by hash_func01.h's SuperFastHash4 compiled with gcc
         // on x86_64 (the header itself is not part of this repository).
-        assert_eq!(super_fast_hash4([1, 2, 3, 4], L4_HASH_INITVAL + 17), 3_885_879_363);
+        assert_eq!(
+            super_fast_hash4([1, 2, 3, 4], L4_HASH_INITVAL + 17),
+            3_885_879_363
+        );
         assert_eq!(super_fast_hash4([0xff; 4], 0), 652_401_842);
         // l4-hash of UDP 10.0.0.1 -> 10.0.0.2, as the BPF program computes it.
         let f = udp4_frame([10, 0, 0, 1], [10, 0, 0, 2], 1, 2);
@@ -352,7 +399,10 @@ mod tests {
         let f = udp4_frame([1, 2, 3, 4], [5, 6, 7, 8], 4, 8);
         assert_eq!(s.run(&f), Verdict::Redirect(TargetId(8)));
         assert_eq!(d.run(&f), Verdict::Redirect(TargetId(9)));
-        assert_eq!(s.run(&ipv6_frame([0; 16], [0; 16], 99)), Verdict::Redirect(TargetId(7)));
+        assert_eq!(
+            s.run(&ipv6_frame([0; 16], [0; 16], 99)),
+            Verdict::Redirect(TargetId(7))
+        );
     }
 
     #[test]

@@ -47,14 +47,24 @@ pub const DEFAULT_DATA_ROOM: u16 = 2048;
 pub enum FrameError {
     #[error("pool '{name}': size must be between 1 and {max} buffers, got {n}")]
     PoolSize { name: String, n: u32, max: u32 },
-    #[error("pool '{name}': headroom {headroom} + data room {data_room} must be between 64 and 65535 bytes")]
-    BufSize { name: String, headroom: u16, data_room: u16 },
+    #[error(
+        "pool '{name}': headroom {headroom} + data room {data_room} must be between 64 and 65535 bytes"
+    )]
+    BufSize {
+        name: String,
+        headroom: u16,
+        data_room: u16,
+    },
     #[error("pool '{name}': cannot allocate {bytes} bytes for {n} buffers")]
     OutOfMemory { name: String, bytes: usize, n: u32 },
     #[error("frame length {len} exceeds the {room} bytes of room after the data offset")]
     TooLong { len: usize, room: usize },
     #[error("cannot move the data start by {delta}: headroom is {headroom}, length is {len}")]
-    BadAdjust { delta: isize, headroom: usize, len: usize },
+    BadAdjust {
+        delta: isize,
+        headroom: usize,
+        len: usize,
+    },
 }
 
 /// Per-buffer header, at the start of each slot (the `rte_mbuf` fields we
@@ -109,7 +119,9 @@ impl PoolShared {
         // SAFETY: idx < n, so the offset is inside the arena allocated for n
         // slots of slot_size bytes; slot_size is a multiple of 64 and base is
         // 64-aligned, so the pointer is aligned for FrameHdr.
-        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(idx as usize * self.slot_size).cast()) }
+        unsafe {
+            NonNull::new_unchecked(self.base.as_ptr().add(idx as usize * self.slot_size).cast())
+        }
     }
 
     fn free_count(&self) -> u32 {
@@ -144,7 +156,10 @@ impl PoolStats {
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool").field("name", &self.shared.name).field("n", &self.shared.n).finish()
+        f.debug_struct("Pool")
+            .field("name", &self.shared.name)
+            .field("n", &self.shared.n)
+            .finish()
     }
 }
 
@@ -154,20 +169,41 @@ impl Pool {
     pub fn new(name: &str, n: u32, headroom: u16, data_room: u16) -> Result<Self, FrameError> {
         const MAX_BUFFERS: u32 = 1 << 24;
         if n == 0 || n > MAX_BUFFERS {
-            return Err(FrameError::PoolSize { name: name.into(), n, max: MAX_BUFFERS });
+            return Err(FrameError::PoolSize {
+                name: name.into(),
+                n,
+                max: MAX_BUFFERS,
+            });
         }
         let buf_len = headroom as usize + data_room as usize;
         if !(64..=u16::MAX as usize).contains(&buf_len) {
-            return Err(FrameError::BufSize { name: name.into(), headroom, data_room });
+            return Err(FrameError::BufSize {
+                name: name.into(),
+                headroom,
+                data_room,
+            });
         }
         let slot_size = (HDR_SIZE + buf_len).next_multiple_of(64);
         let bytes = slot_size * n as usize;
-        let oom = || FrameError::OutOfMemory { name: name.into(), bytes, n };
+        let oom = || FrameError::OutOfMemory {
+            name: name.into(),
+            bytes,
+            n,
+        };
         let layout = Layout::from_size_align(bytes, 64).map_err(|_| oom())?;
         // SAFETY: layout has non-zero size (n >= 1, slot_size >= 128).
         let base = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }).ok_or_else(oom)?;
         let (prod, cons) = ring::mpsc::<u32>(n).expect("n was checked to be within ring limits");
-        let shared = Arc::new(PoolShared { name: name.into(), base, layout, slot_size, n, headroom, data_room, free: prod });
+        let shared = Arc::new(PoolShared {
+            name: name.into(),
+            base,
+            layout,
+            slot_size,
+            n,
+            headroom,
+            data_room,
+            free: prod,
+        });
         for idx in 0..n {
             let hdr = shared.slot_hdr(idx);
             // SAFETY: hdr points at slot idx's header inside the fresh arena;
@@ -200,7 +236,9 @@ impl Pool {
 
     /// A statistics handle for this pool.
     pub fn stats(&self) -> PoolStats {
-        PoolStats { shared: self.shared.clone() }
+        PoolStats {
+            shared: self.shared.clone(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -228,7 +266,9 @@ impl Pool {
     #[inline]
     pub fn alloc_burst<const N: usize>(&mut self, out: &mut ArrayVec<Frame, N>, n: usize) -> usize {
         let mut idx = ArrayVec::<u32, N>::new();
-        let got = self.free.dequeue_up_to(&mut idx, n.min(out.remaining_capacity()));
+        let got = self
+            .free
+            .dequeue_up_to(&mut idx, n.min(out.remaining_capacity()));
         for i in idx {
             let hdr = self.shared.slot_hdr(i);
             // SAFETY: index i came off the free list, so no Frame owns slot i
@@ -280,7 +320,10 @@ unsafe impl Send for Frame {}
 
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Frame").field("len", &self.len()).field("port", &self.port()).finish()
+        f.debug_struct("Frame")
+            .field("len", &self.len())
+            .field("port", &self.port())
+            .finish()
     }
 }
 
@@ -317,7 +360,9 @@ impl Frame {
         let h = self.hdr();
         // SAFETY: data_off + data_len <= buf_len is kept by every setter, so
         // the range is inside this frame's buffer, which this Frame owns.
-        unsafe { std::slice::from_raw_parts(self.buf_ptr().add(h.data_off as usize), h.data_len as usize) }
+        unsafe {
+            std::slice::from_raw_parts(self.buf_ptr().add(h.data_off as usize), h.data_len as usize)
+        }
     }
 
     /// The packet bytes, writable.
@@ -369,7 +414,11 @@ impl Frame {
     pub fn adjust_head(&mut self, delta: isize) -> Result<(), FrameError> {
         let h = self.hdr();
         let (off, len) = (h.data_off as isize, h.data_len as isize);
-        let bad = || FrameError::BadAdjust { delta, headroom: off as usize, len: len as usize };
+        let bad = || FrameError::BadAdjust {
+            delta,
+            headroom: off as usize,
+            len: len as usize,
+        };
         let (new_off, new_len) = (off + delta, len - delta);
         if new_off < 0 || new_len < 0 {
             return Err(bad());
@@ -436,7 +485,11 @@ impl Drop for Frame {
         // The free ring holds exactly n indices and this one is not in it,
         // so it always fits.
         let r = self.shared().free.enqueue_one(idx);
-        debug_assert!(r.is_ok(), "free list of pool '{}' overflowed: double free", self.shared().name);
+        debug_assert!(
+            r.is_ok(),
+            "free list of pool '{}' overflowed: double free",
+            self.shared().name
+        );
     }
 }
 
@@ -466,7 +519,11 @@ fn release_indices<const N: usize>(pool: *const PoolShared, idx: &mut ArrayVec<u
     // ago; the pool outlives its frames (see Pool::drop).
     let shared = unsafe { &*pool };
     let ok = shared.free.enqueue_bulk(idx);
-    debug_assert!(ok, "free list of pool '{}' overflowed: double free", shared.name);
+    debug_assert!(
+        ok,
+        "free list of pool '{}' overflowed: double free",
+        shared.name
+    );
 }
 
 #[cfg(test)]
@@ -501,11 +558,20 @@ mod tests {
         assert_eq!(f.room(), 128);
         f.copy_from(&[1, 2, 3]).unwrap();
         assert_eq!(f.data(), &[1, 2, 3]);
-        assert_eq!(f.set_len(129), Err(FrameError::TooLong { len: 129, room: 128 }));
+        assert_eq!(
+            f.set_len(129),
+            Err(FrameError::TooLong {
+                len: 129,
+                room: 128
+            })
+        );
         f.adjust_head(-4).unwrap();
         assert_eq!(f.len(), 7);
         assert_eq!(&f.data()[4..], &[1, 2, 3]);
-        assert!(f.adjust_head(-61).is_err(), "only 60 bytes of headroom are left");
+        assert!(
+            f.adjust_head(-61).is_err(),
+            "only 60 bytes of headroom are left"
+        );
         assert!(f.adjust_head(8).is_err(), "cannot shrink past the end");
         f.set_rx_meta(3, 1, 0xabcd);
         assert_eq!((f.port(), f.queue(), f.rss_hash()), (3, 1, 0xabcd));
@@ -525,9 +591,18 @@ mod tests {
 
     #[test]
     fn bad_pool_parameters_are_errors() {
-        assert!(matches!(Pool::new("x", 0, 128, 2048), Err(FrameError::PoolSize { .. })));
-        assert!(matches!(Pool::new("x", 4, 0, 10), Err(FrameError::BufSize { .. })));
-        assert!(matches!(Pool::new("x", 4, 65535, 65535), Err(FrameError::BufSize { .. })));
+        assert!(matches!(
+            Pool::new("x", 0, 128, 2048),
+            Err(FrameError::PoolSize { .. })
+        ));
+        assert!(matches!(
+            Pool::new("x", 4, 0, 10),
+            Err(FrameError::BufSize { .. })
+        ));
+        assert!(matches!(
+            Pool::new("x", 4, 65535, 65535),
+            Err(FrameError::BufSize { .. })
+        ));
     }
 
     #[test]

@@ -9,12 +9,16 @@
 //! summary, later the Prometheus collector) sum the blocks at scrape time.
 //! Blocks are cache-padded so no two lcores write the same line.
 
+mod summary;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use serde::Serialize;
 
 use crate::ids::{LcoreId, TargetId};
+
+pub use summary::{PortSummary, RxSummary, StatsSet, Summary, TargetSummary};
 
 /// A single-writer counter, readable from any thread.
 #[derive(Debug, Default)]
@@ -25,7 +29,10 @@ impl Counter {
     #[inline(always)]
     pub fn add(&self, n: u64) {
         if n != 0 {
-            self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+            self.0.store(
+                self.0.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -78,7 +85,9 @@ impl RxStats {
         Self {
             lcore,
             counters: CachePadded::new(RxCounters::default()),
-            enqueue: (0..max_entries).map(|_| EnqueueCounters::default()).collect(),
+            enqueue: (0..max_entries)
+                .map(|_| EnqueueCounters::default())
+                .collect(),
         }
     }
 }
@@ -146,7 +155,10 @@ pub struct TargetStats {
 
 impl TargetStats {
     pub fn new(target: TargetId) -> Self {
-        Self { target, counters: CachePadded::new(TargetCounters::default()) }
+        Self {
+            target,
+            counters: CachePadded::new(TargetCounters::default()),
+        }
     }
 }
 

@@ -40,7 +40,10 @@ pub enum GenProto {
 
 impl GenConfig {
     pub fn from_spec(spec: &VdevSpec) -> Result<Self, PortError> {
-        let bad = |why: String| PortError::BadVdev { vdev: spec.name.clone(), why };
+        let bad = |why: String| PortError::BadVdev {
+            vdev: spec.name.clone(),
+            why,
+        };
         let flows: u32 = spec.num("flows", 64)?;
         let size: usize = spec.num("size", 64)?;
         let proto = match spec.get("proto").unwrap_or("udp") {
@@ -55,7 +58,14 @@ impl GenConfig {
         if !(60..=9000).contains(&size) {
             return Err(bad(format!("size={size}: expected 60 to 9000 bytes")));
         }
-        Ok(Self { flows, size, rate: spec.num("rate", 0)?, count: spec.num("count", 0)?, proto, dport: spec.num("dport", 9)? })
+        Ok(Self {
+            flows,
+            size,
+            rate: spec.num("rate", 0)?,
+            count: spec.num("count", 0)?,
+            proto,
+            dport: spec.num("dport", 9)?,
+        })
     }
 
     /// The frame for flow `f` (also used by tests to predict classification).
@@ -122,7 +132,11 @@ struct GenQueue {
     counters: Arc<PortQueueCounters>,
 }
 
-pub(super) fn open(spec: &VdevSpec, port: PortId, nb_queues: u16) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
+pub(super) fn open(
+    spec: &VdevSpec,
+    port: PortId,
+    nb_queues: u16,
+) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
     let cfg = GenConfig::from_spec(spec)?;
     Ok((0..nb_queues)
         .map(|q| {
@@ -152,7 +166,8 @@ impl GenQueue {
     fn budget(&self, want: usize) -> usize {
         let mut n = want as u64;
         if self.rate > 0 {
-            let allowed = (self.start.elapsed().as_nanos() as u64).saturating_mul(self.rate) / 1_000_000_000;
+            let allowed =
+                (self.start.elapsed().as_nanos() as u64).saturating_mul(self.rate) / 1_000_000_000;
             n = n.min(allowed.saturating_sub(self.sent));
         }
         if let Some(r) = self.remaining {
@@ -176,7 +191,11 @@ impl PortQueue for GenQueue {
         let mut bad = 0;
         for f in out[start..].iter_mut() {
             let off = self.next_flow as usize * self.size;
-            self.next_flow = if self.next_flow + 1 == self.flows { 0 } else { self.next_flow + 1 };
+            self.next_flow = if self.next_flow + 1 == self.flows {
+                0
+            } else {
+                self.next_flow + 1
+            };
             if f.copy_from(&self.templates[off..off + self.size]).is_err() {
                 bad += 1;
             }
@@ -234,7 +253,10 @@ mod tests {
                 _ => panic!("not ipv4"),
             };
             assert_eq!(ip.header().source(), [198, 18, 0, f as u8]);
-            assert_eq!(ip.header().header_checksum(), ip.header().to_header().calc_header_checksum());
+            assert_eq!(
+                ip.header().header_checksum(),
+                ip.header().to_header().calc_header_checksum()
+            );
         }
     }
 
@@ -256,8 +278,14 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_errors() {
-        for (v, want) in [("net_gen0,size=20", "size=20"), ("net_gen0,proto=sctp", "proto=sctp"), ("net_gen0,flows=0", "flows=0")] {
-            let e = GenConfig::from_spec(&VdevSpec::parse(v).unwrap()).unwrap_err().to_string();
+        for (v, want) in [
+            ("net_gen0,size=20", "size=20"),
+            ("net_gen0,proto=sctp", "proto=sctp"),
+            ("net_gen0,flows=0", "flows=0"),
+        ] {
+            let e = GenConfig::from_spec(&VdevSpec::parse(v).unwrap())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{e}");
         }
     }

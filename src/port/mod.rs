@@ -41,11 +41,19 @@ pub enum PortError {
     )]
     NeedsDpdk(String),
     #[error("{port}: {file}: {why}")]
-    Pcap { port: String, file: String, why: String },
+    Pcap {
+        port: String,
+        file: String,
+        why: String,
+    },
     #[error("{port}: {why}")]
     Queues { port: String, why: String },
     #[error("{port}: {file}: {source}")]
-    Io { port: String, file: String, source: io::Error },
+    Io {
+        port: String,
+        file: String,
+        source: io::Error,
+    },
 }
 
 /// One RX/TX queue of a port, owned by one lcore.
@@ -104,7 +112,10 @@ const DPDK_ONLY: &[&str] = &[
 
 impl VdevSpec {
     pub fn parse(s: &str) -> Result<Self, PortError> {
-        let bad = |why: &str| PortError::BadVdev { vdev: s.to_string(), why: why.to_string() };
+        let bad = |why: &str| PortError::BadVdev {
+            vdev: s.to_string(),
+            why: why.to_string(),
+        };
         let mut parts = s.split(',');
         let name = parts.next().unwrap_or("").trim().to_string();
         if name.is_empty() {
@@ -116,7 +127,11 @@ impl VdevSpec {
             "net_pcap" => Driver::Pcap,
             "net_null" => Driver::Null,
             d if DPDK_ONLY.contains(&d) => return Err(PortError::NeedsDpdk(s.to_string())),
-            _ => return Err(bad("unknown driver: expected net_gen<N>, net_pcap<N> or net_null<N>")),
+            _ => {
+                return Err(bad(
+                    "unknown driver: expected net_gen<N>, net_pcap<N> or net_null<N>",
+                ));
+            }
         };
         let mut args = Vec::new();
         for kv in parts {
@@ -124,7 +139,9 @@ impl VdevSpec {
             if kv.is_empty() {
                 continue;
             }
-            let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("'{kv}' is not key=value")))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("'{kv}' is not key=value")))?;
             args.push((k.to_string(), v.to_string()));
         }
         let spec = Self { name, driver, args };
@@ -145,7 +162,10 @@ impl VdevSpec {
             if !self.allowed_keys().contains(&k.as_str()) {
                 return Err(PortError::BadVdev {
                     vdev: self.name.clone(),
-                    why: format!("unknown argument '{k}' (known: {})", self.allowed_keys().join(", ")),
+                    why: format!(
+                        "unknown argument '{k}' (known: {})",
+                        self.allowed_keys().join(", ")
+                    ),
                 });
             }
         }
@@ -153,7 +173,11 @@ impl VdevSpec {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.args.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, PortError> {
@@ -185,11 +209,18 @@ impl VdevSpec {
 }
 
 /// Opens a port with `nb_queues` queues (each to be owned by one lcore).
-pub fn open(spec: &VdevSpec, port: PortId, nb_queues: u16) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
+pub fn open(
+    spec: &VdevSpec,
+    port: PortId,
+    nb_queues: u16,
+) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
     if nb_queues == 0 || nb_queues > spec.max_queues() {
         return Err(PortError::Queues {
             port: format!("{port} ({})", spec.name),
-            why: format!("{nb_queues} queues requested, this driver has 1 to {}", spec.max_queues()),
+            why: format!(
+                "{nb_queues} queues requested, this driver has 1 to {}",
+                spec.max_queues()
+            ),
         });
     }
     match spec.driver {
@@ -236,7 +267,9 @@ mod tests {
         assert!(e.contains("not key=value"), "{e}");
         let e = VdevSpec::parse("net_gen0,speed=9").unwrap_err().to_string();
         assert!(e.contains("unknown argument 'speed'"), "{e}");
-        let e = check(&VdevSpec::parse("net_gen0,flows=lots").unwrap(), PortId(0)).unwrap_err().to_string();
+        let e = check(&VdevSpec::parse("net_gen0,flows=lots").unwrap(), PortId(0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("flows=lots is not a valid number"), "{e}");
     }
 }

@@ -15,14 +15,26 @@ struct NullQueue {
     counters: Arc<PortQueueCounters>,
 }
 
-pub(super) fn open(spec: &VdevSpec, port: PortId, nb_queues: u16) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
+pub(super) fn open(
+    spec: &VdevSpec,
+    port: PortId,
+    nb_queues: u16,
+) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
     let size: usize = spec.num("size", 64)?;
     if size > u16::MAX as usize {
-        return Err(PortError::BadVdev { vdev: spec.name.clone(), why: format!("size={size} is too large") });
+        return Err(PortError::BadVdev {
+            vdev: spec.name.clone(),
+            why: format!("size={size} is too large"),
+        });
     }
     Ok((0..nb_queues)
         .map(|q| {
-            Box::new(NullQueue { port: port.0, queue: q, size, counters: Arc::default() }) as Box<dyn PortQueue>
+            Box::new(NullQueue {
+                port: port.0,
+                queue: q,
+                size,
+                counters: Arc::default(),
+            }) as Box<dyn PortQueue>
         })
         .collect())
 }

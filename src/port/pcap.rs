@@ -39,7 +39,10 @@ impl PcapTrace {
         if link != DataLink::ETHERNET {
             return Err(format!("link type {link:?} is not Ethernet (linktype 1)"));
         }
-        let mut trace = Self { bytes: Vec::new(), records: Vec::new() };
+        let mut trace = Self {
+            bytes: Vec::new(),
+            records: Vec::new(),
+        };
         let mut i = 0usize;
         while let Some(pkt) = reader.next_packet() {
             let pkt = pkt.map_err(|e| format!("record {i}: {e}"))?;
@@ -74,26 +77,53 @@ pub(super) fn open(spec: &VdevSpec, port: PortId) -> Result<Vec<Box<dyn PortQueu
         vdev: spec.name.clone(),
         why: "rx_pcap=FILE is required".into(),
     })?;
-    let trace = PcapTrace::load(rx).map_err(|why| PortError::Pcap { port: name.clone(), file: rx.into(), why })?;
+    let trace = PcapTrace::load(rx).map_err(|why| PortError::Pcap {
+        port: name.clone(),
+        file: rx.into(),
+        why,
+    })?;
     let infinite = match spec.get("infinite_rx").unwrap_or("0") {
         "0" => false,
         "1" => true,
-        v => return Err(PortError::BadVdev { vdev: spec.name.clone(), why: format!("infinite_rx={v}: expected 0 or 1") }),
+        v => {
+            return Err(PortError::BadVdev {
+                vdev: spec.name.clone(),
+                why: format!("infinite_rx={v}: expected 0 or 1"),
+            });
+        }
     };
     let tx = match spec.get("tx_pcap") {
         None => None,
         Some(path) => {
-            let io = |source| PortError::Io { port: name.clone(), file: path.into(), source };
-            let f = File::create(path).map_err(io)?;
-            let header = pcap_file::pcap::PcapHeader { datalink: DataLink::ETHERNET, ..Default::default() };
-            Some(PcapWriter::with_header(BufWriter::new(f), header).map_err(|e| PortError::Pcap {
+            let io = |source| PortError::Io {
                 port: name.clone(),
                 file: path.into(),
-                why: e.to_string(),
-            })?)
+                source,
+            };
+            let f = File::create(path).map_err(io)?;
+            let header = pcap_file::pcap::PcapHeader {
+                datalink: DataLink::ETHERNET,
+                ..Default::default()
+            };
+            Some(
+                PcapWriter::with_header(BufWriter::new(f), header).map_err(|e| {
+                    PortError::Pcap {
+                        port: name.clone(),
+                        file: path.into(),
+                        why: e.to_string(),
+                    }
+                })?,
+            )
         }
     };
-    Ok(vec![Box::new(PcapQueue { port: port.0, trace, next: 0, infinite, tx, counters: Arc::default() })])
+    Ok(vec![Box::new(PcapQueue {
+        port: port.0,
+        trace,
+        next: 0,
+        infinite,
+        tx,
+        counters: Arc::default(),
+    })])
 }
 
 impl PortQueue for PcapQueue {

@@ -27,11 +27,16 @@ fn model(capacity: u32, per_producer: u32, bulk: bool) {
             .map(|id| {
                 let (p, sent, done) = (p.clone(), sent.clone(), done.clone());
                 thread::spawn(move || {
-                    let mut src: ArrayVec<u32, 2> = (0..per_producer).map(|i| id * 10 + i).collect();
+                    let mut src: ArrayVec<u32, 2> =
+                        (0..per_producer).map(|i| id * 10 + i).collect();
                     // One attempt: what did not fit stays with the caller,
                     // as a tail drop would.
                     let k = if bulk {
-                        if p.enqueue_bulk(&mut src) { per_producer as usize } else { 0 }
+                        if p.enqueue_bulk(&mut src) {
+                            per_producer as usize
+                        } else {
+                            0
+                        }
                     } else {
                         p.enqueue_burst(&mut src)
                     };
@@ -57,7 +62,11 @@ fn model(capacity: u32, per_producer: u32, bulk: bool) {
         // ... then take the rest.
         c.dequeue_burst(&mut out);
         seen.extend(out.drain(..));
-        assert_eq!(seen.len(), sent.load(Ordering::SeqCst), "nothing lost: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            sent.load(Ordering::SeqCst),
+            "nothing lost: {seen:?}"
+        );
         for id in 0..2 {
             let mine: Vec<u32> = seen.iter().copied().filter(|v| v / 10 == id).collect();
             let expect: Vec<u32> = (0..mine.len() as u32).map(|i| id * 10 + i).collect();

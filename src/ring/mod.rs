@@ -35,6 +35,11 @@
 //! * A0: producer's Acquire load of `prod.head` orders it before A1's load,
 //!   so the free-space computation never sees a tail older than the head
 //!   (rte_ring has an explicit acquire fence here for the same reason).
+//!
+//! A multi-producer that reserved slots but was preempted before publishing
+//! holds up the producers behind it (rte_ring's known limit). Waiting
+//! producers spin briefly and then yield, so lcores that share a CPU still
+//! make progress; dedicated cores never reach the yield.
 //! * A3/R1: a multi-producer waits for the producer before it with an
 //!   Acquire load of `prod.tail`, so its own R1 publishes both producers'
 //!   slot writes.
@@ -50,7 +55,10 @@ use arrayvec::ArrayVec;
 use crossbeam_utils::CachePadded;
 use thiserror::Error;
 
-use sync::{AtomicU32, Ordering, UnsafeCell, spin_hint};
+use sync::{AtomicU32, Ordering, UnsafeCell, spin_hint, yield_now};
+
+/// Spins a waiting multi-producer makes before it starts yielding.
+const PUBLISH_SPINS: u32 = 128;
 
 /// Largest ring this module builds (indices are `u32` and free-running).
 pub const MAX_RING_SIZE: u32 = 1 << 30;
@@ -71,7 +79,10 @@ struct HeadTail {
 
 impl HeadTail {
     fn new() -> Self {
-        Self { head: AtomicU32::new(0), tail: AtomicU32::new(0) }
+        Self {
+            head: AtomicU32::new(0),
+            tail: AtomicU32::new(0),
+        }
     }
 }
 
@@ -102,7 +113,9 @@ impl<T> Ring<T> {
             return Err(RingError::TooLarge(capacity));
         }
         let size = capacity.next_power_of_two();
-        let slots = (0..size).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
+        let slots = (0..size)
+            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+            .collect();
         Ok(Self {
             prod: CachePadded::new(HeadTail::new()),
             cons: CachePadded::new(HeadTail::new()),
@@ -128,7 +141,8 @@ impl<T> Ring<T> {
         for (i, item) in src.drain(..n as usize).enumerate() {
             // SAFETY: slot `head + i` is reserved by the caller (see # Safety),
             // so no other thread reads or writes it until publication.
-            self.slot(head.wrapping_add(i as u32)).with_mut(|p| unsafe { (*p).write(item) });
+            self.slot(head.wrapping_add(i as u32))
+                .with_mut(|p| unsafe { (*p).write(item) });
         }
     }
 
@@ -143,7 +157,11 @@ impl<T> Ring<T> {
     /// as fit for burst.
     #[inline(always)]
     fn fit(n: u32, free: u32, all_or_nothing: bool) -> u32 {
-        if all_or_nothing { if n <= free { n } else { 0 } } else { n.min(free) }
+        if all_or_nothing {
+            if n <= free { n } else { 0 }
+        } else {
+            n.min(free)
+        }
     }
 
     /// Multi-producer reservation (rte_ring `__rte_ring_move_prod_head`).
@@ -179,11 +197,22 @@ impl<T> Ring<T> {
         // our R1 would not carry that producer's slot writes to the consumer:
         // a plain store does not continue another thread's release sequence
         // (loom finds this; DPDK's C11 ring waited with RELAXED here).
+        let mut spins = 0u32;
         while self.prod.tail.load(Ordering::Acquire) != head {
-            spin_hint();
+            spins += 1;
+            if spins < PUBLISH_SPINS {
+                spin_hint();
+            } else {
+                // The producer we wait for may be preempted on our own CPU
+                // (lcores sharing a core, `--lcores 1@1,2@1`): give it the
+                // CPU instead of spinning out our timeslice.
+                yield_now();
+            }
         }
         // R1: Release; pairs with A2 in Consumer::dequeue_burst.
-        self.prod.tail.store(head.wrapping_add(n), Ordering::Release);
+        self.prod
+            .tail
+            .store(head.wrapping_add(n), Ordering::Release);
     }
 }
 
@@ -196,7 +225,8 @@ impl<T> Drop for Ring<T> {
             // SAFETY: slots cons.tail..prod.tail were published by a producer
             // (R1) and not yet consumed, so each holds an initialised `T`
             // that nobody else owns.
-            self.slot(i).with_mut(|p| unsafe { (*p).assume_init_drop() });
+            self.slot(i)
+                .with_mut(|p| unsafe { (*p).assume_init_drop() });
             i = i.wrapping_add(1);
         }
     }
@@ -213,7 +243,13 @@ pub fn mpsc<T>(capacity: u32) -> Result<(MpProducer<T>, Consumer<T>), RingError>
 /// `capacity` items.
 pub fn spsc<T>(capacity: u32) -> Result<(SpProducer<T>, Consumer<T>), RingError> {
     let ring = Arc::new(Ring::new(capacity)?);
-    Ok((SpProducer { ring: ring.clone(), cached_cons_tail: 0 }, Consumer::new(ring)))
+    Ok((
+        SpProducer {
+            ring: ring.clone(),
+            cached_cons_tail: 0,
+        },
+        Consumer::new(ring),
+    ))
 }
 
 /// Producer side shared by many threads (RX lcores). Cloning gives another
@@ -224,7 +260,9 @@ pub struct MpProducer<T> {
 
 impl<T> Clone for MpProducer<T> {
     fn clone(&self) -> Self {
-        Self { ring: self.ring.clone() }
+        Self {
+            ring: self.ring.clone(),
+        }
     }
 }
 
@@ -250,7 +288,11 @@ impl<T> MpProducer<T> {
     pub fn enqueue_one(&self, item: T) -> Result<(), T> {
         let mut one = ArrayVec::<T, 1>::new();
         one.push(item);
-        if self.enqueue(&mut one, true) == 1 { Ok(()) } else { Err(one.remove(0)) }
+        if self.enqueue(&mut one, true) == 1 {
+            Ok(())
+        } else {
+            Err(one.remove(0))
+        }
     }
 
     #[inline(always)]
@@ -315,11 +357,17 @@ impl<T> SpProducer<T> {
         let ring = &*self.ring;
         // Only this thread writes prod.tail, so Relaxed reads our own value.
         let head = ring.prod.tail.load(Ordering::Relaxed);
-        let mut free = ring.capacity.wrapping_add(self.cached_cons_tail).wrapping_sub(head);
+        let mut free = ring
+            .capacity
+            .wrapping_add(self.cached_cons_tail)
+            .wrapping_sub(head);
         if free < n {
             // A1: Acquire; pairs with R2 in Consumer::dequeue_burst.
             self.cached_cons_tail = ring.cons.tail.load(Ordering::Acquire);
-            free = ring.capacity.wrapping_add(self.cached_cons_tail).wrapping_sub(head);
+            free = ring
+                .capacity
+                .wrapping_add(self.cached_cons_tail)
+                .wrapping_sub(head);
         }
         let k = Ring::<T>::fit(n, free, all_or_nothing);
         if k == 0 {
@@ -329,7 +377,9 @@ impl<T> SpProducer<T> {
         // computed from a cons.tail loaded with A1), and k <= free, k <= len.
         unsafe { ring.write_from(head, k, src) };
         // R1: Release; pairs with A2 in Consumer::dequeue_burst.
-        ring.prod.tail.store(head.wrapping_add(k), Ordering::Release);
+        ring.prod
+            .tail
+            .store(head.wrapping_add(k), Ordering::Release);
         k as usize
     }
 
@@ -355,7 +405,10 @@ pub struct Consumer<T> {
 
 impl<T> Consumer<T> {
     fn new(ring: Arc<Ring<T>>) -> Self {
-        Self { ring, cached_prod_tail: 0 }
+        Self {
+            ring,
+            cached_prod_tail: 0,
+        }
     }
 
     /// Moves up to `dst`'s spare capacity items out of the ring, oldest
@@ -387,13 +440,17 @@ impl<T> Consumer<T> {
             // SAFETY: slots head..head+avail were published (A2 saw R1) and
             // belong to the consumer until R2 below; each holds an
             // initialised T, read exactly once here.
-            let item = ring.slot(head.wrapping_add(i)).with_mut(|p| unsafe { (*p).assume_init_read() });
+            let item = ring
+                .slot(head.wrapping_add(i))
+                .with_mut(|p| unsafe { (*p).assume_init_read() });
             // Capacity was checked above (k <= remaining capacity).
             dst.push(item);
         }
         if k > 0 {
             // R2: Release; pairs with A1 in the producers' reservation.
-            ring.cons.tail.store(head.wrapping_add(k), Ordering::Release);
+            ring.cons
+                .tail
+                .store(head.wrapping_add(k), Ordering::Release);
         }
         k as usize
     }
@@ -414,13 +471,19 @@ impl<T> Consumer<T> {
 
 impl<T> fmt::Debug for MpProducer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MpProducer").field("len", &self.len()).field("capacity", &self.capacity()).finish()
+        f.debug_struct("MpProducer")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
     }
 }
 
 impl<T> fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer").field("len", &self.len()).field("capacity", &self.capacity()).finish()
+        f.debug_struct("Consumer")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
     }
 }
 

@@ -17,6 +17,15 @@ pub(crate) fn spin_hint() {
     std::hint::spin_loop();
 }
 
+/// Gives up the CPU (the slow path of a contended wait).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;
 

@@ -11,7 +11,11 @@ use super::*;
 fn capacity_is_exact_not_rounded() {
     let (p, mut c) = mpsc::<u32>(5).unwrap();
     let mut src: ArrayVec<u32, 8> = (0..8).collect();
-    assert_eq!(p.enqueue_burst(&mut src), 5, "ring of 5 takes 5 even though storage is 8");
+    assert_eq!(
+        p.enqueue_burst(&mut src),
+        5,
+        "ring of 5 takes 5 even though storage is 8"
+    );
     assert_eq!(src.as_slice(), &[5, 6, 7], "the rest stays with the caller");
     assert_eq!(p.len(), 5);
     let mut out = ArrayVec::<u32, 8>::new();
@@ -59,7 +63,10 @@ fn indices_wrap_around_u32() {
 #[test]
 fn rejects_bad_sizes() {
     assert_eq!(mpsc::<u8>(0).err(), Some(RingError::Empty));
-    assert_eq!(mpsc::<u8>(MAX_RING_SIZE + 1).err(), Some(RingError::TooLarge(MAX_RING_SIZE + 1)));
+    assert_eq!(
+        mpsc::<u8>(MAX_RING_SIZE + 1).err(),
+        Some(RingError::TooLarge(MAX_RING_SIZE + 1))
+    );
 }
 
 /// Counts drops so the test can see the ring frees what it still holds.
@@ -95,7 +102,8 @@ fn two_producers_one_consumer_across_threads_keep_per_producer_order() {
             std::thread::spawn(move || {
                 let mut i = 0;
                 while i < PER {
-                    let mut src: ArrayVec<u64, 8> = (i..(i + 8).min(PER)).map(|v| (id << 32) | v).collect();
+                    let mut src: ArrayVec<u64, 8> =
+                        (i..(i + 8).min(PER)).map(|v| (id << 32) | v).collect();
                     while !src.is_empty() {
                         let k = p.enqueue_burst(&mut src) as u64;
                         i += k;
@@ -135,7 +143,11 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![(0u8..=9).prop_map(Op::Burst), (0u8..=9).prop_map(Op::Bulk), (0u8..=12).prop_map(Op::Dequeue)]
+    prop_oneof![
+        (0u8..=9).prop_map(Op::Burst),
+        (0u8..=9).prop_map(Op::Bulk),
+        (0u8..=12).prop_map(Op::Dequeue)
+    ]
 }
 
 proptest! {

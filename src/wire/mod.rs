@@ -39,10 +39,24 @@ impl<'a> EthernetFrame<'a> {
         (buf.len() >= ETH_HDR_LEN).then_some(Self { buf })
     }
     pub fn dst(&self) -> [u8; 6] {
-        [self.buf[0], self.buf[1], self.buf[2], self.buf[3], self.buf[4], self.buf[5]]
+        [
+            self.buf[0],
+            self.buf[1],
+            self.buf[2],
+            self.buf[3],
+            self.buf[4],
+            self.buf[5],
+        ]
     }
     pub fn src(&self) -> [u8; 6] {
-        [self.buf[6], self.buf[7], self.buf[8], self.buf[9], self.buf[10], self.buf[11]]
+        [
+            self.buf[6],
+            self.buf[7],
+            self.buf[8],
+            self.buf[9],
+            self.buf[10],
+            self.buf[11],
+        ]
     }
     #[inline]
     pub fn ethertype(&self) -> u16 {
@@ -50,7 +64,9 @@ impl<'a> EthernetFrame<'a> {
     }
 }
 
-/// An IPv4 header: version 4, IHL >= 5 and the whole header present.
+/// An IPv4 header: version 4, IHL >= 5, the whole header present, and a
+/// total length that covers at least the header. The total length may
+/// exceed the frame (captures cut at a snap length).
 #[derive(Clone, Copy, Debug)]
 pub struct Ipv4Packet<'a> {
     buf: &'a [u8],
@@ -63,7 +79,8 @@ impl<'a> Ipv4Packet<'a> {
             return None;
         }
         let ihl = (buf[0] & 0x0f) as usize * 4;
-        (ihl >= 20 && buf.len() >= ihl).then_some(Self { buf })
+        let total = be16(buf, 2) as usize;
+        (ihl >= 20 && buf.len() >= ihl && total >= ihl).then_some(Self { buf })
     }
     #[inline]
     pub fn header_len(&self) -> usize {
@@ -215,7 +232,11 @@ pub fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
         ETH_P_IPV6 => Ipv6Packet::new_checked(rest).map_or(L3::Other(ethertype), L3::Ipv6),
         t => L3::Other(t),
     };
-    Some(Parsed { ethertype, l3_offset: off, l3 })
+    Some(Parsed {
+        ethertype,
+        l3_offset: off,
+        l3,
+    })
 }
 
 /// Frame builders for tests across the crate.
@@ -257,7 +278,28 @@ mod tests {
             f.extend_from_slice(&v.to_be_bytes());
         }
         f.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
-        f.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0, 0, 64, IPPROTO_UDP, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            0,
+            28,
+            0,
+            0,
+            0,
+            0,
+            64,
+            IPPROTO_UDP,
+            0,
+            0,
+            10,
+            0,
+            0,
+            1,
+            10,
+            0,
+            0,
+            2,
+        ]);
         f.extend_from_slice(&sport.to_be_bytes());
         f.extend_from_slice(&dport.to_be_bytes());
         f.extend_from_slice(&[0, 8, 0, 0]);
@@ -300,6 +342,9 @@ mod tests {
         f[14] = 0x44; // IHL 4
         assert!(matches!(parse(&f).unwrap().l3, L3::Other(ETH_P_IPV4)));
         f[14] = 0x4f; // IHL 15 = 60 bytes, frame too short
+        assert!(matches!(parse(&f).unwrap().l3, L3::Other(ETH_P_IPV4)));
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&19u16.to_be_bytes()); // total length < header
         assert!(matches!(parse(&f).unwrap().l3, L3::Other(ETH_P_IPV4)));
         let mut g = udp4(&[], 1, 2);
         g[14 + 6] = 0x20; // MF set

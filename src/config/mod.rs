@@ -1,0 +1,717 @@
+//! Command line, TOML config and the resolved, validated [`Plan`].
+//!
+//! `cpumapd [EAL args] -- [app args]`. EAL args are parsed natively
+//! ([`eal`]); app args use xdp-bench's names where they exist. A TOML file
+//! (`--config`) has an `[eal]` and an `[app]` table with the same keys; the
+//! command line wins over the file. Every check that can fail happens here,
+//! before any thread starts, and names the offending value.
+
+pub mod eal;
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::cpumap::{CPU_MAP_BULK_SIZE, MAX_BULK, MAX_QSIZE};
+use crate::exception::{ExceptionError, ExceptionSpec};
+use crate::filter::{Mode, RemoteProg, UnknownMode};
+use crate::frame::{DEFAULT_DATA_ROOM, DEFAULT_HEADROOM};
+use crate::ids::{LcoreId, PortId};
+use crate::port::{PortError, VdevSpec};
+
+pub use eal::{EalArgs, LcoreSpec};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("EAL: {0}")]
+    Eal(String),
+    #[error("{0}")]
+    Args(String),
+    #[error("config file {path}: {why}")]
+    File { path: String, why: String },
+    #[error(transparent)]
+    Mode(#[from] UnknownMode),
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error(transparent)]
+    Exception(#[from] ExceptionError),
+    #[error("{0}")]
+    Plan(String),
+    /// `--help` was asked for: the text to print, then exit 0.
+    #[error("{0}")]
+    Help(String),
+}
+
+fn plan_err(s: impl Into<String>) -> ConfigError {
+    ConfigError::Plan(s.into())
+}
+
+/// Top-level usage, printed for `-h`/`--help`.
+pub const USAGE: &str = "\
+cpumapd: the BPF cpumap as a poll-mode dataplane
+
+usage: cpumapd                              run the demo (generator -> l4-hash -> targets -> drop)
+       cpumapd [EAL args] -- [app args]
+
+EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
+                         --vdev net_gen0[,flows=N,size=B,rate=PPS,count=N,proto=udp|tcp|mix,dport=P]
+                         --vdev net_pcap0,rx_pcap=FILE[,tx_pcap=FILE][,infinite_rx=1]
+                         --vdev net_null0[,size=B]
+                         accepted and ignored: -n -m --no-huge --no-pci --no-shconf --in-memory --file-prefix
+app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
+          --exception drop|pcap:FILE --duration S --interval S --summary-json FILE|- --config FILE
+          --bulk-size N --pool-size N --max-entries N --no-pin
+modes: no-touch touch round-robin l4-proto l4-filter l4-hash l4-sport l4-dport (default l4-hash)";
+
+/// Application arguments (after `--`).
+#[derive(Parser, Debug, Default, Clone)]
+#[command(name = "cpumapd", no_binary_name = true, disable_version_flag = true)]
+pub struct AppArgs {
+    /// RX queue to lcore mapping, l3fwd style: "(port,queue,lcore)[,...]".
+    #[arg(long)]
+    pub rx: Option<String>,
+    /// Target lcore (repeatable, or comma separated): one cpumap entry each.
+    #[arg(long = "cpu", value_delimiter = ',')]
+    pub cpu: Vec<u32>,
+    /// Queue size of each cpumap entry (1..=16384).
+    #[arg(long)]
+    pub qsize: Option<u32>,
+    /// Redirect mode (xdp-bench redirect-cpu names).
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Program run on the target before the exception path: drop or pass.
+    #[arg(long = "remote-action")]
+    pub remote_action: Option<String>,
+    /// Exception path: drop or pcap:FILE.
+    #[arg(long)]
+    pub exception: Option<String>,
+    /// Stop after this many seconds (fractions allowed).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Live table interval in seconds (0 turns it off).
+    #[arg(long)]
+    pub interval: Option<f64>,
+    /// Write the JSON summary to FILE ("-" for stdout).
+    #[arg(long = "summary-json")]
+    pub summary_json: Option<String>,
+    /// TOML config file.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Frames per bulk queue before a flush (1..=32, default 8).
+    #[arg(long = "bulk-size")]
+    pub bulk_size: Option<usize>,
+    /// Buffers per RX lcore pool (default: enough to fill every target ring).
+    #[arg(long = "pool-size")]
+    pub pool_size: Option<u32>,
+    /// Keys in the cpumap (default 128).
+    #[arg(long = "max-entries")]
+    pub max_entries: Option<u32>,
+    /// Do not pin lcore threads to their CPUs.
+    #[arg(long = "no-pin")]
+    pub no_pin: bool,
+}
+
+/// The TOML file: `[eal]` and `[app]` tables.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub eal: FileEal,
+    #[serde(default)]
+    pub app: FileApp,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileEal {
+    /// `-l` syntax.
+    pub l: Option<String>,
+    /// `--lcores` syntax.
+    pub lcores: Option<String>,
+    #[serde(default)]
+    pub vdev: Vec<String>,
+    /// Other EAL args, passed as on the command line.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileApp {
+    pub rx: Option<String>,
+    #[serde(default)]
+    pub cpu: Vec<u32>,
+    pub qsize: Option<u32>,
+    pub mode: Option<String>,
+    pub remote_action: Option<String>,
+    pub exception: Option<String>,
+    pub duration: Option<f64>,
+    pub interval: Option<f64>,
+    pub summary_json: Option<String>,
+    pub bulk_size: Option<usize>,
+    pub pool_size: Option<u32>,
+    pub max_entries: Option<u32>,
+    pub no_pin: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn load(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.into(),
+            why: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.into(),
+            why: e.to_string(),
+        })
+    }
+}
+
+/// One RX queue and the lcore that polls it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxAssign {
+    pub port: PortId,
+    pub queue: u16,
+    pub lcore: LcoreId,
+}
+
+/// Everything the pipeline needs, validated.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub lcores: Vec<LcoreSpec>,
+    pub ports: Vec<VdevSpec>,
+    pub rx: Vec<RxAssign>,
+    pub targets: Vec<LcoreId>,
+    pub mode: Mode,
+    pub qsize: u32,
+    pub remote: Option<RemoteProg>,
+    pub exception: ExceptionSpec,
+    pub bulk_size: usize,
+    pub pool_size: u32,
+    pub max_entries: u32,
+    pub headroom: u16,
+    pub data_room: u16,
+    pub duration: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub summary_json: Option<String>,
+    pub pin: bool,
+}
+
+/// Splits `argv[1..]` at the first `--` into EAL and app args. Without a
+/// `--` everything is EAL.
+pub fn split_args(args: &[String]) -> (&[String], &[String]) {
+    match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[]),
+    }
+}
+
+/// Parses `"(0,0,1),(0,1,2)"`.
+pub fn parse_rx(s: &str) -> Result<Vec<RxAssign>, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::Args(format!(
+            "--rx '{s}': {why}; expected (port,queue,lcore)[,...]"
+        ))
+    };
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('(').ok_or_else(|| bad("missing '('"))?;
+        let end = inner.find(')').ok_or_else(|| bad("missing ')'"))?;
+        let nums: Vec<&str> = inner[..end].split(',').map(str::trim).collect();
+        if nums.len() != 3 {
+            return Err(bad("each tuple has three numbers"));
+        }
+        let n = |i: usize| {
+            nums[i]
+                .parse::<u32>()
+                .map_err(|_| bad(&format!("'{}' is not a number", nums[i])))
+        };
+        let (p, q, l) = (n(0)?, n(1)?, n(2)?);
+        if p > u16::MAX as u32 || q > u16::MAX as u32 {
+            return Err(bad("port or queue too large"));
+        }
+        out.push(RxAssign {
+            port: PortId(p as u16),
+            queue: q as u16,
+            lcore: LcoreId(l),
+        });
+        rest = inner[end + 1..].trim_start_matches(',').trim();
+    }
+    if out.is_empty() {
+        return Err(bad("empty"));
+    }
+    Ok(out)
+}
+
+fn secs(v: Option<f64>, what: &str) -> Result<Option<Duration>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(x) if x.is_finite() && x >= 0.0 && x < 1e9 => {
+            Ok((x > 0.0).then(|| Duration::from_secs_f64(x)))
+        }
+        Some(x) => Err(ConfigError::Args(format!(
+            "--{what} {x}: expected a number of seconds >= 0"
+        ))),
+    }
+}
+
+/// CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+impl Plan {
+    /// The built-in demo: generator -> l4-hash -> one target per remaining
+    /// lcore -> drop, with the live table, until Ctrl-C.
+    pub fn demo() -> Result<Self, ConfigError> {
+        let cpus = allowed_cpus();
+        let lcores = if cpus.len() >= 2 {
+            cpus.iter()
+                .map(|&c| LcoreSpec {
+                    id: LcoreId(c as u32),
+                    cpus: vec![c],
+                })
+                .collect()
+        } else {
+            // One CPU: still show the pipeline, two lcores sharing it.
+            let c = cpus.first().copied().unwrap_or(0);
+            vec![
+                LcoreSpec {
+                    id: LcoreId(0),
+                    cpus: vec![c],
+                },
+                LcoreSpec {
+                    id: LcoreId(1),
+                    cpus: vec![c],
+                },
+            ]
+        };
+        let eal = EalArgs {
+            lcores: Some(lcores),
+            vdevs: vec!["net_gen0,flows=256".into()],
+        };
+        let app = AppArgs {
+            interval: Some(1.0),
+            ..Default::default()
+        };
+        Self::resolve(eal, app, None)
+    }
+
+    /// Parses a full command line (without argv[0]).
+    pub fn from_args(args: &[String]) -> Result<Self, ConfigError> {
+        let (eal, app) = split_args(args);
+        if eal.iter().any(|a| a == "-h" || a == "--help") {
+            return Err(ConfigError::Help(USAGE.to_string()));
+        }
+        let app = AppArgs::try_parse_from(app).map_err(|e| match e.kind() {
+            clap::error::ErrorKind::DisplayHelp => ConfigError::Help(format!("{USAGE}\n{e}")),
+            _ => ConfigError::Args(e.to_string()),
+        })?;
+        let file = app.config.as_deref().map(FileConfig::load).transpose()?;
+        let mut eal_args = Vec::new();
+        if let Some(f) = &file {
+            eal_args.extend(f.eal.args.iter().cloned());
+        }
+        eal_args.extend(eal.iter().cloned());
+        let eal = EalArgs::parse(&eal_args)?;
+        Self::resolve(eal, app, file)
+    }
+
+    /// Merges file and command line and validates the result.
+    pub fn resolve(
+        eal: EalArgs,
+        app: AppArgs,
+        file: Option<FileConfig>,
+    ) -> Result<Self, ConfigError> {
+        let f = file.unwrap_or_default();
+        let lcores = match (eal.lcores, &f.eal.lcores, &f.eal.l) {
+            (Some(l), _, _) => l,
+            (None, Some(s), _) => eal::parse_lcores(s)?,
+            (None, None, Some(s)) => eal::parse_corelist(s)?,
+            (None, None, None) => allowed_cpus()
+                .iter()
+                .map(|&c| LcoreSpec {
+                    id: LcoreId(c as u32),
+                    cpus: vec![c],
+                })
+                .collect(),
+        };
+        let allowed = allowed_cpus();
+        for l in &lcores {
+            if let Some(c) = l.cpus.iter().find(|c| !allowed.contains(c)) {
+                return Err(plan_err(format!(
+                    "{} would run on cpu {c}, which this process cannot use (allowed: {allowed:?}); place it with --lcores {}@CPU",
+                    l.id, l.id.0
+                )));
+            }
+        }
+        let vdevs = if eal.vdevs.is_empty() {
+            f.eal.vdev.clone()
+        } else {
+            eal.vdevs
+        };
+        if vdevs.is_empty() {
+            return Err(plan_err(
+                "no ports: give at least one --vdev (e.g. --vdev net_gen0)",
+            ));
+        }
+        let ports = vdevs
+            .iter()
+            .map(|v| VdevSpec::parse(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let has = |id: LcoreId| lcores.iter().any(|l| l.id == id);
+        let lcore_list = lcores
+            .iter()
+            .map(|l| l.id.0.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+
+        let mut targets: Vec<LcoreId> = if app.cpu.is_empty() {
+            f.app.cpu.clone()
+        } else {
+            app.cpu.clone()
+        }
+        .into_iter()
+        .map(LcoreId)
+        .collect();
+        let rx_str = app.rx.clone().or(f.app.rx.clone());
+        let rx = match rx_str {
+            Some(s) => parse_rx(&s)?,
+            None => {
+                // Default: every port's queue 0 on the first lcore that is
+                // not a target.
+                let first = lcores
+                    .iter()
+                    .map(|l| l.id)
+                    .find(|id| !targets.contains(id))
+                    .ok_or_else(|| plan_err("every lcore is a target: no lcore is left for RX"))?;
+                (0..ports.len())
+                    .map(|p| RxAssign {
+                        port: PortId(p as u16),
+                        queue: 0,
+                        lcore: first,
+                    })
+                    .collect()
+            }
+        };
+        let rx_lcores: Vec<LcoreId> = {
+            let mut v: Vec<_> = rx.iter().map(|r| r.lcore).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if targets.is_empty() {
+            targets = lcores
+                .iter()
+                .map(|l| l.id)
+                .filter(|id| !rx_lcores.contains(id))
+                .collect();
+            if targets.is_empty() {
+                return Err(plan_err(format!(
+                    "no target lcores: every lcore in ({lcore_list}) polls RX; add lcores (e.g. --lcores 0@0,1@1,2@0) or give --cpu"
+                )));
+            }
+        }
+        let mut seen = Vec::new();
+        for t in &targets {
+            if !has(*t) {
+                return Err(plan_err(format!(
+                    "target lcore {} is not in the EAL lcore list ({lcore_list})",
+                    t.0
+                )));
+            }
+            if rx_lcores.contains(t) {
+                return Err(plan_err(format!(
+                    "{t} cannot be both an RX lcore and a target"
+                )));
+            }
+            if seen.contains(t) {
+                return Err(plan_err(format!("target {t} is given twice")));
+            }
+            seen.push(*t);
+        }
+        for (i, r) in rx.iter().enumerate() {
+            if !has(r.lcore) {
+                return Err(plan_err(format!(
+                    "--rx uses lcore {} which is not in the EAL lcore list ({lcore_list})",
+                    r.lcore.0
+                )));
+            }
+            let Some(spec) = ports.get(r.port.0 as usize) else {
+                return Err(plan_err(format!(
+                    "--rx uses {} but only {} port(s) exist (--vdev order)",
+                    r.port,
+                    ports.len()
+                )));
+            };
+            if r.queue >= spec.max_queues() {
+                return Err(plan_err(format!(
+                    "--rx uses {} queue {} but {} has {} queue(s)",
+                    r.port,
+                    r.queue,
+                    spec.name,
+                    spec.max_queues()
+                )));
+            }
+            if rx[..i]
+                .iter()
+                .any(|o| o.port == r.port && o.queue == r.queue)
+            {
+                return Err(plan_err(format!(
+                    "{} queue {} is assigned twice in --rx",
+                    r.port, r.queue
+                )));
+            }
+        }
+        for (p, spec) in ports.iter().enumerate() {
+            let n = rx.iter().filter(|r| r.port.0 as usize == p).count();
+            if n == 0 {
+                return Err(plan_err(format!(
+                    "port{p} ({}) has no RX queue in --rx",
+                    spec.name
+                )));
+            }
+            let max_q = rx
+                .iter()
+                .filter(|r| r.port.0 as usize == p)
+                .map(|r| r.queue)
+                .max()
+                .unwrap_or(0);
+            if max_q as usize + 1 != n {
+                return Err(plan_err(format!(
+                    "port{p}: RX queues must be numbered 0..{n} without gaps"
+                )));
+            }
+        }
+
+        let mode: Mode = app
+            .mode
+            .as_deref()
+            .or(f.app.mode.as_deref())
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default();
+        let qsize = app.qsize.or(f.app.qsize).unwrap_or(2048);
+        if qsize == 0 || qsize > MAX_QSIZE {
+            return Err(plan_err(format!(
+                "qsize {qsize} is out of range: cpumap entries hold 1 to {MAX_QSIZE} frames"
+            )));
+        }
+        let remote = match app
+            .remote_action
+            .as_deref()
+            .or(f.app.remote_action.as_deref())
+        {
+            None | Some("none") => None,
+            Some(s) => Some(s.parse::<RemoteProg>().map_err(ConfigError::Args)?),
+        };
+        let exception = ExceptionSpec::parse(
+            app.exception
+                .as_deref()
+                .or(f.app.exception.as_deref())
+                .unwrap_or("drop"),
+        )?;
+        let bulk_size = app
+            .bulk_size
+            .or(f.app.bulk_size)
+            .unwrap_or(CPU_MAP_BULK_SIZE);
+        if !(1..=MAX_BULK).contains(&bulk_size) {
+            return Err(plan_err(format!(
+                "bulk size {bulk_size} is out of range 1..={MAX_BULK}"
+            )));
+        }
+        let max_entries = app.max_entries.or(f.app.max_entries).unwrap_or(128);
+        if let Some(t) = targets.iter().find(|t| t.0 >= max_entries) {
+            return Err(plan_err(format!(
+                "target {t} does not fit a cpumap of max_entries {max_entries}"
+            )));
+        }
+        // Enough buffers to fill every target ring from this lcore, plus
+        // bursts in hand.
+        let default_pool =
+            (targets.len() as u32 * qsize + 4 * 32 + targets.len() as u32 * MAX_BULK as u32)
+                .max(1024);
+        let pool_size = app.pool_size.or(f.app.pool_size).unwrap_or(default_pool);
+        if pool_size < 64 {
+            return Err(plan_err(format!(
+                "pool size {pool_size} is too small (at least 64 buffers)"
+            )));
+        }
+        let plan = Plan {
+            lcores,
+            ports,
+            rx,
+            targets,
+            mode,
+            qsize,
+            remote,
+            exception,
+            bulk_size,
+            pool_size,
+            max_entries,
+            headroom: DEFAULT_HEADROOM,
+            data_room: DEFAULT_DATA_ROOM,
+            duration: secs(app.duration.or(f.app.duration), "duration")?,
+            interval: secs(app.interval.or(f.app.interval).or(Some(2.0)), "interval")?,
+            summary_json: app.summary_json.or(f.app.summary_json),
+            pin: !(app.no_pin || f.app.no_pin.unwrap_or(false)),
+        };
+        // Open every port once to validate files and arguments now.
+        for (p, spec) in plan.ports.iter().enumerate() {
+            crate::port::check(spec, PortId(p as u16))?;
+        }
+        if let ExceptionSpec::Pcap(base) = &plan.exception {
+            let dir = base
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !dir.is_dir() {
+                return Err(plan_err(format!(
+                    "exception pcap directory {} does not exist",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(plan)
+    }
+
+    pub fn rx_lcores(&self) -> Vec<LcoreId> {
+        let mut v: Vec<_> = self.rx.iter().map(|r| r.lcore).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    pub fn cpus_of(&self, l: LcoreId) -> &[usize] {
+        self.lcores
+            .iter()
+            .find(|s| s.id == l)
+            .map_or(&[], |s| s.cpus.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &str) -> Result<Plan, ConfigError> {
+        let v: Vec<String> = args.split_whitespace().map(String::from).collect();
+        Plan::from_args(&v)
+    }
+
+    #[test]
+    fn defaults_put_rx_on_the_first_lcore_and_targets_on_the_rest() {
+        let p = plan("--lcores 0@0,1@0,2@0 --vdev net_gen0 --").unwrap();
+        assert_eq!(
+            p.rx,
+            vec![RxAssign {
+                port: PortId(0),
+                queue: 0,
+                lcore: LcoreId(0)
+            }]
+        );
+        assert_eq!(p.targets, vec![LcoreId(1), LcoreId(2)]);
+        assert_eq!((p.mode, p.qsize, p.bulk_size), (Mode::L4Hash, 2048, 8));
+    }
+
+    #[test]
+    fn rx_tuples_parse() {
+        let r = parse_rx("(0,0,1),(0,1,2)").unwrap();
+        assert_eq!(
+            r[1],
+            RxAssign {
+                port: PortId(0),
+                queue: 1,
+                lcore: LcoreId(2)
+            }
+        );
+        assert!(parse_rx("(0,0)").is_err());
+        assert!(parse_rx("0,0,1").is_err());
+        assert!(parse_rx("(a,0,1)").is_err());
+    }
+
+    #[test]
+    fn bad_plans_name_the_problem() {
+        let cases = [
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --qsize 20000",
+                "qsize 20000",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --mode l4-magic",
+                "unknown mode 'l4-magic'",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --cpu 5",
+                "target lcore 5 is not in the EAL lcore list",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --cpu 0",
+                "both an RX lcore and a target",
+            ),
+            ("--lcores 0@0 --vdev net_gen0 --", "no target lcores"),
+            ("--lcores 0@0,1@0 --", "no ports"),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --rx (1,0,0)",
+                "only 1 port(s) exist",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_pcap0,rx_pcap=/nonexistent.pcap --",
+                "/nonexistent.pcap",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --bulk-size 0",
+                "bulk size 0",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --exception kni",
+                "KNI was removed",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --remote-action redirect",
+                "unknown remote action",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --duration -1",
+                "--duration -1",
+            ),
+            (
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --frobnicate",
+                "--frobnicate",
+            ),
+            ("--lcores 0@999 --vdev net_gen0 --", "cpu 999"),
+        ];
+        for (args, want) in cases {
+            let e = plan(args).expect_err(args).to_string();
+            assert!(e.contains(want), "{args}: {e}");
+        }
+    }
+
+    #[test]
+    fn toml_file_and_cli_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[eal]\nlcores = \"0@0,1@0,2@0\"\nvdev = [\"net_gen0,flows=8\"]\n[app]\nmode = \"round-robin\"\nqsize = 512\ncpu = [2]\n",
+        )
+        .unwrap();
+        let p = plan(&format!("-- --config {} --qsize 256", path.display())).unwrap();
+        assert_eq!((p.mode, p.qsize), (Mode::RoundRobin, 256));
+        assert_eq!(p.targets, vec![LcoreId(2)]);
+        std::fs::write(&path, "[app]\nqsise = 1\n").unwrap();
+        let e = plan(&format!("-- --config {}", path.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `qsise`"), "{e}");
+    }
+}

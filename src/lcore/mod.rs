@@ -1,0 +1,327 @@
+//! Launching lcores, running the pipeline, and shutting it down in order.
+//!
+//! # General idea
+//!
+//! One OS thread per lcore, named `lcoreN` and pinned to the CPUs the EAL
+//! arguments gave it (`--lcores 2@0` runs lcore 2 on CPU 0). RX lcores own
+//! their port queues, pool, filter, bulk queues and map reader; target
+//! lcores own their view of the map and their exception sink. The control
+//! thread (the caller) only reads counters and changes the map.
+//!
+//! Start: targets first (so entries have a consumer), then RX lcores, each
+//! building its pool after pinning (first touch on its own NUMA node) and
+//! reporting ready. Stop: RX lcores finish their poll (flush) and go
+//! offline; after they are joined, targets drain every ring to empty and
+//! exit; then pools are checked full and the summary is taken.
+
+mod rx;
+mod target;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::config::Plan;
+use crate::cpumap::{BPF_ANY, BulkQueues, CpuMap, EntryValue, MapError};
+use crate::exception::ExceptionError;
+use crate::filter::{Filter, FilterError};
+use crate::frame::{FrameError, Pool, PoolStats};
+use crate::ids::{LcoreId, PortId, TargetId};
+use crate::metrics::{RxStats, StatsSet, Summary, TargetStats};
+use crate::port::{self, PortError, PortQueue};
+
+use rx::RxLcore;
+use target::TargetLcore;
+
+#[derive(Debug, Error)]
+pub enum LcoreError {
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Exception(#[from] ExceptionError),
+    #[error("{lcore}: cannot pin to cpus {cpus:?}: {why}")]
+    Pin {
+        lcore: LcoreId,
+        cpus: Vec<usize>,
+        why: String,
+    },
+    #[error("{0}: thread failed to start: {1}")]
+    Spawn(LcoreId, String),
+    #[error("{0} panicked")]
+    Panicked(LcoreId),
+    #[error("at exit: {0}")]
+    Flush(String),
+}
+
+fn pin(lcore: LcoreId, cpus: &[usize]) -> Result<(), LcoreError> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cpus {
+        set.set(c).map_err(|e| LcoreError::Pin {
+            lcore,
+            cpus: cpus.to_vec(),
+            why: e.to_string(),
+        })?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| {
+        LcoreError::Pin {
+            lcore,
+            cpus: cpus.to_vec(),
+            why: e.to_string(),
+        }
+    })
+}
+
+/// A running pipeline.
+pub struct Running {
+    map: Arc<CpuMap>,
+    stats: StatsSet,
+    stop_rx: Arc<AtomicBool>,
+    stop_targets: Arc<AtomicBool>,
+    rx: Vec<(LcoreId, JoinHandle<RxLcore>)>,
+    targets: Vec<(LcoreId, JoinHandle<TargetLcore>)>,
+    started: Instant,
+}
+
+/// Starts every lcore of `plan` and creates the map entries of its targets.
+pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
+    let rx_lcores = plan.rx_lcores();
+    let target_ids: Vec<TargetId> = plan.targets.iter().map(|&l| l.into()).collect();
+    let map = CpuMap::new(plan.max_entries, &target_ids, rx_lcores.len())?;
+    for t in &target_ids {
+        map.update(
+            t.0,
+            EntryValue {
+                qsize: plan.qsize,
+                prog: plan.remote,
+            },
+            BPF_ANY,
+        )?;
+    }
+    let stop_rx = Arc::new(AtomicBool::new(false));
+    let stop_targets = Arc::new(AtomicBool::new(false));
+
+    // Open port queues on the control thread (validation errors surface
+    // before any lcore starts), then hand each to its lcore.
+    let mut queues: Vec<(LcoreId, Box<dyn PortQueue>)> = Vec::new();
+    let mut port_counters = Vec::new();
+    for (p, spec) in plan.ports.iter().enumerate() {
+        let mine: Vec<_> = plan.rx.iter().filter(|r| r.port.0 as usize == p).collect();
+        let opened = port::open(spec, PortId(p as u16), mine.len() as u16)?;
+        for (q, pq) in opened.into_iter().enumerate() {
+            let lcore = mine
+                .iter()
+                .find(|r| r.queue as usize == q)
+                .map(|r| r.lcore)
+                .expect("queues checked by plan");
+            port_counters.push((PortId(p as u16), q as u16, pq.counters().clone()));
+            queues.push((lcore, pq));
+        }
+    }
+
+    let mut running = Running {
+        map: map.clone(),
+        stats: StatsSet {
+            rx: Vec::new(),
+            targets: Vec::new(),
+            ports: port_counters,
+            pools: Vec::new(),
+            map: map.clone(),
+            mode: plan.mode.name().to_string(),
+            exception: plan.exception.backend().to_string(),
+        },
+        stop_rx: stop_rx.clone(),
+        stop_targets: stop_targets.clone(),
+        rx: Vec::new(),
+        targets: Vec::new(),
+        started: Instant::now(),
+    };
+
+    for &t in &target_ids {
+        let lcore = t.lcore();
+        let stats = Arc::new(TargetStats::new(t));
+        running.stats.targets.push(stats.clone());
+        let ctx = TargetLcore {
+            view: map.target_view(t),
+            sink: plan.exception.open(lcore)?,
+            stats,
+        };
+        let (cpus, do_pin, stop) = (plan.cpus_of(lcore).to_vec(), plan.pin, stop_targets.clone());
+        let h = std::thread::Builder::new()
+            .name(lcore.to_string())
+            .spawn(move || {
+                if do_pin {
+                    // Pinning failure on a target is reported, not fatal: the
+                    // loop is correct unpinned, only slower.
+                    if let Err(e) = pin(lcore, &cpus) {
+                        eprintln!("cpumapd: warning: {e}");
+                    }
+                }
+                ctx.run(&stop)
+            })
+            .map_err(|e| LcoreError::Spawn(lcore, e.to_string()))?;
+        running.targets.push((lcore, h));
+    }
+
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<PoolStats, LcoreError>>();
+    for &lcore in &rx_lcores {
+        let my_queues: Vec<Box<dyn PortQueue>> = {
+            let (mine, rest): (Vec<_>, Vec<_>) = queues.into_iter().partition(|(l, _)| *l == lcore);
+            queues = rest;
+            mine.into_iter().map(|(_, q)| q).collect()
+        };
+        let stats = Arc::new(RxStats::new(lcore, plan.max_entries));
+        running.stats.rx.push(stats.clone());
+        let filter = Filter::new(plan.mode, &target_ids)?;
+        let reader = map
+            .reader()
+            .map_err(|e| LcoreError::Map(MapError::Invalid(e.to_string())))?;
+        let bulk = BulkQueues::new(plan.max_entries, plan.bulk_size);
+        let sink = plan.exception.open(lcore)?;
+        let (cpus, do_pin, stop, ready) = (
+            plan.cpus_of(lcore).to_vec(),
+            plan.pin,
+            stop_rx.clone(),
+            ready_tx.clone(),
+        );
+        let (pool_n, headroom, data_room) = (plan.pool_size, plan.headroom, plan.data_room);
+        let h = std::thread::Builder::new()
+            .name(lcore.to_string())
+            .spawn(move || {
+                let setup = (|| {
+                    if do_pin {
+                        pin(lcore, &cpus)?;
+                    }
+                    Ok(Pool::new(
+                        &format!("{lcore}_pool"),
+                        pool_n,
+                        headroom,
+                        data_room,
+                    )?)
+                })();
+                let pool = match setup {
+                    Ok(pool) => {
+                        let _ = ready.send(Ok(pool.stats()));
+                        pool
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        // Nothing to poll; hand back an empty shell.
+                        return None;
+                    }
+                };
+                let lc = RxLcore {
+                    queues: my_queues,
+                    pool,
+                    filter,
+                    reader,
+                    bulk,
+                    sink,
+                    stats,
+                };
+                Some(lc.run(&stop))
+            })
+            .map_err(|e| LcoreError::Spawn(lcore, e.to_string()))?;
+        running.rx.push((lcore, spawn_adapter(h)));
+    }
+    drop(ready_tx);
+    let mut first_err = None;
+    for _ in 0..rx_lcores.len() {
+        match ready_rx.recv() {
+            Ok(Ok(pool)) => running.stats.pools.push(pool),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => break,
+        }
+    }
+    if let Some(e) = first_err {
+        let _ = running.shutdown();
+        return Err(e);
+    }
+    running.started = Instant::now();
+    Ok(running)
+}
+
+/// RX threads return `Option<RxLcore>` (None when setup failed); keep the
+/// join handle type simple for `Running`.
+fn spawn_adapter(h: JoinHandle<Option<RxLcore>>) -> JoinHandle<RxLcore> {
+    std::thread::spawn(move || match h.join() {
+        Ok(Some(lc)) => lc,
+        Ok(None) => std::panic::resume_unwind(Box::new("setup failed")),
+        Err(p) => std::panic::resume_unwind(p),
+    })
+}
+
+impl Running {
+    pub fn map(&self) -> &Arc<CpuMap> {
+        &self.map
+    }
+
+    /// Counters now.
+    pub fn snapshot(&self) -> Summary {
+        Summary::collect(&self.stats, self.started.elapsed().as_secs_f64())
+    }
+
+    /// True once every RX lcore has stopped on its own (finite sources).
+    pub fn rx_finished(&self) -> bool {
+        self.rx.iter().all(|(_, h)| h.is_finished())
+    }
+
+    /// Stops RX, drains every target, checks pools, returns the summary.
+    pub fn shutdown(self) -> Result<Summary, LcoreError> {
+        let mut err = None;
+        self.stop_rx.store(true, Ordering::Relaxed);
+        let mut rx_done = Vec::new();
+        for (lcore, h) in self.rx {
+            match h.join() {
+                Ok(lc) => rx_done.push(lc),
+                Err(_) => {
+                    err.get_or_insert(LcoreError::Panicked(lcore));
+                }
+            }
+        }
+        // R5: Release; pairs with A5 in the target loop.
+        self.stop_targets.store(true, Ordering::Release);
+        for (lcore, h) in self.targets {
+            match h.join() {
+                Ok(mut t) => {
+                    if let Err(e) = t.sink.flush() {
+                        err.get_or_insert(LcoreError::Flush(format!(
+                            "{lcore} exception path: {e}"
+                        )));
+                    }
+                }
+                Err(_) => {
+                    err.get_or_insert(LcoreError::Panicked(lcore));
+                }
+            }
+        }
+        let duration = self.started.elapsed().as_secs_f64();
+        for lc in rx_done.iter_mut() {
+            for q in lc.queues.iter_mut() {
+                if let Err(e) = q.flush() {
+                    err.get_or_insert(LcoreError::Flush(format!("port tx: {e}")));
+                }
+            }
+            if let Err(e) = lc.sink.flush() {
+                err.get_or_insert(LcoreError::Flush(format!("exception path: {e}")));
+            }
+        }
+        // Pools stay alive (in rx_done) until here: every frame is home.
+        let summary = Summary::collect(&self.stats, duration);
+        drop(rx_done);
+        match err {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The RX lcore loop: rx_burst -> filter -> verdict -> bulk enqueue -> flush.
+//!
+//! Context: everything here runs on one RX lcore and touches only that
+//! lcore's state (queues, pool, filter, bulk queues, map reader, sink,
+//! counters). The only shared writes are ring enqueues (inside flush) and
+//! frame frees; the one shared read per poll is the map generation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cpumap::{BulkQueues, MapReader};
+use crate::exception::ExceptionSink;
+use crate::filter::{Filter, Verdict};
+use crate::frame::{Pool, free_burst};
+use crate::metrics::RxStats;
+use crate::port::{Burst, PortQueue, free_all};
+
+/// What an RX lcore owns.
+pub(super) struct RxLcore {
+    pub queues: Vec<Box<dyn PortQueue>>,
+    pub pool: Pool,
+    pub filter: Filter,
+    pub reader: MapReader,
+    pub bulk: BulkQueues,
+    pub sink: Box<dyn ExceptionSink>,
+    pub stats: Arc<RxStats>,
+}
+
+/// Per-poll tallies, published once at the end of the poll.
+#[derive(Default)]
+struct Tally {
+    rx: u64,
+    pass: u64,
+    drop: u64,
+    tx: u64,
+    redirect: u64,
+    aborted: u64,
+    redirect_miss: u64,
+    tx_drops: u64,
+    pass_drops: u64,
+}
+
+impl RxLcore {
+    /// Polls until `stop` is set or every queue is exhausted. Returns self so
+    /// the caller keeps the pool alive until the targets have drained.
+    pub(super) fn run(mut self, stop: &AtomicBool) -> Self {
+        let mut burst = Burst::new();
+        let mut tx = Burst::new();
+        let mut pass = Burst::new();
+        let mut dropped = Burst::new();
+        while !stop.load(Ordering::Relaxed) {
+            // Quiescent point: no bulk queue holds a frame here.
+            self.reader.refresh();
+            let mut t = Tally::default();
+            let mut exhausted = 0;
+            for q in self.queues.iter_mut() {
+                let n = q.rx_burst(&mut self.pool, &mut burst);
+                if n == 0 {
+                    exhausted += q.exhausted() as usize;
+                    continue;
+                }
+                t.rx += n as u64;
+                for f in burst.drain(..) {
+                    match self.filter.run(f.data()) {
+                        Verdict::Redirect(target) => {
+                            match self.bulk.enqueue(&self.reader, target, f, &self.stats) {
+                                Ok(()) => t.redirect += 1,
+                                Err(f) => {
+                                    t.aborted += 1;
+                                    t.redirect_miss += 1;
+                                    dropped.push(f);
+                                }
+                            }
+                        }
+                        Verdict::Pass => {
+                            t.pass += 1;
+                            pass.push(f);
+                        }
+                        Verdict::Tx => {
+                            t.tx += 1;
+                            tx.push(f);
+                        }
+                        Verdict::Drop => {
+                            t.drop += 1;
+                            dropped.push(f);
+                        }
+                        Verdict::Aborted => {
+                            t.aborted += 1;
+                            dropped.push(f);
+                        }
+                    }
+                }
+                // Every side burst holds at most one rx burst: settle them now.
+                if !tx.is_empty() {
+                    q.tx_burst(&mut tx);
+                    t.tx_drops += free_all(&mut tx);
+                }
+                if !pass.is_empty() {
+                    let n = pass.len();
+                    t.pass_drops += (n - self.sink.deliver_burst(&mut pass)) as u64;
+                }
+                free_burst(&mut dropped);
+            }
+            self.bulk.flush(&self.reader, &self.stats);
+            self.publish(&t);
+            if exhausted == self.queues.len() {
+                break;
+            }
+        }
+        self.bulk.flush(&self.reader, &self.stats);
+        self.reader.offline();
+        self
+    }
+
+    #[inline]
+    fn publish(&self, t: &Tally) {
+        let c = &self.stats.counters;
+        c.polls.add(1);
+        if t.rx == 0 {
+            c.idle_polls.add(1);
+            return;
+        }
+        c.rx.add(t.rx);
+        c.pass.add(t.pass);
+        c.drop.add(t.drop);
+        c.tx.add(t.tx);
+        c.redirect.add(t.redirect);
+        c.aborted.add(t.aborted);
+        c.redirect_miss.add(t.redirect_miss);
+        c.tx_drops.add(t.tx_drops);
+        c.pass_drops.add(t.pass_drops);
+    }
+}

@@ -1,0 +1,121 @@
+//! The target lcore loop (the kernel's `cpu_map_kthread_run`): dequeue a
+//! burst from this target's entries, run the entry's remote program, hand
+//! the survivors to the exception path.
+//!
+//! Context: everything here runs on one target lcore and touches only its
+//! own state; shared accesses are ring dequeues, frame frees and one load of
+//! the map generation per loop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::cpumap::TargetView;
+use crate::exception::ExceptionSink;
+use crate::filter::Verdict;
+use crate::frame::free_burst;
+use crate::metrics::{TargetDropReason, TargetStats};
+use crate::port::{Burst, MAX_BURST};
+
+pub(super) struct TargetLcore {
+    pub view: TargetView,
+    pub sink: Box<dyn ExceptionSink>,
+    pub stats: Arc<TargetStats>,
+}
+
+/// Spin, then yield, then sleep while idle; each give-up of the CPU counts
+/// as a `sched`, like the kthread's schedule() when its ring is empty.
+struct Backoff {
+    idle: u32,
+}
+
+impl Backoff {
+    const SPINS: u32 = 256;
+    const YIELDS: u32 = 64;
+
+    fn reset(&mut self) {
+        self.idle = 0;
+    }
+
+    /// Returns true if the CPU was given up.
+    fn idle(&mut self) -> bool {
+        self.idle = self.idle.saturating_add(1);
+        if self.idle <= Self::SPINS {
+            std::hint::spin_loop();
+            false
+        } else if self.idle <= Self::SPINS + Self::YIELDS {
+            std::thread::yield_now();
+            true
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+            true
+        }
+    }
+}
+
+impl TargetLcore {
+    /// Runs until `stop` is set (only after every RX lcore has exited) and
+    /// every entry is drained.
+    pub(super) fn run(mut self, stop: &AtomicBool) -> Self {
+        let mut batch = Burst::new();
+        let mut deliver = Burst::new();
+        let mut dropped = Burst::new();
+        let mut backoff = Backoff { idle: 0 };
+        let c = &self.stats.counters;
+        loop {
+            // A5: Acquire; pairs with the Release store after the RX lcores
+            // were joined: once set, every enqueue is visible below.
+            let stopping = stop.load(Ordering::Acquire);
+            self.view.refresh();
+            let taken = self.view.poll(&mut batch, MAX_BURST);
+            if taken.count == 0 {
+                if stopping {
+                    // RX is gone and the control plane stopped: adopt
+                    // whatever is still in the mailbox, then finish only
+                    // when every ring is empty.
+                    self.view.adopt_all();
+                    if self.view.is_empty() {
+                        break;
+                    }
+                    continue;
+                }
+                if backoff.idle() {
+                    c.sched.add(1);
+                }
+                continue;
+            }
+            backoff.reset();
+            c.bursts.add(1);
+            c.processed.add(taken.count as u64);
+            match taken.prog {
+                None => std::mem::swap(&mut batch, &mut deliver),
+                Some(prog) => {
+                    for f in batch.drain(..) {
+                        let reason = match prog.run(f.data()) {
+                            Verdict::Pass => {
+                                deliver.push(f);
+                                continue;
+                            }
+                            Verdict::Drop => TargetDropReason::RemoteDrop,
+                            Verdict::Aborted => TargetDropReason::RemoteAborted,
+                            Verdict::Tx | Verdict::Redirect(_) => {
+                                TargetDropReason::RemoteUnsupported
+                            }
+                        };
+                        c.drop_counter(reason).add(1);
+                        dropped.push(f);
+                    }
+                    free_burst(&mut dropped);
+                }
+            }
+            if !deliver.is_empty() {
+                let n = deliver.len();
+                let ok = self.sink.deliver_burst(&mut deliver);
+                c.delivered.add(ok as u64);
+                c.drop_counter(TargetDropReason::ExceptionError)
+                    .add((n - ok) as u64);
+            }
+        }
+        self
+    }
+}
