@@ -655,7 +655,7 @@ mod tests {
                 "target lcore 5 is not in the EAL lcore list",
             ),
             (
-                "--lcores 0@0,1@0 --vdev net_gen0 -- --cpu 0",
+                "--lcores 0@0,1@0 --vdev net_gen0 -- --rx (0,0,0) --cpu 0",
                 "both an RX lcore and a target",
             ),
             ("--lcores 0@0 --vdev net_gen0 --", "no target lcores"),
