@@ -89,10 +89,10 @@ pub struct AppArgs {
     #[arg(long)]
     pub exception: Option<String>,
     /// Stop after this many seconds (fractions allowed).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Live table interval in seconds (0 turns it off).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub interval: Option<f64>,
     /// Write the JSON summary to FILE ("-" for stdout).
     #[arg(long = "summary-json")]
