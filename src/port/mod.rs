@@ -26,6 +26,7 @@ use crate::ids::PortId;
 use crate::metrics::PortQueueCounters;
 
 pub use generator::{GenConfig, GenProto};
+pub use pcap::PcapTrace;
 
 /// Largest RX/TX burst.
 pub const MAX_BURST: usize = 32;

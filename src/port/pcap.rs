@@ -14,10 +14,14 @@ use std::sync::Arc;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
+
 use super::{Burst, PortError, PortQueue, VdevSpec, free_all};
 use crate::frame::Pool;
 use crate::ids::PortId;
 use crate::metrics::PortQueueCounters;
+
+/// libpcap's MAXIMUM_SNAPLEN.
+const MAX_CAPLEN: u32 = 262_144;
 
 /// Every record of a pcap file, back to back, with their lengths.
 pub struct PcapTrace {
@@ -26,7 +30,10 @@ pub struct PcapTrace {
 }
 
 impl PcapTrace {
-    /// Reads and validates a whole Ethernet pcap file.
+    /// Reads and validates a whole Ethernet pcap file. Like libpcap (and so
+    /// DPDK's net_pcap), a record longer than the file's snap length is
+    /// accepted; a capture length over 256 KiB or a record cut off by the
+    /// end of the file is an error naming the record.
     pub fn load(path: &str) -> Result<Self, String> {
         let file = File::open(path).map_err(|e| e.to_string())?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
@@ -44,8 +51,11 @@ impl PcapTrace {
             records: Vec::new(),
         };
         let mut i = 0usize;
-        while let Some(pkt) = reader.next_packet() {
+        while let Some(pkt) = reader.next_raw_packet() {
             let pkt = pkt.map_err(|e| format!("record {i}: {e}"))?;
+            if pkt.incl_len > MAX_CAPLEN {
+                return Err(format!("record {i}: capture length {} exceeds {MAX_CAPLEN}", pkt.incl_len));
+            }
             trace.records.push((trace.bytes.len(), pkt.data.len()));
             trace.bytes.extend_from_slice(&pkt.data);
             i += 1;

@@ -1,0 +1,85 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cpumapd::config::Plan;
+use cpumapd::lcore;
+use cpumapd::metrics::Summary;
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+
+/// ../shared/pcaps, next to the project checkout.
+pub fn shared_pcaps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps")
+}
+
+/// Writes `frames` as an Ethernet pcap.
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let header = PcapHeader { datalink: DataLink::ETHERNET, snaplen: 65535, ..Default::default() };
+    let mut w = PcapWriter::with_header(BufWriter::new(File::create(path).unwrap()), header).unwrap();
+    for f in frames {
+        w.write_packet(&PcapPacket::new(Duration::ZERO, f.len() as u32, f)).unwrap();
+    }
+}
+
+/// Every record of every capture in ../shared/pcaps, in file-name order
+/// (read raw: several records are longer than their file's snap length).
+pub fn all_shared_records() -> Vec<Vec<u8>> {
+    let mut files: Vec<_> = std::fs::read_dir(shared_pcaps())
+        .expect("../shared/pcaps")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let mut r = PcapReader::new(File::open(&f).unwrap()).unwrap();
+        while let Some(p) = r.next_raw_packet() {
+            out.push(p.unwrap().data.into_owned());
+        }
+    }
+    out
+}
+
+/// Reads back every frame of a pcap.
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let mut r = PcapReader::new(File::open(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    while let Some(p) = r.next_raw_packet() {
+        out.push(p.unwrap().data.into_owned());
+    }
+    out
+}
+
+pub fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+/// Runs a plan whose sources are finite until they end, and returns the
+/// summary after a clean shutdown.
+pub fn run_to_end(cmdline: &str) -> Summary {
+    let plan = Plan::from_args(&args(cmdline)).unwrap_or_else(|e| panic!("{cmdline}: {e}"));
+    let running = lcore::start(&plan).expect("start");
+    let t0 = Instant::now();
+    while !running.rx_finished() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "finite source did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    running.shutdown().expect("shutdown")
+}
+
+/// An Ethernet + IPv4 + UDP frame.
+pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![0x02; 12];
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 8, 0, 0]);
+    f
+}
