@@ -18,7 +18,11 @@ const TARGETS: [u32; 3] = [1, 2, 3];
 /// Records a default buffer (2048 bytes of data room) holds; the port drops
 /// the rest and counts them as ierrors.
 fn fitting(records: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    records.iter().filter(|r| r.len() <= cpumapd::frame::DEFAULT_DATA_ROOM as usize).cloned().collect()
+    records
+        .iter()
+        .filter(|r| r.len() <= cpumapd::frame::DEFAULT_DATA_ROOM as usize)
+        .cloned()
+        .collect()
 }
 
 fn run_mode(mode: Mode, dir: &std::path::Path, input: &std::path::Path) -> Summary {
@@ -52,7 +56,11 @@ fn expected(mode: Mode, records: &[Vec<u8>]) -> (HashMap<u32, Vec<Vec<u8>>>, u64
 #[test]
 fn every_mode_over_the_shared_captures() {
     let records = all_shared_records();
-    assert!(records.len() > 500, "the shared captures hold {} records", records.len());
+    assert!(
+        records.len() > 500,
+        "the shared captures hold {} records",
+        records.len()
+    );
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("all.pcap");
     write_pcap(&input, &records);
@@ -62,21 +70,50 @@ fn every_mode_over_the_shared_captures() {
     assert!(oversize > 0, "the GSO captures hold frames over 2048 bytes");
     for mode in Mode::ALL {
         let s = run_mode(mode, dir.path(), &input);
-        s.check_identities(true).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        s.check_identities(true)
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
         let (per, pass, drop, aborted) = expected(mode, &fit);
-        assert_eq!(s.rx, fit.len() as u64, "{mode}: every record that fits a buffer received");
-        assert_eq!(s.ports[0].ierrors, oversize, "{mode}: oversize records counted at the port");
-        assert_eq!((s.pass, s.drop, s.aborted), (pass, drop, aborted), "{mode}: verdict counts");
-        assert_eq!(s.enqueue_drops, 0, "{mode}: qsize 16384 holds the whole capture");
+        assert_eq!(
+            s.rx,
+            fit.len() as u64,
+            "{mode}: every record that fits a buffer received"
+        );
+        assert_eq!(
+            s.ports[0].ierrors, oversize,
+            "{mode}: oversize records counted at the port"
+        );
+        assert_eq!(
+            (s.pass, s.drop, s.aborted),
+            (pass, drop, aborted),
+            "{mode}: verdict counts"
+        );
+        assert_eq!(
+            s.enqueue_drops, 0,
+            "{mode}: qsize 16384 holds the whole capture"
+        );
         for t in &s.targets {
             let want = per.get(&t.target.0).map_or(&[][..], |v| v.as_slice());
-            assert_eq!(t.delivered, want.len() as u64, "{mode}: {} delivered", t.target);
+            assert_eq!(
+                t.delivered,
+                want.len() as u64,
+                "{mode}: {} delivered",
+                t.target
+            );
             // The exception path wrote exactly these frames, in order.
             let file = dir.path().join(format!("{mode}-lcore{}.pcap", t.target.0));
-            assert_eq!(read_pcap(&file), want, "{mode}: contents delivered to {}", t.target);
+            assert_eq!(
+                read_pcap(&file),
+                want,
+                "{mode}: contents delivered to {}",
+                t.target
+            );
         }
         // Pass verdicts on the RX lcore go to its own exception instance.
-        assert_eq!(read_pcap(&dir.path().join(format!("{mode}-lcore0.pcap"))).len() as u64, pass, "{mode}: pass");
+        assert_eq!(
+            read_pcap(&dir.path().join(format!("{mode}-lcore0.pcap"))).len() as u64,
+            pass,
+            "{mode}: pass"
+        );
         if matches!(mode, Mode::RoundRobin | Mode::L4Hash | Mode::L4Proto) {
             let used = s.targets.iter().filter(|t| t.delivered > 0).count();
             assert!(used >= 2, "{mode}: spreads over targets: {:?}", s.targets);
@@ -89,7 +126,9 @@ fn every_mode_over_the_shared_captures() {
 /// to the first, frames without a valid L2 header passed.
 #[test]
 fn l4_proto_matches_an_independent_parse() {
-    use etherparse::{Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice, SingleVlanHeaderSlice};
+    use etherparse::{
+        Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice, SingleVlanHeaderSlice,
+    };
 
     let all = all_shared_records();
     let records = fitting(&all);
@@ -105,13 +144,20 @@ fn l4_proto_matches_an_independent_parse() {
             let mut off = 14;
             for _ in 0..2 {
                 if et == 0x8100 || et == 0x88a8 {
-                    et = SingleVlanHeaderSlice::from_slice(&r[off..]).ok()?.ether_type().0;
+                    et = SingleVlanHeaderSlice::from_slice(&r[off..])
+                        .ok()?
+                        .ether_type()
+                        .0;
                     off += 4;
                 }
             }
             let proto = match et {
-                0x0800 => Ipv4HeaderSlice::from_slice(&r[off..]).ok().map(|h| h.protocol().0),
-                0x86dd => Ipv6HeaderSlice::from_slice(&r[off..]).ok().map(|h| h.next_header().0),
+                0x0800 => Ipv4HeaderSlice::from_slice(&r[off..])
+                    .ok()
+                    .map(|h| h.protocol().0),
+                0x86dd => Ipv6HeaderSlice::from_slice(&r[off..])
+                    .ok()
+                    .map(|h| h.next_header().0),
                 _ => None,
             };
             Some(match proto {
@@ -125,7 +171,10 @@ fn l4_proto_matches_an_independent_parse() {
             None => want_pass += 1,
         }
     }
-    assert!(want.iter().all(|&n| n > 0), "the captures hold TCP, UDP and ICMP: {want:?}");
+    assert!(
+        want.iter().all(|&n| n > 0),
+        "the captures hold TCP, UDP and ICMP: {want:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("all.pcap");

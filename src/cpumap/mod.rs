@@ -26,16 +26,18 @@
 //!   holds, oldest first.
 //! * **Swap and teardown** (kernel: xchg + call_rcu + kthread_stop): the
 //!   writer builds the new entry, posts it to the target's mailbox, swaps it
-//!   into the slot, bumps the generation, waits until every online RX lcore
-//!   has published a quiescent state at or past it (no bulk queue can point
-//!   at the old entry any more), then marks the old entry retired. The target
-//!   drains a retired entry to empty and only then lets go of it. Nothing in
-//!   flight is lost: every frame is delivered or counted where it dropped.
+//!   into the slot, bumps the generation to `g` and stamps the old entry
+//!   "replaced at `g`" — then returns, without waiting (like call_rcu). The
+//!   old entry's grace period ends when every online RX lcore has published
+//!   a quiescent state at or past `g`: from then on no bulk queue can point
+//!   at it. The target checks that, drains the entry to empty, and only then
+//!   lets go of it. Nothing in flight is lost: every frame is delivered or
+//!   counted where it dropped.
 
 mod qsbr;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -117,9 +119,10 @@ pub struct Entry {
     producer: MpProducer<Frame>,
     /// Taken once by the target when it adopts the entry.
     consumer: Mutex<Option<Consumer<Frame>>>,
-    /// Set by the writer after the grace period: no RX lcore will enqueue
-    /// again, so empty means drained for good.
-    retired: AtomicBool,
+    /// Generation at which this entry was replaced or deleted (0 while it is
+    /// in its slot). Once every RX lcore is quiescent at or past it, no RX
+    /// lcore will enqueue again, so empty means drained for good.
+    replaced_at: AtomicU64,
 }
 
 impl Entry {
@@ -235,9 +238,9 @@ impl CpuMap {
 
     /// `bpf_map_update_elem`: checks in the kernel's order (flags, key,
     /// NOEXIST, qsize, device), then creates, replaces, or — qsize 0 —
-    /// deletes. Returns after the old entry is retired (the RX side has
-    /// let go of it); its target drains it.
-    /// Context: control plane. Blocks for at most one poll of each RX lcore.
+    /// deletes. Does not wait for the RX side: the old entry's target drains
+    /// it once its grace period has passed.
+    /// Context: control plane. Never blocks on an lcore.
     pub fn update(&self, key: u32, value: EntryValue, flags: u64) -> Result<(), MapError> {
         let r = self.update_inner(key, value, flags);
         self.count(r)
@@ -280,7 +283,7 @@ impl CpuMap {
                 prog: value.prog,
                 producer,
                 consumer: Mutex::new(Some(consumer)),
-                retired: AtomicBool::new(false),
+                replaced_at: AtomicU64::new(0),
             });
             self.mailboxes[key as usize]
                 .lock()
@@ -308,17 +311,20 @@ impl CpuMap {
         self.count(r)
     }
 
-    /// Swap, publish, wait for the RX side, retire. Caller holds `writer`.
+    /// Swap, publish, stamp the old entry. Caller holds `writer`.
     fn replace(&self, key: u32, new: Option<Arc<Entry>>) {
         let old = self.slots[key as usize].swap(new);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.qsbr.synchronize(generation);
         if let Some(old) = old {
-            // R3: Release; pairs with A3 in TargetView::poll. Every RX
-            // enqueue into `old` happened before the readers' quiescent
-            // states, which synchronize() acquired.
-            old.retired.store(true, Ordering::Release);
+            old.replaced_at.store(generation, Ordering::Release);
         }
+    }
+
+    /// Waits until every RX lcore has let go of everything replaced so far
+    /// (synchronize_rcu). Tests and tools use it; updates do not need it.
+    pub fn synchronize(&self) {
+        self.qsbr
+            .synchronize(self.generation.load(Ordering::SeqCst));
     }
 
     /// `bpf_map_lookup_elem`.
@@ -594,9 +600,11 @@ impl TargetView {
         let mut i = 0;
         while i < self.entries.len() {
             let (entry, cons) = &mut self.entries[i];
-            // A3: Acquire; pairs with R3 in CpuMap::replace. Loaded before
-            // the dequeue, so if it reads true every enqueue is visible.
-            let retired = entry.retired.load(Ordering::Acquire);
+            // Checked before the dequeue: if the grace period is over, the
+            // reader states it read (A3, pairing with R4 in each RX lcore's
+            // quiescent store) make every enqueue into this entry visible.
+            let replaced_at = entry.replaced_at.load(Ordering::Acquire);
+            let retired = replaced_at != 0 && self.map.qsbr.passed(replaced_at);
             let n = cons.dequeue_up_to(out, max);
             if n > 0 {
                 return Taken {

@@ -5,8 +5,10 @@
 //!
 //! Each RX lcore owns one cache-padded slot holding the last map generation
 //! at which it was quiescent (held no frame for, and no reference it will
-//! use to enqueue into, an older entry), or `OFFLINE`. A writer that has
-//! published generation `g` waits until every slot is `OFFLINE` or `>= g`.
+//! use to enqueue into, an older entry), or `OFFLINE`. Whatever was replaced
+//! at generation `g` is past its grace period once every slot is `OFFLINE`
+//! or `>= g`: targets poll that ([`Qsbr::passed`]) instead of writers
+//! waiting for it.
 //! Readers write only their own slot, once per map change, so the hot path
 //! shares no written line.
 
@@ -66,14 +68,26 @@ impl Qsbr {
 
     #[inline]
     pub(super) fn quiescent(&self, slot: &ReaderSlot, g: u64) {
-        // R4: SeqCst (a Release suffices for the pairing); pairs with the
-        // loads in synchronize(): everything this lcore did with older
-        // entries happens-before the writer's retirement of them.
+        // R4: SeqCst (a Release suffices for the pairing); pairs with A3 in
+        // passed() and the loads in synchronize(): everything this lcore did
+        // with older entries happens-before their retirement.
         self.readers[slot.0].store(g, Ordering::SeqCst);
     }
 
     pub(super) fn offline(&self, slot: &ReaderSlot) {
         self.readers[slot.0].store(OFFLINE, Ordering::SeqCst);
+    }
+
+    /// True when every reader is offline or has been quiescent at `g` or
+    /// later: the grace period of whatever was replaced at `g` is over.
+    /// Context: any thread; reads only.
+    #[inline]
+    pub(super) fn passed(&self, g: u64) -> bool {
+        // A3: SeqCst load (Acquire suffices); pairs with R4 in quiescent().
+        self.readers.iter().all(|r| {
+            let s = r.load(Ordering::SeqCst);
+            s == OFFLINE || s >= g
+        })
     }
 
     /// Waits until every online reader has been quiescent at `g` or later.

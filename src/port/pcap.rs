@@ -14,7 +14,6 @@ use std::sync::Arc;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
-
 use super::{Burst, PortError, PortQueue, VdevSpec, free_all};
 use crate::frame::Pool;
 use crate::ids::PortId;
@@ -54,7 +53,10 @@ impl PcapTrace {
         while let Some(pkt) = reader.next_raw_packet() {
             let pkt = pkt.map_err(|e| format!("record {i}: {e}"))?;
             if pkt.incl_len > MAX_CAPLEN {
-                return Err(format!("record {i}: capture length {} exceeds {MAX_CAPLEN}", pkt.incl_len));
+                return Err(format!(
+                    "record {i}: capture length {} exceeds {MAX_CAPLEN}",
+                    pkt.incl_len
+                ));
             }
             trace.records.push((trace.bytes.len(), pkt.data.len()));
             trace.bytes.extend_from_slice(&pkt.data);

@@ -19,10 +19,16 @@ pub fn shared_pcaps() -> PathBuf {
 
 /// Writes `frames` as an Ethernet pcap.
 pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let header = PcapHeader { datalink: DataLink::ETHERNET, snaplen: 65535, ..Default::default() };
-    let mut w = PcapWriter::with_header(BufWriter::new(File::create(path).unwrap()), header).unwrap();
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        snaplen: 65535,
+        ..Default::default()
+    };
+    let mut w =
+        PcapWriter::with_header(BufWriter::new(File::create(path).unwrap()), header).unwrap();
     for f in frames {
-        w.write_packet(&PcapPacket::new(Duration::ZERO, f.len() as u32, f)).unwrap();
+        w.write_packet(&PcapPacket::new(Duration::ZERO, f.len() as u32, f))
+            .unwrap();
     }
 }
 
@@ -66,7 +72,10 @@ pub fn run_to_end(cmdline: &str) -> Summary {
     let running = lcore::start(&plan).expect("start");
     let t0 = Instant::now();
     while !running.rx_finished() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "finite source did not finish");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "finite source did not finish"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     running.shutdown().expect("shutdown")
