@@ -1,0 +1,173 @@
+//! The binary as a user runs it: the demo and SIGINT, the JSON summary, and
+//! bad input of every kind (clear message, non-zero exit, no panic).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn cpumapd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+}
+
+fn fails_with(args: &[&str], want: &str) {
+    let out = cpumapd().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        stderr.contains(want),
+        "{args:?}: stderr {stderr:?} lacks {want:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).display().to_string();
+    std::fs::write(d("bad.toml"), "[app\nqsize = ").unwrap();
+    std::fs::write(d("empty.pcap"), b"").unwrap();
+    std::fs::write(d("junk.pcap"), b"this is not a capture at all, just text").unwrap();
+    let good = d("good.pcap");
+    write_pcap(
+        std::path::Path::new(&good),
+        &vec![udp4([1, 1, 1, 1], [2, 2, 2, 2], 1, 2); 3],
+    );
+    let mut cut = std::fs::read(&good).unwrap();
+    cut.truncate(cut.len() - 5);
+    std::fs::write(d("cut.pcap"), cut).unwrap();
+    let lc = "--lcores=0@0,1@0";
+    let vgen = "--vdev=net_gen0";
+
+    fails_with(&[lc, vgen, "--", "--config", &d("bad.toml")], "config file");
+    fails_with(
+        &[lc, vgen, "--", "--config", &d("missing.toml")],
+        "missing.toml",
+    );
+    fails_with(
+        &[lc, vgen, "--", "--mode", "l4-magic"],
+        "unknown mode 'l4-magic'",
+    );
+    fails_with(&[lc, vgen, "--", "--qsize", "20000"], "qsize 20000");
+    fails_with(
+        &[lc, vgen, "--", "--cpu", "7"],
+        "target lcore 7 is not in the EAL lcore list",
+    );
+    fails_with(
+        &["-l", "0", vgen, "--", "--cpu", "1"],
+        "target lcore 1 is not in the EAL lcore list",
+    );
+    let vdev = |f: &str| format!("--vdev=net_pcap0,rx_pcap={}", d(f));
+    fails_with(&[lc, &vdev("empty.pcap"), "--"], "empty file");
+    fails_with(&[lc, &vdev("junk.pcap"), "--"], "not a pcap capture");
+    fails_with(&[lc, &vdev("cut.pcap"), "--"], "record 2");
+    fails_with(
+        &[lc, "--vdev=net_tap0,iface=x", "--"],
+        "needs the DPDK backend",
+    );
+    fails_with(
+        &[lc, vgen, "-a", "0000:01:00.0", "--"],
+        "needs the DPDK backend",
+    );
+    fails_with(&[lc, vgen, "--mode", "touch"], "go after `--`");
+    fails_with(&[lc, vgen, "--", "--exception", "kni"], "KNI was removed");
+    fails_with(&[lc, vgen, "--", "--rx", "(0,0"], "--rx");
+}
+
+#[test]
+fn help_exits_zero() {
+    let out = cpumapd().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("usage: cpumapd"));
+}
+
+#[test]
+fn json_summary_on_stdout_has_every_field_and_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pcap");
+    let frames: Vec<Vec<u8>> = (0..300u16)
+        .map(|i| udp4([10, 0, 0, i as u8], [10, 0, 1, 1], i, 80))
+        .collect();
+    write_pcap(&input, &frames);
+    let out = cpumapd()
+        .args([
+            "--lcores=0@0,1@0,2@0",
+            &format!("--vdev=net_pcap0,rx_pcap={}", input.display()),
+            "--",
+            "--summary-json",
+            "-",
+            "--no-pin",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is only the JSON summary");
+    let n = |k: &str| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("field {k} missing: {v}"))
+    };
+    for k in [
+        "rx",
+        "pass",
+        "drop",
+        "tx",
+        "redirect",
+        "aborted",
+        "enqueued",
+        "enqueue_drops",
+        "target_processed",
+        "delivered",
+        "target_drops",
+        "in_flight",
+        "pool_in_use",
+    ] {
+        n(k);
+    }
+    assert_eq!(n("rx"), 300);
+    assert_eq!(
+        n("rx"),
+        n("pass") + n("drop") + n("tx") + n("redirect") + n("aborted")
+    );
+    assert_eq!(n("redirect"), n("enqueued") + n("enqueue_drops"));
+    assert_eq!(n("target_processed"), n("delivered") + n("target_drops"));
+    assert_eq!((n("in_flight"), n("pool_in_use")), (0, 0));
+    assert_eq!(v["targets"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn demo_runs_until_sigint_then_drains_and_exits_zero() {
+    let mut child = cpumapd()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "shutdown is prompt");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {stdout} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("mode l4-hash"), "{stdout}");
+    assert!(
+        stdout.contains("receive total"),
+        "live table printed: {stdout}"
+    );
+    assert!(stdout.contains("in_flight 0 pool_in_use 0"), "{stdout}");
+}
