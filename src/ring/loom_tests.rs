@@ -90,3 +90,41 @@ fn mpsc_burst_2p_1c_ring_full() {
 fn mpsc_bulk_2p_1c_ring_full() {
     model(3, 2, true);
 }
+
+/// A one-slot ring: every enqueue after the first reuses the slot the
+/// consumer just read, which is where the consumer -> producer ordering
+/// (R2/A1, and R6/A6 through the producers' cached copy) matters.
+#[test]
+fn mpsc_one_slot_ring_reuses_slots() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let (p, mut c) = mpsc::<u32>(1).unwrap();
+        let producers: Vec<_> = (0..2u32)
+            .map(|id| {
+                let p = p.clone();
+                thread::spawn(move || {
+                    let mut sent = 0;
+                    for i in 0..2 {
+                        if p.enqueue_one(id * 10 + i).is_ok() {
+                            sent += 1;
+                        }
+                        thread::yield_now();
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        let mut out = ArrayVec::<u32, 1>::new();
+        for _ in 0..3 {
+            c.dequeue_burst(&mut out);
+            seen.extend(out.drain(..));
+            thread::yield_now();
+        }
+        let sent: usize = producers.into_iter().map(|h| h.join().unwrap()).sum();
+        c.dequeue_burst(&mut out);
+        seen.extend(out.drain(..));
+        assert_eq!(seen.len(), sent, "nothing lost: {seen:?}");
+    });
+}
