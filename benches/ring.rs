@@ -14,6 +14,7 @@ use arrayvec::ArrayVec;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const CAP: u32 = 2048;
+const MIN_ITEMS: u64 = 1 << 20;
 
 fn pin(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
