@@ -164,10 +164,10 @@ fn rtrb(n: u64, bulk: usize) -> Duration {
             let mut got = 0;
             while got < n {
                 let avail = c.slots().min(32);
-                if avail > 0 {
-                    if let Ok(chunk) = c.read_chunk(avail) {
-                        got += chunk.into_iter().count() as u64;
-                    }
+                if avail > 0
+                    && let Ok(chunk) = c.read_chunk(avail)
+                {
+                    got += chunk.into_iter().count() as u64;
                 }
             }
         },
@@ -188,8 +188,11 @@ fn bench(c: &mut Criterion) {
         ];
         for (name, f) in impls {
             g.bench_with_input(BenchmarkId::new(name, bulk), &bulk, |b, &bulk| {
+                // At least 1M items per sample so the thread spawn and
+                // pinning in `cross` (tens of microseconds) stay noise.
                 b.iter_custom(|iters| {
-                    f(iters.max(1024), bulk).mul_f64(iters as f64 / iters.max(1024) as f64)
+                    let n = iters.max(MIN_ITEMS);
+                    f(n, bulk).mul_f64(iters as f64 / n as f64)
                 })
             });
         }

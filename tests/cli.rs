@@ -143,7 +143,7 @@ fn json_summary_on_stdout_has_every_field_and_balances() {
 
 #[test]
 fn demo_runs_until_sigint_then_drains_and_exits_zero() {
-    let mut child = cpumapd()
+    let child = cpumapd()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

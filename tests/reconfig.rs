@@ -37,7 +37,7 @@ fn ten_thousand_map_changes_under_traffic_lose_nothing() {
         }
         let key = 2 + (rnd() % 2);
         let r = match i % 8 {
-            0 | 1 | 2 => map.update(
+            0..=2 => map.update(
                 key,
                 EntryValue {
                     qsize: 1 + rnd() % 4096,

@@ -250,7 +250,7 @@ pub fn parse_rx(s: &str) -> Result<Vec<RxAssign>, ConfigError> {
 fn secs(v: Option<f64>, what: &str) -> Result<Option<Duration>, ConfigError> {
     match v {
         None => Ok(None),
-        Some(x) if x.is_finite() && x >= 0.0 && x < 1e9 => {
+        Some(x) if x.is_finite() && (0.0..1e9).contains(&x) => {
             Ok((x > 0.0).then(|| Duration::from_secs_f64(x)))
         }
         Some(x) => Err(ConfigError::Args(format!(
