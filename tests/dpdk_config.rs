@@ -9,7 +9,11 @@ fn every_example_config_validates() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
-            let args = vec!["--".to_string(), "--config".to_string(), p.display().to_string()];
+            let args = vec![
+                "--".to_string(),
+                "--config".to_string(),
+                p.display().to_string(),
+            ];
             let plan = Plan::from_args(&args).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert!(!plan.targets.is_empty(), "{}", p.display());
             n += 1;
