@@ -47,7 +47,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::filter::RemoteProg;
-use crate::frame::{self, Frame};
+use crate::frame::{Frame, Pool};
 use crate::ids::TargetId;
 use crate::metrics::RxStats;
 use crate::ring::{self, Consumer, MpProducer};
@@ -472,13 +472,14 @@ impl BulkQueues {
         t: TargetId,
         frame: Frame,
         stats: &RxStats,
+        pool: &mut Pool,
     ) -> Result<(), Frame> {
         let Some(entry) = reader.entry(t) else {
             return Err(frame);
         };
         let i = t.index();
         if self.queues[i].len() >= self.bulk_size {
-            Self::flush_one(&mut self.queues[i], entry, stats);
+            Self::flush_one(&mut self.queues[i], entry, stats, pool);
         }
         self.queues[i].push(frame);
         self.pending[i / 64] |= 1 << (i % 64);
@@ -486,10 +487,15 @@ impl BulkQueues {
     }
 
     /// Moves one bulk queue into its entry's ring with one producer-path
-    /// call; frames that do not fit are tail-dropped, freed and counted
-    /// (the kernel's `bq_flush_to_queue`).
+    /// call; frames that do not fit are tail-dropped, returned to the RX
+    /// lcore's pool and counted (the kernel's `bq_flush_to_queue`).
     #[inline]
-    fn flush_one(q: &mut ArrayVec<Frame, MAX_BULK>, entry: &Entry, stats: &RxStats) {
+    fn flush_one(
+        q: &mut ArrayVec<Frame, MAX_BULK>,
+        entry: &Entry,
+        stats: &RxStats,
+        pool: &mut Pool,
+    ) {
         let n = q.len() as u64;
         let moved = entry.producer.enqueue_burst(q) as u64;
         let c = &stats.enqueue[entry.target.index()];
@@ -497,7 +503,7 @@ impl BulkQueues {
         c.flushes.add(1);
         if moved < n {
             c.drops.add(n - moved);
-            frame::free_burst(q);
+            pool.recycle_burst(q);
         }
     }
 
@@ -506,7 +512,7 @@ impl BulkQueues {
     /// entry.
     /// Context: owning RX lcore, end of the poll.
     #[inline]
-    pub fn flush(&mut self, reader: &MapReader, stats: &RxStats) {
+    pub fn flush(&mut self, reader: &MapReader, stats: &RxStats, pool: &mut Pool) {
         for w in 0..self.pending.len() {
             let mut bits = self.pending[w];
             self.pending[w] = 0;
@@ -518,12 +524,12 @@ impl BulkQueues {
                     continue;
                 }
                 match reader.entry(TargetId(i as u32)) {
-                    Some(entry) => Self::flush_one(q, entry, stats),
+                    Some(entry) => Self::flush_one(q, entry, stats, pool),
                     // Cannot happen: the reader is refreshed only between
                     // polls. Count rather than lose them if it ever does.
                     None => {
                         stats.counters.redirect_miss.add(q.len() as u64);
-                        frame::free_burst(q);
+                        pool.recycle_burst(q);
                     }
                 }
             }

@@ -114,7 +114,8 @@ fn flush_tail_drops_what_does_not_fit_and_counts_it() {
     let stats = RxStats::new(LcoreId(0), 8);
     let mut bq = BulkQueues::new(8, CPU_MAP_BULK_SIZE);
     for _ in 0..12 {
-        bq.enqueue(&reader, TargetId(1), pool.alloc().unwrap(), &stats)
+        let f = pool.alloc().unwrap();
+        bq.enqueue(&reader, TargetId(1), f, &stats, &mut pool)
             .unwrap();
     }
     // The 9th enqueue flushed the first 8: 5 fit, 3 dropped.
@@ -123,15 +124,16 @@ fn flush_tail_drops_what_does_not_fit_and_counts_it() {
         (c.enqueued.get(), c.drops.get(), c.flushes.get()),
         (5, 3, 1)
     );
-    bq.flush(&reader, &stats);
+    bq.flush(&reader, &stats, &mut pool);
     assert_eq!(
         (c.enqueued.get(), c.drops.get(), c.flushes.get()),
         (5, 7, 2)
     );
     assert!(bq.is_empty());
     // No entry for key 2: the frame comes back.
+    let f = pool.alloc().unwrap();
     assert!(
-        bq.enqueue(&reader, TargetId(2), pool.alloc().unwrap(), &stats)
+        bq.enqueue(&reader, TargetId(2), f, &stats, &mut pool)
             .is_err()
     );
     let mut tv = m.target_view(TargetId(1));
@@ -170,11 +172,14 @@ fn swaps_under_traffic_lose_nothing() {
                 for _ in 0..20 {
                     let Some(f) = pool.alloc() else { break };
                     sent += 1;
-                    if bq.enqueue(&reader, TargetId(1), f, &stats).is_err() {
+                    if bq
+                        .enqueue(&reader, TargetId(1), f, &stats, &mut pool)
+                        .is_err()
+                    {
                         missed += 1;
                     }
                 }
-                bq.flush(&reader, &stats);
+                bq.flush(&reader, &stats, &mut pool);
             }
             reader.offline();
             rx_done.store(true, Ordering::Release);

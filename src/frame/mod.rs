@@ -13,7 +13,13 @@
 //! * the consumer is the pool's owner — the RX lcore that allocates from it
 //!   (`Pool` is `Send` but not `Clone`), so allocation needs no CAS;
 //! * any thread that drops a frame is a producer: a target after delivery,
-//!   an RX lcore on a drop verdict, a port after transmit.
+//!   a port after transmit.
+//!
+//! The owner also keeps a private stash of free indices (DPDK's mempool
+//! cache): frames it drops itself (drop verdicts, tail drops) go there with
+//! [`Pool::recycle_burst`] — no CAS, no shared cache line, no chance of
+//! stalling behind a preempted producer — and allocation takes from the
+//! stash before the ring.
 //!
 //! Ownership is Rust's: a [`Frame`] is a unique handle to one slot. Moving it
 //! moves the packet (RX lcore -> bulk queue -> ring -> target -> sink); its
@@ -31,6 +37,7 @@ use std::fmt;
 use std::mem::{self, size_of};
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrayvec::ArrayVec;
 use thiserror::Error;
@@ -93,6 +100,9 @@ struct PoolShared {
     headroom: u16,
     data_room: u16,
     free: MpProducer<u32>,
+    /// Length of the owner's stash, published for `in_use` readers (single
+    /// writer: the owner).
+    stashed: AtomicU32,
 }
 
 // SAFETY: PoolShared is read by every thread that holds a Frame of this pool
@@ -125,14 +135,18 @@ impl PoolShared {
     }
 
     fn free_count(&self) -> u32 {
-        self.free.len() as u32
+        self.free.len() as u32 + self.stashed.load(Ordering::Relaxed)
     }
 }
+
+/// Indices the owner keeps to itself.
+const STASH: usize = 512;
 
 /// A pool of packet buffers owned by one allocating thread.
 pub struct Pool {
     shared: Arc<PoolShared>,
     free: Consumer<u32>,
+    stash: ArrayVec<u32, STASH>,
 }
 
 /// Read-only view of a pool for statistics (any thread).
@@ -203,6 +217,7 @@ impl Pool {
             headroom,
             data_room,
             free: prod,
+            stashed: AtomicU32::new(0),
         });
         for idx in 0..n {
             let hdr = shared.slot_hdr(idx);
@@ -231,7 +246,11 @@ impl Pool {
                 debug_assert!(batch.is_empty() && moved > 0);
             }
         }
-        Ok(Self { shared, free: cons })
+        Ok(Self {
+            shared,
+            free: cons,
+            stash: ArrayVec::new(),
+        })
     }
 
     /// A statistics handle for this pool.
@@ -265,10 +284,20 @@ impl Pool {
     /// Context: the pool's owner thread. No locks, no allocation.
     #[inline]
     pub fn alloc_burst<const N: usize>(&mut self, out: &mut ArrayVec<Frame, N>, n: usize) -> usize {
+        let want = n.min(out.remaining_capacity());
         let mut idx = ArrayVec::<u32, N>::new();
-        let got = self
-            .free
-            .dequeue_up_to(&mut idx, n.min(out.remaining_capacity()));
+        // The owner's stash first (no shared access), then the ring.
+        while idx.len() < want {
+            match self.stash.pop() {
+                Some(i) => idx.push(i),
+                None => break,
+            }
+        }
+        let from_stash = idx.len();
+        if from_stash > 0 {
+            self.publish_stash();
+        }
+        let got = from_stash + self.free.dequeue_up_to(&mut idx, want - from_stash);
         for i in idx {
             let hdr = self.shared.slot_hdr(i);
             // SAFETY: index i came off the free list, so no Frame owns slot i
@@ -285,6 +314,52 @@ impl Pool {
             out.push(Frame { hdr });
         }
         got
+    }
+
+    /// Returns frames to the pool from its owner: this pool's frames go to
+    /// the owner's stash (no shared write), any other pool's frames to
+    /// their own free ring. Empties `frames`.
+    /// Context: the pool's owner thread.
+    #[inline]
+    pub fn recycle_burst<const N: usize>(&mut self, frames: &mut ArrayVec<Frame, N>) {
+        let me: *const PoolShared = Arc::as_ptr(&self.shared);
+        let mut others = ArrayVec::<Frame, N>::new();
+        for f in frames.drain(..) {
+            if f.pool_ptr() != me {
+                others.push(f);
+                continue;
+            }
+            if self.stash.is_full() {
+                self.spill_stash();
+            }
+            self.stash.push(f.hdr().idx);
+            // The slot's ownership moved into the stash; skip Frame::drop.
+            mem::forget(f);
+        }
+        self.publish_stash();
+        if !others.is_empty() {
+            free_burst(&mut others);
+        }
+    }
+
+    /// Moves half the stash to the shared free ring.
+    #[cold]
+    fn spill_stash(&mut self) {
+        let mut half = ArrayVec::<u32, STASH>::new();
+        half.extend(self.stash.drain(STASH / 2..));
+        let ok = self.shared.free.enqueue_bulk(&mut half);
+        debug_assert!(
+            ok,
+            "free list of pool '{}' overflowed: double free",
+            self.shared.name
+        );
+    }
+
+    #[inline(always)]
+    fn publish_stash(&self) {
+        self.shared
+            .stashed
+            .store(self.stash.len() as u32, Ordering::Relaxed);
     }
 
     /// Allocates one frame.
@@ -549,6 +624,53 @@ mod tests {
         let mut seen: Vec<u32> = frames.iter().map(|f| f.hdr().idx).collect();
         seen.sort();
         assert_eq!(seen, (0..16).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn owner_recycling_stashes_and_reallocates_without_loss() {
+        let mut a = Pool::new("a", 8, 64, 64).unwrap();
+        let mut b = Pool::new("b", 8, 64, 64).unwrap();
+        let mut frames = ArrayVec::<Frame, 16>::new();
+        a.alloc_burst(&mut frames, 8);
+        b.alloc_burst(&mut frames, 3);
+        a.recycle_burst(&mut frames);
+        assert!(frames.is_empty());
+        assert_eq!(
+            (a.in_use(), a.stats().in_use(), b.in_use()),
+            (0, 0, 0),
+            "b's frames went home too"
+        );
+        assert_eq!(a.stash.len(), 8, "a's own frames are stashed");
+        assert_eq!(
+            a.alloc_burst(&mut frames, 16),
+            8,
+            "stash first, nothing lost or duplicated"
+        );
+        let mut seen: Vec<u32> = frames.iter().map(|f| f.hdr().idx).collect();
+        seen.sort();
+        assert_eq!(seen, (0..8).collect::<Vec<_>>());
+        free_burst(&mut frames);
+        assert_eq!(a.in_use(), 0);
+    }
+
+    #[test]
+    fn a_full_stash_spills_to_the_ring() {
+        let n = (STASH + 64) as u32;
+        let mut p = Pool::new("s", n, 64, 64).unwrap();
+        let mut all = Vec::new();
+        loop {
+            let mut b = ArrayVec::<Frame, 32>::new();
+            if p.alloc_burst(&mut b, 32) == 0 {
+                break;
+            }
+            all.push(b);
+        }
+        assert_eq!(p.in_use(), n);
+        for mut b in all {
+            p.recycle_burst(&mut b);
+        }
+        assert_eq!(p.in_use(), 0);
+        assert!(p.stash.len() <= STASH);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cpumap::{BulkQueues, MapReader};
 use crate::exception::ExceptionSink;
 use crate::filter::{Filter, Verdict};
-use crate::frame::{Pool, free_burst};
+use crate::frame::Pool;
 use crate::metrics::RxStats;
 use crate::port::{Burst, PortQueue, free_all};
 
@@ -63,7 +63,13 @@ impl RxLcore {
                 for f in burst.drain(..) {
                     match self.filter.run(f.data()) {
                         Verdict::Redirect(target) => {
-                            match self.bulk.enqueue(&self.reader, target, f, &self.stats) {
+                            match self.bulk.enqueue(
+                                &self.reader,
+                                target,
+                                f,
+                                &self.stats,
+                                &mut self.pool,
+                            ) {
                                 Ok(()) => t.redirect += 1,
                                 Err(f) => {
                                     t.aborted += 1;
@@ -99,15 +105,15 @@ impl RxLcore {
                     let n = pass.len();
                     t.pass_drops += (n - self.sink.deliver_burst(&mut pass)) as u64;
                 }
-                free_burst(&mut dropped);
+                self.pool.recycle_burst(&mut dropped);
             }
-            self.bulk.flush(&self.reader, &self.stats);
+            self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
             self.publish(&t);
             if exhausted == self.queues.len() {
                 break;
             }
         }
-        self.bulk.flush(&self.reader, &self.stats);
+        self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
         self.reader.offline();
         self
     }
