@@ -46,7 +46,7 @@ fn indices_wrap_around_u32() {
     let (mut p, mut c) = spsc::<u64>(3).unwrap();
     let mut next = 0u64;
     let mut expect = 0u64;
-    for _ in 0..10_000 {
+    for _ in 0..if cfg!(miri) { 300 } else { 10_000 } {
         let mut src: ArrayVec<u64, 4> = (next..next + 2).collect();
         let k = p.enqueue_burst(&mut src) as u64;
         next += k;
@@ -57,7 +57,7 @@ fn indices_wrap_around_u32() {
             expect += 1;
         }
     }
-    assert!(expect > 9_000);
+    assert!(expect > if cfg!(miri) { 250 } else { 9_000 });
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn dropping_the_ring_drops_items_left_in_it_exactly_once() {
 
 #[test]
 fn two_producers_one_consumer_across_threads_keep_per_producer_order() {
-    const PER: u64 = 200_000;
+    const PER: u64 = if cfg!(miri) { 500 } else { 200_000 };
     let (p, mut c) = mpsc::<u64>(64).unwrap();
     let handles: Vec<_> = (0..2u64)
         .map(|id| {
@@ -151,6 +151,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, ..ProptestConfig::default() })]
     /// Any sequence of operations behaves like a VecDeque bounded at `cap`.
     #[test]
     fn matches_bounded_vecdeque_model(cap in 1u32..20, ops in proptest::collection::vec(op(), 1..200), single in any::<bool>()) {
