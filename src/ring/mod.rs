@@ -35,14 +35,20 @@
 //! * A0: producer's Acquire load of `prod.head` orders it before A1's load,
 //!   so the free-space computation never sees a tail older than the head
 //!   (rte_ring has an explicit acquire fence here for the same reason).
+//! * A3/R1: a multi-producer waits for the producer before it with an
+//!   Acquire load of `prod.tail`, so its own R1 publishes both producers'
+//!   slot writes.
 //!
 //! A multi-producer that reserved slots but was preempted before publishing
 //! holds up the producers behind it (rte_ring's known limit). Waiting
 //! producers spin briefly and then yield, so lcores that share a CPU still
 //! make progress; dedicated cores never reach the yield.
-//! * A3/R1: a multi-producer waits for the producer before it with an
-//!   Acquire load of `prod.tail`, so its own R1 publishes both producers'
-//!   slot writes.
+//!
+//! Tried and not kept (numbers in docs/PERFORMANCE.md): copying runs of
+//! slots with `ptr::copy_nonoverlapping` (slower than this element loop at
+//! bulk 8), and a producer-side cached copy of the consumer's tail shared by
+//! the producers (faster, but the one-slot loom model reports a race in it
+//! that was not explained, so it stays out until it is).
 #![allow(unsafe_code)]
 
 pub(crate) mod sync;
