@@ -86,9 +86,25 @@ pub struct Running {
     stats: StatsSet,
     stop_rx: Arc<AtomicBool>,
     stop_targets: Arc<AtomicBool>,
-    rx: Vec<(LcoreId, JoinHandle<RxLcore>)>,
+    /// None from a thread whose setup failed (reported at start).
+    rx: Vec<(LcoreId, JoinHandle<Option<RxLcore>>)>,
     targets: Vec<(LcoreId, JoinHandle<TargetLcore>)>,
     started: Instant,
+}
+
+impl Drop for Running {
+    /// A pipeline dropped without `shutdown` (an error path) still stops and
+    /// joins every lcore it started, so no thread is left spinning.
+    fn drop(&mut self) {
+        self.stop_rx.store(true, Ordering::Relaxed);
+        for (_, h) in self.rx.drain(..) {
+            let _ = h.join();
+        }
+        self.stop_targets.store(true, Ordering::Release);
+        for (_, h) in self.targets.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Starts every lcore of `plan` and creates the map entries of its targets.
@@ -145,15 +161,39 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
         started: Instant::now(),
     };
 
+    // Everything fallible that does not need the lcore's own thread is
+    // opened before any thread starts.
+    let mut target_ctx = Vec::new();
     for &t in &target_ids {
-        let lcore = t.lcore();
         let stats = Arc::new(TargetStats::new(t));
         running.stats.targets.push(stats.clone());
-        let ctx = TargetLcore {
+        let sink = plan.exception.open(t.lcore())?;
+        target_ctx.push(TargetLcore {
             view: map.target_view(t),
-            sink: plan.exception.open(lcore)?,
+            sink,
             stats,
+        });
+    }
+    let mut rx_ctx = Vec::new();
+    for &lcore in &rx_lcores {
+        let my_queues: Vec<Box<dyn PortQueue>> = {
+            let (mine, rest): (Vec<_>, Vec<_>) = queues.into_iter().partition(|(l, _)| *l == lcore);
+            queues = rest;
+            mine.into_iter().map(|(_, q)| q).collect()
         };
+        let stats = Arc::new(RxStats::new(lcore, plan.max_entries));
+        running.stats.rx.push(stats.clone());
+        let filter = Filter::new(plan.mode, &target_ids)?;
+        let reader = map
+            .reader()
+            .map_err(|e| LcoreError::Map(MapError::Invalid(e.to_string())))?;
+        let bulk = BulkQueues::new(plan.max_entries, plan.bulk_size);
+        let sink = plan.exception.open(lcore)?;
+        rx_ctx.push((lcore, my_queues, filter, reader, bulk, sink, stats));
+    }
+
+    for ctx in target_ctx {
+        let lcore = ctx.stats.target.lcore();
         let (cpus, do_pin, stop) = (plan.cpus_of(lcore).to_vec(), plan.pin, stop_targets.clone());
         let h = std::thread::Builder::new()
             .name(lcore.to_string())
@@ -172,20 +212,7 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
     }
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<PoolStats, LcoreError>>();
-    for &lcore in &rx_lcores {
-        let my_queues: Vec<Box<dyn PortQueue>> = {
-            let (mine, rest): (Vec<_>, Vec<_>) = queues.into_iter().partition(|(l, _)| *l == lcore);
-            queues = rest;
-            mine.into_iter().map(|(_, q)| q).collect()
-        };
-        let stats = Arc::new(RxStats::new(lcore, plan.max_entries));
-        running.stats.rx.push(stats.clone());
-        let filter = Filter::new(plan.mode, &target_ids)?;
-        let reader = map
-            .reader()
-            .map_err(|e| LcoreError::Map(MapError::Invalid(e.to_string())))?;
-        let bulk = BulkQueues::new(plan.max_entries, plan.bulk_size);
-        let sink = plan.exception.open(lcore)?;
+    for (lcore, queues, filter, reader, bulk, sink, stats) in rx_ctx {
         let (cpus, do_pin, stop, ready) = (
             plan.cpus_of(lcore).to_vec(),
             plan.pin,
@@ -196,6 +223,8 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
         let h = std::thread::Builder::new()
             .name(lcore.to_string())
             .spawn(move || {
+                // The pool is built here, after pinning, so its memory is
+                // first touched on this lcore's NUMA node.
                 let setup = (|| {
                     if do_pin {
                         pin(lcore, &cpus)?;
@@ -208,29 +237,28 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
                     )?)
                 })();
                 let pool = match setup {
-                    Ok(pool) => {
-                        let _ = ready.send(Ok(pool.stats()));
-                        pool
-                    }
+                    Ok(pool) => pool,
                     Err(e) => {
                         let _ = ready.send(Err(e));
-                        // Nothing to poll; hand back an empty shell.
                         return None;
                     }
                 };
-                let lc = RxLcore {
-                    queues: my_queues,
-                    pool,
-                    filter,
-                    reader,
-                    bulk,
-                    sink,
-                    stats,
-                };
-                Some(lc.run(&stop))
+                let _ = ready.send(Ok(pool.stats()));
+                Some(
+                    RxLcore {
+                        queues,
+                        pool,
+                        filter,
+                        reader,
+                        bulk,
+                        sink,
+                        stats,
+                    }
+                    .run(&stop),
+                )
             })
             .map_err(|e| LcoreError::Spawn(lcore, e.to_string()))?;
-        running.rx.push((lcore, spawn_adapter(h)));
+        running.rx.push((lcore, h));
     }
     drop(ready_tx);
     let mut first_err = None;
@@ -244,21 +272,11 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
         }
     }
     if let Some(e) = first_err {
-        let _ = running.shutdown();
+        // Dropping `running` stops and joins what started.
         return Err(e);
     }
     running.started = Instant::now();
     Ok(running)
-}
-
-/// RX threads return `Option<RxLcore>` (None when setup failed); keep the
-/// join handle type simple for `Running`.
-fn spawn_adapter(h: JoinHandle<Option<RxLcore>>) -> JoinHandle<RxLcore> {
-    std::thread::spawn(move || match h.join() {
-        Ok(Some(lc)) => lc,
-        Ok(None) => std::panic::resume_unwind(Box::new("setup failed")),
-        Err(p) => std::panic::resume_unwind(p),
-    })
 }
 
 impl Running {
@@ -277,13 +295,14 @@ impl Running {
     }
 
     /// Stops RX, drains every target, checks pools, returns the summary.
-    pub fn shutdown(self) -> Result<Summary, LcoreError> {
+    pub fn shutdown(mut self) -> Result<Summary, LcoreError> {
         let mut err = None;
         self.stop_rx.store(true, Ordering::Relaxed);
         let mut rx_done = Vec::new();
-        for (lcore, h) in self.rx {
+        for (lcore, h) in std::mem::take(&mut self.rx) {
             match h.join() {
-                Ok(lc) => rx_done.push(lc),
+                Ok(Some(lc)) => rx_done.push(lc),
+                Ok(None) => {} // setup failed; start() reported it
                 Err(_) => {
                     err.get_or_insert(LcoreError::Panicked(lcore));
                 }
@@ -291,7 +310,7 @@ impl Running {
         }
         // R5: Release; pairs with A5 in the target loop.
         self.stop_targets.store(true, Ordering::Release);
-        for (lcore, h) in self.targets {
+        for (lcore, h) in std::mem::take(&mut self.targets) {
             match h.join() {
                 Ok(mut t) => {
                     if let Err(e) = t.sink.flush() {
