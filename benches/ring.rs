@@ -40,8 +40,12 @@ where
     t0.elapsed()
 }
 
-fn ours_mpsc(n: u64, bulk: usize) -> Duration {
-    let (p, mut c) = cpumapd::ring::mpsc::<u64>(CAP).unwrap();
+/// Our rings: `enqueue` is the producer's burst enqueue; the consumer
+/// dequeues up to 32 at a time.
+fn ours<E>(n: u64, bulk: usize, mut enqueue: E, mut c: cpumapd::ring::Consumer<u64>) -> Duration
+where
+    E: FnMut(&mut ArrayVec<u64, 32>) -> usize + Send,
+{
     cross(
         n,
         move |n| {
@@ -51,12 +55,8 @@ fn ours_mpsc(n: u64, bulk: usize) -> Duration {
                 while buf.len() < bulk {
                     buf.push(sent + buf.len() as u64);
                 }
-                let k = p.enqueue_burst(&mut buf) as u64;
-                sent += k;
+                sent += enqueue(&mut buf) as u64;
                 buf.clear();
-                if k == 0 {
-                    std::hint::spin_loop();
-                }
             }
         },
         move |n| {
@@ -70,30 +70,14 @@ fn ours_mpsc(n: u64, bulk: usize) -> Duration {
     )
 }
 
+fn ours_mpsc(n: u64, bulk: usize) -> Duration {
+    let (p, c) = cpumapd::ring::mpsc::<u64>(CAP).unwrap();
+    ours(n, bulk, move |b| p.enqueue_burst(b), c)
+}
+
 fn ours_spsc(n: u64, bulk: usize) -> Duration {
-    let (mut p, mut c) = cpumapd::ring::spsc::<u64>(CAP).unwrap();
-    cross(
-        n,
-        move |n| {
-            let mut sent = 0;
-            let mut buf = ArrayVec::<u64, 32>::new();
-            while sent < n {
-                while buf.len() < bulk {
-                    buf.push(sent + buf.len() as u64);
-                }
-                sent += p.enqueue_burst(&mut buf) as u64;
-                buf.clear();
-            }
-        },
-        move |n| {
-            let mut got = 0;
-            let mut out = ArrayVec::<u64, 32>::new();
-            while got < n {
-                got += c.dequeue_burst(&mut out) as u64;
-                out.clear();
-            }
-        },
-    )
+    let (mut p, c) = cpumapd::ring::spsc::<u64>(CAP).unwrap();
+    ours(n, bulk, move |b| p.enqueue_burst(b), c)
 }
 
 fn crossbeam_channel(n: u64, bulk: usize) -> Duration {

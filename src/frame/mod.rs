@@ -134,8 +134,9 @@ impl PoolShared {
         }
     }
 
-    fn free_count(&self) -> u32 {
-        self.free.len() as u32 + self.stashed.load(Ordering::Relaxed)
+    /// Buffers out of the pool (exact when the pipeline is idle).
+    fn in_use(&self) -> u32 {
+        self.n - (self.free.len() as u32 + self.stashed.load(Ordering::Relaxed))
     }
 }
 
@@ -164,7 +165,7 @@ impl PoolStats {
     }
     /// Buffers currently out of the pool (exact when the pipeline is idle).
     pub fn in_use(&self) -> u32 {
-        self.shared.n - self.shared.free_count()
+        self.shared.in_use()
     }
 }
 
@@ -270,7 +271,7 @@ impl Pool {
 
     /// Buffers currently out of the pool.
     pub fn in_use(&self) -> u32 {
-        self.shared.n - self.shared.free_count()
+        self.shared.in_use()
     }
 
     /// Largest packet a buffer holds with the default data offset.

@@ -32,9 +32,12 @@
 //!   of it — slot writes happen-before the consumer reads them.
 //! * R2/A1: consumer's Release store of `cons.tail` / producer's Acquire load
 //!   of it — the consumer's slot reads happen-before a producer overwrites.
-//! * A0: producer's Acquire load of `prod.head` orders it before A1's load,
-//!   so the free-space computation never sees a tail older than the head
-//!   (rte_ring has an explicit acquire fence here for the same reason).
+//! * R0/A0: a producer's successful CAS of `prod.head` is a Release, and
+//!   producers load `prod.head` with Acquire: the cons.tail a producer reads
+//!   is then never older than the one the producer before it saw, so the
+//!   free count cannot wrap negative (on weak-memory CPUs it could: Miri
+//!   finds it with a relaxed-success CAS). A0 also keeps the A1 load after
+//!   the head load (rte_ring's acquire fence).
 //! * A3/R1: a multi-producer waits for the producer before it with an
 //!   Acquire load of `prod.tail`, so its own R1 publishes both producers'
 //!   slot writes.
@@ -167,12 +170,20 @@ impl<T> Ring<T> {
     /// Returns the first reserved index and the count reserved.
     #[inline(always)]
     fn reserve_mp(&self, n: u32, all_or_nothing: bool) -> (u32, u32) {
-        // A0: Acquire; keeps the cons_tail load below after this load.
+        // A0: Acquire; pairs with R0 (the CAS of the producer that wrote
+        // this head), so the cons_tail we load below is at least as new as
+        // the one that producer saw; and it keeps that load after this one.
         let mut head = self.prod_head.load(Ordering::Acquire);
         loop {
             // A1: Acquire; pairs with R2 in Consumer::dequeue_burst.
             let cons_tail = self.cons_tail.load(Ordering::Acquire);
             let free = self.capacity.wrapping_add(cons_tail).wrapping_sub(head);
+            if free > self.capacity {
+                // Only a head older than cons_tail gives this (A0 rules out a
+                // cons_tail older than the head): the CAS would fail anyway.
+                head = self.prod_head.load(Ordering::Acquire);
+                continue;
+            }
             let k = Self::fit(n, free, all_or_nothing);
             if k == 0 {
                 return (head, 0);
@@ -180,8 +191,14 @@ impl<T> Ring<T> {
             match self.prod_head.compare_exchange_weak(
                 head,
                 head.wrapping_add(k),
-                Ordering::Acquire, // A0 again for the next iteration on failure
-                Ordering::Acquire,
+                // R0: Release on success; pairs with A0 of the next producer.
+                // Without it that producer could see our head but an older
+                // cons_tail, compute a negative free count that wraps to
+                // "nearly empty", and overwrite unread slots (Miri's
+                // weak-memory race detector finds this; DPDK fixed the same
+                // in its C11 ring in 2025).
+                Ordering::AcqRel,
+                Ordering::Acquire, // A0 again for the next iteration
             ) {
                 Ok(_) => return (head, k),
                 Err(current) => head = current,
