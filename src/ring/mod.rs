@@ -38,6 +38,11 @@
 //!   free count cannot wrap negative (on weak-memory CPUs it could: Miri
 //!   finds it with a relaxed-success CAS). A0 also keeps the A1 load after
 //!   the head load (rte_ring's acquire fence).
+//! * R6/A6: the producers' copy of `cons_tail` is raised with a `fetch_max`
+//!   (AcqRel) after an A1 load and read with Acquire, so the R2 -> A1 edge
+//!   reaches every producer that trusts the copy, and the copy never goes
+//!   backwards. (Before R0 existed, loom's one-slot model found this copy
+//!   unsafe; R0 was the missing edge.)
 //! * A3/R1: a multi-producer waits for the producer before it with an
 //!   Acquire load of `prod.tail`, so its own R1 publishes both producers'
 //!   slot writes.
@@ -47,11 +52,11 @@
 //! producers spin briefly and then yield, so lcores that share a CPU still
 //! make progress; dedicated cores never reach the yield.
 //!
-//! Tried and not kept (numbers in docs/PERFORMANCE.md): copying runs of
-//! slots with `ptr::copy_nonoverlapping` (slower than this element loop at
-//! bulk 8), and a producer-side cached copy of the consumer's tail shared by
-//! the producers (faster, but the one-slot loom model reports a race in it
-//! that was not explained, so it stays out until it is).
+//! The producers share a copy of the consumer's tail on their own line
+//! (R6/A6), so they read the consumer's line only when the copy says full;
+//! rte_ring reads it on every enqueue. Tried and not kept (numbers in
+//! docs/PERFORMANCE.md): copying runs of slots with
+//! `ptr::copy_nonoverlapping`, slower than this element loop at bulk 8.
 #![allow(unsafe_code)]
 
 pub(crate) mod sync;
@@ -86,8 +91,16 @@ pub enum RingError {
 /// consumer polls `prod_tail`, so sharing a line with `head` would cost a
 /// second cache-line transfer per enqueue (measured in benches/ring.rs).
 /// A single consumer needs no separate head.
+/// The producers' line: written by producers only.
+struct ProdHead {
+    head: AtomicU32,
+    /// The newest `cons_tail` a producer loaded, shared by the producers so
+    /// they read the consumer's line only when this copy says full.
+    cached_cons_tail: AtomicU32,
+}
+
 struct Ring<T> {
-    prod_head: CachePadded<AtomicU32>,
+    prod_head: CachePadded<ProdHead>,
     prod_tail: CachePadded<AtomicU32>,
     cons_tail: CachePadded<AtomicU32>,
     capacity: u32,
@@ -118,7 +131,10 @@ impl<T> Ring<T> {
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
             .collect();
         Ok(Self {
-            prod_head: CachePadded::new(AtomicU32::new(0)),
+            prod_head: CachePadded::new(ProdHead {
+                head: AtomicU32::new(0),
+                cached_cons_tail: AtomicU32::new(0),
+            }),
             prod_tail: CachePadded::new(AtomicU32::new(0)),
             cons_tail: CachePadded::new(AtomicU32::new(0)),
             capacity,
@@ -173,22 +189,33 @@ impl<T> Ring<T> {
         // A0: Acquire; pairs with R0 (the CAS of the producer that wrote
         // this head), so the cons_tail we load below is at least as new as
         // the one that producer saw; and it keeps that load after this one.
-        let mut head = self.prod_head.load(Ordering::Acquire);
+        let mut head = self.prod_head.head.load(Ordering::Acquire);
         loop {
-            // A1: Acquire; pairs with R2 in Consumer::dequeue_burst.
-            let cons_tail = self.cons_tail.load(Ordering::Acquire);
-            let free = self.capacity.wrapping_add(cons_tail).wrapping_sub(head);
+            // A6: Acquire; pairs with R6: the copy carries the A1/R2 edge of
+            // the producer that stored it.
+            let mut cons_tail = self.prod_head.cached_cons_tail.load(Ordering::Acquire);
+            let mut free = self.capacity.wrapping_add(cons_tail).wrapping_sub(head);
+            if free > self.capacity || free < n {
+                // A1: Acquire; pairs with R2 in Consumer::dequeue_burst.
+                cons_tail = self.cons_tail.load(Ordering::Acquire);
+                // R6: Release; pairs with A6. fetch_max keeps the copy
+                // monotonic, so no producer replaces a newer copy by an older.
+                self.prod_head
+                    .cached_cons_tail
+                    .fetch_max(cons_tail, Ordering::AcqRel);
+                free = self.capacity.wrapping_add(cons_tail).wrapping_sub(head);
+            }
             if free > self.capacity {
                 // Only a head older than cons_tail gives this (A0 rules out a
                 // cons_tail older than the head): the CAS would fail anyway.
-                head = self.prod_head.load(Ordering::Acquire);
+                head = self.prod_head.head.load(Ordering::Acquire);
                 continue;
             }
             let k = Self::fit(n, free, all_or_nothing);
             if k == 0 {
                 return (head, 0);
             }
-            match self.prod_head.compare_exchange_weak(
+            match self.prod_head.head.compare_exchange_weak(
                 head,
                 head.wrapping_add(k),
                 // R0: Release on success; pairs with A0 of the next producer.
