@@ -38,8 +38,8 @@
 //!   free count cannot wrap negative (on weak-memory CPUs it could: Miri
 //!   finds it with a relaxed-success CAS). A0 also keeps the A1 load after
 //!   the head load (rte_ring's acquire fence).
-//! * R6/A6: the producers' copy of `cons_tail` is raised with a `fetch_max`
-//!   (AcqRel) after an A1 load and read with Acquire, so the R2 -> A1 edge
+//! * R6/A6: the producers' copy of `cons_tail` is raised (a wrapping-aware
+//!   max, AcqRel) after an A1 load and read with Acquire, so the R2 -> A1 edge
 //!   reaches every producer that trusts the copy, and the copy never goes
 //!   backwards. (Before R0 existed, loom's one-slot model found this copy
 //!   unsafe; R0 was the missing edge.)
@@ -198,11 +198,14 @@ impl<T> Ring<T> {
             if free > self.capacity || free < n {
                 // A1: Acquire; pairs with R2 in Consumer::dequeue_burst.
                 cons_tail = self.cons_tail.load(Ordering::Acquire);
-                // R6: Release; pairs with A6. fetch_max keeps the copy
-                // monotonic, so no producer replaces a newer copy by an older.
-                self.prod_head
-                    .cached_cons_tail
-                    .fetch_max(cons_tail, Ordering::AcqRel);
+                // R6: Release; pairs with A6. Raised only forward (in
+                // wrapping order: indices are free-running u32), so no
+                // producer replaces a newer copy by an older one.
+                let _ = self.prod_head.cached_cons_tail.fetch_update(
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                    |old| ((cons_tail.wrapping_sub(old) as i32) > 0).then_some(cons_tail),
+                );
                 free = self.capacity.wrapping_add(cons_tail).wrapping_sub(head);
             }
             if free > self.capacity {
@@ -272,6 +275,28 @@ impl<T> Drop for Ring<T> {
             i = i.wrapping_add(1);
         }
     }
+}
+
+/// A ring whose free-running indices start at `start` (tests drive them
+/// across the u32 wrap this way).
+#[cfg(test)]
+pub(crate) fn mpsc_at<T>(
+    capacity: u32,
+    start: u32,
+) -> Result<(MpProducer<T>, Consumer<T>), RingError> {
+    let ring = Ring::new(capacity)?;
+    ring.prod_head.head.store(start, Ordering::Relaxed);
+    ring.prod_head
+        .cached_cons_tail
+        .store(start, Ordering::Relaxed);
+    ring.prod_tail.store(start, Ordering::Relaxed);
+    ring.cons_tail.store(start, Ordering::Relaxed);
+    let ring = Arc::new(ring);
+    let c = Consumer {
+        ring: ring.clone(),
+        cached_prod_tail: start,
+    };
+    Ok((MpProducer { ring }, c))
 }
 
 /// Builds a multi-producer / single-consumer ring holding exactly `capacity`

@@ -150,12 +150,47 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+#[test]
+fn mpsc_indices_cross_the_u32_wrap() {
+    // Start 100 items before the wrap and move 10,000 items through a ring
+    // of 8, in bursts, checking FIFO order and exact counts on the way.
+    let (p, mut c) = mpsc_at::<u64>(8, u32::MAX - 100).unwrap();
+    let (mut next, mut expect) = (0u64, 0u64);
+    while expect < 10_000 {
+        let mut src: ArrayVec<u64, 8> = (next..next + 5).collect();
+        next += p.enqueue_burst(&mut src) as u64;
+        assert!(p.len() <= 8);
+        let mut out = ArrayVec::<u64, 8>::new();
+        c.dequeue_up_to(&mut out, 3);
+        for v in out {
+            assert_eq!(v, expect);
+            expect += 1;
+        }
+    }
+    // The producers' tail copy followed across the wrap: with the ring empty
+    // a full burst fits at once.
+    let mut rest = ArrayVec::<u64, 8>::new();
+    c.dequeue_burst(&mut rest);
+    let mut src: ArrayVec<u64, 8> = (0..8).collect();
+    assert!(p.enqueue_bulk(&mut src));
+    let copy = p
+        .ring
+        .prod_head
+        .cached_cons_tail
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let tail = p.ring.cons_tail.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        copy.wrapping_sub(tail) as i32 >= -8 && copy.wrapping_sub(tail) as i32 <= 0,
+        "copy {copy} tail {tail}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, ..ProptestConfig::default() })]
     /// Any sequence of operations behaves like a VecDeque bounded at `cap`.
     #[test]
-    fn matches_bounded_vecdeque_model(cap in 1u32..20, ops in proptest::collection::vec(op(), 1..200), single in any::<bool>()) {
-        let (mp, mut c) = mpsc::<u32>(cap).unwrap();
+    fn matches_bounded_vecdeque_model(cap in 1u32..20, ops in proptest::collection::vec(op(), 1..200), single in any::<bool>(), start in prop_oneof![Just(0u32), (u32::MAX - 300)..=u32::MAX]) {
+        let (mp, mut c) = mpsc_at::<u32>(cap, start).unwrap();
         let (mut sp, mut sc) = spsc::<u32>(cap).unwrap();
         let mut model = VecDeque::new();
         let mut next = 0u32;
