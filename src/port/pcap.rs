@@ -4,8 +4,8 @@
 //! The whole file is read and validated when the port opens (like DPDK's
 //! `infinite_rx`), so the RX path copies from memory and makes no syscall.
 //! Records larger than a buffer are dropped and counted as `ierrors`.
-//! Without `tx_pcap`, a Tx verdict has nowhere to go: those frames are
-//! counted as `oerrors` and freed.
+//! Without `tx_pcap`, a Tx verdict has nowhere to go: `tx_burst` refuses the
+//! frames and the RX lcore frees them and counts `tx_drops`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -170,7 +170,8 @@ impl PortQueue for PcapQueue {
 
     fn tx_burst(&mut self, frames: &mut Burst) -> usize {
         let Some(w) = self.tx.as_mut() else {
-            self.counters.oerrors.add(free_all(frames));
+            // No wire: refuse them all; the caller frees and counts them
+            // (the RX lcore's tx_drops), as with a full DPDK TX queue.
             return 0;
         };
         let mut sent = 0;
@@ -203,5 +204,84 @@ impl PortQueue for PcapQueue {
 
     fn counters(&self) -> &Arc<PortQueueCounters> {
         &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Pool;
+    use crate::port::{Burst, open};
+
+    fn write_capture(path: &std::path::Path, frames: &[&[u8]]) {
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: DataLink::ETHERNET,
+            ..Default::default()
+        };
+        let mut w = PcapWriter::with_header(File::create(path).unwrap(), header).unwrap();
+        for f in frames {
+            w.write_packet(&PcapPacket::new(
+                std::time::Duration::ZERO,
+                f.len() as u32,
+                f,
+            ))
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn replays_then_transmits_to_tx_pcap_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rx, tx) = (dir.path().join("rx.pcap"), dir.path().join("tx.pcap"));
+        write_capture(&rx, &[&[1u8; 60], &[2u8; 70], &[3u8; 3000]]);
+        let spec = VdevSpec::parse(&format!(
+            "net_pcap0,rx_pcap={},tx_pcap={}",
+            rx.display(),
+            tx.display()
+        ))
+        .unwrap();
+        let mut q = open(&spec, PortId(0), 1).unwrap().remove(0);
+        let mut pool = Pool::new("p", 8, 128, 2048).unwrap();
+        let mut burst = Burst::new();
+        assert_eq!(
+            q.rx_burst(&mut pool, &mut burst),
+            2,
+            "the 3000-byte record does not fit a buffer"
+        );
+        assert!(q.exhausted());
+        assert_eq!(q.counters().ierrors.get(), 1);
+        assert_eq!(q.tx_burst(&mut burst), 2);
+        q.flush().unwrap();
+        assert_eq!(pool.in_use(), 0);
+        let back = PcapTrace::load(tx.to_str().unwrap()).unwrap();
+        assert_eq!(back.records.len(), 2);
+        assert_eq!(back.record(1), &[2u8; 70][..]);
+        assert_eq!(q.counters().opackets.get(), 2);
+    }
+
+    #[test]
+    fn without_tx_pcap_transmits_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = dir.path().join("rx.pcap");
+        write_capture(&rx, &[&[1u8; 60]]);
+        let spec =
+            VdevSpec::parse(&format!("net_pcap0,rx_pcap={},infinite_rx=1", rx.display())).unwrap();
+        let mut q = open(&spec, PortId(0), 1).unwrap().remove(0);
+        let mut pool = Pool::new("p", 64, 128, 2048).unwrap();
+        let mut burst = Burst::new();
+        assert_eq!(
+            q.rx_burst(&mut pool, &mut burst),
+            32,
+            "infinite_rx loops the one record"
+        );
+        assert!(!q.exhausted());
+        assert_eq!(q.tx_burst(&mut burst), 0);
+        assert_eq!(
+            burst.len(),
+            32,
+            "refused frames stay with the caller, who counts them"
+        );
+        crate::frame::free_burst(&mut burst);
+        assert_eq!((q.counters().opackets.get(), pool.in_use()), (0, 0));
     }
 }
