@@ -80,16 +80,20 @@ fn ours_spsc(n: u64, bulk: usize) -> Duration {
     ours(n, bulk, move |b| p.enqueue_burst(b), c)
 }
 
-fn crossbeam_channel(n: u64, bulk: usize) -> Duration {
-    let (tx, rx) = crossbeam_channel::bounded::<u64>(CAP as usize);
+/// Peers without a bulk API: a bulk is `bulk` single sends; `send` and
+/// `recv` return whether one item moved.
+fn one_by_one<S, R>(n: u64, bulk: usize, mut send: S, mut recv: R) -> Duration
+where
+    S: FnMut(u64) -> bool + Send,
+    R: FnMut() -> bool + Send + 'static,
+{
     cross(
         n,
         move |n| {
             let mut sent = 0;
             while sent < n {
-                // No bulk API: a bulk is `bulk` sends.
                 for i in 0..bulk as u64 {
-                    if tx.try_send(sent + i).is_ok() {
+                    if send(sent + i) {
                         sent += 1;
                     }
                 }
@@ -98,7 +102,7 @@ fn crossbeam_channel(n: u64, bulk: usize) -> Duration {
         move |n| {
             let mut got = 0;
             while got < n {
-                if rx.try_recv().is_ok() {
+                if recv() {
                     got += 1;
                 }
             }
@@ -106,29 +110,24 @@ fn crossbeam_channel(n: u64, bulk: usize) -> Duration {
     )
 }
 
+fn crossbeam_channel(n: u64, bulk: usize) -> Duration {
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(CAP as usize);
+    one_by_one(
+        n,
+        bulk,
+        move |v| tx.try_send(v).is_ok(),
+        move || rx.try_recv().is_ok(),
+    )
+}
+
 fn array_queue(n: u64, bulk: usize) -> Duration {
     let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(CAP as usize));
     let qc = q.clone();
-    cross(
+    one_by_one(
         n,
-        move |n| {
-            let mut sent = 0;
-            while sent < n {
-                for i in 0..bulk as u64 {
-                    if q.push(sent + i).is_ok() {
-                        sent += 1;
-                    }
-                }
-            }
-        },
-        move |n| {
-            let mut got = 0;
-            while got < n {
-                if qc.pop().is_some() {
-                    got += 1;
-                }
-            }
-        },
+        bulk,
+        move |v| q.push(v).is_ok(),
+        move || qc.pop().is_some(),
     )
 }
 
