@@ -314,6 +314,8 @@ impl CpuMap {
     /// Swap, publish, stamp the old entry. Caller holds `writer`.
     fn replace(&self, key: u32, new: Option<Arc<Entry>>) {
         let old = self.slots[key as usize].swap(new);
+        // G0: SeqCst; pairs with G1 in the readers' refresh (and orders the
+        // bump against Qsbr::online's store-then-check).
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(old) = old {
             old.replaced_at.store(generation, Ordering::Release);
@@ -409,7 +411,7 @@ impl MapReader {
     /// Context: owning RX lcore, between polls. One shared load when idle.
     #[inline]
     pub fn refresh(&mut self) {
-        // A4: Acquire; pairs with the SeqCst bump in CpuMap::replace, so the
+        // G1: Acquire; pairs with G0 (the SeqCst bump in CpuMap::replace), so the
         // slot loads below see the swapped-in entry.
         let g = self.map.generation.load(Ordering::Acquire);
         if g != self.generation {
@@ -607,7 +609,7 @@ impl TargetView {
         while i < self.entries.len() {
             let (entry, cons) = &mut self.entries[i];
             // Checked before the dequeue: if the grace period is over, the
-            // reader states it read (A3, pairing with R4 in each RX lcore's
+            // reader states it read (Q2, pairing with Q1 in each RX lcore's
             // quiescent store) make every enqueue into this entry visible.
             let replaced_at = entry.replaced_at.load(Ordering::Acquire);
             let retired = replaced_at != 0 && self.map.qsbr.passed(replaced_at);

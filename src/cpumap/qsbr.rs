@@ -68,7 +68,7 @@ impl Qsbr {
 
     #[inline]
     pub(super) fn quiescent(&self, slot: &ReaderSlot, g: u64) {
-        // R4: SeqCst (a Release suffices for the pairing); pairs with A3 in
+        // Q1: SeqCst (a Release suffices for the pairing); pairs with Q2 in
         // passed() and the loads in synchronize(): everything this lcore did
         // with older entries happens-before their retirement.
         self.readers[slot.0].store(g, Ordering::SeqCst);
@@ -83,7 +83,7 @@ impl Qsbr {
     /// Context: any thread; reads only.
     #[inline]
     pub(super) fn passed(&self, g: u64) -> bool {
-        // A3: SeqCst load (Acquire suffices); pairs with R4 in quiescent().
+        // Q2: SeqCst load (Acquire suffices); pairs with Q1 in quiescent().
         self.readers.iter().all(|r| {
             let s = r.load(Ordering::SeqCst);
             s == OFFLINE || s >= g

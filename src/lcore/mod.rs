@@ -308,7 +308,7 @@ impl Running {
                 }
             }
         }
-        // R5: Release; pairs with A5 in the target loop.
+        // S1: Release; pairs with S2 in the target loop.
         self.stop_targets.store(true, Ordering::Release);
         for (lcore, h) in std::mem::take(&mut self.targets) {
             match h.join() {

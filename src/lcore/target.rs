@@ -63,7 +63,7 @@ impl TargetLcore {
         let mut backoff = Backoff { idle: 0 };
         let c = &self.stats.counters;
         loop {
-            // A5: Acquire; pairs with the Release store after the RX lcores
+            // S2: Acquire; pairs with S1, the Release store after the RX lcores
             // were joined: once set, every enqueue is visible below.
             let stopping = stop.load(Ordering::Acquire);
             self.view.refresh();
