@@ -41,8 +41,9 @@
 //! * R6/A6: the producers' copy of `cons_tail` is raised (a wrapping-aware
 //!   max, AcqRel) after an A1 load and read with Acquire, so the R2 -> A1 edge
 //!   reaches every producer that trusts the copy, and the copy never goes
-//!   backwards. (Before R0 existed, loom's one-slot model found this copy
-//!   unsafe; R0 was the missing edge.)
+//!   backwards. (An earlier version, without R0 and storing the copy with
+//!   a plain store, failed loom's one-slot model; both changed together,
+//!   so which one it needed is not established.)
 //! * A3/R1: a multi-producer waits for the producer before it with an
 //!   Acquire load of `prod.tail`, so its own R1 publishes both producers'
 //!   slot writes.
