@@ -4,7 +4,8 @@
 //! # General idea
 //!
 //! * **Map** ([`CpuMap`], shared): one slot per key holding the current
-//!   [`Entry`] (`ArcSwapOption`), a generation counter bumped by every
+//!   [`Entry`] (`ArcSwapOption`; a loom mutex under `--cfg loom`, where
+//!   `loom_tests` model-checks the swap), a generation counter bumped by every
 //!   change, and the kernel's update/delete/lookup/get_next_key contract.
 //!   Writers (control plane) are serialised by a mutex; the dataplane never
 //!   takes it.
@@ -35,12 +36,11 @@
 //!   counted where it dropped.
 
 mod qsbr;
+mod sync;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use arrayvec::ArrayVec;
 use crossbeam_utils::CachePadded;
 use serde::Serialize;
@@ -54,6 +54,7 @@ use crate::ring::{self, Consumer, MpProducer};
 
 pub use qsbr::QsbrError;
 use qsbr::{Qsbr, ReaderSlot};
+use sync::{AtomicU64, Mutex, Ordering, Slot};
 
 /// Frames per bulk queue by default (the kernel's `CPU_MAP_BULK_SIZE`).
 pub const CPU_MAP_BULK_SIZE: usize = 8;
@@ -158,7 +159,7 @@ pub struct EntryInfo {
 /// The runtime cpumap.
 pub struct CpuMap {
     max_entries: u32,
-    slots: Box<[ArcSwapOption<Entry>]>,
+    slots: Box<[Slot<Entry>]>,
     mailboxes: Box<[Mutex<VecDeque<Arc<Entry>>>]>,
     available: Box<[bool]>,
     generation: CachePadded<AtomicU64>,
@@ -200,7 +201,7 @@ impl CpuMap {
         }
         Ok(Arc::new(Self {
             max_entries,
-            slots: (0..max_entries).map(|_| ArcSwapOption::empty()).collect(),
+            slots: (0..max_entries).map(|_| Slot::empty()).collect(),
             mailboxes: (0..max_entries)
                 .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
@@ -645,5 +646,8 @@ impl TargetView {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
+
+#[cfg(all(test, loom))]
+mod loom_tests;

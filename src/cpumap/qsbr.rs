@@ -12,8 +12,7 @@
 //! Readers write only their own slot, once per map change, so the hot path
 //! shares no written line.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::sync::{AtomicU64, Mutex, Ordering, yield_now};
 
 use crossbeam_utils::CachePadded;
 use thiserror::Error;
@@ -104,7 +103,7 @@ impl Qsbr {
                 if spins < 64 {
                     std::hint::spin_loop();
                 } else {
-                    std::thread::yield_now();
+                    yield_now();
                 }
             }
         }
