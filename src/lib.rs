@@ -39,4 +39,5 @@ pub mod lcore;
 pub mod metrics;
 pub mod port;
 pub mod ring;
+mod sync;
 pub mod wire;

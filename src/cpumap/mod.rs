@@ -36,7 +36,6 @@
 //!   counted where it dropped.
 
 mod qsbr;
-mod sync;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -52,9 +51,9 @@ use crate::ids::TargetId;
 use crate::metrics::RxStats;
 use crate::ring::{self, Consumer, MpProducer};
 
+use crate::sync::{AtomicU64, Mutex, Ordering, Slot};
 pub use qsbr::QsbrError;
 use qsbr::{Qsbr, ReaderSlot};
-use sync::{AtomicU64, Mutex, Ordering, Slot};
 
 /// Frames per bulk queue by default (the kernel's `CPU_MAP_BULK_SIZE`).
 pub const CPU_MAP_BULK_SIZE: usize = 8;

@@ -12,7 +12,7 @@
 //! Readers write only their own slot, once per map change, so the hot path
 //! shares no written line.
 
-use super::sync::{AtomicU64, Mutex, Ordering, yield_now};
+use crate::sync::{AtomicU64, Mutex, Ordering, yield_now};
 
 use crossbeam_utils::CachePadded;
 use thiserror::Error;

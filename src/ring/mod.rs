@@ -60,8 +60,6 @@
 //! `ptr::copy_nonoverlapping`, slower than this element loop at bulk 8.
 #![allow(unsafe_code)]
 
-pub(crate) mod sync;
-
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -70,7 +68,7 @@ use arrayvec::ArrayVec;
 use crossbeam_utils::CachePadded;
 use thiserror::Error;
 
-use sync::{AtomicU32, Ordering, UnsafeCell, spin_hint, yield_now};
+use crate::sync::{AtomicU32, Ordering, UnsafeCell, spin_hint, yield_now};
 
 /// Spins a waiting multi-producer makes before it starts yielding.
 const PUBLISH_SPINS: u32 = 128;
