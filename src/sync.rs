@@ -55,7 +55,7 @@ impl<T> UnsafeCell<T> {
     }
 }
 
-/// One map slot: an `Option<Arc<T>>` swapped atomically and loaded without
+/// A slot holding an `Option<Arc<T>>` swapped atomically and loaded without
 /// blocking writers (arc-swap). Under loom, a mutex gives the same atomic
 /// load/swap semantics in a form loom can explore.
 #[cfg(not(loom))]
@@ -66,8 +66,8 @@ pub(crate) struct Slot<T>(Mutex<Option<Arc<T>>>);
 
 #[cfg(loom)]
 impl<T> Slot<T> {
-    pub(crate) fn empty() -> Self {
-        Self(Mutex::new(None))
+    pub(crate) fn from_pointee(v: T) -> Self {
+        Self(Mutex::new(Some(Arc::new(v))))
     }
     pub(crate) fn load_full(&self) -> Option<Arc<T>> {
         self.0.lock().unwrap().clone()

@@ -142,6 +142,16 @@ impl Entry {
     pub fn ring_len(&self) -> usize {
         self.producer.len()
     }
+
+    fn info(&self, key: u32) -> EntryInfo {
+        EntryInfo {
+            key,
+            qsize: self.qsize,
+            prog: self.prog.map(RemoteProg::name),
+            id: self.id,
+            ring_len: self.ring_len(),
+        }
+    }
 }
 
 /// What `lookup` returns.
@@ -155,10 +165,38 @@ pub struct EntryInfo {
     pub ring_len: usize,
 }
 
+/// One immutable version of the whole map: the entry of every key. Writers
+/// build a new table and swap it in as a unit, so a reader sees every change
+/// of one update (or of one `apply`) or none of them.
+struct Table {
+    entries: Box<[Option<Arc<Entry>>]>,
+}
+
+/// A whole map for [`CpuMap::apply`]: `(key, value)` pairs; keys not listed
+/// are deleted.
+pub type MapSpec = [(u32, EntryValue)];
+
+/// Why `apply` refused a map, naming the key.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("key {key}: {error}")]
+pub struct ApplyError {
+    pub key: u32,
+    pub error: MapError,
+}
+
+/// What `apply` changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    pub created: u32,
+    pub replaced: u32,
+    pub deleted: u32,
+    pub unchanged: u32,
+}
+
 /// The runtime cpumap.
 pub struct CpuMap {
     max_entries: u32,
-    slots: Box<[Slot<Entry>]>,
+    table: Slot<Table>,
     mailboxes: Box<[Mutex<VecDeque<Arc<Entry>>>]>,
     available: Box<[bool]>,
     generation: CachePadded<AtomicU64>,
@@ -200,7 +238,9 @@ impl CpuMap {
         }
         Ok(Arc::new(Self {
             max_entries,
-            slots: (0..max_entries).map(|_| Slot::empty()).collect(),
+            table: Slot::from_pointee(Table {
+                entries: (0..max_entries).map(|_| None).collect(),
+            }),
             mailboxes: (0..max_entries)
                 .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
@@ -226,13 +266,17 @@ impl CpuMap {
         )
     }
 
-    fn count<T>(&self, r: Result<T, MapError>) -> Result<T, MapError> {
-        let c = if r.is_ok() {
+    fn tally(&self, ok: bool) {
+        let c = if ok {
             &self.updates_ok
         } else {
             &self.updates_failed
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count<T>(&self, r: Result<T, MapError>) -> Result<T, MapError> {
+        self.tally(r.is_ok());
         r
     }
 
@@ -261,6 +305,19 @@ impl CpuMap {
         if flags == BPF_NOEXIST {
             return Err(MapError::Exists { key });
         }
+        self.check_value(key, value)?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let new = self.build(key, value)?;
+        if let Some(e) = &new {
+            self.post(e);
+        }
+        self.commit(&mut [(key, new)]);
+        Ok(())
+    }
+
+    /// The value checks of `cpu_map_update_elem` after the flags and key:
+    /// qsize (EOVERFLOW), then the target (ENODEV).
+    fn check_value(&self, key: u32, value: EntryValue) -> Result<(), MapError> {
         if value.qsize > MAX_QSIZE {
             return Err(MapError::QsizeOverflow { qsize: value.qsize });
         }
@@ -270,29 +327,103 @@ impl CpuMap {
                 why: format!("lcore{key} does not run a target loop"),
             });
         }
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let new = if value.qsize == 0 {
-            None
-        } else {
-            let (producer, consumer) =
-                ring::mpsc::<Frame>(value.qsize).map_err(|e| MapError::NoMemory(e.to_string()))?;
-            let entry = Arc::new(Entry {
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                target: TargetId(key),
-                qsize: value.qsize,
-                prog: value.prog,
-                producer,
-                consumer: Mutex::new(Some(consumer)),
-                replaced_at: AtomicU64::new(0),
-            });
-            self.mailboxes[key as usize]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(entry.clone());
-            Some(entry)
-        };
-        self.replace(key, new);
         Ok(())
+    }
+
+    /// A new entry for `key` (None for qsize 0). Caller holds `writer`.
+    fn build(&self, key: u32, value: EntryValue) -> Result<Option<Arc<Entry>>, MapError> {
+        if value.qsize == 0 {
+            return Ok(None);
+        }
+        let (producer, consumer) =
+            ring::mpsc::<Frame>(value.qsize).map_err(|e| MapError::NoMemory(e.to_string()))?;
+        Ok(Some(Arc::new(Entry {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            target: TargetId(key),
+            qsize: value.qsize,
+            prog: value.prog,
+            producer,
+            consumer: Mutex::new(Some(consumer)),
+            replaced_at: AtomicU64::new(0),
+        })))
+    }
+
+    /// Hands a new entry to its target's mailbox, before it is published, so
+    /// the target holds every entry an RX lcore can enqueue into.
+    fn post(&self, e: &Arc<Entry>) {
+        self.mailboxes[e.target.index()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(e.clone());
+    }
+
+    /// `map apply`: replaces the whole map in one swap. Every entry is
+    /// checked (in the order of `update`, and keys must be unique) and every
+    /// ring allocated before anything is published: either all listed keys
+    /// switch together and every unlisted key is deleted, or nothing
+    /// changes. Keys whose value is unchanged keep their entry (and the
+    /// frames in its ring).
+    /// Context: control plane. Never blocks on an lcore.
+    pub fn apply(&self, spec: &MapSpec) -> Result<ApplyReport, ApplyError> {
+        let r = self.apply_inner(spec);
+        self.tally(r.is_ok());
+        r
+    }
+
+    fn apply_inner(&self, spec: &MapSpec) -> Result<ApplyReport, ApplyError> {
+        let mut wanted: Vec<Option<EntryValue>> = vec![None; self.max_entries as usize];
+        for &(key, value) in spec {
+            let err = |error| ApplyError { key, error };
+            if key >= self.max_entries {
+                return Err(err(MapError::KeyTooBig {
+                    key,
+                    max_entries: self.max_entries,
+                }));
+            }
+            if wanted[key as usize].is_some() {
+                return Err(err(MapError::Invalid(format!(
+                    "key {key} appears twice in the map"
+                ))));
+            }
+            self.check_value(key, value).map_err(err)?;
+            wanted[key as usize] = Some(value).filter(|v| v.qsize > 0);
+        }
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.table.load_full().expect("the table slot is never empty");
+        let mut report = ApplyReport::default();
+        let mut changes = Vec::new();
+        for (key, want) in wanted.into_iter().enumerate() {
+            let key = key as u32;
+            let cur = current.entries[key as usize].as_ref();
+            match (cur, want) {
+                (None, None) => {}
+                (Some(e), Some(v)) if e.qsize == v.qsize && e.prog == v.prog => {
+                    report.unchanged += 1;
+                }
+                (Some(_), None) => {
+                    report.deleted += 1;
+                    changes.push((key, None));
+                }
+                (cur, Some(v)) => {
+                    let new = self.build(key, v).map_err(|error| ApplyError { key, error })?;
+                    if cur.is_some() {
+                        report.replaced += 1;
+                    } else {
+                        report.created += 1;
+                    }
+                    changes.push((key, new));
+                }
+            }
+        }
+        for (_, e) in &changes {
+            if let Some(e) = e {
+                self.post(e);
+            }
+        }
+        if !changes.is_empty() {
+            self.commit(&mut changes);
+        }
+        Ok(report)
     }
 
     /// `bpf_map_delete_elem`: key >= max_entries is EINVAL (not E2BIG, as in
@@ -305,19 +436,28 @@ impl CpuMap {
             )))
         } else {
             let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            self.replace(key, None);
+            self.commit(&mut [(key, None)]);
             Ok(())
         };
         self.count(r)
     }
 
-    /// Swap, publish, stamp the old entry. Caller holds `writer`.
-    fn replace(&self, key: u32, new: Option<Arc<Entry>>) {
-        let old = self.slots[key as usize].swap(new);
+    /// Builds the next table with `changes`, swaps it in, bumps the
+    /// generation and stamps every entry it displaced. Caller holds `writer`.
+    fn commit(&self, changes: &mut [(u32, Option<Arc<Entry>>)]) {
+        let current = self.table.load_full().expect("the table slot is never empty");
+        let mut entries = current.entries.clone();
+        let mut displaced = Vec::with_capacity(changes.len());
+        for (key, new) in changes.iter_mut() {
+            let old = std::mem::replace(&mut entries[*key as usize], new.take());
+            displaced.extend(old);
+        }
+        drop(current);
+        self.table.swap(Some(Arc::new(Table { entries })));
         // G0: SeqCst; pairs with G1 in the readers' refresh (and orders the
         // bump against Qsbr::online's store-then-check).
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(old) = old {
+        for old in displaced {
             old.replaced_at.store(generation, Ordering::Release);
         }
     }
@@ -331,14 +471,8 @@ impl CpuMap {
 
     /// `bpf_map_lookup_elem`.
     pub fn lookup(&self, key: u32) -> Option<EntryInfo> {
-        let e = self.slots.get(key as usize)?.load_full()?;
-        Some(EntryInfo {
-            key,
-            qsize: e.qsize,
-            prog: e.prog.map(RemoteProg::name),
-            id: e.id,
-            ring_len: e.ring_len(),
-        })
+        let table = self.table.load_full()?;
+        Some(table.entries.get(key as usize)?.as_ref()?.info(key))
     }
 
     /// `bpf_map_get_next_key`: walks like an array.
@@ -351,10 +485,16 @@ impl CpuMap {
         }
     }
 
-    /// Every key with an entry, in key order.
+    /// Every key with an entry, in key order, from one version of the map.
     pub fn dump(&self) -> Vec<EntryInfo> {
-        (0..self.max_entries)
-            .filter_map(|k| self.lookup(k))
+        let Some(table) = self.table.load_full() else {
+            return Vec::new();
+        };
+        table
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| e.as_ref().map(|e| e.info(k as u32)))
             .collect()
     }
 
@@ -392,9 +532,11 @@ pub struct MapReader {
 }
 
 impl MapReader {
+    /// Copies the current table's entries (Arc clones: no allocation).
     fn load_all(&mut self) {
-        for (k, e) in self.entries.iter_mut().enumerate() {
-            *e = self.map.slots[k].load_full();
+        let table = self.map.table.load_full().expect("the table slot is never empty");
+        for (mine, e) in self.entries.iter_mut().zip(table.entries.iter()) {
+            mine.clone_from(e);
         }
     }
 

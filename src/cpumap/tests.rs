@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrayvec::ArrayVec;
 
@@ -236,4 +236,91 @@ fn swaps_under_traffic_lose_nothing() {
         "every enqueued frame reached the target"
     );
     assert_eq!(pool.in_use(), 0, "pool full again");
+}
+
+fn map3() -> Arc<CpuMap> {
+    CpuMap::new(8, &[TargetId(1), TargetId(2), TargetId(3)], 1).unwrap()
+}
+
+#[test]
+fn apply_switches_all_keys_or_none_and_names_the_bad_key() {
+    let m = map3();
+    m.update(1, val(64), BPF_ANY).unwrap();
+    m.update(2, val(64), BPF_ANY).unwrap();
+    let id1 = m.lookup(1).unwrap().id;
+    let id2 = m.lookup(2).unwrap().id;
+
+    // Each refusal leaves the map exactly as it was.
+    let refusals: [(&[(u32, EntryValue)], &str, u32); 4] = [
+        (&[(3, val(64)), (9, val(64))], "E2BIG", 9),
+        (&[(3, val(64)), (2, val(20000))], "EOVERFLOW", 2),
+        (&[(3, val(64)), (4, val(64))], "ENODEV", 4),
+        (&[(3, val(64)), (3, val(32))], "EINVAL", 3),
+    ];
+    for (spec, code, key) in refusals {
+        let e = m.apply(spec).unwrap_err();
+        assert_eq!((e.error.code(), e.key), (code, key), "{e}");
+        assert!(e.to_string().starts_with(&format!("key {key}: {code}")), "{e}");
+        assert!(m.lookup(3).is_none(), "{code}: nothing may change");
+        assert_eq!(m.lookup(1).unwrap().id, id1);
+        assert_eq!(m.lookup(2).unwrap().id, id2);
+    }
+
+    // Key 1 unchanged keeps its entry, 2 is resized, 3 created; then a map
+    // without 1 and 2 deletes them; qsize 0 in a spec means absent.
+    let r = m.apply(&[(1, val(64)), (2, val(128)), (3, val(32))]).unwrap();
+    assert_eq!(
+        r,
+        ApplyReport {
+            created: 1,
+            replaced: 1,
+            deleted: 0,
+            unchanged: 1
+        }
+    );
+    assert_eq!(m.lookup(1).unwrap().id, id1);
+    assert_ne!(m.lookup(2).unwrap().id, id2);
+    assert_eq!(m.lookup(2).unwrap().qsize, 128);
+    let r = m.apply(&[(3, val(32)), (2, val(0))]).unwrap();
+    assert_eq!((r.deleted, r.unchanged), (2, 1));
+    assert_eq!(
+        m.dump().iter().map(|e| e.key).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(m.update_counts(), (4, 4));
+}
+
+#[test]
+fn a_reader_sees_a_whole_applied_map_or_the_previous_one() {
+    let m = map3();
+    let a: &[(u32, EntryValue)] = &[(1, val(16)), (2, val(16))];
+    let b: &[(u32, EntryValue)] = &[(3, val(16))];
+    m.apply(a).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let reader = {
+        let (m, stop, seen) = (m.clone(), stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let mut r = m.reader().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                r.refresh();
+                let has = |k| r.entry(TargetId(k)).is_some();
+                let which = match (has(1), has(2), has(3)) {
+                    (true, true, false) => 0,
+                    (false, false, true) => 1,
+                    other => panic!("half-applied map seen: keys 1,2,3 present = {other:?}"),
+                };
+                seen[which].fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // At least 2000 switches, and on until the reader has seen both maps.
+    let mut i = 0u32;
+    while i < 2000 || seen.iter().any(|s| s.load(Ordering::Relaxed) == 0) {
+        assert!(i < 1_000_000, "reader never saw both maps");
+        m.apply(if i % 2 == 0 { b } else { a }).unwrap();
+        i += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
 }
