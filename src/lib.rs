@@ -30,6 +30,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod cpumap;
 pub mod exception;
 pub mod filter;

@@ -1,4 +1,5 @@
-//! `cpumapd [EAL args] -- [app args]`; with no arguments, the demo.
+//! `cpumapd [EAL args] -- [app args]`; with no arguments, the demo;
+//! `cpumapd ctl ...`, the control client.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -6,12 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cpumapd::config::{ConfigError, Plan};
+use clap::Parser;
+use cpumapd::config::{ConfigError, Endpoint, Plan};
+use cpumapd::control::ctl::{self, CtlArgs, Output};
+use cpumapd::control::exporter::MetricsServer;
+use cpumapd::control::{ControlServer, ServiceError};
 use cpumapd::lcore;
 use cpumapd::metrics::Summary;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "ctl") {
+        return ctl_main(&args[1..]);
+    }
     let plan = if args.is_empty() {
         Plan::demo()
     } else {
@@ -33,6 +41,54 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("cpumapd: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn ctl_main(args: &[String]) -> ExitCode {
+    let parsed = match CtlArgs::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            // --help and usage errors, clap's way (exit 0 or 2).
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    match ctl::run(&parsed) {
+        Ok(Output::Json(v)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Output::Text(t)) => {
+            print!("{t}");
+            ExitCode::SUCCESS
+        }
+        Ok(Output::Nothing) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cpumapd ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts one service: an endpoint the user gave must open; a default one
+/// that cannot is a warning and the dataplane runs without it.
+fn service<A, S>(
+    ep: &Endpoint<A>,
+    start: impl FnOnce(&A) -> Result<S, ServiceError>,
+) -> Result<Option<S>, String> {
+    let Some(a) = ep.get() else {
+        return Ok(None);
+    };
+    match start(a) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if ep.is_given() => Err(e.to_string()),
+        Err(e) => {
+            eprintln!("cpumapd: warning: {e}");
+            Ok(None)
         }
     }
 }
@@ -72,15 +128,36 @@ fn run(plan: &Plan) -> Result<ExitCode, String> {
         plan.exception.backend(),
     );
     let running = lcore::start(plan).map_err(|e| e.to_string())?;
+    // A service that must open and cannot: `running` drops, which stops and
+    // joins every lcore.
+    let metrics = service(&plan.metrics, |a| {
+        MetricsServer::start(*a, running.handle())
+    })?;
+    let control = service(&plan.control, |p| ControlServer::start(p, running.handle()))?;
+    if let Some(m) = &metrics {
+        let _ = writeln!(out, "cpumapd: metrics on http://{}/metrics", m.addr());
+    }
+    if let Some(c) = &control {
+        let _ = writeln!(out, "cpumapd: control socket {}", c.path().display());
+    }
     let t0 = Instant::now();
     let mut last = running.snapshot();
     let mut last_t = Instant::now();
+    let mut sources_ended: Option<Instant> = None;
     loop {
         std::thread::sleep(Duration::from_millis(20));
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        if plan.duration.is_some_and(|d| t0.elapsed() >= d) || running.rx_finished() {
+        if plan.duration.is_some_and(|d| t0.elapsed() >= d) {
+            break;
+        }
+        if sources_ended.is_none() && running.rx_finished() {
+            sources_ended = Some(Instant::now());
+        }
+        if let Some(ended) = sources_ended
+            && ended.elapsed() >= plan.linger.unwrap_or_default()
+        {
             break;
         }
         if let Some(iv) = plan.interval
@@ -93,6 +170,9 @@ fn run(plan: &Plan) -> Result<ExitCode, String> {
             last_t = Instant::now();
         }
     }
+    // Services first: no map change or scrape races the drain.
+    drop(control);
+    drop(metrics);
     let summary = running.shutdown().map_err(|e| e.to_string())?;
     report(&mut out, &summary);
     if let Some(path) = &plan.summary_json {

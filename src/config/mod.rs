@@ -8,7 +8,8 @@
 
 pub mod eal;
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -63,7 +64,9 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
                          accepted and ignored: -n -m --no-huge --no-pci --no-shconf --in-memory --file-prefix
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
           --exception drop|pcap:FILE --duration S --interval S --summary-json FILE|- --config FILE
-          --bulk-size N --pool-size N --max-entries N --no-pin
+          --bulk-size N --pool-size N --max-entries N --no-pin --linger S
+          --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
+control: cpumapd ctl [--control PATH] map dump|lookup|update|delete|apply, mode set, stats, summary
 modes: no-touch touch round-robin l4-proto l4-filter l4-hash l4-sport l4-dport (default l4-hash)";
 
 /// Application arguments (after `--`).
@@ -112,6 +115,16 @@ pub struct AppArgs {
     /// Do not pin lcore threads to their CPUs.
     #[arg(long = "no-pin")]
     pub no_pin: bool,
+    /// Prometheus endpoint: ADDR:PORT (default 127.0.0.1:9419) or off.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Control socket: PATH (default /run/cpumapd.sock as root) or off.
+    #[arg(long)]
+    pub control: Option<String>,
+    /// After finite sources end, keep serving metrics and control this many
+    /// seconds (or until SIGINT/SIGTERM) before shutting down.
+    #[arg(long, allow_negative_numbers = true)]
+    pub linger: Option<f64>,
 }
 
 /// The TOML file: `[eal]` and `[app]` tables.
@@ -155,6 +168,9 @@ pub struct FileApp {
     pub pool_size: Option<u32>,
     pub max_entries: Option<u32>,
     pub no_pin: Option<bool>,
+    pub metrics: Option<String>,
+    pub control: Option<String>,
+    pub linger: Option<f64>,
 }
 
 impl FileConfig {
@@ -198,6 +214,63 @@ pub struct Plan {
     pub interval: Option<Duration>,
     pub summary_json: Option<String>,
     pub pin: bool,
+    pub metrics: Endpoint<SocketAddr>,
+    pub control: Endpoint<PathBuf>,
+    pub linger: Option<Duration>,
+}
+
+/// A service endpoint: off, the default, or one the user gave. A default
+/// that cannot be opened is a warning (the dataplane still runs); one the
+/// user gave is an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint<T> {
+    Off,
+    Default(T),
+    Given(T),
+}
+
+impl<T> Endpoint<T> {
+    pub fn get(&self) -> Option<&T> {
+        match self {
+            Endpoint::Off => None,
+            Endpoint::Default(t) | Endpoint::Given(t) => Some(t),
+        }
+    }
+
+    pub fn is_given(&self) -> bool {
+        matches!(self, Endpoint::Given(_))
+    }
+}
+
+/// Default Prometheus endpoint (the port is cpumapd's own, next to
+/// node_exporter's 9100 family).
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9419";
+
+/// Parses `--metrics`: `off` or `ADDR:PORT`.
+pub fn parse_metrics(v: Option<&str>) -> Result<Endpoint<SocketAddr>, ConfigError> {
+    match v {
+        Some("off") => Ok(Endpoint::Off),
+        Some(s) => s.parse().map(Endpoint::Given).map_err(|_| {
+            ConfigError::Args(format!(
+                "--metrics '{s}': expected ADDR:PORT (e.g. {DEFAULT_METRICS}, [::1]:9419) or off"
+            ))
+        }),
+        None => Ok(Endpoint::Default(
+            DEFAULT_METRICS.parse().expect("the default parses"),
+        )),
+    }
+}
+
+/// Parses `--control`: `off` or a socket path.
+pub fn parse_control(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> {
+    match v {
+        Some("off") => Ok(Endpoint::Off),
+        Some("") => Err(ConfigError::Args(
+            "--control '': expected a socket path or off".into(),
+        )),
+        Some(s) => Ok(Endpoint::Given(PathBuf::from(s))),
+        None => Ok(Endpoint::Default(crate::control::default_path())),
+    }
 }
 
 /// Splits `argv[1..]` at the first `--` into EAL and app args. Without a
@@ -564,6 +637,9 @@ impl Plan {
             interval: secs(app.interval.or(f.app.interval).or(Some(2.0)), "interval")?,
             summary_json: app.summary_json.or(f.app.summary_json),
             pin: !(app.no_pin || f.app.no_pin.unwrap_or(false)),
+            metrics: parse_metrics(app.metrics.as_deref().or(f.app.metrics.as_deref()))?,
+            control: parse_control(app.control.as_deref().or(f.app.control.as_deref()))?,
+            linger: secs(app.linger.or(f.app.linger), "linger")?,
         };
         // Open every port once to validate files and arguments now.
         for (p, spec) in plan.ports.iter().enumerate() {

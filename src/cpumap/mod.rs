@@ -389,7 +389,10 @@ impl CpuMap {
             wanted[key as usize] = Some(value).filter(|v| v.qsize > 0);
         }
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.table.load_full().expect("the table slot is never empty");
+        let current = self
+            .table
+            .load_full()
+            .expect("the table slot is never empty");
         let mut report = ApplyReport::default();
         let mut changes = Vec::new();
         for (key, want) in wanted.into_iter().enumerate() {
@@ -405,7 +408,9 @@ impl CpuMap {
                     changes.push((key, None));
                 }
                 (cur, Some(v)) => {
-                    let new = self.build(key, v).map_err(|error| ApplyError { key, error })?;
+                    let new = self
+                        .build(key, v)
+                        .map_err(|error| ApplyError { key, error })?;
                     if cur.is_some() {
                         report.replaced += 1;
                     } else {
@@ -445,7 +450,10 @@ impl CpuMap {
     /// Builds the next table with `changes`, swaps it in, bumps the
     /// generation and stamps every entry it displaced. Caller holds `writer`.
     fn commit(&self, changes: &mut [(u32, Option<Arc<Entry>>)]) {
-        let current = self.table.load_full().expect("the table slot is never empty");
+        let current = self
+            .table
+            .load_full()
+            .expect("the table slot is never empty");
         let mut entries = current.entries.clone();
         let mut displaced = Vec::with_capacity(changes.len());
         for (key, new) in changes.iter_mut() {
@@ -534,7 +542,11 @@ pub struct MapReader {
 impl MapReader {
     /// Copies the current table's entries (Arc clones: no allocation).
     fn load_all(&mut self) {
-        let table = self.map.table.load_full().expect("the table slot is never empty");
+        let table = self
+            .map
+            .table
+            .load_full()
+            .expect("the table slot is never empty");
         for (mine, e) in self.entries.iter_mut().zip(table.entries.iter()) {
             mine.clone_from(e);
         }

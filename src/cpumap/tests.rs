@@ -260,7 +260,10 @@ fn apply_switches_all_keys_or_none_and_names_the_bad_key() {
     for (spec, code, key) in refusals {
         let e = m.apply(spec).unwrap_err();
         assert_eq!((e.error.code(), e.key), (code, key), "{e}");
-        assert!(e.to_string().starts_with(&format!("key {key}: {code}")), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("key {key}: {code}")),
+            "{e}"
+        );
         assert!(m.lookup(3).is_none(), "{code}: nothing may change");
         assert_eq!(m.lookup(1).unwrap().id, id1);
         assert_eq!(m.lookup(2).unwrap().id, id2);
@@ -268,7 +271,9 @@ fn apply_switches_all_keys_or_none_and_names_the_bad_key() {
 
     // Key 1 unchanged keeps its entry, 2 is resized, 3 created; then a map
     // without 1 and 2 deletes them; qsize 0 in a spec means absent.
-    let r = m.apply(&[(1, val(64)), (2, val(128)), (3, val(32))]).unwrap();
+    let r = m
+        .apply(&[(1, val(64)), (2, val(128)), (3, val(32))])
+        .unwrap();
     assert_eq!(
         r,
         ApplyReport {
@@ -283,10 +288,7 @@ fn apply_switches_all_keys_or_none_and_names_the_bad_key() {
     assert_eq!(m.lookup(2).unwrap().qsize, 128);
     let r = m.apply(&[(3, val(32)), (2, val(0))]).unwrap();
     assert_eq!((r.deleted, r.unchanged), (2, 1));
-    assert_eq!(
-        m.dump().iter().map(|e| e.key).collect::<Vec<_>>(),
-        vec![3]
-    );
+    assert_eq!(m.dump().iter().map(|e| e.key).collect::<Vec<_>>(), vec![3]);
     assert_eq!(m.update_counts(), (4, 4));
 }
 

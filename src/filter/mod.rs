@@ -29,6 +29,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use thiserror::Error;
 
@@ -86,6 +87,31 @@ impl Mode {
             Mode::L4Sport => "l4-sport",
             Mode::L4Dport => "l4-dport",
         }
+    }
+}
+
+/// The filter mode the control plane wants (`ctl mode set`): one byte,
+/// written by the control plane, read by every RX lcore at the start of its
+/// poll. Nothing else is published with it, so Relaxed is enough: an lcore
+/// switches at most one poll later than the store.
+#[derive(Debug)]
+pub struct ModeSwitch(AtomicU8);
+
+impl ModeSwitch {
+    pub fn new(mode: Mode) -> Self {
+        Self(AtomicU8::new(mode as u8))
+    }
+
+    /// Context: any thread; on an RX lcore, once per poll.
+    #[inline(always)]
+    pub fn get(&self) -> Mode {
+        // Only `set` writes, and only with `mode as u8`.
+        Mode::ALL[self.0.load(Ordering::Relaxed) as usize % Mode::ALL.len()]
+    }
+
+    /// Context: control plane.
+    pub fn set(&self, mode: Mode) {
+        self.0.store(mode as u8, Ordering::Relaxed);
     }
 }
 
@@ -200,6 +226,13 @@ impl Filter {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Switches the program; round-robin starts again at the first target.
+    /// Context: the owning RX lcore, between polls.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.rr_next = 0;
     }
 
     pub fn targets(&self) -> &[TargetId] {

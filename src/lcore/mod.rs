@@ -20,17 +20,17 @@ mod target;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::config::Plan;
 use crate::cpumap::{BPF_ANY, BulkQueues, CpuMap, EntryValue, MapError};
 use crate::exception::ExceptionError;
-use crate::filter::{Filter, FilterError};
+use crate::filter::{Filter, FilterError, Mode, ModeSwitch};
 use crate::frame::{FrameError, Pool, PoolStats};
 use crate::ids::{LcoreId, PortId, TargetId};
-use crate::metrics::{RxStats, StatsSet, Summary, TargetStats};
+use crate::metrics::{PortQueueStats, RxStats, StatsSet, Summary, TargetStats};
 use crate::port::{self, PortError, PortQueue};
 
 use rx::RxLcore;
@@ -80,21 +80,57 @@ fn pin(lcore: LcoreId, cpus: &[usize]) -> Result<(), LcoreError> {
     })
 }
 
-/// A running pipeline.
-pub struct Running {
+/// What the control plane, the metrics endpoint and the live table reach
+/// while the pipeline runs. Shared (`Arc`) with their threads; the lcores
+/// never touch it.
+pub struct Handle {
     map: Arc<CpuMap>,
     stats: StatsSet,
+    mode: Arc<ModeSwitch>,
+    started: Instant,
+}
+
+impl Handle {
+    pub fn map(&self) -> &Arc<CpuMap> {
+        &self.map
+    }
+
+    /// Every counter block, for collectors that label per lcore.
+    pub fn stats(&self) -> &StatsSet {
+        &self.stats
+    }
+
+    /// Counters now.
+    pub fn snapshot(&self) -> Summary {
+        Summary::collect(&self.stats, self.started.elapsed().as_secs_f64())
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode.get()
+    }
+
+    /// `mode set`: every RX lcore switches at the start of its next poll.
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.set(mode);
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// The lcore threads and their stop flags. Dropped without `shutdown` (an
+/// error path), it still stops and joins every lcore it started, so no
+/// thread is left spinning.
+struct Threads {
     stop_rx: Arc<AtomicBool>,
     stop_targets: Arc<AtomicBool>,
     /// None from a thread whose setup failed (reported at start).
     rx: Vec<(LcoreId, JoinHandle<Option<RxLcore>>)>,
     targets: Vec<(LcoreId, JoinHandle<TargetLcore>)>,
-    started: Instant,
 }
 
-impl Drop for Running {
-    /// A pipeline dropped without `shutdown` (an error path) still stops and
-    /// joins every lcore it started, so no thread is left spinning.
+impl Drop for Threads {
     fn drop(&mut self) {
         self.stop_rx.store(true, Ordering::Relaxed);
         for (_, h) in self.rx.drain(..) {
@@ -105,6 +141,12 @@ impl Drop for Running {
             let _ = h.join();
         }
     }
+}
+
+/// A running pipeline.
+pub struct Running {
+    handle: Arc<Handle>,
+    threads: Threads,
 }
 
 /// Starts every lcore of `plan` and creates the map entries of its targets.
@@ -124,6 +166,7 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
     }
     let stop_rx = Arc::new(AtomicBool::new(false));
     let stop_targets = Arc::new(AtomicBool::new(false));
+    let mode = Arc::new(ModeSwitch::new(plan.mode));
 
     // Open port queues on the control thread (validation errors surface
     // before any lcore starts), then hand each to its lcore.
@@ -138,40 +181,43 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
                 .find(|r| r.queue as usize == q)
                 .map(|r| r.lcore)
                 .expect("queues checked by plan");
-            port_counters.push((PortId(p as u16), q as u16, pq.counters().clone()));
+            port_counters.push(PortQueueStats {
+                port: PortId(p as u16),
+                queue: q as u16,
+                lcore,
+                counters: pq.counters().clone(),
+            });
             queues.push((lcore, pq));
         }
     }
 
-    let mut running = Running {
+    let mut stats = StatsSet {
+        rx: Vec::new(),
+        targets: Vec::new(),
+        ports: port_counters,
+        pools: Vec::new(),
         map: map.clone(),
-        stats: StatsSet {
-            rx: Vec::new(),
-            targets: Vec::new(),
-            ports: port_counters,
-            pools: Vec::new(),
-            map: map.clone(),
-            mode: plan.mode.name().to_string(),
-            exception: plan.exception.backend().to_string(),
-        },
+        mode: mode.clone(),
+        exception: plan.exception.backend().to_string(),
+    };
+    let mut threads = Threads {
         stop_rx: stop_rx.clone(),
         stop_targets: stop_targets.clone(),
         rx: Vec::new(),
         targets: Vec::new(),
-        started: Instant::now(),
     };
 
     // Everything fallible that does not need the lcore's own thread is
     // opened before any thread starts.
     let mut target_ctx = Vec::new();
     for &t in &target_ids {
-        let stats = Arc::new(TargetStats::new(t));
-        running.stats.targets.push(stats.clone());
+        let block = Arc::new(TargetStats::new(t));
+        stats.targets.push(block.clone());
         let sink = plan.exception.open(t.lcore())?;
         target_ctx.push(TargetLcore {
             view: map.target_view(t),
             sink,
-            stats,
+            stats: block,
         });
     }
     let mut rx_ctx = Vec::new();
@@ -181,15 +227,15 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
             queues = rest;
             mine.into_iter().map(|(_, q)| q).collect()
         };
-        let stats = Arc::new(RxStats::new(lcore, plan.max_entries));
-        running.stats.rx.push(stats.clone());
+        let block = Arc::new(RxStats::new(lcore, plan.max_entries));
+        stats.rx.push(block.clone());
         let filter = Filter::new(plan.mode, &target_ids)?;
         let reader = map
             .reader()
             .map_err(|e| LcoreError::Map(MapError::Invalid(e.to_string())))?;
         let bulk = BulkQueues::new(plan.max_entries, plan.bulk_size);
         let sink = plan.exception.open(lcore)?;
-        rx_ctx.push((lcore, my_queues, filter, reader, bulk, sink, stats));
+        rx_ctx.push((lcore, my_queues, filter, reader, bulk, sink, block));
     }
 
     for ctx in target_ctx {
@@ -208,16 +254,17 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
                 ctx.run(&stop)
             })
             .map_err(|e| LcoreError::Spawn(lcore, e.to_string()))?;
-        running.targets.push((lcore, h));
+        threads.targets.push((lcore, h));
     }
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<PoolStats, LcoreError>>();
     for (lcore, queues, filter, reader, bulk, sink, stats) in rx_ctx {
-        let (cpus, do_pin, stop, ready) = (
+        let (cpus, do_pin, stop, ready, mode) = (
             plan.cpus_of(lcore).to_vec(),
             plan.pin,
             stop_rx.clone(),
             ready_tx.clone(),
+            mode.clone(),
         );
         let (pool_n, headroom, data_room) = (plan.pool_size, plan.headroom, plan.data_room);
         let h = std::thread::Builder::new()
@@ -249,6 +296,7 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
                         queues,
                         pool,
                         filter,
+                        mode,
                         reader,
                         bulk,
                         sink,
@@ -258,13 +306,13 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
                 )
             })
             .map_err(|e| LcoreError::Spawn(lcore, e.to_string()))?;
-        running.rx.push((lcore, h));
+        threads.rx.push((lcore, h));
     }
     drop(ready_tx);
     let mut first_err = None;
     for _ in 0..rx_lcores.len() {
         match ready_rx.recv() {
-            Ok(Ok(pool)) => running.stats.pools.push(pool),
+            Ok(Ok(pool)) => stats.pools.push(pool),
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
             }
@@ -272,34 +320,47 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
         }
     }
     if let Some(e) = first_err {
-        // Dropping `running` stops and joins what started.
+        // Dropping `threads` stops and joins what started.
         return Err(e);
     }
-    running.started = Instant::now();
-    Ok(running)
+    Ok(Running {
+        handle: Arc::new(Handle {
+            map,
+            stats,
+            mode,
+            started: Instant::now(),
+        }),
+        threads,
+    })
 }
 
 impl Running {
     pub fn map(&self) -> &Arc<CpuMap> {
-        &self.map
+        &self.handle.map
+    }
+
+    /// The shared view for the control plane and metrics threads.
+    pub fn handle(&self) -> Arc<Handle> {
+        self.handle.clone()
     }
 
     /// Counters now.
     pub fn snapshot(&self) -> Summary {
-        Summary::collect(&self.stats, self.started.elapsed().as_secs_f64())
+        self.handle.snapshot()
     }
 
     /// True once every RX lcore has stopped on its own (finite sources).
     pub fn rx_finished(&self) -> bool {
-        self.rx.iter().all(|(_, h)| h.is_finished())
+        self.threads.rx.iter().all(|(_, h)| h.is_finished())
     }
 
     /// Stops RX, drains every target, checks pools, returns the summary.
     pub fn shutdown(mut self) -> Result<Summary, LcoreError> {
         let mut err = None;
-        self.stop_rx.store(true, Ordering::Relaxed);
+        let t = &mut self.threads;
+        t.stop_rx.store(true, Ordering::Relaxed);
         let mut rx_done = Vec::new();
-        for (lcore, h) in std::mem::take(&mut self.rx) {
+        for (lcore, h) in std::mem::take(&mut t.rx) {
             match h.join() {
                 Ok(Some(lc)) => rx_done.push(lc),
                 Ok(None) => {} // setup failed; start() reported it
@@ -309,8 +370,8 @@ impl Running {
             }
         }
         // S1: Release; pairs with S2 in the target loop.
-        self.stop_targets.store(true, Ordering::Release);
-        for (lcore, h) in std::mem::take(&mut self.targets) {
+        t.stop_targets.store(true, Ordering::Release);
+        for (lcore, h) in std::mem::take(&mut t.targets) {
             match h.join() {
                 Ok(mut t) => {
                     if let Err(e) = t.sink.flush() {
@@ -324,7 +385,7 @@ impl Running {
                 }
             }
         }
-        let duration = self.started.elapsed().as_secs_f64();
+        let duration = self.handle.started.elapsed().as_secs_f64();
         for lc in rx_done.iter_mut() {
             for q in lc.queues.iter_mut() {
                 if let Err(e) = q.flush() {
@@ -336,7 +397,7 @@ impl Running {
             }
         }
         // Pools stay alive (in rx_done) until here: every frame is home.
-        let summary = Summary::collect(&self.stats, duration);
+        let summary = Summary::collect(&self.handle.stats, duration);
         drop(rx_done);
         match err {
             Some(e) => Err(e),

@@ -3,14 +3,15 @@
 //! Context: everything here runs on one RX lcore and touches only that
 //! lcore's state (queues, pool, filter, bulk queues, map reader, sink,
 //! counters). The only shared writes are ring enqueues (inside flush) and
-//! frame frees; the one shared read per poll is the map generation.
+//! frame frees; the shared reads per poll are the map generation and the
+//! mode byte.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cpumap::{BulkQueues, MapReader};
 use crate::exception::ExceptionSink;
-use crate::filter::{Filter, Verdict};
+use crate::filter::{Filter, ModeSwitch, Verdict};
 use crate::frame::Pool;
 use crate::metrics::RxStats;
 use crate::port::{Burst, PortQueue, free_all};
@@ -20,6 +21,7 @@ pub(super) struct RxLcore {
     pub queues: Vec<Box<dyn PortQueue>>,
     pub pool: Pool,
     pub filter: Filter,
+    pub mode: Arc<ModeSwitch>,
     pub reader: MapReader,
     pub bulk: BulkQueues,
     pub sink: Box<dyn ExceptionSink>,
@@ -51,6 +53,10 @@ impl RxLcore {
         while !stop.load(Ordering::Relaxed) {
             // Quiescent point: no bulk queue holds a frame here.
             self.reader.refresh();
+            let mode = self.mode.get();
+            if mode != self.filter.mode() {
+                self.filter.set_mode(mode);
+            }
             let mut t = Tally::default();
             let mut exhausted = 0;
             for q in self.queues.iter_mut() {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::ids::{LcoreId, TargetId};
 
-pub use summary::{PortSummary, RxSummary, StatsSet, Summary, TargetSummary};
+pub use summary::{PortQueueStats, PortSummary, RxSummary, StatsSet, Summary, TargetSummary};
 
 /// A single-writer counter, readable from any thread.
 #[derive(Debug, Default)]

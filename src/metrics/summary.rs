@@ -8,17 +8,26 @@ use serde::Serialize;
 
 use super::{PortQueueCounters, RxStats, TargetDropReason, TargetStats};
 use crate::cpumap::CpuMap;
+use crate::filter::ModeSwitch;
 use crate::frame::PoolStats;
 use crate::ids::{LcoreId, PortId, TargetId};
+
+/// One port queue's counters and the RX lcore that polls it.
+pub struct PortQueueStats {
+    pub port: PortId,
+    pub queue: u16,
+    pub lcore: LcoreId,
+    pub counters: Arc<PortQueueCounters>,
+}
 
 /// Everything a scrape reads, gathered by the pipeline.
 pub struct StatsSet {
     pub rx: Vec<Arc<RxStats>>,
     pub targets: Vec<Arc<TargetStats>>,
-    pub ports: Vec<(PortId, u16, Arc<PortQueueCounters>)>,
+    pub ports: Vec<PortQueueStats>,
     pub pools: Vec<PoolStats>,
     pub map: Arc<CpuMap>,
-    pub mode: String,
+    pub mode: Arc<ModeSwitch>,
     pub exception: String,
 }
 
@@ -56,6 +65,7 @@ pub struct RxSummary {
 pub struct PortSummary {
     pub port: PortId,
     pub queue: u16,
+    pub lcore: LcoreId,
     pub ipackets: u64,
     pub ibytes: u64,
     pub ierrors: u64,
@@ -100,7 +110,7 @@ impl Summary {
     pub fn collect(s: &StatsSet, duration_s: f64) -> Self {
         let mut out = Summary {
             duration_s,
-            mode: s.mode.clone(),
+            mode: s.mode.get().name().to_string(),
             exception: s.exception.clone(),
             ..Default::default()
         };
@@ -189,10 +199,12 @@ impl Summary {
         let (ok, failed) = s.map.update_counts();
         out.map_updates_ok = ok;
         out.map_updates_failed = failed;
-        for (port, queue, c) in &s.ports {
+        for q in &s.ports {
+            let c = &q.counters;
             out.ports.push(PortSummary {
-                port: *port,
-                queue: *queue,
+                port: q.port,
+                queue: q.queue,
+                lcore: q.lcore,
                 ipackets: c.ipackets.get(),
                 ibytes: c.ibytes.get(),
                 ierrors: c.ierrors.get(),

@@ -1,0 +1,578 @@
+//! The Prometheus endpoint: `GET /metrics` in the text exposition format.
+//!
+//! A custom [`Collector`] reads every per-lcore counter block at scrape time
+//! and labels it; nothing on the hot path knows Prometheus exists (the
+//! lcores only bump their own single-writer counters). Families and their
+//! meaning: docs/METRICS.md.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use super::{ServiceError, TICK};
+use crate::lcore::Handle;
+use crate::metrics::TargetDropReason;
+
+/// One metric family's name, help, type and label names.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
+}
+
+const fn counter(
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+) -> Family {
+    Family {
+        name,
+        help,
+        kind: MetricType::COUNTER,
+        labels,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Family {
+    Family {
+        name,
+        help,
+        kind: MetricType::GAUGE,
+        labels,
+    }
+}
+
+const BUILD_INFO: Family = gauge(
+    "cpumapd_build_info",
+    "Always 1; labels carry the version and the build's backend.",
+    &["version", "backend"],
+);
+const MODE_INFO: Family = gauge(
+    "cpumapd_mode_info",
+    "Always 1; the RX filter mode now (changes with ctl mode set).",
+    &["mode"],
+);
+const UPTIME: Family = gauge(
+    "cpumapd_uptime_seconds",
+    "Seconds since the lcores started.",
+    &[],
+);
+const PORT_RX: Family = counter(
+    "cpumapd_rx_packets_total",
+    "Frames received from a port queue (rte_eth_stats ipackets).",
+    &["port", "queue", "lcore"],
+);
+const PORT_RX_BYTES: Family = counter(
+    "cpumapd_rx_bytes_total",
+    "Bytes received from a port queue.",
+    &["port", "queue", "lcore"],
+);
+const PORT_RX_DROPPED: Family = counter(
+    "cpumapd_port_rx_dropped_total",
+    "Frames the port dropped before the filter: no buffer (rx_nombuf) or unusable frame (ierrors).",
+    &["port", "queue", "lcore", "reason"],
+);
+const PORT_TX: Family = counter(
+    "cpumapd_port_tx_packets_total",
+    "Frames transmitted on a port queue (XDP_TX verdicts sent).",
+    &["port", "queue", "lcore"],
+);
+const PORT_TX_BYTES: Family = counter(
+    "cpumapd_port_tx_bytes_total",
+    "Bytes transmitted on a port queue.",
+    &["port", "queue", "lcore"],
+);
+const PORT_TX_ERRORS: Family = counter(
+    "cpumapd_port_tx_errors_total",
+    "Frames a port queue refused to transmit (dropped, counted).",
+    &["port", "queue", "lcore"],
+);
+const VERDICT: Family = counter(
+    "cpumapd_verdict_total",
+    "Filter verdicts on an RX lcore (the xdp_redirect / xdp_exception tracepoints by action).",
+    &["lcore", "action"],
+);
+const VERDICT_DROPS: Family = counter(
+    "cpumapd_verdict_drops_total",
+    "Frames whose tx or pass verdict could not be carried out (port or exception path refused); part of that verdict's count.",
+    &["lcore", "action"],
+);
+const REDIRECT_MISS: Family = counter(
+    "cpumapd_redirect_miss_total",
+    "Redirects to a key with no map entry (counted as aborted, frame dropped).",
+    &["lcore"],
+);
+const POLLS: Family = counter(
+    "cpumapd_rx_polls_total",
+    "Poll loop iterations of an RX lcore.",
+    &["lcore"],
+);
+const IDLE_POLLS: Family = counter(
+    "cpumapd_rx_idle_polls_total",
+    "RX polls that received nothing.",
+    &["lcore"],
+);
+const ENQ: Family = counter(
+    "cpumapd_enqueue_packets_total",
+    "Frames an RX lcore put into a target's ring (xdp_cpumap_enqueue processed).",
+    &["from_lcore", "target"],
+);
+const ENQ_DROPS: Family = counter(
+    "cpumapd_enqueue_drops_total",
+    "Frames tail-dropped because the target's ring was full (xdp_cpumap_enqueue drops).",
+    &["from_lcore", "target"],
+);
+const ENQ_FLUSHES: Family = counter(
+    "cpumapd_enqueue_flushes_total",
+    "Bulk-queue flushes into a target's ring; bulk-avg = (packets + drops) / flushes.",
+    &["from_lcore", "target"],
+);
+const TARGET_PACKETS: Family = counter(
+    "cpumapd_target_packets_total",
+    "Frames a target lcore dequeued from its rings (xdp_cpumap_kthread processed).",
+    &["target"],
+);
+const TARGET_DROPS: Family = counter(
+    "cpumapd_target_drops_total",
+    "Frames a target dropped, by reason.",
+    &["target", "reason"],
+);
+const TARGET_SCHED: Family = counter(
+    "cpumapd_target_sched_total",
+    "Times a target found its rings empty and gave up the CPU (xdp_cpumap_kthread sched).",
+    &["target"],
+);
+const EXCEPTION: Family = counter(
+    "cpumapd_exception_packets_total",
+    "Frames handed to the kernel through the exception path, per lcore (targets, and RX lcores for pass verdicts).",
+    &["lcore", "backend"],
+);
+const RING_ENTRIES: Family = gauge(
+    "cpumapd_ring_entries",
+    "Frames waiting in the current entry's ring of a target.",
+    &["target"],
+);
+const RING_CAPACITY: Family = gauge(
+    "cpumapd_ring_capacity",
+    "qsize of the current entry of a target.",
+    &["target"],
+);
+const MAP_ENTRIES: Family = gauge(
+    "cpumapd_map_entries",
+    "Keys of the cpumap that hold an entry.",
+    &[],
+);
+const MAP_UPDATES: Family = counter(
+    "cpumapd_map_updates_total",
+    "Map update/delete/apply calls, by result.",
+    &["result"],
+);
+const POOL_IN_USE: Family = gauge(
+    "cpumapd_pool_in_use",
+    "Buffers of a pool that are out (in rings, bulk queues or in flight).",
+    &["pool"],
+);
+const POOL_CAPACITY: Family = gauge("cpumapd_pool_capacity", "Buffers in a pool.", &["pool"]);
+
+/// Every family this collector exports, in exposition order.
+const FAMILIES: &[&Family] = &[
+    &BUILD_INFO,
+    &MODE_INFO,
+    &UPTIME,
+    &PORT_RX,
+    &PORT_RX_BYTES,
+    &PORT_RX_DROPPED,
+    &PORT_TX,
+    &PORT_TX_BYTES,
+    &PORT_TX_ERRORS,
+    &VERDICT,
+    &VERDICT_DROPS,
+    &REDIRECT_MISS,
+    &POLLS,
+    &IDLE_POLLS,
+    &ENQ,
+    &ENQ_DROPS,
+    &ENQ_FLUSHES,
+    &TARGET_PACKETS,
+    &TARGET_DROPS,
+    &TARGET_SCHED,
+    &EXCEPTION,
+    &RING_ENTRIES,
+    &RING_CAPACITY,
+    &MAP_ENTRIES,
+    &MAP_UPDATES,
+    &POOL_IN_USE,
+    &POOL_CAPACITY,
+];
+
+/// The names of every exported family (docs and tests check against it).
+pub fn family_names() -> Vec<&'static str> {
+    FAMILIES.iter().map(|f| f.name).collect()
+}
+
+/// Samples of one family being built.
+struct Samples {
+    family: &'static Family,
+    metrics: Vec<Metric>,
+}
+
+impl Samples {
+    fn new(family: &'static Family) -> Self {
+        Self {
+            family,
+            metrics: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, labels: &[&str], value: f64) {
+        debug_assert_eq!(
+            labels.len(),
+            self.family.labels.len(),
+            "{}",
+            self.family.name
+        );
+        let pairs = self
+            .family
+            .labels
+            .iter()
+            .zip(labels)
+            .map(|(n, v)| {
+                let mut p = LabelPair::default();
+                p.set_name(n.to_string());
+                p.set_value(v.to_string());
+                p
+            })
+            .collect();
+        let mut m = Metric::from_label(pairs);
+        match self.family.kind {
+            MetricType::COUNTER => {
+                let mut c = Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+            }
+            _ => {
+                let mut g = Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+            }
+        }
+        self.metrics.push(m);
+    }
+
+    fn finish(self) -> MetricFamily {
+        let mut f = MetricFamily::default();
+        f.set_name(self.family.name.to_string());
+        f.set_help(self.family.help.to_string());
+        f.set_field_type(self.family.kind);
+        f.set_metric(self.metrics);
+        f
+    }
+}
+
+/// Sums the pipeline's counter blocks into labelled families at scrape
+/// time. Context: the HTTP thread; reads only.
+pub struct PipelineCollector {
+    handle: Arc<Handle>,
+    descs: Vec<Desc>,
+}
+
+impl PipelineCollector {
+    pub fn new(handle: Arc<Handle>) -> Result<Self, prometheus::Error> {
+        let descs = FAMILIES
+            .iter()
+            .map(|f| {
+                Desc::new(
+                    f.name.to_string(),
+                    f.help.to_string(),
+                    f.labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { handle, descs })
+    }
+}
+
+impl Collector for PipelineCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let h = &self.handle;
+        let s = h.stats();
+        let mut out = Vec::with_capacity(FAMILIES.len());
+        let mut one = |f: &'static Family, fill: &mut dyn FnMut(&mut Samples)| {
+            let mut smp = Samples::new(f);
+            fill(&mut smp);
+            out.push(smp.finish());
+        };
+
+        one(&BUILD_INFO, &mut |m| {
+            m.push(&[env!("CARGO_PKG_VERSION"), "native"], 1.0)
+        });
+        one(&MODE_INFO, &mut |m| m.push(&[h.mode().name()], 1.0));
+        one(&UPTIME, &mut |m| m.push(&[], h.uptime().as_secs_f64()));
+
+        let port_labels: Vec<[String; 3]> = s
+            .ports
+            .iter()
+            .map(|q| {
+                [
+                    q.port.0.to_string(),
+                    q.queue.to_string(),
+                    q.lcore.to_string(),
+                ]
+            })
+            .collect();
+        type PortField = fn(&crate::metrics::PortQueueCounters) -> u64;
+        let per_port: [(&'static Family, PortField); 5] = [
+            (&PORT_RX, |c| c.ipackets.get()),
+            (&PORT_RX_BYTES, |c| c.ibytes.get()),
+            (&PORT_TX, |c| c.opackets.get()),
+            (&PORT_TX_BYTES, |c| c.obytes.get()),
+            (&PORT_TX_ERRORS, |c| c.oerrors.get()),
+        ];
+        for (fam, get) in per_port {
+            one(fam, &mut |m| {
+                for (q, l) in s.ports.iter().zip(&port_labels) {
+                    m.push(&[&l[0], &l[1], &l[2]], get(&q.counters) as f64);
+                }
+            });
+        }
+        one(&PORT_RX_DROPPED, &mut |m| {
+            for (q, l) in s.ports.iter().zip(&port_labels) {
+                m.push(
+                    &[&l[0], &l[1], &l[2], "nombuf"],
+                    q.counters.rx_nombuf.get() as f64,
+                );
+                m.push(
+                    &[&l[0], &l[1], &l[2], "errors"],
+                    q.counters.ierrors.get() as f64,
+                );
+            }
+        });
+
+        let rx_names: Vec<String> = s.rx.iter().map(|r| r.lcore.to_string()).collect();
+        one(&VERDICT, &mut |m| {
+            for (r, n) in s.rx.iter().zip(&rx_names) {
+                let c = &r.counters;
+                for (action, v) in [
+                    ("pass", c.pass.get()),
+                    ("drop", c.drop.get()),
+                    ("tx", c.tx.get()),
+                    ("redirect", c.redirect.get()),
+                    ("aborted", c.aborted.get()),
+                ] {
+                    m.push(&[n, action], v as f64);
+                }
+            }
+        });
+        one(&VERDICT_DROPS, &mut |m| {
+            for (r, n) in s.rx.iter().zip(&rx_names) {
+                m.push(&[n, "tx"], r.counters.tx_drops.get() as f64);
+                m.push(&[n, "pass"], r.counters.pass_drops.get() as f64);
+            }
+        });
+        type RxField = fn(&crate::metrics::RxCounters) -> u64;
+        let per_rx: [(&'static Family, RxField); 3] = [
+            (&REDIRECT_MISS, |c| c.redirect_miss.get()),
+            (&POLLS, |c| c.polls.get()),
+            (&IDLE_POLLS, |c| c.idle_polls.get()),
+        ];
+        for (fam, get) in per_rx {
+            one(fam, &mut |m| {
+                for (r, n) in s.rx.iter().zip(&rx_names) {
+                    m.push(&[n], get(&r.counters) as f64);
+                }
+            });
+        }
+
+        let target_names: Vec<String> = s
+            .targets
+            .iter()
+            .map(|t| t.target.lcore().to_string())
+            .collect();
+        type EnqField = fn(&crate::metrics::EnqueueCounters) -> u64;
+        let per_enq: [(&'static Family, EnqField); 3] = [
+            (&ENQ, |c| c.enqueued.get()),
+            (&ENQ_DROPS, |c| c.drops.get()),
+            (&ENQ_FLUSHES, |c| c.flushes.get()),
+        ];
+        for (fam, get) in per_enq {
+            one(fam, &mut |m| {
+                for (r, rn) in s.rx.iter().zip(&rx_names) {
+                    for (t, tn) in s.targets.iter().zip(&target_names) {
+                        m.push(&[rn, tn], get(&r.enqueue[t.target.index()]) as f64);
+                    }
+                }
+            });
+        }
+        one(&TARGET_PACKETS, &mut |m| {
+            for (t, n) in s.targets.iter().zip(&target_names) {
+                m.push(&[n], t.counters.processed.get() as f64);
+            }
+        });
+        one(&TARGET_DROPS, &mut |m| {
+            for (t, n) in s.targets.iter().zip(&target_names) {
+                for r in TargetDropReason::ALL {
+                    m.push(&[n, r.name()], t.counters.drop_counter(r).get() as f64);
+                }
+            }
+        });
+        one(&TARGET_SCHED, &mut |m| {
+            for (t, n) in s.targets.iter().zip(&target_names) {
+                m.push(&[n], t.counters.sched.get() as f64);
+            }
+        });
+        one(&EXCEPTION, &mut |m| {
+            for (t, n) in s.targets.iter().zip(&target_names) {
+                m.push(&[n, &s.exception], t.counters.delivered.get() as f64);
+            }
+            for (r, n) in s.rx.iter().zip(&rx_names) {
+                let c = &r.counters;
+                let delivered = c.pass.get().saturating_sub(c.pass_drops.get());
+                m.push(&[n, &s.exception], delivered as f64);
+            }
+        });
+
+        let entries = s.map.dump();
+        one(&RING_ENTRIES, &mut |m| {
+            for e in &entries {
+                m.push(
+                    &[&crate::ids::LcoreId(e.key).to_string()],
+                    e.ring_len as f64,
+                );
+            }
+        });
+        one(&RING_CAPACITY, &mut |m| {
+            for e in &entries {
+                m.push(&[&crate::ids::LcoreId(e.key).to_string()], e.qsize as f64);
+            }
+        });
+        one(&MAP_ENTRIES, &mut |m| m.push(&[], entries.len() as f64));
+        one(&MAP_UPDATES, &mut |m| {
+            let (ok, failed) = s.map.update_counts();
+            m.push(&["ok"], ok as f64);
+            m.push(&["error"], failed as f64);
+        });
+        one(&POOL_IN_USE, &mut |m| {
+            for p in &s.pools {
+                m.push(&[p.name()], p.in_use() as f64);
+            }
+        });
+        one(&POOL_CAPACITY, &mut |m| {
+            for p in &s.pools {
+                m.push(&[p.name()], p.capacity() as f64);
+            }
+        });
+        out
+    }
+}
+
+/// Renders one scrape (what `GET /metrics` returns).
+pub fn render(registry: &Registry) -> Result<String, String> {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(buf).map_err(|e| e.to_string())
+}
+
+/// A registry holding the pipeline collector.
+pub fn registry(handle: Arc<Handle>) -> Result<Registry, prometheus::Error> {
+    let r = Registry::new();
+    r.register(Box::new(PipelineCollector::new(handle)?))?;
+    Ok(r)
+}
+
+/// The running HTTP endpoint. Dropping it stops the server thread.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves `/metrics` (and a one-line index on `/`).
+    pub fn start(addr: SocketAddr, handle: Arc<Handle>) -> Result<Self, ServiceError> {
+        let err = |why: String| ServiceError::Metrics {
+            addr: addr.to_string(),
+            why,
+        };
+        let registry = registry(handle).map_err(|e| err(e.to_string()))?;
+        let server = tiny_http::Server::http(addr).map_err(|e| err(e.to_string()))?;
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| err("not an IP endpoint".into()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("metrics-http".into())
+                .spawn(move || serve(server, registry, stop))
+                .map_err(|e| err(e.to_string()))?
+        };
+        Ok(Self {
+            addr: bound,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address (the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(server: tiny_http::Server, registry: Registry, stop: Arc<AtomicBool>) {
+    let text_type = tiny_http::Header::from_bytes(
+        &b"Content-Type"[..],
+        &b"text/plain; version=0.0.4; charset=utf-8"[..],
+    )
+    .expect("a valid header");
+    while !stop.load(Ordering::Relaxed) {
+        let req = match server.recv_timeout(TICK) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(_) => {
+                std::thread::sleep(TICK);
+                continue;
+            }
+        };
+        let path = req.url().split('?').next().unwrap_or("");
+        let resp = match (req.method(), path) {
+            (tiny_http::Method::Get, "/metrics") => match render(&registry) {
+                Ok(body) => tiny_http::Response::from_string(body).with_header(text_type.clone()),
+                Err(e) => tiny_http::Response::from_string(format!("scrape failed: {e}\n"))
+                    .with_status_code(500),
+            },
+            (tiny_http::Method::Get, "/") => {
+                tiny_http::Response::from_string("cpumapd: metrics at /metrics\n")
+            }
+            (tiny_http::Method::Get, _) => {
+                tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
+            }
+            _ => tiny_http::Response::from_string("only GET\n").with_status_code(405),
+        };
+        // A client that went away is its own problem.
+        let _ = req.respond(resp);
+    }
+}

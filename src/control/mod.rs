@@ -1,0 +1,255 @@
+//! The control plane beside the dataplane: the control socket (`cpumapd
+//! ctl`), the Prometheus endpoint, and the `ctl` client.
+//!
+//! # General idea
+//!
+//! Both services run on ordinary threads, never on an lcore, and reach the
+//! pipeline only through [`Handle`]: they read counters (each block has one
+//! writer, the lcore) and change the map through [`CpuMap`]'s writer side,
+//! which never waits for an lcore. A slow, hostile or vanished client can
+//! cost a control thread, not a frame.
+//!
+//! Control socket: a Unix stream socket created with mode 0600 (umask set
+//! around `bind`, so there is no window where others could connect), so
+//! only its owner (and root) can connect. One thread per connection, at most
+//! [`MAX_CLIENTS`]; newline-delimited JSON ([`proto`]); lines longer than
+//! [`proto::MAX_LINE`] get E2BIG and the connection is closed; an idle
+//! connection is closed after [`IDLE_TIMEOUT`], a client that does not read
+//! its replies after [`WRITE_TIMEOUT`].
+//!
+//! [`CpuMap`]: crate::cpumap::CpuMap
+
+pub mod ctl;
+pub mod exporter;
+pub mod proto;
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::lcore::Handle;
+use proto::{CtlError, MAX_LINE, Reply};
+
+/// Connections served at once; more get EBUSY.
+pub const MAX_CLIENTS: usize = 16;
+/// A connection that sends nothing for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A reply that cannot be written within this long closes the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often blocked service threads look at their stop flag.
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error(
+        "control socket {path}: another cpumapd is listening there; stop it or pass --control PATH"
+    )]
+    InUse { path: String },
+    #[error(
+        "control socket {path}: the path exists and is not a socket; remove it or pass --control PATH"
+    )]
+    NotSocket { path: String },
+    #[error(
+        "control socket {path}: {why}; pass --control PATH (a writable directory) or --control off"
+    )]
+    Bind { path: String, why: String },
+    #[error("metrics endpoint {addr}: {why}; pass --metrics ADDR:PORT or --metrics off")]
+    Metrics { addr: String, why: String },
+}
+
+/// The default socket: /run/cpumapd.sock for root; otherwise
+/// `$XDG_RUNTIME_DIR/cpumapd.sock`, or /tmp/cpumapd-UID.sock without it.
+pub fn default_path() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/cpumapd.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => Path::new(&d).join("cpumapd.sock"),
+        _ => PathBuf::from(format!("/tmp/cpumapd-{uid}.sock")),
+    }
+}
+
+/// A running control socket. Dropping it stops accepting, tells connection
+/// threads to close, and removes the socket file.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Binds `path` (replacing a stale socket nobody listens on) with mode
+    /// 0600 and starts serving `handle`.
+    pub fn start(path: &Path, handle: Arc<Handle>) -> Result<Self, ServiceError> {
+        let shown = path.display().to_string();
+        match std::fs::symlink_metadata(path) {
+            Ok(md) if md.file_type().is_socket() => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(ServiceError::InUse { path: shown });
+                }
+                // Stale: left by a cpumapd that did not exit cleanly.
+                std::fs::remove_file(path).map_err(|e| ServiceError::Bind {
+                    path: shown.clone(),
+                    why: format!("cannot remove stale socket: {e}"),
+                })?;
+            }
+            Ok(_) => return Err(ServiceError::NotSocket { path: shown }),
+            Err(_) => {}
+        }
+        // umask 0177 around bind: the socket is born 0600. The umask is
+        // process-wide; nothing else creates files while services start.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = bound.map_err(|e| ServiceError::Bind {
+            path: shown.clone(),
+            why: e.to_string(),
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| ServiceError::Bind {
+                path: shown.clone(),
+                why: e.to_string(),
+            })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("ctl-accept".into())
+                .spawn(move || accept_loop(listener, handle, stop))
+                .map_err(|e| ServiceError::Bind {
+                    path: shown,
+                    why: e.to_string(),
+                })?
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Decrements the connection count when a connection thread ends, however
+/// it ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn accept_loop(listener: UnixListener, handle: Arc<Handle>, stop: Arc<AtomicBool>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::Relaxed) {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(TICK);
+                continue;
+            }
+            // ECONNABORTED, EMFILE...: keep serving the others.
+            Err(_) => {
+                std::thread::sleep(TICK);
+                continue;
+            }
+        };
+        if stream.set_nonblocking(false).is_err()
+            || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
+            || stream.set_read_timeout(Some(TICK)).is_err()
+        {
+            continue;
+        }
+        if active.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
+            active.fetch_sub(1, Ordering::Relaxed);
+            let busy = CtlError::new(
+                "EBUSY",
+                format!("{MAX_CLIENTS} control clients are connected; try again"),
+            );
+            let _ = (&stream).write_all(Reply::from_result(Err(busy)).to_line().as_bytes());
+            continue;
+        }
+        let slot = Slot(active.clone());
+        let (handle, stop) = (handle.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ctl-conn".into())
+            .spawn(move || {
+                let _slot = slot;
+                serve(stream, &handle, &stop);
+            });
+        // On spawn failure the closure (and its slot) is dropped: the count
+        // goes back down and the client sees the connection close.
+        drop(spawned);
+    }
+}
+
+/// Serves one connection until EOF, an error, idle timeout, an over-long
+/// line or server stop.
+fn serve(mut stream: UnixStream, handle: &Handle, stop: &AtomicBool) {
+    let mut pending: Vec<u8> = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    let mut last_input = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        // Answer every complete line already received.
+        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let line = line.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            let reply =
+                Reply::from_result(proto::parse(line).and_then(|r| proto::execute(handle, r)));
+            if stream.write_all(reply.to_line().as_bytes()).is_err() {
+                return; // vanished or not reading
+            }
+        }
+        if pending.len() > MAX_LINE {
+            let e = CtlError::new(
+                "E2BIG",
+                format!("request line longer than {MAX_LINE} bytes; closing"),
+            );
+            let _ = stream.write_all(Reply::from_result(Err(e)).to_line().as_bytes());
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                last_input = Instant::now();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if last_input.elapsed() >= IDLE_TIMEOUT {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The control protocol: one JSON object per line each way.
+//!
+//! Request: `{"cmd":"map_update","key":2,"qsize":256,"flags":"exist"}`.
+//! Reply: `{"ok":true,"result":...}` or
+//! `{"ok":false,"code":"EOVERFLOW","message":"qsize 20000 > 16384"}`.
+//! Codes are errno names: the map's own (EINVAL, E2BIG, EEXIST, EOVERFLOW,
+//! ENODEV, ENOMEM) and, for the protocol, EINVAL (malformed request),
+//! EOPNOTSUPP (unknown command), E2BIG (line too long) and EBUSY (too many
+//! clients).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::cpumap::{ApplyError, BPF_ANY, BPF_EXIST, BPF_NOEXIST, EntryValue, MapError};
+use crate::filter::{Mode, RemoteProg};
+use crate::lcore::Handle;
+
+/// Longest request line accepted, newline excluded.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// `bpf_map_update_elem` flags by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateFlags {
+    #[default]
+    Any,
+    Noexist,
+    Exist,
+}
+
+impl UpdateFlags {
+    pub fn bits(self) -> u64 {
+        match self {
+            UpdateFlags::Any => BPF_ANY,
+            UpdateFlags::Noexist => BPF_NOEXIST,
+            UpdateFlags::Exist => BPF_EXIST,
+        }
+    }
+}
+
+/// One entry of a whole map (`map apply`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntrySpec {
+    pub key: u32,
+    pub qsize: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prog: Option<String>,
+}
+
+/// A map file for `ctl map apply FILE`: TOML (`[[entries]]` tables) or,
+/// for a `.json` file, `{"entries": [...]}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapFile {
+    #[serde(default)]
+    pub entries: Vec<EntrySpec>,
+}
+
+impl MapFile {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let parsed = if path.extension().is_some_and(|x| x == "json") {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Every request. The tag is `cmd`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    MapDump,
+    MapLookup {
+        key: u32,
+    },
+    MapUpdate {
+        key: u32,
+        qsize: u32,
+        #[serde(default)]
+        flags: UpdateFlags,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prog: Option<String>,
+    },
+    MapDelete {
+        key: u32,
+    },
+    MapApply {
+        entries: Vec<EntrySpec>,
+    },
+    ModeGet,
+    ModeSet {
+        mode: String,
+    },
+    /// The live table over `interval_ms` (100..=10000, default 1000).
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_ms: Option<u64>,
+    },
+    /// The JSON summary so far.
+    Summary,
+}
+
+/// The command names, for the EOPNOTSUPP message.
+pub const COMMANDS: &[&str] = &[
+    "map_dump",
+    "map_lookup",
+    "map_update",
+    "map_delete",
+    "map_apply",
+    "mode_get",
+    "mode_set",
+    "stats",
+    "summary",
+];
+
+/// A refused request: an errno name and what was wrong.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{code}: {message}")]
+pub struct CtlError {
+    pub code: String,
+    pub message: String,
+}
+
+impl CtlError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<MapError> for CtlError {
+    fn from(e: MapError) -> Self {
+        let code = e.code();
+        let full = e.to_string();
+        // MapError's Display is "CODE: message"; keep the message part.
+        let message = full
+            .strip_prefix(code)
+            .and_then(|m| m.strip_prefix(": "))
+            .unwrap_or(&full);
+        CtlError::new(code, message)
+    }
+}
+
+impl From<ApplyError> for CtlError {
+    fn from(e: ApplyError) -> Self {
+        let inner = CtlError::from(e.error);
+        CtlError::new(&inner.code, format!("key {}: {}", e.key, inner.message))
+    }
+}
+
+/// One reply line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Reply {
+    pub fn from_result(r: Result<Value, CtlError>) -> Self {
+        match r {
+            Ok(v) => Reply {
+                ok: true,
+                result: Some(v),
+                code: None,
+                message: None,
+            },
+            Err(e) => Reply {
+                ok: false,
+                result: None,
+                code: Some(e.code),
+                message: Some(e.message),
+            },
+        }
+    }
+
+    pub fn into_result(self) -> Result<Value, CtlError> {
+        if self.ok {
+            Ok(self.result.unwrap_or(Value::Null))
+        } else {
+            Err(CtlError::new(
+                self.code.as_deref().unwrap_or("EPROTO"),
+                self.message.unwrap_or_default(),
+            ))
+        }
+    }
+
+    /// The reply as one line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("a reply always serialises");
+        s.push('\n');
+        s
+    }
+}
+
+/// Parses one request line. Malformed JSON and bad fields are EINVAL, an
+/// unknown `cmd` is EOPNOTSUPP; the message names what was wrong.
+pub fn parse(line: &[u8]) -> Result<Request, CtlError> {
+    let v: Value = serde_json::from_slice(line)
+        .map_err(|e| CtlError::new("EINVAL", format!("malformed request: {e}")))?;
+    let Some(cmd) = v.get("cmd").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(CtlError::new(
+            "EINVAL",
+            "malformed request: expected a JSON object with a string \"cmd\"",
+        ));
+    };
+    if !COMMANDS.contains(&cmd.as_str()) {
+        return Err(CtlError::new(
+            "EOPNOTSUPP",
+            format!("unknown command '{cmd}' (known: {})", COMMANDS.join(", ")),
+        ));
+    }
+    serde_json::from_value(v).map_err(|e| CtlError::new("EINVAL", format!("{cmd}: {e}")))
+}
+
+fn prog(name: Option<&str>) -> Result<Option<RemoteProg>, CtlError> {
+    name.map(|p| p.parse::<RemoteProg>())
+        .transpose()
+        .map_err(|e| CtlError::new("EINVAL", e))
+}
+
+fn to_value<T: Serialize>(v: T) -> Value {
+    serde_json::to_value(v).expect("control results always serialise")
+}
+
+/// Executes one request against the running pipeline.
+/// Context: a control connection thread. `stats` sleeps for its interval;
+/// everything else returns at once and never waits for an lcore.
+pub fn execute(h: &Handle, req: Request) -> Result<Value, CtlError> {
+    let map = h.map();
+    match req {
+        Request::MapDump => Ok(to_value(map.dump())),
+        Request::MapLookup { key } => match map.lookup(key) {
+            Some(e) => Ok(to_value(e)),
+            None if key >= map.max_entries() => Err(MapError::KeyTooBig {
+                key,
+                max_entries: map.max_entries(),
+            }
+            .into()),
+            None => Err(CtlError::new("ENOENT", format!("key {key} has no entry"))),
+        },
+        Request::MapUpdate {
+            key,
+            qsize,
+            flags,
+            prog: p,
+        } => {
+            let value = EntryValue {
+                qsize,
+                prog: prog(p.as_deref())?,
+            };
+            map.update(key, value, flags.bits())?;
+            Ok(to_value(map.lookup(key)))
+        }
+        Request::MapDelete { key } => {
+            map.delete(key)?;
+            Ok(Value::Null)
+        }
+        Request::MapApply { entries } => {
+            let mut spec = Vec::with_capacity(entries.len());
+            for e in &entries {
+                spec.push((
+                    e.key,
+                    EntryValue {
+                        qsize: e.qsize,
+                        prog: prog(e.prog.as_deref()).map_err(|err| {
+                            CtlError::new("EINVAL", format!("key {}: {}", e.key, err.message))
+                        })?,
+                    },
+                ));
+            }
+            Ok(to_value(map.apply(&spec)?))
+        }
+        Request::ModeGet => Ok(json!({ "mode": h.mode().name() })),
+        Request::ModeSet { mode } => {
+            let m: Mode = mode
+                .parse()
+                .map_err(|e: crate::filter::UnknownMode| CtlError::new("EINVAL", e.to_string()))?;
+            h.set_mode(m);
+            Ok(json!({ "mode": m.name() }))
+        }
+        Request::Stats { interval_ms } => {
+            let ms = interval_ms.unwrap_or(1000);
+            if !(100..=10_000).contains(&ms) {
+                return Err(CtlError::new(
+                    "EINVAL",
+                    format!("stats interval {ms} ms is out of range 100..=10000"),
+                ));
+            }
+            let before = h.snapshot();
+            let t0 = std::time::Instant::now();
+            std::thread::sleep(Duration::from_millis(ms));
+            let after = h.snapshot();
+            Ok(json!({ "table": after.table(&before, t0.elapsed().as_secs_f64()) }))
+        }
+        Request::Summary => Ok(to_value(h.snapshot())),
+    }
+}
+
+/// A control-socket client: one connection, many requests.
+pub struct Client {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects, with an error that names the socket and what to check.
+    pub fn connect(path: &Path) -> Result<Self, String> {
+        let s = UnixStream::connect(path).map_err(|e| {
+            format!(
+                "cannot connect to control socket {}: {e} (is cpumapd running with --control {}? only the socket's owner may connect)",
+                path.display(),
+                path.display()
+            )
+        })?;
+        // `stats` takes up to its 10 s maximum interval.
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+        Ok(Self { writer: s, reader })
+    }
+
+    /// Sends one raw line (a newline is added) and reads one reply line.
+    pub fn call_raw(&mut self, line: &[u8]) -> Result<Reply, String> {
+        self.writer
+            .write_all(line)
+            .and_then(|_| self.writer.write_all(b"\n"))
+            .map_err(|e| format!("control socket write: {e}"))?;
+        let mut buf = String::new();
+        let n = self
+            .reader
+            .read_line(&mut buf)
+            .map_err(|e| format!("control socket read: {e}"))?;
+        if n == 0 {
+            return Err("control socket closed by cpumapd".into());
+        }
+        serde_json::from_str(&buf).map_err(|e| format!("bad reply from cpumapd: {e}: {buf}"))
+    }
+
+    /// Sends a request; a transport failure is EPIPE.
+    pub fn call(&mut self, req: &Request) -> Result<Value, CtlError> {
+        let line = serde_json::to_vec(req).expect("requests always serialise");
+        self.call_raw(&line)
+            .map_err(|e| CtlError::new("EPIPE", e))?
+            .into_result()
+    }
+}
