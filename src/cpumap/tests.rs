@@ -251,7 +251,7 @@ fn apply_switches_all_keys_or_none_and_names_the_bad_key() {
     let id2 = m.lookup(2).unwrap().id;
 
     // Each refusal leaves the map exactly as it was.
-    let refusals: [(&[(u32, EntryValue)], &str, u32); 4] = [
+    let refusals: [(&MapSpec, &str, u32); 4] = [
         (&[(3, val(64)), (9, val(64))], "E2BIG", 9),
         (&[(3, val(64)), (2, val(20000))], "EOVERFLOW", 2),
         (&[(3, val(64)), (4, val(64))], "ENODEV", 4),
@@ -320,7 +320,7 @@ fn a_reader_sees_a_whole_applied_map_or_the_previous_one() {
     let mut i = 0u32;
     while i < 2000 || seen.iter().any(|s| s.load(Ordering::Relaxed) == 0) {
         assert!(i < 1_000_000, "reader never saw both maps");
-        m.apply(if i % 2 == 0 { b } else { a }).unwrap();
+        m.apply(if i.is_multiple_of(2) { b } else { a }).unwrap();
         i += 1;
     }
     stop.store(true, Ordering::Relaxed);
