@@ -272,6 +272,31 @@ fn hostile_control_input_neither_crashes_nor_stalls_forwarding() {
     assert_forwarding(&running);
     drop(c);
 
+    // A client that sends requests but never reads its replies: the server's
+    // write times out and it closes the connection; forwarding goes on.
+    let slow = {
+        let sock = sock.clone();
+        std::thread::spawn(move || {
+            let mut s = UnixStream::connect(&sock).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+            let req = b"{\"cmd\":\"map_dump\"}\n".repeat(200_000);
+            let t0 = Instant::now();
+            let r = s.write_all(&req);
+            (r.is_err(), t0.elapsed())
+        })
+    };
+    assert_forwarding(&running);
+    let (closed, took) = slow.join().unwrap();
+    assert!(
+        closed,
+        "the server closed the connection of a client that does not read"
+    );
+    assert!(
+        took >= cpumapd::control::WRITE_TIMEOUT - Duration::from_millis(500),
+        "closed after the write timeout, not before ({took:?})"
+    );
+    assert_forwarding(&running);
+
     let summary = running.shutdown().expect("shutdown");
     assert_exact(&summary);
 }

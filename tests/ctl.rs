@@ -287,6 +287,42 @@ fn every_command_and_every_error_code() {
 }
 
 #[test]
+fn only_the_sockets_owner_can_connect() {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let root = nix::unistd::geteuid().is_root();
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !root || !setpriv.exists() {
+        let why = "skipped: needs root and setpriv to connect as another user";
+        assert!(!in_ci, "{why}");
+        println!("{why}");
+        return;
+    }
+    // A directory everyone may enter, so only the socket's own mode decides.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let child = start(&sock, &[]);
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_cpumapd"))
+        .args(["ctl", "--control"])
+        .arg(&sock)
+        .arg("summary")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uid 65534 must not reach the socket");
+    assert!(
+        err.contains("cannot connect to control socket") && err.contains("Permission denied"),
+        "{err}"
+    );
+    // The owner still can.
+    assert!(ok_json(&sock, &["summary"])["rx"].as_u64().is_some());
+    sigterm(&child);
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+#[test]
 fn a_second_cpumapd_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ctl.sock");
