@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cpumapd::config::{ConfigError, Endpoint, Plan};
+use cpumapd::control::ControlServer;
 use cpumapd::control::ctl::{self, CtlArgs, Output};
-use cpumapd::control::exporter::MetricsServer;
-use cpumapd::control::{ControlServer, ServiceError};
 use cpumapd::lcore;
 use cpumapd::metrics::Summary;
+use cpumapd::metrics::exporter::MetricsServer;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -76,9 +76,9 @@ fn ctl_main(args: &[String]) -> ExitCode {
 
 /// Starts one service: an endpoint the user gave must open; a default one
 /// that cannot is a warning and the dataplane runs without it.
-fn service<A, S>(
+fn service<A, S, E: std::fmt::Display>(
     ep: &Endpoint<A>,
-    start: impl FnOnce(&A) -> Result<S, ServiceError>,
+    start: impl FnOnce(&A) -> Result<S, E>,
 ) -> Result<Option<S>, String> {
     let Some(a) = ep.get() else {
         return Ok(None);

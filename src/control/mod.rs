@@ -1,9 +1,10 @@
-//! The control plane beside the dataplane: the control socket (`cpumapd
-//! ctl`), the Prometheus endpoint, and the `ctl` client.
+//! The control plane beside the dataplane: the control socket and its
+//! `cpumapd ctl` client. (The Prometheus endpoint, the other service thread,
+//! is `metrics::exporter`.)
 //!
 //! # General idea
 //!
-//! Both services run on ordinary threads, never on an lcore, and reach the
+//! Both services (this socket and the metrics endpoint) run on ordinary threads, never on an lcore, and reach the
 //! pipeline only through [`Handle`]: they read counters (each block has one
 //! writer, the lcore) and change the map through [`CpuMap`]'s writer side,
 //! which never waits for an lcore. A slow, hostile or vanished client can
@@ -20,7 +21,6 @@
 //! [`CpuMap`]: crate::cpumap::CpuMap
 
 pub mod ctl;
-pub mod exporter;
 pub mod proto;
 
 use std::io::{ErrorKind, Read, Write};
@@ -47,7 +47,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Error)]
-pub enum ServiceError {
+pub enum ControlError {
     #[error(
         "control socket {path}: another cpumapd is listening there; stop it or pass --control PATH"
     )]
@@ -60,8 +60,6 @@ pub enum ServiceError {
         "control socket {path}: {why}; pass --control PATH (a writable directory) or --control off"
     )]
     Bind { path: String, why: String },
-    #[error("metrics endpoint {addr}: {why}; pass --metrics ADDR:PORT or --metrics off")]
-    Metrics { addr: String, why: String },
 }
 
 /// The default socket: /run/cpumapd.sock for root; otherwise
@@ -88,20 +86,20 @@ pub struct ControlServer {
 impl ControlServer {
     /// Binds `path` (replacing a stale socket nobody listens on) with mode
     /// 0600 and starts serving `handle`.
-    pub fn start(path: &Path, handle: Arc<Handle>) -> Result<Self, ServiceError> {
+    pub fn start(path: &Path, handle: Arc<Handle>) -> Result<Self, ControlError> {
         let shown = path.display().to_string();
         match std::fs::symlink_metadata(path) {
             Ok(md) if md.file_type().is_socket() => {
                 if UnixStream::connect(path).is_ok() {
-                    return Err(ServiceError::InUse { path: shown });
+                    return Err(ControlError::InUse { path: shown });
                 }
                 // Stale: left by a cpumapd that did not exit cleanly.
-                std::fs::remove_file(path).map_err(|e| ServiceError::Bind {
+                std::fs::remove_file(path).map_err(|e| ControlError::Bind {
                     path: shown.clone(),
                     why: format!("cannot remove stale socket: {e}"),
                 })?;
             }
-            Ok(_) => return Err(ServiceError::NotSocket { path: shown }),
+            Ok(_) => return Err(ControlError::NotSocket { path: shown }),
             Err(_) => {}
         }
         // umask 0177 around bind: the socket is born 0600. The umask is
@@ -109,13 +107,13 @@ impl ControlServer {
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
         let bound = UnixListener::bind(path);
         nix::sys::stat::umask(old);
-        let listener = bound.map_err(|e| ServiceError::Bind {
+        let listener = bound.map_err(|e| ControlError::Bind {
             path: shown.clone(),
             why: e.to_string(),
         })?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| ServiceError::Bind {
+            .map_err(|e| ControlError::Bind {
                 path: shown.clone(),
                 why: e.to_string(),
             })?;
@@ -125,7 +123,7 @@ impl ControlServer {
             std::thread::Builder::new()
                 .name("ctl-accept".into())
                 .spawn(move || accept_loop(listener, handle, stop))
-                .map_err(|e| ServiceError::Bind {
+                .map_err(|e| ControlError::Bind {
                     path: shown,
                     why: e.to_string(),
                 })?

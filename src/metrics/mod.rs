@@ -6,9 +6,11 @@
 //! sits in. The writer adds with a Relaxed load + store (no read-modify-write,
 //! no `lock` prefix: on x86 it is the same `mov`/`add` a plain field gets),
 //! and publishes once per poll, not per packet. Readers (the live table, the
-//! summary, later the Prometheus collector) sum the blocks at scrape time.
+//! summary, the Prometheus collector in [`exporter`]) sum the blocks at
+//! scrape time.
 //! Blocks are cache-padded so no two lcores write the same line.
 
+pub mod exporter;
 mod summary;
 
 use std::sync::atomic::{AtomicU64, Ordering};

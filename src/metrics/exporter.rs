@@ -9,14 +9,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use super::{ServiceError, TICK};
+use thiserror::Error;
+
 use crate::lcore::Handle;
 use crate::metrics::TargetDropReason;
+
+/// How often the server thread looks at its stop flag.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The endpoint could not be opened.
+#[derive(Debug, Error)]
+#[error("metrics endpoint {addr}: {why}; pass --metrics ADDR:PORT or --metrics off")]
+pub struct ExporterError {
+    pub addr: String,
+    pub why: String,
+}
 
 /// One metric family's name, help, type and label names.
 struct Family {
@@ -501,8 +514,8 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `addr` and serves `/metrics` (and a one-line index on `/`).
-    pub fn start(addr: SocketAddr, handle: Arc<Handle>) -> Result<Self, ServiceError> {
-        let err = |why: String| ServiceError::Metrics {
+    pub fn start(addr: SocketAddr, handle: Arc<Handle>) -> Result<Self, ExporterError> {
+        let err = |why: String| ExporterError {
             addr: addr.to_string(),
             why,
         };
