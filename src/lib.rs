@@ -26,7 +26,8 @@
 //!
 //! Modules: [`config`] (CLI, TOML, validated [`config::Plan`]), [`lcore`]
 //! (threads, loops, shutdown), [`ids`] (`LcoreId`, `PortId`, `TargetId`).
-//! `unsafe` lives only in `ring/` and `frame/`.
+//! `unsafe` lives only in `ring/`, `frame/`, and the system-call edges
+//! `port/netdev.rs`, `port/af_packet.rs` and `exception/tap.rs`.
 #![deny(unsafe_code)]
 
 pub mod config;

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::cpumap::{CPU_MAP_BULK_SIZE, MAX_BULK, MAX_QSIZE};
+use crate::exception::tap::KernelMac;
 use crate::exception::{ExceptionError, ExceptionSpec};
 use crate::filter::{Mode, RemoteProg, UnknownMode};
 use crate::frame::{DEFAULT_DATA_ROOM, DEFAULT_HEADROOM};
@@ -61,9 +62,10 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
                          --vdev net_gen0[,flows=N,size=B,rate=PPS,count=N,proto=udp|tcp|mix,dport=P]
                          --vdev net_pcap0,rx_pcap=FILE[,tx_pcap=FILE][,infinite_rx=1]
                          --vdev net_null0[,size=B]
+                         --vdev net_af_packet0,iface=IF[,qpairs=N][,blocksz=B][,framecnt=N][,qdisc_bypass=0]
                          accepted and ignored: -n -m --no-huge --no-pci --no-shconf --in-memory --file-prefix
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
-          --exception drop|pcap:FILE --duration S --interval S --summary-json FILE|- --config FILE
+          --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --duration S --interval S --summary-json FILE|- --config FILE
           --bulk-size N --pool-size N --max-entries N --no-pin --linger S
           --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
 control: cpumapd ctl [--control PATH] map dump|lookup|update|delete|apply, mode set, stats, summary
@@ -88,9 +90,13 @@ pub struct AppArgs {
     /// Program run on the target before the exception path: drop or pass.
     #[arg(long = "remote-action")]
     pub remote_action: Option<String>,
-    /// Exception path: drop or pcap:FILE.
+    /// Exception path: drop, pcap:FILE or tap:IFNAME[,mac=..][,up=0].
     #[arg(long)]
     pub exception: Option<String>,
+    /// TAP exception path: rewrite the destination MAC of unicast frames to
+    /// the TAP's (default) or keep it.
+    #[arg(long = "kernel-mac")]
+    pub kernel_mac: Option<String>,
     /// Stop after this many seconds (fractions allowed).
     #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -161,6 +167,7 @@ pub struct FileApp {
     pub mode: Option<String>,
     pub remote_action: Option<String>,
     pub exception: Option<String>,
+    pub kernel_mac: Option<String>,
     pub duration: Option<f64>,
     pub interval: Option<f64>,
     pub summary_json: Option<String>,
@@ -205,6 +212,7 @@ pub struct Plan {
     pub qsize: u32,
     pub remote: Option<RemoteProg>,
     pub exception: ExceptionSpec,
+    pub kernel_mac: KernelMac,
     pub bulk_size: usize,
     pub pool_size: u32,
     pub max_entries: u32,
@@ -628,6 +636,14 @@ impl Plan {
             qsize,
             remote,
             exception,
+            kernel_mac: app
+                .kernel_mac
+                .as_deref()
+                .or(f.app.kernel_mac.as_deref())
+                .map(str::parse)
+                .transpose()
+                .map_err(ConfigError::Args)?
+                .unwrap_or_default(),
             bulk_size,
             pool_size,
             max_entries,

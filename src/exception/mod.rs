@@ -5,12 +5,17 @@
 //!
 //! Each delivering lcore owns its own [`ExceptionSink`] instance (one TAP
 //! queue, one file), so sinks need no synchronisation. A sink takes a burst;
-//! what it could not deliver it frees and reports, and the caller counts
-//! those as target drops with reason `exception_error`.
+//! it frees every frame and reports how many it delivered and why it refused
+//! the rest ([`Delivery`]); the caller counts those as drops by reason.
 //!
-//! Backends in the native build: `drop` (a null stack: frames are delivered
-//! and freed) and `pcap:FILE` (each lcore writes `FILE` with `-lcoreN`
-//! before the extension). The TAP and DPDK backends implement the same trait.
+//! Backends: `drop` (a null stack: frames are delivered and freed),
+//! `pcap:FILE` (each lcore writes `FILE` with `-lcoreN` before the
+//! extension) and `tap:IFNAME` (a multi-queue TAP, one queue per lcore, see
+//! [`tap`]). A sink may also have a reverse direction: frames the kernel
+//! sends back ([`ExceptionSink::receive_burst`]), which the lcore transmits
+//! on a port. The DPDK backends implement the same trait.
+
+pub mod tap;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -20,14 +25,17 @@ use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use thiserror::Error;
 
-use crate::frame::free_burst;
+use std::sync::Arc;
+
+use crate::frame::{Pool, free_burst};
 use crate::ids::LcoreId;
 use crate::port::Burst;
+use tap::{KernelMac, TapDevice, TapSpec};
 
 #[derive(Debug, Error)]
 pub enum ExceptionError {
     #[error(
-        "unknown exception path '{0}': expected drop or pcap:FILE (tap:IFNAME and virtio-user need the kernel-path and DPDK backends)"
+        "unknown exception path '{0}': expected drop, pcap:FILE or tap:IFNAME (virtio-user needs the DPDK backend)"
     )]
     Unknown(String),
     #[error(
@@ -38,6 +46,8 @@ pub enum ExceptionError {
     NotBuilt(String),
     #[error("pcap exception file {path}: {source}")]
     Io { path: String, source: io::Error },
+    #[error("{0}")]
+    Tap(String),
 }
 
 /// Which backend, parsed from `--exception`.
@@ -45,6 +55,7 @@ pub enum ExceptionError {
 pub enum ExceptionSpec {
     Drop,
     Pcap(PathBuf),
+    Tap(TapSpec),
 }
 
 impl ExceptionSpec {
@@ -54,9 +65,8 @@ impl ExceptionSpec {
             "kni" => Err(ExceptionError::Kni),
             _ if s.starts_with("kni:") => Err(ExceptionError::Kni),
             _ if s.starts_with("pcap:") && s.len() > 5 => Ok(Self::Pcap(PathBuf::from(&s[5..]))),
-            _ if s.starts_with("tap:") || s.starts_with("virtio-user:") => {
-                Err(ExceptionError::NotBuilt(s.into()))
-            }
+            _ if s.starts_with("tap:") => Ok(Self::Tap(TapSpec::parse(&s[4..])?)),
+            _ if s.starts_with("virtio-user") => Err(ExceptionError::NotBuilt(s.into())),
             _ => Err(ExceptionError::Unknown(s.into())),
         }
     }
@@ -65,7 +75,22 @@ impl ExceptionSpec {
         match self {
             Self::Drop => "drop",
             Self::Pcap(_) => "pcap",
+            Self::Tap(_) => "tap",
         }
+    }
+
+    /// Sets up what every lcore's sink shares (for TAP: creates or attaches
+    /// the device and configures it). Context: control thread, before any
+    /// lcore starts.
+    pub fn prepare(&self, kernel_mac: KernelMac) -> Result<Exception, ExceptionError> {
+        let tap = match self {
+            Self::Tap(spec) => Some(Arc::new(TapDevice::prepare(spec, kernel_mac)?)),
+            _ => None,
+        };
+        Ok(Exception {
+            spec: self.clone(),
+            tap,
+        })
     }
 
     /// The file a given lcore writes for `pcap:FILE`.
@@ -80,13 +105,29 @@ impl ExceptionSpec {
         };
         base.with_file_name(name)
     }
+}
+
+/// A prepared exception path: opens one sink per delivering lcore.
+pub struct Exception {
+    spec: ExceptionSpec,
+    tap: Option<Arc<TapDevice>>,
+}
+
+impl Exception {
+    pub fn tap(&self) -> Option<&Arc<TapDevice>> {
+        self.tap.as_ref()
+    }
 
     /// Opens the sink instance of one lcore.
     pub fn open(&self, lcore: LcoreId) -> Result<Box<dyn ExceptionSink>, ExceptionError> {
-        match self {
-            Self::Drop => Ok(Box::new(DropSink)),
-            Self::Pcap(base) => {
-                let path = Self::pcap_path_for(base, lcore);
+        match &self.spec {
+            ExceptionSpec::Drop => Ok(Box::new(DropSink)),
+            ExceptionSpec::Tap(_) => {
+                let dev = self.tap.as_ref().expect("prepare opened the TAP device");
+                Ok(Box::new(dev.open_sink()?))
+            }
+            ExceptionSpec::Pcap(base) => {
+                let path = ExceptionSpec::pcap_path_for(base, lcore);
                 let io = |source| ExceptionError::Io {
                     path: path.display().to_string(),
                     source,
@@ -104,12 +145,53 @@ impl ExceptionSpec {
     }
 }
 
+/// The outcome of one delivery: every frame is in exactly one field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: usize,
+    /// The kernel had no room now (EAGAIN, ENOBUFS).
+    pub busy: usize,
+    /// The interface is down (EIO).
+    pub down: usize,
+    /// Any other refusal.
+    pub failed: usize,
+}
+
+impl Delivery {
+    pub fn all(n: usize) -> Self {
+        Self {
+            delivered: n,
+            ..Default::default()
+        }
+    }
+
+    pub fn refused(&self) -> usize {
+        self.busy + self.down + self.failed
+    }
+}
+
+/// What one reverse-direction read pass got.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReverseRx {
+    pub frames: usize,
+    /// The pool was empty: the kernel's frames wait in the queue (and the
+    /// kernel drops what overflows it, counted on its interface).
+    pub no_buffer: bool,
+}
+
 /// A per-lcore exception path instance.
 pub trait ExceptionSink: Send {
-    /// Delivers every frame of `frames` it can, frees them all, and returns
-    /// how many were delivered; the rest were refused.
+    /// Delivers every frame of `frames` it can, frees them all, and reports
+    /// how many were delivered and why the rest were refused.
     /// Context: the owning lcore.
-    fn deliver_burst(&mut self, frames: &mut Burst) -> usize;
+    fn deliver_burst(&mut self, frames: &mut Burst) -> Delivery;
+
+    /// Reads frames the kernel sent back through this sink (reverse
+    /// direction) into buffers from `pool`. Sinks without one return none.
+    /// Context: the owning lcore; never blocks.
+    fn receive_burst(&mut self, _pool: &mut Pool, _out: &mut Burst) -> ReverseRx {
+        ReverseRx::default()
+    }
 
     /// Flushes buffered output; called at shutdown.
     fn flush(&mut self) -> io::Result<()> {
@@ -122,10 +204,10 @@ pub struct DropSink;
 
 impl ExceptionSink for DropSink {
     #[inline]
-    fn deliver_burst(&mut self, frames: &mut Burst) -> usize {
+    fn deliver_burst(&mut self, frames: &mut Burst) -> Delivery {
         let n = frames.len();
         free_burst(frames);
-        n
+        Delivery::all(n)
     }
 }
 
@@ -135,7 +217,8 @@ pub struct PcapSink {
 }
 
 impl ExceptionSink for PcapSink {
-    fn deliver_burst(&mut self, frames: &mut Burst) -> usize {
+    fn deliver_burst(&mut self, frames: &mut Burst) -> Delivery {
+        let n = frames.len();
         let mut ok = 0;
         if let Some(w) = self.w.as_mut() {
             for f in frames.iter() {
@@ -147,7 +230,11 @@ impl ExceptionSink for PcapSink {
             }
         }
         free_burst(frames);
-        ok
+        Delivery {
+            delivered: ok,
+            failed: n - ok,
+            ..Default::default()
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -176,8 +263,12 @@ mod tests {
                 .contains("KNI was removed")
         );
         assert!(ExceptionSpec::parse("pcap:").is_err());
+        assert!(matches!(
+            ExceptionSpec::parse("tap:cpumap0").unwrap(),
+            ExceptionSpec::Tap(_)
+        ));
         assert!(
-            ExceptionSpec::parse("tap:cpumap0")
+            ExceptionSpec::parse("virtio-user:/dev/vhost-net")
                 .unwrap_err()
                 .to_string()
                 .contains("not available")

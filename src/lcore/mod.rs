@@ -34,7 +34,11 @@ use crate::metrics::{PortQueueStats, RxStats, StatsSet, Summary, TargetStats};
 use crate::port::{self, PortError, PortQueue};
 
 use rx::RxLcore;
-use target::TargetLcore;
+use target::{Reverse, TargetLcore};
+
+/// Buffers of a target's reverse-direction pool (frames the kernel sends
+/// back through the TAP; they leave at once, so a few bursts suffice).
+const REVERSE_POOL: u32 = 256;
 
 #[derive(Debug, Error)]
 pub enum LcoreError {
@@ -209,15 +213,35 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
 
     // Everything fallible that does not need the lcore's own thread is
     // opened before any thread starts.
+    let exception = plan.exception.prepare(plan.kernel_mac)?;
     let mut target_ctx = Vec::new();
     for &t in &target_ids {
         let block = Arc::new(TargetStats::new(t));
         stats.targets.push(block.clone());
-        let sink = plan.exception.open(t.lcore())?;
+        let sink = exception.open(t.lcore())?;
+        let reverse = match exception.tap() {
+            Some(_) => Some(Reverse {
+                pool: Pool::new(
+                    &format!("{}_reverse", t.lcore()),
+                    REVERSE_POOL,
+                    plan.headroom,
+                    plan.data_room,
+                )?,
+                tx: match plan.ports.first() {
+                    Some(spec) => port::open_tx(spec, PortId(0))?,
+                    None => None,
+                },
+            }),
+            None => None,
+        };
+        if let Some(r) = &reverse {
+            stats.pools.push(r.pool.stats());
+        }
         target_ctx.push(TargetLcore {
             view: map.target_view(t),
             sink,
             stats: block,
+            reverse,
         });
     }
     let mut rx_ctx = Vec::new();
@@ -234,7 +258,7 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
             .reader()
             .map_err(|e| LcoreError::Map(MapError::Invalid(e.to_string())))?;
         let bulk = BulkQueues::new(plan.max_entries, plan.bulk_size);
-        let sink = plan.exception.open(lcore)?;
+        let sink = exception.open(lcore)?;
         rx_ctx.push((lcore, my_queues, filter, reader, bulk, sink, block));
     }
 

@@ -16,6 +16,8 @@ use crate::frame::Pool;
 use crate::metrics::RxStats;
 use crate::port::{Burst, PortQueue, free_all};
 
+use super::target::REVERSE_EVERY;
+
 /// What an RX lcore owns.
 pub(super) struct RxLcore {
     pub queues: Vec<Box<dyn PortQueue>>,
@@ -40,6 +42,9 @@ struct Tally {
     redirect_miss: u64,
     tx_drops: u64,
     pass_drops: u64,
+    reverse_rx: u64,
+    reverse_tx: u64,
+    reverse_drops: u64,
 }
 
 impl RxLcore {
@@ -50,7 +55,10 @@ impl RxLcore {
         let mut tx = Burst::new();
         let mut pass = Burst::new();
         let mut dropped = Burst::new();
+        let mut rev = Burst::new();
+        let mut polls = 0u32;
         while !stop.load(Ordering::Relaxed) {
+            polls = polls.wrapping_add(1);
             // Quiescent point: no bulk queue holds a frame here.
             self.reader.refresh();
             let mode = self.mode.get();
@@ -108,12 +116,14 @@ impl RxLcore {
                     t.tx_drops += free_all(&mut tx);
                 }
                 if !pass.is_empty() {
-                    let n = pass.len();
-                    t.pass_drops += (n - self.sink.deliver_burst(&mut pass)) as u64;
+                    t.pass_drops += self.sink.deliver_burst(&mut pass).refused() as u64;
                 }
                 self.pool.recycle_burst(&mut dropped);
             }
             self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
+            if t.rx == 0 || polls % REVERSE_EVERY == 0 {
+                self.reverse_pass(&mut rev, &mut t);
+            }
             self.publish(&t);
             if exhausted == self.queues.len() {
                 break;
@@ -124,10 +134,28 @@ impl RxLcore {
         self
     }
 
+    /// The reverse direction: frames the kernel sent back through this
+    /// lcore's exception sink go out of its first port queue.
+    fn reverse_pass(&mut self, rev: &mut Burst, t: &mut Tally) {
+        let got = self.sink.receive_burst(&mut self.pool, rev).frames as u64;
+        if got == 0 {
+            return;
+        }
+        t.reverse_rx += got;
+        t.reverse_tx += match self.queues.first_mut() {
+            Some(q) => q.tx_burst(rev) as u64,
+            None => 0,
+        };
+        t.reverse_drops += free_all(rev);
+    }
+
     #[inline]
     fn publish(&self, t: &Tally) {
         let c = &self.stats.counters;
         c.polls.add(1);
+        c.reverse_rx.add(t.reverse_rx);
+        c.reverse_tx.add(t.reverse_tx);
+        c.reverse_drops.add(t.reverse_drops);
         if t.rx == 0 {
             c.idle_polls.add(1);
             return;

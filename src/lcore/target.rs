@@ -13,15 +13,28 @@ use std::time::Duration;
 use crate::cpumap::TargetView;
 use crate::exception::ExceptionSink;
 use crate::filter::Verdict;
-use crate::frame::free_burst;
-use crate::metrics::{TargetDropReason, TargetStats};
-use crate::port::{Burst, MAX_BURST};
+use crate::frame::{Pool, free_burst};
+use crate::metrics::{TargetCounters, TargetDropReason, TargetStats};
+use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
 
 pub(super) struct TargetLcore {
     pub view: TargetView,
     pub sink: Box<dyn ExceptionSink>,
     pub stats: Arc<TargetStats>,
+    /// The reverse direction, when the exception path has one (TAP).
+    pub reverse: Option<Reverse>,
 }
+
+/// What a target needs to send the kernel's frames out: its own small pool
+/// and a transmit-only queue on the first port (None: nowhere to send, the
+/// frames are counted as reverse drops).
+pub(super) struct Reverse {
+    pub pool: Pool,
+    pub tx: Option<Box<dyn PortQueue>>,
+}
+
+/// Loops between reverse-direction reads while busy (always when idle).
+pub(super) const REVERSE_EVERY: u32 = 8;
 
 /// Spin, then yield, then sleep while idle; each give-up of the CPU counts
 /// as a `sched`, like the kthread's schedule() when its ring is empty.
@@ -61,13 +74,22 @@ impl TargetLcore {
         let mut deliver = Burst::new();
         let mut dropped = Burst::new();
         let mut backoff = Backoff { idle: 0 };
+        let mut rev = Burst::new();
+        let mut loops = 0u32;
         let c = &self.stats.counters;
         loop {
+            loops = loops.wrapping_add(1);
             // S2: Acquire; pairs with S1, the Release store after the RX lcores
             // were joined: once set, every enqueue is visible below.
             let stopping = stop.load(Ordering::Acquire);
             self.view.refresh();
             let taken = self.view.poll(&mut batch, MAX_BURST);
+            if let Some(r) = self.reverse.as_mut()
+                && (taken.count == 0 || loops % REVERSE_EVERY == 0)
+                && reverse_pass(self.sink.as_mut(), r, &mut rev, c)
+            {
+                backoff.reset();
+            }
             if taken.count == 0 {
                 if stopping {
                     // RX is gone and the control plane stopped: adopt
@@ -109,13 +131,31 @@ impl TargetLcore {
                 }
             }
             if !deliver.is_empty() {
-                let n = deliver.len();
-                let ok = self.sink.deliver_burst(&mut deliver);
-                c.delivered.add(ok as u64);
-                c.drop_counter(TargetDropReason::ExceptionError)
-                    .add((n - ok) as u64);
+                c.count_delivery(&self.sink.deliver_burst(&mut deliver));
             }
         }
         self
     }
+}
+
+/// Reads what the kernel sent back through the sink and transmits it.
+/// Returns true if there was anything.
+fn reverse_pass(
+    sink: &mut dyn ExceptionSink,
+    r: &mut Reverse,
+    rev: &mut Burst,
+    c: &TargetCounters,
+) -> bool {
+    let got = sink.receive_burst(&mut r.pool, rev).frames as u64;
+    if got == 0 {
+        return false;
+    }
+    c.reverse_rx.add(got);
+    let sent = match r.tx.as_mut() {
+        Some(q) => q.tx_burst(rev) as u64,
+        None => 0,
+    };
+    c.reverse_tx.add(sent);
+    c.reverse_drops.add(free_all(rev));
+    true
 }

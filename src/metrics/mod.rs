@@ -62,6 +62,10 @@ pub struct RxCounters {
     pub pass_drops: Counter,
     pub polls: Counter,
     pub idle_polls: Counter,
+    /// Reverse direction (see TargetCounters).
+    pub reverse_rx: Counter,
+    pub reverse_tx: Counter,
+    pub reverse_drops: Counter,
 }
 
 /// What one RX lcore sent to one target (the xdp_cpumap_enqueue tracepoint:
@@ -104,15 +108,21 @@ pub enum TargetDropReason {
     RemoteAborted,
     /// The entry's program asked for tx or redirect, which a target does not do.
     RemoteUnsupported,
-    /// The exception path refused the frame.
+    /// The exception path had no room now (TAP: EAGAIN, ENOBUFS).
+    ExceptionBusy,
+    /// The exception path's interface is down (TAP: EIO).
+    ExceptionDown,
+    /// The exception path refused the frame for another reason.
     ExceptionError,
 }
 
 impl TargetDropReason {
-    pub const ALL: [TargetDropReason; 4] = [
+    pub const ALL: [TargetDropReason; 6] = [
         TargetDropReason::RemoteDrop,
         TargetDropReason::RemoteAborted,
         TargetDropReason::RemoteUnsupported,
+        TargetDropReason::ExceptionBusy,
+        TargetDropReason::ExceptionDown,
         TargetDropReason::ExceptionError,
     ];
 
@@ -121,6 +131,8 @@ impl TargetDropReason {
             TargetDropReason::RemoteDrop => "remote_drop",
             TargetDropReason::RemoteAborted => "remote_aborted",
             TargetDropReason::RemoteUnsupported => "remote_unsupported",
+            TargetDropReason::ExceptionBusy => "exception_busy",
+            TargetDropReason::ExceptionDown => "exception_down",
             TargetDropReason::ExceptionError => "exception_error",
         }
     }
@@ -131,17 +143,35 @@ impl TargetDropReason {
 pub struct TargetCounters {
     pub processed: Counter,
     pub delivered: Counter,
-    pub drops: [Counter; 4],
+    pub drops: [Counter; 6],
     /// Times the target found every ring empty and gave up the CPU (the
     /// kernel kthread's `sched` count).
     pub sched: Counter,
     pub bursts: Counter,
+    /// Reverse direction: frames read back from the exception path...
+    pub reverse_rx: Counter,
+    /// ...sent on a port...
+    pub reverse_tx: Counter,
+    /// ...or dropped (port refused, or no port to send on).
+    pub reverse_drops: Counter,
 }
 
 impl TargetCounters {
     #[inline(always)]
     pub fn drop_counter(&self, r: TargetDropReason) -> &Counter {
         &self.drops[r as usize]
+    }
+
+    /// Counts one delivery: delivered, and each refusal under its reason.
+    #[inline]
+    pub fn count_delivery(&self, d: &crate::exception::Delivery) {
+        self.delivered.add(d.delivered as u64);
+        self.drop_counter(TargetDropReason::ExceptionBusy)
+            .add(d.busy as u64);
+        self.drop_counter(TargetDropReason::ExceptionDown)
+            .add(d.down as u64);
+        self.drop_counter(TargetDropReason::ExceptionError)
+            .add(d.failed as u64);
     }
 
     pub fn drops_total(&self) -> u64 {
@@ -173,6 +203,9 @@ pub struct PortQueueCounters {
     pub rx_nombuf: Counter,
     /// Received frames dropped by the port (e.g. larger than a buffer).
     pub ierrors: Counter,
+    /// Frames the kernel or NIC dropped before we could receive them (ring
+    /// full: AF_PACKET tp_drops, rte_eth_stats imissed).
+    pub imissed: Counter,
     pub opackets: Counter,
     pub obytes: Counter,
     pub oerrors: Counter,

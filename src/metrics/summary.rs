@@ -69,6 +69,7 @@ pub struct PortSummary {
     pub ipackets: u64,
     pub ibytes: u64,
     pub ierrors: u64,
+    pub imissed: u64,
     pub rx_nombuf: u64,
     pub opackets: u64,
     pub oerrors: u64,
@@ -89,6 +90,10 @@ pub struct Summary {
     pub redirect_miss: u64,
     pub tx_drops: u64,
     pub pass_drops: u64,
+    /// Reverse direction (kernel -> exception path -> port), all lcores.
+    pub reverse_rx: u64,
+    pub reverse_tx: u64,
+    pub reverse_drops: u64,
     pub enqueued: u64,
     pub enqueue_drops: u64,
     pub target_processed: u64,
@@ -137,6 +142,9 @@ impl Summary {
             out.redirect_miss += row.redirect_miss;
             out.tx_drops += c.tx_drops.get();
             out.pass_drops += c.pass_drops.get();
+            out.reverse_rx += c.reverse_rx.get();
+            out.reverse_tx += c.reverse_tx.get();
+            out.reverse_drops += c.reverse_drops.get();
             out.rx_lcores.push(row);
         }
         for t in &s.targets {
@@ -175,6 +183,9 @@ impl Summary {
             out.target_processed += row.processed;
             out.delivered += row.delivered;
             out.target_drops += row.drops;
+            out.reverse_rx += c.reverse_rx.get();
+            out.reverse_tx += c.reverse_tx.get();
+            out.reverse_drops += c.reverse_drops.get();
             out.targets.push(row);
         }
         // Frames flushed towards keys that are not served targets (none in a
@@ -208,6 +219,7 @@ impl Summary {
                 ipackets: c.ipackets.get(),
                 ibytes: c.ibytes.get(),
                 ierrors: c.ierrors.get(),
+                imissed: c.imissed.get(),
                 rx_nombuf: c.rx_nombuf.get(),
                 opackets: c.opackets.get(),
                 oerrors: c.oerrors.get(),
@@ -264,6 +276,12 @@ impl Summary {
                     t.target, t.processed, t.delivered, t.drops
                 ));
             }
+        }
+        if self.reverse_rx != self.reverse_tx + self.reverse_drops {
+            errs.push(format!(
+                "reverse_rx {} != reverse_tx {} + reverse_drops {}",
+                self.reverse_rx, self.reverse_tx, self.reverse_drops
+            ));
         }
         if at_rest {
             if self.in_flight != 0 {

@@ -11,7 +11,9 @@
 //!
 //! The DPDK ethdev backend implements the same trait.
 
+mod af_packet;
 mod generator;
+pub mod netdev;
 mod null;
 mod pcap;
 
@@ -38,7 +40,7 @@ pub enum PortError {
     #[error("bad vdev '{vdev}': {why}")]
     BadVdev { vdev: String, why: String },
     #[error(
-        "vdev '{0}' needs the DPDK backend (cargo feature `dpdk`), which this build does not include; natively available: net_gen, net_pcap, net_null"
+        "vdev '{0}' needs the DPDK backend (cargo feature `dpdk`), which this build does not include; natively available: net_gen, net_pcap, net_null, net_af_packet"
     )]
     NeedsDpdk(String),
     #[error("{port}: {file}: {why}")]
@@ -95,12 +97,12 @@ pub enum Driver {
     Gen,
     Pcap,
     Null,
+    AfPacket,
 }
 
 /// Drivers DPDK has that the native build does not.
 const DPDK_ONLY: &[&str] = &[
     "net_tap",
-    "net_af_packet",
     "net_af_xdp",
     "net_memif",
     "net_ring",
@@ -127,10 +129,11 @@ impl VdevSpec {
             "net_gen" => Driver::Gen,
             "net_pcap" => Driver::Pcap,
             "net_null" => Driver::Null,
+            "net_af_packet" | "eth_af_packet" => Driver::AfPacket,
             d if DPDK_ONLY.contains(&d) => return Err(PortError::NeedsDpdk(s.to_string())),
             _ => {
                 return Err(bad(
-                    "unknown driver: expected net_gen<N>, net_pcap<N> or net_null<N>",
+                    "unknown driver: expected net_gen<N>, net_pcap<N>, net_null<N> or net_af_packet<N>",
                 ));
             }
         };
@@ -155,6 +158,14 @@ impl VdevSpec {
             Driver::Gen => &["flows", "size", "rate", "count", "proto", "dport"],
             Driver::Pcap => &["rx_pcap", "tx_pcap", "infinite_rx"],
             Driver::Null => &["size"],
+            Driver::AfPacket => &[
+                "iface",
+                "qpairs",
+                "blocksz",
+                "framesz",
+                "framecnt",
+                "qdisc_bypass",
+            ],
         }
     }
 
@@ -196,6 +207,8 @@ impl VdevSpec {
         match self.driver {
             Driver::Pcap => 1,
             Driver::Gen | Driver::Null => 64,
+            // DPDK's net_af_packet: qpairs sockets (default 1).
+            Driver::AfPacket => self.num("qpairs", 1u16).unwrap_or(1).clamp(1, 64),
         }
     }
 
@@ -204,7 +217,7 @@ impl VdevSpec {
         match self.driver {
             Driver::Pcap => self.get("infinite_rx") != Some("1"),
             Driver::Gen => self.get("count").is_some_and(|c| c != "0"),
-            Driver::Null => false,
+            Driver::Null | Driver::AfPacket => false,
         }
     }
 }
@@ -228,6 +241,17 @@ pub fn open(
         Driver::Gen => generator::open(spec, port, nb_queues),
         Driver::Null => null::open(spec, port, nb_queues),
         Driver::Pcap => pcap::open(spec, port),
+        Driver::AfPacket => af_packet::open(spec, port, nb_queues),
+    }
+}
+
+/// A transmit-only queue on a port, for an lcore that sends (a target's
+/// reverse direction) without owning one of its RX queues. None for ports
+/// with no wire to send on.
+pub fn open_tx(spec: &VdevSpec, port: PortId) -> Result<Option<Box<dyn PortQueue>>, PortError> {
+    match spec.driver {
+        Driver::AfPacket => af_packet::open_tx(spec, port).map(Some),
+        Driver::Gen | Driver::Null | Driver::Pcap => Ok(None),
     }
 }
 
@@ -272,6 +296,10 @@ mod tests {
     #[test]
     fn bad_vdevs_name_the_problem() {
         let e = VdevSpec::parse("net_tap0,iface=x").unwrap_err().to_string();
+        assert!(e.contains("needs the DPDK backend"), "{e}");
+        let e = VdevSpec::parse("net_af_xdp0,iface=x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs the DPDK backend"), "{e}");
         let e = VdevSpec::parse("net_bogus0").unwrap_err().to_string();
         assert!(e.contains("unknown driver"), "{e}");
