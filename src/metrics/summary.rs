@@ -94,6 +94,8 @@ pub struct Summary {
     pub reverse_rx: u64,
     pub reverse_tx: u64,
     pub reverse_drops: u64,
+    /// Frames the ports' kernels or NICs dropped before RX (all ports).
+    pub imissed: u64,
     pub enqueued: u64,
     pub enqueue_drops: u64,
     pub target_processed: u64,
@@ -212,6 +214,7 @@ impl Summary {
         out.map_updates_failed = failed;
         for q in &s.ports {
             let c = &q.counters;
+            out.imissed += c.imissed.get();
             out.ports.push(PortSummary {
                 port: q.port,
                 queue: q.queue,

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{Burst, MAX_BURST, PortError, PortQueue, VdevSpec, netdev};
-use crate::frame::Pool;
+use crate::frame::{DEFAULT_DATA_ROOM, Pool};
 use crate::ids::PortId;
 use crate::metrics::PortQueueCounters;
 
@@ -204,6 +204,14 @@ pub(super) fn open(
     if !netdev::is_up(&iface).map_err(|e| bad(format!("{iface}: {e}")))? {
         return Err(bad(format!(
             "interface {iface} is down; bring it up: ip link set {iface} up"
+        )));
+    }
+    let mtu = netdev::mtu(&iface).map_err(|e| bad(format!("{iface}: {e}")))? as usize;
+    // Ethernet header + two VLAN tags on top of the MTU.
+    let biggest = mtu + 14 + 8;
+    if biggest > DEFAULT_DATA_ROOM as usize {
+        return Err(bad(format!(
+            "interface {iface} has MTU {mtu}: frames up to {biggest} bytes do not fit cpumapd's {DEFAULT_DATA_ROOM}-byte buffers; lower it (ip link set {iface} mtu 1500)"
         )));
     }
     let block_size: usize = spec.num("blocksz", 1 << 20)?;
