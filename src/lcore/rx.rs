@@ -121,7 +121,7 @@ impl RxLcore {
                 self.pool.recycle_burst(&mut dropped);
             }
             self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
-            if t.rx == 0 || polls % REVERSE_EVERY == 0 {
+            if t.rx == 0 || polls.is_multiple_of(REVERSE_EVERY) {
                 self.reverse_pass(&mut rev, &mut t);
             }
             self.publish(&t);

@@ -85,7 +85,7 @@ impl TargetLcore {
             self.view.refresh();
             let taken = self.view.poll(&mut batch, MAX_BURST);
             if let Some(r) = self.reverse.as_mut()
-                && (taken.count == 0 || loops % REVERSE_EVERY == 0)
+                && (taken.count == 0 || loops.is_multiple_of(REVERSE_EVERY))
                 && reverse_pass(self.sink.as_mut(), r, &mut rev, c)
             {
                 backoff.reset();

@@ -217,9 +217,13 @@ pub(super) fn open(
     let block_size: usize = spec.num("blocksz", 1 << 20)?;
     let frame_size: usize = spec.num("framesz", 2048)?;
     let frame_count: usize = spec.num("framecnt", 4096)?;
-    if !block_size.is_power_of_two() || block_size < 4096 || block_size % frame_size != 0 {
+    if frame_size < 64
+        || !block_size.is_power_of_two()
+        || block_size < 4096
+        || !block_size.is_multiple_of(frame_size)
+    {
         return Err(bad(format!(
-            "blocksz={block_size} must be a power of two >= 4096 and a multiple of framesz={frame_size}"
+            "blocksz={block_size} must be a power of two >= 4096 and a multiple of framesz={frame_size} (>= 64)"
         )));
     }
     let blocks = (frame_count * frame_size).div_ceil(block_size).max(2);
@@ -358,7 +362,7 @@ impl PortQueue for AfPacketQueue {
     /// no allocation, no syscall (stats every STATS_EVERY polls aside).
     fn rx_burst(&mut self, pool: &mut Pool, out: &mut Burst) -> usize {
         self.polls = self.polls.wrapping_add(1);
-        if self.polls % STATS_EVERY == 0 {
+        if self.polls.is_multiple_of(STATS_EVERY) {
             self.read_stats();
         }
         let Some(ring) = self.ring.as_mut() else {
