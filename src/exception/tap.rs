@@ -25,9 +25,10 @@
 //! (non-blocking) by its lcore, which sends them out of a port.
 //!
 //! Why write() per frame and not io_uring or writev: writev gathers iovecs
-//! into ONE frame, and an io_uring submission of a burst of writes was not
-//! faster than the plain loop on this machine's kernel path (measured in
-//! docs/PERFORMANCE.md); the stack's netif_rx work dominates either way.
+//! into ONE frame, and io_uring submitting a burst of 32 writes per kernel
+//! entry was slower than the plain loop here (examples/tap_bench.rs, table
+//! in docs/PERFORMANCE.md): a TAP write is mostly the stack's receive work,
+//! which io_uring does not batch.
 
 #![allow(unsafe_code)]
 
@@ -208,6 +209,12 @@ pub struct TapSink {
     file: File,
     mac: [u8; 6],
     rewrite: bool,
+}
+
+impl AsRawFd for TapSink {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 impl TapSink {

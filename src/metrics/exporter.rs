@@ -88,7 +88,7 @@ const PORT_RX_BYTES: Family = counter(
 );
 const PORT_RX_DROPPED: Family = counter(
     "cpumapd_port_rx_dropped_total",
-    "Frames the port dropped before the filter: no buffer (rx_nombuf) or unusable frame (ierrors).",
+    "Frames dropped before the filter: no buffer (nombuf), unusable frame (errors), or missed by the kernel/NIC ring (missed: AF_PACKET tp_drops, imissed).",
     &["port", "queue", "lcore", "reason"],
 );
 const PORT_TX: Family = counter(
@@ -166,6 +166,11 @@ const EXCEPTION: Family = counter(
     "Frames handed to the kernel through the exception path, per lcore (targets, and RX lcores for pass verdicts).",
     &["lcore", "backend"],
 );
+const REVERSE: Family = counter(
+    "cpumapd_reverse_packets_total",
+    "Reverse direction: frames the kernel sent back through the exception path (rx), sent on a port (tx), or dropped (drop).",
+    &["lcore", "result"],
+);
 const RING_ENTRIES: Family = gauge(
     "cpumapd_ring_entries",
     "Frames waiting in the current entry's ring of a target.",
@@ -216,6 +221,7 @@ const FAMILIES: &[&Family] = &[
     &TARGET_DROPS,
     &TARGET_SCHED,
     &EXCEPTION,
+    &REVERSE,
     &RING_ENTRIES,
     &RING_CAPACITY,
     &MAP_ENTRIES,
@@ -452,6 +458,33 @@ impl Collector for PipelineCollector {
                 let c = &r.counters;
                 let delivered = c.pass.get().saturating_sub(c.pass_drops.get());
                 m.push(&[n, &s.exception], delivered as f64);
+            }
+        });
+
+        one(&REVERSE, &mut |m| {
+            let rows =
+                s.rx.iter()
+                    .zip(&rx_names)
+                    .map(|(r, n)| {
+                        (
+                            n,
+                            &r.counters.reverse_rx,
+                            &r.counters.reverse_tx,
+                            &r.counters.reverse_drops,
+                        )
+                    })
+                    .chain(s.targets.iter().zip(&target_names).map(|(t, n)| {
+                        (
+                            n,
+                            &t.counters.reverse_rx,
+                            &t.counters.reverse_tx,
+                            &t.counters.reverse_drops,
+                        )
+                    }));
+            for (n, rx, tx, drop) in rows {
+                m.push(&[n, "rx"], rx.get() as f64);
+                m.push(&[n, "tx"], tx.get() as f64);
+                m.push(&[n, "drop"], drop.get() as f64);
             }
         });
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# TAP exception path benchmark: frames/s into the kernel through cpumapd's
+# TapSink vs a plain write() loop on the same TAP, same frame, 1 and 2
+# queues (examples/tap_bench.rs). Runs in a throwaway network namespace.
+# Needs root.   scripts/bench-tap.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-2}
+cargo build --release --quiet --example tap_bench
+ns=cmbench$$
+ip netns add "$ns"
+trap 'ip netns del "$ns"' EXIT
+ip -n "$ns" link set lo up
+ip netns exec "$ns" target/release/examples/tap_bench "$secs"
