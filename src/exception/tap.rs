@@ -26,7 +26,7 @@
 //!
 //! Why write() per frame and not io_uring or writev: writev gathers iovecs
 //! into ONE frame, and io_uring submitting a burst of 32 writes per kernel
-//! entry was slower than the plain loop here (examples/tap_bench.rs, table
+//! entry was not faster than the plain loop here (examples/tap_bench.rs, table
 //! in docs/PERFORMANCE.md): a TAP write is mostly the stack's receive work,
 //! which io_uring does not batch.
 
