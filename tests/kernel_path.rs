@@ -35,8 +35,13 @@ fn have(cmd: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// None (after saying why) unless this process can build namespaces.
-fn privileged() -> Option<()> {
+/// The tests of this file run one at a time: each starts a cpumapd whose
+/// lcores spin on both CPUs of a small machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// None (after saying why) unless this process can build namespaces;
+/// otherwise the guard that serialises the tests.
+fn privileged() -> Option<std::sync::MutexGuard<'static, ()>> {
     if !nix::unistd::geteuid().is_root() {
         skip("needs root for network namespaces, veth and TAP");
         return None;
@@ -49,7 +54,7 @@ fn privileged() -> Option<()> {
         skip("needs /dev/net/tun (modprobe tun)");
         return None;
     }
-    Some(())
+    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 fn run(cmd: &str, args: &[&str]) -> Output {
@@ -302,9 +307,9 @@ fn collect(sock: &UdpSocket, quiet: Duration) -> (HashSet<Vec<u8>>, u64) {
 
 #[test]
 fn udp_datagrams_cross_af_packet_targets_and_tap_whole() {
-    if privileged().is_none() {
+    let Some(_serial) = privileged() else {
         return;
-    }
+    };
     let t = Topo::new();
     let child = t.start(&[]);
     let sink = udp_sink(&t, 9999);
@@ -404,9 +409,9 @@ fn ping(t: &Topo, seq: u16) -> bool {
 
 #[test]
 fn icmp_echo_to_the_tap_side_is_answered_through_the_reverse_path() {
-    if privileged().is_none() {
+    let Some(_serial) = privileged() else {
         return;
-    }
+    };
     let t = Topo::new();
     let child = t.start(&[]);
     let answered = (1..=5).filter(|&i| ping(&t, i)).count();
@@ -421,9 +426,9 @@ fn icmp_echo_to_the_tap_side_is_answered_through_the_reverse_path() {
 
 #[test]
 fn trafgen_at_full_rate_leaves_no_frame_unaccounted() {
-    if privileged().is_none() {
+    let Some(_serial) = privileged() else {
         return;
-    }
+    };
     if !have("trafgen") {
         skip("needs trafgen (apt-get install netsniff-ng)");
         return;
@@ -494,9 +499,9 @@ fn trafgen_at_full_rate_leaves_no_frame_unaccounted() {
 
 #[test]
 fn sigterm_mid_traffic_drains_summarises_and_removes_the_tap() {
-    if privileged().is_none() {
+    let Some(_serial) = privileged() else {
         return;
-    }
+    };
     let t = Topo::new();
     let child = t.start(&[]);
     let dst = SocketAddrV4::new(t.addr(1), 7777);
@@ -525,9 +530,9 @@ fn sigterm_mid_traffic_drains_summarises_and_removes_the_tap() {
 
 #[test]
 fn kernel_path_errors_name_the_interface_and_the_fix() {
-    if privileged().is_none() {
+    let Some(_serial) = privileged() else {
         return;
-    }
+    };
     let t = Topo::new();
     let start = |vdev: &str, exc: &str| -> String {
         let out = Command::new("ip")

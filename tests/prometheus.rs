@@ -188,42 +188,9 @@ fn prometheus_scrapes_cpumapd_and_agrees_with_its_summary() {
     let summary_file = dir.path().join("summary.json");
     const COUNT: u64 = 1_200_000;
 
-    let mut cpumapd = Command::new(env!("CARGO_BIN_EXE_cpumapd"))
-        .args([
-            "--lcores",
-            "0@0,1@1,2@1",
-            "--vdev",
-            &format!("net_gen0,rate=200000,count={COUNT},flows=64"),
-            "--",
-            "--mode",
-            "round-robin",
-            "--remote-action",
-            "pass",
-            "--metrics",
-            "127.0.0.1:0",
-            "--control",
-            sock.to_str().unwrap(),
-            "--linger",
-            "120",
-            "--interval",
-            "0",
-            "--summary-json",
-            summary_file.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = cpumapd.stdout.take().unwrap();
-    let cpumapd = Proc(cpumapd);
-    let mut lines = BufReader::new(stdout).lines();
-    let metrics: SocketAddr = loop {
-        let l = lines.next().expect("cpumapd exited early").unwrap();
-        if let Some(rest) = l.strip_prefix("cpumapd: metrics on http://") {
-            break rest.trim_end_matches("/metrics").parse().unwrap();
-        }
-    };
-
+    // Prometheus first (its start-up can take seconds on a busy machine), so
+    // that it scrapes the whole run; cpumapd's port is chosen up front.
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let rules = root().join("deploy/prometheus/cpumapd-rules.yml");
     let config = dir.path().join("prometheus.yml");
@@ -255,6 +222,43 @@ fn prometheus_scrapes_cpumapd_and_agrees_with_its_summary() {
             .ok()
             .filter(|(s, _)| *s == 200)
     });
+
+    let mut cpumapd = Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+        .args([
+            "--lcores",
+            "0@0,1@1,2@1",
+            "--vdev",
+            &format!("net_gen0,rate=200000,count={COUNT},flows=64"),
+            "--",
+            "--mode",
+            "round-robin",
+            "--remote-action",
+            "pass",
+            "--metrics",
+            &metrics.to_string(),
+            "--control",
+            sock.to_str().unwrap(),
+            "--linger",
+            "120",
+            "--interval",
+            "0",
+            "--summary-json",
+            summary_file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = cpumapd.stdout.take().unwrap();
+    let cpumapd = Proc(cpumapd);
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let l = lines.next().expect("cpumapd exited early").unwrap();
+        if let Some(rest) = l.strip_prefix("cpumapd: metrics on http://") {
+            assert_eq!(rest, format!("{metrics}/metrics"));
+            break;
+        }
+    }
 
     // Live: Prometheus sees frames flowing while the generator runs.
     let rate = wait_until("a positive rx rate", Duration::from_secs(30), || {
