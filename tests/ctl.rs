@@ -322,11 +322,8 @@ fn only_the_sockets_owner_can_connect() {
     assert!(child.wait_with_output().unwrap().status.success());
 }
 
-#[test]
-fn a_second_cpumapd_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("ctl.sock");
-    let first = start(&sock, &[]);
+/// Starts a second cpumapd on `sock`; the caller checks why it failed.
+fn start_expecting_failure(sock: &Path) -> Output {
     let out = cpumapd()
         .args([
             "--lcores",
@@ -335,14 +332,25 @@ fn a_second_cpumapd_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
             "net_gen0",
             "--",
             "--control",
-            sock.to_str().unwrap(),
-            "--metrics",
-            "off",
-            "--duration",
-            "1",
         ])
+        .arg(sock)
+        .args(["--metrics", "off", "--duration", "1"])
         .output()
         .unwrap();
+    assert!(
+        !out.status.success(),
+        "cpumapd on {} should fail",
+        sock.display()
+    );
+    out
+}
+
+#[test]
+fn a_second_cpumapd_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let first = start(&sock, &[]);
+    let out = start_expecting_failure(&sock);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("another cpumapd is listening"), "{err}");
@@ -360,22 +368,7 @@ fn a_second_cpumapd_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
 
     // A path that is not a socket is never removed.
     std::fs::write(&sock, "precious").unwrap();
-    let out = cpumapd()
-        .args([
-            "--lcores",
-            "0@0,1@1",
-            "--vdev",
-            "net_gen0",
-            "--",
-            "--control",
-            sock.to_str().unwrap(),
-            "--metrics",
-            "off",
-            "--duration",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let out = start_expecting_failure(&sock);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a socket"));
     assert_eq!(std::fs::read_to_string(&sock).unwrap(), "precious");
