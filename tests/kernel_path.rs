@@ -67,6 +67,13 @@ fn run(cmd: &str, args: &[&str]) -> Output {
     out
 }
 
+/// Which cpumapd port polls the veth end.
+#[derive(Clone, Copy, Debug)]
+enum Port {
+    AfPacket,
+    AfXdp,
+}
+
 /// Two namespaces joined by a veth pair; removed on drop.
 struct Topo {
     s: String,
@@ -139,7 +146,14 @@ impl Topo {
     /// Starts cpumapd inside A on the veth end, delivering into the TAP, and
     /// gives the TAP its address once it exists.
     fn start(&self, app: &[&str]) -> Child {
-        let vdev = format!("net_af_packet0,iface={}", self.va);
+        self.start_on(Port::AfPacket, app)
+    }
+
+    fn start_on(&self, port: Port, app: &[&str]) -> Child {
+        let vdev = match port {
+            Port::AfPacket => format!("net_af_packet0,iface={}", self.va),
+            Port::AfXdp => format!("net_af_xdp0,iface={},start_queue=0,queue_count=1", self.va),
+        };
         let exc = format!("tap:{}", self.tap);
         let sock = self.sock();
         let summary = self.summary_path();
@@ -305,30 +319,46 @@ fn collect(sock: &UdpSocket, quiet: Duration) -> (HashSet<Vec<u8>>, u64) {
     (got, count)
 }
 
-#[test]
-fn udp_datagrams_cross_af_packet_targets_and_tap_whole() {
+/// A UDP socket in S. With AF_XDP the sender's UDP checksum is turned off
+/// (SO_NO_CHECK): a veth sender with checksum offload hands XDP a frame
+/// whose checksum is not computed yet, and XDP has no skb to say so — the
+/// kernel's own cpumap has the same limitation (on real NICs the checksum is
+/// on the wire).
+fn udp_sender(t: &Topo, port: Port) -> UdpSocket {
+    let src = SocketAddrV4::new(t.addr(2), 0);
+    in_netns(&t.s, move || {
+        let s = UdpSocket::bind(src).unwrap();
+        if matches!(port, Port::AfXdp) {
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt with a c_int option value of the size passed.
+            let r = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    (&one as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as u32,
+                )
+            };
+            assert_eq!(r, 0, "SO_NO_CHECK");
+        }
+        s
+    })
+}
+
+fn udp_through(port: Port) {
     let Some(_serial) = privileged() else {
         return;
     };
     let t = Topo::new();
-    let child = t.start(&[]);
+    let child = t.start_on(port, &[]);
     let sink = udp_sink(&t, 9999);
     const N: u32 = 20_000;
     let dst = SocketAddrV4::new(t.addr(1), 9999);
-    let sender = {
-        let src = SocketAddrV4::new(t.addr(2), 0);
-        in_netns(&t.s, move || UdpSocket::bind(src).unwrap())
-    };
     let recv = std::thread::spawn(move || collect(&sink, Duration::from_secs(3)).0);
     // Moderate rate: 500 datagrams, then 10 ms, with distinct payloads and
     // source ports so l4-hash spreads them over both targets.
-    let senders: Vec<UdpSocket> = (0..4)
-        .map(|_| {
-            let src = SocketAddrV4::new(t.addr(2), 0);
-            in_netns(&t.s, move || UdpSocket::bind(src).unwrap())
-        })
-        .collect();
-    drop(sender);
+    let senders: Vec<UdpSocket> = (0..4).map(|_| udp_sender(&t, port)).collect();
     for i in 0..N {
         let s = &senders[(i % 4) as usize];
         s.send_to(format!("dgram-{i:06}").as_bytes(), dst).unwrap();
@@ -346,7 +376,7 @@ fn udp_datagrams_cross_af_packet_targets_and_tap_whole() {
     let counted = n(&s, "enqueue_drops") + n(&s, "target_drops") + n(&s, "imissed");
     assert!(
         missing == 0 || missing == counted,
-        "{missing} datagrams missing, {counted} drops counted: {s}"
+        "{port:?}: {missing} datagrams missing, {counted} drops counted: {s}"
     );
     assert_eq!(got.len() as u32 + missing as u32, N);
     // Both targets took part, and the reverse direction carried ARP.
@@ -360,6 +390,21 @@ fn udp_datagrams_cross_af_packet_targets_and_tap_whole() {
         !t.tap_exists(),
         "the TAP cpumapd created is gone after exit"
     );
+    let link = run("ip", &["-n", &t.a, "link", "show", &t.va]);
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
+        "the XDP program is detached when cpumapd exits"
+    );
+}
+
+#[test]
+fn udp_datagrams_cross_af_packet_targets_and_tap_whole() {
+    udp_through(Port::AfPacket);
+}
+
+#[test]
+fn udp_datagrams_cross_af_xdp_targets_and_tap_whole() {
+    udp_through(Port::AfXdp);
 }
 
 /// One ICMP echo over a ping socket in S; true if the reply came back.
@@ -407,21 +452,30 @@ fn ping(t: &Topo, seq: u16) -> bool {
     })
 }
 
-#[test]
-fn icmp_echo_to_the_tap_side_is_answered_through_the_reverse_path() {
+fn icmp_echo_through(port: Port) {
     let Some(_serial) = privileged() else {
         return;
     };
     let t = Topo::new();
-    let child = t.start(&[]);
+    let child = t.start_on(port, &[]);
     let answered = (1..=5).filter(|&i| ping(&t, i)).count();
     let s = sigterm_and_summary(&t, child);
     assert_identity(&s);
-    assert_eq!(answered, 5, "every echo answered: {s}");
+    assert_eq!(answered, 5, "{port:?}: every echo answered: {s}");
     assert!(
         n(&s, "reverse_tx") >= 5,
         "echo replies left through the reverse path: {s}"
     );
+}
+
+#[test]
+fn icmp_echo_to_the_tap_side_is_answered_through_the_reverse_path() {
+    icmp_echo_through(Port::AfPacket);
+}
+
+#[test]
+fn icmp_echo_over_af_xdp_is_answered_through_the_reverse_path() {
+    icmp_echo_through(Port::AfXdp);
 }
 
 #[test]
@@ -554,6 +608,10 @@ fn kernel_path_errors_name_the_interface_and_the_fix() {
     };
     let e = start("net_af_packet0,iface=nosuch0", "drop");
     assert!(e.contains("nosuch0 does not exist"), "{e}");
+    let e = start("net_af_xdp0,iface=nosuch0", "drop");
+    assert!(e.contains("nosuch0 does not exist"), "{e}");
+    let e = start(&format!("net_af_xdp0,iface={},queue_count=x", t.va), "drop");
+    assert!(e.contains("queue_count=x is not a valid number"), "{e}");
     run("ip", &["-n", &t.a, "link", "set", &t.va, "down"]);
     let e = start(&format!("net_af_packet0,iface={}", t.va), "drop");
     assert!(e.contains("is down") && e.contains("ip link set"), "{e}");

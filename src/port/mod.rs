@@ -12,6 +12,7 @@
 //! The DPDK ethdev backend implements the same trait.
 
 mod af_packet;
+mod af_xdp;
 mod generator;
 pub mod netdev;
 mod null;
@@ -40,7 +41,7 @@ pub enum PortError {
     #[error("bad vdev '{vdev}': {why}")]
     BadVdev { vdev: String, why: String },
     #[error(
-        "vdev '{0}' needs the DPDK backend (cargo feature `dpdk`), which this build does not include; natively available: net_gen, net_pcap, net_null, net_af_packet"
+        "vdev '{0}' needs the DPDK backend (cargo feature `dpdk`), which this build does not include; natively available: net_gen, net_pcap, net_null, net_af_packet, net_af_xdp"
     )]
     NeedsDpdk(String),
     #[error("{port}: {file}: {why}")]
@@ -98,12 +99,12 @@ pub enum Driver {
     Pcap,
     Null,
     AfPacket,
+    AfXdp,
 }
 
 /// Drivers DPDK has that the native build does not.
 const DPDK_ONLY: &[&str] = &[
     "net_tap",
-    "net_af_xdp",
     "net_memif",
     "net_ring",
     "net_vhost",
@@ -130,10 +131,11 @@ impl VdevSpec {
             "net_pcap" => Driver::Pcap,
             "net_null" => Driver::Null,
             "net_af_packet" | "eth_af_packet" => Driver::AfPacket,
+            "net_af_xdp" => Driver::AfXdp,
             d if DPDK_ONLY.contains(&d) => return Err(PortError::NeedsDpdk(s.to_string())),
             _ => {
                 return Err(bad(
-                    "unknown driver: expected net_gen<N>, net_pcap<N>, net_null<N> or net_af_packet<N>",
+                    "unknown driver: expected net_gen<N>, net_pcap<N>, net_null<N>, net_af_packet<N> or net_af_xdp<N>",
                 ));
             }
         };
@@ -166,6 +168,7 @@ impl VdevSpec {
                 "framecnt",
                 "qdisc_bypass",
             ],
+            Driver::AfXdp => &["iface", "start_queue", "queue_count", "force_copy"],
         }
     }
 
@@ -209,6 +212,8 @@ impl VdevSpec {
             Driver::Gen | Driver::Null => 64,
             // DPDK's net_af_packet: qpairs sockets (default 1).
             Driver::AfPacket => self.num("qpairs", 1u16).unwrap_or(1).clamp(1, 64),
+            // DPDK's net_af_xdp: queue_count queues from start_queue.
+            Driver::AfXdp => self.num("queue_count", 1u16).unwrap_or(1).clamp(1, 64),
         }
     }
 
@@ -217,7 +222,7 @@ impl VdevSpec {
         match self.driver {
             Driver::Pcap => self.get("infinite_rx") != Some("1"),
             Driver::Gen => self.get("count").is_some_and(|c| c != "0"),
-            Driver::Null | Driver::AfPacket => false,
+            Driver::Null | Driver::AfPacket | Driver::AfXdp => false,
         }
     }
 }
@@ -242,6 +247,7 @@ pub fn open(
         Driver::Null => null::open(spec, port, nb_queues),
         Driver::Pcap => pcap::open(spec, port),
         Driver::AfPacket => af_packet::open(spec, port, nb_queues),
+        Driver::AfXdp => af_xdp::open(spec, port, nb_queues),
     }
 }
 
@@ -250,14 +256,20 @@ pub fn open(
 /// with no wire to send on.
 pub fn open_tx(spec: &VdevSpec, port: PortId) -> Result<Option<Box<dyn PortQueue>>, PortError> {
     match spec.driver {
-        Driver::AfPacket => af_packet::open_tx(spec, port).map(Some),
+        // An AF_XDP queue belongs to the socket bound to it; a second sender
+        // on the interface uses a packet socket.
+        Driver::AfPacket | Driver::AfXdp => af_packet::open_tx(spec, port).map(Some),
         Driver::Gen | Driver::Null | Driver::Pcap => Ok(None),
     }
 }
 
-/// Validates a vdev's arguments and files without keeping anything open.
+/// Validates a vdev's arguments and files without keeping anything open
+/// (AF_XDP: without attaching its program).
 pub fn check(spec: &VdevSpec, port: PortId) -> Result<(), PortError> {
-    open(spec, port, 1).map(drop)
+    match spec.driver {
+        Driver::AfXdp => af_xdp::check(spec).map(drop),
+        _ => open(spec, port, 1).map(drop),
+    }
 }
 
 /// Transmit of a port with no wire (null, generator): every frame counts as

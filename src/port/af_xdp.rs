@@ -1,0 +1,757 @@
+//! `net_af_xdp`: a Linux interface's queues as a port, through AF_XDP
+//! sockets (DPDK net_af_xdp's kvargs: `iface`, `start_queue`,
+//! `queue_count`, `force_copy`).
+//!
+//! # General idea
+//!
+//! At open, cpumapd loads a six-instruction XDP program that redirects every
+//! frame to the XSKMAP entry of its RX queue (falling back to XDP_PASS when
+//! the queue has no socket: `bpf_redirect_map`'s low flag bits), attaches it
+//! to the interface with a BPF link (native mode, else generic), and binds
+//! one AF_XDP socket per queue, zero-copy where the driver supports it, else
+//! copy mode (veth). The link and the map live as long as any queue: when
+//! cpumapd exits, or crashes, the kernel detaches the program by itself.
+//!
+//! Each queue owns its UMEM (4096 chunks of 2 KiB): the first half is kept
+//! in the fill ring for RX, the second half is a free stack for TX. RX
+//! copies each frame into a pool buffer and gives the chunk straight back to
+//! the fill ring (so RX never runs dry while the pool has buffers); TX copies
+//! into a free chunk, posts it on the TX ring and kicks the kernel with one
+//! `sendto`, and reaps the completion ring into the free stack. The four
+//! rings are single-producer single-consumer between this lcore and the
+//! kernel:
+//!
+//! * X1: Acquire load of a kernel-produced ring's producer (RX, completion),
+//!   pairing with the kernel's smp_store_release of it; X2: Release store of
+//!   our consumer index after the last read of the descriptors.
+//! * X3: Acquire load of a kernel-consumed ring's consumer (fill, TX) before
+//!   overwriting slots; X4: Release store of our producer index after the
+//!   descriptors are written.
+//!
+//! Drops in the kernel (fill ring empty, RX ring full) are read from
+//! XDP_STATISTICS and counted as `imissed`.
+//!
+//! Why raw system calls and not xsk-rs/libxdp: the UAPI is four rings and
+//! three bpf() commands; the libraries would add a C build of libbpf and
+//! libxdp for that.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{Burst, PortError, PortQueue, VdevSpec, netdev};
+use crate::frame::{DEFAULT_DATA_ROOM, Pool, free_burst};
+use crate::ids::PortId;
+use crate::metrics::PortQueueCounters;
+
+/// UMEM chunks per queue, and their size.
+const CHUNKS: u32 = 4096;
+const CHUNK: u32 = 2048;
+/// Descriptors in each of the four rings.
+const NDESC: u32 = 2048;
+/// Polls between XDP_STATISTICS reads.
+const STATS_EVERY: u32 = 1024;
+
+// bpf(2) commands, map/program/attach types, XDP flags (uapi/linux/bpf.h,
+// if_link.h); libc does not carry them.
+const BPF_MAP_CREATE: libc::c_int = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_LINK_CREATE: libc::c_int = 28;
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const XDP_PASS: i32 = 2;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+#[repr(C)]
+struct MapUpdateAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
+}
+
+/// Calls bpf(2) with one attribute struct; returns the fd it made.
+fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<OwnedFd> {
+    // SAFETY: attr is a live, initialised bpf_attr prefix of the size passed;
+    // the kernel zero-extends the rest.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: for the commands that return one, r is a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// The XSKMAP, the redirect program and the link attaching it. Shared by
+/// the queues of a port; the last one dropped detaches the program.
+struct XdpProgram {
+    map: OwnedFd,
+    _prog: OwnedFd,
+    _link: OwnedFd,
+    /// "native" or "generic".
+    mode: &'static str,
+}
+
+impl XdpProgram {
+    fn load(ifindex: u32, queues: u32) -> io::Result<Self> {
+        let mut mc = MapCreateAttr {
+            map_type: BPF_MAP_TYPE_XSKMAP,
+            key_size: 4,
+            value_size: 4,
+            max_entries: queues,
+        };
+        let map = bpf(BPF_MAP_CREATE, &mut mc)?;
+        // r2 = ctx->rx_queue_index; r1 = &xsks_map; r3 = XDP_PASS (on a
+        // miss); return bpf_redirect_map(r1, r2, r3).
+        let prog = [
+            insn(0x61, 2, 1, 16, 0),                              // ldxw r2, [r1 + 16]
+            insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map.as_raw_fd()), // ld_imm64 r1, map
+            insn(0, 0, 0, 0, 0),
+            insn(0xb7, 3, 0, 0, XDP_PASS), // mov r3, XDP_PASS
+            insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP), // call bpf_redirect_map
+            insn(0x95, 0, 0, 0, 0),        // exit
+        ];
+        let license = c"GPL";
+        let mut log = vec![0u8; 4096];
+        let mut pl = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_XDP,
+            insn_cnt: prog.len() as u32,
+            insns: prog.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: 1,
+            log_size: log.len() as u32,
+            log_buf: log.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        pl.prog_name[..9].copy_from_slice(b"cpumapd_x");
+        let prog_fd = bpf(BPF_PROG_LOAD, &mut pl).map_err(|e| {
+            let msg = String::from_utf8_lossy(&log);
+            io::Error::new(
+                e.kind(),
+                format!("{e}: {}", msg.trim_end_matches('\0').trim()),
+            )
+        })?;
+        let mut last = None;
+        for (flags, mode) in [
+            (XDP_FLAGS_DRV_MODE, "native"),
+            (XDP_FLAGS_SKB_MODE, "generic"),
+        ] {
+            let mut lc = LinkCreateAttr {
+                prog_fd: prog_fd.as_raw_fd() as u32,
+                target_ifindex: ifindex,
+                attach_type: BPF_XDP,
+                flags,
+            };
+            match bpf(BPF_LINK_CREATE, &mut lc) {
+                Ok(link) => {
+                    return Ok(Self {
+                        map,
+                        _prog: prog_fd,
+                        _link: link,
+                        mode,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("two attempts"))
+    }
+
+    fn insert(&self, queue: u32, xsk: &OwnedFd) -> io::Result<()> {
+        let key = queue;
+        let value = xsk.as_raw_fd() as u32;
+        let mut mu = MapUpdateAttr {
+            map_fd: self.map.as_raw_fd() as u32,
+            _pad: 0,
+            key: &key as *const u32 as u64,
+            value: &value as *const u32 as u64,
+            flags: 0,
+        };
+        // SAFETY: as in bpf(); MAP_UPDATE_ELEM returns 0, not an fd.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_ELEM,
+                &mut mu as *mut MapUpdateAttr as *mut libc::c_void,
+                size_of::<MapUpdateAttr>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// An mmap'ed region, unmapped on drop.
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize, fd: Option<&OwnedFd>, offset: u64) -> io::Result<Self> {
+        let (flags, raw) = match fd {
+            Some(f) => (libc::MAP_SHARED | libc::MAP_POPULATE, f.as_raw_fd()),
+            None => (
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+            ),
+        };
+        // SAFETY: a fresh mapping; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                raw,
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            base: NonNull::new(p.cast()).expect("mmap returned non-null"),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: base/len are exactly the mapping made in new().
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// One of the four rings: its shared indices and descriptor array.
+struct Ring {
+    _map: Mapping,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    descs: *mut u8,
+    /// Our copy of the index we own (producer or consumer).
+    local: u32,
+}
+
+impl Ring {
+    fn map(
+        fd: &OwnedFd,
+        off: &libc::xdp_ring_offset,
+        desc_size: usize,
+        pgoff: u64,
+    ) -> io::Result<Self> {
+        let len = off.desc as usize + NDESC as usize * desc_size;
+        let m = Mapping::new(len, Some(fd), pgoff)?;
+        let b = m.base.as_ptr();
+        // SAFETY: the kernel's offsets are inside the mapping it sized.
+        let (producer, consumer, descs) = unsafe {
+            (
+                b.add(off.producer as usize) as *const AtomicU32,
+                b.add(off.consumer as usize) as *const AtomicU32,
+                b.add(off.desc as usize),
+            )
+        };
+        Ok(Self {
+            _map: m,
+            producer,
+            consumer,
+            descs,
+            local: 0,
+        })
+    }
+
+    #[inline(always)]
+    fn prod(&self) -> &AtomicU32 {
+        // SAFETY: points into the live mapping; the index is an aligned u32
+        // shared with the kernel and only accessed atomically.
+        unsafe { &*self.producer }
+    }
+
+    #[inline(always)]
+    fn cons(&self) -> &AtomicU32 {
+        // SAFETY: as prod().
+        unsafe { &*self.consumer }
+    }
+
+    /// The address slot `i` of a fill/completion ring.
+    #[inline(always)]
+    fn addr_slot(&self, i: u32) -> *mut u64 {
+        // SAFETY: (i & mask) < NDESC slots of 8 bytes in the mapping.
+        unsafe { (self.descs as *mut u64).add((i & (NDESC - 1)) as usize) }
+    }
+
+    /// The descriptor slot `i` of an RX/TX ring.
+    #[inline(always)]
+    fn desc_slot(&self, i: u32) -> *mut libc::xdp_desc {
+        // SAFETY: (i & mask) < NDESC slots of 16 bytes in the mapping.
+        unsafe { (self.descs as *mut libc::xdp_desc).add((i & (NDESC - 1)) as usize) }
+    }
+}
+
+// SAFETY: a queue's rings and UMEM are used by the one lcore that owns it.
+unsafe impl Send for AfXdpQueue {}
+
+struct AfXdpQueue {
+    xsk: OwnedFd,
+    _prog: Arc<XdpProgram>,
+    umem: Mapping,
+    rx: Ring,
+    tx: Ring,
+    fill: Ring,
+    comp: Ring,
+    /// Free TX chunks (UMEM offsets).
+    tx_free: Vec<u64>,
+    port: u16,
+    queue: u16,
+    polls: u32,
+    seen_missed: u64,
+    counters: Arc<PortQueueCounters>,
+}
+
+fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: v points at a live T of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            opt,
+            (v as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn getsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &mut T) -> io::Result<()> {
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: v/len describe a writable T for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            opt,
+            (v as *mut T).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Validates the arguments and the interface without attaching anything.
+pub(super) fn check(spec: &VdevSpec) -> Result<(String, u32), PortError> {
+    let bad = |why: String| PortError::BadVdev {
+        vdev: spec.name.clone(),
+        why,
+    };
+    let iface = spec
+        .get("iface")
+        .ok_or_else(|| bad("iface=IFNAME is required".into()))?
+        .to_string();
+    netdev::check_name(&iface).map_err(bad)?;
+    let ifindex = netdev::index(&iface).ok_or_else(|| {
+        bad(format!(
+            "interface {iface} does not exist (ip link show; create it or fix iface=)"
+        ))
+    })?;
+    if !netdev::is_up(&iface).map_err(|e| bad(format!("{iface}: {e}")))? {
+        return Err(bad(format!(
+            "interface {iface} is down; bring it up: ip link set {iface} up"
+        )));
+    }
+    let mtu = netdev::mtu(&iface).map_err(|e| bad(format!("{iface}: {e}")))? as usize;
+    let biggest = mtu + 14 + 8;
+    if biggest > (CHUNK as usize).min(DEFAULT_DATA_ROOM as usize) {
+        return Err(bad(format!(
+            "interface {iface} has MTU {mtu}: frames up to {biggest} bytes do not fit {CHUNK}-byte UMEM chunks; lower it (ip link set {iface} mtu 1500)"
+        )));
+    }
+    spec.num::<u32>("start_queue", 0)?;
+    spec.num::<u32>("queue_count", 1)?;
+    Ok((iface, ifindex))
+}
+
+pub(super) fn open(
+    spec: &VdevSpec,
+    port: PortId,
+    nb_queues: u16,
+) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
+    let bad = |why: String| PortError::BadVdev {
+        vdev: spec.name.clone(),
+        why,
+    };
+    let (iface, ifindex) = check(spec)?;
+    let start: u32 = spec.num("start_queue", 0)?;
+    let count: u32 = spec.num("queue_count", nb_queues as u32)?;
+    if count != nb_queues as u32 {
+        return Err(bad(format!(
+            "queue_count={count} but --rx polls {nb_queues} queue(s) of this port"
+        )));
+    }
+    let force_copy = spec.get("force_copy") == Some("1");
+    let perm = |what: &str, e: io::Error| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                "; AF_XDP needs CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF (or root)"
+            }
+            _ => "",
+        };
+        bad(format!("{iface}: {what}: {e}{hint}"))
+    };
+    let prog = Arc::new(
+        XdpProgram::load(ifindex, start + count)
+            .map_err(|e| perm("loading the XDP redirect program", e))?,
+    );
+    let mut out: Vec<Box<dyn PortQueue>> = Vec::new();
+    for i in 0..count {
+        let qid = start + i;
+        // SAFETY: plain socket(2); checked.
+        let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(perm("socket(AF_XDP)", io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor owned from here on.
+        let xsk = unsafe { OwnedFd::from_raw_fd(fd) };
+        let umem = Mapping::new((CHUNKS * CHUNK) as usize, None, 0).map_err(|e| perm("UMEM", e))?;
+        let reg = libc::xdp_umem_reg {
+            addr: umem.base.as_ptr() as u64,
+            len: umem.len as u64,
+            chunk_size: CHUNK,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        setsockopt(&xsk, libc::XDP_UMEM_REG, &reg).map_err(|e| perm("XDP_UMEM_REG", e))?;
+        for opt in [
+            libc::XDP_UMEM_FILL_RING,
+            libc::XDP_UMEM_COMPLETION_RING,
+            libc::XDP_RX_RING,
+            libc::XDP_TX_RING,
+        ] {
+            setsockopt(&xsk, opt, &NDESC).map_err(|e| perm("ring setup", e))?;
+        }
+        // SAFETY: xdp_mmap_offsets is plain data; zero is valid.
+        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+        getsockopt(&xsk, libc::XDP_MMAP_OFFSETS, &mut off)
+            .map_err(|e| perm("XDP_MMAP_OFFSETS", e))?;
+        let dsz = size_of::<libc::xdp_desc>();
+        let map_err = |e| perm("ring mmap", e);
+        let rx = Ring::map(&xsk, &off.rx, dsz, libc::XDP_PGOFF_RX_RING as u64).map_err(map_err)?;
+        let tx = Ring::map(&xsk, &off.tx, dsz, libc::XDP_PGOFF_TX_RING as u64).map_err(map_err)?;
+        let mut fill =
+            Ring::map(&xsk, &off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING).map_err(map_err)?;
+        let comp =
+            Ring::map(&xsk, &off.cr, 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING).map_err(map_err)?;
+        // The first half of the UMEM goes to the fill ring, before bind.
+        let half = CHUNKS / 2;
+        for c in 0..half.min(NDESC) {
+            // SAFETY: slot c of the fill ring, not yet visible to the kernel.
+            unsafe { *fill.addr_slot(c) = (c * CHUNK) as u64 };
+        }
+        fill.local = half.min(NDESC);
+        // X4: Release; the addresses above are written first.
+        fill.prod().store(fill.local, Ordering::Release);
+        let tx_free: Vec<u64> = (half..CHUNKS).map(|c| (c * CHUNK) as u64).collect();
+
+        let mut bound = None;
+        let modes: &[u16] = if force_copy {
+            &[libc::XDP_COPY]
+        } else {
+            &[libc::XDP_ZEROCOPY, libc::XDP_COPY]
+        };
+        for &flags in modes {
+            let sxdp = libc::sockaddr_xdp {
+                sxdp_family: libc::AF_XDP as u16,
+                sxdp_flags: flags,
+                sxdp_ifindex: ifindex,
+                sxdp_queue_id: qid,
+                sxdp_shared_umem_fd: 0,
+            };
+            // SAFETY: sxdp is a valid sockaddr_xdp of the size passed.
+            let r = unsafe {
+                libc::bind(
+                    xsk.as_raw_fd(),
+                    (&sxdp as *const libc::sockaddr_xdp).cast(),
+                    size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                bound = Some(flags);
+                break;
+            }
+            bound = None;
+            if flags == libc::XDP_COPY {
+                return Err(perm(
+                    &format!("bind to queue {qid}"),
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        let zc = bound == Some(libc::XDP_ZEROCOPY);
+        prog.insert(qid, &xsk)
+            .map_err(|e| perm("XSKMAP update", e))?;
+        eprintln!(
+            "cpumapd: {} queue {qid}: AF_XDP {} mode, XDP program {}",
+            spec.name,
+            if zc { "zero-copy" } else { "copy" },
+            prog.mode
+        );
+        out.push(Box::new(AfXdpQueue {
+            xsk,
+            _prog: prog.clone(),
+            umem,
+            rx,
+            tx,
+            fill,
+            comp,
+            tx_free,
+            port: port.0,
+            queue: i as u16,
+            polls: 0,
+            seen_missed: 0,
+            counters: Arc::default(),
+        }));
+    }
+    Ok(out)
+}
+
+impl AfXdpQueue {
+    /// Adds the kernel's drops since the last read to `imissed`
+    /// (XDP_STATISTICS is cumulative).
+    fn read_stats(&mut self) {
+        // SAFETY: plain data; zero is valid.
+        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        if getsockopt(&self.xsk, libc::XDP_STATISTICS, &mut st).is_ok() {
+            let missed = st.rx_dropped + st.rx_ring_full;
+            self.counters
+                .imissed
+                .add(missed.saturating_sub(self.seen_missed));
+            self.seen_missed = missed;
+        }
+    }
+
+    #[inline(always)]
+    fn chunk(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let end = addr as usize + len;
+        if end > self.umem.len || len > CHUNK as usize {
+            return None;
+        }
+        // SAFETY: [addr, end) is inside the UMEM (checked); the kernel wrote
+        // it before publishing the descriptor (X1) and does not touch it
+        // until the chunk is back in the fill ring.
+        Some(unsafe { std::slice::from_raw_parts(self.umem.base.as_ptr().add(addr as usize), len) })
+    }
+
+    /// Takes back TX chunks the kernel has sent.
+    fn reap(&mut self) {
+        // X1: Acquire; pairs with the kernel's release of the producer.
+        let prod = self.comp.prod().load(Ordering::Acquire);
+        while self.comp.local != prod {
+            // SAFETY: slot published by the kernel (X1).
+            let addr = unsafe { *self.comp.addr_slot(self.comp.local) };
+            self.tx_free.push(addr);
+            self.comp.local = self.comp.local.wrapping_add(1);
+        }
+        // X2: Release; the slots were read above.
+        self.comp.cons().store(self.comp.local, Ordering::Release);
+    }
+}
+
+impl PortQueue for AfXdpQueue {
+    /// Context: the owning lcore. Copies frames out of the UMEM and returns
+    /// each chunk to the fill ring; no allocation, no syscall (statistics
+    /// every STATS_EVERY polls aside).
+    fn rx_burst(&mut self, pool: &mut Pool, out: &mut Burst) -> usize {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls.is_multiple_of(STATS_EVERY) {
+            self.read_stats();
+        }
+        // X1: Acquire; pairs with the kernel's release of the RX producer.
+        let prod = self.rx.prod().load(Ordering::Acquire);
+        let avail = prod.wrapping_sub(self.rx.local);
+        let n = (avail as usize).min(out.remaining_capacity());
+        if n == 0 {
+            return 0;
+        }
+        // X3: Acquire; the fill slots we are about to write were consumed.
+        let fill_cons = self.fill.cons().load(Ordering::Acquire);
+        let fill_room = NDESC - self.fill.local.wrapping_sub(fill_cons);
+        let n = n.min(fill_room as usize);
+        let (mut got, mut bytes, mut errors, mut nombuf) = (0usize, 0u64, 0u64, 0u64);
+        for _ in 0..n {
+            // SAFETY: descriptor published by the kernel (X1).
+            let d = unsafe { *self.rx.desc_slot(self.rx.local) };
+            self.rx.local = self.rx.local.wrapping_add(1);
+            match (self.chunk(d.addr, d.len as usize), pool.alloc()) {
+                (Some(data), Some(mut f)) => {
+                    if f.copy_from(data).is_ok() {
+                        f.set_rx_meta(self.port, self.queue, 0);
+                        bytes += d.len as u64;
+                        out.push(f);
+                        got += 1;
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (None, _) => errors += 1,
+                (_, None) => nombuf += 1,
+            }
+            // The chunk goes straight back to the fill ring. In aligned
+            // mode the kernel may hand out an address inside the chunk.
+            let chunk = d.addr - d.addr % CHUNK as u64;
+            // SAFETY: a fill slot the kernel has consumed (X3).
+            unsafe { *self.fill.addr_slot(self.fill.local) = chunk };
+            self.fill.local = self.fill.local.wrapping_add(1);
+        }
+        // X2: Release; the RX descriptors were read above.
+        self.rx.cons().store(self.rx.local, Ordering::Release);
+        // X4: Release; the fill addresses were written above.
+        self.fill.prod().store(self.fill.local, Ordering::Release);
+        let c = &self.counters;
+        c.ipackets.add(got as u64);
+        c.ibytes.add(bytes);
+        c.ierrors.add(errors);
+        c.rx_nombuf.add(nombuf);
+        got
+    }
+
+    /// Context: the owning lcore. One sendto(2) kick per burst.
+    fn tx_burst(&mut self, frames: &mut Burst) -> usize {
+        self.reap();
+        // X3: Acquire; the TX slots we are about to write were consumed.
+        let cons = self.tx.cons().load(Ordering::Acquire);
+        let room = (NDESC - self.tx.local.wrapping_sub(cons)) as usize;
+        let n = frames.len().min(room).min(self.tx_free.len());
+        let mut bytes = 0u64;
+        for f in frames[..n].iter() {
+            let addr = self.tx_free.pop().expect("n <= tx_free.len()");
+            let len = f.len().min(CHUNK as usize);
+            // SAFETY: addr is a free chunk of ours inside the UMEM; len <= CHUNK.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    f.data().as_ptr(),
+                    self.umem.base.as_ptr().add(addr as usize),
+                    len,
+                );
+                *self.tx.desc_slot(self.tx.local) = libc::xdp_desc {
+                    addr,
+                    len: len as u32,
+                    options: 0,
+                };
+            }
+            self.tx.local = self.tx.local.wrapping_add(1);
+            bytes += len as u64;
+        }
+        if n > 0 {
+            // X4: Release; descriptors and chunk contents were written above.
+            self.tx.prod().store(self.tx.local, Ordering::Release);
+            // SAFETY: a kick with no data; errors (EAGAIN/EBUSY) only delay.
+            unsafe {
+                libc::sendto(
+                    self.xsk.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                );
+            }
+        }
+        let mut done: Burst = frames.drain(..n).collect();
+        free_burst(&mut done);
+        self.counters.opackets.add(n as u64);
+        self.counters.obytes.add(bytes);
+        self.counters.oerrors.add(frames.len() as u64);
+        n
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.read_stats();
+        Ok(())
+    }
+
+    fn counters(&self) -> &Arc<PortQueueCounters> {
+        &self.counters
+    }
+}
