@@ -43,7 +43,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Burst, PortError, PortQueue, VdevSpec, netdev};
+use super::{Burst, PortError, PortQueue, VdevSpec, bpf, netdev};
 use crate::frame::{DEFAULT_DATA_ROOM, Pool, free_burst};
 use crate::ids::PortId;
 use crate::metrics::PortQueueCounters;
@@ -55,103 +55,6 @@ const CHUNK: u32 = 2048;
 const NDESC: u32 = 2048;
 /// Polls between XDP_STATISTICS reads.
 const STATS_EVERY: u32 = 1024;
-
-// bpf(2) commands, map/program/attach types, XDP flags (uapi/linux/bpf.h,
-// if_link.h); libc does not carry them.
-const BPF_MAP_CREATE: libc::c_int = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
-const BPF_PROG_LOAD: libc::c_int = 5;
-const BPF_LINK_CREATE: libc::c_int = 28;
-const BPF_MAP_TYPE_XSKMAP: u32 = 17;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_XDP: u32 = 37;
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-const BPF_FUNC_REDIRECT_MAP: i32 = 51;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-const XDP_PASS: i32 = 2;
-
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-}
-
-#[repr(C)]
-struct MapUpdateAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-}
-
-/// One eBPF instruction (`struct bpf_insn`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
-    }
-}
-
-/// Calls bpf(2) with one attribute struct; returns the fd it made.
-fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<OwnedFd> {
-    // SAFETY: attr is a live, initialised bpf_attr prefix of the size passed;
-    // the kernel zero-extends the rest.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            size_of::<T>() as u32,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: for the commands that return one, r is a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
 
 /// The XSKMAP, the redirect program and the link attaching it. Shared by
 /// the queues of a port; the last one dropped detaches the program.
@@ -165,92 +68,31 @@ struct XdpProgram {
 
 impl XdpProgram {
     fn load(ifindex: u32, queues: u32) -> io::Result<Self> {
-        let mut mc = MapCreateAttr {
-            map_type: BPF_MAP_TYPE_XSKMAP,
-            key_size: 4,
-            value_size: 4,
-            max_entries: queues,
-        };
-        let map = bpf(BPF_MAP_CREATE, &mut mc)?;
+        let map = bpf::map_create(bpf::MAP_TYPE_XSKMAP, 4, 4, queues)?;
         // r2 = ctx->rx_queue_index; r1 = &xsks_map; r3 = XDP_PASS (on a
         // miss); return bpf_redirect_map(r1, r2, r3).
+        let [ld_map, ld_map_hi] = bpf::ld_map_fd(1, &map);
         let prog = [
-            insn(0x61, 2, 1, 16, 0),                              // ldxw r2, [r1 + 16]
-            insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map.as_raw_fd()), // ld_imm64 r1, map
-            insn(0, 0, 0, 0, 0),
-            insn(0xb7, 3, 0, 0, XDP_PASS), // mov r3, XDP_PASS
-            insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP), // call bpf_redirect_map
-            insn(0x95, 0, 0, 0, 0),        // exit
+            bpf::insn(0x61, 2, 1, 16, 0), // ldxw r2, [r1 + 16]
+            ld_map,
+            ld_map_hi,
+            bpf::insn(0xb7, 3, 0, 0, bpf::XDP_PASS), // mov r3, XDP_PASS
+            bpf::insn(0x85, 0, 0, 0, bpf::FUNC_REDIRECT_MAP),
+            bpf::insn(0x95, 0, 0, 0, 0), // exit
         ];
-        let license = c"GPL";
-        let mut log = vec![0u8; 4096];
-        let mut pl = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: prog.len() as u32,
-            insns: prog.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: 1,
-            log_size: log.len() as u32,
-            log_buf: log.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        pl.prog_name[..9].copy_from_slice(b"cpumapd_x");
-        let prog_fd = bpf(BPF_PROG_LOAD, &mut pl).map_err(|e| {
-            let msg = String::from_utf8_lossy(&log);
-            io::Error::new(
-                e.kind(),
-                format!("{e}: {}", msg.trim_end_matches('\0').trim()),
-            )
-        })?;
-        let mut last = None;
-        for (flags, mode) in [
-            (XDP_FLAGS_DRV_MODE, "native"),
-            (XDP_FLAGS_SKB_MODE, "generic"),
-        ] {
-            let mut lc = LinkCreateAttr {
-                prog_fd: prog_fd.as_raw_fd() as u32,
-                target_ifindex: ifindex,
-                attach_type: BPF_XDP,
-                flags,
-            };
-            match bpf(BPF_LINK_CREATE, &mut lc) {
-                Ok(link) => {
-                    return Ok(Self {
-                        map,
-                        _prog: prog_fd,
-                        _link: link,
-                        mode,
-                    });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("two attempts"))
+        let prog = bpf::prog_load(bpf::PROG_TYPE_XDP, 0, &prog, "cpumapd_xsk")?;
+        let (link, mode) = bpf::link_xdp(&prog, ifindex)?;
+        Ok(Self {
+            map,
+            _prog: prog,
+            _link: link,
+            mode,
+        })
     }
 
     fn insert(&self, queue: u32, xsk: &OwnedFd) -> io::Result<()> {
-        let key = queue;
         let value = xsk.as_raw_fd() as u32;
-        let mut mu = MapUpdateAttr {
-            map_fd: self.map.as_raw_fd() as u32,
-            _pad: 0,
-            key: &key as *const u32 as u64,
-            value: &value as *const u32 as u64,
-            flags: 0,
-        };
-        // SAFETY: as in bpf(); MAP_UPDATE_ELEM returns 0, not an fd.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_ELEM,
-                &mut mu as *mut MapUpdateAttr as *mut libc::c_void,
-                size_of::<MapUpdateAttr>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        bpf::map_update(&self.map, &queue.to_ne_bytes(), &value.to_ne_bytes())
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod af_packet;
 mod af_xdp;
+pub mod bpf;
 mod generator;
 pub mod netdev;
 mod null;

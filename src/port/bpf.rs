@@ -1,0 +1,211 @@
+//! The few bpf(2) commands cpumapd needs, as raw system calls: create a map,
+//! update and look up an element, load a program, attach an XDP program to
+//! an interface with a BPF link. Used by the AF_XDP port (its redirect
+//! program) and by the kernel-cpumap benchmark peer.
+//!
+//! Context: control thread at open time; nothing here runs per packet.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const BPF_MAP_CREATE: libc::c_int = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_LINK_CREATE: libc::c_int = 28;
+const BPF_XDP: u32 = 37;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+
+pub const MAP_TYPE_ARRAY: u32 = 2;
+pub const MAP_TYPE_CPUMAP: u32 = 16;
+pub const MAP_TYPE_XSKMAP: u32 = 17;
+pub const PROG_TYPE_XDP: u32 = 6;
+/// Expected attach type of a cpumap entry's program.
+pub const ATTACH_XDP_CPUMAP: u32 = 41;
+pub const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+pub const FUNC_REDIRECT_MAP: i32 = 51;
+pub const XDP_DROP: i32 = 1;
+pub const XDP_PASS: i32 = 2;
+
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+#[repr(C)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// An instruction: opcode, dst and src registers, offset, immediate.
+pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
+}
+
+/// `ld_imm64 dst, map` (two instruction slots).
+pub fn ld_map_fd(dst: u8, map: &OwnedFd) -> [Insn; 2] {
+    [
+        insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map.as_raw_fd()),
+        insn(0, 0, 0, 0, 0),
+    ]
+}
+
+/// bpf(2) with one attribute struct; the kernel zero-extends the rest.
+fn sys<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<i64> {
+    // SAFETY: attr is a live, initialised bpf_attr prefix of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+fn fd(r: i64) -> OwnedFd {
+    // SAFETY: the commands that call this return a new fd we own.
+    unsafe { OwnedFd::from_raw_fd(r as i32) }
+}
+
+pub fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> io::Result<OwnedFd> {
+    let mut a = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+    };
+    sys(BPF_MAP_CREATE, &mut a).map(fd)
+}
+
+fn elem(cmd: libc::c_int, map: &OwnedFd, key: &[u8], value: *const u8) -> io::Result<()> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value as u64,
+        flags: 0,
+    };
+    sys(cmd, &mut a).map(drop)
+}
+
+/// The caller passes key and value of the map's sizes.
+pub fn map_update(map: &OwnedFd, key: &[u8], value: &[u8]) -> io::Result<()> {
+    elem(BPF_MAP_UPDATE_ELEM, map, key, value.as_ptr())
+}
+
+/// The caller passes key and value of the map's sizes.
+pub fn map_lookup(map: &OwnedFd, key: &[u8], value: &mut [u8]) -> io::Result<()> {
+    elem(BPF_MAP_LOOKUP_ELEM, map, key, value.as_mut_ptr())
+}
+
+/// Loads a GPL program; a refusal carries the kernel verifier's log.
+pub fn prog_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[Insn],
+    name: &str,
+) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut log = vec![0u8; 16 * 1024];
+    let mut a = ProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        expected_attach_type,
+        ..Default::default()
+    };
+    for (d, s) in a.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    sys(BPF_PROG_LOAD, &mut a).map(fd).map_err(|e| {
+        let msg = String::from_utf8_lossy(&log);
+        io::Error::new(
+            e.kind(),
+            format!("{e}: {}", msg.trim_end_matches('\0').trim()),
+        )
+    })
+}
+
+/// Attaches an XDP program to `ifindex` with a BPF link: native mode, else
+/// generic. Closing the link's fd (also at exit or crash) detaches it.
+pub fn link_xdp(prog: &OwnedFd, ifindex: u32) -> io::Result<(OwnedFd, &'static str)> {
+    let mut last = None;
+    for (flags, mode) in [(XDP_FLAGS_DRV_MODE, "native"), (XDP_FLAGS_SKB_MODE, "generic")] {
+        let mut a = LinkCreateAttr {
+            prog_fd: prog.as_raw_fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: BPF_XDP,
+            flags,
+        };
+        match sys(BPF_LINK_CREATE, &mut a) {
+            Ok(r) => return Ok((fd(r), mode)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("two attempts"))
+}
