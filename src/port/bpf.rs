@@ -195,7 +195,10 @@ pub fn prog_load(
 /// generic. Closing the link's fd (also at exit or crash) detaches it.
 pub fn link_xdp(prog: &OwnedFd, ifindex: u32) -> io::Result<(OwnedFd, &'static str)> {
     let mut last = None;
-    for (flags, mode) in [(XDP_FLAGS_DRV_MODE, "native"), (XDP_FLAGS_SKB_MODE, "generic")] {
+    for (flags, mode) in [
+        (XDP_FLAGS_DRV_MODE, "native"),
+        (XDP_FLAGS_SKB_MODE, "generic"),
+    ] {
         let mut a = LinkCreateAttr {
             prog_fd: prog.as_raw_fd() as u32,
             target_ifindex: ifindex,
