@@ -319,17 +319,20 @@ fn collect(sock: &UdpSocket, quiet: Duration) -> (HashSet<Vec<u8>>, u64) {
     (got, count)
 }
 
-/// A UDP socket in S, with its UDP checksum turned off (SO_NO_CHECK): a
-/// veth sender with checksum offload hands the receiving side a frame whose
-/// L4 checksum is not computed yet (CHECKSUM_PARTIAL). AF_PACKET flags such
-/// frames (TP_STATUS_CSUMNOTREADY), XDP cannot see it, and cpumapd forwards
-/// them as they are, so the stack behind the TAP would count them as
-/// InCsumErrors. The kernel's own cpumap has the same limitation; frames
-/// from a real wire carry their checksum.
-fn udp_sender(t: &Topo) -> UdpSocket {
+/// A UDP socket in S. A veth sender with checksum offload hands the
+/// receiving side frames whose L4 checksum is not computed yet. AF_PACKET
+/// flags them (TP_STATUS_CSUMNOTREADY) and cpumapd completes the checksum,
+/// so that path is tested with offload on; XDP cannot see the flag (the
+/// kernel's own cpumap has the same limitation), so for AF_XDP the sender
+/// turns UDP checksums off (SO_NO_CHECK). Frames from a real wire carry
+/// their checksum.
+fn udp_sender(t: &Topo, port: Port) -> UdpSocket {
     let src = SocketAddrV4::new(t.addr(2), 0);
     in_netns(&t.s, move || {
         let s = UdpSocket::bind(src).unwrap();
+        if matches!(port, Port::AfPacket) {
+            return s;
+        }
         let one: libc::c_int = 1;
         // SAFETY: setsockopt with a c_int option value of the size passed.
         let r = unsafe {
@@ -358,7 +361,7 @@ fn udp_through(port: Port) {
     let recv = std::thread::spawn(move || collect(&sink, Duration::from_secs(3)).0);
     // Moderate rate: 500 datagrams, then 10 ms, with distinct payloads and
     // source ports so l4-hash spreads them over both targets.
-    let senders: Vec<UdpSocket> = (0..4).map(|_| udp_sender(&t)).collect();
+    let senders: Vec<UdpSocket> = (0..4).map(|_| udp_sender(&t, port)).collect();
     // Resolve ARP first: datagrams sent while the neighbour is unresolved
     // wait in S's neighbour queue, which drops beyond ~100 (counted by S's
     // neighbour table, not by any interface or by cpumapd).

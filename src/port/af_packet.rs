@@ -14,6 +14,10 @@
 //! ignored on the RX side (PACKET_IGNORE_OUTGOING), so our own transmits do
 //! not come back in.
 //!
+//! Frames a local sender left to checksum offload (a veth peer; the ring
+//! marks them TP_STATUS_CSUMNOTREADY) get their TCP/UDP checksum completed
+//! in software, so the stack behind the TAP accepts them.
+//!
 //! TX is `sendmmsg(2)` of up to a burst, from the frames' buffers, with
 //! PACKET_QDISC_BYPASS (unless `qdisc_bypass=0`). Frames the kernel drops
 //! because the ring was full are read from PACKET_STATISTICS (`tp_drops`)
@@ -43,6 +47,7 @@ const BLK_NUM_PKTS: usize = 12;
 const BLK_FIRST: usize = 16;
 const PKT_NEXT: usize = 0;
 const PKT_SNAPLEN: usize = 12;
+const PKT_STATUS: usize = 20;
 const PKT_MAC: usize = 24;
 const PKT_RXHASH: usize = 28;
 /// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: the sockaddr_ll follows.
@@ -393,6 +398,7 @@ impl PortQueue for AfPacketQueue {
             // (offset_to_first_pkt / tp_next_offset) and stays in the block.
             let p = unsafe { blk.add(ring.pkt_off) };
             let snap = RxRing::read_u32(p, PKT_SNAPLEN) as usize;
+            let status = RxRing::read_u32(p, PKT_STATUS);
             let mac = RxRing::read_u16(p, PKT_MAC) as usize;
             let hash = RxRing::read_u32(p, PKT_RXHASH);
             // SAFETY: the sockaddr_ll follows the header inside the block.
@@ -412,6 +418,10 @@ impl PortQueue for AfPacketQueue {
             if f.copy_from(data).is_err() {
                 errors += 1;
                 continue;
+            }
+            if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                // A local sender left the L4 checksum to offload.
+                crate::wire::complete_l4_checksum(f.data_mut());
             }
             f.set_rx_meta(self.port, self.queue, hash);
             bytes += snap as u64;

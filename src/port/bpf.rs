@@ -25,7 +25,7 @@ pub const MAP_TYPE_CPUMAP: u32 = 16;
 pub const MAP_TYPE_XSKMAP: u32 = 17;
 pub const PROG_TYPE_XDP: u32 = 6;
 /// Expected attach type of a cpumap entry's program.
-pub const ATTACH_XDP_CPUMAP: u32 = 41;
+pub const ATTACH_XDP_CPUMAP: u32 = 35;
 pub const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 pub const FUNC_REDIRECT_MAP: i32 = 51;
 pub const XDP_DROP: i32 = 1;

@@ -8,6 +8,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+mod csum;
+pub use csum::complete_l4_checksum;
+
 pub const ETH_HDR_LEN: usize = 14;
 pub const VLAN_HDR_LEN: usize = 4;
 pub const ETH_P_802_3_MIN: u16 = 0x0600;
