@@ -310,10 +310,14 @@ mod tests {
     fn bad_vdevs_name_the_problem() {
         let e = VdevSpec::parse("net_tap0,iface=x").unwrap_err().to_string();
         assert!(e.contains("needs the DPDK backend"), "{e}");
-        let e = VdevSpec::parse("net_af_xdp0,iface=x")
+        let e = VdevSpec::parse("net_memif0,role=server")
             .unwrap_err()
             .to_string();
         assert!(e.contains("needs the DPDK backend"), "{e}");
+        let e = VdevSpec::parse("net_af_xdp0,iface=x,zero_copy=1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown argument 'zero_copy'"), "{e}");
         let e = VdevSpec::parse("net_bogus0").unwrap_err().to_string();
         assert!(e.contains("unknown driver"), "{e}");
         let e = VdevSpec::parse("net_gen0,flows").unwrap_err().to_string();
