@@ -26,13 +26,13 @@ TG
 txp() { ip netns exec "$s" cat "/sys/class/net/$vs/statistics/tx_packets"; }
 run() { # $1 = name, rest = command run in namespace A for $secs seconds
   local name=$1; shift
-  ip netns exec "$s" taskset -c 0 trafgen --dev "$vs" --conf "$conf" -q --cpus 1 >/dev/null 2>&1 &
+  ip netns exec "$s" timeout -s INT $((${secs%.*} + 2)) taskset -c 0 trafgen --dev "$vs" --conf "$conf" -q --cpus 1 >/dev/null 2>&1 &
   local tg=$!
   sleep 0.5
   local t0; t0=$(txp)
   ip netns exec "$a" "$@" > "$out"
   local t1; t1=$(txp)
-  kill "$tg" 2>/dev/null; wait "$tg" 2>/dev/null || true
+  wait "$tg" 2>/dev/null || true
   python3 - "$name" "$out" "$t0" "$t1" "$secs" <<'PY'
 import json, sys
 name, path, t0, t1, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])

@@ -74,6 +74,19 @@ enum Port {
     AfXdp,
 }
 
+/// A running cpumapd, killed if a test ends (e.g. panics) before
+/// `sigterm_and_summary`: a leaked one would keep its namespace and spin.
+struct Daemon(Option<Child>);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Two namespaces joined by a veth pair; removed on drop.
 struct Topo {
     s: String,
@@ -145,11 +158,11 @@ impl Topo {
 
     /// Starts cpumapd inside A on the veth end, delivering into the TAP, and
     /// gives the TAP its address once it exists.
-    fn start(&self, app: &[&str]) -> Child {
+    fn start(&self, app: &[&str]) -> Daemon {
         self.start_on(Port::AfPacket, app)
     }
 
-    fn start_on(&self, port: Port, app: &[&str]) -> Child {
+    fn start_on(&self, port: Port, app: &[&str]) -> Daemon {
         let vdev = match port {
             Port::AfPacket => format!("net_af_packet0,iface={}", self.va),
             Port::AfXdp => format!("net_af_xdp0,iface={},start_queue=0,queue_count=1", self.va),
@@ -181,12 +194,14 @@ impl Topo {
             summary.to_str().unwrap(),
         ];
         args.extend_from_slice(app);
-        let child = Command::new("ip")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = Daemon(Some(
+            Command::new("ip")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
         let t0 = Instant::now();
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             assert!(
@@ -247,7 +262,8 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     .unwrap()
 }
 
-fn sigterm_and_summary(t: &Topo, child: Child) -> Value {
+fn sigterm_and_summary(t: &Topo, mut daemon: Daemon) -> Value {
+    let child = daemon.0.take().expect("running");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
