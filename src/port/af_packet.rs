@@ -196,29 +196,7 @@ pub(super) fn open(
         vdev: spec.name.clone(),
         why,
     };
-    let iface = spec
-        .get("iface")
-        .ok_or_else(|| bad("iface=IFNAME is required".into()))?
-        .to_string();
-    netdev::check_name(&iface).map_err(bad)?;
-    let ifindex = netdev::index(&iface).ok_or_else(|| {
-        bad(format!(
-            "interface {iface} does not exist (ip link show; create it or fix iface=)"
-        ))
-    })?;
-    if !netdev::is_up(&iface).map_err(|e| bad(format!("{iface}: {e}")))? {
-        return Err(bad(format!(
-            "interface {iface} is down; bring it up: ip link set {iface} up"
-        )));
-    }
-    let mtu = netdev::mtu(&iface).map_err(|e| bad(format!("{iface}: {e}")))? as usize;
-    // Ethernet header + two VLAN tags on top of the MTU.
-    let biggest = mtu + 14 + 8;
-    if biggest > DEFAULT_DATA_ROOM as usize {
-        return Err(bad(format!(
-            "interface {iface} has MTU {mtu}: frames up to {biggest} bytes do not fit cpumapd's {DEFAULT_DATA_ROOM}-byte buffers; lower it (ip link set {iface} mtu 1500)"
-        )));
-    }
+    let (_, ifindex) = netdev::port_iface(spec, DEFAULT_DATA_ROOM as usize)?;
     let block_size: usize = spec.num("blocksz", 1 << 20)?;
     let frame_size: usize = spec.num("framesz", 2048)?;
     let frame_count: usize = spec.num("framecnt", 4096)?;

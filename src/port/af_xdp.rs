@@ -263,32 +263,8 @@ fn getsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &mut T) -> io::Result<()> {
 
 /// Validates the arguments and the interface without attaching anything.
 pub(super) fn check(spec: &VdevSpec) -> Result<(String, u32), PortError> {
-    let bad = |why: String| PortError::BadVdev {
-        vdev: spec.name.clone(),
-        why,
-    };
-    let iface = spec
-        .get("iface")
-        .ok_or_else(|| bad("iface=IFNAME is required".into()))?
-        .to_string();
-    netdev::check_name(&iface).map_err(bad)?;
-    let ifindex = netdev::index(&iface).ok_or_else(|| {
-        bad(format!(
-            "interface {iface} does not exist (ip link show; create it or fix iface=)"
-        ))
-    })?;
-    if !netdev::is_up(&iface).map_err(|e| bad(format!("{iface}: {e}")))? {
-        return Err(bad(format!(
-            "interface {iface} is down; bring it up: ip link set {iface} up"
-        )));
-    }
-    let mtu = netdev::mtu(&iface).map_err(|e| bad(format!("{iface}: {e}")))? as usize;
-    let biggest = mtu + 14 + 8;
-    if biggest > (CHUNK as usize).min(DEFAULT_DATA_ROOM as usize) {
-        return Err(bad(format!(
-            "interface {iface} has MTU {mtu}: frames up to {biggest} bytes do not fit {CHUNK}-byte UMEM chunks; lower it (ip link set {iface} mtu 1500)"
-        )));
-    }
+    let (iface, ifindex) =
+        netdev::port_iface(spec, (CHUNK as usize).min(DEFAULT_DATA_ROOM as usize))?;
     spec.num::<u32>("start_queue", 0)?;
     spec.num::<u32>("queue_count", 1)?;
     Ok((iface, ifindex))

@@ -9,6 +9,42 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// The `iface=` of a port's vdev, checked: it exists, is up, and its MTU
+/// fits `max_frame` bytes with an Ethernet header and two VLAN tags.
+/// Returns the name and index. Errors name the interface and the fix.
+pub(crate) fn port_iface(
+    spec: &super::VdevSpec,
+    max_frame: usize,
+) -> Result<(String, u32), super::PortError> {
+    let bad = |why: String| super::PortError::BadVdev {
+        vdev: spec.name.clone(),
+        why,
+    };
+    let iface = spec
+        .get("iface")
+        .ok_or_else(|| bad("iface=IFNAME is required".into()))?
+        .to_string();
+    check_name(&iface).map_err(bad)?;
+    let ifindex = index(&iface).ok_or_else(|| {
+        bad(format!(
+            "interface {iface} does not exist (ip link show; create it or fix iface=)"
+        ))
+    })?;
+    if !is_up(&iface).map_err(|e| bad(format!("{iface}: {e}")))? {
+        return Err(bad(format!(
+            "interface {iface} is down; bring it up: ip link set {iface} up"
+        )));
+    }
+    let mtu = mtu(&iface).map_err(|e| bad(format!("{iface}: {e}")))? as usize;
+    let biggest = mtu + 14 + 8;
+    if biggest > max_frame {
+        return Err(bad(format!(
+            "interface {iface} has MTU {mtu}: frames up to {biggest} bytes do not fit cpumapd's {max_frame}-byte buffers; lower it (ip link set {iface} mtu 1500)"
+        )));
+    }
+    Ok((iface, ifindex))
+}
+
 /// Interface name limit, NUL included (IFNAMSIZ).
 const IFNAMSIZ: usize = libc::IFNAMSIZ;
 
