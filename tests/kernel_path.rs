@@ -167,6 +167,11 @@ impl Topo {
             Port::AfPacket => format!("net_af_packet0,iface={}", self.va),
             Port::AfXdp => format!("net_af_xdp0,iface={},start_queue=0,queue_count=1", self.va),
         };
+        self.start_with("0@0,1@1,2@1", &vdev, app)
+    }
+
+    /// Any lcore layout and port; the app args are appended.
+    fn start_with(&self, lcores: &str, vdev: &str, app: &[&str]) -> Daemon {
         let exc = format!("tap:{}", self.tap);
         let sock = self.sock();
         let summary = self.summary_path();
@@ -176,9 +181,9 @@ impl Topo {
             &self.a,
             env!("CARGO_BIN_EXE_cpumapd"),
             "--lcores",
-            "0@0,1@1,2@1",
+            lcores,
             "--vdev",
-            &vdev,
+            vdev,
             "--",
             "--mode",
             "l4-hash",
@@ -609,6 +614,63 @@ fn trafgen_at_full_rate_leaves_no_frame_unaccounted() {
         n(&s, "enqueue_drops"),
         n(&s, "delivered")
     );
+}
+
+#[test]
+fn af_packet_fanout_spreads_flows_over_two_rx_lcores() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    if !have("trafgen") {
+        skip("needs trafgen (apt-get install netsniff-ng)");
+        return;
+    }
+    let t = Topo::new();
+    let vdev = format!("net_af_packet0,iface={},qpairs=2", t.va);
+    let child = t.start_with(
+        "0@0,1@1,2@0,3@1",
+        &vdev,
+        &["--rx", "(0,0,0),(0,1,1)", "--cpu", "2,3"],
+    );
+    // Random source ports: many flows for PACKET_FANOUT_HASH to spread.
+    let [a, b, c, d] = t.addr(2).octets();
+    let [e, f, g, h] = t.addr(1).octets();
+    let cfg = t.dir.path().join("flows.trafgen");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{{ eth(da=02:00:00:00:00:01, sa=02:00:00:00:00:02, type=0x0800),
+               ipv4(saddr={a}.{b}.{c}.{d}, daddr={e}.{f}.{g}.{h}, ttl=64, proto=17),
+               udp(sp=drnd(), dp=9), fill(0x42, 18) }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.s, "trafgen", "--dev", &t.vs, "--conf"])
+        .arg(&cfg)
+        .args(["-n", "20000", "-q", "--cpus", "1", "--gap", "20us"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "trafgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let s = sigterm_and_summary(&t, child);
+    assert_identity(&s);
+    let per_lcore: Vec<u64> = s["rx_lcores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| n(r, "rx"))
+        .collect();
+    assert_eq!(per_lcore.len(), 2);
+    assert!(
+        per_lcore.iter().all(|&r| r > 2_000),
+        "both RX lcores get a share of the flows: {per_lcore:?}"
+    );
+    assert!(n(&s, "rx") + n(&s, "imissed") >= 20_000, "{s}");
 }
 
 #[test]
