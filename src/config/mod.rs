@@ -181,7 +181,23 @@ pub struct FileApp {
 }
 
 impl FileConfig {
+    /// Reads a regular file of at most 1 MiB (a device, FIFO or directory
+    /// given as a config file is refused, not read forever).
     pub fn load(path: &str) -> Result<Self, ConfigError> {
+        let err = |why: String| ConfigError::File {
+            path: path.into(),
+            why,
+        };
+        let md = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        if !md.is_file() {
+            return Err(err("not a regular file".into()));
+        }
+        if md.len() > 1 << 20 {
+            return Err(err(format!(
+                "{} bytes is too large for a config file",
+                md.len()
+            )));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.into(),
             why: e.to_string(),
@@ -698,6 +714,14 @@ mod tests {
     fn plan(args: &str) -> Result<Plan, ConfigError> {
         let v: Vec<String> = args.split_whitespace().map(String::from).collect();
         Plan::from_args(&v)
+    }
+
+    #[test]
+    fn config_files_must_be_small_regular_files() {
+        let e = plan("--lcores 0@0,1@0 --vdev net_gen0 -- --config /dev/zero").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = plan("--lcores 0@0,1@0 --vdev net_gen0 -- --config /").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -34,12 +34,21 @@ impl PcapTrace {
     /// accepted; a capture length over 256 KiB or a record cut off by the
     /// end of the file is an error naming the record.
     pub fn load(path: &str) -> Result<Self, String> {
+        // Checked before opening: opening a FIFO would block.
+        if !std::fs::metadata(path).map_err(|e| e.to_string())?.is_file() {
+            return Err("not a regular file".into());
+        }
         let file = File::open(path).map_err(|e| e.to_string())?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         if len == 0 {
             return Err("empty file, not a pcap capture".into());
         }
-        let mut reader = PcapReader::new(std::io::BufReader::new(file))
+        Self::from_reader(std::io::BufReader::new(file))
+    }
+
+    /// As `load`, from any reader (the fuzz target feeds it bytes).
+    pub fn from_reader<R: std::io::Read>(r: R) -> Result<Self, String> {
+        let mut reader = PcapReader::new(r)
             .map_err(|e| format!("not a pcap capture (bad global header: {e})"))?;
         let link = reader.header().datalink;
         if link != DataLink::ETHERNET {

@@ -1,0 +1,17 @@
+//! Any text as a command line or a TOML config file: an error or a plan,
+//! never a panic.
+#![no_main]
+
+use cpumapd::config::{FileConfig, Plan};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Paths in a fuzzed command line must not create files: the pcap
+    // exception path is only validated here, never opened.
+    let args: Vec<String> = text.split_whitespace().map(String::from).collect();
+    let _ = Plan::from_args(&args);
+    let _ = toml::from_str::<FileConfig>(text);
+});
