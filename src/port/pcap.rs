@@ -35,7 +35,10 @@ impl PcapTrace {
     /// end of the file is an error naming the record.
     pub fn load(path: &str) -> Result<Self, String> {
         // Checked before opening: opening a FIFO would block.
-        if !std::fs::metadata(path).map_err(|e| e.to_string())?.is_file() {
+        if !std::fs::metadata(path)
+            .map_err(|e| e.to_string())?
+            .is_file()
+        {
             return Err("not a regular file".into());
         }
         let file = File::open(path).map_err(|e| e.to_string())?;
