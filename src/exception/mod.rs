@@ -35,7 +35,7 @@ use tap::{KernelMac, TapDevice, TapSpec};
 #[derive(Debug, Error)]
 pub enum ExceptionError {
     #[error(
-        "unknown exception path '{0}': expected drop, pcap:FILE or tap:IFNAME (virtio-user needs the DPDK backend)"
+        "unknown exception path '{0}': expected drop, pcap:FILE, tap:IFNAME or fault:busy=N,down=N,error=N,delay_us=N (virtio-user needs the DPDK backend)"
     )]
     Unknown(String),
     #[error(
@@ -48,6 +48,8 @@ pub enum ExceptionError {
     Io { path: String, source: io::Error },
     #[error("{0}")]
     Tap(String),
+    #[error("{0}")]
+    Fault(String),
 }
 
 /// Which backend, parsed from `--exception`.
@@ -56,6 +58,90 @@ pub enum ExceptionSpec {
     Drop,
     Pcap(PathBuf),
     Tap(TapSpec),
+    Fault(FaultSpec),
+}
+
+/// `fault:busy=N,down=M,error=K,delay_us=D`: the null stack with injected
+/// refusals, for tests and drills (smoltcp's FaultInjector, for the
+/// exception path). Per sink, frame i (from 1) is refused as busy when N
+/// divides i, else as down when M divides it, else as an error when K
+/// divides it; 0 turns a fault off. `delay_us` sleeps that long per burst:
+/// a slow kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultSpec {
+    pub busy: u64,
+    pub down: u64,
+    pub error: u64,
+    pub delay_us: u64,
+}
+
+impl FaultSpec {
+    pub fn parse(rest: &str) -> Result<Self, ExceptionError> {
+        let mut f = FaultSpec::default();
+        for kv in rest.split(',').filter(|kv| !kv.is_empty()) {
+            let bad = || {
+                ExceptionError::Fault(format!(
+                    "--exception fault:{rest}: '{kv}' (expected busy=N, down=N, error=N, delay_us=N)"
+                ))
+            };
+            let (k, v) = kv.split_once('=').ok_or_else(bad)?;
+            let v: u64 = v.parse().map_err(|_| bad())?;
+            match k {
+                "busy" => f.busy = v,
+                "down" => f.down = v,
+                "error" => f.error = v,
+                "delay_us" if v <= 1_000_000 => f.delay_us = v,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(f)
+    }
+
+    /// What frame `i` (from 1) of a sink suffers.
+    fn fault(&self, i: u64) -> Option<Fault> {
+        let hits = |n: u64| n != 0 && i.is_multiple_of(n);
+        if hits(self.busy) {
+            Some(Fault::Busy)
+        } else if hits(self.down) {
+            Some(Fault::Down)
+        } else if hits(self.error) {
+            Some(Fault::Error)
+        } else {
+            None
+        }
+    }
+}
+
+enum Fault {
+    Busy,
+    Down,
+    Error,
+}
+
+/// The fault-injecting null stack of one lcore.
+pub struct FaultSink {
+    spec: FaultSpec,
+    seen: u64,
+}
+
+impl ExceptionSink for FaultSink {
+    fn deliver_burst(&mut self, frames: &mut Burst) -> Delivery {
+        let mut d = Delivery::default();
+        for _ in frames.iter() {
+            self.seen += 1;
+            match self.spec.fault(self.seen) {
+                None => d.delivered += 1,
+                Some(Fault::Busy) => d.busy += 1,
+                Some(Fault::Down) => d.down += 1,
+                Some(Fault::Error) => d.failed += 1,
+            }
+        }
+        free_burst(frames);
+        if self.spec.delay_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(self.spec.delay_us));
+        }
+        d
+    }
 }
 
 impl ExceptionSpec {
@@ -66,6 +152,7 @@ impl ExceptionSpec {
             _ if s.starts_with("kni:") => Err(ExceptionError::Kni),
             _ if s.starts_with("pcap:") && s.len() > 5 => Ok(Self::Pcap(PathBuf::from(&s[5..]))),
             _ if s.starts_with("tap:") => Ok(Self::Tap(TapSpec::parse(&s[4..])?)),
+            _ if s.starts_with("fault:") => Ok(Self::Fault(FaultSpec::parse(&s[6..])?)),
             _ if s.starts_with("virtio-user") => Err(ExceptionError::NotBuilt(s.into())),
             _ => Err(ExceptionError::Unknown(s.into())),
         }
@@ -76,6 +163,7 @@ impl ExceptionSpec {
             Self::Drop => "drop",
             Self::Pcap(_) => "pcap",
             Self::Tap(_) => "tap",
+            Self::Fault(_) => "fault",
         }
     }
 
@@ -122,6 +210,10 @@ impl Exception {
     pub fn open(&self, lcore: LcoreId) -> Result<Box<dyn ExceptionSink>, ExceptionError> {
         match &self.spec {
             ExceptionSpec::Drop => Ok(Box::new(DropSink)),
+            ExceptionSpec::Fault(spec) => Ok(Box::new(FaultSink {
+                spec: spec.clone(),
+                seen: 0,
+            })),
             ExceptionSpec::Tap(_) => {
                 let dev = self.tap.as_ref().expect("prepare opened the TAP device");
                 Ok(Box::new(dev.open_sink()?))
