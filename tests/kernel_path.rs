@@ -57,6 +57,16 @@ fn privileged() -> Option<std::sync::MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// As `privileged`, and trafgen must be installed.
+fn privileged_with_trafgen() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let guard = privileged()?;
+    if !have("trafgen") {
+        skip("needs trafgen (apt-get install netsniff-ng)");
+        return None;
+    }
+    Some(guard)
+}
+
 fn run(cmd: &str, args: &[&str]) -> Output {
     let out = Command::new(cmd).args(args).output().unwrap();
     assert!(
@@ -530,13 +540,9 @@ fn icmp_echo_over_af_xdp_is_answered_through_the_reverse_path() {
 
 #[test]
 fn trafgen_at_full_rate_leaves_no_frame_unaccounted() {
-    let Some(_serial) = privileged() else {
+    let Some(_serial) = privileged_with_trafgen() else {
         return;
     };
-    if !have("trafgen") {
-        skip("needs trafgen (apt-get install netsniff-ng)");
-        return;
-    }
     let t = Topo::new();
     let child = t.start(&["--qsize", "256"]);
     let sink = udp_sink(&t, 9);
@@ -618,13 +624,9 @@ fn trafgen_at_full_rate_leaves_no_frame_unaccounted() {
 
 #[test]
 fn af_packet_fanout_spreads_flows_over_two_rx_lcores() {
-    let Some(_serial) = privileged() else {
+    let Some(_serial) = privileged_with_trafgen() else {
         return;
     };
-    if !have("trafgen") {
-        skip("needs trafgen (apt-get install netsniff-ng)");
-        return;
-    }
     let t = Topo::new();
     let vdev = format!("net_af_packet0,iface={},qpairs=2", t.va);
     let child = t.start_with(

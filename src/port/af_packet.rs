@@ -71,23 +71,6 @@ fn os_err(spec: &VdevSpec, what: &str) -> PortError {
     }
 }
 
-fn setsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
-    // SAFETY: `v` points at a live T of the size passed, for the call.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (v as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// A packet socket bound to `ifindex`.
 fn packet_socket(spec: &VdevSpec, ifindex: u32) -> Result<OwnedFd, PortError> {
     let proto = (libc::ETH_P_ALL as u16).to_be();
@@ -217,13 +200,13 @@ pub(super) fn open(
         let fd = packet_socket(spec, ifindex)?;
         let one: libc::c_int = 1;
         // Older kernels lack it; the pkttype check below covers them.
-        let _ = setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
+        let _ = netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
         if bypass {
-            setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one)
+            netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one)
                 .map_err(|e| bad(format!("PACKET_QDISC_BYPASS: {e}")))?;
         }
         let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)
+        netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)
             .map_err(|e| bad(format!("TPACKET_V3: {e}")))?;
         let req = libc::tpacket_req3 {
             tp_block_size: block_size as u32,
@@ -234,7 +217,7 @@ pub(super) fn open(
             tp_sizeof_priv: 0,
             tp_feature_req_word: libc::TP_FT_REQ_FILL_RXHASH,
         };
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+        netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
             .map_err(|e| bad(format!("PACKET_RX_RING ({blocks} x {block_size} B): {e}")))?;
         let len = blocks * block_size;
         // SAFETY: mapping the ring the kernel just allocated for this socket.
@@ -262,7 +245,7 @@ pub(super) fn open(
         };
         if nb_queues > 1 {
             let arg: u32 = group as u32 | (libc::PACKET_FANOUT_HASH << 16);
-            setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
+            netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
                 .map_err(|e| bad(format!("PACKET_FANOUT_HASH: {e}")))?;
         }
         out.push(Box::new(AfPacketQueue {
@@ -289,7 +272,7 @@ pub(super) fn open_tx(spec: &VdevSpec, port: PortId) -> Result<Box<dyn PortQueue
     let fd = packet_socket(spec, ifindex)?;
     let one: libc::c_int = 1;
     if spec.get("qdisc_bypass") != Some("0") {
-        let _ = setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
+        let _ = netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
     }
     // Receives nothing: a TX socket must not queue copies of RX traffic.
     let zero = libc::sock_filter {
@@ -302,7 +285,7 @@ pub(super) fn open_tx(spec: &VdevSpec, port: PortId) -> Result<Box<dyn PortQueue
         len: 1,
         filter: &zero as *const libc::sock_filter as *mut libc::sock_filter,
     };
-    let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog);
+    let _ = netdev::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog);
     Ok(Box::new(AfPacketQueue {
         fd,
         ring: None,
@@ -323,18 +306,8 @@ impl AfPacketQueue {
             tp_drops: 0,
             tp_freeze_q_cnt: 0,
         };
-        let mut len = size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
-        // SAFETY: st/len describe a writable tpacket_stats_v3 for the call.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats_v3).cast(),
-                &mut len,
-            )
-        };
-        if r == 0 {
+        if netdev::getsockopt(&self.fd, libc::SOL_PACKET, libc::PACKET_STATISTICS, &mut st).is_ok()
+        {
             self.counters.imissed.add(st.tp_drops as u64);
         }
     }

@@ -227,38 +227,11 @@ struct AfXdpQueue {
 }
 
 fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: v points at a live T of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            (v as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    netdev::setsockopt(fd, libc::SOL_XDP, opt, v)
 }
 
 fn getsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &mut T) -> io::Result<()> {
-    let mut len = size_of::<T>() as libc::socklen_t;
-    // SAFETY: v/len describe a writable T for the call.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            (v as *mut T).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    netdev::getsockopt(fd, libc::SOL_XDP, opt, v)
 }
 
 /// Validates the arguments and the interface without attaching anything.

@@ -45,6 +45,35 @@ pub(crate) fn port_iface(
     Ok((iface, ifindex))
 }
 
+/// setsockopt(2) with a plain-data value `v` (AF_PACKET, AF_XDP options).
+pub(crate) fn setsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
+    // SAFETY: `v` points at a live T of the size passed, for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (v as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// getsockopt(2) into a plain-data `v` (statistics, ring offsets).
+pub(crate) fn getsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &mut T) -> io::Result<()> {
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: v/len describe a writable T for the call.
+    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), level, opt, (v as *mut T).cast(), &mut len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Interface name limit, NUL included (IFNAMSIZ).
 const IFNAMSIZ: usize = libc::IFNAMSIZ;
 
