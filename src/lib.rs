@@ -43,3 +43,4 @@ pub mod port;
 pub mod ring;
 mod sync;
 pub mod wire;
+#[cfg(feature = "dpdk")] pub mod dpdk;

@@ -42,6 +42,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use arrayvec::ArrayVec;
 use thiserror::Error;
 
+#[cfg(feature = "dpdk")]
+use crate::dpdk::{Mbuf, Mempool};
 use crate::ring::{self, Consumer, MpProducer};
 
 /// Bytes reserved in front of the packet data (`RTE_PKTMBUF_HEADROOM`).
@@ -143,8 +145,8 @@ impl PoolShared {
 /// Indices the owner keeps to itself.
 const STASH: usize = 512;
 
-/// A pool of packet buffers owned by one allocating thread.
-pub struct Pool {
+/// The native pool: one arena, a free ring and the owner's stash.
+struct NativePool {
     shared: Arc<PoolShared>,
     free: Consumer<u32>,
     stash: ArrayVec<u32, STASH>,
@@ -152,33 +154,172 @@ pub struct Pool {
 
 /// Read-only view of a pool for statistics (any thread).
 #[derive(Clone)]
-pub struct PoolStats {
-    shared: Arc<PoolShared>,
+pub struct PoolStats(StatsKind);
+
+#[derive(Clone)]
+enum StatsKind {
+    Native(Arc<PoolShared>),
+    #[cfg(feature = "dpdk")]
+    Mbuf(Arc<Mempool>),
 }
 
 impl PoolStats {
     pub fn name(&self) -> &str {
-        &self.shared.name
+        match &self.0 {
+            StatsKind::Native(s) => &s.name,
+            #[cfg(feature = "dpdk")]
+            StatsKind::Mbuf(m) => m.name(),
+        }
     }
     pub fn capacity(&self) -> u32 {
-        self.shared.n
+        match &self.0 {
+            StatsKind::Native(s) => s.n,
+            #[cfg(feature = "dpdk")]
+            StatsKind::Mbuf(m) => m.capacity(),
+        }
     }
-    /// Buffers currently out of the pool (exact when the pipeline is idle).
+    /// Buffers currently out of the pool (exact when the pipeline is idle;
+    /// for a DPDK mempool, `size - rte_mempool_avail_count`).
     pub fn in_use(&self) -> u32 {
-        self.shared.in_use()
+        match &self.0 {
+            StatsKind::Native(s) => s.in_use(),
+            #[cfg(feature = "dpdk")]
+            StatsKind::Mbuf(m) => m.in_use(),
+        }
     }
+}
+
+/// A pool of packet buffers owned by one allocating thread: a native arena,
+/// or with DPDK a shared per-socket mbuf mempool (DPDK's own MP/MC pool
+/// with per-lcore caches).
+pub struct Pool(PoolKind);
+
+enum PoolKind {
+    Native(NativePool),
+    #[cfg(feature = "dpdk")]
+    Mbuf(Arc<Mempool>),
 }
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("name", &self.shared.name)
-            .field("n", &self.shared.n)
+            .field("name", &self.name())
+            .field("n", &self.capacity())
             .finish()
     }
 }
 
 impl Pool {
+    /// Allocates a native pool of `n` buffers with `headroom` bytes in front
+    /// of `data_room` bytes of packet data each.
+    pub fn new(name: &str, n: u32, headroom: u16, data_room: u16) -> Result<Self, FrameError> {
+        NativePool::new(name, n, headroom, data_room).map(|p| Pool(PoolKind::Native(p)))
+    }
+
+    /// Allocation from a DPDK mempool (shared by the lcores of a socket).
+    #[cfg(feature = "dpdk")]
+    pub fn from_mempool(mp: Arc<Mempool>) -> Self {
+        Pool(PoolKind::Mbuf(mp))
+    }
+
+    /// A statistics handle for this pool.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats(match &self.0 {
+            PoolKind::Native(p) => StatsKind::Native(p.shared.clone()),
+            #[cfg(feature = "dpdk")]
+            PoolKind::Mbuf(m) => StatsKind::Mbuf(m.clone()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        match &self.0 {
+            PoolKind::Native(p) => &p.shared.name,
+            #[cfg(feature = "dpdk")]
+            PoolKind::Mbuf(m) => m.name(),
+        }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.stats().capacity()
+    }
+
+    /// Buffers currently out of the pool.
+    pub fn in_use(&self) -> u32 {
+        match &self.0 {
+            PoolKind::Native(p) => p.shared.in_use(),
+            #[cfg(feature = "dpdk")]
+            PoolKind::Mbuf(m) => m.in_use(),
+        }
+    }
+
+    /// Largest packet a buffer holds with the default data offset.
+    pub fn data_room(&self) -> usize {
+        match &self.0 {
+            PoolKind::Native(p) => p.shared.data_room as usize,
+            #[cfg(feature = "dpdk")]
+            PoolKind::Mbuf(m) => m.data_room() as usize,
+        }
+    }
+
+    /// Allocates up to `n` frames, appending them to `out` (bounded by its
+    /// spare capacity). Returns how many were allocated; fewer than asked
+    /// means the pool ran dry (the caller counts `rx_nombuf`).
+    /// Context: the pool's owner thread. No locks, no allocation.
+    #[inline]
+    pub fn alloc_burst<const N: usize>(&mut self, out: &mut ArrayVec<Frame, N>, n: usize) -> usize {
+        match &mut self.0 {
+            PoolKind::Native(p) => p.alloc_burst(out, n),
+            #[cfg(feature = "dpdk")]
+            PoolKind::Mbuf(m) => mbuf_alloc_burst(m, out, n),
+        }
+    }
+
+    /// Returns frames to the pool from its owner: this pool's frames go to
+    /// the owner's stash (no shared write), any other frames to their own
+    /// pool. Empties `frames`.
+    /// Context: the pool's owner thread.
+    #[inline]
+    pub fn recycle_burst<const N: usize>(&mut self, frames: &mut ArrayVec<Frame, N>) {
+        match &mut self.0 {
+            PoolKind::Native(p) => p.recycle_burst(frames),
+            // The mempool's per-lcore cache is DPDK's stash.
+            #[cfg(feature = "dpdk")]
+            PoolKind::Mbuf(_) => free_burst(frames),
+        }
+    }
+
+    /// Allocates one frame.
+    pub fn alloc(&mut self) -> Option<Frame> {
+        let mut one = ArrayVec::<Frame, 1>::new();
+        self.alloc_burst(&mut one, 1);
+        one.pop()
+    }
+}
+
+#[cfg(feature = "dpdk")]
+#[inline]
+fn mbuf_alloc_burst<const N: usize>(mp: &Mempool, out: &mut ArrayVec<Frame, N>, n: usize) -> usize {
+    let want = n.min(out.remaining_capacity());
+    let mut raw = [None::<Mbuf>; N];
+    // All or nothing; when the pool is nearly dry, take what is left one by
+    // one so a partial burst still goes out.
+    let got = if mp.alloc_bulk(&mut raw[..want]) {
+        want
+    } else {
+        let mut k = 0;
+        while k < want && mp.alloc_bulk(&mut raw[k..k + 1]) {
+            k += 1;
+        }
+        k
+    };
+    for m in raw[..got].iter().flatten() {
+        // SAFETY: just allocated: this thread owns it; one segment.
+        out.push(unsafe { Frame::from_mbuf(*m) });
+    }
+    got
+}
+
+impl NativePool {
     /// Allocates a pool of `n` buffers with `headroom` bytes in front of
     /// `data_room` bytes of packet data each.
     pub fn new(name: &str, n: u32, headroom: u16, data_room: u16) -> Result<Self, FrameError> {
@@ -252,31 +393,6 @@ impl Pool {
             free: cons,
             stash: ArrayVec::new(),
         })
-    }
-
-    /// A statistics handle for this pool.
-    pub fn stats(&self) -> PoolStats {
-        PoolStats {
-            shared: self.shared.clone(),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    pub fn capacity(&self) -> u32 {
-        self.shared.n
-    }
-
-    /// Buffers currently out of the pool.
-    pub fn in_use(&self) -> u32 {
-        self.shared.in_use()
-    }
-
-    /// Largest packet a buffer holds with the default data offset.
-    pub fn data_room(&self) -> usize {
-        self.shared.data_room as usize
     }
 
     /// Allocates up to `n` frames, appending them to `out` (bounded by its
@@ -362,18 +478,11 @@ impl Pool {
             .stashed
             .store(self.stash.len() as u32, Ordering::Relaxed);
     }
-
-    /// Allocates one frame.
-    pub fn alloc(&mut self) -> Option<Frame> {
-        let mut one = ArrayVec::<Frame, 1>::new();
-        self.alloc_burst(&mut one, 1);
-        one.pop()
-    }
 }
 
-impl Drop for Pool {
+impl Drop for NativePool {
     fn drop(&mut self) {
-        let out = self.in_use();
+        let out = self.shared.in_use();
         if out != 0 {
             eprintln!(
                 "cpumapd: pool '{}' dropped with {out} buffers still in use; leaking its arena instead of freeing it under them",
@@ -403,11 +512,59 @@ impl fmt::Debug for Frame {
     }
 }
 
+/// With DPDK, a frame whose pointer has this bit set is an `rte_mbuf`
+/// (mbufs and native headers are both 64-byte aligned, so the bit is free).
+#[cfg(feature = "dpdk")]
+const MBUF_TAG: usize = 1;
+
 impl Frame {
+    /// Wraps an mbuf the caller owns; the frame now owns it.
+    ///
+    /// # Safety
+    /// The caller owns `m` (it came from rx_burst or an allocation and is
+    /// referenced nowhere else) and it has one segment.
+    #[cfg(feature = "dpdk")]
+    #[inline(always)]
+    pub unsafe fn from_mbuf(m: Mbuf) -> Frame {
+        let tagged = m.as_raw().as_ptr().map_addr(|a| a | MBUF_TAG);
+        // SAFETY: tagging a non-null pointer keeps it non-null.
+        Frame {
+            hdr: unsafe { NonNull::new_unchecked(tagged.cast()) },
+        }
+    }
+
+    /// The mbuf behind this frame, if it is one.
+    #[cfg(feature = "dpdk")]
+    #[inline(always)]
+    pub fn mbuf(&self) -> Option<Mbuf> {
+        let p = self.hdr.as_ptr().cast::<u8>();
+        if p.addr() & MBUF_TAG == 0 {
+            return None;
+        }
+        // SAFETY: a tagged frame was made by from_mbuf from a live mbuf;
+        // clearing the tag gives that pointer back.
+        Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p.map_addr(|a| a & !MBUF_TAG))) })
+    }
+
+    /// Gives up the mbuf (to a driver's tx_burst); a native frame comes
+    /// back as `Err`.
+    #[cfg(feature = "dpdk")]
+    #[inline(always)]
+    pub fn into_mbuf(self) -> Result<Mbuf, Frame> {
+        match self.mbuf() {
+            Some(m) => {
+                mem::forget(self);
+                Ok(m)
+            }
+            None => Err(self),
+        }
+    }
+
     #[inline(always)]
     fn hdr(&self) -> &FrameHdr {
         // SAFETY: the header is initialised at pool creation and this Frame
-        // owns the slot, so no other thread writes it.
+        // owns the slot, so no other thread writes it. Callers are native
+        // paths (mbuf frames branch off before reaching here).
         unsafe { self.hdr.as_ref() }
     }
 
@@ -417,10 +574,38 @@ impl Frame {
         unsafe { self.hdr.as_mut() }
     }
 
+    /// (buffer start, data offset, data length, buffer length).
     #[inline(always)]
-    fn buf_ptr(&self) -> *mut u8 {
+    fn geometry(&self) -> (*mut u8, usize, usize, usize) {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            let ((off, len, buf_len), buf) = unsafe { (m.geometry(), m.buf()) };
+            return (buf, off as usize, len as usize, buf_len as usize);
+        }
+        let h = self.hdr();
         // SAFETY: the buffer follows the 64-byte header inside the same slot.
-        unsafe { self.hdr.as_ptr().cast::<u8>().add(HDR_SIZE) }
+        let buf = unsafe { self.hdr.as_ptr().cast::<u8>().add(HDR_SIZE) };
+        (
+            buf,
+            h.data_off as usize,
+            h.data_len as usize,
+            h.buf_len as usize,
+        )
+    }
+
+    /// Context: `off + len <= buf_len` (checked by every caller).
+    #[inline(always)]
+    fn set_geometry(&mut self, off: usize, len: usize) {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf; bounds checked by the caller.
+            unsafe { m.set_geometry(off as u16, len as u16) };
+            return;
+        }
+        let h = self.hdr_mut();
+        h.data_off = off as u16;
+        h.data_len = len as u16;
     }
 
     #[inline(always)]
@@ -433,25 +618,24 @@ impl Frame {
     /// The packet bytes.
     #[inline(always)]
     pub fn data(&self) -> &[u8] {
-        let h = self.hdr();
-        // SAFETY: data_off + data_len <= buf_len is kept by every setter, so
-        // the range is inside this frame's buffer, which this Frame owns.
-        unsafe {
-            std::slice::from_raw_parts(self.buf_ptr().add(h.data_off as usize), h.data_len as usize)
-        }
+        let (buf, off, len, _) = self.geometry();
+        // SAFETY: off + len <= buf_len is kept by every setter (and by the
+        // driver for mbufs), so the range is inside this frame's buffer,
+        // which this Frame owns.
+        unsafe { std::slice::from_raw_parts(buf.add(off), len) }
     }
 
     /// The packet bytes, writable.
     #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let (off, len) = (self.hdr().data_off as usize, self.hdr().data_len as usize);
+        let (buf, off, len, _) = self.geometry();
         // SAFETY: as in data(); &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.buf_ptr().add(off), len) }
+        unsafe { std::slice::from_raw_parts_mut(buf.add(off), len) }
     }
 
     #[inline(always)]
     pub fn len(&self) -> usize {
-        self.hdr().data_len as usize
+        self.geometry().2
     }
 
     #[inline(always)]
@@ -462,18 +646,19 @@ impl Frame {
     /// Bytes available after the data offset.
     #[inline(always)]
     pub fn room(&self) -> usize {
-        let h = self.hdr();
-        (h.buf_len - h.data_off) as usize
+        let (_, off, _, buf_len) = self.geometry();
+        buf_len - off
     }
 
     /// Sets the packet length; new bytes keep whatever the buffer held.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<(), FrameError> {
-        let room = self.room();
+        let (_, off, _, buf_len) = self.geometry();
+        let room = buf_len - off;
         if len > room {
             return Err(FrameError::TooLong { len, room });
         }
-        self.hdr_mut().data_len = len as u16;
+        self.set_geometry(off, len);
         Ok(())
     }
 
@@ -488,43 +673,88 @@ impl Frame {
     /// Moves the start of the data by `delta` bytes (negative grows the
     /// packet into the headroom, like `bpf_xdp_adjust_head`).
     pub fn adjust_head(&mut self, delta: isize) -> Result<(), FrameError> {
-        let h = self.hdr();
-        let (off, len) = (h.data_off as isize, h.data_len as isize);
+        let (_, off, len, _) = self.geometry();
         let bad = || FrameError::BadAdjust {
             delta,
-            headroom: off as usize,
-            len: len as usize,
+            headroom: off,
+            len,
         };
-        let (new_off, new_len) = (off + delta, len - delta);
+        let (new_off, new_len) = (off as isize + delta, len as isize - delta);
         if new_off < 0 || new_len < 0 {
             return Err(bad());
         }
-        let h = self.hdr_mut();
-        h.data_off = new_off as u16;
-        h.data_len = new_len as u16;
+        self.set_geometry(new_off as usize, new_len as usize);
         Ok(())
     }
 
     /// Headroom in front of the data.
     pub fn headroom(&self) -> usize {
-        self.hdr().data_off as usize
+        self.geometry().1
     }
 
-    /// Port and queue the frame was received on.
+    /// Port the frame was received on.
     #[inline(always)]
     pub fn port(&self) -> u16 {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            return unsafe { m.port() };
+        }
         self.hdr().port
     }
+
+    /// Queue the frame was received on.
     #[inline(always)]
     pub fn queue(&self) -> u16 {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            return unsafe { m.queue() };
+        }
         self.hdr().queue
     }
+
+    /// RSS hash from the NIC (0 when none).
     #[inline(always)]
     pub fn rss_hash(&self) -> u32 {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            return unsafe { m.rss_hash() };
+        }
         self.hdr().rss_hash
     }
+
+    /// VLAN TCI the NIC stripped (0 when none; native ports keep VLAN tags
+    /// in the data).
+    #[inline(always)]
+    pub fn vlan_tci(&self) -> u16 {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            return unsafe { m.vlan_tci() };
+        }
+        0
+    }
+
+    /// `RTE_PTYPE_*` bits the driver recognised (0 natively).
+    #[inline(always)]
+    pub fn packet_type(&self) -> u32 {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            return unsafe { m.packet_type() };
+        }
+        0
+    }
+
     #[inline(always)]
     pub fn timestamp_ns(&self) -> u64 {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            return unsafe { m.timestamp_ns() };
+        }
         self.hdr().timestamp_ns
     }
 
@@ -532,6 +762,12 @@ impl Frame {
     /// cpumap which rebuilds the skb without it).
     #[inline(always)]
     pub fn set_rx_meta(&mut self, port: u16, queue: u16, rss_hash: u32) {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            unsafe { m.set_rx_meta(port, queue, rss_hash) };
+            return;
+        }
         let h = self.hdr_mut();
         h.port = port;
         h.queue = queue;
@@ -540,16 +776,32 @@ impl Frame {
 
     #[inline(always)]
     pub fn set_timestamp_ns(&mut self, ts: u64) {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            unsafe { m.set_timestamp_ns(ts) };
+            return;
+        }
         self.hdr_mut().timestamp_ns = ts;
     }
 
     /// Name of the pool this frame belongs to.
     pub fn pool_name(&self) -> &str {
+        #[cfg(feature = "dpdk")]
+        if self.mbuf().is_some() {
+            return "mbuf";
+        }
         &self.shared().name
     }
 
+    /// Identity of the frame's pool, for grouping frees (mbufs: null, they
+    /// are freed in bulk by DPDK whatever their pool).
     #[inline(always)]
     fn pool_ptr(&self) -> *const PoolShared {
+        #[cfg(feature = "dpdk")]
+        if self.mbuf().is_some() {
+            return std::ptr::null();
+        }
         self.hdr().pool
     }
 }
@@ -557,6 +809,12 @@ impl Frame {
 impl Drop for Frame {
     #[inline]
     fn drop(&mut self) {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf and is going away.
+            unsafe { m.free() };
+            return;
+        }
         let idx = self.hdr().idx;
         // The free ring holds exactly n indices and this one is not in it,
         // so it always fits.
@@ -575,8 +833,17 @@ impl Drop for Frame {
 #[inline]
 pub fn free_burst<const N: usize>(frames: &mut ArrayVec<Frame, N>) {
     let mut idx = ArrayVec::<u32, N>::new();
+    #[cfg(feature = "dpdk")]
+    let mut mbufs = ArrayVec::<Mbuf, N>::new();
     let mut pool: *const PoolShared = std::ptr::null();
     for f in frames.drain(..) {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = f.mbuf() {
+            mbufs.push(m);
+            // Ownership moves into `mbufs`; skip Frame::drop.
+            mem::forget(f);
+            continue;
+        }
         if f.pool_ptr() != pool && !idx.is_empty() {
             release_indices(pool, &mut idx);
         }
@@ -587,6 +854,11 @@ pub fn free_burst<const N: usize>(frames: &mut ArrayVec<Frame, N>) {
     }
     if !idx.is_empty() {
         release_indices(pool, &mut idx);
+    }
+    #[cfg(feature = "dpdk")]
+    if !mbufs.is_empty() {
+        // SAFETY: every mbuf came out of a frame we owned and forgot.
+        unsafe { Mbuf::free_bulk(&mut mbufs) };
     }
 }
 

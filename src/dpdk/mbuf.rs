@@ -1,0 +1,348 @@
+//! `rte_mbuf` and `rte_mempool`: the DPDK side of [`crate::frame`].
+//!
+//! A [`Mbuf`] is a raw handle used by `Frame` (which owns it); its accessors
+//! are `unsafe fn`s whose contract is "the caller owns this mbuf". Our
+//! pools give every mbuf a 16-byte private area ([`PRIV_SIZE`]) for the
+//! metadata the mbuf has no field for (RX queue, timestamp).
+
+use std::ffi::CString;
+use std::ptr::NonNull;
+
+use super::{DpdkError, ffi, rte_error};
+
+/// Bytes of private area after each `rte_mbuf` in cpumapd's pools.
+pub const PRIV_SIZE: u16 = 16;
+
+#[repr(C)]
+struct Priv {
+    timestamp_ns: u64,
+    queue: u16,
+    _pad: [u16; 3],
+}
+const _: () = assert!(size_of::<Priv>() == PRIV_SIZE as usize);
+
+const RX_RSS_HASH: u64 = ffi::RTE_MBUF_F_RX_RSS_HASH as u64;
+const RX_VLAN: u64 = ffi::RTE_MBUF_F_RX_VLAN as u64;
+
+/// A raw, copyable handle to one single-segment mbuf.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Mbuf(NonNull<ffi::rte_mbuf>);
+
+impl Mbuf {
+    /// # Safety
+    /// `p` points at a live `rte_mbuf`.
+    #[inline(always)]
+    pub unsafe fn from_raw(p: NonNull<u8>) -> Self {
+        Mbuf(p.cast())
+    }
+
+    #[inline(always)]
+    pub fn as_raw(self) -> NonNull<u8> {
+        self.0.cast()
+    }
+
+    #[inline(always)]
+    unsafe fn m<'a>(self) -> &'a mut ffi::rte_mbuf {
+        // SAFETY: caller owns the mbuf (every accessor's contract).
+        unsafe { &mut *self.0.as_ptr() }
+    }
+
+    /// Start of the buffer (data_off counts from here).
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn buf(self) -> *mut u8 {
+        unsafe { self.m().buf_addr.cast() }
+    }
+
+    /// (data_off, data_len, buf_len).
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn geometry(self) -> (u16, u16, u16) {
+        let m = unsafe { self.m() };
+        (m.data_off, m.data_len, m.buf_len)
+    }
+
+    /// Sets data_off and the (single-segment) length.
+    /// # Safety
+    /// The caller owns the mbuf and `off + len <= buf_len`.
+    #[inline(always)]
+    pub unsafe fn set_geometry(self, off: u16, len: u16) {
+        let m = unsafe { self.m() };
+        m.data_off = off;
+        m.data_len = len;
+        m.pkt_len = len as u32;
+    }
+
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn nb_segs(self) -> u16 {
+        unsafe { self.m().nb_segs }
+    }
+
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn port(self) -> u16 {
+        unsafe { self.m().port }
+    }
+
+    /// RSS hash when the NIC computed one, else 0.
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn rss_hash(self) -> u32 {
+        let m = unsafe { self.m() };
+        if m.ol_flags & RX_RSS_HASH != 0 {
+            // SAFETY: RX_RSS_HASH says the union holds the RSS hash.
+            unsafe { m.__bindgen_anon_2.hash.rss }
+        } else {
+            0
+        }
+    }
+
+    /// VLAN TCI the NIC stripped, else 0.
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn vlan_tci(self) -> u16 {
+        let m = unsafe { self.m() };
+        if m.ol_flags & RX_VLAN != 0 { m.vlan_tci } else { 0 }
+    }
+
+    /// `RTE_PTYPE_*` bits the driver recognised.
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn packet_type(self) -> u32 {
+        // SAFETY: packet_type is the u32 view of the union, always valid.
+        unsafe { self.m().__bindgen_anon_1.packet_type }
+    }
+
+    #[inline(always)]
+    unsafe fn private(self) -> Option<&'static mut Priv> {
+        let m = unsafe { self.m() };
+        if m.priv_size < PRIV_SIZE {
+            return None;
+        }
+        // SAFETY: the private area follows the rte_mbuf struct
+        // (rte_mbuf_to_priv) and holds at least PRIV_SIZE bytes; it is
+        // 8-aligned (RTE_MBUF_PRIV_ALIGN).
+        Some(unsafe { &mut *self.0.as_ptr().add(1).cast::<Priv>() })
+    }
+
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn queue(self) -> u16 {
+        unsafe { self.private() }.map_or(0, |p| p.queue)
+    }
+
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn timestamp_ns(self) -> u64 {
+        unsafe { self.private() }.map_or(0, |p| p.timestamp_ns)
+    }
+
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn set_rx_meta(self, port: u16, queue: u16, rss: u32) {
+        let m = unsafe { self.m() };
+        m.port = port;
+        m.__bindgen_anon_2.hash.rss = rss;
+        if rss != 0 {
+            m.ol_flags |= RX_RSS_HASH;
+        }
+        if let Some(p) = unsafe { self.private() } {
+            p.queue = queue;
+        }
+    }
+
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn set_timestamp_ns(self, ts: u64) {
+        if let Some(p) = unsafe { self.private() } {
+            p.timestamp_ns = ts;
+        }
+    }
+
+    /// Clears what an RX stamps after `rte_pktmbuf_alloc`'s reset.
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn clear_private(self) {
+        if let Some(p) = unsafe { self.private() } {
+            p.queue = 0;
+            p.timestamp_ns = 0;
+        }
+    }
+
+    /// Returns the mbuf to its pool.
+    /// # Safety
+    /// The caller owns the mbuf and gives it up.
+    #[inline(always)]
+    pub unsafe fn free(self) {
+        unsafe { ffi::cpumapd_pktmbuf_free(self.0.as_ptr()) }
+    }
+
+    /// Returns many mbufs with one call (`rte_pktmbuf_free_bulk`).
+    /// # Safety
+    /// The caller owns every mbuf in `ms` and gives them up.
+    #[inline]
+    pub unsafe fn free_bulk(ms: &mut [Mbuf]) {
+        // SAFETY: Mbuf is a transparent NonNull<rte_mbuf>, so the slice is
+        // an array of `rte_mbuf *`.
+        unsafe { ffi::rte_pktmbuf_free_bulk(ms.as_mut_ptr().cast(), ms.len() as u32) }
+    }
+}
+
+/// An `rte_pktmbuf_pool_create` pool. Thread-safe (DPDK mempools are
+/// multi-producer/multi-consumer with a per-lcore cache).
+pub struct Mempool {
+    ptr: NonNull<ffi::rte_mempool>,
+    name: String,
+    n: u32,
+    headroom: u16,
+    data_room: u16,
+}
+
+// SAFETY: an rte_mempool is built for concurrent get/put from any thread
+// (per-lcore caches are indexed by rte_lcore_id; non-EAL threads use the
+// common pool); the pointer stays valid until Drop.
+unsafe impl Send for Mempool {}
+// SAFETY: as above.
+unsafe impl Sync for Mempool {}
+
+impl std::fmt::Debug for Mempool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mempool")
+            .field("name", &self.name)
+            .field("n", &self.n)
+            .finish()
+    }
+}
+
+/// Mbufs each lcore keeps in its mempool cache.
+pub const CACHE_SIZE: u32 = 256;
+
+impl Mempool {
+    /// `n` mbufs of `headroom + data_room` bytes on NUMA `socket`.
+    pub fn new(
+        name: &str,
+        n: u32,
+        headroom: u16,
+        data_room: u16,
+        socket: i32,
+    ) -> Result<Mempool, DpdkError> {
+        let cname = CString::new(name).map_err(|_| DpdkError::Mempool {
+            name: name.into(),
+            why: "name contains NUL".into(),
+        })?;
+        let room = ffi::RTE_PKTMBUF_HEADROOM as u32 + data_room as u32;
+        if room > u16::MAX as u32 || headroom as u32 > ffi::RTE_PKTMBUF_HEADROOM {
+            return Err(DpdkError::Mempool {
+                name: name.into(),
+                why: format!(
+                    "headroom {headroom} (at most {}) + data room {data_room} does not fit an mbuf",
+                    ffi::RTE_PKTMBUF_HEADROOM
+                ),
+            });
+        }
+        let cache = CACHE_SIZE.min(n / 4).min(512);
+        // SAFETY: EAL is initialised (a Mempool is built only after
+        // Eal::init); the name is NUL-terminated.
+        let p = unsafe {
+            ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, PRIV_SIZE, room as u16, socket)
+        };
+        let ptr = NonNull::new(p).ok_or_else(|| DpdkError::Mempool {
+            name: name.into(),
+            why: format!(
+                "rte_pktmbuf_pool_create({n} mbufs of {room} bytes on socket {socket}): {} (hugepages reserved? try fewer --pool-size or --no-huge for tests)",
+                rte_error()
+            ),
+        })?;
+        Ok(Mempool {
+            ptr,
+            name: name.into(),
+            n,
+            headroom,
+            data_room,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.n
+    }
+
+    /// Packet bytes per mbuf after the headroom.
+    pub fn data_room(&self) -> u16 {
+        self.data_room
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ffi::rte_mempool {
+        self.ptr.as_ptr()
+    }
+
+    /// Mbufs in the pool, lcore caches included (`rte_mempool_avail_count`).
+    pub fn avail(&self) -> u32 {
+        // SAFETY: ptr is a live mempool.
+        unsafe { ffi::rte_mempool_avail_count(self.ptr.as_ptr()) }
+    }
+
+    pub fn in_use(&self) -> u32 {
+        self.n - self.avail()
+    }
+
+    /// Allocates exactly `out.len()` mbufs or none (`rte_pktmbuf_alloc_bulk`).
+    /// Each comes reset (data_off = headroom, length 0, one segment).
+    #[inline]
+    pub fn alloc_bulk(&self, out: &mut [Option<Mbuf>]) -> bool {
+        // SAFETY: Option<Mbuf> has NonNull's niche, so the slice is an array
+        // of `rte_mbuf *` the call fills; ptr is a live mempool.
+        let rc = unsafe {
+            ffi::cpumapd_pktmbuf_alloc_bulk(
+                self.ptr.as_ptr(),
+                out.as_mut_ptr().cast(),
+                out.len() as u32,
+            )
+        };
+        if rc != 0 {
+            return false;
+        }
+        for m in out.iter().flatten() {
+            // SAFETY: just allocated: this thread owns it.
+            unsafe {
+                m.clear_private();
+                if self.headroom as u32 != ffi::RTE_PKTMBUF_HEADROOM {
+                    m.set_geometry(self.headroom, 0);
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Mempool {
+    fn drop(&mut self) {
+        let out = self.in_use();
+        if out != 0 {
+            eprintln!(
+                "cpumapd: mempool '{}' dropped with {out} mbufs still in use; leaking it instead of freeing it under them",
+                self.name
+            );
+            return;
+        }
+        // SAFETY: no mbuf of this pool is outstanding and the pool is not
+        // attached to a running queue (ports are closed before pools drop).
+        unsafe { ffi::rte_mempool_free(self.ptr.as_ptr()) };
+    }
+}

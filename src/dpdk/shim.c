@@ -1,0 +1,52 @@
+/* Exported wrappers for DPDK's static-inline functions, so Rust can call
+ * them. Each is one call; none adds state. */
+#include "shim.h"
+
+int cpumapd_errno(void) { return rte_errno; }
+
+unsigned cpumapd_lcore_id(void) { return rte_lcore_id(); }
+
+uint64_t cpumapd_tsc(void) { return rte_get_tsc_cycles(); }
+
+uint16_t cpumapd_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{
+	return rte_eth_rx_burst(port, queue, pkts, n);
+}
+
+uint16_t cpumapd_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{
+	return rte_eth_tx_burst(port, queue, pkts, n);
+}
+
+int cpumapd_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **pkts, unsigned n)
+{
+	return rte_pktmbuf_alloc_bulk(mp, pkts, n);
+}
+
+struct rte_mbuf *cpumapd_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
+
+void cpumapd_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+
+uint16_t cpumapd_mempool_priv_size(const struct rte_mempool *mp)
+{
+	return rte_pktmbuf_priv_size((struct rte_mempool *)mp);
+}
+
+unsigned cpumapd_ring_mp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n)
+{
+	return rte_ring_mp_enqueue_burst(r, objs, n, NULL);
+}
+
+unsigned cpumapd_ring_sp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n)
+{
+	return rte_ring_sp_enqueue_burst(r, objs, n, NULL);
+}
+
+unsigned cpumapd_ring_sc_dequeue_burst(struct rte_ring *r, void **objs, unsigned n)
+{
+	return rte_ring_sc_dequeue_burst(r, objs, n, NULL);
+}
+
+uint64_t cpumapd_rss_ip_l4(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP; }
+
+uint64_t cpumapd_tx_offload_mbuf_fast_free(void) { return RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE; }

@@ -1,0 +1,39 @@
+/* cpumapd's view of DPDK: the headers bindgen reads, plus exported
+ * wrappers for DPDK's static-inline fast-path functions (shim.c). */
+#ifndef CPUMAPD_DPDK_SHIM_H
+#define CPUMAPD_DPDK_SHIM_H
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_launch.h>
+#include <rte_dev.h>
+#include <rte_cycles.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_ethdev.h>
+
+int cpumapd_errno(void);
+unsigned cpumapd_lcore_id(void);
+uint64_t cpumapd_tsc(void);
+
+uint16_t cpumapd_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t cpumapd_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+
+int cpumapd_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **pkts, unsigned n);
+struct rte_mbuf *cpumapd_pktmbuf_alloc(struct rte_mempool *mp);
+void cpumapd_pktmbuf_free(struct rte_mbuf *m);
+uint16_t cpumapd_mempool_priv_size(const struct rte_mempool *mp);
+
+/* RSS over IP addresses and L4 ports (the RTE_ETH_RSS_* macros combine
+ * 64-bit constants bindgen does not evaluate). */
+uint64_t cpumapd_rss_ip_l4(void);
+uint64_t cpumapd_tx_offload_mbuf_fast_free(void);
+
+/* rte_ring, for the peer benchmarks (MP enqueue, SC dequeue). */
+unsigned cpumapd_ring_mp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
+unsigned cpumapd_ring_sc_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
+unsigned cpumapd_ring_sp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
+
+#endif
