@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cpumapd::config::{ConfigError, Endpoint, Plan};
+use cpumapd::config::{Backend, ConfigError, Endpoint, Parsed, Plan};
 use cpumapd::control::ControlServer;
 use cpumapd::control::ctl::{self, CtlArgs, Output};
 use cpumapd::lcore;
@@ -20,12 +20,12 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|a| a == "ctl") {
         return ctl_main(&args[1..]);
     }
-    let plan = if args.is_empty() {
-        Plan::demo()
+    let started = if args.is_empty() {
+        Plan::demo().map(|p| (p, None))
     } else {
-        Plan::from_args(&args)
+        plan_from_args(&args)
     };
-    let plan = match plan {
+    let (plan, eal) = match started {
         Ok(p) => p,
         Err(ConfigError::Help(text)) => {
             println!("{text}");
@@ -36,12 +36,51 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(&plan) {
+    match run(&plan, eal) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cpumapd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(feature = "dpdk")]
+type Eal = cpumapd::dpdk::Eal;
+#[cfg(not(feature = "dpdk"))]
+type Eal = std::convert::Infallible;
+
+/// The plan, and for a DPDK run the EAL it was resolved against: DPDK
+/// initialises the EAL with everything before `--`, then resolves the app
+/// arguments against the lcores and ports it found (as l3fwd does).
+fn plan_from_args(args: &[String]) -> Result<(Plan, Option<Eal>), ConfigError> {
+    let parsed = Parsed::parse(args)?;
+    match parsed.backend {
+        Backend::Native => Plan::resolve_native(parsed).map(|p| (p, None)),
+        #[cfg(feature = "dpdk")]
+        Backend::Dpdk => {
+            use cpumapd::dpdk::ethdev;
+            let mut it = parsed.eal_args.iter();
+            while let Some(a) = it.next() {
+                let v = match a.strip_prefix("--vdev=") {
+                    Some(v) => Some(v),
+                    None if a == "--vdev" => it.next().map(String::as_str),
+                    None => None,
+                };
+                if let Some(v) = v.filter(|v| v.starts_with("net_gen")) {
+                    return Err(ConfigError::Eal(format!(
+                        "--vdev {v}: net_gen is cpumapd's own generator, not a DPDK driver; run it with `-- --backend native`, or use a DPDK vdev (net_null, net_pcap, net_memif, ...)"
+                    )));
+                }
+            }
+            let eal = cpumapd::dpdk::Eal::init(&parsed.eal_args)
+                .map_err(|e| ConfigError::Eal(e.to_string()))?;
+            let ports = ethdev::ports(&eal);
+            let plan = Plan::resolve_dpdk(parsed, &eal, ports)?;
+            Ok((plan, Some(eal)))
+        }
+        #[cfg(not(feature = "dpdk"))]
+        Backend::Dpdk => unreachable!("Backend::parse refuses dpdk without the feature"),
     }
 }
 
@@ -93,7 +132,7 @@ fn service<A, S, E: std::fmt::Display>(
     }
 }
 
-fn run(plan: &Plan) -> Result<ExitCode, String> {
+fn run(plan: &Plan, eal: Option<Eal>) -> Result<ExitCode, String> {
     // Human output goes to stderr when stdout carries the JSON summary.
     let json_to_stdout = plan.summary_json.as_deref() == Some("-");
     let mut out: Box<dyn Write> = if json_to_stdout {
@@ -127,7 +166,14 @@ fn run(plan: &Plan) -> Result<ExitCode, String> {
         plan.bulk_size,
         plan.exception.backend(),
     );
-    let running = lcore::start(plan).map_err(|e| e.to_string())?;
+    let running = match eal {
+        #[cfg(feature = "dpdk")]
+        Some(eal) => lcore::start_dpdk(plan, eal),
+        #[cfg(not(feature = "dpdk"))]
+        Some(never) => match never {},
+        None => lcore::start(plan),
+    }
+    .map_err(|e| e.to_string())?;
     // A service that must open and cannot: `running` drops, which stops and
     // joins every lcore.
     let metrics = service(&plan.metrics, |a| {

@@ -131,6 +131,113 @@ pub struct AppArgs {
     /// seconds (or until SIGINT/SIGTERM) before shutting down.
     #[arg(long, allow_negative_numbers = true)]
     pub linger: Option<f64>,
+    /// Packet I/O: dpdk (EAL, ethdev, mbufs; the default when built with
+    /// the `dpdk` feature) or native (cpumapd's own ports and pools).
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+/// Which packet I/O layer runs the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Native,
+    Dpdk,
+}
+
+impl Backend {
+    /// Built with the `dpdk` feature: DPDK, else native.
+    pub const DEFAULT: Backend = if cfg!(feature = "dpdk") {
+        Backend::Dpdk
+    } else {
+        Backend::Native
+    };
+
+    fn parse(s: Option<&str>) -> Result<Backend, ConfigError> {
+        match s {
+            None => Ok(Self::DEFAULT),
+            Some("native") => Ok(Backend::Native),
+            Some("dpdk") if cfg!(feature = "dpdk") => Ok(Backend::Dpdk),
+            Some("dpdk") => Err(ConfigError::Args(
+                "--backend dpdk: this cpumapd was built without DPDK (cargo build --features dpdk)"
+                    .into(),
+            )),
+            Some(o) => Err(ConfigError::Args(format!(
+                "--backend '{o}': expected native or dpdk"
+            ))),
+        }
+    }
+}
+
+/// A port of the plan: a native vdev, or a DPDK ethdev the EAL probed.
+#[derive(Clone, Debug)]
+pub enum PortSpec {
+    Native(VdevSpec),
+    #[cfg(feature = "dpdk")]
+    Dpdk(crate::dpdk::PortInfo),
+}
+
+impl PortSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            PortSpec::Native(v) => &v.name,
+            #[cfg(feature = "dpdk")]
+            PortSpec::Dpdk(i) => &i.name,
+        }
+    }
+
+    pub fn max_queues(&self) -> u16 {
+        match self {
+            PortSpec::Native(v) => v.max_queues(),
+            #[cfg(feature = "dpdk")]
+            PortSpec::Dpdk(i) => i.max_rx_queues,
+        }
+    }
+}
+
+/// Command line and file, parsed but not yet resolved: a DPDK run gives
+/// `eal_args` to `rte_eal_init` before the plan is resolved against the
+/// ports it probed (as l3fwd parses its own arguments after EAL init).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The file's `[eal]` arguments, then the command line's.
+    pub eal_args: Vec<String>,
+    pub app: AppArgs,
+    pub file: Option<FileConfig>,
+    pub backend: Backend,
+}
+
+impl Parsed {
+    pub fn parse(args: &[String]) -> Result<Self, ConfigError> {
+        let (eal, app) = split_args(args);
+        if eal.iter().any(|a| a == "-h" || a == "--help") {
+            return Err(ConfigError::Help(USAGE.to_string()));
+        }
+        let app = AppArgs::try_parse_from(app).map_err(|e| match e.kind() {
+            clap::error::ErrorKind::DisplayHelp => ConfigError::Help(format!("{USAGE}\n{e}")),
+            _ => ConfigError::Args(e.to_string()),
+        })?;
+        let file = app.config.as_deref().map(FileConfig::load).transpose()?;
+        let mut eal_args = Vec::new();
+        if let Some(f) = &file {
+            if let Some(l) = &f.eal.lcores {
+                eal_args.extend(["--lcores".to_string(), l.clone()]);
+            } else if let Some(l) = &f.eal.l {
+                eal_args.extend(["-l".to_string(), l.clone()]);
+            }
+            for v in &f.eal.vdev {
+                eal_args.extend(["--vdev".to_string(), v.clone()]);
+            }
+            eal_args.extend(f.eal.args.iter().cloned());
+        }
+        eal_args.extend(eal.iter().cloned());
+        let backend = Backend::parse(app.backend.as_deref())?;
+        Ok(Parsed {
+            eal_args,
+            app,
+            file,
+            backend,
+        })
+    }
 }
 
 /// The TOML file: `[eal]` and `[app]` tables.
@@ -221,7 +328,7 @@ pub struct RxAssign {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub lcores: Vec<LcoreSpec>,
-    pub ports: Vec<VdevSpec>,
+    pub ports: Vec<PortSpec>,
     pub rx: Vec<RxAssign>,
     pub targets: Vec<LcoreId>,
     pub mode: Mode,
@@ -241,6 +348,17 @@ pub struct Plan {
     pub metrics: Endpoint<SocketAddr>,
     pub control: Endpoint<PathBuf>,
     pub linger: Option<Duration>,
+    /// Set for a DPDK run.
+    pub dpdk: Option<DpdkPlan>,
+}
+
+/// What a DPDK run adds to the plan.
+#[derive(Clone, Debug)]
+pub struct DpdkPlan {
+    /// Given to `rte_eal_init` unchanged.
+    pub eal_args: Vec<String>,
+    /// The EAL main lcore: the control thread.
+    pub main_lcore: LcoreId,
 }
 
 /// A service endpoint: off, the default, or one the user gave. A default
@@ -403,27 +521,26 @@ impl Plan {
         Self::resolve(eal, app, None)
     }
 
-    /// Parses a full command line (without argv[0]).
+    /// Parses a full command line (without argv[0]) for the native backend.
+    /// A DPDK run uses [`Parsed::parse`] and [`Plan::resolve_dpdk`] around
+    /// `rte_eal_init`.
     pub fn from_args(args: &[String]) -> Result<Self, ConfigError> {
-        let (eal, app) = split_args(args);
-        if eal.iter().any(|a| a == "-h" || a == "--help") {
-            return Err(ConfigError::Help(USAGE.to_string()));
+        let p = Parsed::parse(args)?;
+        if p.backend != Backend::Native {
+            return Err(ConfigError::Args(
+                "this command line needs the DPDK EAL; use Parsed::parse and Plan::resolve_dpdk".into(),
+            ));
         }
-        let app = AppArgs::try_parse_from(app).map_err(|e| match e.kind() {
-            clap::error::ErrorKind::DisplayHelp => ConfigError::Help(format!("{USAGE}\n{e}")),
-            _ => ConfigError::Args(e.to_string()),
-        })?;
-        let file = app.config.as_deref().map(FileConfig::load).transpose()?;
-        let mut eal_args = Vec::new();
-        if let Some(f) = &file {
-            eal_args.extend(f.eal.args.iter().cloned());
-        }
-        eal_args.extend(eal.iter().cloned());
-        let eal = EalArgs::parse(&eal_args)?;
-        Self::resolve(eal, app, file)
+        Self::resolve_native(p)
     }
 
-    /// Merges file and command line and validates the result.
+    /// Resolves a native run: EAL arguments interpreted by cpumapd itself.
+    pub fn resolve_native(p: Parsed) -> Result<Self, ConfigError> {
+        let eal = EalArgs::parse(&p.eal_args)?;
+        Self::resolve(eal, p.app, p.file)
+    }
+
+    /// Merges file and command line and validates the result (native).
     pub fn resolve(
         eal: EalArgs,
         app: AppArgs,
@@ -463,8 +580,61 @@ impl Plan {
         }
         let ports = vdevs
             .iter()
-            .map(|v| VdevSpec::parse(v))
+            .map(|v| VdevSpec::parse(v).map(PortSpec::Native))
             .collect::<Result<Vec<_>, _>>()?;
+        Self::resolve_with(lcores, ports, app, f, None)
+    }
+
+    /// Resolves a DPDK run after `rte_eal_init`: the lcores are the EAL's
+    /// (`main` runs the control thread and takes no pipeline role), the
+    /// ports every ethdev it probed.
+    #[cfg(feature = "dpdk")]
+    pub fn resolve_dpdk(
+        p: Parsed,
+        eal: &crate::dpdk::Eal,
+        ports: Vec<crate::dpdk::PortInfo>,
+    ) -> Result<Self, ConfigError> {
+        let main = eal.main_lcore();
+        let lcores: Vec<LcoreSpec> = eal
+            .lcores()
+            .into_iter()
+            .filter(|&l| l != main)
+            .map(|id| LcoreSpec { id, cpus: vec![] })
+            .collect();
+        if lcores.is_empty() {
+            return Err(plan_err(format!(
+                "the EAL gave only the main lcore ({main}), which runs the control thread; give worker lcores too (e.g. -l 0-2)"
+            )));
+        }
+        if ports.is_empty() {
+            return Err(plan_err(
+                "the EAL probed no ports: allow a NIC with -a PCI_ADDR (bound to vfio-pci) or add a --vdev (e.g. --vdev net_null0)",
+            ));
+        }
+        let ports = ports.into_iter().map(PortSpec::Dpdk).collect();
+        let mut plan = Self::resolve_with(
+            lcores,
+            ports,
+            p.app,
+            p.file.unwrap_or_default(),
+            Some(DpdkPlan {
+                eal_args: p.eal_args,
+                main_lcore: main,
+            }),
+        )?;
+        // The EAL pins each worker lcore itself.
+        plan.pin = false;
+        Ok(plan)
+    }
+
+    fn resolve_with(
+        lcores: Vec<LcoreSpec>,
+        ports: Vec<PortSpec>,
+        app: AppArgs,
+        f: FileConfig,
+        dpdk: Option<DpdkPlan>,
+    ) -> Result<Self, ConfigError> {
+        let in_dpdk = dpdk.is_some();
         let has = |id: LcoreId| lcores.iter().any(|l| l.id == id);
         let lcore_list = lcores
             .iter()
@@ -555,7 +725,7 @@ impl Plan {
                     "--rx uses {} queue {} but {} has {} queue(s)",
                     r.port,
                     r.queue,
-                    spec.name,
+                    spec.name(),
                     spec.max_queues()
                 )));
             }
@@ -574,7 +744,7 @@ impl Plan {
             if n == 0 {
                 return Err(plan_err(format!(
                     "port{p} ({}) has no RX queue in --rx",
-                    spec.name
+                    spec.name()
                 )));
             }
             let max_q = rx
@@ -672,10 +842,19 @@ impl Plan {
             metrics: parse_metrics(app.metrics.as_deref().or(f.app.metrics.as_deref()))?,
             control: parse_control(app.control.as_deref().or(f.app.control.as_deref()))?,
             linger: secs(app.linger.or(f.app.linger), "linger")?,
+            dpdk,
         };
-        // Open every port once to validate files and arguments now.
+        // Open every native port once to validate files and arguments now.
         for (p, spec) in plan.ports.iter().enumerate() {
-            crate::port::check(spec, PortId(p as u16))?;
+            #[cfg_attr(not(feature = "dpdk"), allow(irrefutable_let_patterns))]
+            if let PortSpec::Native(v) = spec {
+                crate::port::check(v, PortId(p as u16))?;
+            }
+        }
+        if !in_dpdk && matches!(plan.exception, ExceptionSpec::VirtioUser(_)) {
+            return Err(plan_err(
+                "--exception virtio-user needs the DPDK backend; natively use tap:IFNAME",
+            ));
         }
         if let ExceptionSpec::Pcap(base) = &plan.exception {
             let dir = base

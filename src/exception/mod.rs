@@ -15,6 +15,8 @@
 //! sends back ([`ExceptionSink::receive_burst`]), which the lcore transmits
 //! on a port. The DPDK backends implement the same trait.
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod tap;
 
 use std::fs::File;
@@ -35,7 +37,7 @@ use tap::{KernelMac, TapDevice, TapSpec};
 #[derive(Debug, Error)]
 pub enum ExceptionError {
     #[error(
-        "unknown exception path '{0}': expected drop, pcap:FILE, tap:IFNAME or fault:busy=N,down=N,error=N,delay_us=N (virtio-user needs the DPDK backend)"
+        "unknown exception path '{0}': expected drop, pcap:FILE, tap:IFNAME, fault:busy=N,down=N,error=N,delay_us=N or (DPDK backend) virtio-user:/dev/vhost-net"
     )]
     Unknown(String),
     #[error(
@@ -59,6 +61,8 @@ pub enum ExceptionSpec {
     Pcap(PathBuf),
     Tap(TapSpec),
     Fault(FaultSpec),
+    /// `virtio-user:/dev/vhost-net` (DPDK backend only).
+    VirtioUser(PathBuf),
 }
 
 /// `fault:busy=N,down=M,error=K,delay_us=D`: the null stack with injected
@@ -153,7 +157,10 @@ impl ExceptionSpec {
             _ if s.starts_with("pcap:") && s.len() > 5 => Ok(Self::Pcap(PathBuf::from(&s[5..]))),
             _ if s.starts_with("tap:") => Ok(Self::Tap(TapSpec::parse(&s[4..])?)),
             _ if s.starts_with("fault:") => Ok(Self::Fault(FaultSpec::parse(&s[6..])?)),
-            _ if s.starts_with("virtio-user") => Err(ExceptionError::NotBuilt(s.into())),
+            _ if s.starts_with("virtio-user:") && s.len() > 12 => {
+                Ok(Self::VirtioUser(PathBuf::from(&s[12..])))
+            }
+            _ if s.starts_with("virtio-user") => Err(ExceptionError::Unknown(s.into())),
             _ => Err(ExceptionError::Unknown(s.into())),
         }
     }
@@ -164,6 +171,7 @@ impl ExceptionSpec {
             Self::Pcap(_) => "pcap",
             Self::Tap(_) => "tap",
             Self::Fault(_) => "fault",
+            Self::VirtioUser(_) => "virtio-user",
         }
     }
 
@@ -173,11 +181,43 @@ impl ExceptionSpec {
     pub fn prepare(&self, kernel_mac: KernelMac) -> Result<Exception, ExceptionError> {
         let tap = match self {
             Self::Tap(spec) => Some(Arc::new(TapDevice::prepare(spec, kernel_mac)?)),
+            Self::VirtioUser(_) => {
+                return Err(ExceptionError::NotBuilt(format!(
+                    "virtio-user (it needs the DPDK backend: build with --features dpdk; without DPDK use tap:IFNAME)"
+                )));
+            }
             _ => None,
         };
         Ok(Exception {
             spec: self.clone(),
             tap,
+            #[cfg(feature = "dpdk")]
+            dpdk: None,
+        })
+    }
+
+    /// Like [`prepare`](Self::prepare) for a DPDK run: `tap:IFNAME` becomes
+    /// the net_tap PMD and `virtio-user:PATH` net_virtio_user, each with
+    /// `queues` queue pairs (one per delivering lcore) refilled from `pool`.
+    #[cfg(feature = "dpdk")]
+    pub fn prepare_dpdk(
+        &self,
+        eal: &crate::dpdk::Eal,
+        kernel_mac: KernelMac,
+        queues: u16,
+        pool: Arc<crate::dpdk::Mempool>,
+    ) -> Result<Exception, ExceptionError> {
+        let dev = match self {
+            Self::Tap(spec) => dpdk::DpdkException::tap(eal, spec, kernel_mac, queues, pool)?,
+            Self::VirtioUser(path) => {
+                dpdk::DpdkException::virtio_user(eal, path, kernel_mac, queues, pool)?
+            }
+            _ => return self.prepare(kernel_mac),
+        };
+        Ok(Exception {
+            spec: self.clone(),
+            tap: None,
+            dpdk: Some(Arc::new(dev)),
         })
     }
 
@@ -199,6 +239,8 @@ impl ExceptionSpec {
 pub struct Exception {
     spec: ExceptionSpec,
     tap: Option<Arc<TapDevice>>,
+    #[cfg(feature = "dpdk")]
+    dpdk: Option<Arc<dpdk::DpdkException>>,
 }
 
 impl Exception {
@@ -206,9 +248,29 @@ impl Exception {
         self.tap.as_ref()
     }
 
+    /// True when the kernel can send frames back through this path.
+    pub fn has_reverse(&self) -> bool {
+        #[cfg(feature = "dpdk")]
+        if self.dpdk.is_some() {
+            return true;
+        }
+        self.tap.is_some()
+    }
+
+    /// The DPDK exception device, in a DPDK run with tap or virtio-user.
+    #[cfg(feature = "dpdk")]
+    pub fn dpdk(&self) -> Option<&Arc<dpdk::DpdkException>> {
+        self.dpdk.as_ref()
+    }
+
     /// Opens the sink instance of one lcore.
     pub fn open(&self, lcore: LcoreId) -> Result<Box<dyn ExceptionSink>, ExceptionError> {
+        #[cfg(feature = "dpdk")]
+        if let Some(dev) = &self.dpdk {
+            return Ok(Box::new(dev.open_sink()?));
+        }
         match &self.spec {
+            ExceptionSpec::VirtioUser(_) => unreachable!("prepare refuses virtio-user natively"),
             ExceptionSpec::Drop => Ok(Box::new(DropSink)),
             ExceptionSpec::Fault(spec) => Ok(Box::new(FaultSink {
                 spec: spec.clone(),

@@ -14,6 +14,8 @@
 //! offline; after they are joined, targets drain every ring to empty and
 //! exit; then pools are checked full and the summary is taken.
 
+#[cfg(feature = "dpdk")]
+mod dpdk_env;
 mod rx;
 mod target;
 
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::config::Plan;
+use crate::config::{Plan, PortSpec};
 use crate::cpumap::{BPF_ANY, BulkQueues, CpuMap, EntryValue, MapError};
 use crate::exception::ExceptionError;
 use crate::filter::{Filter, FilterError, Mode, ModeSwitch};
@@ -64,6 +66,66 @@ pub enum LcoreError {
     Panicked(LcoreId),
     #[error("at exit: {0}")]
     Flush(String),
+    #[error("{0}")]
+    Dpdk(String),
+}
+
+/// A running lcore: an OS thread (native) or an EAL worker lcore (DPDK).
+enum Worker<T> {
+    Thread(JoinHandle<T>),
+    #[cfg(feature = "dpdk")]
+    Eal(crate::dpdk::Launched<T>),
+}
+
+impl<T> Worker<T> {
+    /// The lcore's result; `None` when it panicked.
+    fn join(self) -> Option<T> {
+        match self {
+            Worker::Thread(h) => h.join().ok(),
+            #[cfg(feature = "dpdk")]
+            Worker::Eal(l) => l.join(),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Worker::Thread(h) => h.is_finished(),
+            #[cfg(feature = "dpdk")]
+            Worker::Eal(l) => l.is_finished(),
+        }
+    }
+}
+
+/// Starts `f` as lcore `lcore`: on its EAL worker in a DPDK run, else on a
+/// new thread named after it, pinned to `cpus` when `pin`.
+fn launch<T: Send + 'static>(
+    #[cfg(feature = "dpdk")] eal: Option<&crate::dpdk::Eal>,
+    lcore: LcoreId,
+    cpus: Vec<usize>,
+    pin_it: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<Worker<T>, LcoreError> {
+    #[cfg(feature = "dpdk")]
+    if let Some(eal) = eal {
+        return eal
+            .launch(lcore, f)
+            .map(Worker::Eal)
+            .map_err(|e| LcoreError::Spawn(lcore, e.to_string()));
+    }
+    std::thread::Builder::new()
+        .name(lcore.to_string())
+        .spawn(move || {
+            if pin_it {
+                // Pinning failure is reported, not fatal: the loop is
+                // correct unpinned, only slower.
+                if let Err(e) = pin(lcore, &cpus) {
+                    eprintln!("cpumapd: warning: {e}");
+                }
+            }
+            f()
+        })
+        .map(Worker::Thread)
+        .map_err(|e| LcoreError::Spawn(lcore, e.to_string()))
 }
 
 fn pin(lcore: LcoreId, cpus: &[usize]) -> Result<(), LcoreError> {
@@ -130,8 +192,8 @@ struct Threads {
     stop_rx: Arc<AtomicBool>,
     stop_targets: Arc<AtomicBool>,
     /// None from a thread whose setup failed (reported at start).
-    rx: Vec<(LcoreId, JoinHandle<Option<RxLcore>>)>,
-    targets: Vec<(LcoreId, JoinHandle<TargetLcore>)>,
+    rx: Vec<(LcoreId, Worker<Option<RxLcore>>)>,
+    targets: Vec<(LcoreId, Worker<TargetLcore>)>,
 }
 
 impl Drop for Threads {
@@ -151,10 +213,45 @@ impl Drop for Threads {
 pub struct Running {
     handle: Arc<Handle>,
     threads: Threads,
+    #[cfg(feature = "dpdk")]
+    dpdk: Option<dpdk_env::DpdkEnv>,
 }
 
-/// Starts every lcore of `plan` and creates the map entries of its targets.
+/// Starts every lcore of a native `plan` and creates the map entries of its
+/// targets.
 pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
+    if plan.dpdk.is_some() {
+        return Err(LcoreError::Dpdk(
+            "a DPDK plan starts with lcore::start_dpdk".into(),
+        ));
+    }
+    start_inner(
+        plan,
+        #[cfg(feature = "dpdk")]
+        None,
+    )
+}
+
+/// Starts a DPDK run: `eal` is the initialised EAL the plan was resolved
+/// against. Pools, ports and the exception device are set up here; the
+/// lcores are EAL worker lcores. [`Running::shutdown`] closes the ports and
+/// cleans the EAL up.
+#[cfg(feature = "dpdk")]
+pub fn start_dpdk(plan: &Plan, eal: crate::dpdk::Eal) -> Result<Running, LcoreError> {
+    let reverse = match plan.exception {
+        crate::exception::ExceptionSpec::Tap(_) | crate::exception::ExceptionSpec::VirtioUser(_) => {
+            plan.targets.len() as u16
+        }
+        _ => 0,
+    };
+    let env = dpdk_env::DpdkEnv::start(eal, plan, reverse)?;
+    start_inner(plan, Some(env))
+}
+
+fn start_inner(
+    plan: &Plan,
+    #[cfg(feature = "dpdk")] dpdk: Option<dpdk_env::DpdkEnv>,
+) -> Result<Running, LcoreError> {
     let rx_lcores = plan.rx_lcores();
     let target_ids: Vec<TargetId> = plan.targets.iter().map(|&l| l.into()).collect();
     let map = CpuMap::new(plan.max_entries, &target_ids, rx_lcores.len())?;
@@ -178,7 +275,14 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
     let mut port_counters = Vec::new();
     for (p, spec) in plan.ports.iter().enumerate() {
         let mine: Vec<_> = plan.rx.iter().filter(|r| r.port.0 as usize == p).collect();
-        let opened = port::open(spec, PortId(p as u16), mine.len() as u16)?;
+        let opened = match spec {
+            PortSpec::Native(v) => port::open(v, PortId(p as u16), mine.len() as u16)?,
+            #[cfg(feature = "dpdk")]
+            PortSpec::Dpdk(_) => dpdk
+                .as_ref()
+                .expect("a DPDK port comes with a DPDK environment")
+                .port_queues(p),
+        };
         for (q, pq) in opened.into_iter().enumerate() {
             let lcore = mine
                 .iter()
@@ -213,30 +317,54 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
 
     // Everything fallible that does not need the lcore's own thread is
     // opened before any thread starts.
+    #[cfg(feature = "dpdk")]
+    let exception = match &dpdk {
+        Some(env) => {
+            stats.pools.extend(env.pool_stats());
+            let queues = (target_ids.len() + rx_lcores.len()) as u16;
+            plan.exception
+                .prepare_dpdk(&env.eal, plan.kernel_mac, queues, env.first_pool())?
+        }
+        None => plan.exception.prepare(plan.kernel_mac)?,
+    };
+    #[cfg(not(feature = "dpdk"))]
     let exception = plan.exception.prepare(plan.kernel_mac)?;
     let mut target_ctx = Vec::new();
-    for &t in &target_ids {
+    for (i, &t) in target_ids.iter().enumerate() {
         let block = Arc::new(TargetStats::new(t));
         stats.targets.push(block.clone());
         let sink = exception.open(t.lcore())?;
-        let reverse = match exception.tap() {
-            Some(_) => Some(Reverse {
-                pool: Pool::new(
-                    &format!("{}_reverse", t.lcore()),
-                    REVERSE_POOL,
-                    plan.headroom,
-                    plan.data_room,
-                )?,
-                tx: match plan.ports.first() {
-                    Some(spec) => port::open_tx(spec, PortId(0))?,
-                    None => None,
-                },
-            }),
-            None => None,
+        let _ = i;
+        let reverse = if exception.has_reverse() {
+            #[cfg(feature = "dpdk")]
+            let r = dpdk.as_ref().map(|env| Reverse {
+                pool: Pool::from_mempool(env.first_pool()),
+                tx: env.reverse_tx(i as u16),
+            });
+            #[cfg(not(feature = "dpdk"))]
+            let r = None;
+            match r {
+                Some(r) => Some(r),
+                None => {
+                    let r = Reverse {
+                        pool: Pool::new(
+                            &format!("{}_reverse", t.lcore()),
+                            REVERSE_POOL,
+                            plan.headroom,
+                            plan.data_room,
+                        )?,
+                        tx: match plan.ports.first() {
+                            Some(PortSpec::Native(spec)) => port::open_tx(spec, PortId(0))?,
+                            _ => None,
+                        },
+                    };
+                    stats.pools.push(r.pool.stats());
+                    Some(r)
+                }
+            }
+        } else {
+            None
         };
-        if let Some(r) = &reverse {
-            stats.pools.push(r.pool.stats());
-        }
         target_ctx.push(TargetLcore {
             view: map.target_view(t),
             sink,
@@ -262,81 +390,83 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
         rx_ctx.push((lcore, my_queues, filter, reader, bulk, sink, block));
     }
 
+    #[cfg(feature = "dpdk")]
+    let eal = dpdk.as_ref().map(|e| &e.eal);
     for ctx in target_ctx {
         let lcore = ctx.stats.target.lcore();
-        let (cpus, do_pin, stop) = (plan.cpus_of(lcore).to_vec(), plan.pin, stop_targets.clone());
-        let h = std::thread::Builder::new()
-            .name(lcore.to_string())
-            .spawn(move || {
-                if do_pin {
-                    // Pinning failure on a target is reported, not fatal: the
-                    // loop is correct unpinned, only slower.
-                    if let Err(e) = pin(lcore, &cpus) {
-                        eprintln!("cpumapd: warning: {e}");
-                    }
-                }
-                ctx.run(&stop)
-            })
-            .map_err(|e| LcoreError::Spawn(lcore, e.to_string()))?;
-        threads.targets.push((lcore, h));
+        let stop = stop_targets.clone();
+        let w = launch(
+            #[cfg(feature = "dpdk")]
+            eal,
+            lcore,
+            plan.cpus_of(lcore).to_vec(),
+            plan.pin,
+            move || ctx.run(&stop),
+        )?;
+        threads.targets.push((lcore, w));
     }
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<PoolStats, LcoreError>>();
     for (lcore, queues, filter, reader, bulk, sink, stats) in rx_ctx {
-        let (cpus, do_pin, stop, ready, mode) = (
-            plan.cpus_of(lcore).to_vec(),
-            plan.pin,
-            stop_rx.clone(),
-            ready_tx.clone(),
-            mode.clone(),
-        );
+        let (stop, ready, mode) = (stop_rx.clone(), ready_tx.clone(), mode.clone());
         let (pool_n, headroom, data_room) = (plan.pool_size, plan.headroom, plan.data_room);
-        let h = std::thread::Builder::new()
-            .name(lcore.to_string())
-            .spawn(move || {
-                // The pool is built here, after pinning, so its memory is
-                // first touched on this lcore's NUMA node.
-                let setup = (|| {
-                    if do_pin {
-                        pin(lcore, &cpus)?;
-                    }
-                    Ok(Pool::new(
-                        &format!("{lcore}_pool"),
-                        pool_n,
-                        headroom,
-                        data_room,
-                    )?)
-                })();
-                let pool = match setup {
-                    Ok(pool) => pool,
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return None;
-                    }
-                };
-                let _ = ready.send(Ok(pool.stats()));
-                Some(
-                    RxLcore {
-                        queues,
-                        pool,
-                        filter,
-                        mode,
-                        reader,
-                        bulk,
-                        sink,
-                        stats,
-                    }
-                    .run(&stop),
-                )
-            })
-            .map_err(|e| LcoreError::Spawn(lcore, e.to_string()))?;
-        threads.rx.push((lcore, h));
+        let (cpus, do_pin) = (plan.cpus_of(lcore).to_vec(), plan.pin);
+        #[cfg(feature = "dpdk")]
+        let mempool = dpdk.as_ref().map(|e| e.pool_for(lcore));
+        let body = move || {
+            if do_pin && let Err(e) = pin(lcore, &cpus) {
+                let _ = ready.send(Err(e));
+                return None;
+            }
+            // A native pool is built here, on the lcore (after pinning), so
+            // its memory is first touched on this lcore's NUMA node.
+            #[cfg(feature = "dpdk")]
+            let pool = match mempool {
+                Some(mp) => Ok(Pool::from_mempool(mp)),
+                None => Pool::new(&format!("{lcore}_pool"), pool_n, headroom, data_room),
+            };
+            #[cfg(not(feature = "dpdk"))]
+            let pool = Pool::new(&format!("{lcore}_pool"), pool_n, headroom, data_room);
+            let pool = match pool {
+                Ok(pool) => pool,
+                Err(e) => {
+                    let _ = ready.send(Err(e.into()));
+                    return None;
+                }
+            };
+            let _ = ready.send(Ok(pool.stats()));
+            Some(
+                RxLcore {
+                    queues,
+                    pool,
+                    filter,
+                    mode,
+                    reader,
+                    bulk,
+                    sink,
+                    stats,
+                }
+                .run(&stop),
+            )
+        };
+        // The body pins itself (a failure is fatal for RX, unlike targets).
+        let w = launch(
+            #[cfg(feature = "dpdk")]
+            eal,
+            lcore,
+            Vec::new(),
+            false,
+            body,
+        )?;
+        threads.rx.push((lcore, w));
     }
     drop(ready_tx);
     let mut first_err = None;
     for _ in 0..rx_lcores.len() {
         match ready_rx.recv() {
-            Ok(Ok(pool)) => stats.pools.push(pool),
+            // A DPDK mempool is shared by the socket's lcores: listed once.
+            Ok(Ok(pool)) if plan.dpdk.is_none() => stats.pools.push(pool),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
             }
@@ -355,6 +485,8 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
             started: Instant::now(),
         }),
         threads,
+        #[cfg(feature = "dpdk")]
+        dpdk,
     })
 }
 
@@ -378,7 +510,8 @@ impl Running {
         self.threads.rx.iter().all(|(_, h)| h.is_finished())
     }
 
-    /// Stops RX, drains every target, checks pools, returns the summary.
+    /// Stops RX, drains every target, checks pools, returns the summary. In
+    /// a DPDK run it then closes every port and cleans up the EAL.
     pub fn shutdown(mut self) -> Result<Summary, LcoreError> {
         let mut err = None;
         let t = &mut self.threads;
@@ -386,25 +519,27 @@ impl Running {
         let mut rx_done = Vec::new();
         for (lcore, h) in std::mem::take(&mut t.rx) {
             match h.join() {
-                Ok(Some(lc)) => rx_done.push(lc),
-                Ok(None) => {} // setup failed; start() reported it
-                Err(_) => {
+                Some(Some(lc)) => rx_done.push(lc),
+                Some(None) => {} // setup failed; start() reported it
+                None => {
                     err.get_or_insert(LcoreError::Panicked(lcore));
                 }
             }
         }
         // S1: Release; pairs with S2 in the target loop.
         t.stop_targets.store(true, Ordering::Release);
+        let mut targets_done = Vec::new();
         for (lcore, h) in std::mem::take(&mut t.targets) {
             match h.join() {
-                Ok(mut t) => {
+                Some(mut t) => {
                     if let Err(e) = t.sink.flush() {
                         err.get_or_insert(LcoreError::Flush(format!(
                             "{lcore} exception path: {e}"
                         )));
                     }
+                    targets_done.push(t);
                 }
-                Err(_) => {
+                None => {
                     err.get_or_insert(LcoreError::Panicked(lcore));
                 }
             }
@@ -420,9 +555,28 @@ impl Running {
                 err.get_or_insert(LcoreError::Flush(format!("exception path: {e}")));
             }
         }
-        // Pools stay alive (in rx_done) until here: every frame is home.
-        let summary = Summary::collect(&self.handle.stats, duration);
+        // Queues, sinks and pools go now: a DPDK port still holds mbufs in
+        // its RX descriptors until it is stopped, which happens when its
+        // last queue handle is dropped. Native pools' statistics outlive
+        // their pools, so every frame is seen home.
         drop(rx_done);
+        drop(targets_done);
+        #[cfg(feature = "dpdk")]
+        let env = self.dpdk.take().map(|mut env| {
+            env.ports.clear();
+            env
+        });
+        let summary = Summary::collect(&self.handle.stats, duration);
+        #[cfg(feature = "dpdk")]
+        if let Some(env) = env {
+            // The mempools go with the last statistics handle; the EAL is
+            // cleaned up only if that was ours (nobody else holds one).
+            let Running { handle, .. } = self;
+            if Arc::strong_count(&handle) == 1 {
+                drop(handle);
+                env.cleanup();
+            }
+        }
         match err {
             Some(e) => Err(e),
             None => Ok(summary),

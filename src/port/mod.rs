@@ -14,6 +14,8 @@
 mod af_packet;
 mod af_xdp;
 pub mod bpf;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 mod generator;
 pub mod netdev;
 mod null;

@@ -1,0 +1,242 @@
+//! The exception path through DPDK: the net_tap PMD (`--exception
+//! tap:IFNAME` in a DPDK run) or net_virtio_user on the vhost-kernel
+//! backend (`--exception virtio-user:/dev/vhost-net`), DPDK's replacements
+//! for KNI. Both are ethdevs: each delivering lcore owns one TX/RX queue
+//! pair, so delivery is one `rte_eth_tx_burst` of the frames' own mbufs —
+//! no copy from the NIC to the kernel's socket buffer.
+//!
+//! Context: created on the control thread before lcores start; each sink is
+//! moved to its lcore.
+#![allow(unsafe_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+
+use super::tap::{KernelMac, TapSpec};
+use super::{Delivery, ExceptionError, ExceptionSink, ReverseRx};
+use crate::dpdk::ethdev::{self, EthPort, EthQueue, PortSetup};
+use crate::dpdk::{Eal, Mbuf, Mempool};
+use crate::frame::{Frame, Pool, free_burst};
+use crate::port::{Burst, MAX_BURST, netdev};
+
+/// Which DPDK device carries the exception path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Tap,
+    VirtioUser,
+}
+
+/// A started exception device; hands out one queue per lcore.
+pub struct DpdkException {
+    /// Closed when its last queue handle goes; the EAL's cleanup removes
+    /// the vdev.
+    port: Arc<EthPort>,
+    ifname: String,
+    kind: Kind,
+    mac: [u8; 6],
+    rewrite: bool,
+    next: AtomicU16,
+}
+
+/// RX/TX descriptors per exception queue.
+const DESC: u16 = 1024;
+
+impl DpdkException {
+    /// net_tap: creates (or attaches to) the kernel TAP `spec.ifname` with
+    /// `queues` queue pairs.
+    pub fn tap(
+        eal: &Eal,
+        spec: &TapSpec,
+        kernel_mac: KernelMac,
+        queues: u16,
+        pool: Arc<Mempool>,
+    ) -> Result<Self, ExceptionError> {
+        netdev::check_name(&spec.ifname).map_err(ExceptionError::Tap)?;
+        let vdev = format!("net_tap_{}", spec.ifname);
+        let mut args = format!("iface={}", spec.ifname);
+        if let Some(m) = spec.mac {
+            args.push_str(&format!(",mac={}", netdev::fmt_mac(m)));
+        }
+        Self::start(eal, Kind::Tap, vdev, &args, &spec.ifname, spec.up, kernel_mac, queues, pool)
+    }
+
+    /// net_virtio_user on the vhost-kernel backend at `path`
+    /// (/dev/vhost-net); the kernel interface is `cpumapd0`.
+    pub fn virtio_user(
+        eal: &Eal,
+        path: &Path,
+        kernel_mac: KernelMac,
+        queues: u16,
+        pool: Arc<Mempool>,
+    ) -> Result<Self, ExceptionError> {
+        if !path.exists() {
+            return Err(ExceptionError::Tap(format!(
+                "virtio-user: {} does not exist: this kernel has no vhost-net (modprobe vhost_net, or use --exception tap:IFNAME, which needs only /dev/net/tun)",
+                path.display()
+            )));
+        }
+        let ifname = "cpumapd0";
+        let args = format!(
+            "path={},queues={queues},queue_size={DESC},iface={ifname}",
+            path.display()
+        );
+        Self::start(
+            eal,
+            Kind::VirtioUser,
+            "virtio_user_cpumapd".into(),
+            &args,
+            ifname,
+            true,
+            kernel_mac,
+            queues,
+            pool,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        eal: &Eal,
+        kind: Kind,
+        vdev: String,
+        args: &str,
+        ifname: &str,
+        up: bool,
+        kernel_mac: KernelMac,
+        queues: u16,
+        pool: Arc<Mempool>,
+    ) -> Result<Self, ExceptionError> {
+        let err = |e: crate::dpdk::DpdkError| ExceptionError::Tap(format!("exception path: {e}"));
+        let id = ethdev::add_vdev(eal, &vdev, args).map_err(err)?;
+        let info = ethdev::ports(eal)
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| ExceptionError::Tap(format!("{vdev}: port {id} vanished")))?;
+        let started = EthPort::start(
+            info,
+            PortSetup {
+                rx_queues: queues,
+                tx_queues: queues,
+                rx_desc: DESC,
+                tx_desc: DESC,
+                rx_pools: vec![pool],
+            },
+        );
+        let port = match started {
+            Ok(p) => p,
+            Err(e) => {
+                ethdev::remove_vdev(&vdev);
+                return Err(err(e));
+            }
+        };
+        if up {
+            netdev::set_up(ifname)
+                .map_err(|e| ExceptionError::Tap(format!("{ifname}: cannot bring it up: {e}")))?;
+        }
+        let mac = netdev::mac(ifname).map_err(|e| {
+            ExceptionError::Tap(format!("{ifname}: cannot read the kernel side's MAC: {e}"))
+        })?;
+        Ok(DpdkException {
+            port,
+            ifname: ifname.into(),
+            kind,
+            mac,
+            rewrite: kernel_mac == KernelMac::Rewrite,
+            next: AtomicU16::new(0),
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    pub fn port(&self) -> &Arc<EthPort> {
+        &self.port
+    }
+
+    /// The next queue pair, for one lcore.
+    pub fn open_sink(&self) -> Result<DpdkSink, ExceptionError> {
+        let q = self.next.fetch_add(1, Ordering::Relaxed);
+        if q >= self.port.tx_queues {
+            return Err(ExceptionError::Tap(format!(
+                "{}: all {} queues are taken",
+                self.ifname, self.port.tx_queues
+            )));
+        }
+        Ok(DpdkSink {
+            q: self.port.queue(Some(q), Some(q)),
+            mac: self.mac,
+            rewrite: self.rewrite,
+        })
+    }
+}
+
+/// One lcore's queue pair on the exception device.
+pub struct DpdkSink {
+    q: EthQueue,
+    mac: [u8; 6],
+    rewrite: bool,
+}
+
+impl ExceptionSink for DpdkSink {
+    /// Context: the owning lcore. The mbufs go to the driver as they are;
+    /// what it refuses (queue full) is `busy`, or `down` when the kernel
+    /// side's link is down; a native frame (not an mbuf) is `failed`.
+    fn deliver_burst(&mut self, frames: &mut Burst) -> Delivery {
+        let mut ms = arrayvec::ArrayVec::<Mbuf, MAX_BURST>::new();
+        let mut native = Burst::new();
+        for mut f in frames.drain(..) {
+            if self.rewrite {
+                let pkt = f.data_mut();
+                if pkt.len() >= 6 && pkt[0] & 1 == 0 {
+                    pkt[..6].copy_from_slice(&self.mac);
+                }
+            }
+            match f.into_mbuf() {
+                Ok(m) => ms.push(m),
+                Err(f) => native.push(f),
+            }
+        }
+        let mut d = Delivery {
+            failed: native.len(),
+            ..Default::default()
+        };
+        free_burst(&mut native);
+        // SAFETY: we own every mbuf in ms (taken out of their frames).
+        let sent = unsafe { self.q.tx_burst(&mut ms) };
+        d.delivered = sent;
+        let left = ms.len() - sent;
+        if left > 0 {
+            if self.q.port().link().0 {
+                d.busy = left;
+            } else {
+                d.down = left;
+            }
+            // SAFETY: the driver refused these; we still own them.
+            unsafe { Mbuf::free_bulk(&mut ms[sent..]) };
+        }
+        d
+    }
+
+    /// Frames the kernel sent into the device, as mbufs from the device's
+    /// pool (`_pool` is not used). They only leave again by tx_burst, which
+    /// takes chained mbufs as they are.
+    fn receive_burst(&mut self, _pool: &mut Pool, out: &mut Burst) -> ReverseRx {
+        let want = out.remaining_capacity();
+        let mut raw = [None::<Mbuf>; MAX_BURST];
+        let n = self.q.rx_burst(&mut raw[..want]);
+        for m in raw[..n].iter().flatten() {
+            // SAFETY: rx_burst gave us this mbuf; the frame owns it now.
+            out.push(unsafe { Frame::from_mbuf(*m) });
+        }
+        ReverseRx {
+            frames: n,
+            no_buffer: false,
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! What a DPDK run sets up before its lcores start: per-socket mbuf pools,
+//! every probed port configured (RSS across its RX queues) and started,
+//! and the queue handles each lcore will own.
+//!
+//! Context: control thread (the EAL main lcore), before any launch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::LcoreError;
+use crate::config::{Plan, PortSpec};
+use crate::dpdk::ethdev::{EthPort, PortSetup};
+use crate::dpdk::mbuf::CACHE_SIZE;
+use crate::dpdk::{Eal, Mempool};
+use crate::frame::PoolStats;
+use crate::ids::LcoreId;
+use crate::port::PortQueue;
+use crate::port::dpdk::DpdkQueue;
+
+/// RX/TX descriptors per ethdev queue.
+pub const RX_DESC: u16 = 1024;
+pub const TX_DESC: u16 = 1024;
+
+pub struct DpdkEnv {
+    pub eal: Eal,
+    /// One pool per NUMA socket that has an RX lcore.
+    pools: BTreeMap<u32, Arc<Mempool>>,
+    /// Ports in plan order.
+    pub ports: Vec<Arc<EthPort>>,
+    /// RX queues per port (TX queues beyond these are for targets' reverse
+    /// direction, on port 0).
+    rx_queues: Vec<u16>,
+}
+
+impl DpdkEnv {
+    /// Creates the pools and starts every port. `reverse_senders` is how
+    /// many targets transmit the kernel's frames on port 0.
+    pub fn start(eal: Eal, plan: &Plan, reverse_senders: u16) -> Result<DpdkEnv, LcoreError> {
+        let err = |e: crate::dpdk::DpdkError| LcoreError::Dpdk(e.to_string());
+        let rx_lcores = plan.rx_lcores();
+        let mut per_socket: BTreeMap<u32, u32> = BTreeMap::new();
+        for &l in &rx_lcores {
+            *per_socket.entry(eal.socket_of(l)).or_default() += 1;
+        }
+        let queues_total = plan.rx.len() as u32;
+        let all_lcores = (plan.targets.len() + rx_lcores.len() + 1) as u32;
+        let mut pools = BTreeMap::new();
+        for (&socket, &n_rx) in &per_socket {
+            // The plan's per-lcore budget, plus what sits in descriptor rings
+            // and lcore caches, plus the exception device's RX rings.
+            let n = plan.pool_size * n_rx
+                + (RX_DESC as u32 + TX_DESC as u32) * (queues_total + all_lcores)
+                + CACHE_SIZE * all_lcores;
+            let mp = Mempool::new(
+                &format!("cpumapd_s{socket}"),
+                n,
+                plan.headroom,
+                plan.data_room,
+                socket as i32,
+            )
+            .map_err(err)?;
+            pools.insert(socket, Arc::new(mp));
+        }
+        let mut ports = Vec::new();
+        let mut rx_queues = Vec::new();
+        for (p, spec) in plan.ports.iter().enumerate() {
+            let PortSpec::Dpdk(info) = spec else {
+                return Err(LcoreError::Dpdk(format!(
+                    "port{p} ({}) is not a DPDK port",
+                    spec.name()
+                )));
+            };
+            let mut mine: Vec<_> = plan.rx.iter().filter(|r| r.port.0 as usize == p).collect();
+            mine.sort_by_key(|r| r.queue);
+            let n_rx = mine.len() as u16;
+            let extra = if p == 0 { reverse_senders } else { 0 };
+            let n_tx = (n_rx + extra).min(info.max_tx_queues.max(1));
+            let rx_pools = mine
+                .iter()
+                .map(|r| pools[&eal.socket_of(r.lcore)].clone())
+                .collect();
+            let port = EthPort::start(
+                info.clone(),
+                PortSetup {
+                    rx_queues: n_rx,
+                    tx_queues: n_tx,
+                    rx_desc: RX_DESC,
+                    tx_desc: TX_DESC,
+                    rx_pools,
+                },
+            )
+            .map_err(err)?;
+            ports.push(port);
+            rx_queues.push(n_rx);
+        }
+        Ok(DpdkEnv {
+            eal,
+            pools,
+            ports,
+            rx_queues,
+        })
+    }
+
+    /// Closes the ports, frees the pools (their last users are gone: the
+    /// caller dropped every queue, sink and statistics handle), then
+    /// `rte_eal_cleanup`.
+    pub fn cleanup(self) {
+        let DpdkEnv {
+            eal, pools, ports, ..
+        } = self;
+        drop(ports);
+        drop(pools);
+        eal.cleanup();
+    }
+
+    /// The pool RX lcore `l` allocates from (its socket's).
+    pub fn pool_for(&self, l: LcoreId) -> Arc<Mempool> {
+        let s = self.eal.socket_of(l);
+        self.pools
+            .get(&s)
+            .or_else(|| self.pools.values().next())
+            .expect("at least one RX lcore, so one pool")
+            .clone()
+    }
+
+    /// Any pool (for the exception device and the reverse direction).
+    pub fn first_pool(&self) -> Arc<Mempool> {
+        self.pools.values().next().expect("one pool").clone()
+    }
+
+    /// Statistics handles, one per pool.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        self.pools
+            .values()
+            .map(|m| crate::frame::Pool::from_mempool(m.clone()).stats())
+            .collect()
+    }
+
+    /// Port `p`'s RX queues, queue q paired with TX queue q.
+    pub fn port_queues(&self, p: usize) -> Vec<Box<dyn PortQueue>> {
+        (0..self.rx_queues[p])
+            .map(|q| {
+                Box::new(DpdkQueue::new(self.ports[p].queue(Some(q), Some(q))))
+                    as Box<dyn PortQueue>
+            })
+            .collect()
+    }
+
+    /// The `i`-th reverse sender's TX-only queue on port 0, if the device
+    /// had a queue for it.
+    pub fn reverse_tx(&self, i: u16) -> Option<Box<dyn PortQueue>> {
+        let port = self.ports.first()?;
+        let q = self.rx_queues[0] + i;
+        (q < port.tx_queues)
+            .then(|| Box::new(DpdkQueue::new(port.queue(None, Some(q)))) as Box<dyn PortQueue>)
+    }
+}

@@ -1,0 +1,96 @@
+//! DPDK ethdev queues as [`PortQueue`]s: frames are the driver's mbufs,
+//! handed on without a copy.
+//!
+//! Context: each `DpdkQueue` is owned by the one lcore that polls it (its
+//! RX queue index and its TX queue index are that lcore's alone).
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+
+use super::{Burst, MAX_BURST, PortQueue};
+use crate::dpdk::ethdev::EthQueue;
+use crate::dpdk::Mbuf;
+use crate::frame::{Frame, Pool};
+use crate::metrics::PortQueueCounters;
+
+pub struct DpdkQueue {
+    q: EthQueue,
+    queue: u16,
+    counters: Arc<PortQueueCounters>,
+}
+
+impl DpdkQueue {
+    pub fn new(q: EthQueue) -> Self {
+        DpdkQueue {
+            queue: q.rx_queue().or(q.tx_queue()).unwrap_or(0),
+            q,
+            counters: Arc::default(),
+        }
+    }
+}
+
+impl PortQueue for DpdkQueue {
+    /// `rte_eth_rx_burst`; the driver's pool feeds the queue, so `_pool` is
+    /// not used. Multi-segment frames (a driver scattering a jumbo frame)
+    /// are freed and counted as `ierrors`: the pipeline handles one segment.
+    #[inline]
+    fn rx_burst(&mut self, _pool: &mut Pool, out: &mut Burst) -> usize {
+        let want = out.remaining_capacity();
+        let mut raw = [None::<Mbuf>; MAX_BURST];
+        let n = self.q.rx_burst(&mut raw[..want]);
+        let (mut got, mut bytes, mut bad) = (0usize, 0usize, 0u64);
+        for m in raw[..n].iter().flatten() {
+            // SAFETY: rx_burst gave us this mbuf; we own it.
+            let f = unsafe {
+                if m.nb_segs() != 1 {
+                    m.free();
+                    bad += 1;
+                    continue;
+                }
+                Frame::from_mbuf(*m)
+            };
+            let mut f = f;
+            // The port and RSS hash are the driver's; stamp our queue.
+            let (port, rss) = (f.port(), f.rss_hash());
+            f.set_rx_meta(port, self.queue, rss);
+            bytes += f.len();
+            got += 1;
+            out.push(f);
+        }
+        if bad > 0 {
+            self.counters.ierrors.add(bad);
+        }
+        self.counters.ipackets.add(got as u64);
+        self.counters.ibytes.add(bytes as u64);
+        got
+    }
+
+    /// `rte_eth_tx_burst` of the mbuf frames at the front of `frames`; a
+    /// native frame (not an mbuf) stops the burst and stays, with the
+    /// driver's refusals, for the caller to count.
+    #[inline]
+    fn tx_burst(&mut self, frames: &mut Burst) -> usize {
+        let mut ms = arrayvec::ArrayVec::<Mbuf, MAX_BURST>::new();
+        for f in frames.iter() {
+            match f.mbuf() {
+                Some(m) => ms.push(m),
+                None => break,
+            }
+        }
+        // SAFETY: the frames own these mbufs; the ones the driver takes are
+        // forgotten below, the rest stay owned by their frames.
+        let sent = unsafe { self.q.tx_burst(&mut ms) };
+        let sent_bytes: usize = frames[..sent].iter().map(Frame::len).sum();
+        for f in frames.drain(..sent) {
+            // The driver owns the mbuf now.
+            let _ = f.into_mbuf();
+        }
+        self.counters.opackets.add(sent as u64);
+        self.counters.obytes.add(sent_bytes as u64);
+        sent
+    }
+
+    fn counters(&self) -> &Arc<PortQueueCounters> {
+        &self.counters
+    }
+}
