@@ -153,9 +153,9 @@ mod dpdk {
         ] {
             b = b.allowlist_var(v);
         }
-        let bindings = b
-            .generate()
-            .expect("feature `dpdk`: bindgen could not generate DPDK bindings (is libclang-dev installed?)");
+        let bindings = b.generate().expect(
+            "feature `dpdk`: bindgen could not generate DPDK bindings (is libclang-dev installed?)",
+        );
         let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("dpdk_bindings.rs");
         bindings
             .write_to_file(&out)

@@ -33,6 +33,8 @@
 pub mod config;
 pub mod control;
 pub mod cpumap;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod exception;
 pub mod filter;
 pub mod frame;
@@ -43,4 +45,3 @@ pub mod port;
 pub mod ring;
 mod sync;
 pub mod wire;
-#[cfg(feature = "dpdk")] pub mod dpdk;

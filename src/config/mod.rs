@@ -528,7 +528,8 @@ impl Plan {
         let p = Parsed::parse(args)?;
         if p.backend != Backend::Native {
             return Err(ConfigError::Args(
-                "this command line needs the DPDK EAL; use Parsed::parse and Plan::resolve_dpdk".into(),
+                "this command line needs the DPDK EAL; use Parsed::parse and Plan::resolve_dpdk"
+                    .into(),
             ));
         }
         Self::resolve_native(p)
@@ -611,12 +612,30 @@ impl Plan {
                 "the EAL probed no ports: allow a NIC with -a PCI_ADDR (bound to vfio-pci) or add a --vdev (e.g. --vdev net_null0)",
             ));
         }
+        let f = p.file.unwrap_or_default();
+        let rx = p
+            .app
+            .rx
+            .as_deref()
+            .or(f.app.rx.as_deref())
+            .map(parse_rx)
+            .transpose()?;
+        let cpus = if p.app.cpu.is_empty() {
+            &f.app.cpu
+        } else {
+            &p.app.cpu
+        };
+        if rx.iter().flatten().any(|r| r.lcore == main) || cpus.contains(&main.0) {
+            return Err(plan_err(format!(
+                "{main} is the EAL main lcore, which runs the control thread; give RX queues and targets worker lcores (or move it with --main-lcore)"
+            )));
+        }
         let ports = ports.into_iter().map(PortSpec::Dpdk).collect();
         let mut plan = Self::resolve_with(
             lcores,
             ports,
             p.app,
-            p.file.unwrap_or_default(),
+            f,
             Some(DpdkPlan {
                 eal_args: p.eal_args,
                 main_lcore: main,

@@ -33,9 +33,11 @@ impl Eal {
         let mut owned = Vec::with_capacity(args.len() + 1);
         owned.push(CString::new("cpumapd").expect("no NUL"));
         for a in args {
-            owned.push(CString::new(a.as_str()).map_err(|_| {
-                DpdkError::Eal(format!("EAL argument {a:?} contains a NUL byte"))
-            })?);
+            owned.push(
+                CString::new(a.as_str()).map_err(|_| {
+                    DpdkError::Eal(format!("EAL argument {a:?} contains a NUL byte"))
+                })?,
+            );
         }
         // EAL may keep pointers into argv (it reorders it and stores some
         // strings); the strings live for the rest of the process.

@@ -177,7 +177,8 @@ impl EthPort {
             conf.rxmode.mq_mode = ffi::RTE_ETH_MQ_RX_RSS;
             conf.rx_adv_conf.rss_conf.rss_hf = want_rss;
         }
-        let di = dev_info(id).map_err(|rc| err(format!("rte_eth_dev_info_get: {}", rc_error(rc))))?;
+        let di =
+            dev_info(id).map_err(|rc| err(format!("rte_eth_dev_info_get: {}", rc_error(rc))))?;
         // SAFETY: reads a constant.
         let fast_free = unsafe { ffi::cpumapd_tx_offload_mbuf_fast_free() };
         if di.tx_offload_capa & fast_free != 0 {
@@ -370,8 +371,12 @@ impl EthQueue {
         // SAFETY: this handle owns queue q (see Send); Option<Mbuf> is a
         // nullable `rte_mbuf *`, so out is an array the driver fills.
         unsafe {
-            ffi::cpumapd_rx_burst(self.port.info.id, q, out.as_mut_ptr().cast(), out.len() as u16)
-                as usize
+            ffi::cpumapd_rx_burst(
+                self.port.info.id,
+                q,
+                out.as_mut_ptr().cast(),
+                out.len() as u16,
+            ) as usize
         }
     }
 
@@ -385,8 +390,12 @@ impl EthQueue {
         let Some(q) = self.tx else { return 0 };
         // SAFETY: this handle owns queue q; Mbuf is a transparent pointer.
         unsafe {
-            ffi::cpumapd_tx_burst(self.port.info.id, q, ms.as_mut_ptr().cast(), ms.len() as u16)
-                as usize
+            ffi::cpumapd_tx_burst(
+                self.port.info.id,
+                q,
+                ms.as_mut_ptr().cast(),
+                ms.len() as u16,
+            ) as usize
         }
     }
 }

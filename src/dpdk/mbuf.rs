@@ -109,7 +109,11 @@ impl Mbuf {
     #[inline(always)]
     pub unsafe fn vlan_tci(self) -> u16 {
         let m = unsafe { self.m() };
-        if m.ol_flags & RX_VLAN != 0 { m.vlan_tci } else { 0 }
+        if m.ol_flags & RX_VLAN != 0 {
+            m.vlan_tci
+        } else {
+            0
+        }
     }
 
     /// `RTE_PTYPE_*` bits the driver recognised.
@@ -243,7 +247,7 @@ impl Mempool {
             name: name.into(),
             why: "name contains NUL".into(),
         })?;
-        let room = ffi::RTE_PKTMBUF_HEADROOM as u32 + data_room as u32;
+        let room = ffi::RTE_PKTMBUF_HEADROOM + data_room as u32;
         if room > u16::MAX as u32 || headroom as u32 > ffi::RTE_PKTMBUF_HEADROOM {
             return Err(DpdkError::Mempool {
                 name: name.into(),

@@ -40,7 +40,11 @@ pub enum DpdkError {
     #[error("mempool '{name}': {why}")]
     Mempool { name: String, why: String },
     #[error("port{port} ({name}): {why}")]
-    Port { port: u16, name: String, why: String },
+    Port {
+        port: u16,
+        name: String,
+        why: String,
+    },
     #[error("{0}")]
     Device(String),
 }

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-
 use super::tap::{KernelMac, TapSpec};
 use super::{Delivery, ExceptionError, ExceptionSink, ReverseRx};
 use crate::dpdk::ethdev::{self, EthPort, EthQueue, PortSetup};
@@ -59,7 +58,17 @@ impl DpdkException {
         if let Some(m) = spec.mac {
             args.push_str(&format!(",mac={}", netdev::fmt_mac(m)));
         }
-        Self::start(eal, Kind::Tap, vdev, &args, &spec.ifname, spec.up, kernel_mac, queues, pool)
+        Self::start(
+            eal,
+            Kind::Tap,
+            vdev,
+            &args,
+            &spec.ifname,
+            spec.up,
+            kernel_mac,
+            queues,
+            pool,
+        )
     }
 
     /// net_virtio_user on the vhost-kernel backend at `path`

@@ -194,6 +194,9 @@ impl PoolStats {
 /// with per-lcore caches).
 pub struct Pool(PoolKind);
 
+// The native pool is the common case and lives on its lcore's stack frame;
+// boxing it would add a pointer chase to every allocation.
+#[allow(clippy::large_enum_variant)]
 enum PoolKind {
     Native(NativePool),
     #[cfg(feature = "dpdk")]

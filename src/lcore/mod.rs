@@ -239,9 +239,8 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
 #[cfg(feature = "dpdk")]
 pub fn start_dpdk(plan: &Plan, eal: crate::dpdk::Eal) -> Result<Running, LcoreError> {
     let reverse = match plan.exception {
-        crate::exception::ExceptionSpec::Tap(_) | crate::exception::ExceptionSpec::VirtioUser(_) => {
-            plan.targets.len() as u16
-        }
+        crate::exception::ExceptionSpec::Tap(_)
+        | crate::exception::ExceptionSpec::VirtioUser(_) => plan.targets.len() as u16,
         _ => 0,
     };
     let env = dpdk_env::DpdkEnv::start(eal, plan, reverse)?;

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use super::{Burst, MAX_BURST, PortQueue};
-use crate::dpdk::ethdev::EthQueue;
 use crate::dpdk::Mbuf;
+use crate::dpdk::ethdev::EthQueue;
 use crate::frame::{Frame, Pool};
 use crate::metrics::PortQueueCounters;
 

@@ -1,0 +1,476 @@
+//! The DPDK backend end to end: EAL with net_null, DPDK's own net_pcap
+//! against the native pcap port, dpdk-testpmd as a memif peer, the net_tap
+//! exception path into a network namespace, and the errors.
+//!
+//! Built with `--features dpdk` (CI: `cargo test --features dpdk --test
+//! dpdk`). Every run uses `--no-huge --no-pci` (never the host's NIC) and
+//! its own `--file-prefix`. Without DPDK or root the tests say "skipped:
+//! <why>"; in CI a skip is a failure.
+
+mod common;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+#[cfg(not(feature = "dpdk"))]
+#[test]
+fn dpdk_tests_need_the_dpdk_feature() {
+    // CI runs this file again with --features dpdk; here it checks that
+    // the build it will need is possible on this machine.
+    let has_dpdk = std::process::Command::new("pkg-config")
+        .args(["--exists", "libdpdk"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_dpdk || !in_ci(),
+        "CI must install DPDK (libdpdk-dev) for the --features dpdk run"
+    );
+    println!(
+        "skipped: built without --features dpdk (run: cargo test --features dpdk --test dpdk)"
+    );
+}
+
+#[cfg(feature = "dpdk")]
+mod with_dpdk {
+    use std::collections::BTreeMap;
+    use std::net::UdpSocket;
+    use std::path::Path;
+    use std::process::{Child, Command, Output, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    use super::common::{self, args, udp4, write_pcap};
+    use super::in_ci;
+
+    /// One DPDK run at a time: each spins lcores on both CPUs.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn skip(why: &str) {
+        assert!(!in_ci(), "skipped: {why} (CI must provide it)");
+        println!("skipped: {why}");
+    }
+
+    fn prefix() -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "cpumapd-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// EAL args for a test run: no hugepages, no PCI, a private prefix.
+    /// lcore 0 (main) and 1 (RX) on CPU 0, targets 2 and 3 on CPU 1.
+    fn eal(extra: &str) -> String {
+        format!(
+            "--lcores 0@0,1@0,2@1,3@1 --no-huge -m 512 --no-shconf --no-pci --file-prefix {} --log-level 4 {extra}",
+            prefix()
+        )
+    }
+
+    fn cpumapd(cmdline: &str) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+            .args(args(cmdline))
+            .output()
+            .expect("run cpumapd")
+    }
+
+    /// Runs to the end and returns the JSON summary; the exit status must be
+    /// 0 (which includes the binary's own identity check).
+    fn summary(cmdline: &str) -> Value {
+        let o = cpumapd(&format!(
+            "{cmdline} --metrics off --control off --interval 0 --summary-json -"
+        ));
+        assert!(
+            o.status.success(),
+            "{cmdline}: exit {:?}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("summary JSON on stdout")
+    }
+
+    fn n(v: &Value, k: &str) -> u64 {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} missing in {v}"))
+    }
+
+    /// DESIGN.md's accounting identity, from a summary.
+    fn assert_identity(s: &Value) {
+        assert_eq!(
+            n(s, "rx"),
+            n(s, "pass") + n(s, "drop") + n(s, "tx") + n(s, "redirect") + n(s, "aborted"),
+            "rx split: {s}"
+        );
+        assert_eq!(n(s, "redirect"), n(s, "enqueued") + n(s, "enqueue_drops"));
+        assert_eq!(n(s, "in_flight"), 0);
+        assert_eq!(n(s, "enqueued"), n(s, "target_processed"));
+        assert_eq!(
+            n(s, "target_processed"),
+            n(s, "delivered") + n(s, "target_drops")
+        );
+        assert_eq!(n(s, "pool_in_use"), 0, "every mbuf back in its mempool");
+    }
+
+    #[test]
+    fn null_vdev_pipeline_balances_and_the_mempool_is_full_at_exit() {
+        let _g = serial();
+        let s = summary(&format!(
+            "{} --vdev=net_null0 -- --duration 2 --mode no-touch --remote-action drop",
+            eal("")
+        ));
+        assert!(n(&s, "rx") > 100_000, "net_null delivers: {s}");
+        assert_eq!(n(&s, "redirect"), n(&s, "rx"), "no-touch redirects all");
+        assert_identity(&s);
+        assert!(n(&s, "pool_capacity") > 0, "the mempool is listed");
+        assert_eq!(s["targets"].as_array().unwrap().len(), 2);
+    }
+
+    /// Frames for the parity test: a mix the modes tell apart plus every
+    /// record of ../shared/pcaps that fits one mbuf (malformed ones too).
+    fn parity_frames() -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        for i in 0..600u16 {
+            let mut f = udp4(
+                [10, 0, (i % 7) as u8, 1],
+                [10, 1, 0, 2],
+                1000 + i,
+                [9, 53, 80, 4242][i as usize % 4],
+            );
+            if i % 5 == 0 {
+                f[23] = 6; // TCP in the IPv4 protocol field
+            }
+            if i % 11 == 0 {
+                f[23] = 1; // ICMP
+            }
+            v.push(f);
+        }
+        v.extend(
+            common::all_shared_records()
+                .into_iter()
+                .filter(|r| (14..=1514).contains(&r.len())),
+        );
+        v
+    }
+
+    fn per_target(s: &Value) -> BTreeMap<u64, u64> {
+        s["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let id = t["target"].as_u64().unwrap();
+                (id, n(t, "enqueued") + n(t, "enqueue_drops"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dpdk_net_pcap_gives_the_native_pcap_port_counts_in_every_mode() {
+        let _g = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("mix.pcap");
+        let frames = parity_frames();
+        write_pcap(&pcap, &frames);
+        for mode in [
+            "no-touch",
+            "touch",
+            "round-robin",
+            "l4-proto",
+            "l4-filter",
+            "l4-hash",
+            "l4-sport",
+            "l4-dport",
+        ] {
+            let app = format!("--mode {mode} --qsize 16384 --cpu 2,3 --rx (0,0,1)");
+            let native = summary(&format!(
+                "--lcores 1@0,2@1,3@1 --vdev net_pcap0,rx_pcap={} -- {app} --backend native --no-pin",
+                pcap.display()
+            ));
+            let dpdk = summary(&format!(
+                "{} --vdev net_pcap0,rx_pcap={} -- {app} --duration 1.5",
+                eal(""),
+                pcap.display()
+            ));
+            assert_identity(&dpdk);
+            assert_identity(&native);
+            assert_eq!(
+                n(&native, "rx"),
+                frames.len() as u64,
+                "{mode}: native read all"
+            );
+            for k in ["rx", "pass", "drop", "redirect", "aborted"] {
+                assert_eq!(n(&dpdk, k), n(&native, k), "{mode}: {k}");
+            }
+            assert_eq!(per_target(&dpdk), per_target(&native), "{mode}: per target");
+        }
+    }
+
+    fn have(cmd: &str) -> bool {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// testpmd's accumulated "TX-packets" from its exit statistics.
+    fn testpmd_tx_packets(out: &str) -> Option<u64> {
+        let block = out.split("Accumulated forward statistics").nth(1)?;
+        let i = block.find("TX-packets:")?;
+        block[i + 11..].split_whitespace().next()?.parse().ok()
+    }
+
+    #[test]
+    fn testpmd_txonly_over_memif_matches_cpumapd_rx_exactly() {
+        let _g = serial();
+        if !have("dpdk-testpmd") {
+            skip("needs dpdk-testpmd (apt-get install dpdk)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("memif.sock");
+        // testpmd is the memif server and the traffic generator; it runs on
+        // CPU 0, cpumapd's RX lcore and targets on CPU 1.
+        let testpmd: Child = Command::new("dpdk-testpmd")
+            .args(args(&format!(
+                "--lcores 0@0,1@0 --no-huge -m 256 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_memif0,role=server,socket={},socket-abstract=no -- --forward-mode=txonly --txonly-multi-flow --auto-start --nb-cores=1 --total-num-mbufs=4096",
+                prefix(),
+                sock.display()
+            )))
+            // Non-interactive testpmd runs until Enter or SIGINT: keep its
+            // stdin open.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dpdk-testpmd");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "testpmd made no memif socket"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let cpumapd = Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+            .args(args(&format!(
+                "--lcores 0@1,1@1,2@1,3@1 --no-huge -m 512 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_memif0,role=client,socket={},socket-abstract=no -- --mode round-robin --cpu 2,3 --qsize 16384 --metrics off --control off --interval 0 --summary-json -",
+                prefix(),
+                sock.display()
+            )))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cpumapd");
+        std::thread::sleep(Duration::from_secs(4));
+        // Stop the sender first; cpumapd then drains the memif ring.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(testpmd.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let tp = testpmd.wait_with_output().unwrap();
+        let tp_out = String::from_utf8_lossy(&tp.stdout).into_owned();
+        std::thread::sleep(Duration::from_millis(500));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(cpumapd.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let c = cpumapd.wait_with_output().unwrap();
+        assert!(
+            c.status.success(),
+            "cpumapd: {:?}\n{}",
+            c.status,
+            String::from_utf8_lossy(&c.stderr)
+        );
+        let s: Value = serde_json::from_slice(&c.stdout).expect("summary");
+        let sent = testpmd_tx_packets(&tp_out)
+            .unwrap_or_else(|| panic!("no TX-packets in testpmd's output:\n{tp_out}"));
+        assert!(sent > 10_000, "testpmd sent {sent}");
+        assert_eq!(n(&s, "rx"), sent, "every frame testpmd sent was received");
+        assert_eq!(n(&s, "redirect"), sent, "round-robin redirects all");
+        let t = per_target(&s);
+        assert_eq!(t.len(), 2);
+        assert!(t.values().all(|&v| v > 0), "both targets got frames: {t:?}");
+        assert_eq!(t.values().sum::<u64>(), sent);
+        assert_identity(&s);
+    }
+
+    fn run(cmd: &str, a: &[&str]) -> Output {
+        let o = Command::new(cmd).args(a).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd} {a:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    struct Netns(String);
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+
+    #[test]
+    fn net_tap_exception_hands_frames_to_a_kernel_socket_in_a_netns() {
+        let _g = serial();
+        if !nix::unistd::geteuid().is_root() || !Path::new("/dev/net/tun").exists() {
+            skip("needs root and /dev/net/tun for net_tap in a network namespace");
+            return;
+        }
+        let ns = Netns(format!("cpmd{}", std::process::id()));
+        run("ip", &["netns", "add", &ns.0]);
+        // A persistent multi-queue TAP with an address, which net_tap
+        // attaches to: the kernel is ready before the first frame.
+        let tap = "cpmdtap0";
+        let ex = |a: &[&str]| {
+            let mut v = vec!["netns", "exec", &ns.0];
+            v.extend_from_slice(a);
+            run("ip", &v)
+        };
+        ex(&[
+            "ip",
+            "tuntap",
+            "add",
+            "mode",
+            "tap",
+            "multi_queue",
+            "name",
+            tap,
+        ]);
+        ex(&["ip", "addr", "add", "10.77.0.1/24", "dev", tap]);
+        ex(&["ip", "link", "set", tap, "up"]);
+        // The kernel checks the IPv4 header checksum (UDP's 0 means none).
+        let frames: Vec<Vec<u8>> = (0..200u16)
+            .map(|i| {
+                let mut f = udp4([10, 77, 0, 2], [10, 77, 0, 1], 2000 + i, 5555);
+                let sum: u32 = f[14..34]
+                    .chunks(2)
+                    .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+                    .sum();
+                let sum = (sum & 0xffff) + (sum >> 16);
+                f[24..26].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+                f
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("udp.pcap");
+        write_pcap(&pcap, &frames);
+        // The UDP socket lives in the namespace; bind it from a thread that
+        // entered it.
+        let nsname = ns.0.clone();
+        let sock = std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/var/run/netns/{nsname}")).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let s = UdpSocket::bind("10.77.0.1:5555").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            s
+        })
+        .join()
+        .unwrap();
+        let rx_before = stat(&ns.0, tap, "rx_packets");
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_cpumapd")])
+            .args(args(&format!(
+                "{} --vdev net_pcap0,rx_pcap={} -- --mode l4-hash --exception tap:{tap} --duration 2 --metrics off --control off --interval 0 --summary-json -",
+                eal(""),
+                pcap.display()
+            )))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "cpumapd: {:?}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_identity(&s);
+        assert_eq!(n(&s, "redirect"), 200);
+        assert_eq!(n(&s, "delivered"), 200, "net_tap took every frame: {s}");
+        let mut got = 0;
+        let mut buf = [0u8; 2048];
+        while sock.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        assert_eq!(
+            got,
+            200,
+            "every datagram reached the socket in the namespace; kernel counters:\n{}",
+            String::from_utf8_lossy(&run("ip", &["netns", "exec", &ns.0, "nstat", "-as"]).stdout)
+        );
+        assert!(stat(&ns.0, tap, "rx_packets") - rx_before >= 200);
+    }
+
+    fn stat(ns: &str, dev: &str, name: &str) -> u64 {
+        let o = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "cat",
+                &format!("/sys/class/net/{dev}/statistics/{name}"),
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    }
+
+    fn fails_with(cmdline: &str, needle: &str) {
+        let o = cpumapd(&format!(
+            "{cmdline} --metrics off --control off --interval 0"
+        ));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{cmdline}: should fail");
+        assert!(
+            err.contains(needle),
+            "{cmdline}: expected '{needle}' in:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{cmdline}: panicked:\n{err}");
+    }
+
+    #[test]
+    fn bad_eal_args_ports_queues_and_lcores_get_clear_errors() {
+        let _g = serial();
+        let null = eal("--vdev=net_null0");
+        fails_with(
+            &format!("{} --no-such-eal-option --", eal("")),
+            "rte_eal_init failed",
+        );
+        fails_with(&format!("{null} -- --rx (5,0,1)"), "only 1 port(s)");
+        fails_with(&format!("{null} -- --rx (0,0,1),(0,0,2)"), "assigned twice");
+        fails_with(
+            &format!("{null} -- --rx (0,0,7)"),
+            "not in the EAL lcore list",
+        );
+        fails_with(&format!("{null} -- --cpu 9"), "not in the EAL lcore list");
+        fails_with(&format!("{null} -- --rx (0,0,0)"), "EAL main lcore");
+        fails_with(&format!("{null} -- --exception kni"), "KNI was removed");
+        fails_with(
+            &format!("{} --vdev net_gen0 --", eal("")),
+            "net_gen is cpumapd's own generator",
+        );
+        fails_with(
+            &format!("{} --no-huge --no-pci --", "--lcores 0@0"),
+            "only the main lcore",
+        );
+        if !Path::new("/dev/vhost-net").exists() {
+            fails_with(
+                &format!("{null} -- --exception virtio-user:/dev/vhost-net"),
+                "no vhost-net",
+            );
+        }
+    }
+}
