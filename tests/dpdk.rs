@@ -133,6 +133,34 @@ mod with_dpdk {
         assert_eq!(s["targets"].as_array().unwrap().len(), 2);
     }
 
+    /// Free 2 MB hugepages after trying to reserve 512 (as root).
+    fn hugepages_free() -> u64 {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", "512");
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("HugePages_Free:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn null_vdev_pipeline_on_hugepages_in_memory() {
+        let _g = serial();
+        // The production memory model: hugepages, --in-memory (no files).
+        // Reserving them needs root and a kernel with free contiguous
+        // memory; where it cannot, this says so (CI runs as root).
+        if hugepages_free() < 256 {
+            skip("cannot reserve 2 MB hugepages (echo 512 > /proc/sys/vm/nr_hugepages as root)");
+            return;
+        }
+        let s = summary(&format!(
+            "--lcores 0@0,1@0,2@1 --in-memory --no-pci -m 400 --log-level 4 --vdev=net_null0 -- --duration 2 --mode no-touch --remote-action drop"
+        ));
+        assert!(n(&s, "rx") > 100_000, "{s}");
+        assert_identity(&s);
+    }
+
     /// Frames for the parity test: a mix the modes tell apart plus every
     /// record of ../shared/pcaps that fits one mbuf (malformed ones too).
     fn parity_frames() -> Vec<Vec<u8>> {
