@@ -119,13 +119,58 @@ mod with_dpdk {
         assert_eq!(n(s, "pool_in_use"), 0, "every mbuf back in its mempool");
     }
 
+    fn scrape(addr: &str) -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+        write!(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        body
+    }
+
+    /// The value of the first sample line starting with `prefix`.
+    fn sample(body: &str, prefix: &str) -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     #[test]
     fn null_vdev_pipeline_balances_and_the_mempool_is_full_at_exit() {
         let _g = serial();
-        let s = summary(&format!(
-            "{} --vdev=net_null0 -- --duration 2 --mode no-touch --remote-action drop",
-            eal("")
-        ));
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+            .args(args(&format!(
+                "{} --vdev=net_null0 -- --duration 3 --mode no-touch --remote-action drop --metrics {addr} --control off --interval 0 --summary-json -",
+                eal("")
+            )))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        // The device's own counters (rte_eth_stats) and link, beside ours.
+        let body = scrape(&addr);
+        let dev_rx = sample(
+            &body,
+            "cpumapd_device_packets_total{port=\"0\",device=\"net_null0\",direction=\"rx\"}",
+        );
+        assert!(dev_rx.is_some_and(|v| v > 0.0), "device rx in:\n{body}");
+        assert_eq!(
+            sample(
+                &body,
+                "cpumapd_device_link_up{port=\"0\",device=\"net_null0\"}"
+            ),
+            Some(1.0)
+        );
+        assert!(body.contains("backend=\"dpdk\""), "build info says dpdk");
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(n(&s, "rx") > 100_000, "net_null delivers: {s}");
         assert_eq!(n(&s, "redirect"), n(&s, "rx"), "no-touch redirects all");
         assert_identity(&s);

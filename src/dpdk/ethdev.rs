@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::mbuf::{Mbuf, Mempool};
 use super::{DpdkError, Eal, ffi, rc_error};
+use crate::metrics::{DeviceCounters, DeviceStats};
 
 /// What the control thread knows of a probed port.
 #[derive(Clone, Debug)]
@@ -257,12 +258,12 @@ impl EthPort {
     }
 
     /// Device counters (`rte_eth_stats_get`).
-    pub fn stats(&self) -> EthStats {
+    pub fn stats(&self) -> DeviceCounters {
         let mut s = ffi::rte_eth_stats::default();
         // SAFETY: started port, valid out-parameter. Reading stats is
         // thread-safe against the data path in every PMD we use.
         unsafe { ffi::rte_eth_stats_get(self.info.id, &mut s) };
-        EthStats {
+        DeviceCounters {
             ipackets: s.ipackets,
             opackets: s.opackets,
             ibytes: s.ibytes,
@@ -325,17 +326,22 @@ impl Drop for EthPort {
     }
 }
 
-/// `rte_eth_stats`, port-wide.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EthStats {
-    pub ipackets: u64,
-    pub opackets: u64,
-    pub ibytes: u64,
-    pub obytes: u64,
-    pub imissed: u64,
-    pub ierrors: u64,
-    pub oerrors: u64,
-    pub rx_nombuf: u64,
+impl DeviceStats for EthPort {
+    fn port(&self) -> u16 {
+        self.info.id
+    }
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+    fn counters(&self) -> DeviceCounters {
+        self.stats()
+    }
+    fn xstats(&self) -> Vec<(String, u64)> {
+        EthPort::xstats(self)
+    }
+    fn link_up(&self) -> bool {
+        self.link().0
+    }
 }
 
 /// One lcore's RX and/or TX queue of a port.

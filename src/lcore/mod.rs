@@ -306,7 +306,21 @@ fn start_inner(
         map: map.clone(),
         mode: mode.clone(),
         exception: plan.exception.backend().to_string(),
+        backend: if plan.dpdk.is_some() {
+            "dpdk"
+        } else {
+            "native"
+        },
+        devices: Vec::new(),
     };
+    #[cfg(feature = "dpdk")]
+    if let Some(env) = &dpdk {
+        stats.devices.extend(
+            env.ports
+                .iter()
+                .map(|p| Arc::downgrade(&(p.clone() as Arc<dyn crate::metrics::DeviceStats>))),
+        );
+    }
     let mut threads = Threads {
         stop_rx: stop_rx.clone(),
         stop_targets: stop_targets.clone(),
@@ -321,8 +335,14 @@ fn start_inner(
         Some(env) => {
             stats.pools.extend(env.pool_stats());
             let queues = (target_ids.len() + rx_lcores.len()) as u16;
-            plan.exception
-                .prepare_dpdk(&env.eal, plan.kernel_mac, queues, env.first_pool())?
+            let ex =
+                plan.exception
+                    .prepare_dpdk(&env.eal, plan.kernel_mac, queues, env.first_pool())?;
+            if let Some(dev) = ex.dpdk() {
+                let p: Arc<dyn crate::metrics::DeviceStats> = dev.port().clone();
+                stats.devices.push(Arc::downgrade(&p));
+            }
+            ex
         }
         None => plan.exception.prepare(plan.kernel_mac)?,
     };

@@ -198,6 +198,32 @@ const POOL_IN_USE: Family = gauge(
 );
 const POOL_CAPACITY: Family = gauge("cpumapd_pool_capacity", "Buffers in a pool.", &["pool"]);
 
+const DEVICE_PACKETS: Family = counter(
+    "cpumapd_device_packets_total",
+    "Frames a DPDK device counted itself (rte_eth_stats ipackets/opackets), including the net_tap exception device.",
+    &["port", "device", "direction"],
+);
+const DEVICE_BYTES: Family = counter(
+    "cpumapd_device_bytes_total",
+    "Bytes a DPDK device counted itself (rte_eth_stats ibytes/obytes).",
+    &["port", "device", "direction"],
+);
+const DEVICE_DROPS: Family = counter(
+    "cpumapd_device_dropped_total",
+    "Frames a DPDK device dropped or failed: imissed (RX ring full), ierrors, rx_nombuf (no mbuf to refill), oerrors.",
+    &["port", "device", "reason"],
+);
+const DEVICE_LINK: Family = gauge(
+    "cpumapd_device_link_up",
+    "1 when the DPDK device reports link up (rte_eth_link_get_nowait).",
+    &["port", "device"],
+);
+const DEVICE_XSTATS: Family = counter(
+    "cpumapd_device_xstats_total",
+    "A DPDK device's extended statistics (rte_eth_xstats), by the driver's names.",
+    &["port", "device", "stat"],
+);
+
 /// Every family this collector exports, in exposition order.
 const FAMILIES: &[&Family] = &[
     &BUILD_INFO,
@@ -228,6 +254,11 @@ const FAMILIES: &[&Family] = &[
     &MAP_UPDATES,
     &POOL_IN_USE,
     &POOL_CAPACITY,
+    &DEVICE_PACKETS,
+    &DEVICE_BYTES,
+    &DEVICE_DROPS,
+    &DEVICE_LINK,
+    &DEVICE_XSTATS,
 ];
 
 /// The names of every exported family (docs and tests check against it).
@@ -334,7 +365,7 @@ impl Collector for PipelineCollector {
         };
 
         one(&BUILD_INFO, &mut |m| {
-            m.push(&[env!("CARGO_PKG_VERSION"), "native"], 1.0)
+            m.push(&[env!("CARGO_PKG_VERSION"), s.backend], 1.0)
         });
         one(&MODE_INFO, &mut |m| m.push(&[h.mode().name()], 1.0));
         one(&UPTIME, &mut |m| m.push(&[], h.uptime().as_secs_f64()));
@@ -375,6 +406,54 @@ impl Collector for PipelineCollector {
                     &[&l[0], &l[1], &l[2], "errors"],
                     q.counters.ierrors.get() as f64,
                 );
+                m.push(
+                    &[&l[0], &l[1], &l[2], "missed"],
+                    q.counters.imissed.get() as f64,
+                );
+            }
+        });
+
+        // Devices still open (a closed port's weak handle is gone).
+        let devices: Vec<_> = s.devices.iter().filter_map(|d| d.upgrade()).collect();
+        let dev_counters: Vec<_> = devices.iter().map(|d| d.counters()).collect();
+        let dev_labels: Vec<[String; 2]> = devices
+            .iter()
+            .map(|d| [d.port().to_string(), d.name().to_string()])
+            .collect();
+        one(&DEVICE_PACKETS, &mut |m| {
+            for (c, l) in dev_counters.iter().zip(&dev_labels) {
+                m.push(&[&l[0], &l[1], "rx"], c.ipackets as f64);
+                m.push(&[&l[0], &l[1], "tx"], c.opackets as f64);
+            }
+        });
+        one(&DEVICE_BYTES, &mut |m| {
+            for (c, l) in dev_counters.iter().zip(&dev_labels) {
+                m.push(&[&l[0], &l[1], "rx"], c.ibytes as f64);
+                m.push(&[&l[0], &l[1], "tx"], c.obytes as f64);
+            }
+        });
+        one(&DEVICE_DROPS, &mut |m| {
+            for (c, l) in dev_counters.iter().zip(&dev_labels) {
+                for (reason, v) in [
+                    ("imissed", c.imissed),
+                    ("ierrors", c.ierrors),
+                    ("rx_nombuf", c.rx_nombuf),
+                    ("oerrors", c.oerrors),
+                ] {
+                    m.push(&[&l[0], &l[1], reason], v as f64);
+                }
+            }
+        });
+        one(&DEVICE_LINK, &mut |m| {
+            for (d, l) in devices.iter().zip(&dev_labels) {
+                m.push(&[&l[0], &l[1]], d.link_up() as u8 as f64);
+            }
+        });
+        one(&DEVICE_XSTATS, &mut |m| {
+            for (d, l) in devices.iter().zip(&dev_labels) {
+                for (name, v) in d.xstats() {
+                    m.push(&[&l[0], &l[1], &name], v as f64);
+                }
             }
         });
 

@@ -211,6 +211,33 @@ pub struct PortQueueCounters {
     pub oerrors: Counter,
 }
 
+/// Counters a device keeps itself (DPDK's `rte_eth_stats`), read at scrape
+/// time on the metrics thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub ibytes: u64,
+    pub obytes: u64,
+    /// Frames the NIC dropped because its RX ring was full.
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub oerrors: u64,
+    /// RX descriptors the driver could not refill (mempool empty).
+    pub rx_nombuf: u64,
+}
+
+/// A device whose own statistics are exported beside cpumapd's counters
+/// (DPDK ethdev ports and the net_tap / virtio-user exception device).
+pub trait DeviceStats: Send + Sync {
+    fn port(&self) -> u16;
+    fn name(&self) -> &str;
+    fn counters(&self) -> DeviceCounters;
+    /// Driver-specific extended statistics (`rte_eth_xstats`).
+    fn xstats(&self) -> Vec<(String, u64)>;
+    fn link_up(&self) -> bool;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,11 @@ pub struct StatsSet {
     pub map: Arc<CpuMap>,
     pub mode: Arc<ModeSwitch>,
     pub exception: String,
+    /// "native" or "dpdk".
+    pub backend: &'static str,
+    /// Devices with their own counters; weak, so a closed port is not kept
+    /// open by a scrape handle.
+    pub devices: Vec<std::sync::Weak<dyn super::DeviceStats>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
