@@ -199,9 +199,9 @@ mod with_dpdk {
             skip("cannot reserve 2 MB hugepages (echo 512 > /proc/sys/vm/nr_hugepages as root)");
             return;
         }
-        let s = summary(&format!(
-            "--lcores 0@0,1@0,2@1 --in-memory --no-pci -m 400 --log-level 4 --vdev=net_null0 -- --duration 2 --mode no-touch --remote-action drop"
-        ));
+        let s = summary(
+            "--lcores 0@0,1@0,2@1 --in-memory --no-pci -m 400 --log-level 4 --vdev=net_null0 -- --duration 2 --mode no-touch --remote-action drop",
+        );
         assert!(n(&s, "rx") > 100_000, "{s}");
         assert_identity(&s);
     }
