@@ -98,6 +98,7 @@ mod dpdk {
             "rte_mempool_avail_count",
             "rte_mempool_in_use_count",
             "rte_pktmbuf_free_bulk",
+            "rte_mbuf_dynfield_register",
             "rte_ring_create",
             "rte_ring_free",
             "rte_eth_dev_count_avail",
@@ -125,6 +126,7 @@ mod dpdk {
         }
         for t in [
             "rte_mbuf",
+            "rte_mbuf_dynfield",
             "rte_eth_conf",
             "rte_eth_dev_info",
             "rte_eth_stats",

@@ -311,14 +311,15 @@ mod with_dpdk {
         let sock = dir.path().join("memif.sock");
         // testpmd is the memif server and the traffic generator; it runs on
         // CPU 0, cpumapd's RX lcore and targets on CPU 1.
-        let testpmd: Child = Command::new("dpdk-testpmd")
+        let mut testpmd: Child = Command::new("dpdk-testpmd")
             .args(args(&format!(
-                "--lcores 0@0,1@0 --no-huge -m 256 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_memif0,role=server,socket={},socket-abstract=no -- --forward-mode=txonly --txonly-multi-flow --auto-start --nb-cores=1 --total-num-mbufs=4096",
+                "--lcores 0@0,1@0 --no-huge -m 256 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_memif0,role=server,socket={},socket-abstract=no -- -i --forward-mode=txonly --txonly-multi-flow --auto-start --nb-cores=1 --total-num-mbufs=4096",
                 prefix(),
                 sock.display()
             )))
-            // Non-interactive testpmd runs until Enter or SIGINT: keep its
-            // stdin open.
+            // Interactive: `stop` ends forwarding and prints the counts
+            // while the memif port stays open for cpumapd to drain; `quit`
+            // closes it afterwards.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -343,15 +344,19 @@ mod with_dpdk {
             .spawn()
             .expect("start cpumapd");
         std::thread::sleep(Duration::from_secs(4));
-        // Stop the sender first; cpumapd then drains the memif ring.
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(testpmd.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
+        // Stop the sender but keep its port open while cpumapd drains the
+        // memif ring (closing it would discard frames still in the ring).
+        {
+            use std::io::Write;
+            let stdin = testpmd.stdin.as_mut().unwrap();
+            stdin.write_all(b"stop\n").unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            stdin.write_all(b"quit\n").unwrap();
+        }
         let tp = testpmd.wait_with_output().unwrap();
         let tp_out = String::from_utf8_lossy(&tp.stdout).into_owned();
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(300));
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(cpumapd.id() as i32),
             nix::sys::signal::Signal::SIGTERM,

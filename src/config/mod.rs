@@ -521,14 +521,15 @@ impl Plan {
         Self::resolve(eal, app, None)
     }
 
-    /// Parses a full command line (without argv[0]) for the native backend.
-    /// A DPDK run uses [`Parsed::parse`] and [`Plan::resolve_dpdk`] around
-    /// `rte_eal_init`.
+    /// Parses a full command line (without argv[0]) into a native plan,
+    /// whatever the build's default backend (library users and tests run
+    /// the native ports). A DPDK run uses [`Parsed::parse`] and
+    /// [`Plan::resolve_dpdk`] around `rte_eal_init`.
     pub fn from_args(args: &[String]) -> Result<Self, ConfigError> {
         let p = Parsed::parse(args)?;
-        if p.backend != Backend::Native {
+        if p.app.backend.as_deref() == Some("dpdk") {
             return Err(ConfigError::Args(
-                "this command line needs the DPDK EAL; use Parsed::parse and Plan::resolve_dpdk"
+                "--backend dpdk needs the EAL: run the cpumapd binary (Plan::from_args builds native plans)"
                     .into(),
             ));
         }

@@ -59,6 +59,7 @@ impl Eal {
                 rte_error()
             )));
         }
+        super::mbuf::register_dynfield()?;
         // SAFETY: EAL is initialised.
         let main = unsafe { ffi::rte_get_main_lcore() };
         Ok(Eal {

@@ -1,25 +1,49 @@
 //! `rte_mbuf` and `rte_mempool`: the DPDK side of [`crate::frame`].
 //!
 //! A [`Mbuf`] is a raw handle used by `Frame` (which owns it); its accessors
-//! are `unsafe fn`s whose contract is "the caller owns this mbuf". Our
-//! pools give every mbuf a 16-byte private area ([`PRIV_SIZE`]) for the
-//! metadata the mbuf has no field for (RX queue, timestamp).
+//! are `unsafe fn`s whose contract is "the caller owns this mbuf". The
+//! metadata the mbuf has no field for (RX queue, timestamp) lives in a
+//! registered dynamic field ([`register_dynfield`]): inside the mbuf's
+//! second cache line, which allocation and free touch anyway, so stamping
+//! it costs no extra cache miss (a private area after the mbuf would).
 
 use std::ffi::CString;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{DpdkError, ffi, rte_error};
 
-/// Bytes of private area after each `rte_mbuf` in cpumapd's pools.
-pub const PRIV_SIZE: u16 = 16;
-
+/// cpumapd's per-mbuf metadata, in the dynamic field.
 #[repr(C)]
-struct Priv {
+struct Meta {
     timestamp_ns: u64,
     queue: u16,
-    _pad: [u16; 3],
 }
-const _: () = assert!(size_of::<Priv>() == PRIV_SIZE as usize);
+
+/// Offset of [`Meta`] in every mbuf; 0 until registered.
+static META_OFF: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers the `cpumapd_meta` dynamic mbuf field (once per process, after
+/// EAL init, before any pool is created).
+pub(super) fn register_dynfield() -> Result<(), DpdkError> {
+    let mut d = ffi::rte_mbuf_dynfield::default();
+    for (dst, b) in d.name.iter_mut().zip(b"cpumapd_meta\0") {
+        *dst = *b as std::ffi::c_char;
+    }
+    d.size = size_of::<Meta>();
+    d.align = align_of::<Meta>();
+    // SAFETY: d is a fully initialised descriptor with a NUL-terminated
+    // name; EAL is initialised (caller).
+    let off = unsafe { ffi::rte_mbuf_dynfield_register(&d) };
+    if off < 0 {
+        return Err(DpdkError::Eal(format!(
+            "cannot register the cpumapd_meta mbuf field: {}",
+            rte_error()
+        )));
+    }
+    META_OFF.store(off as usize, Ordering::Relaxed);
+    Ok(())
+}
 
 const RX_RSS_HASH: u64 = ffi::RTE_MBUF_F_RX_RSS_HASH as u64;
 const RX_VLAN: u64 = ffi::RTE_MBUF_F_RX_VLAN as u64;
@@ -126,29 +150,29 @@ impl Mbuf {
     }
 
     #[inline(always)]
-    unsafe fn private(self) -> Option<&'static mut Priv> {
-        let m = unsafe { self.m() };
-        if m.priv_size < PRIV_SIZE {
+    unsafe fn meta(self) -> Option<&'static mut Meta> {
+        let off = META_OFF.load(Ordering::Relaxed);
+        if off == 0 {
             return None;
         }
-        // SAFETY: the private area follows the rte_mbuf struct
-        // (rte_mbuf_to_priv) and holds at least PRIV_SIZE bytes; it is
-        // 8-aligned (RTE_MBUF_PRIV_ALIGN).
-        Some(unsafe { &mut *self.0.as_ptr().add(1).cast::<Priv>() })
+        // SAFETY: the registered field lies inside every rte_mbuf at `off`,
+        // aligned for Meta (rte_mbuf_dynfield_register checked both); the
+        // caller owns the mbuf.
+        Some(unsafe { &mut *self.0.as_ptr().cast::<u8>().add(off).cast::<Meta>() })
     }
 
     /// # Safety
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn queue(self) -> u16 {
-        unsafe { self.private() }.map_or(0, |p| p.queue)
+        unsafe { self.meta() }.map_or(0, |p| p.queue)
     }
 
     /// # Safety
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn timestamp_ns(self) -> u64 {
-        unsafe { self.private() }.map_or(0, |p| p.timestamp_ns)
+        unsafe { self.meta() }.map_or(0, |p| p.timestamp_ns)
     }
 
     /// # Safety
@@ -161,8 +185,19 @@ impl Mbuf {
         if rss != 0 {
             m.ol_flags |= RX_RSS_HASH;
         }
-        if let Some(p) = unsafe { self.private() } {
+        if let Some(p) = unsafe { self.meta() } {
             p.queue = queue;
+        }
+    }
+
+    /// Stamps only the RX queue (the driver set port and hash).
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn set_queue(self, queue: u16) {
+        if let Some(p) = unsafe { self.meta() } {
+            p.queue = queue;
+            p.timestamp_ns = 0;
         }
     }
 
@@ -170,20 +205,17 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn set_timestamp_ns(self, ts: u64) {
-        if let Some(p) = unsafe { self.private() } {
+        if let Some(p) = unsafe { self.meta() } {
             p.timestamp_ns = ts;
         }
     }
 
-    /// Clears what an RX stamps after `rte_pktmbuf_alloc`'s reset.
+    /// Clears cpumapd's metadata after `rte_pktmbuf_alloc`'s reset.
     /// # Safety
     /// The caller owns the mbuf.
     #[inline(always)]
-    pub unsafe fn clear_private(self) {
-        if let Some(p) = unsafe { self.private() } {
-            p.queue = 0;
-            p.timestamp_ns = 0;
-        }
+    pub unsafe fn clear_meta(self) {
+        unsafe { self.set_queue(0) }
     }
 
     /// Returns the mbuf to its pool.
@@ -261,7 +293,7 @@ impl Mempool {
         // SAFETY: EAL is initialised (a Mempool is built only after
         // Eal::init); the name is NUL-terminated.
         let p = unsafe {
-            ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, PRIV_SIZE, room as u16, socket)
+            ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, room as u16, socket)
         };
         let ptr = NonNull::new(p).ok_or_else(|| DpdkError::Mempool {
             name: name.into(),
@@ -325,7 +357,7 @@ impl Mempool {
         for m in out.iter().flatten() {
             // SAFETY: just allocated: this thread owns it.
             unsafe {
-                m.clear_private();
+                m.clear_meta();
                 if self.headroom as u32 != ffi::RTE_PKTMBUF_HEADROOM {
                     m.set_geometry(self.headroom, 0);
                 }

@@ -10,6 +10,7 @@
 #include <rte_dev.h>
 #include <rte_cycles.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
 #include <rte_mempool.h>
 #include <rte_ring.h>
 #include <rte_ethdev.h>

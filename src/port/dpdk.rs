@@ -47,12 +47,10 @@ impl PortQueue for DpdkQueue {
                     bad += 1;
                     continue;
                 }
+                // The port and RSS hash are the driver's; stamp our queue.
+                m.set_queue(self.queue);
                 Frame::from_mbuf(*m)
             };
-            let mut f = f;
-            // The port and RSS hash are the driver's; stamp our queue.
-            let (port, rss) = (f.port(), f.rss_hash());
-            f.set_rx_meta(port, self.queue, rss);
             bytes += f.len();
             got += 1;
             out.push(f);
