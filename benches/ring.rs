@@ -1,10 +1,13 @@
 //! Ring throughput, cross-thread: a producer pinned to CPU 0 moves items in
 //! bulks to a consumer pinned to CPU 1 (the RX lcore -> target hop). Our
 //! MPSC and SPSC rings against crossbeam-channel, crossbeam ArrayQueue and
-//! rtrb, measured in the same run. Reported per element.
+//! rtrb, and with `--features dpdk` DPDK's own rte_ring (MP enqueue, SC
+//! dequeue, the burst calls), measured in the same run. Reported per
+//! element.
 //!
 //! `cargo bench --bench ring` (criterion); a quick pass:
-//! `cargo bench --bench ring -- --warm-up-time 1 --measurement-time 3`.
+//! `cargo bench --bench ring -- --warm-up-time 1 --measurement-time 3`;
+//! with the rte_ring peer: `cargo bench --features dpdk --bench ring`.
 
 use std::sync::Arc;
 use std::thread;
@@ -157,18 +160,70 @@ fn rtrb(n: u64, bulk: usize) -> Duration {
     )
 }
 
+/// DPDK's rte_ring, MP enqueue burst / SC dequeue burst of pointers, from
+/// two plain threads (the burst calls need no lcore id). The EAL comes up
+/// once, without hugepages or PCI.
+#[cfg(feature = "dpdk")]
+fn rte_ring(n: u64, bulk: usize) -> Duration {
+    use std::ffi::c_void;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use cpumapd::dpdk::Eal;
+    use cpumapd::dpdk::ring::RteRing;
+
+    static EAL: OnceLock<Eal> = OnceLock::new();
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let eal = EAL.get_or_init(|| {
+        let args: Vec<String> = format!(
+            "--no-huge --no-pci --no-shconf -m 64 --log-level 1 --lcores 0@0 --file-prefix bench-ring-{}",
+            std::process::id()
+        )
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+        Eal::init(&args).expect("EAL for the rte_ring peer")
+    });
+    let name = format!("bench{}", SEQ.fetch_add(1, Ordering::Relaxed));
+    let ring = Arc::new(RteRing::new(eal, &name, CAP).expect("rte_ring_create"));
+    let r2 = ring.clone();
+    cross(
+        n,
+        move |n| {
+            let mut sent = 0u64;
+            let mut buf = [std::ptr::null_mut::<c_void>(); 32];
+            while sent < n {
+                for (i, p) in buf[..bulk].iter_mut().enumerate() {
+                    *p = (sent as usize + i) as *mut c_void;
+                }
+                sent += ring.mp_enqueue_burst(&buf[..bulk]) as u64;
+            }
+        },
+        move |n| {
+            let mut got = 0u64;
+            let mut buf = [std::ptr::null_mut::<c_void>(); 32];
+            while got < n {
+                got += r2.sc_dequeue_burst(&mut buf) as u64;
+            }
+        },
+    )
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ring_cross_thread");
     g.throughput(Throughput::Elements(1));
     for bulk in [1usize, 8, 32] {
         type F = fn(u64, usize) -> Duration;
-        let impls: [(&str, F); 5] = [
+        #[allow(unused_mut)]
+        let mut impls: Vec<(&str, F)> = vec![
             ("cpumapd_mpsc", ours_mpsc),
             ("cpumapd_spsc", ours_spsc),
             ("crossbeam_channel", crossbeam_channel),
             ("crossbeam_arrayqueue", array_queue),
             ("rtrb", rtrb),
         ];
+        #[cfg(feature = "dpdk")]
+        impls.push(("dpdk_rte_ring_mp_sc", rte_ring));
         for (name, f) in impls {
             g.bench_with_input(BenchmarkId::new(name, bulk), &bulk, |b, &bulk| {
                 // At least 1M items per sample so the thread spawn and

@@ -4,7 +4,7 @@
 //! poll-mode dataplane.
 //!
 //! ```text
-//!  port (net_gen / net_pcap / net_null; DPDK ethdev with the dpdk feature)
+//!  port (net_gen / net_pcap / net_null / AF_PACKET / AF_XDP; DPDK ethdev)
 //!     |  rx_burst (32)                                     port/
 //!  [RX lcore] filter: Pass | Drop | Tx | Redirect(t) | Aborted   filter/ wire/
 //!     |  Redirect(t): bulk queue of 8 for t, no lock      cpumap/ (BulkQueues)
@@ -13,7 +13,7 @@
 //!     |  dequeue_burst (32)
 //!  [target lcore t]   remote program (drop | pass)        lcore/target.rs
 //!     v
-//!  exception path: drop | pcap (TAP, net_tap, virtio-user to come)   exception/
+//!  exception path: drop | pcap | TAP | DPDK net_tap | virtio-user  exception/
 //! ```
 //!
 //! The map ([`cpumap::CpuMap`]) is updated while traffic flows with the
@@ -25,9 +25,12 @@
 //! checked by [`metrics::Summary::check_identities`].
 //!
 //! Modules: [`config`] (CLI, TOML, validated [`config::Plan`]), [`lcore`]
-//! (threads, loops, shutdown), [`ids`] (`LcoreId`, `PortId`, `TargetId`).
-//! `unsafe` lives only in `ring/`, `frame/`, and the system-call edges
-//! `port/netdev.rs`, `port/af_packet.rs` and `exception/tap.rs`.
+//! (threads or EAL lcores, loops, shutdown), [`ids`] (`LcoreId`, `PortId`,
+//! `TargetId`), and with the `dpdk` feature `dpdk` (the only module that
+//! calls DPDK: bindings, EAL, mbufs, ethdev). With DPDK a frame is an
+//! `rte_mbuf` end to end and pools are per-socket mempools.
+//! `unsafe` lives only in `ring/`, `frame/`, `dpdk/`, and the system-call
+//! and driver edges in `port/` and `exception/`.
 #![deny(unsafe_code)]
 
 pub mod config;

@@ -178,6 +178,31 @@ mod with_dpdk {
         assert_eq!(s["targets"].as_array().unwrap().len(), 2);
     }
 
+    #[test]
+    fn two_rx_queues_on_two_rx_lcores_l3fwd_style() {
+        let _g = serial();
+        // (port,queue,lcore) like l3fwd's --config: queue 0 on lcore 1,
+        // queue 1 on lcore 3; targets 2 and 4.
+        let s = summary(&format!(
+            "--lcores 0@0,1@0,2@1,3@0,4@1 --no-huge -m 512 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_null0 -- --rx (0,0,1),(0,1,3) --cpu 2,4 --duration 2 --mode round-robin --remote-action drop",
+            prefix()
+        ));
+        assert_identity(&s);
+        let ports = s["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 2, "{s}");
+        for (q, lcore) in [(0, 1), (1, 3)] {
+            let p = ports
+                .iter()
+                .find(|p| p["queue"].as_u64() == Some(q))
+                .unwrap_or_else(|| panic!("queue {q} in {s}"));
+            assert!(n(p, "ipackets") > 0, "queue {q} received");
+            assert!(p["lcore"].to_string().contains(&lcore.to_string()), "{p}");
+        }
+        let rx = s["rx_lcores"].as_array().unwrap();
+        assert_eq!(rx.len(), 2);
+        assert!(rx.iter().all(|r| n(r, "rx") > 0), "both RX lcores polled");
+    }
+
     /// Free 2 MB hugepages after trying to reserve 512 (as root).
     fn hugepages_free() -> u64 {
         let _ = std::fs::write("/proc/sys/vm/nr_hugepages", "512");

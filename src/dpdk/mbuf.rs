@@ -3,7 +3,7 @@
 //! A [`Mbuf`] is a raw handle used by `Frame` (which owns it); its accessors
 //! are `unsafe fn`s whose contract is "the caller owns this mbuf". The
 //! metadata the mbuf has no field for (RX queue, timestamp) lives in a
-//! registered dynamic field ([`register_dynfield`]): inside the mbuf's
+//! registered dynamic field (`register_dynfield`): inside the mbuf's
 //! second cache line, which allocation and free touch anyway, so stamping
 //! it costs no extra cache miss (a private area after the mbuf would).
 
@@ -380,5 +380,85 @@ impl Drop for Mempool {
         // SAFETY: no mbuf of this pool is outstanding and the pool is not
         // attached to a running queue (ports are closed before pools drop).
         unsafe { ffi::rte_mempool_free(self.ptr.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use arrayvec::ArrayVec;
+
+    use super::*;
+    use crate::dpdk::Eal;
+    use crate::frame::{Frame, Pool, free_burst};
+
+    /// The EAL, once per test process: no hugepages, no PCI, no files.
+    pub(crate) fn eal() -> &'static Eal {
+        static EAL: OnceLock<Eal> = OnceLock::new();
+        EAL.get_or_init(|| {
+            let args: Vec<String> = format!(
+                "--no-huge --no-pci --no-shconf -m 128 --log-level 1 --lcores 0@0 --file-prefix cpumapd-unit-{}",
+                std::process::id()
+            )
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+            Eal::init(&args).expect("EAL")
+        })
+    }
+
+    #[test]
+    fn frames_over_mbufs_keep_their_metadata_across_threads_and_all_return() {
+        let _ = eal();
+        let mp = Arc::new(Mempool::new("unit_frames", 256, 128, 2048, -1).unwrap());
+        let mut pool = Pool::from_mempool(mp.clone());
+        let mut burst = ArrayVec::<Frame, 32>::new();
+        assert_eq!(pool.alloc_burst(&mut burst, 32), 32);
+        assert_eq!(mp.in_use(), 32);
+        for (i, f) in burst.iter_mut().enumerate() {
+            assert!(f.mbuf().is_some(), "an mbuf pool gives mbuf frames");
+            assert_eq!((f.len(), f.headroom(), f.queue()), (0, 128, 0));
+            f.copy_from(&[i as u8; 60]).unwrap();
+            f.set_rx_meta(3, i as u16, 0xdead_0000 + i as u32);
+            f.set_timestamp_ns(1000 + i as u64);
+        }
+        // Ownership moves to another thread (a target) with the metadata.
+        let t = std::thread::spawn(move || {
+            for (i, f) in burst.iter_mut().enumerate() {
+                assert_eq!(f.data(), &[i as u8; 60][..]);
+                assert_eq!(f.port(), 3);
+                assert_eq!(f.queue(), i as u16);
+                assert_eq!(f.rss_hash(), 0xdead_0000 + i as u32);
+                assert_eq!(f.timestamp_ns(), 1000 + i as u64);
+                assert_eq!(f.vlan_tci(), 0, "no VLAN stripped");
+                // adjust_head: into the headroom and back, like XDP.
+                f.adjust_head(-14).unwrap();
+                assert_eq!((f.len(), f.headroom()), (74, 114));
+                f.adjust_head(14).unwrap();
+                assert!(f.adjust_head(-200).is_err(), "beyond the headroom");
+                assert!(f.set_len(1 << 15).is_err(), "beyond the room");
+            }
+            let one = burst.pop().unwrap();
+            free_burst(&mut burst);
+            drop(one);
+        });
+        t.join().unwrap();
+        assert_eq!(mp.in_use(), 0, "every mbuf back exactly once");
+        assert_eq!(pool.stats().in_use(), 0);
+        drop(pool);
+    }
+
+    #[test]
+    fn a_pool_asked_for_more_than_fits_says_why() {
+        let _ = eal();
+        let e = Mempool::new("unit_big", 1 << 22, 128, 2048, -1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rte_pktmbuf_pool_create"), "{e}");
+        let e = Mempool::new("unit_room", 64, 128, 65500, -1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not fit an mbuf"), "{e}");
     }
 }

@@ -3,7 +3,9 @@
 //! # General idea
 //!
 //! One OS thread per lcore, named `lcoreN` and pinned to the CPUs the EAL
-//! arguments gave it (`--lcores 2@0` runs lcore 2 on CPU 0). RX lcores own
+//! arguments gave it (`--lcores 2@0` runs lcore 2 on CPU 0); in a DPDK run
+//! each lcore is the EAL's own worker (`rte_eal_remote_launch`, pinned by
+//! the EAL) and the main lcore is the control thread ([`start_dpdk`]). RX lcores own
 //! their port queues, pool, filter, bulk queues and map reader; target
 //! lcores own their view of the map and their exception sink. The control
 //! thread (the caller) only reads counters and changes the map.
