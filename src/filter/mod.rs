@@ -33,6 +33,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use thiserror::Error;
 
+pub mod ebpf;
+
 use crate::ids::TargetId;
 use crate::wire::{self, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, L3};
 

@@ -693,6 +693,19 @@ impl Frame {
         Ok(())
     }
 
+    /// What an XDP program sees: the buffer from its start (the headroom)
+    /// to the end of the data, and the offset of the data in it.
+    #[inline(always)]
+    pub fn xdp_buffer(&mut self) -> (&mut [u8], usize) {
+        let (buf, off, len, _) = self.geometry();
+        // SAFETY: off + len <= buf_len (kept by every setter), so the range
+        // is inside this frame's buffer; &mut self gives exclusive access.
+        (
+            unsafe { std::slice::from_raw_parts_mut(buf, off + len) },
+            off,
+        )
+    }
+
     /// Headroom in front of the data.
     pub fn headroom(&self) -> usize {
         self.geometry().1

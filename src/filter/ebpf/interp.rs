@@ -1,0 +1,384 @@
+//! cpumapd's eBPF interpreter: allocation-free and written in safe Rust.
+//!
+//! Registers hold real addresses (so programs compute with pointers exactly
+//! as under the JIT), and every load and store translates its address back
+//! to the region it falls in — the frame's buffer, this run's stack, the
+//! context, or a map's storage — before touching memory through a checked
+//! slice or an atomic word. An address outside them ends the run with an
+//! error (counted as `aborted`); the verifier makes that impossible for a
+//! verified program, this makes it harmless for any program.
+//!
+//! Semantics follow rbpf's interpreter and the kernel: division by zero
+//! gives 0, modulo by zero leaves the dividend, shifts are masked.
+//!
+//! Context: the owning lcore, once per frame.
+
+use std::sync::atomic::AtomicU64;
+
+use super::insn::*;
+use super::maps::{self, Map};
+use super::verifier::{STACK_SIZE, alu_exact, byte_swap};
+
+/// Instructions one run may execute (a verified program cannot reach it;
+/// an unverified one is stopped).
+pub const MAX_RUN_INSNS: u64 = 1 << 20;
+
+/// Why a run ended without a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    BadAccess { pc: usize, addr: u64 },
+    TooLong,
+    BadInsn { pc: usize },
+    BadHelper { pc: usize, id: i32 },
+}
+
+/// cpumapd's context, what `xdp_md` loads are rewritten to read (the
+/// loader turns `*(u32 *)(ctx + 4)` into a 64-bit load at `DATA_END`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct XdpCtx {
+    pub data: u64,
+    pub data_end: u64,
+    pub data_meta: u64,
+    pub ingress_ifindex: u32,
+    pub rx_queue_index: u32,
+    pub egress_ifindex: u32,
+    pub _pad: u32,
+}
+
+pub const CTX_DATA: i16 = 0;
+pub const CTX_DATA_END: i16 = 8;
+pub const CTX_DATA_META: i16 = 16;
+pub const CTX_INGRESS: i16 = 24;
+pub const CTX_RXQ: i16 = 28;
+pub const CTX_EGRESS: i16 = 32;
+pub const CTX_SIZE: usize = 40;
+
+impl XdpCtx {
+    pub fn to_bytes(self) -> [u8; CTX_SIZE] {
+        let mut b = [0u8; CTX_SIZE];
+        b[0..8].copy_from_slice(&self.data.to_le_bytes());
+        b[8..16].copy_from_slice(&self.data_end.to_le_bytes());
+        b[16..24].copy_from_slice(&self.data_meta.to_le_bytes());
+        b[24..28].copy_from_slice(&self.ingress_ifindex.to_le_bytes());
+        b[28..32].copy_from_slice(&self.rx_queue_index.to_le_bytes());
+        b[32..36].copy_from_slice(&self.egress_ifindex.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; CTX_SIZE]) -> XdpCtx {
+        let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
+        let d = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
+        XdpCtx {
+            data: q(0),
+            data_end: q(8),
+            data_meta: q(16),
+            ingress_ifindex: d(24),
+            rx_queue_index: d(28),
+            egress_ifindex: d(32),
+            _pad: 0,
+        }
+    }
+}
+
+/// What helpers act on, for one run.
+pub trait Env {
+    fn maps(&self) -> &[Map];
+    /// This lcore's id (PERCPU copy, `bpf_get_smp_processor_id`).
+    fn cpu(&self) -> u32;
+    fn ktime_ns(&self) -> u64;
+    /// `bpf_redirect_map` on a cpumap: remember `key` when it has an entry.
+    fn cpumap_has(&self, key: u32) -> bool;
+    fn set_redirect(&mut self, key: u32);
+}
+
+/// The memory a run may touch.
+pub struct Mem<'a> {
+    /// The frame's buffer from its start (headroom) to the end of the data.
+    pub pkt: &'a mut [u8],
+    pub ctx: &'a mut [u8; CTX_SIZE],
+    pub stack: &'a mut [u8; STACK_SIZE],
+}
+
+enum Region<'m> {
+    Bytes(&'m mut [u8]),
+    Words(&'m [AtomicU64]),
+}
+
+impl Mem<'_> {
+    fn region<'m>(
+        &'m mut self,
+        maps: &'m [Map],
+        addr: u64,
+        size: usize,
+    ) -> Option<(Region<'m>, usize)> {
+        let inside = |base: u64, len: usize| {
+            addr.checked_sub(base)
+                .filter(|&o| o.checked_add(size as u64).is_some_and(|e| e <= len as u64))
+                .map(|o| o as usize)
+        };
+        if let Some(o) = inside(self.pkt.as_ptr() as u64, self.pkt.len()) {
+            return Some((Region::Bytes(self.pkt), o));
+        }
+        if let Some(o) = inside(self.stack.as_ptr() as u64, STACK_SIZE) {
+            return Some((Region::Bytes(self.stack), o));
+        }
+        if let Some(o) = inside(self.ctx.as_ptr() as u64, CTX_SIZE) {
+            return Some((Region::Bytes(self.ctx), o));
+        }
+        for m in maps {
+            let w = m.words();
+            if let Some(o) = inside(w.as_ptr() as u64, w.len() * 8) {
+                return Some((Region::Words(w), o));
+            }
+        }
+        None
+    }
+
+    fn load(&mut self, maps: &[Map], addr: u64, size: usize) -> Option<u64> {
+        let mut b = [0u8; 8];
+        match self.region(maps, addr, size)? {
+            (Region::Bytes(s), o) => b[..size].copy_from_slice(&s[o..o + size]),
+            (Region::Words(w), o) => maps::read_bytes(w, o, &mut b[..size])?,
+        }
+        Some(u64::from_le_bytes(b))
+    }
+
+    fn store(&mut self, maps: &[Map], addr: u64, size: usize, v: u64) -> Option<()> {
+        let b = v.to_le_bytes();
+        let ctx = self.ctx.as_ptr() as u64;
+        if addr >= ctx && addr < ctx + CTX_SIZE as u64 {
+            return None; // read-only
+        }
+        match self.region(maps, addr, size)? {
+            (Region::Bytes(s), o) => s[o..o + size].copy_from_slice(&b[..size]),
+            (Region::Words(w), o) => maps::write_bytes(w, o, &b[..size])?,
+        }
+        Some(())
+    }
+
+    /// Copies `out.len()` bytes at `addr` (a helper's key or value).
+    fn read_into(&mut self, maps: &[Map], addr: u64, out: &mut [u8]) -> Option<()> {
+        match self.region(maps, addr, out.len())? {
+            (Region::Bytes(s), o) => out.copy_from_slice(&s[o..o + out.len()]),
+            (Region::Words(w), o) => maps::read_bytes(w, o, out)?,
+        }
+        Some(())
+    }
+}
+
+/// Runs `prog` (verified and rewritten) once. R1 = the context.
+pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fault> {
+    let n = prog.len() / INSN_SIZE;
+    let mut reg = [0u64; 11];
+    reg[1] = mem.ctx.as_ptr() as u64;
+    reg[10] = mem.stack.as_ptr() as u64 + STACK_SIZE as u64;
+    let mut pc = 0usize;
+    let mut budget = MAX_RUN_INSNS;
+    loop {
+        if pc >= n {
+            return Err(Fault::BadInsn { pc });
+        }
+        budget -= 1;
+        if budget == 0 {
+            return Err(Fault::TooLong);
+        }
+        let i = Insn::at(prog, pc);
+        let (d, s) = (i.dst as usize, i.src as usize);
+        pc += 1;
+        match i.class() {
+            LD => {
+                if i.op != (LD | IMM | DW) || pc >= n {
+                    return Err(Fault::BadInsn { pc: pc - 1 });
+                }
+                let hi = Insn::at(prog, pc).imm as u32 as u64;
+                reg[d] = (i.imm as u32 as u64) | (hi << 32);
+                pc += 1;
+            }
+            LDX => {
+                let addr = reg[s].wrapping_add(i.off as i64 as u64);
+                reg[d] = mem
+                    .load(env.maps(), addr, i.size())
+                    .ok_or(Fault::BadAccess { pc: pc - 1, addr })?;
+            }
+            ST | STX => {
+                if i.op & 0xe0 != MEM {
+                    return Err(Fault::BadInsn { pc: pc - 1 });
+                }
+                let addr = reg[d].wrapping_add(i.off as i64 as u64);
+                let v = if i.class() == STX {
+                    reg[s]
+                } else {
+                    i.imm as i64 as u64
+                };
+                mem.store(env.maps(), addr, i.size(), v)
+                    .ok_or(Fault::BadAccess { pc: pc - 1, addr })?;
+            }
+            ALU | ALU64 => {
+                let is64 = i.class() == ALU64;
+                let op = i.op & 0xf0;
+                let b = if i.op & X == X {
+                    reg[s]
+                } else if is64 {
+                    i.imm as i64 as u64
+                } else {
+                    i.imm as u32 as u64
+                };
+                reg[d] = match op {
+                    MOV if is64 => b,
+                    MOV => b as u32 as u64,
+                    END => byte_swap(reg[d], i.imm, i.op),
+                    _ => alu_exact(op, is64, reg[d], b),
+                };
+            }
+            JMP | JMP32 => {
+                let op = i.op & 0xf0;
+                match op {
+                    EXIT => return Ok(reg[0]),
+                    CALL => {
+                        reg[0] = call(i.imm, &reg, mem, env).ok_or(Fault::BadHelper {
+                            pc: pc - 1,
+                            id: i.imm,
+                        })?;
+                    }
+                    JA => pc = (pc as i64 + i.off as i64) as usize,
+                    _ => {
+                        let b = if i.op & X == X {
+                            reg[s]
+                        } else {
+                            i.imm as i64 as u64
+                        };
+                        let a = reg[d];
+                        let is64 = i.class() == JMP;
+                        let (a, b) = if is64 {
+                            (a, b)
+                        } else {
+                            (a as u32 as u64, b as u32 as u64)
+                        };
+                        let (sa, sb) = if is64 {
+                            (a as i64, b as i64)
+                        } else {
+                            (a as u32 as i32 as i64, b as u32 as i32 as i64)
+                        };
+                        let taken = match op {
+                            JEQ => a == b,
+                            JNE => a != b,
+                            JGT => a > b,
+                            JGE => a >= b,
+                            JLT => a < b,
+                            JLE => a <= b,
+                            JSET => a & b != 0,
+                            JSGT => sa > sb,
+                            JSGE => sa >= sb,
+                            JSLT => sa < sb,
+                            JSLE => sa <= sb,
+                            _ => return Err(Fault::BadInsn { pc: pc - 1 }),
+                        };
+                        if taken {
+                            pc = (pc as i64 + i.off as i64) as usize;
+                        }
+                    }
+                }
+            }
+            _ => return Err(Fault::BadInsn { pc: pc - 1 }),
+        }
+    }
+}
+
+/// Map index from the fd a program holds.
+fn map_index(fd: u64, maps: &[Map]) -> Option<usize> {
+    let i = fd.checked_sub(maps::MAP_FD_BASE as u64)? as usize;
+    (i < maps.len()).then_some(i)
+}
+
+/// Runs helper `id`; None for an unknown helper or a bad argument.
+fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Option<u64> {
+    use super::verifier::*;
+    let neg = |e: i64| (-e) as u64;
+    match id {
+        HELPER_MAP_LOOKUP | HELPER_MAP_UPDATE | HELPER_MAP_DELETE => {
+            let mi = map_index(reg[1], env.maps())?;
+            let (ks, vs) = {
+                let d = &env.maps()[mi].def;
+                (d.key_size as usize, d.value_size as usize)
+            };
+            let mut key = [0u8; 512];
+            mem.read_into(env.maps(), reg[2], key.get_mut(..ks)?)?;
+            let cpu = env.cpu() as usize;
+            let m = &env.maps()[mi];
+            Some(match id {
+                HELPER_MAP_LOOKUP => match m.lookup(&key[..ks], cpu) {
+                    Some(w) => m.words()[w..].as_ptr() as u64,
+                    None => 0,
+                },
+                HELPER_MAP_UPDATE => {
+                    let mut val = [0u8; maps::MAX_VALUE_SIZE as usize];
+                    mem.read_into(env.maps(), reg[3], val.get_mut(..vs)?)?;
+                    let m = &env.maps()[mi];
+                    m.update(&key[..ks], &val[..vs], reg[4], cpu) as u64
+                }
+                _ => m.delete(&key[..ks]) as u64,
+            })
+        }
+        HELPER_KTIME => Some(env.ktime_ns()),
+        HELPER_SMP_ID => Some(env.cpu() as u64),
+        HELPER_REDIRECT_MAP => {
+            map_index(reg[1], env.maps())?;
+            let key = reg[2] as u32;
+            if env.cpumap_has(key) {
+                env.set_redirect(key);
+                Some(XDP_REDIRECT)
+            } else {
+                // The kernel: the low bits of flags are the action on a miss.
+                Some(reg[3] & 0x3)
+            }
+        }
+        HELPER_ADJUST_HEAD | HELPER_ADJUST_META => {
+            let mut c = XdpCtx::from_bytes(mem.ctx);
+            let start = mem.pkt.as_ptr() as u64;
+            let delta = reg[2] as i64;
+            let ok = if id == HELPER_ADJUST_HEAD {
+                let (data, meta) = (
+                    c.data.wrapping_add_signed(delta),
+                    c.data_meta.wrapping_add_signed(delta),
+                );
+                let fits = meta >= start && meta <= data && data.saturating_add(14) <= c.data_end;
+                if fits {
+                    let metalen = (c.data - c.data_meta) as usize;
+                    if metalen > 0 {
+                        // The metadata moves with the data, as in the kernel.
+                        let (from, to) = ((c.data_meta - start) as usize, (meta - start) as usize);
+                        mem.pkt.copy_within(from..from + metalen, to);
+                    }
+                    c.data = data;
+                    c.data_meta = meta;
+                }
+                fits
+            } else {
+                let meta = c.data_meta.wrapping_add_signed(delta);
+                let fits = meta >= start
+                    && meta <= c.data
+                    && (c.data - meta) <= 32
+                    && (c.data - meta).is_multiple_of(4);
+                if fits {
+                    c.data_meta = meta;
+                }
+                fits
+            };
+            if ok {
+                *mem.ctx = c.to_bytes();
+                Some(0)
+            } else {
+                Some(neg(maps::EINVAL))
+            }
+        }
+        _ => None,
+    }
+}
+
+/// XDP actions.
+pub const XDP_ABORTED: u64 = 0;
+pub const XDP_DROP: u64 = 1;
+pub const XDP_PASS: u64 = 2;
+pub const XDP_TX: u64 = 3;
+pub const XDP_REDIRECT: u64 = 4;

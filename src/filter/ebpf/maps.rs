@@ -1,0 +1,500 @@
+//! The maps an eBPF object declares, in userspace: ARRAY, PERCPU_ARRAY
+//! (one copy per lcore) and HASH with kernel semantics, and CPUMAP, which
+//! is cpumapd's own [`CpuMap`](crate::cpumap::CpuMap).
+//!
+//! # General idea
+//!
+//! Storage is allocated once at load, as words (`AtomicU64`), so every lcore
+//! running the program can read and write values without a lock and without
+//! a data race: a program's byte-sized load or store is a relaxed atomic on
+//! the word holding it (a store of part of a word is a compare-exchange
+//! loop). Like the kernel, two lcores updating the same shared value
+//! concurrently can interleave (use PERCPU_ARRAY for counters); nothing is
+//! ever torn below a byte. Programs hold value pointers: entries are never
+//! moved or freed while the program is loaded (a deleted HASH slot is a
+//! tombstone that is not reused).
+//!
+//! The HASH map is open addressing over `2 * max_entries` slots (a power of
+//! two), each a state word, the key and the value: insert claims an empty
+//! slot with one compare-exchange. No allocation after load.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Map types (the kernel's `BPF_MAP_TYPE_*` numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Hash,
+    Array,
+    PerCpuArray,
+    CpuMap,
+}
+
+impl MapKind {
+    pub fn from_kernel(t: u32) -> Option<MapKind> {
+        match t {
+            1 => Some(MapKind::Hash),
+            2 => Some(MapKind::Array),
+            6 => Some(MapKind::PerCpuArray),
+            16 => Some(MapKind::CpuMap),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MapKind::Hash => "hash",
+            MapKind::Array => "array",
+            MapKind::PerCpuArray => "percpu_array",
+            MapKind::CpuMap => "cpumap",
+        }
+    }
+}
+
+/// Name of a kernel map type number, for errors.
+pub fn kernel_map_type_name(t: u32) -> &'static str {
+    match t {
+        1 => "hash",
+        2 => "array",
+        3 => "prog_array",
+        4 => "perf_event_array",
+        5 => "percpu_hash",
+        6 => "percpu_array",
+        9 => "lru_hash",
+        14 => "devmap",
+        16 => "cpumap",
+        17 => "xskmap",
+        27 => "ringbuf",
+        _ => "unknown",
+    }
+}
+
+/// Copies of a PERCPU map: one per lcore id below this.
+pub const MAX_LCORES: usize = 128;
+/// Largest value a map may hold.
+pub const MAX_VALUE_SIZE: u32 = 4096;
+/// Largest storage a map may take (words).
+const MAX_WORDS: usize = 1 << 25;
+
+/// Map file descriptors as programs see them (`ld_imm64` of a map): our
+/// index plus this base.
+pub const MAP_FD_BASE: i32 = 0x4000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDef {
+    pub name: String,
+    pub kind: MapKind,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+const EMPTY: u64 = 0;
+const BUSY: u64 = 1;
+const FULL: u64 = 2;
+const DELETED: u64 = 3;
+
+/// One map's storage.
+pub struct Map {
+    pub def: MapDef,
+    words: Box<[AtomicU64]>,
+    /// Words per value (and per key, for HASH).
+    vw: usize,
+    kw: usize,
+    /// HASH: slots (a power of two) and live entries.
+    slots: usize,
+    len: AtomicU32,
+}
+
+impl fmt::Debug for Map {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map").field("def", &self.def).finish()
+    }
+}
+
+fn words_for(bytes: u32) -> usize {
+    (bytes as usize).div_ceil(8)
+}
+
+/// Reads `out.len()` bytes at byte offset `off` of `w` (little-endian words).
+pub fn read_bytes(w: &[AtomicU64], off: usize, out: &mut [u8]) -> Option<()> {
+    let end = off.checked_add(out.len())?;
+    if end > w.len() * 8 {
+        return None;
+    }
+    let mut i = 0;
+    while i < out.len() {
+        let (wi, bi) = ((off + i) / 8, (off + i) % 8);
+        let bytes = w[wi].load(Ordering::Relaxed).to_le_bytes();
+        let n = (8 - bi).min(out.len() - i);
+        out[i..i + n].copy_from_slice(&bytes[bi..bi + n]);
+        i += n;
+    }
+    Some(())
+}
+
+/// Writes `src` at byte offset `off` of `w`; whole words are stored, parts
+/// of words are merged with a compare-exchange loop.
+pub fn write_bytes(w: &[AtomicU64], off: usize, src: &[u8]) -> Option<()> {
+    let end = off.checked_add(src.len())?;
+    if end > w.len() * 8 {
+        return None;
+    }
+    let mut i = 0;
+    while i < src.len() {
+        let (wi, bi) = ((off + i) / 8, (off + i) % 8);
+        let n = (8 - bi).min(src.len() - i);
+        if n == 8 {
+            let v = u64::from_le_bytes(src[i..i + 8].try_into().expect("8 bytes"));
+            w[wi].store(v, Ordering::Relaxed);
+        } else {
+            let _ = w[wi].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let mut b = old.to_le_bytes();
+                b[bi..bi + n].copy_from_slice(&src[i..i + n]);
+                Some(u64::from_le_bytes(b))
+            });
+        }
+        i += n;
+    }
+    Some(())
+}
+
+fn hash_key(key: &[u8]) -> u64 {
+    // FNV-1a: keys are small; the table is sized at twice the entries.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// `bpf_map_update_elem` flags.
+pub const BPF_ANY: u64 = 0;
+pub const BPF_NOEXIST: u64 = 1;
+pub const BPF_EXIST: u64 = 2;
+
+/// Kernel error numbers helpers return (negated).
+pub const ENOENT: i64 = 2;
+pub const E2BIG: i64 = 7;
+pub const EEXIST: i64 = 17;
+pub const EINVAL: i64 = 22;
+
+impl Map {
+    pub fn new(def: MapDef) -> Result<Map, String> {
+        let name = def.name.clone();
+        let bad = |why: String| Err(format!("map '{name}': {why}"));
+        if def.max_entries == 0 {
+            return bad("max_entries is 0".into());
+        }
+        if def.kind != MapKind::CpuMap && (def.value_size == 0 || def.value_size > MAX_VALUE_SIZE) {
+            return bad(format!(
+                "value size {} is not in 1..={MAX_VALUE_SIZE}",
+                def.value_size
+            ));
+        }
+        let (vw, kw) = (words_for(def.value_size), words_for(def.key_size));
+        let (words, slots) = match def.kind {
+            MapKind::Array | MapKind::PerCpuArray => {
+                if def.key_size != 4 {
+                    return bad(format!(
+                        "{} keys are 4 bytes, not {}",
+                        def.kind.name(),
+                        def.key_size
+                    ));
+                }
+                let copies = if def.kind == MapKind::PerCpuArray {
+                    MAX_LCORES
+                } else {
+                    1
+                };
+                (def.max_entries as usize * vw * copies, 0)
+            }
+            MapKind::Hash => {
+                if def.key_size == 0 || def.key_size > 512 {
+                    return bad(format!("key size {} is not in 1..=512", def.key_size));
+                }
+                let slots = (def.max_entries as usize * 2).next_power_of_two();
+                (slots * (1 + kw + vw), slots)
+            }
+            MapKind::CpuMap => (0, 0),
+        };
+        if words > MAX_WORDS {
+            return bad(format!(
+                "{} entries of {} bytes need {} MiB, more than the {} MiB a map may take",
+                def.max_entries,
+                def.value_size,
+                (words * 8) >> 20,
+                (MAX_WORDS * 8) >> 20
+            ));
+        }
+        Ok(Map {
+            def,
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            vw,
+            kw,
+            slots,
+            len: AtomicU32::new(0),
+        })
+    }
+
+    /// The whole storage, for address translation by the interpreter.
+    pub fn words(&self) -> &[AtomicU64] {
+        &self.words
+    }
+
+    /// Word index of the value for `key` (ARRAY / PERCPU_ARRAY copy `cpu`).
+    fn array_index(&self, key: &[u8], cpu: usize) -> Option<usize> {
+        let k = u32::from_le_bytes(key.get(..4)?.try_into().ok()?);
+        if k >= self.def.max_entries {
+            return None;
+        }
+        let copy = if self.def.kind == MapKind::PerCpuArray {
+            cpu.min(MAX_LCORES - 1)
+        } else {
+            0
+        };
+        Some((copy * self.def.max_entries as usize + k as usize) * self.vw)
+    }
+
+    fn slot_base(&self, s: usize) -> usize {
+        s * (1 + self.kw + self.vw)
+    }
+
+    fn key_matches(&self, s: usize, key: &[u8]) -> bool {
+        let mut buf = [0u8; 512];
+        let k = &mut buf[..key.len()];
+        read_bytes(&self.words, (self.slot_base(s) + 1) * 8, k).is_some() && k == key
+    }
+
+    /// HASH: the slot holding `key`, if any.
+    fn hash_find(&self, key: &[u8]) -> Option<usize> {
+        let mask = self.slots - 1;
+        let mut s = hash_key(key) as usize & mask;
+        for _ in 0..self.slots {
+            match self.words[self.slot_base(s)].load(Ordering::Acquire) {
+                EMPTY => return None,
+                FULL if self.key_matches(s, key) => return Some(s),
+                _ => {}
+            }
+            s = (s + 1) & mask;
+        }
+        None
+    }
+
+    /// `bpf_map_lookup_elem`: the word index of the value, or None.
+    /// Context: any lcore; `cpu` picks the PERCPU copy.
+    pub fn lookup(&self, key: &[u8], cpu: usize) -> Option<usize> {
+        match self.def.kind {
+            MapKind::Array | MapKind::PerCpuArray => self.array_index(key, cpu),
+            MapKind::Hash => self.hash_find(key).map(|s| self.slot_base(s) + 1 + self.kw),
+            MapKind::CpuMap => None,
+        }
+    }
+
+    /// `bpf_map_update_elem`: 0 or a negative errno.
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> i64 {
+        if flags > BPF_EXIST || value.len() != self.def.value_size as usize {
+            return -EINVAL;
+        }
+        match self.def.kind {
+            MapKind::Array | MapKind::PerCpuArray => {
+                if flags == BPF_NOEXIST {
+                    return -EEXIST; // every array element exists
+                }
+                match self.array_index(key, cpu) {
+                    Some(i) => {
+                        write_bytes(&self.words, i * 8, value);
+                        0
+                    }
+                    None => -E2BIG,
+                }
+            }
+            MapKind::Hash => {
+                if let Some(s) = self.hash_find(key) {
+                    if flags == BPF_NOEXIST {
+                        return -EEXIST;
+                    }
+                    write_bytes(&self.words, (self.slot_base(s) + 1 + self.kw) * 8, value);
+                    return 0;
+                }
+                if flags == BPF_EXIST {
+                    return -ENOENT;
+                }
+                if self.len.load(Ordering::Relaxed) >= self.def.max_entries {
+                    return -E2BIG;
+                }
+                let mask = self.slots - 1;
+                let mut s = hash_key(key) as usize & mask;
+                for _ in 0..self.slots {
+                    let st = &self.words[self.slot_base(s)];
+                    // H1: claim an empty slot; Release in H2 publishes it.
+                    if st
+                        .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        let base = self.slot_base(s);
+                        write_bytes(&self.words, (base + 1) * 8, key);
+                        write_bytes(&self.words, (base + 1 + self.kw) * 8, value);
+                        self.len.fetch_add(1, Ordering::Relaxed);
+                        // H2: Release; pairs with the Acquire in hash_find.
+                        st.store(FULL, Ordering::Release);
+                        return 0;
+                    }
+                    s = (s + 1) & mask;
+                }
+                -E2BIG
+            }
+            MapKind::CpuMap => -EINVAL,
+        }
+    }
+
+    /// `bpf_map_delete_elem`: 0 or a negative errno.
+    pub fn delete(&self, key: &[u8]) -> i64 {
+        match self.def.kind {
+            MapKind::Hash => match self.hash_find(key) {
+                Some(s) => {
+                    self.words[self.slot_base(s)].store(DELETED, Ordering::Release);
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    0
+                }
+                None => -ENOENT,
+            },
+            // Array elements cannot be deleted (kernel: EINVAL).
+            _ => -EINVAL,
+        }
+    }
+
+    /// Every entry: key bytes and, per copy (PERCPU: per lcore), value bytes.
+    /// Context: control plane; racy against running programs, like
+    /// `bpftool map dump`.
+    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+        let vs = self.def.value_size as usize;
+        let mut out = Vec::new();
+        match self.def.kind {
+            MapKind::Array | MapKind::PerCpuArray => {
+                let copies = if self.def.kind == MapKind::PerCpuArray {
+                    MAX_LCORES
+                } else {
+                    1
+                };
+                for k in 0..self.def.max_entries {
+                    let key = k.to_le_bytes();
+                    let vals = (0..copies)
+                        .map(|c| {
+                            let mut v = vec![0u8; vs];
+                            let i = self.array_index(&key, c).expect("k < max_entries");
+                            read_bytes(&self.words, i * 8, &mut v);
+                            v
+                        })
+                        .collect();
+                    out.push((key.to_vec(), vals));
+                }
+            }
+            MapKind::Hash => {
+                for s in 0..self.slots {
+                    let base = self.slot_base(s);
+                    if self.words[base].load(Ordering::Acquire) != FULL {
+                        continue;
+                    }
+                    let mut k = vec![0u8; self.def.key_size as usize];
+                    let mut v = vec![0u8; vs];
+                    read_bytes(&self.words, (base + 1) * 8, &mut k);
+                    read_bytes(&self.words, (base + 1 + self.kw) * 8, &mut v);
+                    out.push((k, vec![v]));
+                }
+            }
+            MapKind::CpuMap => {}
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(kind: MapKind, key: u32, value: u32, n: u32) -> MapDef {
+        MapDef {
+            name: "m".into(),
+            kind,
+            key_size: key,
+            value_size: value,
+            max_entries: n,
+        }
+    }
+
+    #[test]
+    fn byte_access_over_words_round_trips() {
+        let w: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        write_bytes(&w, 5, &[1, 2, 3, 4, 5, 6, 7]).unwrap();
+        let mut out = [0u8; 7];
+        read_bytes(&w, 5, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7]);
+        assert!(read_bytes(&w, 30, &mut out).is_none(), "past the end");
+        assert!(write_bytes(&w, usize::MAX, &[1]).is_none(), "overflow");
+    }
+
+    #[test]
+    fn array_and_percpu_follow_the_kernel() {
+        let a = Map::new(def(MapKind::Array, 4, 8, 4)).unwrap();
+        assert_eq!(a.update(&1u32.to_le_bytes(), &[7; 8], BPF_ANY, 0), 0);
+        assert_eq!(
+            a.update(&1u32.to_le_bytes(), &[7; 8], BPF_NOEXIST, 0),
+            -EEXIST
+        );
+        assert_eq!(a.update(&9u32.to_le_bytes(), &[7; 8], BPF_ANY, 0), -E2BIG);
+        assert_eq!(a.delete(&1u32.to_le_bytes()), -EINVAL);
+        assert!(a.lookup(&4u32.to_le_bytes(), 0).is_none());
+        let p = Map::new(def(MapKind::PerCpuArray, 4, 8, 2)).unwrap();
+        p.update(&0u32.to_le_bytes(), &5u64.to_le_bytes(), BPF_ANY, 3);
+        let d = p.dump();
+        assert_eq!(d[0].1[3], 5u64.to_le_bytes().to_vec(), "lcore 3's copy");
+        assert_eq!(d[0].1[2], vec![0; 8], "lcore 2's copy untouched");
+    }
+
+    #[test]
+    fn hash_inserts_finds_deletes_and_fills_up() {
+        let h = Map::new(def(MapKind::Hash, 4, 8, 3)).unwrap();
+        for k in 0..3u32 {
+            assert_eq!(h.update(&k.to_le_bytes(), &[k as u8; 8], BPF_NOEXIST, 0), 0);
+        }
+        assert_eq!(h.update(&9u32.to_le_bytes(), &[0; 8], BPF_ANY, 0), -E2BIG);
+        assert_eq!(
+            h.update(&1u32.to_le_bytes(), &[0; 8], BPF_NOEXIST, 0),
+            -EEXIST
+        );
+        assert_eq!(
+            h.update(&7u32.to_le_bytes(), &[0; 8], BPF_EXIST, 0),
+            -ENOENT
+        );
+        assert!(h.lookup(&2u32.to_le_bytes(), 0).is_some());
+        assert_eq!(h.delete(&2u32.to_le_bytes()), 0);
+        assert!(h.lookup(&2u32.to_le_bytes(), 0).is_none());
+        assert_eq!(h.delete(&2u32.to_le_bytes()), -ENOENT);
+        assert_eq!(h.dump().len(), 2);
+        assert!(
+            Map::new(def(MapKind::Array, 8, 8, 4)).is_err(),
+            "array keys are u32"
+        );
+    }
+
+    #[test]
+    fn concurrent_hash_inserts_lose_nothing() {
+        let h = std::sync::Arc::new(Map::new(def(MapKind::Hash, 4, 8, 4000)).unwrap());
+        let ts: Vec<_> = (0..4u32)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for k in (t * 1000)..(t * 1000 + 1000) {
+                        assert_eq!(h.update(&k.to_le_bytes(), &[1; 8], BPF_NOEXIST, 0), 0);
+                    }
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(h.dump().len(), 4000);
+    }
+}

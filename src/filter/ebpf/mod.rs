@@ -1,0 +1,414 @@
+//! Real eBPF XDP programs as filters: clang-built objects loaded with
+//! aya-obj, checked by our verifier, run by our interpreter or rbpf's JIT.
+//!
+//! # General idea
+//!
+//! Loading (control thread): parse the ELF ([`load_object`]), create the
+//! maps it declares ([`maps`]), relocate map references to our map fds,
+//! verify ([`verifier`]) and rewrite `xdp_md` loads to our context layout.
+//! The result, a [`Program`], is immutable and shared (`Arc`) by every lcore
+//! that runs it; only map storage is written, without locks.
+//!
+//! Running (one [`Instance`] per lcore, owned by it): build the context for
+//! the frame, run the interpreter or the JIT, apply `adjust_head` to the
+//! frame, and turn the return value into a [`Verdict`]: `XDP_REDIRECT`
+//! after `bpf_redirect_map` into the cpumap becomes `Redirect(key)`.
+//! A run that faults (interpreter) or returns an unknown action is
+//! `Aborted`. No allocation per frame.
+
+pub mod insn;
+pub mod interp;
+mod jit;
+pub mod maps;
+pub mod verifier;
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::filter::Verdict;
+use crate::frame::Frame;
+use crate::ids::TargetId;
+use insn::{DW, IMM, INSN_SIZE, Insn, LD, LDX, MEM, PSEUDO_MAP_FD, W};
+use interp::{CTX_SIZE, Env, Mem, XdpCtx};
+use maps::{MAP_FD_BASE, Map, MapDef, MapKind};
+use verifier::{CtxField, MapShape, STACK_SIZE, Verified};
+
+#[derive(Debug, Error)]
+pub enum EbpfError {
+    #[error("{path}: {why}")]
+    Object { path: String, why: String },
+    #[error("program '{prog}' rejected by the verifier: {err}")]
+    Rejected {
+        prog: String,
+        err: verifier::VerifyError,
+    },
+    #[error("program '{prog}': {why}")]
+    Load { prog: String, why: String },
+}
+
+/// A loaded, verified program and its maps.
+pub struct Program {
+    pub name: String,
+    /// Verified and rewritten instructions ('static for the JIT).
+    code: &'static [u8],
+    pub maps: Vec<Map>,
+    pub verified: Verified,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("name", &self.name)
+            .field("insns", &(self.code.len() / INSN_SIZE))
+            .finish()
+    }
+}
+
+impl Program {
+    /// Verifies raw instructions (maps referenced as `MAP_FD_BASE + i`)
+    /// against `defs`, and rewrites their context loads.
+    pub fn from_insns(name: &str, code: &[u8], defs: Vec<MapDef>) -> Result<Program, EbpfError> {
+        let maps = defs
+            .into_iter()
+            .map(Map::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| EbpfError::Load {
+                prog: name.into(),
+                why,
+            })?;
+        let shapes: Vec<MapShape> = maps
+            .iter()
+            .map(|m| MapShape {
+                kind: m.def.kind,
+                key_size: m.def.key_size,
+                value_size: m.def.value_size,
+            })
+            .collect();
+        let verified = verifier::verify(code, &shapes).map_err(|err| EbpfError::Rejected {
+            prog: name.into(),
+            err,
+        })?;
+        let mut code = code.to_vec();
+        for &(pc, field, base_off) in &verified.ctx_loads {
+            let mut i = Insn::at(&code, pc);
+            let (op, off) = match field {
+                CtxField::Data => (LDX | MEM | DW, interp::CTX_DATA),
+                CtxField::DataEnd => (LDX | MEM | DW, interp::CTX_DATA_END),
+                CtxField::DataMeta => (LDX | MEM | DW, interp::CTX_DATA_META),
+                CtxField::IngressIfindex => (LDX | MEM | W, interp::CTX_INGRESS),
+                CtxField::RxQueueIndex => (LDX | MEM | W, interp::CTX_RXQ),
+                CtxField::EgressIfindex => (LDX | MEM | W, interp::CTX_EGRESS),
+            };
+            i.op = op;
+            i.off = off - base_off as i16;
+            code[pc * INSN_SIZE..pc * INSN_SIZE + INSN_SIZE].copy_from_slice(&i.encode());
+        }
+        Ok(Program {
+            name: name.into(),
+            // Programs are loaded a few times per process; the JIT needs the
+            // code for 'static.
+            code: Box::leak(code.into_boxed_slice()),
+            maps,
+            verified,
+        })
+    }
+
+    pub fn insn_count(&self) -> usize {
+        self.code.len() / INSN_SIZE
+    }
+
+    pub fn map(&self, name: &str) -> Option<&Map> {
+        self.maps.iter().find(|m| m.def.name == name)
+    }
+
+    /// xdp-bench's convention: when the program has `cpus_available`
+    /// (ARRAY index -> lcore) and `cpus_count` (ARRAY, key 0), fill them
+    /// with the run's targets, so programs spread over them as the built-in
+    /// modes do.
+    pub fn fill_targets(&self, targets: &[TargetId]) {
+        if let Some(m) = self
+            .map("cpus_available")
+            .filter(|m| m.def.kind == MapKind::Array)
+        {
+            for (i, t) in targets.iter().enumerate() {
+                m.update(
+                    &(i as u32).to_le_bytes(),
+                    &pad(t.0, m.def.value_size),
+                    maps::BPF_ANY,
+                    0,
+                );
+            }
+        }
+        if let Some(m) = self
+            .map("cpus_count")
+            .filter(|m| m.def.kind == MapKind::Array)
+        {
+            m.update(
+                &0u32.to_le_bytes(),
+                &pad(targets.len() as u32, m.def.value_size),
+                maps::BPF_ANY,
+                0,
+            );
+        }
+    }
+}
+
+/// `v` as a little-endian value of `size` bytes (truncated or zero-padded).
+fn pad(v: u32, size: u32) -> Vec<u8> {
+    let mut b = vec![0u8; size as usize];
+    let le = v.to_le_bytes();
+    let n = b.len().min(4);
+    b[..n].copy_from_slice(&le[..n]);
+    b
+}
+
+/// `FILE.o[:NAME]`: the program named NAME (function or section name), or
+/// the only XDP program of the object.
+pub fn load_object(spec: &str) -> Result<Program, EbpfError> {
+    let (path, want) = match spec.rsplit_once(':') {
+        Some((p, n)) if p.ends_with(".o") => (p, Some(n)),
+        _ => (spec, None),
+    };
+    let bad = |why: String| EbpfError::Object {
+        path: path.into(),
+        why,
+    };
+    let md = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !md.is_file() || md.len() > 16 << 20 {
+        return Err(bad("not a regular file of at most 16 MiB".into()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    parse_object(path, &bytes, want)
+}
+
+/// Parses and loads an object already in memory (fuzzing and tests).
+pub fn parse_object(path: &str, bytes: &[u8], want: Option<&str>) -> Result<Program, EbpfError> {
+    let bad = |why: String| EbpfError::Object {
+        path: path.into(),
+        why,
+    };
+    let mut obj =
+        aya_obj::Object::parse(bytes).map_err(|e| bad(format!("not a BPF ELF object: {e}")))?;
+    let xdp: Vec<String> = {
+        let mut v: Vec<String> = obj
+            .programs
+            .iter()
+            .filter(|(_, p)| matches!(p.section, aya_obj::ProgramSection::Xdp { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let name = match want {
+        Some(w) => xdp
+            .iter()
+            .find(|n| n.as_str() == w)
+            .cloned()
+            .ok_or_else(|| bad(format!("no XDP program '{w}' (it has: {})", xdp.join(", "))))?,
+        None => match xdp.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(bad(
+                    "no XDP program (a function in a section named \"xdp\" or \"xdp/...\")".into(),
+                ));
+            }
+            many => {
+                return Err(bad(format!(
+                    "several XDP programs ({}): pick one with FILE.o:NAME",
+                    many.join(", ")
+                )));
+            }
+        },
+    };
+    // Maps in name order get fds MAP_FD_BASE + i.
+    let mut names: Vec<String> = obj.maps.keys().cloned().collect();
+    names.sort();
+    let mut defs = Vec::new();
+    for n in &names {
+        let m = &obj.maps[n];
+        let kind = MapKind::from_kernel(m.map_type()).ok_or_else(|| {
+            bad(format!(
+                "map '{n}': type {} ({}) is not supported (hash, array, percpu_array, cpumap are)",
+                m.map_type(),
+                maps::kernel_map_type_name(m.map_type())
+            ))
+        })?;
+        defs.push(MapDef {
+            name: n.clone(),
+            kind,
+            key_size: m.key_size(),
+            value_size: m.value_size(),
+            max_entries: m.max_entries(),
+        });
+    }
+    let text = std::collections::HashSet::new();
+    let obj_maps = obj.maps.clone();
+    obj.relocate_maps(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), MAP_FD_BASE + i as i32, &obj_maps[n])),
+        &text,
+    )
+    .map_err(|e| bad(format!("map relocation: {e}")))?;
+    obj.relocate_calls(&text)
+        .map_err(|e| bad(format!("call relocation: {e}")))?;
+    let prog = &obj.programs[&name];
+    let f = obj
+        .functions
+        .get(&prog.function_key())
+        .ok_or_else(|| bad(format!("program '{name}' has no code")))?;
+    let mut code = Vec::with_capacity(f.instructions.len() * INSN_SIZE);
+    for i in &f.instructions {
+        code.extend_from_slice(
+            &Insn {
+                op: i.code,
+                dst: i.dst_reg(),
+                src: i.src_reg(),
+                off: i.off,
+                imm: i.imm,
+            }
+            .encode(),
+        );
+    }
+    // The map ld_imm64s must carry our fds now.
+    for pc in 0..code.len() / INSN_SIZE {
+        let i = Insn::at(&code, pc);
+        if i.op == (LD | IMM | DW) && i.src == PSEUDO_MAP_FD && i.imm < MAP_FD_BASE {
+            return Err(bad(format!("insn {pc}: a map reference was not relocated")));
+        }
+    }
+    Program::from_insns(&name, &code, defs)
+}
+
+fn ktime_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// One lcore's running copy of a program: its stack, context and (with
+/// `--jit`) compiled code. Context: the owning lcore.
+pub struct Instance {
+    prog: Arc<Program>,
+    cpu: u32,
+    stack: Box<[u8; STACK_SIZE]>,
+    ctx: [u8; CTX_SIZE],
+    jit: Option<jit::Jit>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("prog", &self.prog.name)
+            .field("cpu", &self.cpu)
+            .field("jit", &self.jit.is_some())
+            .finish()
+    }
+}
+
+struct RunEnv<'a> {
+    maps: &'a [Map],
+    cpu: u32,
+    has: &'a dyn Fn(u32) -> bool,
+    redirect: Option<u32>,
+}
+
+impl Env for RunEnv<'_> {
+    fn maps(&self) -> &[Map] {
+        self.maps
+    }
+    fn cpu(&self) -> u32 {
+        self.cpu
+    }
+    fn ktime_ns(&self) -> u64 {
+        ktime_ns()
+    }
+    fn cpumap_has(&self, key: u32) -> bool {
+        (self.has)(key)
+    }
+    fn set_redirect(&mut self, key: u32) {
+        self.redirect = Some(key);
+    }
+}
+
+impl Instance {
+    /// An instance for lcore `cpu`; `jit` compiles it.
+    pub fn new(prog: Arc<Program>, cpu: u32, jit: bool) -> Result<Instance, EbpfError> {
+        let jit = if jit {
+            Some(jit::Jit::compile(prog.code).map_err(|why| EbpfError::Load {
+                prog: prog.name.clone(),
+                why,
+            })?)
+        } else {
+            None
+        };
+        Ok(Instance {
+            prog,
+            cpu,
+            stack: Box::new([0; STACK_SIZE]),
+            ctx: [0; CTX_SIZE],
+            jit,
+        })
+    }
+
+    pub fn program(&self) -> &Arc<Program> {
+        &self.prog
+    }
+
+    /// Runs the program on `frame`. `has(key)`: the cpumap has an entry for
+    /// `key` (what `bpf_redirect_map` checks). Never panics; no allocation.
+    #[inline]
+    pub fn run(&mut self, frame: &mut Frame, has: &dyn Fn(u32) -> bool) -> Verdict {
+        let (port, queue) = (frame.port(), frame.queue());
+        let (buf, off) = frame.xdp_buffer();
+        let start = buf.as_ptr() as u64;
+        let c = XdpCtx {
+            data: start + off as u64,
+            data_end: start + buf.len() as u64,
+            data_meta: start + off as u64,
+            ingress_ifindex: port as u32,
+            rx_queue_index: queue as u32,
+            egress_ifindex: 0,
+            _pad: 0,
+        };
+        self.ctx = c.to_bytes();
+        let (ret, redirect) = match &self.jit {
+            Some(j) => j.run(&self.prog.maps, self.cpu, has, ktime_ns, buf, &mut self.ctx),
+            None => {
+                let mut env = RunEnv {
+                    maps: &self.prog.maps,
+                    cpu: self.cpu,
+                    has,
+                    redirect: None,
+                };
+                let mut mem = Mem {
+                    pkt: buf,
+                    ctx: &mut self.ctx,
+                    stack: &mut self.stack,
+                };
+                match interp::run(self.prog.code, &mut mem, &mut env) {
+                    Ok(r) => (r, env.redirect),
+                    Err(_) => return Verdict::Aborted,
+                }
+            }
+        };
+        // Apply a moved start of data (bpf_xdp_adjust_head).
+        let new_data = XdpCtx::from_bytes(&self.ctx).data;
+        let delta = new_data as i64 - c.data as i64;
+        if delta != 0 && frame.adjust_head(delta as isize).is_err() {
+            return Verdict::Aborted;
+        }
+        match ret {
+            interp::XDP_DROP => Verdict::Drop,
+            interp::XDP_PASS => Verdict::Pass,
+            interp::XDP_TX => Verdict::Tx,
+            interp::XDP_REDIRECT => match redirect {
+                Some(k) => Verdict::Redirect(TargetId(k)),
+                None => Verdict::Aborted,
+            },
+            _ => Verdict::Aborted,
+        }
+    }
+}

@@ -1,0 +1,1327 @@
+//! cpumapd's eBPF verifier: proves, before a program runs, that every memory
+//! access stays inside the packet (after a `data_end` check), the stack, the
+//! context or a map value, that every path ends, and that only known
+//! instructions and helpers are used. The JIT runs with no checks at all, so
+//! nothing reaches it without passing here.
+//!
+//! # General idea
+//!
+//! Abstract interpretation over every path, like the kernel's: each register
+//! holds a type (scalar with an unsigned range, pointer to ctx / stack /
+//! packet / packet end / metadata / map / map value, map value or NULL).
+//! Packet pointers carry an id (pointers derived by constant offsets share
+//! it), a constant offset and the largest variable part added; a comparison
+//! of such a pointer with `data_end` proves a range of bytes for its id on
+//! the branch where it holds. Branches whose outcome is known from constant
+//! scalars are followed one way only, so a loop with a constant trip count
+//! is unrolled and ends; any other loop runs the exploration out of its
+//! budget and is refused as unbounded. Stack slots remember spilled
+//! pointers (8-byte aligned stores) and which bytes were written.
+//!
+//! Context loads are recorded so the loader can rewrite the kernel's 32-bit
+//! `xdp_md` fields into loads from cpumapd's context, as the kernel rewrites
+//! them into `xdp_buff` loads.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::insn::*;
+use super::maps::MapKind;
+
+/// Longest program accepted (instructions).
+pub const MAX_INSNS: usize = 65_536;
+/// Instructions the exploration may visit over all paths.
+pub const MAX_EXPLORED: usize = 1_000_000;
+/// Largest packet offset a program may compute (the kernel's MAX_PACKET_OFF).
+const MAX_PACKET_OFF: u64 = 0xffff;
+pub const STACK_SIZE: usize = 512;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyError {
+    pub pc: usize,
+    pub why: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "insn {}: {}", self.pc, self.why)
+    }
+}
+
+/// The `xdp_md` fields a program reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CtxField {
+    Data,
+    DataEnd,
+    DataMeta,
+    IngressIfindex,
+    RxQueueIndex,
+    EgressIfindex,
+}
+
+impl CtxField {
+    fn at(off: i64) -> Option<CtxField> {
+        Some(match off {
+            0 => CtxField::Data,
+            4 => CtxField::DataEnd,
+            8 => CtxField::DataMeta,
+            12 => CtxField::IngressIfindex,
+            16 => CtxField::RxQueueIndex,
+            20 => CtxField::EgressIfindex,
+            _ => return None,
+        })
+    }
+}
+
+/// What the verifier learnt that the loader needs.
+#[derive(Clone, Debug, Default)]
+pub struct Verified {
+    /// Context loads: instruction index, the field, and the constant offset
+    /// of the context pointer register (usually 0).
+    pub ctx_loads: Vec<(usize, CtxField, i64)>,
+    pub explored: usize,
+}
+
+/// What the verifier needs to know of each map (index = fd - base).
+#[derive(Clone, Copy, Debug)]
+pub struct MapShape {
+    pub kind: MapKind,
+    pub key_size: u32,
+    pub value_size: u32,
+}
+
+/// Helper numbers cpumapd implements.
+pub const HELPER_MAP_LOOKUP: i32 = 1;
+pub const HELPER_MAP_UPDATE: i32 = 2;
+pub const HELPER_MAP_DELETE: i32 = 3;
+pub const HELPER_KTIME: i32 = 5;
+pub const HELPER_SMP_ID: i32 = 8;
+pub const HELPER_ADJUST_HEAD: i32 = 44;
+pub const HELPER_REDIRECT_MAP: i32 = 51;
+pub const HELPER_ADJUST_META: i32 = 54;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Reg {
+    Uninit,
+    Scalar {
+        min: u64,
+        max: u64,
+    },
+    Ctx {
+        off: i64,
+    },
+    /// Offset from the frame pointer (R10), so negative for the frame.
+    Stack {
+        off: i64,
+    },
+    /// `data + [0, var] + off`; `meta` for pointers from `data_meta`.
+    Pkt {
+        meta: bool,
+        id: u32,
+        off: i64,
+        var: u64,
+    },
+    PktEnd,
+    MapPtr {
+        map: u32,
+    },
+    Value {
+        map: u32,
+        off: i64,
+    },
+    ValueOrNull {
+        map: u32,
+        id: u32,
+    },
+    /// A packet pointer a helper may have moved (adjust_head/meta): unusable.
+    Stale,
+}
+
+const UNKNOWN: Reg = Reg::Scalar {
+    min: 0,
+    max: u64::MAX,
+};
+
+fn konst(v: u64) -> Reg {
+    Reg::Scalar { min: v, max: v }
+}
+
+fn range(min: u64, max: u64) -> Reg {
+    Reg::Scalar { min, max }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Slot {
+    Misc,
+    Spill(Reg),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct State {
+    regs: [Reg; 11],
+    slots: [Slot; STACK_SIZE / 8],
+    /// Bit i: stack byte (frame - 512 + i) was written.
+    init: [u64; STACK_SIZE / 64],
+    /// Proven ranges: (meta?, id, bytes readable from the id's base).
+    ranges: Vec<(bool, u32, i64)>,
+}
+
+impl State {
+    fn entry() -> State {
+        let mut regs = [Reg::Uninit; 11];
+        regs[1] = Reg::Ctx { off: 0 };
+        regs[10] = Reg::Stack { off: 0 };
+        State {
+            regs,
+            slots: [Slot::Misc; STACK_SIZE / 8],
+            init: [0; STACK_SIZE / 64],
+            ranges: Vec::new(),
+        }
+    }
+
+    fn range_of(&self, meta: bool, id: u32) -> i64 {
+        self.ranges
+            .iter()
+            .find(|r| r.0 == meta && r.1 == id)
+            .map_or(0, |r| r.2)
+    }
+
+    fn prove(&mut self, meta: bool, id: u32, r: i64) {
+        match self.ranges.iter_mut().find(|x| x.0 == meta && x.1 == id) {
+            Some(x) => x.2 = x.2.max(r),
+            None => self.ranges.push((meta, id, r)),
+        }
+    }
+
+    fn stack_written(&self, lo: usize, n: usize) -> bool {
+        (lo..lo + n).all(|b| self.init[b / 64] & (1 << (b % 64)) != 0)
+    }
+
+    fn mark_written(&mut self, lo: usize, n: usize) {
+        for b in lo..lo + n {
+            self.init[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    /// After a helper that may move packet data: every packet pointer,
+    /// in registers and spilled, becomes unusable, and proofs are void.
+    fn invalidate_packet(&mut self) {
+        let stale = |r: &mut Reg| {
+            if matches!(r, Reg::Pkt { .. } | Reg::PktEnd) {
+                *r = Reg::Stale;
+            }
+        };
+        self.regs.iter_mut().for_each(stale);
+        for s in self.slots.iter_mut() {
+            if let Slot::Spill(r) = s {
+                stale(r);
+            }
+        }
+        self.ranges.clear();
+    }
+}
+
+/// (jump target, state hash) pairs one path went through.
+type Path = HashSet<(usize, u64)>;
+
+struct Verifier<'a> {
+    prog: &'a [u8],
+    n: usize,
+    maps: &'a [MapShape],
+    next_id: u32,
+    explored: usize,
+    ctx_loads: Vec<(usize, CtxField, i64)>,
+    /// States already explored at jump targets (where paths join).
+    seen: HashSet<(usize, State)>,
+    targets: Vec<bool>,
+    back_edge: Option<(usize, usize)>,
+}
+
+fn err(pc: usize, why: impl Into<String>) -> VerifyError {
+    VerifyError {
+        pc,
+        why: why.into(),
+    }
+}
+
+/// Verifies `prog` (raw instructions, maps already relocated to
+/// `MAP_FD_BASE + index`).
+pub fn verify(prog: &[u8], maps: &[MapShape]) -> Result<Verified, VerifyError> {
+    if prog.is_empty() || !prog.len().is_multiple_of(INSN_SIZE) {
+        return Err(err(
+            0,
+            "program length is not a whole number of instructions",
+        ));
+    }
+    let n = prog.len() / INSN_SIZE;
+    if n > MAX_INSNS {
+        return Err(err(
+            0,
+            format!("program has {n} instructions, more than {MAX_INSNS}"),
+        ));
+    }
+    let mut v = Verifier {
+        prog,
+        n,
+        maps,
+        next_id: 1,
+        explored: 0,
+        ctx_loads: Vec::new(),
+        seen: HashSet::new(),
+        targets: vec![false; n],
+        back_edge: None,
+    };
+    v.check_static()?;
+    let mut work = vec![(0usize, State::entry(), HashSet::new())];
+    while let Some((pc, st, path)) = work.pop() {
+        v.run_path(pc, st, path, &mut work)?;
+    }
+    let mut ctx_loads = v.ctx_loads;
+    ctx_loads.sort_by_key(|c| c.0);
+    ctx_loads.dedup_by_key(|c| c.0);
+    Ok(Verified {
+        ctx_loads,
+        explored: v.explored,
+    })
+}
+
+impl Verifier<'_> {
+    fn insn(&self, pc: usize) -> Insn {
+        Insn::at(self.prog, pc)
+    }
+
+    /// Checks that hold whatever the path: known opcodes, registers in
+    /// range, jump targets inside the program and not into the middle of
+    /// an `ld_imm64`, the last instruction ends the program.
+    fn check_static(&mut self) -> Result<(), VerifyError> {
+        let mut second_half = vec![false; self.n];
+        let mut pc = 0;
+        while pc < self.n {
+            let i = self.insn(pc);
+            if i.dst > 10 || i.src > 10 {
+                return Err(err(
+                    pc,
+                    format!("register r{} does not exist", i.dst.max(i.src)),
+                ));
+            }
+            if i.op == (LD | IMM | DW) {
+                if pc + 1 >= self.n {
+                    return Err(err(pc, "ld_imm64 is cut short by the end of the program"));
+                }
+                let next = self.insn(pc + 1);
+                if next.op != 0 || next.dst != 0 || next.src != 0 || next.off != 0 {
+                    return Err(err(pc + 1, "malformed second half of ld_imm64"));
+                }
+                second_half[pc + 1] = true;
+                pc += 2;
+                continue;
+            }
+            self.known_opcode(pc, &i)?;
+            pc += 1;
+        }
+        for pc in 0..self.n {
+            if second_half[pc] {
+                continue;
+            }
+            let i = self.insn(pc);
+            let c = i.class();
+            if (c == JMP || c == JMP32) && !matches!(i.op & 0xf0, CALL | EXIT) {
+                let t = pc as i64 + 1 + i.off as i64;
+                if t < 0 || t >= self.n as i64 {
+                    return Err(err(pc, format!("jump to {t}, outside the program")));
+                }
+                if second_half[t as usize] {
+                    return Err(err(pc, "jump into the middle of ld_imm64"));
+                }
+                self.targets[t as usize] = true;
+            }
+        }
+        let last = self.insn(self.n - 1);
+        if second_half[self.n - 1] || !(last.op == (JMP | EXIT) || (last.op == (JMP | JA))) {
+            return Err(err(
+                self.n - 1,
+                "the last instruction must be exit or a jump",
+            ));
+        }
+        Ok(())
+    }
+
+    fn known_opcode(&self, pc: usize, i: &Insn) -> Result<(), VerifyError> {
+        let op = i.op;
+        let ok = match i.class() {
+            LD => false, // only ld_imm64 (handled by the caller); LD_ABS/IND are socket-filter only
+            LDX => op & 0xe0 == MEM,
+            ST => op & 0xe0 == MEM,
+            STX => op & 0xe0 == MEM || op & 0xe0 == ATOMIC,
+            ALU | ALU64 => {
+                let o = op & 0xf0;
+                (o <= ARSH || o == END) && (o != END || i.class() == ALU)
+            }
+            JMP => {
+                let o = op & 0xf0;
+                o <= JSLE && (o != CALL || op == (JMP | CALL)) && (o != EXIT || op == (JMP | EXIT))
+            }
+            JMP32 => {
+                let o = op & 0xf0;
+                o != JA && o != CALL && o != EXIT && o <= JSLE
+            }
+            _ => false,
+        };
+        if !ok {
+            let what = if i.class() == LD && op & 0xe0 != 0 {
+                " (LD_ABS/LD_IND are for socket filters, not XDP)"
+            } else {
+                ""
+            };
+            return Err(err(
+                pc,
+                format!("unknown instruction opcode {op:#04x}{what}"),
+            ));
+        }
+        if i.class() == STX && op & 0xe0 == ATOMIC {
+            return Err(err(
+                pc,
+                "atomic instructions are not supported (count in a PERCPU_ARRAY instead)",
+            ));
+        }
+        if i.class() == JMP && op & 0xf0 == CALL && i.src == PSEUDO_CALL {
+            return Err(err(
+                pc,
+                "bpf-to-bpf calls are not supported (mark the function __always_inline)",
+            ));
+        }
+        if (i.class() == ALU || i.class() == ALU64)
+            && op & 0xf0 == END
+            && ![16, 32, 64].contains(&i.imm)
+        {
+            return Err(err(pc, format!("byte swap of {} bits", i.imm)));
+        }
+        Ok(())
+    }
+
+    fn fresh_id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn read(&self, pc: usize, st: &State, r: u8) -> Result<Reg, VerifyError> {
+        match st.regs[r as usize] {
+            Reg::Uninit => Err(err(pc, format!("r{r} is read before it is written"))),
+            Reg::Stale => Err(err(
+                pc,
+                format!(
+                    "r{r} is a packet pointer from before a call that may move the packet; load it again from the context"
+                ),
+            )),
+            x => Ok(x),
+        }
+    }
+
+    /// Follows one path from `pc`, pushing the other side of each branch.
+    /// `path`: the (jump target, state hash) pairs this path went through,
+    /// to tell a loop (the same state again on the same path) from two
+    /// paths meeting (the same state reached another way).
+    fn run_path(
+        &mut self,
+        mut pc: usize,
+        mut st: State,
+        mut path: Path,
+        work: &mut Vec<(usize, State, Path)>,
+    ) -> Result<(), VerifyError> {
+        loop {
+            if self.targets[pc] {
+                let h = {
+                    use std::hash::{Hash, Hasher};
+                    let mut hs = std::collections::hash_map::DefaultHasher::new();
+                    st.hash(&mut hs);
+                    hs.finish()
+                };
+                if path.contains(&(pc, h)) {
+                    // The same state again on the same path: nothing forces
+                    // the loop to end.
+                    return Err(err(
+                        pc,
+                        "infinite loop: this loop head is reached again in the same state (nothing bounds the loop)",
+                    ));
+                }
+                if !self.seen.insert((pc, st.clone())) {
+                    return Ok(()); // explored already from another path
+                }
+                path.insert((pc, h));
+            }
+            self.explored += 1;
+            if self.explored > MAX_EXPLORED {
+                return Err(match self.back_edge {
+                    Some((from, to)) => err(
+                        from,
+                        format!(
+                            "loop back to insn {to} is not provably bounded (explored {MAX_EXPLORED} instructions)"
+                        ),
+                    ),
+                    None => err(
+                        pc,
+                        format!("program too complex (explored {MAX_EXPLORED} instructions)"),
+                    ),
+                });
+            }
+            let i = self.insn(pc);
+            match i.class() {
+                LD => {
+                    let hi = self.insn(pc + 1).imm as u32 as u64;
+                    let val = (i.imm as u32 as u64) | (hi << 32);
+                    st.regs[i.dst as usize] = match i.src {
+                        0 => konst(val),
+                        PSEUDO_MAP_FD => {
+                            let idx = (i.imm as i64 - super::maps::MAP_FD_BASE as i64) as usize;
+                            if idx >= self.maps.len() || hi != 0 {
+                                return Err(err(
+                                    pc,
+                                    format!("ld_imm64 of unknown map fd {}", i.imm),
+                                ));
+                            }
+                            Reg::MapPtr { map: idx as u32 }
+                        }
+                        s => {
+                            return Err(err(
+                                pc,
+                                format!(
+                                    "ld_imm64 source {s} (global variables / map values) is not supported"
+                                ),
+                            ));
+                        }
+                    };
+                    if i.dst == 10 {
+                        return Err(err(pc, "r10 (the frame pointer) is read-only"));
+                    }
+                    pc += 2;
+                }
+                LDX => {
+                    let base = self.read(pc, &st, i.src)?;
+                    let val = self.access(pc, &mut st, base, i.off, i.size(), None)?;
+                    if i.dst == 10 {
+                        return Err(err(pc, "r10 (the frame pointer) is read-only"));
+                    }
+                    st.regs[i.dst as usize] = val;
+                    pc += 1;
+                }
+                ST | STX => {
+                    let base = self.read(pc, &st, i.dst)?;
+                    let val = if i.class() == STX {
+                        self.read(pc, &st, i.src)?
+                    } else {
+                        konst(i.imm as i64 as u64)
+                    };
+                    self.access(pc, &mut st, base, i.off, i.size(), Some(val))?;
+                    pc += 1;
+                }
+                ALU | ALU64 => {
+                    if i.dst == 10 {
+                        return Err(err(pc, "r10 (the frame pointer) is read-only"));
+                    }
+                    self.alu(pc, &mut st, &i)?;
+                    pc += 1;
+                }
+                JMP | JMP32 => match i.op & 0xf0 {
+                    EXIT => {
+                        match self.read(pc, &st, 0)? {
+                            Reg::Scalar { .. } => {}
+                            _ => {
+                                return Err(err(
+                                    pc,
+                                    "r0 at exit must be a number (an XDP action), not a pointer",
+                                ));
+                            }
+                        }
+                        return Ok(());
+                    }
+                    CALL => {
+                        self.call(pc, &mut st, i.imm)?;
+                        pc += 1;
+                    }
+                    JA => {
+                        pc = self.jump(pc, &i);
+                    }
+                    _ => {
+                        let target = self.jump(pc, &i);
+                        let (taken, fall) = self.branch(pc, &st, &i)?;
+                        match (taken, fall) {
+                            (Some(t), Some(f)) => {
+                                work.push((target, t, path.clone()));
+                                st = f;
+                                pc += 1;
+                            }
+                            (Some(t), None) => {
+                                st = t;
+                                pc = target;
+                            }
+                            (None, Some(f)) => {
+                                st = f;
+                                pc += 1;
+                            }
+                            (None, None) => return Ok(()),
+                        }
+                    }
+                },
+                _ => unreachable!("check_static refused unknown classes"),
+            }
+            if pc >= self.n {
+                return Err(err(
+                    self.n - 1,
+                    "execution falls off the end of the program",
+                ));
+            }
+        }
+    }
+
+    fn jump(&mut self, pc: usize, i: &Insn) -> usize {
+        let t = (pc as i64 + 1 + i.off as i64) as usize;
+        if t <= pc {
+            self.back_edge = Some((pc, t));
+        }
+        t
+    }
+
+    /// A load (`store` None) or store through `base + off` of `size` bytes.
+    /// Returns the loaded value's type.
+    fn access(
+        &mut self,
+        pc: usize,
+        st: &mut State,
+        base: Reg,
+        off: i16,
+        size: usize,
+        store: Option<Reg>,
+    ) -> Result<Reg, VerifyError> {
+        let off = off as i64;
+        let sz = size as i64;
+        let loaded = range(
+            0,
+            if size == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (size * 8)) - 1
+            },
+        );
+        let no_ptr_store = |what: &str| -> Result<(), VerifyError> {
+            match store {
+                Some(Reg::Scalar { .. }) | None => Ok(()),
+                Some(_) => Err(err(pc, format!("cannot store a pointer into {what}"))),
+            }
+        };
+        match base {
+            Reg::Ctx { off: o } => {
+                if store.is_some() {
+                    return Err(err(pc, "the context is read-only"));
+                }
+                let at = o + off;
+                let f = CtxField::at(at).filter(|_| size == 4).ok_or_else(|| {
+                    err(pc, format!("invalid context access: offset {at} size {size} (xdp_md has six 4-byte fields)"))
+                })?;
+                self.ctx_loads.push((pc, f, o));
+                Ok(match f {
+                    CtxField::Data => Reg::Pkt {
+                        meta: false,
+                        id: 0,
+                        off: 0,
+                        var: 0,
+                    },
+                    CtxField::DataEnd => Reg::PktEnd,
+                    CtxField::DataMeta => Reg::Pkt {
+                        meta: true,
+                        id: 0,
+                        off: 0,
+                        var: 0,
+                    },
+                    _ => range(0, u32::MAX as u64),
+                })
+            }
+            Reg::Stack { off: o } => {
+                let at = o + off;
+                if at < -(STACK_SIZE as i64) || at + sz > 0 {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "stack access out of bounds: offset {at} size {size} (the stack is 512 bytes below r10)"
+                        ),
+                    ));
+                }
+                let lo = (at + STACK_SIZE as i64) as usize;
+                let slot = lo / 8;
+                match store {
+                    Some(v) => {
+                        if size == 8 && lo.is_multiple_of(8) {
+                            st.slots[slot] = match v {
+                                Reg::Scalar { .. } => Slot::Misc,
+                                p => Slot::Spill(p),
+                            };
+                        } else {
+                            if !matches!(v, Reg::Scalar { .. }) {
+                                return Err(err(
+                                    pc,
+                                    "a pointer may only be spilled with an aligned 8-byte store",
+                                ));
+                            }
+                            // Partial overwrite: the slot no longer holds a pointer.
+                            for s in lo / 8..(lo + size).div_ceil(8) {
+                                st.slots[s] = Slot::Misc;
+                            }
+                        }
+                        st.mark_written(lo, size);
+                        Ok(UNKNOWN)
+                    }
+                    None => {
+                        if !st.stack_written(lo, size) {
+                            return Err(err(
+                                pc,
+                                format!(
+                                    "read of stack offset {at} size {size} before it was written"
+                                ),
+                            ));
+                        }
+                        if let Slot::Spill(p) = st.slots[slot] {
+                            if size == 8 && lo.is_multiple_of(8) {
+                                return Ok(p);
+                            }
+                            return Err(err(pc, "partial read of a spilled pointer"));
+                        }
+                        Ok(loaded)
+                    }
+                }
+            }
+            Reg::Pkt {
+                meta,
+                id,
+                off: o,
+                var: _,
+            } => {
+                no_ptr_store(if meta {
+                    "packet metadata"
+                } else {
+                    "the packet"
+                })?;
+                let at = o + off;
+                let proven = st.range_of(meta, id);
+                if at < 0 || at + sz > proven {
+                    let end = if meta { "data" } else { "data_end" };
+                    return Err(err(
+                        pc,
+                        format!(
+                            "packet access out of proven range: offset {at} size {size}, but only {proven} bytes are checked against {end} (compare the pointer with {end} first)"
+                        ),
+                    ));
+                }
+                Ok(if store.is_some() { UNKNOWN } else { loaded })
+            }
+            Reg::Value { map, off: o } => {
+                no_ptr_store("a map value")?;
+                let at = o + off;
+                let vs = self.maps[map as usize].value_size as i64;
+                if at < 0 || at + sz > vs {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "map value access out of bounds: offset {at} size {size}, value size {vs}"
+                        ),
+                    ));
+                }
+                Ok(if store.is_some() { UNKNOWN } else { loaded })
+            }
+            Reg::ValueOrNull { .. } => Err(err(
+                pc,
+                "map value pointer may be NULL: check it against 0 first",
+            )),
+            Reg::PktEnd => Err(err(pc, "data_end may not be dereferenced")),
+            Reg::MapPtr { .. } => Err(err(pc, "a map pointer may not be dereferenced")),
+            Reg::Scalar { .. } => Err(err(pc, "memory access through a number, not a pointer")),
+            Reg::Uninit | Reg::Stale => unreachable!("read() refuses these"),
+        }
+    }
+
+    fn alu(&mut self, pc: usize, st: &mut State, i: &Insn) -> Result<(), VerifyError> {
+        let is64 = i.class() == ALU64;
+        let op = i.op & 0xf0;
+        let src = if i.op & X == X {
+            self.read(pc, st, i.src)?
+        } else if is64 {
+            konst(i.imm as i64 as u64)
+        } else {
+            konst(i.imm as u32 as u64)
+        };
+        if op == MOV {
+            st.regs[i.dst as usize] = match (is64, src) {
+                (true, v) => v,
+                (false, Reg::Scalar { min, max }) if max <= u32::MAX as u64 => range(min, max),
+                (false, Reg::Scalar { .. }) => range(0, u32::MAX as u64),
+                (false, _) => range(0, u32::MAX as u64),
+            };
+            return Ok(());
+        }
+        let dst = self.read(pc, st, i.dst)?;
+        let out = match (dst, src) {
+            (Reg::Scalar { min: a0, max: a1 }, Reg::Scalar { min: b0, max: b1 }) => {
+                scalar_alu(i.op, is64, (a0, a1), (b0, b1), i.imm)
+            }
+            (p, Reg::Scalar { min, max }) if op == ADD || op == SUB => {
+                if !is64 {
+                    return Err(err(pc, "32-bit arithmetic on a pointer"));
+                }
+                self.ptr_offset(pc, p, op, min, max)?
+            }
+            (Reg::Scalar { min, max }, p) if op == ADD && is64 => {
+                self.ptr_offset(pc, p, ADD, min, max)?
+            }
+            (Reg::Pkt { .. } | Reg::PktEnd, Reg::Pkt { .. } | Reg::PktEnd) if op == SUB && is64 => {
+                UNKNOWN
+            }
+            _ => {
+                return Err(err(
+                    pc,
+                    format!(
+                        "arithmetic {} on pointer r{} is not allowed",
+                        alu_name(op),
+                        i.dst
+                    ),
+                ));
+            }
+        };
+        st.regs[i.dst as usize] = out;
+        Ok(())
+    }
+
+    /// `p +/- [min, max]`.
+    fn ptr_offset(
+        &mut self,
+        pc: usize,
+        p: Reg,
+        op: u8,
+        min: u64,
+        max: u64,
+    ) -> Result<Reg, VerifyError> {
+        let konst = (min == max).then_some(min as i64);
+        let sign = if op == SUB { -1 } else { 1 };
+        let bump = |off: i64, c: i64| -> Result<i64, VerifyError> {
+            let n = off + sign * c;
+            if n.abs() > 1 << 29 {
+                return Err(err(pc, format!("pointer offset {n} is out of range")));
+            }
+            Ok(n)
+        };
+        Ok(match (p, konst) {
+            (Reg::Ctx { off }, Some(c)) => Reg::Ctx { off: bump(off, c)? },
+            (Reg::Stack { off }, Some(c)) => Reg::Stack { off: bump(off, c)? },
+            (Reg::Value { map, off }, Some(c)) => Reg::Value {
+                map,
+                off: bump(off, c)?,
+            },
+            (Reg::Pkt { meta, id, off, var }, Some(c)) => Reg::Pkt {
+                meta,
+                id,
+                off: bump(off, c)?,
+                var,
+            },
+            (Reg::Pkt { meta, var, off, .. }, None) if op == ADD => {
+                let v = var.saturating_add(max);
+                if v > MAX_PACKET_OFF {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "variable packet offset may reach {v}, more than {MAX_PACKET_OFF}: bound it first (e.g. & 0xff)"
+                        ),
+                    ));
+                }
+                Reg::Pkt {
+                    meta,
+                    id: self.fresh_id(),
+                    off,
+                    var: v,
+                }
+            }
+            (Reg::Stack { .. } | Reg::Ctx { .. } | Reg::Value { .. }, None) => {
+                return Err(err(
+                    pc,
+                    "variable offset into the stack, context or a map value is not supported",
+                ));
+            }
+            (Reg::PktEnd, _) => return Err(err(pc, "arithmetic on data_end is not allowed")),
+            (Reg::MapPtr { .. } | Reg::ValueOrNull { .. }, _) => {
+                return Err(err(
+                    pc,
+                    "arithmetic on a map pointer, or on a map value before its NULL check",
+                ));
+            }
+            _ => return Err(err(pc, "pointer arithmetic is not allowed here")),
+        })
+    }
+
+    /// The states on the taken and the fall-through side (None when that
+    /// side cannot happen).
+    fn branch(
+        &mut self,
+        pc: usize,
+        st: &State,
+        i: &Insn,
+    ) -> Result<(Option<State>, Option<State>), VerifyError> {
+        let op = i.op & 0xf0;
+        let is64 = i.class() == JMP;
+        let a = self.read(pc, st, i.dst)?;
+        let b = if i.op & X == X {
+            self.read(pc, st, i.src)?
+        } else {
+            konst(i.imm as i64 as u64)
+        };
+        let (mut t, mut f) = (st.clone(), st.clone());
+        match (a, b) {
+            (Reg::Scalar { min, max }, Reg::Scalar { min: k0, max: k1 }) if k0 == k1 && is64 => {
+                let k = k0;
+                let (tr, fr) = refine(op, min, max, k);
+                let reg = i.dst as usize;
+                let taken = tr.map(|(lo, hi)| {
+                    t.regs[reg] = range(lo, hi);
+                    t
+                });
+                let fall = fr.map(|(lo, hi)| {
+                    f.regs[reg] = range(lo, hi);
+                    f
+                });
+                return Ok((taken, fall));
+            }
+            (Reg::Scalar { min: a0, max: a1 }, Reg::Scalar { min: b0, max: b1 })
+                if a0 == a1 && b0 == b1 =>
+            {
+                // Both known (JMP32 or reg-reg): one side only.
+                let (x, y) = if is64 {
+                    (a0, b0)
+                } else {
+                    (a0 as u32 as u64, b0 as u32 as u64)
+                };
+                let taken = eval_jump(op, x, y, is64);
+                return Ok(if taken {
+                    (Some(t), None)
+                } else {
+                    (None, Some(f))
+                });
+            }
+            (
+                Reg::Pkt {
+                    meta: false,
+                    id,
+                    off,
+                    ..
+                },
+                Reg::PktEnd,
+            ) if is64 => {
+                // p OP data_end
+                match op {
+                    JGT | JGE => f.prove(false, id, off),
+                    JLT | JLE => t.prove(false, id, off),
+                    _ => {}
+                }
+            }
+            (
+                Reg::PktEnd,
+                Reg::Pkt {
+                    meta: false,
+                    id,
+                    off,
+                    ..
+                },
+            ) if is64 => {
+                // data_end OP p
+                match op {
+                    JGT | JGE => t.prove(false, id, off),
+                    JLT | JLE => f.prove(false, id, off),
+                    _ => {}
+                }
+            }
+            (
+                Reg::Pkt {
+                    meta: true,
+                    id,
+                    off,
+                    ..
+                },
+                Reg::Pkt {
+                    meta: false,
+                    id: 0,
+                    off: 0,
+                    var: 0,
+                },
+            ) if is64 => match op {
+                JGT | JGE => f.prove(true, id, off),
+                JLT | JLE => t.prove(true, id, off),
+                _ => {}
+            },
+            (
+                Reg::Pkt {
+                    meta: false,
+                    id: 0,
+                    off: 0,
+                    var: 0,
+                },
+                Reg::Pkt {
+                    meta: true,
+                    id,
+                    off,
+                    ..
+                },
+            ) if is64 => match op {
+                JGT | JGE => t.prove(true, id, off),
+                JLT | JLE => f.prove(true, id, off),
+                _ => {}
+            },
+            (Reg::ValueOrNull { map, id }, Reg::Scalar { min: 0, max: 0 })
+                if is64 && (op == JEQ || op == JNE) =>
+            {
+                let (null, nonnull) = if op == JEQ {
+                    (&mut t, &mut f)
+                } else {
+                    (&mut f, &mut t)
+                };
+                resolve_null(null, id, None);
+                resolve_null(nonnull, id, Some(map));
+            }
+            _ => {}
+        }
+        Ok((Some(t), Some(f)))
+    }
+
+    fn check_stack_arg(
+        &self,
+        pc: usize,
+        st: &State,
+        r: u8,
+        len: u32,
+        what: &str,
+    ) -> Result<(), VerifyError> {
+        match st.regs[r as usize] {
+            Reg::Stack { off } => {
+                let lo = off + STACK_SIZE as i64;
+                if off + len as i64 > 0 || lo < 0 {
+                    return Err(err(
+                        pc,
+                        format!("{what} (r{r}) of {len} bytes is outside the stack"),
+                    ));
+                }
+                if !st.stack_written(lo as usize, len as usize) {
+                    return Err(err(
+                        pc,
+                        format!("{what} (r{r}) points at stack bytes not written yet"),
+                    ));
+                }
+                Ok(())
+            }
+            Reg::Value { map, off } => {
+                let vs = self.maps[map as usize].value_size as i64;
+                if off < 0 || off + len as i64 > vs {
+                    return Err(err(
+                        pc,
+                        format!("{what} (r{r}) of {len} bytes is outside the map value"),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Err(err(
+                pc,
+                format!("{what} (r{r}) must point to the stack or a map value"),
+            )),
+        }
+    }
+
+    fn map_arg(&self, pc: usize, st: &State, helper: i32) -> Result<u32, VerifyError> {
+        match st.regs[1] {
+            Reg::MapPtr { map } => Ok(map),
+            _ => Err(err(
+                pc,
+                format!("{} needs a map in r1", helper_name(helper)),
+            )),
+        }
+    }
+
+    fn call(&mut self, pc: usize, st: &mut State, id: i32) -> Result<(), VerifyError> {
+        let scalar = |st: &State, r: usize| -> Result<(), VerifyError> {
+            match st.regs[r] {
+                Reg::Scalar { .. } => Ok(()),
+                Reg::Uninit => Err(err(
+                    pc,
+                    format!("{}: argument r{r} is not set", helper_name(id)),
+                )),
+                _ => Err(err(
+                    pc,
+                    format!("{}: argument r{r} must be a number", helper_name(id)),
+                )),
+            }
+        };
+        let ret = match id {
+            HELPER_MAP_LOOKUP | HELPER_MAP_UPDATE | HELPER_MAP_DELETE => {
+                let map = self.map_arg(pc, st, id)?;
+                let shape = self.maps[map as usize];
+                if shape.kind == MapKind::CpuMap {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "{} on a cpumap is not supported from a program (use bpf_redirect_map)",
+                            helper_name(id)
+                        ),
+                    ));
+                }
+                self.check_stack_arg(pc, st, 2, shape.key_size, "key")?;
+                match id {
+                    HELPER_MAP_LOOKUP => Reg::ValueOrNull {
+                        map,
+                        id: self.fresh_id(),
+                    },
+                    HELPER_MAP_UPDATE => {
+                        self.check_stack_arg(pc, st, 3, shape.value_size, "value")?;
+                        scalar(st, 4)?;
+                        UNKNOWN
+                    }
+                    _ => UNKNOWN,
+                }
+            }
+            HELPER_KTIME | HELPER_SMP_ID => UNKNOWN,
+            HELPER_REDIRECT_MAP => {
+                let map = self.map_arg(pc, st, id)?;
+                if self.maps[map as usize].kind != MapKind::CpuMap {
+                    return Err(err(
+                        pc,
+                        "bpf_redirect_map: cpumapd redirects into a cpumap only (devmap/xskmap are not supported)",
+                    ));
+                }
+                scalar(st, 2)?;
+                scalar(st, 3)?;
+                range(0, u32::MAX as u64)
+            }
+            HELPER_ADJUST_HEAD | HELPER_ADJUST_META => {
+                if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
+                    return Err(err(
+                        pc,
+                        format!("{} needs the context in r1", helper_name(id)),
+                    ));
+                }
+                scalar(st, 2)?;
+                st.invalidate_packet();
+                UNKNOWN
+            }
+            other => {
+                return Err(err(
+                    pc,
+                    format!(
+                        "unknown or unsupported helper {other} ({})",
+                        helper_name(other)
+                    ),
+                ));
+            }
+        };
+        for r in 1..=5 {
+            st.regs[r] = Reg::Uninit;
+        }
+        st.regs[0] = ret;
+        Ok(())
+    }
+}
+
+/// After `if (v == NULL)`: every copy of map value `id` becomes 0 or a value.
+fn resolve_null(st: &mut State, id: u32, map: Option<u32>) {
+    let fix = |r: &mut Reg| {
+        if let Reg::ValueOrNull { id: x, .. } = *r
+            && x == id
+        {
+            *r = match map {
+                Some(map) => Reg::Value { map, off: 0 },
+                None => konst(0),
+            };
+        }
+    };
+    st.regs.iter_mut().for_each(fix);
+    for s in st.slots.iter_mut() {
+        if let Slot::Spill(r) = s {
+            fix(r);
+        }
+    }
+}
+
+fn alu_name(op: u8) -> &'static str {
+    match op {
+        ADD => "add",
+        SUB => "sub",
+        MUL => "mul",
+        DIV => "div",
+        OR => "or",
+        AND => "and",
+        LSH => "lsh",
+        RSH => "rsh",
+        NEG => "neg",
+        MOD => "mod",
+        XOR => "xor",
+        ARSH => "arsh",
+        END => "byte swap",
+        _ => "?",
+    }
+}
+
+/// The exact ALU result for known operands (the interpreter's semantics,
+/// which are rbpf's and the kernel's: division by zero gives 0, modulo by
+/// zero leaves the dividend). `op` is the operation nibble; byte swaps are
+/// [`byte_swap`].
+pub fn alu_exact(op: u8, is64: bool, a: u64, b: u64) -> u64 {
+    if is64 {
+        match op {
+            ADD => a.wrapping_add(b),
+            SUB => a.wrapping_sub(b),
+            MUL => a.wrapping_mul(b),
+            DIV => a.checked_div(b).unwrap_or(0),
+            OR => a | b,
+            AND => a & b,
+            LSH => a.wrapping_shl(b as u32 & 63),
+            RSH => a.wrapping_shr(b as u32 & 63),
+            NEG => (a as i64).wrapping_neg() as u64,
+            MOD => a.checked_rem(b).unwrap_or(a),
+            XOR => a ^ b,
+            ARSH => ((a as i64).wrapping_shr(b as u32 & 63)) as u64,
+            _ => 0,
+        }
+    } else {
+        let (x, y) = (a as u32, b as u32);
+        (match op {
+            ADD => x.wrapping_add(y),
+            SUB => x.wrapping_sub(y),
+            MUL => x.wrapping_mul(y),
+            DIV => x.checked_div(y).unwrap_or(0),
+            OR => x | y,
+            AND => x & y,
+            LSH => x.wrapping_shl(y & 31),
+            RSH => x.wrapping_shr(y & 31),
+            NEG => (x as i32).wrapping_neg() as u32,
+            MOD => x.checked_rem(y).unwrap_or(x),
+            XOR => x ^ y,
+            ARSH => ((x as i32).wrapping_shr(y & 31)) as u32,
+            _ => 0,
+        }) as u64
+    }
+}
+
+/// `le16/32/64` (source bit K) or `be16/32/64` (source bit X) of the
+/// instruction opcode `insn_op`, on this little-endian host.
+pub fn byte_swap(a: u64, bits: i32, insn_op: u8) -> u64 {
+    let be = insn_op & X == X;
+    match (bits, be) {
+        (16, false) => a as u16 as u64,
+        (32, false) => a as u32 as u64,
+        (16, true) => (a as u16).swap_bytes() as u64,
+        (32, true) => (a as u32).swap_bytes() as u64,
+        (_, true) => a.swap_bytes(),
+        _ => a,
+    }
+}
+
+fn scalar_alu(insn_op: u8, is64: bool, a: (u64, u64), b: (u64, u64), imm: i32) -> Reg {
+    let op = insn_op & 0xf0;
+    if op == END {
+        return if a.0 == a.1 {
+            konst(byte_swap(a.0, imm, insn_op))
+        } else {
+            range(0, if imm >= 64 { u64::MAX } else { (1 << imm) - 1 })
+        };
+    }
+    if a.0 == a.1 && b.0 == b.1 {
+        return konst(alu_exact(op, is64, a.0, b.0));
+    }
+    let lim = if is64 { u64::MAX } else { u32::MAX as u64 };
+    let (a0, a1, b0, b1) = (a.0, a.1, b.0, b.1);
+    let r = match op {
+        ADD => a1
+            .checked_add(b1)
+            .filter(|&m| m <= lim)
+            .map(|m| (a0 + b0, m)),
+        SUB if a0 >= b1 => Some((a0 - b1, a1 - b0)),
+        MUL => a1
+            .checked_mul(b1)
+            .filter(|&m| m <= lim)
+            .map(|m| (a0 * b0, m)),
+        AND => Some((0, a1.min(b1))),
+        RSH if b0 == b1 && b0 < if is64 { 64 } else { 32 } => Some((a0 >> b0, a1 >> b0)),
+        LSH if b0 == b1 && b0 < 64 => a1
+            .checked_shl(b0 as u32)
+            .filter(|&m| m >> b0 == a1 && m <= lim)
+            .map(|m| (a0 << b0, m)),
+        DIV if b0 == b1 && b0 > 0 => Some((a0 / b0, a1 / b0)),
+        MOD if b0 == b1 && b0 > 0 => Some((0, (b0 - 1).min(a1))),
+        _ => None,
+    };
+    match r {
+        Some((lo, hi)) if lo <= hi => range(lo, hi),
+        _ => range(0, lim),
+    }
+}
+
+/// Unsigned comparison of known values.
+fn eval_jump(op: u8, a: u64, b: u64, is64: bool) -> bool {
+    let (sa, sb) = if is64 {
+        (a as i64, b as i64)
+    } else {
+        (a as u32 as i32 as i64, b as u32 as i32 as i64)
+    };
+    match op {
+        JEQ => a == b,
+        JNE => a != b,
+        JGT => a > b,
+        JGE => a >= b,
+        JLT => a < b,
+        JLE => a <= b,
+        JSET => a & b != 0,
+        JSGT => sa > sb,
+        JSGE => sa >= sb,
+        JSLT => sa < sb,
+        JSLE => sa <= sb,
+        _ => false,
+    }
+}
+
+/// Ranges of `x in [lo, hi]` on the taken and fall-through sides of
+/// `x OP k` (unsigned; signed ops and JSET are not refined).
+#[allow(clippy::type_complexity)]
+fn refine(op: u8, lo: u64, hi: u64, k: u64) -> (Option<(u64, u64)>, Option<(u64, u64)>) {
+    let ok = |a: u64, b: u64| (a <= b).then_some((a, b));
+    match op {
+        JEQ => (
+            ok(lo.max(k), hi.min(k)),
+            if lo == k && hi == k {
+                None
+            } else {
+                Some((lo, hi))
+            },
+        ),
+        JNE => (
+            if lo == k && hi == k {
+                None
+            } else {
+                Some((lo, hi))
+            },
+            ok(lo.max(k), hi.min(k)),
+        ),
+        JGT => (
+            k.checked_add(1).and_then(|k1| ok(lo.max(k1), hi)),
+            ok(lo, hi.min(k)),
+        ),
+        JGE => (
+            ok(lo.max(k), hi),
+            k.checked_sub(1).and_then(|k1| ok(lo, hi.min(k1))),
+        ),
+        JLT => (
+            k.checked_sub(1).and_then(|k1| ok(lo, hi.min(k1))),
+            ok(lo.max(k), hi),
+        ),
+        JLE => (
+            ok(lo, hi.min(k)),
+            k.checked_add(1).and_then(|k1| ok(lo.max(k1), hi)),
+        ),
+        _ => {
+            if lo == hi {
+                let t = eval_jump(op, lo, k, true);
+                (t.then_some((lo, hi)), (!t).then_some((lo, hi)))
+            } else {
+                (Some((lo, hi)), Some((lo, hi)))
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Real eBPF XDP programs (bpf/*.c, built by clang) against the built-in
+//! modes, frame by frame, interpreted and JIT-compiled; the verifier's
+//! refusals; maps through the pipeline.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cpumapd::filter::ebpf::{self, Instance, Program};
+use cpumapd::filter::{Filter, Mode, Verdict};
+use cpumapd::frame::Pool;
+use cpumapd::ids::TargetId;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// bpf/*.o, built with `make -C bpf` (clang). None (after saying why)
+/// when clang cannot build them here.
+fn objects() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
+    let ok = std::process::Command::new("make")
+        .args(["-s", "-C"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            !in_ci(),
+            "skipped: make -C bpf failed (CI must have clang and libbpf-dev)"
+        );
+        println!("skipped: make -C bpf failed (needs clang and libbpf-dev)");
+        return None;
+    }
+    Some(dir)
+}
+
+fn load(dir: &Path, spec: &str) -> Arc<Program> {
+    let p = ebpf::load_object(&format!("{}/{spec}", dir.display()))
+        .unwrap_or_else(|e| panic!("{spec}: {e}"));
+    Arc::new(p)
+}
+
+#[test]
+fn shipped_programs_classify_every_frame_like_the_built_in_modes() {
+    let Some(dir) = objects() else { return };
+    let targets = [TargetId(2), TargetId(3), TargetId(5)];
+    let mut frames = common::all_shared_records();
+    frames.retain(|f| f.len() <= 2048);
+    let mut pool = Pool::new("t", 64, 128, 2048).unwrap();
+    for mode in Mode::ALL {
+        let name = mode.name().replace('-', "_");
+        for jit in [false, true] {
+            // A fresh load per run: round-robin's per-lcore position starts
+            // at 0, as the built-in filter's does.
+            let prog = load(&dir, &format!("redirect_cpu.o:{name}"));
+            prog.fill_targets(&targets);
+            let mut inst = Instance::new(prog.clone(), 1, jit).unwrap();
+            let mut builtin = Filter::new(mode, &targets).unwrap();
+            for (i, bytes) in frames.iter().enumerate() {
+                let mut f = pool.alloc().unwrap();
+                f.copy_from(bytes).unwrap();
+                let want = builtin.run(f.data());
+                let got = inst.run(&mut f, &|_| true);
+                assert_eq!(got, want, "{name} (jit {jit}) frame {i}: {bytes:02x?}");
+                assert_eq!(f.data(), &bytes[..], "the program left the frame alone");
+            }
+        }
+    }
+}
+
+/// A tiny assembler for hand-written test programs.
+mod asm {
+    use cpumapd::filter::ebpf::insn::*;
+
+    pub fn i(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+        Insn {
+            op,
+            dst,
+            src,
+            off,
+            imm,
+        }
+        .encode()
+    }
+    pub fn prog(insns: &[[u8; 8]]) -> Vec<u8> {
+        insns.concat()
+    }
+    pub fn mov_imm(d: u8, v: i32) -> [u8; 8] {
+        i(ALU64 | MOV | K, d, 0, 0, v)
+    }
+    pub fn mov(d: u8, s: u8) -> [u8; 8] {
+        i(ALU64 | MOV | X, d, s, 0, 0)
+    }
+    pub fn add_imm(d: u8, v: i32) -> [u8; 8] {
+        i(ALU64 | ADD | K, d, 0, 0, v)
+    }
+    pub fn ldx(size: u8, d: u8, s: u8, off: i16) -> [u8; 8] {
+        i(LDX | MEM | size, d, s, off, 0)
+    }
+    pub fn stx(size: u8, d: u8, s: u8, off: i16) -> [u8; 8] {
+        i(STX | MEM | size, d, s, off, 0)
+    }
+    pub fn st(size: u8, d: u8, off: i16, imm: i32) -> [u8; 8] {
+        i(ST | MEM | size, d, 0, off, imm)
+    }
+    pub fn jmp(op: u8, d: u8, s: u8, off: i16) -> [u8; 8] {
+        i(JMP | op | X, d, s, off, 0)
+    }
+    pub fn jmp_imm(op: u8, d: u8, imm: i32, off: i16) -> [u8; 8] {
+        i(JMP | op | K, d, 0, off, imm)
+    }
+    pub fn call(id: i32) -> [u8; 8] {
+        i(JMP | CALL, 0, 0, 0, id)
+    }
+    pub fn exit() -> [u8; 8] {
+        i(JMP | EXIT, 0, 0, 0, 0)
+    }
+    /// r2 = data, r3 = data_end (kernel xdp_md offsets).
+    pub fn data(d: u8) -> [u8; 8] {
+        ldx(W, d, 1, 0)
+    }
+    pub fn data_end(d: u8) -> [u8; 8] {
+        ldx(W, d, 1, 4)
+    }
+}
+
+fn rejected(what: &str, code: &[u8]) -> String {
+    match Program::from_insns("bad", code, Vec::new()) {
+        Ok(_) => panic!("accepted a bad program: {what}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_verifier_refuses_unsafe_programs_naming_the_instruction_and_the_reason() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "read past the checked bytes",
+            prog(&[
+                data(2),
+                data_end(3),
+                mov(4, 2),
+                add_imm(4, 14),
+                jmp(JGT, 4, 3, 2),
+                ldx(B, 0, 2, 20),
+                exit(),
+                mov_imm(0, 1),
+                exit(),
+            ]),
+            "insn 5: packet access out of proven range: offset 20 size 1, but only 14 bytes are checked",
+        ),
+        (
+            "no data_end check at all",
+            prog(&[data(2), ldx(B, 0, 2, 0), exit()]),
+            "insn 1: packet access out of proven range: offset 0 size 1, but only 0 bytes",
+        ),
+        (
+            "stack overflow",
+            prog(&[st(DW, 10, -520, 0), mov_imm(0, 2), exit()]),
+            "insn 0: stack access out of bounds: offset -520",
+        ),
+        (
+            "unknown helper",
+            prog(&[call(6), mov_imm(0, 2), exit()]),
+            "insn 0: unknown or unsupported helper 6 (bpf_trace_printk)",
+        ),
+        (
+            "unbounded loop",
+            prog(&[
+                ldx(W, 2, 1, 12), // ingress_ifindex: unknown
+                add_imm(2, -1),
+                jmp_imm(JNE, 2, 0, -2),
+                mov_imm(0, 2),
+                exit(),
+            ]),
+            "insn 1: infinite loop",
+        ),
+        (
+            "a loop whose counter grows but whose exit test does not use it",
+            prog(&[
+                ldx(W, 2, 1, 12),
+                mov_imm(0, 0),
+                add_imm(0, 1),
+                jmp_imm(JNE, 2, 0, -2),
+                mov_imm(0, 2),
+                exit(),
+            ]),
+            "is not provably bounded",
+        ),
+        (
+            "unknown instruction",
+            prog(&[i(0xff, 0, 0, 0, 0), exit()]),
+            "insn 0: unknown instruction opcode 0xff",
+        ),
+        (
+            "uninitialised r0",
+            prog(&[exit()]),
+            "insn 0: r0 is read before it is written",
+        ),
+        (
+            "a pointer written into the packet",
+            prog(&[
+                data(2),
+                data_end(3),
+                mov(4, 2),
+                add_imm(4, 8),
+                jmp(JGT, 4, 3, 1),
+                stx(DW, 2, 2, 0),
+                mov_imm(0, 2),
+                exit(),
+            ]),
+            "insn 5: cannot store a pointer into the packet",
+        ),
+        (
+            "writing the context",
+            prog(&[st(W, 1, 0, 0), mov_imm(0, 2), exit()]),
+            "insn 0: the context is read-only",
+        ),
+        (
+            "jump out of the program",
+            prog(&[jmp_imm(JEQ, 1, 0, 40), mov_imm(0, 2), exit()]),
+            "insn 0: jump to 41, outside the program",
+        ),
+        (
+            "read of uninitialised stack",
+            prog(&[ldx(DW, 0, 10, -8), exit()]),
+            "insn 0: read of stack offset -8 size 8 before it was written",
+        ),
+    ];
+    for (what, code, want) in cases {
+        let e = rejected(what, &code);
+        assert!(e.contains(want), "{what}: got '{e}', want '{want}'");
+    }
+}
+
+#[test]
+fn a_bounded_loop_is_accepted_and_runs() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    // r0 = 0; do r0 += 1 while r0 < 10; return r0 == 10 ? XDP_PASS : XDP_DROP
+    let code = prog(&[
+        mov_imm(0, 0),
+        add_imm(0, 1),
+        jmp_imm(JLT, 0, 10, -2),
+        jmp_imm(JEQ, 0, 10, 2),
+        mov_imm(0, 1),
+        exit(),
+        mov_imm(0, 2),
+        exit(),
+    ]);
+    let p = Arc::new(Program::from_insns("loop", &code, Vec::new()).unwrap());
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    let mut f = pool.alloc().unwrap();
+    f.copy_from(&[0u8; 60]).unwrap();
+    for jit in [false, true] {
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
+    }
+    // An action the XDP contract does not have is aborted.
+    let bad = Arc::new(
+        Program::from_insns("seven", &prog(&[mov_imm(0, 7), exit()]), Vec::new()).unwrap(),
+    );
+    assert_eq!(
+        Instance::new(bad, 0, false).unwrap().run(&mut f, &|_| true),
+        Verdict::Aborted
+    );
+}
+
+#[test]
+fn random_bytecode_never_crashes_the_verifier_or_a_run() {
+    use cpumapd::filter::ebpf::insn::*;
+    // Random instructions drawn from valid opcodes (so some get deep into
+    // the verifier) and raw bytes; accepted ones run on a frame.
+    let ops: Vec<u8> = [
+        ALU64 | MOV | K,
+        ALU64 | MOV | X,
+        ALU64 | ADD | K,
+        ALU64 | ADD | X,
+        ALU64 | SUB | X,
+        ALU64 | AND | K,
+        ALU64 | LSH | K,
+        ALU64 | RSH | K,
+        ALU64 | DIV | X,
+        ALU64 | MOD | X,
+        ALU | MOV | K,
+        ALU | ADD | X,
+        ALU | END | X,
+        LDX | MEM | W,
+        LDX | MEM | B,
+        LDX | MEM | DW,
+        STX | MEM | DW,
+        STX | MEM | B,
+        ST | MEM | W,
+        JMP | JGT | X,
+        JMP | JEQ | K,
+        JMP | JNE | K,
+        JMP | JA,
+        JMP32 | JLT | K,
+        JMP | CALL,
+        JMP | EXIT,
+    ]
+    .to_vec();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    let (mut accepted, mut total) = (0, 0);
+    for round in 0..20_000 {
+        let n = 2 + (next() % 24) as usize;
+        let mut code = Vec::with_capacity(n * 8);
+        for _ in 0..n {
+            let r = next();
+            if round % 4 == 0 {
+                code.extend_from_slice(&r.to_le_bytes());
+            } else {
+                let op = ops[(r % ops.len() as u64) as usize];
+                let imm = match op & 0xf0 {
+                    CALL => [1, 2, 5, 8, 44, 51, 54][(r >> 8) as usize % 7],
+                    _ => ((r >> 16) as i32) % 64,
+                };
+                let insn = Insn {
+                    op,
+                    dst: ((r >> 32) % 11) as u8,
+                    src: ((r >> 36) % 11) as u8,
+                    // Forward jumps only: a loop with an unknown condition
+                    // runs the verifier's whole budget (a second each);
+                    // loops have their own tests.
+                    off: ((r >> 40) as i16).rem_euclid(16),
+                    imm,
+                };
+                code.extend_from_slice(&insn.encode());
+            }
+        }
+        code.extend_from_slice(&asm::exit());
+        total += 1;
+        if let Ok(p) = Program::from_insns("fuzz", &code, Vec::new()) {
+            accepted += 1;
+            let p = Arc::new(p);
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(&[0xab; 64]).unwrap();
+            for jit in [false, true] {
+                let v = Instance::new(p.clone(), 0, jit)
+                    .unwrap()
+                    .run(&mut f, &|_| true);
+                let _ = v;
+            }
+        }
+    }
+    println!("{accepted} of {total} random programs were accepted and ran (interpreter and JIT)");
+    assert!(accepted > 0, "the generator reaches accepted programs");
+}
