@@ -357,3 +357,126 @@ fn random_bytecode_never_crashes_the_verifier_or_a_run() {
     println!("{accepted} of {total} random programs were accepted and ran (interpreter and JIT)");
     assert!(accepted > 0, "the generator reaches accepted programs");
 }
+
+fn mixed_pcap(dir: &Path) -> PathBuf {
+    let mut frames = common::all_shared_records();
+    frames.retain(|f| (14..=2048).contains(&f.len()));
+    for i in 0..500u16 {
+        frames.push(common::udp4(
+            [10, 0, (i % 5) as u8, 1],
+            [10, 9, 0, 2],
+            1000 + i,
+            [9, 53, 80][i as usize % 3],
+        ));
+    }
+    let p = dir.join("mix.pcap");
+    common::write_pcap(&p, &frames);
+    p
+}
+
+fn per_target(s: &cpumapd::metrics::Summary) -> Vec<(u32, u64)> {
+    s.targets
+        .iter()
+        .map(|t| (t.target.0, t.enqueued + t.enqueue_drops))
+        .collect()
+}
+
+#[test]
+fn the_pipeline_with_an_ebpf_program_counts_what_the_built_in_mode_counts() {
+    let Some(dir) = objects() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = mixed_pcap(tmp.path());
+    let base = format!(
+        "--lcores 0@0,1@1,2@1,3@0 --vdev net_pcap0,rx_pcap={} -- --rx (0,0,0) --cpu 1,2,3 --qsize 16384 --metrics off --control off --no-pin",
+        pcap.display()
+    );
+    for mode in ["l4-hash", "round-robin", "l4-filter", "l4-sport"] {
+        let builtin = common::run_to_end(&format!("{base} --mode {mode}"));
+        for jit in ["", "--jit"] {
+            let prog = format!(
+                "{}/redirect_cpu.o:{}",
+                dir.display(),
+                mode.replace('-', "_")
+            );
+            let s = common::run_to_end(&format!("{base} --prog {prog} {jit}"));
+            s.check_identities(true).unwrap();
+            for (what, a, b) in [
+                ("rx", s.rx, builtin.rx),
+                ("pass", s.pass, builtin.pass),
+                ("drop", s.drop, builtin.drop),
+                ("redirect", s.redirect, builtin.redirect),
+                ("aborted", s.aborted, builtin.aborted),
+            ] {
+                assert_eq!(a, b, "{mode} {jit}: {what}");
+            }
+            assert_eq!(
+                per_target(&s),
+                per_target(&builtin),
+                "{mode} {jit}: per target"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_remote_program_dropping_half_is_counted_and_its_percpu_map_sums_through_ctl() {
+    use cpumapd::config::Plan;
+    use cpumapd::control::proto::{Request, execute};
+    use std::time::{Duration, Instant};
+    let Some(dir) = objects() else { return };
+    let n = 10_000;
+    let cmd = format!(
+        "--lcores 0@0,1@1,2@1 --vdev net_gen0,count={n},flows=64 -- --rx (0,0,0) --cpu 1,2 --mode round-robin --qsize 16384 --remote-action {}/remote_half.o --metrics off --control off --no-pin",
+        dir.display()
+    );
+    let plan = Plan::from_args(&common::args(&cmd)).unwrap();
+    let running = cpumapd::lcore::start(&plan).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let s = running.snapshot();
+        if running.rx_finished() && s.target_processed == s.enqueued {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "drain");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The targets' `seen` counters, per lcore and summed, through the
+    // control protocol.
+    let dump = execute(
+        &running.handle(),
+        Request::ProgMapDump {
+            name: "seen".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(dump["type"], "percpu_array");
+    let entry = &dump["entries"][0];
+    let per = entry["per_lcore"].as_object().unwrap();
+    assert_eq!(per.len(), 2, "one copy per target lcore: {dump}");
+    // A name no program has is ENOENT, naming what is loaded.
+    let e = execute(
+        &running.handle(),
+        Request::ProgMapDump {
+            name: "nope".into(),
+        },
+    )
+    .unwrap_err();
+    assert!(e.message.contains("remote_half/seen"), "{}", e.message);
+    let s = running.shutdown().unwrap();
+    s.check_identities(true).unwrap();
+    assert_eq!(s.rx, n);
+    assert_eq!(
+        entry["sum"].as_u64().unwrap(),
+        s.target_processed,
+        "the program saw every frame"
+    );
+    // Half of each target's frames (its odd-numbered ones) are dropped.
+    let mut dropped = 0;
+    for t in &s.targets {
+        let d = t.drop_reasons.get("remote_drop").copied().unwrap_or(0);
+        assert_eq!(d, t.processed.div_ceil(2), "target {}", t.target.0);
+        assert_eq!(t.delivered + t.drops, t.processed);
+        dropped += d;
+    }
+    assert_eq!(s.delivered + dropped, s.target_processed);
+}

@@ -67,6 +67,8 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
           --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --duration S --interval S --summary-json FILE|- --config FILE
           --bulk-size N --pool-size N --max-entries N --no-pin --linger S
+          --prog FILE.o[:PROGRAM] [--jit]   an eBPF XDP program as the RX filter (see bpf/)
+          --remote-action drop|pass|FILE.o[:PROGRAM]   the cpumap entries' program
           --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
 control: cpumapd ctl [--control PATH] map dump|lookup|update|delete|apply, mode set, stats, summary
 modes: no-touch touch round-robin l4-proto l4-filter l4-hash l4-sport l4-dport (default l4-hash)";
@@ -135,6 +137,13 @@ pub struct AppArgs {
     /// the `dpdk` feature) or native (cpumapd's own ports and pools).
     #[arg(long)]
     pub backend: Option<String>,
+    /// eBPF XDP object run as the RX filter instead of --mode:
+    /// FILE.o[:PROGRAM] (built with clang -O2 -g -target bpf).
+    #[arg(long)]
+    pub prog: Option<String>,
+    /// JIT-compile eBPF programs (rbpf, after our verifier accepted them).
+    #[arg(long)]
+    pub jit: bool,
 }
 
 /// Which packet I/O layer runs the pipeline.
@@ -285,6 +294,8 @@ pub struct FileApp {
     pub metrics: Option<String>,
     pub control: Option<String>,
     pub linger: Option<f64>,
+    pub prog: Option<String>,
+    pub jit: Option<bool>,
 }
 
 impl FileConfig {
@@ -350,6 +361,10 @@ pub struct Plan {
     pub linger: Option<Duration>,
     /// Set for a DPDK run.
     pub dpdk: Option<DpdkPlan>,
+    /// The RX filter's eBPF program (`--prog`), loaded and verified, its
+    /// target maps filled.
+    pub prog: Option<std::sync::Arc<crate::filter::ebpf::Program>>,
+    pub jit: bool,
 }
 
 /// What a DPDK run adds to the plan.
@@ -833,7 +848,7 @@ impl Plan {
                 "pool size {pool_size} is too small (at least 64 buffers)"
             )));
         }
-        let plan = Plan {
+        let mut plan = Plan {
             lcores,
             ports,
             rx,
@@ -863,7 +878,16 @@ impl Plan {
             control: parse_control(app.control.as_deref().or(f.app.control.as_deref()))?,
             linger: secs(app.linger.or(f.app.linger), "linger")?,
             dpdk,
+            prog: None,
+            jit: app.jit || f.app.jit.unwrap_or(false),
         };
+        if let Some(spec) = app.prog.as_deref().or(f.app.prog.as_deref()) {
+            let p = crate::filter::ebpf::load_object(spec)
+                .map_err(|e| ConfigError::Args(format!("--prog {spec}: {e}")))?;
+            let targets: Vec<_> = plan.targets.iter().map(|&l| l.into()).collect();
+            p.fill_targets(&targets);
+            plan.prog = Some(std::sync::Arc::new(p));
+        }
         // Open every native port once to validate files and arguments now.
         for (p, spec) in plan.ports.iter().enumerate() {
             #[cfg_attr(not(feature = "dpdk"), allow(irrefutable_let_patterns))]
@@ -993,7 +1017,7 @@ mod tests {
             ),
             (
                 "--lcores 0@0,1@0 --vdev net_gen0 -- --remote-action redirect",
-                "unknown remote action",
+                "unknown remote program",
             ),
             (
                 "--lcores 0@0,1@0 --vdev net_gen0 -- --duration -1",

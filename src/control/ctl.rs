@@ -38,6 +38,22 @@ pub enum CtlCmd {
     },
     /// The JSON summary so far.
     Summary,
+    /// Loaded eBPF programs' maps.
+    #[command(subcommand)]
+    Prog(ProgCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProgCmd {
+    /// Program maps.
+    #[command(subcommand)]
+    Map(ProgMapCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProgMapCmd {
+    /// Every entry of the map NAME (PERCPU maps: per lcore and summed).
+    Dump { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,7 +72,8 @@ pub enum MapCmd {
         /// BPF_EXIST.
         #[arg(long)]
         exist: bool,
-        /// Remote program run on the target: pass or drop.
+        /// Remote program run on the target: pass, drop or an eBPF object
+        /// FILE.o[:PROGRAM] (read, verified and loaded by the daemon).
         #[arg(long)]
         prog: Option<String>,
     },
@@ -121,6 +138,9 @@ pub fn request(cmd: &CtlCmd) -> Result<Request, CtlError> {
             }
         }
         CtlCmd::Summary => Request::Summary,
+        CtlCmd::Prog(ProgCmd::Map(ProgMapCmd::Dump { name })) => {
+            Request::ProgMapDump { name: name.clone() }
+        }
     })
 }
 

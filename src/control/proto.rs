@@ -108,10 +108,15 @@ pub enum Request {
     },
     /// The JSON summary so far.
     Summary,
+    /// The entries of map `name` of a loaded eBPF program.
+    ProgMapDump {
+        name: String,
+    },
 }
 
 /// The command names, for the EOPNOTSUPP message.
 pub const COMMANDS: &[&str] = &[
+    "prog_map_dump",
     "map_dump",
     "map_lookup",
     "map_update",
@@ -235,6 +240,72 @@ fn prog(name: Option<&str>) -> Result<Option<RemoteProg>, CtlError> {
         .map_err(|e| CtlError::new("EINVAL", e))
 }
 
+/// A value of 1, 2, 4 or 8 bytes as a number, else hex.
+fn number_or_hex(b: &[u8]) -> Value {
+    match b.len() {
+        1 | 2 | 4 | 8 => {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            json!(u64::from_le_bytes(w))
+        }
+        _ => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+    }
+}
+
+/// `prog map dump NAME`: the map of that name in the RX program or in any
+/// cpumap entry's remote program.
+fn prog_map_dump(h: &Handle, name: &str) -> Result<Value, CtlError> {
+    let progs = h.programs();
+    let Some((prog, map)) = progs
+        .iter()
+        .find_map(|p| p.map(name).map(|m| (p.clone(), m)))
+    else {
+        let names: Vec<String> = progs
+            .iter()
+            .flat_map(|p| p.maps.iter().map(|m| format!("{}/{}", p.name, m.def.name)))
+            .collect();
+        return Err(CtlError::new(
+            "ENOENT",
+            if names.is_empty() {
+                format!("no eBPF program is loaded (map '{name}')")
+            } else {
+                format!("no map '{name}' (loaded: {})", names.join(", "))
+            },
+        ));
+    };
+    let percpu = map.def.kind == crate::filter::ebpf::maps::MapKind::PerCpuArray;
+    let entries: Vec<Value> = map
+        .dump()
+        .into_iter()
+        .map(|(k, vals)| {
+            if percpu {
+                let per: serde_json::Map<String, Value> = vals
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.iter().any(|&b| b != 0))
+                    .map(|(c, v)| (format!("lcore{c}"), number_or_hex(v)))
+                    .collect();
+                let sum: u64 = vals
+                    .iter()
+                    .filter_map(|v| number_or_hex(v).as_u64())
+                    .fold(0u64, |a, b| a.wrapping_add(b));
+                json!({ "key": number_or_hex(&k), "per_lcore": per, "sum": sum })
+            } else {
+                json!({ "key": number_or_hex(&k), "value": number_or_hex(&vals[0]) })
+            }
+        })
+        .collect();
+    Ok(json!({
+        "program": prog.name,
+        "map": name,
+        "type": map.def.kind.name(),
+        "key_size": map.def.key_size,
+        "value_size": map.def.value_size,
+        "max_entries": map.def.max_entries,
+        "entries": entries,
+    }))
+}
+
 fn to_value<T: Serialize>(v: T) -> Value {
     serde_json::to_value(v).expect("control results always serialise")
 }
@@ -287,6 +358,7 @@ pub fn execute(h: &Handle, req: Request) -> Result<Value, CtlError> {
             }
             Ok(to_value(map.apply(&spec)?))
         }
+        Request::ProgMapDump { name } => prog_map_dump(h, &name),
         Request::ModeGet => Ok(json!({ "mode": h.mode().name() })),
         Request::ModeSet { mode } => {
             let m: Mode = mode

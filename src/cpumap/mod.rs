@@ -104,7 +104,7 @@ impl MapError {
 }
 
 /// The value of a cpumap entry (`struct bpf_cpumap_val`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryValue {
     pub qsize: u32,
     pub prog: Option<RemoteProg>,
@@ -135,8 +135,8 @@ impl Entry {
     pub fn qsize(&self) -> u32 {
         self.qsize
     }
-    pub fn prog(&self) -> Option<RemoteProg> {
-        self.prog
+    pub fn prog(&self) -> Option<&RemoteProg> {
+        self.prog.as_ref()
     }
     /// Frames waiting in the ring now.
     pub fn ring_len(&self) -> usize {
@@ -147,7 +147,7 @@ impl Entry {
         EntryInfo {
             key,
             qsize: self.qsize,
-            prog: self.prog.map(RemoteProg::name),
+            prog: self.prog.as_ref().map(RemoteProg::name),
             id: self.id,
             ring_len: self.ring_len(),
         }
@@ -159,7 +159,7 @@ impl Entry {
 pub struct EntryInfo {
     pub key: u32,
     pub qsize: u32,
-    pub prog: Option<&'static str>,
+    pub prog: Option<String>,
     /// Unique per created entry: changes on every update.
     pub id: u64,
     pub ring_len: usize,
@@ -305,7 +305,7 @@ impl CpuMap {
         if flags == BPF_NOEXIST {
             return Err(MapError::Exists { key });
         }
-        self.check_value(key, value)?;
+        self.check_value(key, &value)?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let new = self.build(key, value)?;
         if let Some(e) = &new {
@@ -317,7 +317,7 @@ impl CpuMap {
 
     /// The value checks of `cpu_map_update_elem` after the flags and key:
     /// qsize (EOVERFLOW), then the target (ENODEV).
-    fn check_value(&self, key: u32, value: EntryValue) -> Result<(), MapError> {
+    fn check_value(&self, key: u32, value: &EntryValue) -> Result<(), MapError> {
         if value.qsize > MAX_QSIZE {
             return Err(MapError::QsizeOverflow { qsize: value.qsize });
         }
@@ -372,7 +372,8 @@ impl CpuMap {
 
     fn apply_inner(&self, spec: &MapSpec) -> Result<ApplyReport, ApplyError> {
         let mut wanted: Vec<Option<EntryValue>> = vec![None; self.max_entries as usize];
-        for &(key, value) in spec {
+        for (key, value) in spec {
+            let (key, value) = (*key, value.clone());
             let err = |error| ApplyError { key, error };
             if key >= self.max_entries {
                 return Err(err(MapError::KeyTooBig {
@@ -385,7 +386,7 @@ impl CpuMap {
                     "key {key} appears twice in the map"
                 ))));
             }
-            self.check_value(key, value).map_err(err)?;
+            self.check_value(key, &value).map_err(err)?;
             wanted[key as usize] = Some(value).filter(|v| v.qsize > 0);
         }
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -494,6 +495,22 @@ impl CpuMap {
     }
 
     /// Every key with an entry, in key order, from one version of the map.
+    /// The eBPF remote programs of the current entries.
+    pub fn remote_programs(&self) -> Vec<Arc<crate::filter::ebpf::Program>> {
+        let t = self
+            .table
+            .load_full()
+            .expect("the table slot is never empty");
+        t.entries
+            .iter()
+            .flatten()
+            .filter_map(|e| match &e.prog {
+                Some(RemoteProg::Bpf(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn dump(&self) -> Vec<EntryInfo> {
         let Some(table) = self.table.load_full() else {
             return Vec::new();
@@ -708,7 +725,7 @@ pub struct TargetView {
 }
 
 /// One burst taken from an entry's ring.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Taken {
     pub count: usize,
     pub prog: Option<RemoteProg>,
@@ -771,7 +788,7 @@ impl TargetView {
             if n > 0 {
                 return Taken {
                     count: n,
-                    prog: entry.prog,
+                    prog: entry.prog.clone(),
                 };
             }
             if retired {

@@ -35,6 +35,7 @@ use thiserror::Error;
 
 pub mod ebpf;
 
+use crate::frame::Frame;
 use crate::ids::TargetId;
 use crate::wire::{self, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, L3};
 
@@ -144,15 +145,19 @@ impl FromStr for Mode {
 pub enum FilterError {
     #[error("the filter needs at least one redirect target")]
     NoTargets,
+    #[error("{0}")]
+    Ebpf(String),
 }
 
-/// A built-in program instance. One per RX lcore: the round-robin counter is
-/// per lcore (xdp-bench's PERCPU_ARRAY), so nothing is shared.
-#[derive(Clone, Debug)]
+/// A built-in program instance, or this lcore's instance of an eBPF
+/// program (`--prog`). One per RX lcore: the round-robin counter is per
+/// lcore (xdp-bench's PERCPU_ARRAY), so nothing is shared.
+#[derive(Debug)]
 pub struct Filter {
     mode: Mode,
     targets: Box<[TargetId]>,
     rr_next: u32,
+    ebpf: Option<ebpf::Instance>,
 }
 
 const L4_HASH_INITVAL: u32 = 15_485_863;
@@ -223,7 +228,28 @@ impl Filter {
             mode,
             targets: targets.into(),
             rr_next: 0,
+            ebpf: None,
         })
+    }
+
+    /// Runs `inst` instead of the built-in mode (`--prog`).
+    pub fn set_program(&mut self, inst: ebpf::Instance) {
+        self.ebpf = Some(inst);
+    }
+
+    pub fn program(&self) -> Option<&ebpf::Instance> {
+        self.ebpf.as_ref()
+    }
+
+    /// Runs the eBPF program if one is loaded, else the built-in mode.
+    /// `has(key)`: the cpumap has an entry for key (bpf_redirect_map).
+    /// Context: the owning RX lcore. Never panics; allocates nothing.
+    #[inline]
+    pub fn run_frame(&mut self, f: &mut Frame, has: &dyn Fn(u32) -> bool) -> Verdict {
+        match &mut self.ebpf {
+            Some(inst) => inst.run(f, has),
+            None => self.run(f.data()),
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -289,28 +315,62 @@ impl Filter {
 }
 
 /// The program a cpumap entry runs on its target before the exception path
-/// (kernel 5.9's `bpf_cpumap_val.bpf_prog`); xdp-bench's `--remote-action`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// (kernel 5.9's `bpf_cpumap_val.bpf_prog`); xdp-bench's `--remote-action`,
+/// or a real eBPF program (`FILE.o[:NAME]`).
+#[derive(Clone, Debug)]
 pub enum RemoteProg {
     /// `cpumap_pass`: every frame to the stack.
     Pass,
     /// `cpumap_drop`: every frame dropped (counted as a remote drop).
     Drop,
+    /// A loaded eBPF program; each target runs its own instance.
+    Bpf(std::sync::Arc<ebpf::Program>),
 }
 
+impl PartialEq for RemoteProg {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (RemoteProg::Pass, RemoteProg::Pass) | (RemoteProg::Drop, RemoteProg::Drop) => true,
+            (RemoteProg::Bpf(a), RemoteProg::Bpf(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for RemoteProg {}
+
 impl RemoteProg {
+    /// The built-in programs' verdict (an eBPF program runs through its
+    /// target's instance instead: Aborted here).
     #[inline(always)]
-    pub fn run(self, _pkt: &[u8]) -> Verdict {
+    pub fn run(&self, _pkt: &[u8]) -> Verdict {
         match self {
             RemoteProg::Pass => Verdict::Pass,
             RemoteProg::Drop => Verdict::Drop,
+            RemoteProg::Bpf(_) => Verdict::Aborted,
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> String {
         match self {
-            RemoteProg::Pass => "pass",
-            RemoteProg::Drop => "drop",
+            RemoteProg::Pass => "pass".into(),
+            RemoteProg::Drop => "drop".into(),
+            RemoteProg::Bpf(p) => format!("bpf:{}", p.name),
+        }
+    }
+
+    /// `drop`, `pass`, or an eBPF object `FILE.o[:NAME]` (loaded and
+    /// verified here).
+    pub fn parse(s: &str) -> Result<RemoteProg, String> {
+        match s {
+            "pass" => Ok(RemoteProg::Pass),
+            "drop" => Ok(RemoteProg::Drop),
+            f if f.contains(".o") => ebpf::load_object(f)
+                .map(|p| RemoteProg::Bpf(std::sync::Arc::new(p)))
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "unknown remote program '{other}': expected drop, pass or an eBPF object FILE.o[:NAME]"
+            )),
         }
     }
 }
@@ -318,13 +378,7 @@ impl RemoteProg {
 impl FromStr for RemoteProg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pass" => Ok(RemoteProg::Pass),
-            "drop" => Ok(RemoteProg::Drop),
-            other => Err(format!(
-                "unknown remote action '{other}': expected drop or pass"
-            )),
-        }
+        RemoteProg::parse(s)
     }
 }
 

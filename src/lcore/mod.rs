@@ -153,6 +153,7 @@ fn pin(lcore: LcoreId, cpus: &[usize]) -> Result<(), LcoreError> {
 /// never touch it.
 pub struct Handle {
     map: Arc<CpuMap>,
+    prog: Option<Arc<crate::filter::ebpf::Program>>,
     stats: StatsSet,
     mode: Arc<ModeSwitch>,
     started: Instant,
@@ -184,6 +185,18 @@ impl Handle {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Loaded eBPF programs: the RX filter's, then every cpumap entry's
+    /// remote program (each once).
+    pub fn programs(&self) -> Vec<Arc<crate::filter::ebpf::Program>> {
+        let mut v: Vec<Arc<crate::filter::ebpf::Program>> = self.prog.iter().cloned().collect();
+        for p in self.map.remote_programs() {
+            if !v.iter().any(|x| Arc::ptr_eq(x, &p)) {
+                v.push(p);
+            }
+        }
+        v
     }
 }
 
@@ -261,7 +274,7 @@ fn start_inner(
             t.0,
             EntryValue {
                 qsize: plan.qsize,
-                prog: plan.remote,
+                prog: plan.remote.clone(),
             },
             BPF_ANY,
         )?;
@@ -391,6 +404,8 @@ fn start_inner(
             sink,
             stats: block,
             reverse,
+            remote: None,
+            jit: plan.jit,
         });
     }
     let mut rx_ctx = Vec::new();
@@ -402,7 +417,12 @@ fn start_inner(
         };
         let block = Arc::new(RxStats::new(lcore, plan.max_entries));
         stats.rx.push(block.clone());
-        let filter = Filter::new(plan.mode, &target_ids)?;
+        let mut filter = Filter::new(plan.mode, &target_ids)?;
+        if let Some(p) = &plan.prog {
+            let inst = crate::filter::ebpf::Instance::new(p.clone(), lcore.0, plan.jit)
+                .map_err(|e| FilterError::Ebpf(e.to_string()))?;
+            filter.set_program(inst);
+        }
         let reader = map
             .reader()
             .map_err(|e| LcoreError::Map(MapError::Invalid(e.to_string())))?;
@@ -501,6 +521,7 @@ fn start_inner(
     Ok(Running {
         handle: Arc::new(Handle {
             map,
+            prog: plan.prog.clone(),
             stats,
             mode,
             started: Instant::now(),

@@ -13,6 +13,7 @@ use crate::cpumap::{BulkQueues, MapReader};
 use crate::exception::ExceptionSink;
 use crate::filter::{Filter, ModeSwitch, Verdict};
 use crate::frame::Pool;
+use crate::ids::TargetId;
 use crate::metrics::RxStats;
 use crate::port::{Burst, PortQueue, free_all};
 
@@ -74,8 +75,10 @@ impl RxLcore {
                     continue;
                 }
                 t.rx += n as u64;
-                for f in burst.drain(..) {
-                    match self.filter.run(f.data()) {
+                let reader = &self.reader;
+                let has = |k: u32| reader.entry(TargetId(k)).is_some();
+                for mut f in burst.drain(..) {
+                    match self.filter.run_frame(&mut f, &has) {
                         Verdict::Redirect(target) => {
                             match self.bulk.enqueue(
                                 &self.reader,

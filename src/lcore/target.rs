@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::cpumap::TargetView;
 use crate::exception::ExceptionSink;
-use crate::filter::Verdict;
+use crate::filter::ebpf::Instance;
+use crate::filter::{RemoteProg, Verdict};
 use crate::frame::{Pool, free_burst};
 use crate::metrics::{TargetCounters, TargetDropReason, TargetStats};
 use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
@@ -23,6 +24,12 @@ pub(super) struct TargetLcore {
     pub stats: Arc<TargetStats>,
     /// The reverse direction, when the exception path has one (TAP).
     pub reverse: Option<Reverse>,
+    /// This target's instance of its entry's eBPF remote program, made when
+    /// the entry first hands it a burst with that program (a map update
+    /// is rare; a burst is not).
+    pub remote: Option<Instance>,
+    /// JIT-compile remote programs (`--jit`).
+    pub jit: bool,
 }
 
 /// What a target needs to send the kernel's frames out: its own small pool
@@ -109,11 +116,29 @@ impl TargetLcore {
             backoff.reset();
             c.bursts.add(1);
             c.processed.add(taken.count as u64);
+            let lcore = self.stats.target.0;
+            if let Some(RemoteProg::Bpf(p)) = &taken.prog
+                && self
+                    .remote
+                    .as_ref()
+                    .is_none_or(|i| !Arc::ptr_eq(i.program(), p))
+            {
+                // Cold: the entry's program changed. A JIT failure falls
+                // back to the interpreter (counted as nothing lost).
+                self.remote = Instance::new(p.clone(), lcore, self.jit)
+                    .or_else(|_| Instance::new(p.clone(), lcore, false))
+                    .ok();
+            }
             match taken.prog {
                 None => std::mem::swap(&mut batch, &mut deliver),
                 Some(prog) => {
-                    for f in batch.drain(..) {
-                        let reason = match prog.run(f.data()) {
+                    for mut f in batch.drain(..) {
+                        let v = match (&prog, self.remote.as_mut()) {
+                            // A remote program cannot redirect into the cpumap.
+                            (RemoteProg::Bpf(_), Some(inst)) => inst.run(&mut f, &|_| false),
+                            (p, _) => p.run(f.data()),
+                        };
+                        let reason = match v {
                             Verdict::Pass => {
                                 deliver.push(f);
                                 continue;
