@@ -65,8 +65,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// One pipeline at a time: the counter is process-wide.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn lcores_allocate_nothing_while_traffic_flows() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // Generator -> l4-hash -> 2 targets, with Pass verdicts (none here) and
     // enqueue drops (small rings) exercised too.
     let plan = Plan::from_args(&args(
@@ -101,4 +105,47 @@ fn lcores_allocate_nothing_while_traffic_flows() {
         "allocations on lcore threads while {} frames flowed",
         rx_after - rx_before
     );
+}
+
+#[test]
+fn ebpf_programs_allocate_nothing_per_frame_interpreted_or_jit() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // The RX filter and the targets' remote program are eBPF (bpf/, built
+    // with clang): still nothing allocated per frame.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
+    let built = std::process::Command::new("make")
+        .args(["-s", "-C"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI must build bpf/ (clang, libbpf-dev)"
+        );
+        println!("skipped: make -C bpf failed (needs clang and libbpf-dev)");
+        return;
+    }
+    for jit in ["", "--jit"] {
+        let plan = Plan::from_args(&args(&format!(
+            "--lcores 0@0,1@1,2@1 --vdev net_gen0,flows=256,proto=mix -- --cpu 1,2 --qsize 64 --prog {d}/ddos_filter.o --remote-action {d}/remote_half.o {jit} --no-pin --metrics off --control off",
+            d = dir.display()
+        )))
+        .unwrap();
+        let running = lcore::start(&plan).unwrap();
+        // The first bursts create the targets' remote instances (cold).
+        std::thread::sleep(Duration::from_millis(400));
+        let before = LCORE_ALLOCS.load(Ordering::Relaxed);
+        let rx_before = running.snapshot().rx;
+        std::thread::sleep(Duration::from_millis(800));
+        let after = LCORE_ALLOCS.load(Ordering::Relaxed);
+        let rx_after = running.snapshot().rx;
+        let s = running.shutdown().unwrap();
+        s.check_identities(true).unwrap();
+        assert!(rx_after - rx_before > 10_000, "{jit}: traffic flowed");
+        assert_eq!(
+            after, before,
+            "{jit}: allocations on lcore threads per frame"
+        );
+    }
 }

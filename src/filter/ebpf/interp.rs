@@ -302,22 +302,38 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
                 let d = &env.maps()[mi].def;
                 (d.key_size as usize, d.value_size as usize)
             };
-            let mut key = [0u8; 512];
-            mem.read_into(env.maps(), reg[2], key.get_mut(..ks)?)?;
+            // Small buffers for the usual keys: zeroing 4 KiB per call
+            // would cost more than the lookup.
+            let mut small = [0u8; 64];
+            let mut big_buf;
+            let key: &mut [u8] = if ks <= 64 {
+                &mut small[..ks]
+            } else {
+                big_buf = [0u8; 512];
+                big_buf.get_mut(..ks)?
+            };
+            mem.read_into(env.maps(), reg[2], key)?;
             let cpu = env.cpu() as usize;
             let m = &env.maps()[mi];
             Some(match id {
-                HELPER_MAP_LOOKUP => match m.lookup(&key[..ks], cpu) {
+                HELPER_MAP_LOOKUP => match m.lookup(key, cpu) {
                     Some(w) => m.words()[w..].as_ptr() as u64,
                     None => 0,
                 },
                 HELPER_MAP_UPDATE => {
-                    let mut val = [0u8; maps::MAX_VALUE_SIZE as usize];
-                    mem.read_into(env.maps(), reg[3], val.get_mut(..vs)?)?;
+                    let mut vsmall = [0u8; 64];
+                    let mut vbig;
+                    let val: &mut [u8] = if vs <= 64 {
+                        &mut vsmall[..vs]
+                    } else {
+                        vbig = [0u8; maps::MAX_VALUE_SIZE as usize];
+                        vbig.get_mut(..vs)?
+                    };
+                    mem.read_into(env.maps(), reg[3], val)?;
                     let m = &env.maps()[mi];
-                    m.update(&key[..ks], &val[..vs], reg[4], cpu) as u64
+                    m.update(key, val, reg[4], cpu) as u64
                 }
-                _ => m.delete(&key[..ks]) as u64,
+                _ => m.delete(key) as u64,
             })
         }
         HELPER_KTIME => Some(env.ktime_ns()),

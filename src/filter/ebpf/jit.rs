@@ -69,15 +69,31 @@ fn copy_from(addr: u64, out: &mut [u8]) {
     unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) };
 }
 
+/// Calls `f` with a copy of the `len` bytes at `addr`: on a small buffer
+/// for the usual keys and values (zeroing 4 KiB per call would cost more
+/// than the lookup), a large one otherwise.
+fn with_bytes<R>(addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    if len <= 64 {
+        let mut b = [0u8; 64];
+        copy_from(addr, &mut b[..len]);
+        Some(f(&b[..len]))
+    } else if len <= maps::MAX_VALUE_SIZE as usize {
+        let mut b = [0u8; maps::MAX_VALUE_SIZE as usize];
+        copy_from(addr, &mut b[..len]);
+        Some(f(&b[..len]))
+    } else {
+        None
+    }
+}
+
 fn h_lookup(fd: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| {
         let m = map_of(st, fd)?;
-        let mut k = [0u8; 512];
-        let k = k.get_mut(..m.def.key_size as usize)?;
-        copy_from(key, k);
-        Some(match m.lookup(k, st.cpu as usize) {
-            Some(w) => m.words()[w..].as_ptr() as u64,
-            None => 0,
+        with_bytes(key, m.def.key_size as usize, |k| {
+            match m.lookup(k, st.cpu as usize) {
+                Some(w) => m.words()[w..].as_ptr() as u64,
+                None => 0,
+            }
         })
     })
     .flatten()
@@ -87,13 +103,12 @@ fn h_lookup(fd: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
 fn h_update(fd: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
     with_run(|st| {
         let m = map_of(st, fd)?;
-        let mut k = [0u8; 512];
-        let mut v = [0u8; maps::MAX_VALUE_SIZE as usize];
-        let k = k.get_mut(..m.def.key_size as usize)?;
-        let v = v.get_mut(..m.def.value_size as usize)?;
-        copy_from(key, k);
-        copy_from(value, v);
-        Some(m.update(k, v, flags, st.cpu as usize) as u64)
+        with_bytes(key, m.def.key_size as usize, |k| {
+            with_bytes(value, m.def.value_size as usize, |v| {
+                m.update(k, v, flags, st.cpu as usize) as u64
+            })
+        })
+        .flatten()
     })
     .flatten()
     .unwrap_or((-maps::EINVAL) as u64)
@@ -102,10 +117,7 @@ fn h_update(fd: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
 fn h_delete(fd: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| {
         let m = map_of(st, fd)?;
-        let mut k = [0u8; 512];
-        let k = k.get_mut(..m.def.key_size as usize)?;
-        copy_from(key, k);
-        Some(m.delete(k) as u64)
+        with_bytes(key, m.def.key_size as usize, |k| m.delete(k) as u64)
     })
     .flatten()
     .unwrap_or((-maps::EINVAL) as u64)

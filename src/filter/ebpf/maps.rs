@@ -262,9 +262,16 @@ impl Map {
     }
 
     fn key_matches(&self, s: usize, key: &[u8]) -> bool {
-        let mut buf = [0u8; 512];
-        let k = &mut buf[..key.len()];
-        read_bytes(&self.words, (self.slot_base(s) + 1) * 8, k).is_some() && k == key
+        let at = (self.slot_base(s) + 1) * 8;
+        if key.len() <= 64 {
+            let mut buf = [0u8; 64];
+            let k = &mut buf[..key.len()];
+            read_bytes(&self.words, at, k).is_some() && k == key
+        } else {
+            let mut buf = [0u8; 512];
+            let k = &mut buf[..key.len()];
+            read_bytes(&self.words, at, k).is_some() && k == key
+        }
     }
 
     /// HASH: the slot holding `key`, if any.
