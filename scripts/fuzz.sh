@@ -11,9 +11,17 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(frame config control pcap)
+[ ${#targets[@]} -eq 0 ] && targets=(frame config control pcap ebpf)
 work=target/fuzz-corpus
 mkdir -p "$work"
+# The shipped XDP objects (make -C bpf) seed the loader side of the ebpf
+# target (first byte 1).
+if make -s -C bpf >/dev/null 2>&1; then
+  mkdir -p "$work/ebpf"
+  for o in bpf/*.o; do
+    { printf '\001'; cat "$o"; } >"$work/ebpf/$(basename "$o")"
+  done
+fi
 if [ -d ../shared/pcaps ]; then
   mkdir -p "$work/frame" "$work/pcap"
   cp ../shared/pcaps/*.pcap "$work/pcap/" 2>/dev/null || true

@@ -480,3 +480,28 @@ fn a_remote_program_dropping_half_is_counted_and_its_percpu_map_sums_through_ctl
     }
     assert_eq!(s.delivered + dropped, s.target_processed);
 }
+
+#[test]
+fn malformed_objects_found_by_fuzzing_are_errors_not_panics() {
+    // fuzz/ebpf found aya-obj 0.3 panicking (a symbol past its section, a
+    // bad BTF type index); loading must say "malformed", not crash.
+    for f in ["ebpf-aya-btf-panic.bin", "ebpf-aya-symbol-panic.bin"] {
+        let data = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(f),
+        )
+        .unwrap();
+        // The fuzz input's first byte picks the loader; the ELF follows.
+        let e = ebpf::parse_object(f, &data[1..], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(f) && e.contains("malformed ELF object"), "{e}");
+    }
+    let e = ebpf::load_object("/dev/null").unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = ebpf::parse_object("x.o", b"\x7fELF garbage", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("x.o"), "{e}");
+}

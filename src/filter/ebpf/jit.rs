@@ -18,7 +18,9 @@
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
+use std::sync::Arc;
 
+use super::Program;
 use super::interp::{CTX_SIZE, XDP_REDIRECT, XdpCtx};
 use super::maps::{self, Map};
 use super::verifier::*;
@@ -203,9 +205,11 @@ fn h_adjust_meta(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
     adjust(ctx, delta, false)
 }
 
-/// A JIT-compiled program, one per lcore.
+/// A JIT-compiled program, one per lcore. It holds the program (whose
+/// bytes the VM borrows) and drops the VM first (field order).
 pub struct Jit {
     vm: rbpf::EbpfVmMbuff<'static>,
+    _prog: Arc<Program>,
 }
 
 // SAFETY: the VM holds the program bytes ('static), the helper table and
@@ -214,9 +218,12 @@ pub struct Jit {
 unsafe impl Send for Jit {}
 
 impl Jit {
-    /// Compiles `code` (verified and rewritten; leaked for 'static by the
-    /// caller).
-    pub fn compile(code: &'static [u8]) -> Result<Jit, String> {
+    /// Compiles `prog` (verified and rewritten).
+    pub fn compile(prog: Arc<Program>) -> Result<Jit, String> {
+        // SAFETY: the bytes live in `prog`'s heap allocation, which the Jit
+        // keeps alive (its `_prog` field, dropped after `vm`); the VM only
+        // reads them. The lifetime is erased because the VM type wants one.
+        let code: &'static [u8] = unsafe { &*(prog.code() as *const [u8]) };
         // rbpf's own verifier refuses backward jumps (bounded loops); ours
         // ran, so install a no-op one before the program.
         let mut vm = rbpf::EbpfVmMbuff::new(None).map_err(|e| e.to_string())?;
@@ -236,7 +243,7 @@ impl Jit {
                 .map_err(|e| e.to_string())?;
         }
         vm.jit_compile().map_err(|e| format!("JIT: {e}"))?;
-        Ok(Jit { vm })
+        Ok(Jit { vm, _prog: prog })
     }
 
     /// Runs once. `pkt` is the frame's buffer up to data_end, `ctx` the

@@ -50,8 +50,8 @@ pub enum EbpfError {
 /// A loaded, verified program and its maps.
 pub struct Program {
     pub name: String,
-    /// Verified and rewritten instructions ('static for the JIT).
-    code: &'static [u8],
+    /// Verified and rewritten instructions.
+    code: Box<[u8]>,
     pub maps: Vec<Map>,
     pub verified: Verified,
 }
@@ -106,16 +106,27 @@ impl Program {
         }
         Ok(Program {
             name: name.into(),
-            // Programs are loaded a few times per process; the JIT needs the
-            // code for 'static.
-            code: Box::leak(code.into_boxed_slice()),
+            code: code.into_boxed_slice(),
             maps,
             verified,
         })
     }
 
+    /// The verified, rewritten instructions.
+    pub fn code(&self) -> &[u8] {
+        &self.code
+    }
+
     pub fn insn_count(&self) -> usize {
         self.code.len() / INSN_SIZE
+    }
+
+    /// True when the program calls helper `id`.
+    pub fn uses_helper(&self, id: i32) -> bool {
+        (0..self.insn_count()).any(|pc| {
+            let i = Insn::at(&self.code, pc);
+            i.op == (insn::JMP | insn::CALL) && i.imm == id
+        })
     }
 
     pub fn map(&self, name: &str) -> Option<&Map> {
@@ -188,6 +199,50 @@ pub fn parse_object(path: &str, bytes: &[u8], want: Option<&str>) -> Result<Prog
         path: path.into(),
         why,
     };
+    // aya-obj 0.3 indexes section data by symbol addresses without checking
+    // them, and panics on some malformed objects (found by fuzz/ebpf): a
+    // panic while parsing is a bad object, reported as such.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        parse_and_relocate(bytes, want)
+    }))
+    .map_err(|_| bad("malformed ELF object (its sections or symbols are inconsistent)".into()))?;
+    let (obj, name, defs) = parsed.map_err(bad)?;
+    let prog = &obj.programs[&name];
+    let f = obj
+        .functions
+        .get(&prog.function_key())
+        .ok_or_else(|| bad(format!("program '{name}' has no code")))?;
+    let mut code = Vec::with_capacity(f.instructions.len() * INSN_SIZE);
+    for i in &f.instructions {
+        code.extend_from_slice(
+            &Insn {
+                op: i.code,
+                dst: i.dst_reg(),
+                src: i.src_reg(),
+                off: i.off,
+                imm: i.imm,
+            }
+            .encode(),
+        );
+    }
+    // The map ld_imm64s must carry our fds now.
+    for pc in 0..code.len() / INSN_SIZE {
+        let i = Insn::at(&code, pc);
+        if i.op == (LD | IMM | DW) && i.src == PSEUDO_MAP_FD && i.imm < MAP_FD_BASE {
+            return Err(bad(format!("insn {pc}: a map reference was not relocated")));
+        }
+    }
+    Program::from_insns(&name, &code, defs)
+}
+
+/// aya-obj's part of loading: parse, pick the program, create the map
+/// definitions, relocate. Errors are messages (the caller names the file).
+#[allow(clippy::type_complexity)]
+fn parse_and_relocate(
+    bytes: &[u8],
+    want: Option<&str>,
+) -> Result<(aya_obj::Object, String, Vec<MapDef>), String> {
+    let bad = |why: String| why;
     let mut obj =
         aya_obj::Object::parse(bytes).map_err(|e| bad(format!("not a BPF ELF object: {e}")))?;
     let xdp: Vec<String> = {
@@ -254,32 +309,7 @@ pub fn parse_object(path: &str, bytes: &[u8], want: Option<&str>) -> Result<Prog
     .map_err(|e| bad(format!("map relocation: {e}")))?;
     obj.relocate_calls(&text)
         .map_err(|e| bad(format!("call relocation: {e}")))?;
-    let prog = &obj.programs[&name];
-    let f = obj
-        .functions
-        .get(&prog.function_key())
-        .ok_or_else(|| bad(format!("program '{name}' has no code")))?;
-    let mut code = Vec::with_capacity(f.instructions.len() * INSN_SIZE);
-    for i in &f.instructions {
-        code.extend_from_slice(
-            &Insn {
-                op: i.code,
-                dst: i.dst_reg(),
-                src: i.src_reg(),
-                off: i.off,
-                imm: i.imm,
-            }
-            .encode(),
-        );
-    }
-    // The map ld_imm64s must carry our fds now.
-    for pc in 0..code.len() / INSN_SIZE {
-        let i = Insn::at(&code, pc);
-        if i.op == (LD | IMM | DW) && i.src == PSEUDO_MAP_FD && i.imm < MAP_FD_BASE {
-            return Err(bad(format!("insn {pc}: a map reference was not relocated")));
-        }
-    }
-    Program::from_insns(&name, &code, defs)
+    Ok((obj, name, defs))
 }
 
 fn ktime_ns() -> u64 {
@@ -337,10 +367,12 @@ impl Instance {
     /// An instance for lcore `cpu`; `jit` compiles it.
     pub fn new(prog: Arc<Program>, cpu: u32, jit: bool) -> Result<Instance, EbpfError> {
         let jit = if jit {
-            Some(jit::Jit::compile(prog.code).map_err(|why| EbpfError::Load {
-                prog: prog.name.clone(),
-                why,
-            })?)
+            Some(
+                jit::Jit::compile(prog.clone()).map_err(|why| EbpfError::Load {
+                    prog: prog.name.clone(),
+                    why,
+                })?,
+            )
         } else {
             None
         };
@@ -388,7 +420,7 @@ impl Instance {
                     ctx: &mut self.ctx,
                     stack: &mut self.stack,
                 };
-                match interp::run(self.prog.code, &mut mem, &mut env) {
+                match interp::run(&self.prog.code, &mut mem, &mut env) {
                     Ok(r) => (r, env.redirect),
                     Err(_) => return Verdict::Aborted,
                 }

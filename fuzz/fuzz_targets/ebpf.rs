@@ -1,0 +1,61 @@
+//! Any bytes as an eBPF program (first byte 0: raw instructions against a
+//! fixed set of maps; 1: an ELF object for the loader), never a panic. A
+//! program the verifier accepts runs on a frame made of the input twice —
+//! interpreted and JIT-compiled — and both must agree on the verdict and
+//! the bytes: the JIT checks nothing, so a verifier hole shows up here as a
+//! crash or a disagreement.
+#![no_main]
+
+use std::sync::Arc;
+
+use cpumapd::filter::ebpf::maps::{MapDef, MapKind};
+use cpumapd::filter::ebpf::{Instance, Program, parse_object};
+use cpumapd::frame::Pool;
+use libfuzzer_sys::fuzz_target;
+
+fn defs() -> Vec<MapDef> {
+    let d = |name: &str, kind, key, value, n| MapDef {
+        name: name.into(),
+        kind,
+        key_size: key,
+        value_size: value,
+        max_entries: n,
+    };
+    vec![
+        d("array", MapKind::Array, 4, 8, 4),
+        d("hash", MapKind::Hash, 4, 16, 8),
+        d("percpu", MapKind::PerCpuArray, 4, 8, 2),
+        d("cpu_map", MapKind::CpuMap, 4, 4, 8),
+    ]
+}
+
+fuzz_target!(|data: &[u8]| {
+    // libfuzzer-sys's panic hook aborts at once, before cpumapd's own
+    // catch_unwind around aya-obj (which panics on some malformed ELF) can
+    // turn the panic into an error. Any panic that escapes cpumapd still
+    // reaches libfuzzer-sys's catch_unwind and aborts there: a crash.
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+    let Some((&kind, rest)) = data.split_first() else { return };
+    // Each run gets its own load (fresh maps), so both start equal.
+    let load = || match kind {
+        0 => Program::from_insns("fuzz", &rest[..rest.len() / 8 * 8], defs()),
+        _ => parse_object("fuzz.o", rest, None),
+    };
+    let (Ok(a), Ok(b)) = (load(), load()) else { return };
+    let mut pool = Pool::new("fuzz", 4, 128, 2048).unwrap();
+    let frame: Vec<u8> = rest.iter().copied().cycle().take(rest.len().clamp(14, 1500)).collect();
+    let mut out = Vec::new();
+    let clock = a.uses_helper(5);
+    for (prog, jit) in [(a, false), (b, true)] {
+        let Ok(mut inst) = Instance::new(Arc::new(prog), 0, jit) else { return };
+        let mut f = pool.alloc().unwrap();
+        f.copy_from(&frame).unwrap();
+        let v = inst.run(&mut f, &|k| k % 2 == 0);
+        out.push((v, f.data().to_vec()));
+    }
+    // bpf_ktime_get_ns differs between the runs; anything else must not.
+    if !clock {
+        assert_eq!(out[0], out[1], "interpreter and JIT disagree");
+    }
+});
