@@ -505,3 +505,104 @@ fn malformed_objects_found_by_fuzzing_are_errors_not_panics() {
         .to_string();
     assert!(e.contains("x.o"), "{e}");
 }
+
+#[test]
+fn ddos_filter_is_configured_and_read_through_cpumapd_ctl() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let Some(dir) = objects() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("ctl.sock");
+    let n = 300_000u64;
+    let bin = env!("CARGO_BIN_EXE_cpumapd");
+    let child = Command::new(bin)
+        .args(common::args(&format!(
+            "--lcores 0@0,1@1,2@1 --vdev net_gen0,rate=150000,count={n},flows=16,proto=udp,dport=5353 -- --cpu 1,2 --prog {}/ddos_filter.o --jit --control {} --metrics off --interval 0 --linger 60 --summary-json -",
+            dir.display(),
+            sock.display()
+        )))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ctl = |a: &[&str]| {
+        let o = Command::new(bin)
+            .arg("ctl")
+            .arg("--control")
+            .arg(&sock)
+            .args(a)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no control socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Drop UDP to 5353 from now on (the program's default is 53).
+    let (ok, _, err) = ctl(&["prog", "map", "update", "ddos_config", "0", "5353"]);
+    assert!(ok, "{err}");
+    // Errors name the problem.
+    let (ok, _, err) = ctl(&["prog", "map", "update", "ddos_config", "0", "0x1ffffffff"]);
+    assert!(
+        !ok && err.contains("EINVAL") && err.contains("does not fit 4 bytes"),
+        "{err}"
+    );
+    let (ok, _, err) = ctl(&["prog", "map", "dump", "nope"]);
+    assert!(
+        !ok && err.contains("ENOENT") && err.contains("ddos_filter/drops"),
+        "{err}"
+    );
+    let (ok, _, err) = ctl(&["mode", "set", "l4-hash"]);
+    assert!(
+        !ok && err.contains("EBUSY") && err.contains("ddos_filter"),
+        "{err}"
+    );
+    // Wait for the finite source to end, then read the map and the counts.
+    let summary = loop {
+        let (ok, out, err) = ctl(&["summary"]);
+        assert!(ok, "{err}");
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if s["rx"].as_u64() == Some(n) && s["in_flight"].as_u64() == Some(0) {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "traffic did not end: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (ok, out, err) = ctl(&["prog", "map", "dump", "drops"]);
+    assert!(ok, "{err}");
+    let dump: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dump["type"], "hash");
+    let entries = dump["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 16, "one entry per source address: {dump}");
+    let counted: u64 = entries.iter().map(|e| e["value"].as_u64().unwrap()).sum();
+    let dropped = summary["drop"].as_u64().unwrap();
+    assert!(
+        dropped > n / 2,
+        "most frames came after the update: {dropped}"
+    );
+    assert_eq!(
+        counted, dropped,
+        "every dropped frame is counted per source"
+    );
+    assert_eq!(
+        summary["redirect"].as_u64().unwrap() + dropped,
+        n,
+        "the rest went to the targets"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -54,6 +54,12 @@ pub enum ProgCmd {
 pub enum ProgMapCmd {
     /// Every entry of the map NAME (PERCPU maps: per lcore and summed).
     Dump { name: String },
+    /// Set KEY of map NAME to VALUE (numbers or hex; PERCPU: every lcore).
+    Update {
+        name: String,
+        key: String,
+        value: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,6 +146,13 @@ pub fn request(cmd: &CtlCmd) -> Result<Request, CtlError> {
         CtlCmd::Summary => Request::Summary,
         CtlCmd::Prog(ProgCmd::Map(ProgMapCmd::Dump { name })) => {
             Request::ProgMapDump { name: name.clone() }
+        }
+        CtlCmd::Prog(ProgCmd::Map(ProgMapCmd::Update { name, key, value })) => {
+            Request::ProgMapUpdate {
+                name: name.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            }
         }
     })
 }

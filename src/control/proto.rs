@@ -112,11 +112,20 @@ pub enum Request {
     ProgMapDump {
         name: String,
     },
+    /// Set `key` of map `name` to `value` (numbers, little-endian at the
+    /// map's sizes, or hex strings of exactly those sizes); PERCPU maps get
+    /// the value in every lcore's copy.
+    ProgMapUpdate {
+        name: String,
+        key: String,
+        value: String,
+    },
 }
 
 /// The command names, for the EOPNOTSUPP message.
 pub const COMMANDS: &[&str] = &[
     "prog_map_dump",
+    "prog_map_update",
     "map_dump",
     "map_lookup",
     "map_update",
@@ -252,6 +261,75 @@ fn number_or_hex(b: &[u8]) -> Value {
     }
 }
 
+/// `"5353"` or `"0x14e9"` as a little-endian value of `size` bytes, or a
+/// hex string of exactly `size` bytes.
+fn parse_bytes(s: &str, size: u32, what: &str) -> Result<Vec<u8>, CtlError> {
+    let bad = |why: String| CtlError::new("EINVAL", format!("{what} '{s}': {why}"));
+    let size = size as usize;
+    let num = match s.strip_prefix("0x") {
+        Some(h) if h.len() <= 16 => u64::from_str_radix(h, 16).ok(),
+        Some(_) => None,
+        None => s.parse::<u64>().ok(),
+    };
+    if let Some(v) = num
+        && size <= 8
+    {
+        if size < 8 && v >> (size * 8) != 0 {
+            return Err(bad(format!("does not fit {size} bytes")));
+        }
+        return Ok(v.to_le_bytes()[..size].to_vec());
+    }
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    if hex.len() != size * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!(
+            "expected a number or {} hex digits ({size} bytes)",
+            size * 2
+        )));
+    }
+    Ok((0..size)
+        .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).expect("hex checked"))
+        .collect())
+}
+
+/// `prog map update NAME KEY VALUE`.
+fn prog_map_update(h: &Handle, name: &str, key: &str, value: &str) -> Result<Value, CtlError> {
+    use crate::filter::ebpf::maps::{BPF_ANY, MAX_LCORES, MapKind};
+    let progs = h.programs();
+    let map = progs
+        .iter()
+        .find_map(|p| p.map(name))
+        .ok_or_else(|| CtlError::new("ENOENT", format!("no eBPF map '{name}' is loaded")))?;
+    if map.def.kind == MapKind::CpuMap {
+        return Err(CtlError::new(
+            "EINVAL",
+            format!("'{name}' is the cpumap: use map update"),
+        ));
+    }
+    let k = parse_bytes(key, map.def.key_size, "key")?;
+    let v = parse_bytes(value, map.def.value_size, "value")?;
+    let copies = if map.def.kind == MapKind::PerCpuArray {
+        MAX_LCORES
+    } else {
+        1
+    };
+    for cpu in 0..copies {
+        let rc = map.update(&k, &v, BPF_ANY, cpu);
+        if rc < 0 {
+            let code = match -rc {
+                2 => "ENOENT",
+                7 => "E2BIG",
+                17 => "EEXIST",
+                _ => "EINVAL",
+            };
+            return Err(CtlError::new(
+                code,
+                format!("map '{name}' key {key}: update refused"),
+            ));
+        }
+    }
+    Ok(Value::Null)
+}
+
 /// `prog map dump NAME`: the map of that name in the RX program or in any
 /// cpumap entry's remote program.
 fn prog_map_dump(h: &Handle, name: &str) -> Result<Value, CtlError> {
@@ -359,11 +437,21 @@ pub fn execute(h: &Handle, req: Request) -> Result<Value, CtlError> {
             Ok(to_value(map.apply(&spec)?))
         }
         Request::ProgMapDump { name } => prog_map_dump(h, &name),
+        Request::ProgMapUpdate { name, key, value } => prog_map_update(h, &name, &key, &value),
         Request::ModeGet => Ok(json!({ "mode": h.mode().name() })),
         Request::ModeSet { mode } => {
             let m: Mode = mode
                 .parse()
                 .map_err(|e: crate::filter::UnknownMode| CtlError::new("EINVAL", e.to_string()))?;
+            if let Some(p) = h.rx_program() {
+                return Err(CtlError::new(
+                    "EBUSY",
+                    format!(
+                        "the RX filter is the eBPF program '{}' (--prog); mode set applies to the built-in modes",
+                        p.name
+                    ),
+                ));
+            }
             h.set_mode(m);
             Ok(json!({ "mode": m.name() }))
         }

@@ -187,6 +187,11 @@ impl Handle {
         self.started.elapsed()
     }
 
+    /// The RX filter's eBPF program (`--prog`), if any.
+    pub fn rx_program(&self) -> Option<&Arc<crate::filter::ebpf::Program>> {
+        self.prog.as_ref()
+    }
+
     /// Loaded eBPF programs: the RX filter's, then every cpumap entry's
     /// remote program (each once).
     pub fn programs(&self) -> Vec<Arc<crate::filter::ebpf::Program>> {
