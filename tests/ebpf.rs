@@ -606,3 +606,55 @@ fn ddos_filter_is_configured_and_read_through_cpumapd_ctl() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn adjust_head_grows_the_frame_into_its_headroom_interpreted_and_jit() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    // r6 = ctx; adjust_head(ctx, -14): on success write 0xee into the new
+    // first byte (after checking it against data_end) and pass.
+    let code = prog(&[
+        mov(6, 1),
+        mov_imm(2, -14),
+        call(44),
+        jmp_imm(JNE, 0, 0, 6),
+        data(2),
+        i(LDX | MEM | W, 3, 6, 4, 0), // data_end from r6
+        mov(4, 2),
+        add_imm(4, 1),
+        jmp(JGT, 4, 3, 2),
+        st(B, 2, 0, 0xee),
+        mov_imm(0, 2),
+        exit(),
+    ]);
+    // r2 = data must come from r6 (ctx) after the call: patch the load.
+    let mut code = code;
+    code[4 * 8..5 * 8].copy_from_slice(&i(LDX | MEM | W, 2, 6, 0, 0));
+    let p = Arc::new(Program::from_insns("adjust", &code, Vec::new()).unwrap());
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    for jit in [false, true] {
+        let mut f = pool.alloc().unwrap();
+        f.copy_from(&[7u8; 60]).unwrap();
+        let v = Instance::new(p.clone(), 0, jit)
+            .unwrap()
+            .run(&mut f, &|_| true);
+        assert_eq!(v, Verdict::Pass, "jit {jit}");
+        assert_eq!((f.len(), f.headroom()), (74, 114), "jit {jit}");
+        assert_eq!(f.data()[0], 0xee);
+        assert_eq!(&f.data()[14..], &[7u8; 60][..]);
+    }
+    // A packet pointer kept across the call is refused.
+    let stale = prog(&[
+        data(7),
+        mov(6, 1),
+        mov_imm(2, -14),
+        call(44),
+        ldx(B, 0, 7, 0),
+        exit(),
+    ]);
+    let e = rejected("stale packet pointer", &stale);
+    assert!(
+        e.contains("insn 4: r7 is a packet pointer from before a call"),
+        "{e}"
+    );
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::insn::*;
 use super::maps::{self, Map};
-use super::verifier::{STACK_SIZE, alu_exact, byte_swap};
+use super::verifier::{STACK_SIZE, alu_exact, byte_swap, eval_jump};
 
 /// Instructions one run may execute (a verified program cannot reach it;
 /// an unverified one is stopped).
@@ -249,31 +249,13 @@ pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fau
                             i.imm as i64 as u64
                         };
                         let a = reg[d];
-                        let is64 = i.class() == JMP;
-                        let (a, b) = if is64 {
-                            (a, b)
-                        } else {
-                            (a as u32 as u64, b as u32 as u64)
-                        };
-                        let (sa, sb) = if is64 {
-                            (a as i64, b as i64)
-                        } else {
-                            (a as u32 as i32 as i64, b as u32 as i32 as i64)
-                        };
-                        let taken = match op {
-                            JEQ => a == b,
-                            JNE => a != b,
-                            JGT => a > b,
-                            JGE => a >= b,
-                            JLT => a < b,
-                            JLE => a <= b,
-                            JSET => a & b != 0,
-                            JSGT => sa > sb,
-                            JSGE => sa >= sb,
-                            JSLT => sa < sb,
-                            JSLE => sa <= sb,
-                            _ => return Err(Fault::BadInsn { pc: pc - 1 }),
-                        };
+                        if !matches!(
+                            op,
+                            JEQ | JNE | JGT | JGE | JLT | JLE | JSET | JSGT | JSGE | JSLT | JSLE
+                        ) {
+                            return Err(Fault::BadInsn { pc: pc - 1 });
+                        }
+                        let taken = eval_jump(op, a, b, i.class() == JMP);
                         if taken {
                             pc = (pc as i64 + i.off as i64) as usize;
                         }
@@ -350,45 +332,64 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
             }
         }
         HELPER_ADJUST_HEAD | HELPER_ADJUST_META => {
-            let mut c = XdpCtx::from_bytes(mem.ctx);
+            let c = XdpCtx::from_bytes(mem.ctx);
             let start = mem.pkt.as_ptr() as u64;
-            let delta = reg[2] as i64;
-            let ok = if id == HELPER_ADJUST_HEAD {
-                let (data, meta) = (
-                    c.data.wrapping_add_signed(delta),
-                    c.data_meta.wrapping_add_signed(delta),
-                );
-                let fits = meta >= start && meta <= data && data.saturating_add(14) <= c.data_end;
-                if fits {
-                    let metalen = (c.data - c.data_meta) as usize;
-                    if metalen > 0 {
-                        // The metadata moves with the data, as in the kernel.
-                        let (from, to) = ((c.data_meta - start) as usize, (meta - start) as usize);
-                        mem.pkt.copy_within(from..from + metalen, to);
+            let ok = match adjust(c, start, reg[2] as i64, id == HELPER_ADJUST_HEAD) {
+                Some((c, mv)) => {
+                    if let Some((from, to, len)) = mv {
+                        mem.pkt.copy_within(from..from + len, to);
                     }
-                    c.data = data;
-                    c.data_meta = meta;
+                    *mem.ctx = c.to_bytes();
+                    true
                 }
-                fits
-            } else {
-                let meta = c.data_meta.wrapping_add_signed(delta);
-                let fits = meta >= start
-                    && meta <= c.data
-                    && (c.data - meta) <= 32
-                    && (c.data - meta).is_multiple_of(4);
-                if fits {
-                    c.data_meta = meta;
-                }
-                fits
+                None => false,
             };
-            if ok {
-                *mem.ctx = c.to_bytes();
-                Some(0)
-            } else {
-                Some(neg(maps::EINVAL))
-            }
+            if ok { Some(0) } else { Some(neg(maps::EINVAL)) }
         }
         _ => None,
+    }
+}
+
+/// `bpf_xdp_adjust_head` (`head`) or `_meta` by `delta` on context `c`
+/// whose buffer starts at `start`: the new context and, when metadata must
+/// move with the data (as in the kernel), (from, to, len) as offsets from
+/// `start`. None when the result would leave the buffer, put data within 14
+/// bytes of its end, or make metadata longer than 32 or not 4-aligned.
+pub fn adjust(
+    mut c: XdpCtx,
+    start: u64,
+    delta: i64,
+    head: bool,
+) -> Option<(XdpCtx, Option<(usize, usize, usize)>)> {
+    if head {
+        let (data, meta) = (
+            c.data.wrapping_add_signed(delta),
+            c.data_meta.wrapping_add_signed(delta),
+        );
+        if !(meta >= start && meta <= data && data.saturating_add(14) <= c.data_end) {
+            return None;
+        }
+        let metalen = (c.data - c.data_meta) as usize;
+        let mv = (metalen > 0).then(|| {
+            (
+                (c.data_meta - start) as usize,
+                (meta - start) as usize,
+                metalen,
+            )
+        });
+        c.data = data;
+        c.data_meta = meta;
+        Some((c, mv))
+    } else {
+        let meta = c.data_meta.wrapping_add_signed(delta);
+        let ok = meta >= start
+            && meta <= c.data
+            && (c.data - meta) <= 32
+            && (c.data - meta).is_multiple_of(4);
+        ok.then(|| {
+            c.data_meta = meta;
+            (c, None)
+        })
     }
 }
 

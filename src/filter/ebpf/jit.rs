@@ -21,7 +21,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use super::Program;
-use super::interp::{CTX_SIZE, XDP_REDIRECT, XdpCtx};
+use super::interp::{self, CTX_SIZE, XDP_REDIRECT, XdpCtx};
 use super::maps::{self, Map};
 use super::verifier::*;
 
@@ -75,7 +75,12 @@ fn copy_from(addr: u64, out: &mut [u8]) {
 /// for the usual keys and values (zeroing 4 KiB per call would cost more
 /// than the lookup), a large one otherwise.
 fn with_bytes<R>(addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-    if len <= 64 {
+    if len == 4 {
+        // The common key (u32 index or address): no buffer to clear.
+        let mut b = [0u8; 4];
+        copy_from(addr, &mut b);
+        Some(f(&b))
+    } else if len <= 64 {
         let mut b = [0u8; 64];
         copy_from(addr, &mut b[..len]);
         Some(f(&b[..len]))
@@ -153,40 +158,21 @@ fn adjust(ctx: u64, delta: u64, head: bool) -> u64 {
     with_run(|st| {
         let mut b = [0u8; CTX_SIZE];
         copy_from(ctx, &mut b);
-        let mut c = XdpCtx::from_bytes(&b);
-        let delta = delta as i64;
-        let start = st.buf_start;
-        let ok = if head {
-            let (data, meta) = (
-                c.data.wrapping_add_signed(delta),
-                c.data_meta.wrapping_add_signed(delta),
-            );
-            let fits = meta >= start && meta <= data && data.saturating_add(14) <= c.data_end;
-            if fits {
-                let metalen = (c.data - c.data_meta) as usize;
-                if metalen > 0 {
-                    // SAFETY: both ranges lie in the frame's buffer between
-                    // its start and data_end (checked just above); copy
-                    // handles the overlap.
-                    unsafe { std::ptr::copy(c.data_meta as *const u8, meta as *mut u8, metalen) };
-                }
-                c.data = data;
-                c.data_meta = meta;
-            }
-            fits
-        } else {
-            let meta = c.data_meta.wrapping_add_signed(delta);
-            let fits = meta >= start
-                && meta <= c.data
-                && (c.data - meta) <= 32
-                && (c.data - meta).is_multiple_of(4);
-            if fits {
-                c.data_meta = meta;
-            }
-            fits
-        };
-        if !ok {
+        let c = XdpCtx::from_bytes(&b);
+        let Some((c, mv)) = interp::adjust(c, st.buf_start, delta as i64, head) else {
             return (-maps::EINVAL) as u64;
+        };
+        if let Some((from, to, len)) = mv {
+            // SAFETY: both ranges lie in the frame's buffer between its
+            // start and data_end (adjust checked them); copy handles the
+            // overlap.
+            unsafe {
+                std::ptr::copy(
+                    (st.buf_start + from as u64) as *const u8,
+                    (st.buf_start + to as u64) as *mut u8,
+                    len,
+                )
+            };
         }
         let out = c.to_bytes();
         // SAFETY: ctx is the context buffer Jit::run passed as mbuff (the

@@ -1254,8 +1254,14 @@ fn scalar_alu(insn_op: u8, is64: bool, a: (u64, u64), b: (u64, u64), imm: i32) -
     }
 }
 
-/// Unsigned comparison of known values.
-fn eval_jump(op: u8, a: u64, b: u64, is64: bool) -> bool {
+/// A conditional jump on known values (the interpreter's semantics too):
+/// JMP32 compares the low 32 bits.
+pub fn eval_jump(op: u8, a: u64, b: u64, is64: bool) -> bool {
+    let (a, b) = if is64 {
+        (a, b)
+    } else {
+        (a as u32 as u64, b as u32 as u64)
+    };
     let (sa, sb) = if is64 {
         (a as i64, b as i64)
     } else {
