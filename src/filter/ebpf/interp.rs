@@ -350,6 +350,9 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
     }
 }
 
+/// Metadata bytes to move: (from, to, len), offsets from the buffer start.
+pub type MetaMove = (usize, usize, usize);
+
 /// `bpf_xdp_adjust_head` (`head`) or `_meta` by `delta` on context `c`
 /// whose buffer starts at `start`: the new context and, when metadata must
 /// move with the data (as in the kernel), (from, to, len) as offsets from
