@@ -363,7 +363,7 @@ pub fn adjust(
     start: u64,
     delta: i64,
     head: bool,
-) -> Option<(XdpCtx, Option<(usize, usize, usize)>)> {
+) -> Option<(XdpCtx, Option<MetaMove>)> {
     if head {
         let (data, meta) = (
             c.data.wrapping_add_signed(delta),
