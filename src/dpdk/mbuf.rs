@@ -76,6 +76,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn buf(self) -> *mut u8 {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         unsafe { self.m().buf_addr.cast() }
     }
 
@@ -84,6 +85,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn geometry(self) -> (u16, u16, u16) {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         let m = unsafe { self.m() };
         (m.data_off, m.data_len, m.buf_len)
     }
@@ -93,6 +95,7 @@ impl Mbuf {
     /// The caller owns the mbuf and `off + len <= buf_len`.
     #[inline(always)]
     pub unsafe fn set_geometry(self, off: u16, len: u16) {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         let m = unsafe { self.m() };
         m.data_off = off;
         m.data_len = len;
@@ -103,6 +106,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn nb_segs(self) -> u16 {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         unsafe { self.m().nb_segs }
     }
 
@@ -110,6 +114,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn port(self) -> u16 {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         unsafe { self.m().port }
     }
 
@@ -118,6 +123,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn rss_hash(self) -> u32 {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         let m = unsafe { self.m() };
         if m.ol_flags & RX_RSS_HASH != 0 {
             // SAFETY: RX_RSS_HASH says the union holds the RSS hash.
@@ -132,6 +138,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn vlan_tci(self) -> u16 {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         let m = unsafe { self.m() };
         if m.ol_flags & RX_VLAN != 0 {
             m.vlan_tci
@@ -165,6 +172,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn queue(self) -> u16 {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         unsafe { self.meta() }.map_or(0, |p| p.queue)
     }
 
@@ -172,6 +180,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn timestamp_ns(self) -> u64 {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         unsafe { self.meta() }.map_or(0, |p| p.timestamp_ns)
     }
 
@@ -179,12 +188,14 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn set_rx_meta(self, port: u16, queue: u16, rss: u32) {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         let m = unsafe { self.m() };
         m.port = port;
         m.__bindgen_anon_2.hash.rss = rss;
         if rss != 0 {
             m.ol_flags |= RX_RSS_HASH;
         }
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         if let Some(p) = unsafe { self.meta() } {
             p.queue = queue;
         }
@@ -195,6 +206,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn set_queue(self, queue: u16) {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         if let Some(p) = unsafe { self.meta() } {
             p.queue = queue;
             p.timestamp_ns = 0;
@@ -205,6 +217,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn set_timestamp_ns(self, ts: u64) {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         if let Some(p) = unsafe { self.meta() } {
             p.timestamp_ns = ts;
         }
@@ -215,6 +228,7 @@ impl Mbuf {
     /// The caller owns the mbuf.
     #[inline(always)]
     pub unsafe fn clear_meta(self) {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
         unsafe { self.set_queue(0) }
     }
 
@@ -223,6 +237,7 @@ impl Mbuf {
     /// The caller owns the mbuf and gives it up.
     #[inline(always)]
     pub unsafe fn free(self) {
+        // SAFETY: the caller owns the mbuf and gives it up (this fn's contract).
         unsafe { ffi::cpumapd_pktmbuf_free(self.0.as_ptr()) }
     }
 
