@@ -51,10 +51,16 @@ fi
 cd fuzz
 cargo +nightly fuzz build -O
 for t in "${targets[@]}"; do
-  mkdir -p "../$work/$t"
+  mkdir -p "../$work/$t" "corpus/$t"
   echo "== fuzz $t for ${secs}s"
-  cargo +nightly fuzz run -O "$t" "../$work/$t" "corpus/$t" -- \
-    -max_total_time="$secs" -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|stat::peak_rss_mb|Done|ERROR|panicked|SUMMARY" || true
+  out=$(cargo +nightly fuzz run -O "$t" "../$work/$t" "corpus/$t" -- \
+    -max_total_time="$secs" -print_final_stats=1 2>&1 || true)
+  echo "$out" | grep -E "stat::number_of_executed_units|stat::peak_rss_mb|Done|ERROR|panicked|SUMMARY" || true
+  if ! echo "$out" | grep -q "stat::number_of_executed_units"; then
+    echo "FAILED: fuzz target $t did not run:"
+    echo "$out" | tail -20
+    exit 1
+  fi
   if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
     echo "FAILED: fuzz target $t found a crash: fuzz/artifacts/$t"
     exit 1
