@@ -174,7 +174,7 @@ fn pad(v: u32, size: u32) -> Vec<u8> {
     b
 }
 
-/// `FILE.o[:NAME]`: the program named NAME (function or section name), or
+/// `FILE.o[:NAME]`: the XDP program whose function is NAME, or
 /// the only XDP program of the object.
 pub fn load_object(spec: &str) -> Result<Program, EbpfError> {
     let (path, want) = match spec.rsplit_once(':') {
