@@ -70,13 +70,15 @@ pub enum ExceptionSpec {
 /// exception path). Per sink, frame i (from 1) is refused as busy when N
 /// divides i, else as down when M divides it, else as an error when K
 /// divides it; 0 turns a fault off. `delay_us` sleeps that long per burst:
-/// a slow kernel.
+/// a slow kernel. `lcore=L` confines all of it to lcore L's sink (the
+/// others are the plain null stack): one stalled target beside healthy ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FaultSpec {
     pub busy: u64,
     pub down: u64,
     pub error: u64,
     pub delay_us: u64,
+    pub lcore: Option<u32>,
 }
 
 impl FaultSpec {
@@ -85,7 +87,7 @@ impl FaultSpec {
         for kv in rest.split(',').filter(|kv| !kv.is_empty()) {
             let bad = || {
                 ExceptionError::Fault(format!(
-                    "--exception fault:{rest}: '{kv}' (expected busy=N, down=N, error=N, delay_us=N)"
+                    "--exception fault:{rest}: '{kv}' (expected busy=N, down=N, error=N, delay_us=N, lcore=L)"
                 ))
             };
             let (k, v) = kv.split_once('=').ok_or_else(bad)?;
@@ -95,6 +97,7 @@ impl FaultSpec {
                 "down" => f.down = v,
                 "error" => f.error = v,
                 "delay_us" if v <= 1_000_000 => f.delay_us = v,
+                "lcore" if v <= u32::MAX as u64 => f.lcore = Some(v as u32),
                 _ => return Err(bad()),
             }
         }
@@ -272,6 +275,9 @@ impl Exception {
         match &self.spec {
             ExceptionSpec::VirtioUser(_) => unreachable!("prepare refuses virtio-user natively"),
             ExceptionSpec::Drop => Ok(Box::new(DropSink)),
+            ExceptionSpec::Fault(spec) if spec.lcore.is_some_and(|l| l != lcore.0) => {
+                Ok(Box::new(DropSink))
+            }
             ExceptionSpec::Fault(spec) => Ok(Box::new(FaultSink {
                 spec: spec.clone(),
                 seen: 0,
