@@ -55,8 +55,10 @@ for t in "${targets[@]}"; do
   echo "== fuzz $t for ${secs}s"
   out=$(cargo +nightly fuzz run -O "$t" "../$work/$t" "corpus/$t" -- \
     -max_total_time="$secs" -print_final_stats=1 2>&1 || true)
-  echo "$out" | grep -E "stat::number_of_executed_units|stat::peak_rss_mb|Done|ERROR|panicked|SUMMARY" || true
-  if ! echo "$out" | grep -q "stat::number_of_executed_units"; then
+  grep -E "stat::number_of_executed_units|stat::peak_rss_mb|Done|ERROR|panicked|SUMMARY" <<<"$out" || true
+  # A here-string, not `echo | grep -q`: under pipefail, grep -q leaving
+  # early makes echo die of SIGPIPE on a long output and the check lie.
+  if ! grep -q "stat::number_of_executed_units" <<<"$out"; then
     echo "FAILED: fuzz target $t did not run:"
     echo "$out" | tail -20
     exit 1
