@@ -20,6 +20,9 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|a| a == "ctl") {
         return ctl_main(&args[1..]);
     }
+    if args.first().is_some_and(|a| a == "--check-config") {
+        return check_main(&args[1..]);
+    }
     let started = if args.is_empty() {
         Plan::demo().map(|p| (p, None))
     } else {
@@ -81,6 +84,27 @@ fn plan_from_args(args: &[String]) -> Result<(Plan, Option<Eal>), ConfigError> {
         }
         #[cfg(not(feature = "dpdk"))]
         Backend::Dpdk => unreachable!("Backend::parse refuses dpdk without the feature"),
+    }
+}
+
+/// `cpumapd --check-config FILE [EAL args] [-- app args]`: validate, print
+/// the resolved plan, exit 0; or name the problem and exit 1.
+fn check_main(args: &[String]) -> ExitCode {
+    match cpumapd::config::check::check(args) {
+        Ok(c) => {
+            print!("{}", c.render(args.first().map_or("", String::as_str)));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let file = args.first().map_or("--check-config", String::as_str);
+            let e = e.to_string();
+            if e.contains(file) {
+                eprintln!("cpumapd: {e}");
+            } else {
+                eprintln!("cpumapd: {file}: {e}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -517,6 +517,44 @@ mod with_dpdk {
         assert!(stat(&ns.0, tap, "rx_packets") - rx_before >= 200);
     }
 
+    /// dpdk-config/dev-dpdk.toml runs as shipped (the EAL gets the file's
+    /// arguments plus a private prefix), and so does tap-exception.toml,
+    /// as root, in a throwaway namespace.
+    #[test]
+    fn the_shipped_dpdk_profiles_run() {
+        let _g = serial();
+        let root = env!("CARGO_MANIFEST_DIR");
+        let s = summary(&format!(
+            "--file-prefix {} -- --config {root}/dpdk-config/dev-dpdk.toml --duration 1",
+            prefix()
+        ));
+        assert_identity(&s);
+        assert!(n(&s, "redirect") > 100_000, "{s}");
+        if !nix::unistd::geteuid().is_root() || !Path::new("/dev/net/tun").exists() {
+            skip("needs root and /dev/net/tun for tap-exception.toml");
+            return;
+        }
+        let ns = Netns(format!("cpmdp{}", std::process::id()));
+        run("ip", &["netns", "add", &ns.0]);
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_cpumapd")])
+            .args(args(&format!(
+                "--file-prefix {} -- --config {root}/dpdk-config/tap-exception.toml --duration 1 --metrics off --control off --interval 0 --summary-json -",
+                prefix()
+            )))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "tap-exception.toml: {:?}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_identity(&s);
+        assert!(n(&s, "delivered") > 1000, "net_tap took frames: {s}");
+    }
+
     fn stat(ns: &str, dev: &str, name: &str) -> u64 {
         let o = run(
             "ip",

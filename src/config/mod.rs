@@ -6,6 +6,7 @@
 //! command line wins over the file. Every check that can fail happens here,
 //! before any thread starts, and names the offending value.
 
+pub mod check;
 pub mod eal;
 
 use std::net::SocketAddr;
@@ -57,6 +58,7 @@ cpumapd: the BPF cpumap as a poll-mode dataplane
 
 usage: cpumapd                              run the demo (generator -> l4-hash -> targets -> drop)
        cpumapd [EAL args] -- [app args]
+       cpumapd --check-config FILE [EAL args] [-- app args]   validate a profile, print its plan
 
 EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
                          --vdev net_gen0[,flows=N,size=B,rate=PPS,count=N,proto=udp|tcp|mix,dport=P]
@@ -161,28 +163,38 @@ impl Backend {
         Backend::Native
     };
 
+    /// The backend named, whether or not this build includes it
+    /// (`--check-config` validates DPDK profiles in any build).
     fn parse(s: Option<&str>) -> Result<Backend, ConfigError> {
         match s {
             None => Ok(Self::DEFAULT),
             Some("native") => Ok(Backend::Native),
-            Some("dpdk") if cfg!(feature = "dpdk") => Ok(Backend::Dpdk),
-            Some("dpdk") => Err(ConfigError::Args(
-                "--backend dpdk: this cpumapd was built without DPDK (cargo build --features dpdk)"
-                    .into(),
-            )),
+            Some("dpdk") => Ok(Backend::Dpdk),
             Some(o) => Err(ConfigError::Args(format!(
                 "--backend '{o}': expected native or dpdk"
             ))),
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::Dpdk => "dpdk",
+        }
+    }
 }
 
-/// A port of the plan: a native vdev, or a DPDK ethdev the EAL probed.
+/// A port of the plan: a native vdev, a DPDK ethdev the EAL probed, or
+/// (`--check-config` only) a device the EAL would probe.
 #[derive(Clone, Debug)]
 pub enum PortSpec {
     Native(VdevSpec),
     #[cfg(feature = "dpdk")]
     Dpdk(crate::dpdk::PortInfo),
+    /// Named by the EAL arguments (`-a PCI` or a DPDK `--vdev`) and known
+    /// only by name until `rte_eal_init` probes it: a validated plan can be
+    /// printed, not run.
+    Declared(check::DeclaredPort),
 }
 
 impl PortSpec {
@@ -191,6 +203,7 @@ impl PortSpec {
             PortSpec::Native(v) => &v.name,
             #[cfg(feature = "dpdk")]
             PortSpec::Dpdk(i) => &i.name,
+            PortSpec::Declared(d) => &d.name,
         }
     }
 
@@ -199,6 +212,7 @@ impl PortSpec {
             PortSpec::Native(v) => v.max_queues(),
             #[cfg(feature = "dpdk")]
             PortSpec::Dpdk(i) => i.max_rx_queues,
+            PortSpec::Declared(d) => d.max_rx_queues,
         }
     }
 }
@@ -216,7 +230,21 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// Parses a command line for this build: `--backend dpdk` (or the
+    /// file's `backend = "dpdk"`) needs the `dpdk` feature.
     pub fn parse(args: &[String]) -> Result<Self, ConfigError> {
+        let p = Self::parse_any_backend(args)?;
+        if p.backend == Backend::Dpdk && !cfg!(feature = "dpdk") {
+            return Err(ConfigError::Args(
+                "--backend dpdk: this cpumapd was built without DPDK (cargo build --features dpdk)"
+                    .into(),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Parses a command line whatever backend it names.
+    pub fn parse_any_backend(args: &[String]) -> Result<Self, ConfigError> {
         let (eal, app) = split_args(args);
         if eal.iter().any(|a| a == "-h" || a == "--help") {
             return Err(ConfigError::Help(USAGE.to_string()));
@@ -239,7 +267,11 @@ impl Parsed {
             eal_args.extend(f.eal.args.iter().cloned());
         }
         eal_args.extend(eal.iter().cloned());
-        let backend = Backend::parse(app.backend.as_deref())?;
+        let backend = Backend::parse(
+            app.backend
+                .as_deref()
+                .or(file.as_ref().and_then(|f| f.app.backend.as_deref())),
+        )?;
         Ok(Parsed {
             eal_args,
             app,
@@ -296,6 +328,8 @@ pub struct FileApp {
     pub linger: Option<f64>,
     pub prog: Option<String>,
     pub jit: Option<bool>,
+    /// `native` or `dpdk`: a profile says which build runs it.
+    pub backend: Option<String>,
 }
 
 impl FileConfig {
@@ -366,6 +400,12 @@ pub struct Plan {
     pub prog: Option<std::sync::Arc<crate::filter::ebpf::Program>>,
     pub jit: bool,
 }
+
+/// RX and TX descriptors per DPDK ethdev queue.
+pub const DPDK_RX_DESC: u16 = 1024;
+pub const DPDK_TX_DESC: u16 = 1024;
+/// Per-lcore cache of each DPDK mempool.
+pub const DPDK_MEMPOOL_CACHE: u32 = 256;
 
 /// What a DPDK run adds to the plan.
 #[derive(Clone, Debug)]
@@ -618,6 +658,22 @@ impl Plan {
             .filter(|&l| l != main)
             .map(|id| LcoreSpec { id, cpus: vec![] })
             .collect();
+        let ports = ports.into_iter().map(PortSpec::Dpdk).collect();
+        let mut plan = Self::resolve_eal_lcores(p, main, lcores, ports)?;
+        // The EAL pins each worker lcore itself.
+        plan.pin = false;
+        Ok(plan)
+    }
+
+    /// The DPDK resolution shared by a run and `--check-config`: `lcores`
+    /// are the EAL's worker lcores (`main` excluded), `ports` in port-id
+    /// order.
+    fn resolve_eal_lcores(
+        p: Parsed,
+        main: LcoreId,
+        lcores: Vec<LcoreSpec>,
+        ports: Vec<PortSpec>,
+    ) -> Result<Self, ConfigError> {
         if lcores.is_empty() {
             return Err(plan_err(format!(
                 "the EAL gave only the main lcore ({main}), which runs the control thread; give worker lcores too (e.g. -l 0-2)"
@@ -646,8 +702,7 @@ impl Plan {
                 "{main} is the EAL main lcore, which runs the control thread; give RX queues and targets worker lcores (or move it with --main-lcore)"
             )));
         }
-        let ports = ports.into_iter().map(PortSpec::Dpdk).collect();
-        let mut plan = Self::resolve_with(
+        Self::resolve_with(
             lcores,
             ports,
             p.app,
@@ -656,10 +711,7 @@ impl Plan {
                 eal_args: p.eal_args,
                 main_lcore: main,
             }),
-        )?;
-        // The EAL pins each worker lcore itself.
-        plan.pin = false;
-        Ok(plan)
+        )
     }
 
     fn resolve_with(
@@ -920,6 +972,17 @@ impl Plan {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// Mbufs in the DPDK mempool of a NUMA socket with `rx_on_socket` RX
+    /// lcores: their `pool_size` budgets, plus what the descriptor rings and
+    /// the lcore caches hold.
+    pub fn dpdk_mempool_size(&self, rx_on_socket: u32) -> u32 {
+        let queues = self.rx.len() as u32;
+        let lcores = (self.targets.len() + self.rx_lcores().len() + 1) as u32;
+        self.pool_size * rx_on_socket
+            + (DPDK_RX_DESC as u32 + DPDK_TX_DESC as u32) * (queues + lcores)
+            + DPDK_MEMPOOL_CACHE * lcores
     }
 
     pub fn cpus_of(&self, l: LcoreId) -> &[usize] {

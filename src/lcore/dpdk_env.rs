@@ -10,16 +10,13 @@ use std::sync::Arc;
 use super::LcoreError;
 use crate::config::{Plan, PortSpec};
 use crate::dpdk::ethdev::{EthPort, PortSetup};
-use crate::dpdk::mbuf::CACHE_SIZE;
 use crate::dpdk::{Eal, Mempool};
 use crate::frame::PoolStats;
 use crate::ids::LcoreId;
 use crate::port::PortQueue;
 use crate::port::dpdk::DpdkQueue;
 
-/// RX/TX descriptors per ethdev queue.
-pub const RX_DESC: u16 = 1024;
-pub const TX_DESC: u16 = 1024;
+use crate::config::{DPDK_RX_DESC as RX_DESC, DPDK_TX_DESC as TX_DESC};
 
 pub struct DpdkEnv {
     pub eal: Eal,
@@ -42,15 +39,9 @@ impl DpdkEnv {
         for &l in &rx_lcores {
             *per_socket.entry(eal.socket_of(l)).or_default() += 1;
         }
-        let queues_total = plan.rx.len() as u32;
-        let all_lcores = (plan.targets.len() + rx_lcores.len() + 1) as u32;
         let mut pools = BTreeMap::new();
         for (&socket, &n_rx) in &per_socket {
-            // The plan's per-lcore budget, plus what sits in descriptor rings
-            // and lcore caches, plus the exception device's RX rings.
-            let n = plan.pool_size * n_rx
-                + (RX_DESC as u32 + TX_DESC as u32) * (queues_total + all_lcores)
-                + CACHE_SIZE * all_lcores;
+            let n = plan.dpdk_mempool_size(n_rx);
             let mp = Mempool::new(
                 &format!("cpumapd_s{socket}"),
                 n,

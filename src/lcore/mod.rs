@@ -301,6 +301,13 @@ fn start_inner(
                 .as_ref()
                 .expect("a DPDK port comes with a DPDK environment")
                 .port_queues(p),
+
+            PortSpec::Declared(d) => {
+                return Err(LcoreError::Dpdk(format!(
+                    "port{p} ({}) is a device only the EAL can open: this plan was resolved for --check-config, not to run",
+                    d.name
+                )));
+            }
         };
         for (q, pq) in opened.into_iter().enumerate() {
             let lcore = mine
