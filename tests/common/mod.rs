@@ -12,6 +12,17 @@ use cpumapd::metrics::Summary;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 
+/// CI=true: a test that cannot run here fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Prints "skipped: <why>"; in CI a skip is a failure.
+pub fn skip(why: &str) {
+    assert!(!in_ci(), "skipped: {why} (CI must provide it)");
+    println!("skipped: {why}");
+}
+
 /// ../shared/pcaps, next to the project checkout.
 pub fn shared_pcaps() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps")
