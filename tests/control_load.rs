@@ -279,6 +279,10 @@ fn hostile_control_input_neither_crashes_nor_stalls_forwarding() {
         std::thread::spawn(move || {
             let mut s = UnixStream::connect(&sock).unwrap();
             s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+            // A small send buffer whatever net.core.wmem_default says (a
+            // trafgen killed with SIGKILL leaves it at 4 MB, and then the
+            // whole request fits in the kernel and nothing blocks).
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::SndBuf, &65536).unwrap();
             let req = b"{\"cmd\":\"map_dump\"}\n".repeat(200_000);
             let t0 = Instant::now();
             let r = s.write_all(&req);

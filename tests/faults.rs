@@ -128,3 +128,101 @@ fn one_stalled_target_costs_its_own_tail_drops_and_nothing_else() {
     );
     assert_eq!(s.pool_in_use, 0);
 }
+
+/// Frames 1..=n of one queue: (dropped, truncated, corrupted, duplicated),
+/// as port::fault defines them.
+fn port_expected(n: u64, drop: u64, trunc: u64, corrupt: u64, dup: u64) -> [u64; 4] {
+    let mut e = [0; 4];
+    for i in 1..=n {
+        if i % drop == 0 {
+            e[0] += 1;
+            continue;
+        }
+        if i % trunc == 0 {
+            e[1] += 1;
+        } else if i % corrupt == 0 {
+            e[2] += 1;
+        }
+        if i % dup == 0 {
+            e[3] += 1;
+        }
+    }
+    e
+}
+
+#[test]
+fn injected_port_faults_are_counted_and_the_rx_lcore_sees_exactly_the_rest() {
+    let _g = serial();
+    // Real captures (many malformed) and the generator, each with every
+    // port fault at once; truncated and corrupted frames go through the
+    // filter like any malformed frame.
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("all.pcap");
+    // Without the empty records: an empty frame cannot be truncated or
+    // corrupted, so the injector leaves it alone and the arithmetic below
+    // would not hold.
+    let mut records = common::all_shared_records();
+    records.retain(|r| !r.is_empty());
+    common::write_pcap(&pcap, &records);
+    let n = records.len() as u64;
+    for (src, n) in [
+        (format!("net_pcap0,rx_pcap={}", pcap.display()), n),
+        ("net_gen0,count=200000,flows=256".to_string(), 200_000),
+    ] {
+        for mode in ["l4-hash", "touch", "l4-filter"] {
+            let s = run_to_end(&format!(
+                "--lcores 0@0,1@1,2@1 --vdev {src},fault_drop=7,fault_truncate=5,fault_corrupt=3,fault_dup=11 \
+                 -- --mode {mode} --cpu 1,2 --qsize 16384 --metrics off --control off"
+            ));
+            s.check_identities(true).unwrap();
+            let p = &s.ports[0];
+            // The pcap port refuses records larger than a buffer (ierrors);
+            // the faults count over the frames it delivered.
+            assert_eq!(
+                p.ipackets + p.ierrors,
+                n,
+                "{src} {mode}: every record accounted"
+            );
+            let want = port_expected(p.ipackets, 7, 5, 3, 11);
+            assert_eq!(
+                [
+                    p.fault_dropped,
+                    p.fault_truncated,
+                    p.fault_corrupted,
+                    p.fault_duplicated
+                ],
+                want,
+                "{src} {mode}"
+            );
+            assert_eq!(
+                s.rx,
+                p.ipackets - p.fault_dropped + p.fault_duplicated,
+                "{src} {mode}: the RX lcore saw what the faults left, copies included"
+            );
+            assert_eq!(s.pool_in_use, 0, "{src} {mode}");
+        }
+    }
+}
+
+#[test]
+fn a_delaying_port_slows_rx_and_loses_nothing() {
+    let _g = serial();
+    let s = run_to_end(
+        "--lcores 0@0,1@1 --vdev net_gen0,count=20000,fault_delay_us=200 -- --cpu 1 \
+         --metrics off --control off",
+    );
+    s.check_identities(true).unwrap();
+    assert_eq!(s.rx, 20_000);
+    assert!(s.ports[0].fault_delayed > 0);
+    // At most a burst of 32 per 200 us poll: at least 625 polls' worth of time.
+    assert!(s.duration_s >= 20_000.0 / 32.0 * 200e-6, "{}", s.duration_s);
+    for bad in ["fault_drop=x", "fault_delay_us=5000000", "fault_dupe=3"] {
+        let e = cpumapd::config::Plan::from_args(&common::args(&format!(
+            "--lcores 0@0,1@1 --vdev net_gen0,{bad} --"
+        )))
+        .unwrap_err()
+        .to_string();
+        let key = bad.split('=').next().unwrap();
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+}

@@ -88,8 +88,13 @@ const PORT_RX_BYTES: Family = counter(
 );
 const PORT_RX_DROPPED: Family = counter(
     "cpumapd_port_rx_dropped_total",
-    "Frames dropped before the filter: no buffer (nombuf), unusable frame (errors), or missed by the kernel/NIC ring (missed: AF_PACKET tp_drops, imissed).",
+    "Frames dropped before the filter: no buffer (nombuf), unusable frame (errors), missed by the kernel/NIC ring (missed: AF_PACKET tp_drops, imissed), or dropped by an injected fault (injected).",
     &["port", "queue", "lcore", "reason"],
+);
+const PORT_FAULTS: Family = counter(
+    "cpumapd_port_faults_injected_total",
+    "Faults injected by fault_* devargs on a port queue: drop, truncate, corrupt, duplicate (frames), delay (bursts).",
+    &["port", "queue", "lcore", "kind"],
 );
 const PORT_TX: Family = counter(
     "cpumapd_port_tx_packets_total",
@@ -232,6 +237,7 @@ const FAMILIES: &[&Family] = &[
     &PORT_RX,
     &PORT_RX_BYTES,
     &PORT_RX_DROPPED,
+    &PORT_FAULTS,
     &PORT_TX,
     &PORT_TX_BYTES,
     &PORT_TX_ERRORS,
@@ -410,6 +416,24 @@ impl Collector for PipelineCollector {
                     &[&l[0], &l[1], &l[2], "missed"],
                     q.counters.imissed.get() as f64,
                 );
+                m.push(
+                    &[&l[0], &l[1], &l[2], "injected"],
+                    q.counters.fault_dropped.get() as f64,
+                );
+            }
+        });
+        one(&PORT_FAULTS, &mut |m| {
+            for (q, l) in s.ports.iter().zip(&port_labels) {
+                let c = &q.counters;
+                for (kind, v) in [
+                    ("drop", &c.fault_dropped),
+                    ("truncate", &c.fault_truncated),
+                    ("corrupt", &c.fault_corrupted),
+                    ("duplicate", &c.fault_duplicated),
+                    ("delay", &c.fault_delayed),
+                ] {
+                    m.push(&[&l[0], &l[1], &l[2], kind], v.get() as f64);
+                }
             }
         });
 

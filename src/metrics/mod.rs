@@ -209,6 +209,14 @@ pub struct PortQueueCounters {
     pub opackets: Counter,
     pub obytes: Counter,
     pub oerrors: Counter,
+    /// Injected by `fault_*` devargs (port::fault): frames dropped before
+    /// the RX lcore saw them, truncated, corrupted, duplicated (copies the
+    /// RX lcore received on top of `ipackets`), and delayed bursts.
+    pub fault_dropped: Counter,
+    pub fault_truncated: Counter,
+    pub fault_corrupted: Counter,
+    pub fault_duplicated: Counter,
+    pub fault_delayed: Counter,
 }
 
 /// Counters a device keeps itself (DPDK's `rte_eth_stats`), read at scrape

@@ -78,6 +78,12 @@ pub struct PortSummary {
     pub rx_nombuf: u64,
     pub opackets: u64,
     pub oerrors: u64,
+    /// Injected faults (`fault_*` devargs; 0 without them).
+    pub fault_dropped: u64,
+    pub fault_truncated: u64,
+    pub fault_corrupted: u64,
+    pub fault_duplicated: u64,
+    pub fault_delayed: u64,
 }
 
 /// Totals over the run (the JSON summary) or at one instant (a table row).
@@ -231,6 +237,11 @@ impl Summary {
                 rx_nombuf: c.rx_nombuf.get(),
                 opackets: c.opackets.get(),
                 oerrors: c.oerrors.get(),
+                fault_dropped: c.fault_dropped.get(),
+                fault_truncated: c.fault_truncated.get(),
+                fault_corrupted: c.fault_corrupted.get(),
+                fault_duplicated: c.fault_duplicated.get(),
+                fault_delayed: c.fault_delayed.get(),
             });
         }
         out.rx_pps = if duration_s > 0.0 {

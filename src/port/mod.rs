@@ -16,6 +16,7 @@ mod af_xdp;
 pub mod bpf;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod fault;
 mod generator;
 pub mod netdev;
 mod null;
@@ -177,12 +178,15 @@ impl VdevSpec {
 
     fn check_keys(&self) -> Result<(), PortError> {
         for (k, _) in &self.args {
-            if !self.allowed_keys().contains(&k.as_str()) {
+            if !self.allowed_keys().contains(&k.as_str())
+                && !fault::FAULT_KEYS.contains(&k.as_str())
+            {
                 return Err(PortError::BadVdev {
                     vdev: self.name.clone(),
                     why: format!(
-                        "unknown argument '{k}' (known: {})",
-                        self.allowed_keys().join(", ")
+                        "unknown argument '{k}' (known: {}, and on any port {})",
+                        self.allowed_keys().join(", "),
+                        fault::FAULT_KEYS.join(", ")
                     ),
                 });
             }
@@ -245,13 +249,25 @@ pub fn open(
             ),
         });
     }
-    match spec.driver {
+    let faults = fault::PortFaults::from_vdev(spec)?;
+    let queues = match spec.driver {
         Driver::Gen => generator::open(spec, port, nb_queues),
         Driver::Null => null::open(spec, port, nb_queues),
         Driver::Pcap => pcap::open(spec, port),
         Driver::AfPacket => af_packet::open(spec, port, nb_queues),
         Driver::AfXdp => af_xdp::open(spec, port, nb_queues),
-    }
+    }?;
+    Ok(match faults {
+        None => queues,
+        Some(f) => queues
+            .into_iter()
+            .enumerate()
+            .map(|(q, inner)| {
+                let seed = (port.0 as u64) << 16 | q as u64 | 0x9e37_79b9_0000_0000;
+                Box::new(fault::FaultQueue::wrap(inner, f, seed)) as Box<dyn PortQueue>
+            })
+            .collect(),
+    })
 }
 
 /// A transmit-only queue on a port, for an lcore that sends (a target's

@@ -1,0 +1,204 @@
+//! Fault injection on the receive side of any native port (smoltcp's
+//! FaultInjector idea, for a poll-mode port): `fault_*=N` devargs on a
+//! `--vdev` wrap each of its queues.
+//!
+//! Per queue, received frame i (counting from 1) is
+//! - dropped when `fault_drop` divides i (freed here, counted as an RX drop
+//!   with reason `injected`), else
+//! - truncated to a shorter length when `fault_truncate` divides i, else
+//!   corrupted (one bit flipped) when `fault_corrupt` divides i (an empty
+//!   frame can be neither: it passes unchanged and uncounted),
+//! - and, unless dropped, duplicated when `fault_dup` divides i (the copy
+//!   comes from the RX lcore's pool; with the pool empty it is not made).
+//!
+//! `fault_delay_us=D` sleeps D µs after each non-empty burst: a port that
+//! stalls its RX lcore. 0 turns a fault off. Every injected fault has its
+//! counter (`cpumapd_port_faults_injected_total{kind}`), and the RX lcore
+//! sees `ipackets - dropped + duplicated` frames, which the tests check.
+//!
+//! Context: the owning RX lcore. No allocation: duplicates that do not fit
+//! the caller's burst wait in a fixed carry burst for the next poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Burst, PortError, PortQueue, VdevSpec};
+use crate::frame::Pool;
+use crate::metrics::PortQueueCounters;
+
+/// The devargs this wrapper takes, on any native driver.
+pub const FAULT_KEYS: &[&str] = &[
+    "fault_drop",
+    "fault_truncate",
+    "fault_corrupt",
+    "fault_dup",
+    "fault_delay_us",
+];
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortFaults {
+    pub drop: u64,
+    pub truncate: u64,
+    pub corrupt: u64,
+    pub dup: u64,
+    pub delay_us: u64,
+}
+
+impl PortFaults {
+    /// The vdev's faults, or None when it asks for none.
+    pub fn from_vdev(spec: &VdevSpec) -> Result<Option<PortFaults>, PortError> {
+        let f = PortFaults {
+            drop: spec.num("fault_drop", 0)?,
+            truncate: spec.num("fault_truncate", 0)?,
+            corrupt: spec.num("fault_corrupt", 0)?,
+            dup: spec.num("fault_dup", 0)?,
+            delay_us: spec.num("fault_delay_us", 0)?,
+        };
+        if f.delay_us > 1_000_000 {
+            return Err(PortError::BadVdev {
+                vdev: spec.name.clone(),
+                why: format!("fault_delay_us={} is over a second", f.delay_us),
+            });
+        }
+        Ok((f != PortFaults::default()).then_some(f))
+    }
+}
+
+/// `n` divides `i` (0 = never).
+#[inline(always)]
+fn every(n: u64, i: u64) -> bool {
+    n != 0 && i.is_multiple_of(n)
+}
+
+pub(super) struct FaultQueue {
+    inner: Box<dyn PortQueue>,
+    faults: PortFaults,
+    /// Frames received from `inner` so far (the i above).
+    seen: u64,
+    /// xorshift64 state: where to truncate and which bit to flip.
+    rng: u64,
+    /// Duplicates made but not yet handed out (the caller's burst was full).
+    carry: Burst,
+    /// The inner port's counters (the fault counters live there too).
+    counters: Arc<PortQueueCounters>,
+}
+
+impl FaultQueue {
+    pub(super) fn wrap(inner: Box<dyn PortQueue>, faults: PortFaults, seed: u64) -> Self {
+        FaultQueue {
+            counters: inner.counters().clone(),
+            inner,
+            faults,
+            seen: 0,
+            rng: seed | 1,
+            carry: Burst::new(),
+        }
+    }
+}
+
+/// xorshift64: where to truncate and which bit to flip (not security).
+#[inline]
+fn next_rand(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
+impl PortQueue for FaultQueue {
+    fn rx_burst(&mut self, pool: &mut Pool, out: &mut Burst) -> usize {
+        let start = out.len();
+        // Duplicates from the last poll first: they were received then.
+        let carried = self.carry.len().min(out.remaining_capacity());
+        out.extend(self.carry.drain(..carried));
+        let first_new = out.len();
+        let n = self.inner.rx_burst(pool, out);
+        let c = &self.counters;
+        c.fault_duplicated.add(carried as u64);
+        if n == 0 {
+            return out.len() - start;
+        }
+        let received: Burst = out.drain(first_new..).collect();
+        let mut dropped = Burst::new();
+        let (mut truncated, mut corrupted, mut duplicated) = (0u64, 0u64, 0u64);
+        for mut f in received {
+            self.seen += 1;
+            let i = self.seen;
+            if every(self.faults.drop, i) {
+                dropped.push(f);
+                continue;
+            }
+            if every(self.faults.truncate, i) && !f.is_empty() {
+                let len = (next_rand(&mut self.rng) % f.len() as u64) as usize;
+                // Shorter than the frame: always within its buffer.
+                let _ = f.set_len(len);
+                truncated += 1;
+            } else if every(self.faults.corrupt, i) && !f.is_empty() {
+                let r = next_rand(&mut self.rng);
+                let at = (r % f.len() as u64) as usize;
+                f.data_mut()[at] ^= 1 << ((r >> 32) % 8);
+                corrupted += 1;
+            }
+            let copy = if every(self.faults.dup, i) {
+                pool.alloc().and_then(|mut d| {
+                    d.copy_from(f.data()).ok()?;
+                    d.set_rx_meta(f.port(), f.queue(), f.rss_hash());
+                    Some(d)
+                })
+            } else {
+                None
+            };
+            out.push(f);
+            if let Some(d) = copy {
+                if out.is_full() {
+                    // Counted when handed out, next poll. The carry is
+                    // empty when the inner port delivered anything (it was
+                    // drained into `out` first), so one burst's duplicates
+                    // fit; were it full, the copy is freed, never received.
+                    let _ = self.carry.try_push(d);
+                } else {
+                    out.push(d);
+                    duplicated += 1;
+                }
+            }
+        }
+        c.fault_dropped.add(dropped.len() as u64);
+        c.fault_truncated.add(truncated);
+        c.fault_corrupted.add(corrupted);
+        c.fault_duplicated.add(duplicated);
+        if !dropped.is_empty() {
+            pool.recycle_burst(&mut dropped);
+        }
+        if self.faults.delay_us > 0 {
+            c.fault_delayed.add(1);
+            std::thread::sleep(Duration::from_micros(self.faults.delay_us));
+        }
+        out.len() - start
+    }
+
+    fn tx_burst(&mut self, frames: &mut Burst) -> usize {
+        self.inner.tx_burst(frames)
+    }
+
+    fn exhausted(&self) -> bool {
+        self.carry.is_empty() && self.inner.exhausted()
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+
+    fn counters(&self) -> &Arc<PortQueueCounters> {
+        self.inner.counters()
+    }
+}
+
+impl Drop for FaultQueue {
+    fn drop(&mut self) {
+        // Duplicates never handed out were never received: back to the pool
+        // uncounted.
+        crate::frame::free_burst(&mut self.carry);
+    }
+}
