@@ -97,6 +97,24 @@ mod with_dpdk {
         serde_json::from_slice(&o.stdout).expect("summary JSON on stdout")
     }
 
+    /// As [`summary`], run inside network namespace `ns`.
+    fn summary_in(ns: &str, cmdline: &str) -> Value {
+        let o = Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cpumapd")])
+            .args(args(&format!(
+                "{cmdline} --metrics off --control off --interval 0 --summary-json -"
+            )))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmdline}: exit {:?}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("summary JSON on stdout")
+    }
+
     fn n(v: &Value, k: &str) -> u64 {
         v[k].as_u64()
             .unwrap_or_else(|| panic!("{k} missing in {v}"))
@@ -484,22 +502,14 @@ mod with_dpdk {
         .join()
         .unwrap();
         let rx_before = stat(&ns.0, tap, "rx_packets");
-        let o = Command::new("ip")
-            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_cpumapd")])
-            .args(args(&format!(
-                "{} --vdev net_pcap0,rx_pcap={} -- --mode l4-hash --exception tap:{tap} --duration 2 --metrics off --control off --interval 0 --summary-json -",
+        let s = summary_in(
+            &ns.0,
+            &format!(
+                "{} --vdev net_pcap0,rx_pcap={} -- --mode l4-hash --exception tap:{tap} --duration 2",
                 eal(""),
                 pcap.display()
-            )))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "cpumapd: {:?}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
+            ),
         );
-        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_identity(&s);
         assert_eq!(n(&s, "redirect"), 200);
         assert_eq!(n(&s, "delivered"), 200, "net_tap took every frame: {s}");
@@ -536,21 +546,13 @@ mod with_dpdk {
         }
         let ns = Netns(format!("cpmdp{}", std::process::id()));
         run("ip", &["netns", "add", &ns.0]);
-        let o = Command::new("ip")
-            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_cpumapd")])
-            .args(args(&format!(
-                "--file-prefix {} -- --config {root}/dpdk-config/tap-exception.toml --duration 1 --metrics off --control off --interval 0 --summary-json -",
+        let s = summary_in(
+            &ns.0,
+            &format!(
+                "--file-prefix {} -- --config {root}/dpdk-config/tap-exception.toml --duration 1",
                 prefix()
-            )))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "tap-exception.toml: {:?}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
+            ),
         );
-        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_identity(&s);
         assert!(n(&s, "delivered") > 1000, "net_tap took frames: {s}");
     }

@@ -71,31 +71,25 @@ end
 
 local mixes = {}
 
+-- One pktgen range field: start, inc, min, max.
+local function range(field, start, inc, min, max)
+    local set = pktgen.range[field]
+    set(port, "start", start)
+    set(port, "inc", inc)
+    set(port, "min", min)
+    set(port, "max", max)
+end
+
 function mixes.udp64()
     pktgen.set_mac(port, "dst", dst_mac)
     pktgen.set_proto(port, "udp")
     pktgen.range.dst_mac(port, "start", dst_mac)
     pktgen.range.src_mac(port, "start", src_mac)
-    pktgen.range.dst_ip(port, "start", "198.18.0.1")
-    pktgen.range.dst_ip(port, "inc", "0.0.0.0")
-    pktgen.range.dst_ip(port, "min", "198.18.0.1")
-    pktgen.range.dst_ip(port, "max", "198.18.0.1")
-    pktgen.range.src_ip(port, "start", "198.19.0.1")
-    pktgen.range.src_ip(port, "inc", "0.0.0.1")
-    pktgen.range.src_ip(port, "min", "198.19.0.1")
-    pktgen.range.src_ip(port, "max", "198.19.255.254")
-    pktgen.range.src_port(port, "start", 1024)
-    pktgen.range.src_port(port, "inc", 1)
-    pktgen.range.src_port(port, "min", 1024)
-    pktgen.range.src_port(port, "max", 65535)
-    pktgen.range.dst_port(port, "start", 5001)
-    pktgen.range.dst_port(port, "inc", 0)
-    pktgen.range.dst_port(port, "min", 5001)
-    pktgen.range.dst_port(port, "max", 5001)
-    pktgen.range.pkt_size(port, "start", 64)
-    pktgen.range.pkt_size(port, "inc", 0)
-    pktgen.range.pkt_size(port, "min", 64)
-    pktgen.range.pkt_size(port, "max", 64)
+    range("dst_ip", "198.18.0.1", "0.0.0.0", "198.18.0.1", "198.18.0.1")
+    range("src_ip", "198.19.0.1", "0.0.0.1", "198.19.0.1", "198.19.255.254")
+    range("src_port", 1024, 1, 1024, 65535)
+    range("dst_port", 5001, 0, 5001, 5001)
+    range("pkt_size", 64, 0, 64, 64)
     pktgen.set_range(port, "on")
 end
 
