@@ -1,7 +1,9 @@
 //! Any text as a command line or a TOML config file: an error or a plan,
-//! never a panic.
+//! never a panic. The command line also goes through `--check-config`'s
+//! offline reading of DPDK EAL arguments and its port prediction.
 #![no_main]
 
+use cpumapd::config::check::DpdkEal;
 use cpumapd::config::{FileConfig, Plan};
 use libfuzzer_sys::fuzz_target;
 
@@ -13,5 +15,8 @@ fuzz_target!(|data: &[u8]| {
     // exception path is only validated here, never opened.
     let args: Vec<String> = text.split_whitespace().map(String::from).collect();
     let _ = Plan::from_args(&args);
+    if let Ok(eal) = DpdkEal::parse(&args) {
+        let _ = eal.ports();
+    }
     let _ = toml::from_str::<FileConfig>(text);
 });

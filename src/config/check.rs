@@ -138,8 +138,14 @@ impl DpdkEal {
                     Some((o, v)) => (&a[..o.len() + 2], Some(v)),
                     None => (a, None),
                 }
-            } else if a.len() > 2 && a.starts_with('-') && WITH_VALUE.contains(&&a[..2]) {
-                (&a[..2], Some(&a[2..]))
+            } else if let Some((short, rest)) = a
+                .get(..2)
+                .zip(a.get(2..))
+                .filter(|(o, r)| !r.is_empty() && WITH_VALUE.contains(o))
+            {
+                // -l0-3: the value attached (`get`: no slicing inside a
+                // multi-byte character of a hostile argument).
+                (short, Some(rest))
             } else {
                 (a, None)
             };
@@ -756,6 +762,7 @@ mod tests {
             ("-l 0-2 --socket-mem 1G", "expected megabytes"),
             ("-l 0-2 --iova-mode xx", "--iova-mode"),
             ("-l 0-2 --vdev", "needs a value"),
+            ("-l 0-2 -é", "unknown EAL option '-é'"),
         ];
         for (args, want) in cases {
             let e = DpdkEal::parse(&a(args)).expect_err(args).to_string();

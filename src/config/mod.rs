@@ -68,7 +68,7 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
                          accepted and ignored: -n -m --no-huge --no-pci --no-shconf --in-memory --file-prefix
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
           --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --duration S --interval S --summary-json FILE|- --config FILE
-          --bulk-size N --pool-size N --max-entries N --no-pin --linger S
+          --bulk-size N --pool-size N --max-entries N --no-pin --linger S --latency
           --prog FILE.o[:PROGRAM] [--jit]   an eBPF XDP program as the RX filter (see bpf/)
           --remote-action drop|pass|FILE.o[:PROGRAM]   the cpumap entries' program
           --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
@@ -146,6 +146,10 @@ pub struct AppArgs {
     /// JIT-compile eBPF programs (rbpf, after our verifier accepted them).
     #[arg(long)]
     pub jit: bool,
+    /// Measure RX-to-target latency: RX lcores stamp each burst, targets
+    /// record every frame (percentiles in the summary).
+    #[arg(long)]
+    pub latency: bool,
 }
 
 /// Which packet I/O layer runs the pipeline.
@@ -330,6 +334,7 @@ pub struct FileApp {
     pub jit: Option<bool>,
     /// `native` or `dpdk`: a profile says which build runs it.
     pub backend: Option<String>,
+    pub latency: Option<bool>,
 }
 
 impl FileConfig {
@@ -399,6 +404,8 @@ pub struct Plan {
     /// target maps filled.
     pub prog: Option<std::sync::Arc<crate::filter::ebpf::Program>>,
     pub jit: bool,
+    /// `--latency`: RX-to-target latency percentiles.
+    pub latency: bool,
 }
 
 /// RX and TX descriptors per DPDK ethdev queue.
@@ -932,6 +939,7 @@ impl Plan {
             dpdk,
             prog: None,
             jit: app.jit || f.app.jit.unwrap_or(false),
+            latency: app.latency || f.app.latency.unwrap_or(false),
         };
         if let Some(spec) = app.prog.as_deref().or(f.app.prog.as_deref()) {
             let p = crate::filter::ebpf::load_object(spec)

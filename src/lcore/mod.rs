@@ -301,7 +301,6 @@ fn start_inner(
                 .as_ref()
                 .expect("a DPDK port comes with a DPDK environment")
                 .port_queues(p),
-
             PortSpec::Declared(d) => {
                 return Err(LcoreError::Dpdk(format!(
                     "port{p} ({}) is a device only the EAL can open: this plan was resolved for --check-config, not to run",
@@ -418,6 +417,7 @@ fn start_inner(
             reverse,
             remote: None,
             jit: plan.jit,
+            latency: plan.latency,
         });
     }
     let mut rx_ctx = Vec::new();
@@ -463,7 +463,7 @@ fn start_inner(
     for (lcore, queues, filter, reader, bulk, sink, stats) in rx_ctx {
         let (stop, ready, mode) = (stop_rx.clone(), ready_tx.clone(), mode.clone());
         let (pool_n, headroom, data_room) = (plan.pool_size, plan.headroom, plan.data_room);
-        let (cpus, do_pin) = (plan.cpus_of(lcore).to_vec(), plan.pin);
+        let (cpus, do_pin, stamp) = (plan.cpus_of(lcore).to_vec(), plan.pin, plan.latency);
         #[cfg(feature = "dpdk")]
         let mempool = dpdk.as_ref().map(|e| e.pool_for(lcore));
         let body = move || {
@@ -498,6 +498,7 @@ fn start_inner(
                     bulk,
                     sink,
                     stats,
+                    stamp,
                 }
                 .run(&stop),
             )

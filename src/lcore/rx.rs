@@ -29,6 +29,8 @@ pub(super) struct RxLcore {
     pub bulk: BulkQueues,
     pub sink: Box<dyn ExceptionSink>,
     pub stats: Arc<RxStats>,
+    /// `--latency`: stamp every received burst with the shared clock.
+    pub stamp: bool,
 }
 
 /// Per-poll tallies, published once at the end of the poll.
@@ -75,6 +77,12 @@ impl RxLcore {
                     continue;
                 }
                 t.rx += n as u64;
+                if self.stamp {
+                    let now = crate::metrics::latency::now_ns();
+                    for f in burst.iter_mut() {
+                        f.set_timestamp_ns(now);
+                    }
+                }
                 let reader = &self.reader;
                 let has = |k: u32| reader.entry(TargetId(k)).is_some();
                 for mut f in burst.drain(..) {

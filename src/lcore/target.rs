@@ -30,6 +30,8 @@ pub(super) struct TargetLcore {
     pub remote: Option<Instance>,
     /// JIT-compile remote programs (`--jit`).
     pub jit: bool,
+    /// `--latency`: record each dequeued frame's time since its RX stamp.
+    pub latency: bool,
 }
 
 /// What a target needs to send the kernel's frames out: its own small pool
@@ -116,6 +118,16 @@ impl TargetLcore {
             backoff.reset();
             c.bursts.add(1);
             c.processed.add(taken.count as u64);
+            if self.latency {
+                // One clock read per burst; unstamped frames (0) are skipped.
+                let now = crate::metrics::latency::now_ns();
+                for f in batch.iter() {
+                    let ts = f.timestamp_ns();
+                    if ts != 0 {
+                        c.latency.record(now.saturating_sub(ts));
+                    }
+                }
+            }
             let lcore = self.stats.target.0;
             if let Some(RemoteProg::Bpf(p)) = &taken.prog
                 && self

@@ -11,6 +11,7 @@
 //! Blocks are cache-padded so no two lcores write the same line.
 
 pub mod exporter;
+pub mod latency;
 mod summary;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,12 @@ impl Counter {
     #[inline(always)]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Sets the value (a maximum, say). Context: the owning lcore only.
+    #[inline(always)]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
     }
 }
 
@@ -154,6 +161,8 @@ pub struct TargetCounters {
     pub reverse_tx: Counter,
     /// ...or dropped (port refused, or no port to send on).
     pub reverse_drops: Counter,
+    /// RX-to-target latency of every frame dequeued (`--latency` only).
+    pub latency: latency::LatencyHist,
 }
 
 impl TargetCounters {

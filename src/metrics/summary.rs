@@ -50,6 +50,9 @@ pub struct TargetSummary {
     pub drop_reasons: BTreeMap<&'static str, u64>,
     pub sched: u64,
     pub ring_len: usize,
+    /// RX-to-target latency (`--latency`; absent without samples).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<super::latency::LatencySummary>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -190,6 +193,7 @@ impl Summary {
                     .collect(),
                 sched: c.sched.get(),
                 ring_len: entry.map_or(0, |e| e.ring_len),
+                latency: c.latency.summary(),
             };
             out.enqueued += row.enqueued;
             out.enqueue_drops += row.enqueue_drops;
