@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 secs=${1:-3}
 bulk=${2:-8}
 cargo build --release --quiet
-run() { # generator rate (0 = unpaced) -> summary JSON on stdout
+run() { # generator rate (0 = unpaced) -> summary JSON on stdout (human output dropped)
     target/release/cpumapd --lcores 0@0,1@1 --vdev "net_gen0,flows=256,rate=$1" -- \
         --cpu 1 --remote-action drop --bulk-size "$bulk" --latency --duration "$secs" \
-        --interval 0 --metrics off --control off --summary-json -
+        --interval 0 --metrics off --control off --summary-json - 2>/dev/null
 }
 max=$(run 0 | python3 -c 'import json,sys; s=json.load(sys.stdin); print(int(s["target_processed"]/s["duration_s"]))')
 echo "max (unpaced): $((max / 1000)) kpps at the target; bulk $bulk, ${secs} s per point"
@@ -27,10 +27,10 @@ import json, sys
 pct, rate = sys.argv[1], int(sys.argv[2])
 s = json.load(sys.stdin)
 t = s["targets"][0]
-l = t["latency"]
-d = s["duration_s"]
-us = lambda ns: f"{ns / 1000:.1f}"
-print(f"| {pct}% | {rate / 1000:.0f} | {t[\"processed\"] / d / 1000:.0f} | {s[\"enqueue_drops\"]} | "
-      f"{us(l[\"p50_ns\"])} | {us(l[\"p99_ns\"])} | {us(l[\"p999_ns\"])} | {us(l[\"max_ns\"])} | {t[\"sched\"] / d:.0f} |")
+l, d = t["latency"], s["duration_s"]
+us = lambda ns: "%.1f" % (ns / 1000)
+print("| %s%% | %.0f | %.0f | %d | %s | %s | %s | %s | %.0f |" % (
+    pct, rate / 1000, t["processed"] / d / 1000, s["enqueue_drops"],
+    us(l["p50_ns"]), us(l["p99_ns"]), us(l["p999_ns"]), us(l["max_ns"]), t["sched"] / d))
 ' "$pct" "$rate"
 done

@@ -248,7 +248,11 @@ fn run(plan: &Plan, eal: Option<Eal>) -> Result<ExitCode, String> {
     if let Some(path) = &plan.summary_json {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
         if path == "-" {
-            println!("{json}");
+            // Not println!: a closed stdout (`cpumapd ... | head`) is an
+            // error to report, not a panic.
+            if let Err(e) = writeln!(std::io::stdout().lock(), "{json}") {
+                eprintln!("cpumapd: cannot write the summary to stdout: {e}");
+            }
         } else {
             std::fs::write(path, json + "\n").map_err(|e| format!("--summary-json {path}: {e}"))?;
         }

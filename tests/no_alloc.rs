@@ -71,10 +71,12 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn lcores_allocate_nothing_while_traffic_flows() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // Generator -> l4-hash -> 2 targets, with Pass verdicts (none here) and
-    // enqueue drops (small rings) exercised too.
+    // Generator -> l4-hash -> 2 targets, with Pass verdicts (none here),
+    // enqueue drops (small rings), latency recording and injected port
+    // faults (duplicates come from the pool) exercised too.
     let plan = Plan::from_args(&args(
-        "--lcores 0@0,1@1,2@1 --vdev net_gen0,flows=256,proto=mix -- --cpu 1,2 --qsize 64 --remote-action pass --no-pin",
+        "--lcores 0@0,1@1,2@1 --vdev net_gen0,flows=256,proto=mix,fault_drop=13,fault_truncate=7,fault_corrupt=5,fault_dup=3 \
+         -- --cpu 1,2 --qsize 64 --remote-action pass --no-pin --latency",
     ))
     .unwrap();
     let running = lcore::start(&plan).unwrap();
@@ -95,6 +97,7 @@ fn lcores_allocate_nothing_while_traffic_flows() {
         s.enqueue_drops > 0 && s.delivered > 0,
         "both paths taken: {s:?}"
     );
+    assert!(s.ports[0].fault_duplicated > 0 && s.targets[0].latency.is_some());
     assert!(
         before > 0,
         "start-up allocations on lcores are seen (pools), so the counter works"

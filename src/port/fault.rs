@@ -122,7 +122,7 @@ impl PortQueue for FaultQueue {
         }
         let received: Burst = out.drain(first_new..).collect();
         let mut dropped = Burst::new();
-        let (mut truncated, mut corrupted, mut duplicated) = (0u64, 0u64, 0u64);
+        let (mut truncated, mut corrupted) = (0u64, 0u64);
         for mut f in received {
             self.seen += 1;
             let i = self.seen;
@@ -141,29 +141,24 @@ impl PortQueue for FaultQueue {
                 f.data_mut()[at] ^= 1 << ((r >> 32) % 8);
                 corrupted += 1;
             }
-            let copy = if every(self.faults.dup, i) {
-                pool.alloc().and_then(|mut d| {
-                    d.copy_from(f.data()).ok()?;
-                    d.set_rx_meta(f.port(), f.queue(), f.rss_hash());
-                    Some(d)
-                })
-            } else {
-                None
-            };
-            out.push(f);
-            if let Some(d) = copy {
-                if out.is_full() {
-                    // Counted when handed out, next poll. The carry is
-                    // empty when the inner port delivered anything (it was
-                    // drained into `out` first), so one burst's duplicates
-                    // fit; were it full, the copy is freed, never received.
-                    let _ = self.carry.try_push(d);
-                } else {
-                    out.push(d);
-                    duplicated += 1;
-                }
+            // A copy that fails (no buffer, too long) is not made.
+            if every(self.faults.dup, i)
+                && let Some(mut d) = pool.alloc()
+                && d.copy_from(f.data()).is_ok()
+            {
+                d.set_rx_meta(f.port(), f.queue(), f.rss_hash());
+                // The carry is empty here (it went into `out` before the
+                // inner port could deliver), and one burst has at most
+                // MAX_BURST duplicates: it has room.
+                let _ = self.carry.try_push(d);
             }
+            // Fits: every original came out of `out`.
+            out.push(f);
         }
+        // Duplicates where the originals left room; the rest next poll.
+        let now = self.carry.len().min(out.remaining_capacity());
+        out.extend(self.carry.drain(..now));
+        let duplicated = now as u64;
         c.fault_dropped.add(dropped.len() as u64);
         c.fault_truncated.add(truncated);
         c.fault_corrupted.add(corrupted);
@@ -200,5 +195,35 @@ impl Drop for FaultQueue {
         // Duplicates never handed out were never received: back to the pool
         // uncounted.
         crate::frame::free_burst(&mut self.carry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Pool;
+    use crate::ids::PortId;
+    use crate::port::{MAX_BURST, VdevSpec, free_all};
+
+    #[test]
+    fn duplicates_of_a_full_burst_wait_for_the_next_poll() {
+        let spec = VdevSpec::parse("net_null0,size=64,fault_dup=1").unwrap();
+        let mut q = crate::port::open(&spec, PortId(0), 1).unwrap().remove(0);
+        let mut pool = Pool::new("t", 4 * MAX_BURST as u32, 128, 2048).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let mut out = Burst::new();
+            got.push(q.rx_burst(&mut pool, &mut out));
+            assert_eq!(out.len(), *got.last().unwrap());
+            free_all(&mut out);
+        }
+        // A full burst of originals; then their copies (the carry fills the
+        // whole burst, the null port gets no room); then originals again.
+        assert_eq!(got, [MAX_BURST, MAX_BURST, MAX_BURST]);
+        let c = q.counters();
+        assert_eq!(c.ipackets.get(), 2 * MAX_BURST as u64);
+        assert_eq!(c.fault_duplicated.get(), MAX_BURST as u64);
+        drop(q);
+        assert_eq!(pool.in_use(), 0, "copies still in the carry went home");
     }
 }
