@@ -9,10 +9,6 @@
 
 mod common;
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 #[cfg(not(feature = "dpdk"))]
 #[test]
 fn dpdk_tests_need_the_dpdk_feature() {
@@ -23,7 +19,7 @@ fn dpdk_tests_need_the_dpdk_feature() {
         .status()
         .is_ok_and(|s| s.success());
     assert!(
-        has_dpdk || !in_ci(),
+        has_dpdk || !common::in_ci(),
         "CI must install DPDK (libdpdk-dev) for the --features dpdk run"
     );
     println!(
@@ -42,19 +38,13 @@ mod with_dpdk {
 
     use serde_json::Value;
 
-    use super::common::{self, args, udp4, write_pcap};
-    use super::in_ci;
+    use super::common::{self, args, skip, udp4, write_pcap};
 
     /// One DPDK run at a time: each spins lcores on both CPUs.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn serial() -> std::sync::MutexGuard<'static, ()> {
         SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn skip(why: &str) {
-        assert!(!in_ci(), "skipped: {why} (CI must provide it)");
-        println!("skipped: {why}");
     }
 
     fn prefix() -> String {

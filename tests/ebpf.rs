@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::in_ci;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,10 +13,6 @@ use cpumapd::filter::ebpf::{self, Instance, Program};
 use cpumapd::filter::{Filter, Mode, Verdict};
 use cpumapd::frame::Pool;
 use cpumapd::ids::TargetId;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 /// bpf/*.o, built with `make -C bpf` (clang). None (after saying why)
 /// when clang cannot build them here.

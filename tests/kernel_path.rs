@@ -9,6 +9,9 @@
 //! Needs root, iproute2 and /dev/net/tun (trafgen for the full-rate test):
 //! "skipped: <why>" without them, a failure in CI.
 
+mod common;
+
+use common::skip;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -18,15 +21,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn skip(why: &str) {
-    assert!(!in_ci(), "skipped: {why} (CI must provide it)");
-    println!("skipped: {why}");
-}
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")

@@ -4,6 +4,9 @@
 //! exists. Needs Debian's prometheus (scripts/get-prometheus.sh); skipped
 //! with a reason without it, a failure in CI.
 
+mod common;
+
+use common::in_ci;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,10 +17,6 @@ use serde_json::Value;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// `name` from $CPUMAPD_PROMETHEUS_BIN, target/tools/prometheus, or PATH.
