@@ -353,29 +353,17 @@ fn hugepage_script_on_this_host() {
     let have = nr(Path::new("/sys"), 0, "2048kB");
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("huge");
-    let o = hugepages(&[
-        "--pages-2m",
-        &have,
-        "--node",
-        "0",
-        "--mount",
-        &mnt.display().to_string(),
-    ]);
+    let mnt_s = mnt.display().to_string();
+    let run = || hugepages(&["--pages-2m", &have, "--node", "0", "--mount", &mnt_s]);
+    let o = run();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("already reserved"), "{}", text(&o));
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let mounted = mounts
         .lines()
-        .any(|l| l.contains(&mnt.display().to_string()) && l.contains("hugetlbfs"));
+        .any(|l| l.contains(&mnt_s) && l.contains("hugetlbfs"));
     // Second run: the mount is found and kept.
-    let o2 = hugepages(&[
-        "--pages-2m",
-        &have,
-        "--node",
-        "0",
-        "--mount",
-        &mnt.display().to_string(),
-    ]);
+    let o2 = run();
     let _ = Command::new("umount").arg(&mnt).output();
     assert!(
         mounted,

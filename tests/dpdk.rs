@@ -72,12 +72,16 @@ mod with_dpdk {
             .expect("run cpumapd")
     }
 
-    /// Runs to the end and returns the JSON summary; the exit status must be
-    /// 0 (which includes the binary's own identity check).
-    fn summary(cmdline: &str) -> Value {
-        let o = cpumapd(&format!(
-            "{cmdline} --metrics off --control off --interval 0 --summary-json -"
-        ));
+    /// Runs `cmd` (cpumapd, or a wrapper that runs it) with `cmdline` to
+    /// the end and returns the JSON summary; the exit status must be 0
+    /// (which includes the binary's own identity check).
+    fn summary_via(mut cmd: Command, cmdline: &str) -> Value {
+        let o = cmd
+            .args(args(&format!(
+                "{cmdline} --metrics off --control off --interval 0 --summary-json -"
+            )))
+            .output()
+            .expect("run cpumapd");
         assert!(
             o.status.success(),
             "{cmdline}: exit {:?}\n{}",
@@ -87,22 +91,15 @@ mod with_dpdk {
         serde_json::from_slice(&o.stdout).expect("summary JSON on stdout")
     }
 
+    fn summary(cmdline: &str) -> Value {
+        summary_via(Command::new(env!("CARGO_BIN_EXE_cpumapd")), cmdline)
+    }
+
     /// As [`summary`], run inside network namespace `ns`.
     fn summary_in(ns: &str, cmdline: &str) -> Value {
-        let o = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cpumapd")])
-            .args(args(&format!(
-                "{cmdline} --metrics off --control off --interval 0 --summary-json -"
-            )))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{cmdline}: exit {:?}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).expect("summary JSON on stdout")
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cpumapd")]);
+        summary_via(c, cmdline)
     }
 
     fn n(v: &Value, k: &str) -> u64 {
