@@ -1,9 +1,15 @@
-//! Per-packet cost of one filter program three ways, in the same run: the
-//! built-in Rust mode, the same program as eBPF (bpf/redirect_cpu.c)
-//! interpreted, and JIT-compiled by rbpf. Frames: every record of
-//! ../shared/pcaps that fits a buffer plus UDP/TCP flows.
+//! Per-packet cost of the filter stage, in one run, over the same frames
+//! (the first 512 records of ../shared/pcaps that fit a buffer, real and
+//! malformed):
+//! - `builtin_modes`: each of the eight built-in modes, beside a peer that
+//!   classifies like l4-proto with etherparse (an independent, widely used
+//!   header parser);
+//! - `filter_per_packet`: one program three ways, the built-in Rust mode,
+//!   the same program as eBPF (bpf/redirect_cpu.c) interpreted, and
+//!   JIT-compiled by rbpf.
 //!
-//! `cargo bench --bench ebpf` (builds bpf/ with make; needs clang).
+//! `cargo bench --bench ebpf` (the eBPF group builds bpf/ with make and
+//! needs clang; without it only the built-in group runs).
 
 use std::sync::Arc;
 
@@ -38,7 +44,50 @@ fn frames(pool: &mut Pool) -> Vec<Frame> {
     out
 }
 
+fn builtin_modes(c: &mut Criterion) {
+    let targets = [TargetId(1), TargetId(2), TargetId(3)];
+    let mut pool = Pool::new("bench_modes", 1024, 128, 2048).unwrap();
+    let fs = frames(&mut pool);
+    let mut g = c.benchmark_group("builtin_modes");
+    g.throughput(Throughput::Elements(fs.len() as u64));
+    for mode in Mode::ALL {
+        let mut f = Filter::new(mode, &targets).unwrap();
+        g.bench_function(mode.name(), |b| {
+            b.iter(|| {
+                let mut n = 0u32;
+                for fr in fs.iter() {
+                    if let cpumapd::filter::Verdict::Redirect(t) = f.run(fr.data()) {
+                        n = n.wrapping_add(t.0);
+                    }
+                }
+                n
+            })
+        });
+    }
+    // The peer: TCP 0, UDP 1, ICMP 2, else 0, as l4-proto decides, from
+    // etherparse's slicing of the same frames.
+    g.bench_function("etherparse_l4_proto", |b| {
+        b.iter(|| {
+            let mut n = 0u32;
+            for fr in fs.iter() {
+                if let Ok(p) = etherparse::SlicedPacket::from_ethernet(fr.data()) {
+                    n = n.wrapping_add(match p.transport {
+                        Some(etherparse::TransportSlice::Tcp(_)) => 1,
+                        Some(etherparse::TransportSlice::Udp(_)) => 2,
+                        Some(etherparse::TransportSlice::Icmpv4(_))
+                        | Some(etherparse::TransportSlice::Icmpv6(_)) => 3,
+                        _ => 1,
+                    });
+                }
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
+    builtin_modes(c);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
     let built = std::process::Command::new("make")
         .args(["-s", "-C"])
