@@ -13,6 +13,9 @@
 
 use std::sync::Arc;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use cpumapd::filter::ebpf::{self, Instance};
 use cpumapd::filter::{Filter, Mode};
 use cpumapd::frame::{Frame, Pool};
@@ -88,16 +91,9 @@ fn builtin_modes(c: &mut Criterion) {
 
 fn bench(c: &mut Criterion) {
     builtin_modes(c);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
-    let built = std::process::Command::new("make")
-        .args(["-s", "-C"])
-        .arg(&dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !built {
-        eprintln!("skipped: make -C bpf failed (needs clang and libbpf-dev)");
+    let Some(dir) = common::bpf_objects() else {
         return;
-    }
+    };
     let targets = [TargetId(1), TargetId(2), TargetId(3)];
     let mut pool = Pool::new("bench", 1024, 128, 2048).unwrap();
     let mut fs = frames(&mut pool);

@@ -4,8 +4,6 @@
 
 mod common;
 
-use common::in_ci;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,26 +11,6 @@ use cpumapd::filter::ebpf::{self, Instance, Program};
 use cpumapd::filter::{Filter, Mode, Verdict};
 use cpumapd::frame::Pool;
 use cpumapd::ids::TargetId;
-
-/// bpf/*.o, built with `make -C bpf` (clang). None (after saying why)
-/// when clang cannot build them here.
-fn objects() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
-    let ok = std::process::Command::new("make")
-        .args(["-s", "-C"])
-        .arg(&dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            !in_ci(),
-            "skipped: make -C bpf failed (CI must have clang and libbpf-dev)"
-        );
-        println!("skipped: make -C bpf failed (needs clang and libbpf-dev)");
-        return None;
-    }
-    Some(dir)
-}
 
 fn load(dir: &Path, spec: &str) -> Arc<Program> {
     let p = ebpf::load_object(&format!("{}/{spec}", dir.display()))
@@ -42,7 +20,9 @@ fn load(dir: &Path, spec: &str) -> Arc<Program> {
 
 #[test]
 fn shipped_programs_classify_every_frame_like_the_built_in_modes() {
-    let Some(dir) = objects() else { return };
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
     let targets = [TargetId(2), TargetId(3), TargetId(5)];
     let mut frames = common::all_shared_records();
     frames.retain(|f| f.len() <= 2048);
@@ -381,7 +361,9 @@ fn per_target(s: &cpumapd::metrics::Summary) -> Vec<(u32, u64)> {
 
 #[test]
 fn the_pipeline_with_an_ebpf_program_counts_what_the_built_in_mode_counts() {
-    let Some(dir) = objects() else { return };
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let pcap = mixed_pcap(tmp.path());
     let base = format!(
@@ -421,7 +403,9 @@ fn a_remote_program_dropping_half_is_counted_and_its_percpu_map_sums_through_ctl
     use cpumapd::config::Plan;
     use cpumapd::control::proto::{Request, execute};
     use std::time::{Duration, Instant};
-    let Some(dir) = objects() else { return };
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
     let n = 10_000;
     let cmd = format!(
         "--lcores 0@0,1@1,2@1 --vdev net_gen0,count={n},flows=64 -- --rx (0,0,0) --cpu 1,2 --mode round-robin --qsize 16384 --remote-action {}/remote_half.o --metrics off --control off --no-pin",
@@ -508,7 +492,9 @@ fn malformed_objects_found_by_fuzzing_are_errors_not_panics() {
 fn ddos_filter_is_configured_and_read_through_cpumapd_ctl() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
-    let Some(dir) = objects() else { return };
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("ctl.sock");
     let n = 300_000u64;

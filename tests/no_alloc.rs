@@ -115,20 +115,9 @@ fn ebpf_programs_allocate_nothing_per_frame_interpreted_or_jit() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // The RX filter and the targets' remote program are eBPF (bpf/, built
     // with clang): still nothing allocated per frame.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
-    let built = std::process::Command::new("make")
-        .args(["-s", "-C"])
-        .arg(&dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !built {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI must build bpf/ (clang, libbpf-dev)"
-        );
-        println!("skipped: make -C bpf failed (needs clang and libbpf-dev)");
+    let Some(dir) = common::bpf_objects() else {
         return;
-    }
+    };
     for jit in ["", "--jit"] {
         let plan = Plan::from_args(&args(&format!(
             "--lcores 0@0,1@1,2@1 --vdev net_gen0,flows=256,proto=mix -- --cpu 1,2 --qsize 64 --prog {d}/ddos_filter.o --remote-action {d}/remote_half.o {jit} --no-pin --metrics off --control off",

@@ -23,6 +23,22 @@ pub fn skip(why: &str) {
     println!("skipped: {why}");
 }
 
+/// bpf/ with its objects built (`make -C bpf`: clang and libbpf-dev), or
+/// None after saying why (a failure in CI).
+pub fn bpf_objects() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
+    let ok = std::process::Command::new("make")
+        .args(["-s", "-C"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip("make -C bpf failed (needs clang and libbpf-dev)");
+        return None;
+    }
+    Some(dir)
+}
+
 /// ../shared/pcaps, next to the project checkout.
 pub fn shared_pcaps() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps")
