@@ -35,6 +35,16 @@ fn shipped_programs_classify_every_frame_like_the_built_in_modes() {
             let prog = load(&dir, &format!("redirect_cpu.o:{name}"));
             prog.fill_targets(&targets);
             let mut inst = Instance::new(prog.clone(), 1, jit).unwrap();
+            if jit {
+                // Every lookup in the shipped programs is of a known array.
+                let calls = (0..prog.insn_count())
+                    .filter(|&pc| {
+                        let i = cpumapd::filter::ebpf::insn::Insn::at(prog.code(), pc);
+                        i.op == 0x85 && i.imm == 1
+                    })
+                    .count();
+                assert_eq!(inst.inlined_lookups(), calls, "{name}: lookups inlined");
+            }
             let mut builtin = Filter::new(mode, &targets).unwrap();
             for (i, bytes) in frames.iter().enumerate() {
                 let mut f = pool.alloc().unwrap();
@@ -641,4 +651,105 @@ fn adjust_head_grows_the_frame_into_its_headroom_interpreted_and_jit() {
         e.contains("insn 4: r7 is a packet pointer from before a call"),
         "{e}"
     );
+}
+
+#[test]
+fn jit_inlined_percpu_lookups_address_each_lcores_copy() {
+    // remote_half counts in a PERCPU_ARRAY and drops odd counts. The JIT
+    // inlines its lookup with the lcore's copy as a constant; the
+    // interpreter goes through the helper. Both must hit the same copy.
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let p = load(&dir, "remote_half.o");
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    let mut f = pool.alloc().unwrap();
+    f.copy_from(&[0u8; 60]).unwrap();
+    let mut runs = |cpu: u32, jit: bool, n: usize| -> Vec<Verdict> {
+        let mut inst = Instance::new(p.clone(), cpu, jit).unwrap();
+        assert_eq!(inst.inlined_lookups(), jit as usize);
+        (0..n).map(|_| inst.run(&mut f, &|_| false)).collect()
+    };
+    let alternate = |from: u64, n: u64| -> Vec<Verdict> {
+        (from..from + n)
+            .map(|c| {
+                if c & 1 == 1 {
+                    Verdict::Drop
+                } else {
+                    Verdict::Pass
+                }
+            })
+            .collect()
+    };
+    assert_eq!(runs(3, true, 7), alternate(1, 7), "jit, lcore 3");
+    assert_eq!(
+        runs(5, true, 4),
+        alternate(1, 4),
+        "jit, lcore 5: its own copy"
+    );
+    assert_eq!(
+        runs(3, false, 2),
+        alternate(8, 2),
+        "interpreter, lcore 3: continues the JIT's copy"
+    );
+    let dump = p.map("seen").unwrap().dump();
+    let copy = |c: usize| u64::from_le_bytes(dump[0].1[c][..8].try_into().unwrap());
+    assert_eq!((copy(3), copy(5), copy(0), copy(4)), (9, 4, 0, 0));
+}
+
+#[test]
+fn jit_inlined_array_lookup_returns_null_past_the_last_index() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    use cpumapd::filter::ebpf::maps::{MAP_FD_BASE, MapDef, MapKind};
+    // key = r6 (set per variant); v = lookup(arr, &key);
+    // return v ? (*v == 42 ? PASS : TX) : DROP
+    let body = |key: i32| {
+        prog(&[
+            mov_imm(6, key),
+            stx(W, 10, 6, -4),
+            mov(2, 10),
+            add_imm(2, -4),
+            i(LD | IMM | DW, 1, PSEUDO_MAP_FD, 0, MAP_FD_BASE),
+            i(0, 0, 0, 0, 0),
+            call(1),
+            jmp_imm(JEQ, 0, 0, 5),
+            ldx(DW, 1, 0, 0),
+            mov_imm(0, 2),
+            jmp_imm(JEQ, 1, 42, 1),
+            mov_imm(0, 3),
+            exit(),
+            mov_imm(0, 1),
+            exit(),
+        ])
+    };
+    let def = || MapDef {
+        name: "arr".into(),
+        kind: MapKind::Array,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 3,
+    };
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    let mut f = pool.alloc().unwrap();
+    f.copy_from(&[0u8; 60]).unwrap();
+    for (key, want) in [
+        (2, Verdict::Pass),
+        (1, Verdict::Tx),
+        (3, Verdict::Drop),
+        (-1, Verdict::Drop),
+    ] {
+        let p = Arc::new(Program::from_insns("arr", &body(key), vec![def()]).unwrap());
+        assert_eq!(
+            p.map("arr")
+                .unwrap()
+                .update(&2u32.to_le_bytes(), &42u64.to_le_bytes(), 0, 0),
+            0
+        );
+        for jit in [false, true] {
+            let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+            assert_eq!(inst.inlined_lookups(), jit as usize);
+            assert_eq!(inst.run(&mut f, &|_| true), want, "key {key}, jit {jit}");
+        }
+    }
 }

@@ -20,10 +20,10 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use super::Program;
 use super::interp::{self, CTX_SIZE, XDP_REDIRECT, XdpCtx};
 use super::maps::{self, Map};
 use super::verifier::*;
+use super::{Program, inline};
 
 /// What the helpers of the current run act on.
 struct RunState {
@@ -72,8 +72,8 @@ fn copy_from(addr: u64, out: &mut [u8]) {
 }
 
 /// Calls `f` with a copy of the `len` bytes at `addr`: on a small buffer
-/// for the usual keys and values (zeroing 4 KiB per call would cost more
-/// than the lookup), a large one otherwise.
+/// for the usual keys and values, a large one (out of line) otherwise.
+#[inline(always)]
 fn with_bytes<R>(addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     if len == 4 {
         // The common key (u32 index or address): no buffer to clear.
@@ -84,13 +84,23 @@ fn with_bytes<R>(addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R>
         let mut b = [0u8; 64];
         copy_from(addr, &mut b[..len]);
         Some(f(&b[..len]))
-    } else if len <= maps::MAX_VALUE_SIZE as usize {
-        let mut b = [0u8; maps::MAX_VALUE_SIZE as usize];
-        copy_from(addr, &mut b[..len]);
-        Some(f(&b[..len]))
     } else {
-        None
+        with_large_bytes(addr, len, f)
     }
+}
+
+/// `with_bytes` for values up to MAX_VALUE_SIZE. Kept out of line: a 4 KiB
+/// buffer in the helpers' own frames made every call probe the stack page
+/// by page (two thirds of a JIT run's time before this was split off).
+#[cold]
+#[inline(never)]
+fn with_large_bytes<R>(addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    if len > maps::MAX_VALUE_SIZE as usize {
+        return None;
+    }
+    let mut b = [0u8; maps::MAX_VALUE_SIZE as usize];
+    copy_from(addr, &mut b[..len]);
+    Some(f(&b[..len]))
 }
 
 fn h_lookup(fd: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -191,10 +201,35 @@ fn h_adjust_meta(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
     adjust(ctx, delta, false)
 }
 
-/// A JIT-compiled program, one per lcore. It holds the program (whose
-/// bytes the VM borrows) and drops the VM first (field order).
+/// The lookups of `prog` the JIT can inline for lcore `cpu`: call sites
+/// whose map the verifier found to be one ARRAY or PERCPU_ARRAY on every
+/// path. The addresses stay valid while `prog` lives (its maps never
+/// reallocate their storage).
+fn array_lookups(prog: &Program, cpu: u32) -> Vec<inline::ArrayLookup> {
+    prog.verified
+        .lookup_sites
+        .iter()
+        .filter_map(|&(pc, map)| {
+            let m = prog.maps.get(map as usize)?;
+            let (first, words) = m.array_layout(cpu as usize)?;
+            Some(inline::ArrayLookup {
+                pc,
+                base: m.words()[first..].as_ptr() as u64,
+                max_entries: m.def.max_entries,
+                stride: u32::try_from(words * 8).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// A JIT-compiled program, one per lcore. It holds the program (whose maps
+/// the code addresses) and its own copy of the instructions (which the VM
+/// borrows), and drops the VM first (field order).
 pub struct Jit {
     vm: rbpf::EbpfVmMbuff<'static>,
+    /// Map lookups compiled inline (the rest call the helper).
+    pub inlined: usize,
+    _code: Box<[u8]>,
     _prog: Arc<Program>,
 }
 
@@ -204,12 +239,18 @@ pub struct Jit {
 unsafe impl Send for Jit {}
 
 impl Jit {
-    /// Compiles `prog` (verified and rewritten).
-    pub fn compile(prog: Arc<Program>) -> Result<Jit, String> {
-        // SAFETY: the bytes live in `prog`'s heap allocation, which the Jit
-        // keeps alive (its `_prog` field, dropped after `vm`); the VM only
+    /// Compiles `prog` (verified and rewritten) for lcore `cpu`, with its
+    /// ARRAY and PERCPU_ARRAY lookups inlined (addressing `cpu`'s copy).
+    pub fn compile(prog: Arc<Program>, cpu: u32) -> Result<Jit, String> {
+        let sites = array_lookups(&prog, cpu);
+        let (owned, inlined) = match inline::inline_lookups(prog.code(), &sites) {
+            Some(code) => (code.into_boxed_slice(), sites.len()),
+            None => (prog.code().into(), 0),
+        };
+        // SAFETY: the bytes live in `owned`'s heap allocation, which the Jit
+        // keeps alive (its `_code` field, dropped after `vm`); the VM only
         // reads them. The lifetime is erased because the VM type wants one.
-        let code: &'static [u8] = unsafe { &*(prog.code() as *const [u8]) };
+        let code: &'static [u8] = unsafe { &*(&*owned as *const [u8]) };
         // rbpf's own verifier refuses backward jumps (bounded loops); ours
         // ran, so install a no-op one before the program.
         let mut vm = rbpf::EbpfVmMbuff::new(None).map_err(|e| e.to_string())?;
@@ -229,7 +270,12 @@ impl Jit {
                 .map_err(|e| e.to_string())?;
         }
         vm.jit_compile().map_err(|e| format!("JIT: {e}"))?;
-        Ok(Jit { vm, _prog: prog })
+        Ok(Jit {
+            vm,
+            inlined,
+            _code: owned,
+            _prog: prog,
+        })
     }
 
     /// Runs once. `pkt` is the frame's buffer up to data_end, `ctx` the

@@ -243,6 +243,18 @@ impl Map {
         &self.words
     }
 
+    /// ARRAY / PERCPU_ARRAY: word index of element 0 of copy `cpu`, and
+    /// words per element (what an inlined lookup computes from). None for
+    /// other kinds.
+    pub fn array_layout(&self, cpu: usize) -> Option<(usize, usize)> {
+        let copy = match self.def.kind {
+            MapKind::Array => 0,
+            MapKind::PerCpuArray => cpu.min(MAX_LCORES - 1),
+            _ => return None,
+        };
+        Some((copy * self.def.max_entries as usize * self.vw, self.vw))
+    }
+
     /// Word index of the value for `key` (ARRAY / PERCPU_ARRAY copy `cpu`).
     fn array_index(&self, key: &[u8], cpu: usize) -> Option<usize> {
         let k = u32::from_le_bytes(key.get(..4)?.try_into().ok()?);

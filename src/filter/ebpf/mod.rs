@@ -16,6 +16,7 @@
 //! A run that faults (interpreter) or returns an unknown action is
 //! `Aborted`. No allocation per frame.
 
+mod inline;
 pub mod insn;
 pub mod interp;
 mod jit;
@@ -368,7 +369,7 @@ impl Instance {
     pub fn new(prog: Arc<Program>, cpu: u32, jit: bool) -> Result<Instance, EbpfError> {
         let jit = if jit {
             Some(
-                jit::Jit::compile(prog.clone()).map_err(|why| EbpfError::Load {
+                jit::Jit::compile(prog.clone(), cpu).map_err(|why| EbpfError::Load {
                     prog: prog.name.clone(),
                     why,
                 })?,
@@ -387,6 +388,11 @@ impl Instance {
 
     pub fn program(&self) -> &Arc<Program> {
         &self.prog
+    }
+
+    /// Map lookups the JIT compiled inline (0 when interpreted).
+    pub fn inlined_lookups(&self) -> usize {
+        self.jit.as_ref().map_or(0, |j| j.inlined)
     }
 
     /// Runs the program on `frame`. `has(key)`: the cpumap has an entry for

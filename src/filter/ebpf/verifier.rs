@@ -22,7 +22,7 @@
 //! `xdp_md` fields into loads from cpumapd's context, as the kernel rewrites
 //! them into `xdp_buff` loads.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use super::insn::*;
@@ -79,6 +79,9 @@ pub struct Verified {
     /// Context loads: instruction index, the field, and the constant offset
     /// of the context pointer register (usually 0).
     pub ctx_loads: Vec<(usize, CtxField, i64)>,
+    /// `bpf_map_lookup_elem` calls whose map is the same on every path
+    /// (instruction index, map index): the JIT may inline them.
+    pub lookup_sites: Vec<(usize, u32)>,
     pub explored: usize,
 }
 
@@ -231,6 +234,9 @@ struct Verifier<'a> {
     next_id: u32,
     explored: usize,
     ctx_loads: Vec<(usize, CtxField, i64)>,
+    /// Map of r1 at each bpf_map_lookup_elem call; None where paths
+    /// disagree (the kernel's "poisoned" map_ptr_state).
+    lookup_maps: BTreeMap<usize, Option<u32>>,
     /// States already explored at jump targets (where paths join).
     seen: HashSet<(usize, State)>,
     targets: Vec<bool>,
@@ -267,6 +273,7 @@ pub fn verify(prog: &[u8], maps: &[MapShape]) -> Result<Verified, VerifyError> {
         next_id: 1,
         explored: 0,
         ctx_loads: Vec::new(),
+        lookup_maps: BTreeMap::new(),
         seen: HashSet::new(),
         targets: vec![false; n],
         back_edge: None,
@@ -281,6 +288,11 @@ pub fn verify(prog: &[u8], maps: &[MapShape]) -> Result<Verified, VerifyError> {
     ctx_loads.dedup_by_key(|c| c.0);
     Ok(Verified {
         ctx_loads,
+        lookup_sites: v
+            .lookup_maps
+            .into_iter()
+            .filter_map(|(pc, m)| Some((pc, m?)))
+            .collect(),
         explored: v.explored,
     })
 }
@@ -1065,6 +1077,12 @@ impl Verifier<'_> {
                     ));
                 }
                 self.check_stack_arg(pc, st, 2, shape.key_size, "key")?;
+                if id == HELPER_MAP_LOOKUP {
+                    let seen = self.lookup_maps.entry(pc).or_insert(Some(map));
+                    if *seen != Some(map) {
+                        *seen = None;
+                    }
+                }
                 match id {
                     HELPER_MAP_LOOKUP => Reg::ValueOrNull {
                         map,

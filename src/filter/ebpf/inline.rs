@@ -1,0 +1,185 @@
+//! Inlined ARRAY map lookups for the JIT, as the kernel's
+//! `array_map_gen_lookup` does: a `call bpf_map_lookup_elem` whose map is
+//! known at the call site becomes a bounds check and an address computed
+//! from the key, with the map's storage (this lcore's copy, for a
+//! PERCPU_ARRAY) as an immediate. The verifier has already accepted the
+//! program with the call; the expansion returns exactly what the helper
+//! would (the value's address, or 0 for an index out of range), so its
+//! proof still holds.
+//!
+//! Every jump is re-targeted over the inserted instructions.
+
+use super::insn::*;
+
+/// One call site to expand.
+#[derive(Clone, Copy, Debug)]
+pub struct ArrayLookup {
+    /// Index of the `call` instruction.
+    pub pc: usize,
+    /// Address of element 0 of the copy this instance reads.
+    pub base: u64,
+    pub max_entries: u32,
+    /// Bytes between elements.
+    pub stride: u32,
+}
+
+/// Instructions one expansion takes (the call's slot included).
+const EXPANSION: usize = 8;
+
+/// The expansion of one lookup; r2 holds the key's address (the helper's
+/// argument), r0 gets the value's address or 0, r1 is clobbered (as any
+/// call clobbers r1-r5).
+fn expansion(l: &ArrayLookup) -> [Insn; EXPANSION] {
+    let i = |op, dst, src, off, imm| Insn {
+        op,
+        dst,
+        src,
+        off,
+        imm,
+    };
+    [
+        // r0 = *(u32 *)(r2 + 0)
+        i(LDX | MEM | W, 0, 2, 0, 0),
+        // if r0 >= max_entries goto null
+        i(JMP | JGE | K, 0, 0, 5, l.max_entries as i32),
+        // r0 *= stride
+        i(ALU64 | MUL | K, 0, 0, 0, l.stride as i32),
+        // r1 = base (ld_imm64: two slots)
+        i(LD | IMM | DW, 1, 0, 0, l.base as u32 as i32),
+        i(0, 0, 0, 0, (l.base >> 32) as u32 as i32),
+        // r0 += r1
+        i(ALU64 | ADD | X, 0, 1, 0, 0),
+        // goto out
+        i(JMP | JA, 0, 0, 1, 0),
+        // null: r0 = 0
+        i(ALU64 | MOV | K, 0, 0, 0, 0),
+    ]
+}
+
+/// Returns `code` with every lookup in `sites` expanded and the jumps
+/// re-targeted, or None when a site cannot be inlined (a constant that
+/// does not fit an immediate, not a lookup call) or a jump offset would
+/// overflow: the caller then keeps the helper call.
+pub fn inline_lookups(code: &[u8], sites: &[ArrayLookup]) -> Option<Vec<u8>> {
+    let n = code.len() / INSN_SIZE;
+    let mut site_at = vec![None; n];
+    for s in sites {
+        let call = (s.pc < n).then(|| Insn::at(code, s.pc))?;
+        if call.op != (JMP | CALL)
+            || call.src != 0
+            || call.imm != super::verifier::HELPER_MAP_LOOKUP
+            || s.max_entries == 0
+            || s.max_entries > i32::MAX as u32
+            || s.stride > i32::MAX as u32
+        {
+            return None;
+        }
+        site_at[s.pc] = Some(*s);
+    }
+    // new_pos[pc]: where old instruction pc starts in the new code.
+    let mut new_pos = Vec::with_capacity(n + 1);
+    let mut pos = 0usize;
+    for s in &site_at {
+        new_pos.push(pos);
+        pos += if s.is_some() { EXPANSION } else { 1 };
+    }
+    new_pos.push(pos);
+    let mut out = Vec::with_capacity(pos * INSN_SIZE);
+    for pc in 0..n {
+        let mut insn = Insn::at(code, pc);
+        if let Some(s) = &site_at[pc] {
+            for e in expansion(s) {
+                out.extend_from_slice(&e.encode());
+            }
+            continue;
+        }
+        let class = insn.class();
+        let op = insn.op & 0xf0;
+        if (class == JMP || class == JMP32) && op != CALL && op != EXIT {
+            let target = pc as i64 + 1 + insn.off as i64;
+            let target = usize::try_from(target).ok().filter(|&t| t <= n)?;
+            let off = new_pos[target] as i64 - (new_pos[pc] as i64 + 1);
+            insn.off = i16::try_from(off).ok()?;
+        }
+        out.extend_from_slice(&insn.encode());
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prog(insns: &[Insn]) -> Vec<u8> {
+        insns.iter().flat_map(|i| i.encode()).collect()
+    }
+    fn i(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn {
+            op,
+            dst,
+            src,
+            off,
+            imm,
+        }
+    }
+    fn site(pc: usize) -> ArrayLookup {
+        ArrayLookup {
+            pc,
+            base: 0x1122_3344_5566_7788,
+            max_entries: 4,
+            stride: 8,
+        }
+    }
+
+    #[test]
+    fn jumps_across_an_expansion_are_retargeted_both_ways() {
+        let call = i(JMP | CALL, 0, 0, 0, 1);
+        let code = prog(&[
+            i(JMP | JEQ | K, 3, 0, 2, 7),   // 0: -> 3, over the call at 2
+            i(ALU64 | MOV | K, 0, 0, 0, 1), // 1
+            call,                           // 2
+            i(JMP | JA, 0, 0, -4, 0),       // 3: -> 0, back over the call
+            i(JMP | EXIT, 0, 0, 0, 0),      // 4
+        ]);
+        let out = inline_lookups(&code, &[site(2)]).unwrap();
+        assert_eq!(out.len() / INSN_SIZE, 5 + EXPANSION - 1);
+        // 0 -> old 3, now at 2 + 8 = 10: off 9.
+        assert_eq!(Insn::at(&out, 0).off, 9);
+        // old 3 is at 10 -> 0: off -11.
+        assert_eq!(Insn::at(&out, 10).op, JMP | JA);
+        assert_eq!(Insn::at(&out, 10).off, -11);
+        // The expansion: key load, bounds check to its null arm, base.
+        assert_eq!(Insn::at(&out, 2), i(LDX | MEM | W, 0, 2, 0, 0));
+        let jge = Insn::at(&out, 3);
+        assert_eq!((jge.op, jge.imm), (JMP | JGE | K, 4));
+        assert_eq!(
+            Insn::at(&out, 3 + 1 + jge.off as usize),
+            i(ALU64 | MOV | K, 0, 0, 0, 0)
+        );
+        assert_eq!(Insn::at(&out, 5).imm as u32, 0x5566_7788);
+        assert_eq!(Insn::at(&out, 6).imm as u32, 0x1122_3344);
+        // Instructions after the expansion are unchanged.
+        assert_eq!(Insn::at(&out, 11), i(JMP | EXIT, 0, 0, 0, 0));
+    }
+
+    #[test]
+    fn what_cannot_be_inlined_is_refused() {
+        let code = prog(&[i(JMP | CALL, 0, 0, 0, 1), i(JMP | EXIT, 0, 0, 0, 0)]);
+        // Not a call of the lookup helper.
+        assert!(inline_lookups(&code, &[site(1)]).is_none());
+        assert!(inline_lookups(&code, &[site(9)]).is_none());
+        // Constants that do not fit an immediate.
+        let big = ArrayLookup {
+            max_entries: u32::MAX,
+            ..site(0)
+        };
+        assert!(inline_lookups(&code, &[big]).is_none());
+        // A jump whose offset no longer fits.
+        let mut long = vec![i(JMP | JA, 0, 0, 32766, 0)];
+        long.extend(std::iter::repeat_n(i(JMP | CALL, 0, 0, 0, 1), 32767));
+        long.push(i(JMP | EXIT, 0, 0, 0, 0));
+        let code = prog(&long);
+        assert!(inline_lookups(&code, &[site(1)]).is_none());
+        assert!(inline_lookups(&code, &[]).is_some());
+    }
+}
