@@ -14,6 +14,7 @@ use cpumapd::control::ctl::{self, CtlArgs, Output};
 use cpumapd::lcore;
 use cpumapd::metrics::Summary;
 use cpumapd::metrics::exporter::MetricsServer;
+use cpumapd::metrics::stages::{RxStage, TargetStage};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -287,4 +288,32 @@ fn report(out: &mut dyn Write, s: &Summary) {
         s.in_flight,
         s.pool_in_use
     );
+    let rows = s
+        .rx_lcores
+        .iter()
+        .map(|r| (format!("{} (RX)", r.lcore), &r.stages, &RxStage::NAMES[..]))
+        .chain(s.targets.iter().map(|t| {
+            (
+                format!("{} (target)", t.target),
+                &t.stages,
+                &TargetStage::NAMES[..],
+            )
+        }));
+    for (who, st, names) in rows {
+        if let Some(st) = st {
+            // In loop order, not the map's alphabetical one.
+            let stages: Vec<String> = names
+                .iter()
+                .map(|k| format!("{k} {:.1}", st.cycles_per_packet.get(k).unwrap_or(&0.0)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "stage cycles/packet {who}: {} | total {:.1} ({:.1} ns) over {} packets",
+                stages.join(" "),
+                st.total_per_packet,
+                st.ns_per_packet,
+                st.packets
+            );
+        }
+    }
 }

@@ -1,5 +1,8 @@
+//! The measurement flags.
 //! `--latency`: RX lcores stamp bursts, targets record every frame they
 //! dequeue; the summary's percentiles cover exactly the frames processed.
+//! `--stage-cycles`: every lcore times its loop's stages; the summary's
+//! cycles per packet cover exactly the frames each lcore handled.
 
 mod common;
 
@@ -48,5 +51,67 @@ fn without_the_flag_nothing_is_recorded() {
         s.targets.iter().all(|t| t.latency.is_none()),
         "{:?}",
         s.targets
+    );
+}
+
+#[test]
+fn stage_cycles_cover_every_frame_and_add_up_to_the_total() {
+    use cpumapd::metrics::stages::{RxStage, TargetStage};
+    let s = run_to_end(
+        "--lcores 0@0,1@1,2@1 --vdev net_gen0,count=200000,flows=64 -- --cpu 1,2 \
+         --mode l4-hash --remote-action drop --stage-cycles --metrics off --control off",
+    );
+    s.check_identities(true).unwrap();
+    assert!(s.tsc_ghz.is_some_and(|g| g > 0.0), "{:?}", s.tsc_ghz);
+    let check = |st: &cpumapd::metrics::stages::StageSummary, names: &[&str], packets: u64| {
+        assert_eq!(st.packets, packets);
+        assert!(st.busy_cycles > 0, "{st:?}");
+        let keys: Vec<&str> = st.cycles_per_packet.keys().copied().collect();
+        let mut want = names.to_vec();
+        want.sort();
+        assert_eq!(keys, want);
+        let sum: f64 = st.cycles_per_packet.values().sum();
+        assert!(
+            (sum - st.total_per_packet).abs() < 1e-6 * sum.max(1.0),
+            "{st:?}"
+        );
+        assert!(st.ns_per_packet > 0.0, "{st:?}");
+    };
+    for r in &s.rx_lcores {
+        let st = r.stages.as_ref().expect("RX stages");
+        check(st, &RxStage::NAMES, r.rx);
+        // Every stage of a busy poll ran.
+        for k in ["rx", "filter", "enqueue", "flush"] {
+            assert!(st.cycles_per_packet[k] > 0.0, "{k}: {st:?}");
+        }
+    }
+    for t in &s.targets {
+        let st = t.stages.as_ref().expect("target stages");
+        check(st, &TargetStage::NAMES, t.processed);
+        for k in ["dequeue", "remote", "sink"] {
+            assert!(st.cycles_per_packet[k] > 0.0, "{k}: {st:?}");
+        }
+    }
+    // Without the flag: nothing measured, nothing reported.
+    let s = run_to_end(
+        "--lcores 0@0,1@1 --vdev net_gen0,count=10000 -- --cpu 1 --metrics off --control off",
+    );
+    assert!(s.tsc_ghz.is_none());
+    assert!(s.rx_lcores.iter().all(|r| r.stages.is_none()));
+    assert!(s.targets.iter().all(|t| t.stages.is_none()));
+    // The binary prints one line per lcore, stages in loop order.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+        .args(common::args(
+            "--lcores 0@0,1@1 --vdev net_gen0,count=20000 -- --cpu 1 --stage-cycles \
+             --interval 0 --metrics off --control off",
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("stage cycles/packet lcore0 (RX): poll ")
+            && text.contains("stage cycles/packet lcore1 (target): dequeue "),
+        "{text}"
     );
 }

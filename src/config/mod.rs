@@ -68,7 +68,7 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
                          accepted and ignored: -n -m --no-huge --no-pci --no-shconf --in-memory --file-prefix
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
           --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --duration S --interval S --summary-json FILE|- --config FILE
-          --bulk-size N --pool-size N --max-entries N --no-pin --linger S --latency
+          --bulk-size N --pool-size N --max-entries N --no-pin --linger S --latency --stage-cycles
           --prog FILE.o[:PROGRAM] [--jit]   an eBPF XDP program as the RX filter (see bpf/)
           --remote-action drop|pass|FILE.o[:PROGRAM]   the cpumap entries' program
           --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
@@ -150,6 +150,10 @@ pub struct AppArgs {
     /// record every frame (percentiles in the summary).
     #[arg(long)]
     pub latency: bool,
+    /// Count TSC cycles per poll stage on every lcore (cycles per packet
+    /// per stage in the summary). Costs a few cycles per packet.
+    #[arg(long)]
+    pub stage_cycles: bool,
 }
 
 /// Which packet I/O layer runs the pipeline.
@@ -335,6 +339,7 @@ pub struct FileApp {
     /// `native` or `dpdk`: a profile says which build runs it.
     pub backend: Option<String>,
     pub latency: Option<bool>,
+    pub stage_cycles: Option<bool>,
 }
 
 impl FileConfig {
@@ -406,6 +411,8 @@ pub struct Plan {
     pub jit: bool,
     /// `--latency`: RX-to-target latency percentiles.
     pub latency: bool,
+    /// `--stage-cycles`: cycles per packet per loop stage.
+    pub stage_cycles: bool,
 }
 
 /// RX and TX descriptors per DPDK ethdev queue.
@@ -940,6 +947,7 @@ impl Plan {
             prog: None,
             jit: app.jit || f.app.jit.unwrap_or(false),
             latency: app.latency || f.app.latency.unwrap_or(false),
+            stage_cycles: app.stage_cycles || f.app.stage_cycles.unwrap_or(false),
         };
         if let Some(spec) = app.prog.as_deref().or(f.app.prog.as_deref()) {
             let p = crate::filter::ebpf::load_object(spec)

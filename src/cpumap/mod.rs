@@ -580,7 +580,7 @@ impl MapReader {
     /// The quiescent point: call at the start of every poll, with every bulk
     /// queue empty. Reloads the entries only when the map changed.
     /// Context: owning RX lcore, between polls. One shared load when idle.
-    #[inline]
+    #[inline(always)]
     pub fn refresh(&mut self) {
         // G1: Acquire; pairs with G0 (the SeqCst bump in CpuMap::replace), so the
         // slot loads below see the swapped-in entry.
@@ -738,12 +738,19 @@ impl TargetView {
 
     /// Adopts newly posted entries if the map changed.
     /// Context: owning target lcore. One shared load when nothing changed.
-    #[inline]
+    #[inline(always)]
     pub fn refresh(&mut self) {
         let g = self.map.generation.load(Ordering::Acquire);
-        if g == self.generation {
-            return;
+        if g != self.generation {
+            self.refresh_changed(g);
         }
+    }
+
+    /// The map changed: take what its mailbox holds. Out of line, so the
+    /// hot loop carries only the generation check.
+    #[cold]
+    #[inline(never)]
+    fn refresh_changed(&mut self, g: u64) {
         // try_lock: never wait behind a writer; retry on the next loop.
         let Ok(mut mailbox) = self.map.mailboxes[self.target.index()].try_lock() else {
             return;
@@ -774,7 +781,7 @@ impl TargetView {
     /// entries that are retired and empty. Returns the count and the program
     /// of the entry the frames came from.
     /// Context: owning target lcore.
-    #[inline]
+    #[inline(always)]
     pub fn poll<const N: usize>(&mut self, out: &mut ArrayVec<Frame, N>, max: usize) -> Taken {
         let mut i = 0;
         while i < self.entries.len() {

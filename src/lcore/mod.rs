@@ -34,6 +34,7 @@ use crate::exception::ExceptionError;
 use crate::filter::{Filter, FilterError, Mode, ModeSwitch};
 use crate::frame::{FrameError, Pool, PoolStats};
 use crate::ids::{LcoreId, PortId, TargetId};
+use crate::metrics::stages::StageClock;
 use crate::metrics::{PortQueueStats, RxStats, StatsSet, Summary, TargetStats};
 use crate::port::{self, PortError, PortQueue};
 
@@ -418,6 +419,7 @@ fn start_inner(
             remote: None,
             jit: plan.jit,
             latency: plan.latency,
+            stage_clock: plan.stage_cycles.then(|| StageClock::shared().clone()),
         });
     }
     let mut rx_ctx = Vec::new();
@@ -464,6 +466,7 @@ fn start_inner(
         let (stop, ready, mode) = (stop_rx.clone(), ready_tx.clone(), mode.clone());
         let (pool_n, headroom, data_room) = (plan.pool_size, plan.headroom, plan.data_room);
         let (cpus, do_pin, stamp) = (plan.cpus_of(lcore).to_vec(), plan.pin, plan.latency);
+        let stage_clock = plan.stage_cycles.then(|| StageClock::shared().clone());
         #[cfg(feature = "dpdk")]
         let mempool = dpdk.as_ref().map(|e| e.pool_for(lcore));
         let body = move || {
@@ -499,6 +502,7 @@ fn start_inner(
                     sink,
                     stats,
                     stamp,
+                    stage_clock,
                 }
                 .run(&stop),
             )

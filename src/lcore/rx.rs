@@ -15,7 +15,8 @@ use crate::filter::{Filter, ModeSwitch, Verdict};
 use crate::frame::Pool;
 use crate::ids::TargetId;
 use crate::metrics::RxStats;
-use crate::port::{Burst, PortQueue, free_all};
+use crate::metrics::stages::{Laps, RxStage, StageClock};
+use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
 
 use super::target::REVERSE_EVERY;
 
@@ -31,6 +32,8 @@ pub(super) struct RxLcore {
     pub stats: Arc<RxStats>,
     /// `--latency`: stamp every received burst with the shared clock.
     pub stamp: bool,
+    /// `--stage-cycles`: the clock the poll's stages are timed with.
+    pub stage_clock: Option<StageClock>,
 }
 
 /// Per-poll tallies, published once at the end of the poll.
@@ -53,14 +56,26 @@ struct Tally {
 impl RxLcore {
     /// Polls until `stop` is set or every queue is exhausted. Returns self so
     /// the caller keeps the pool alive until the targets have drained.
-    pub(super) fn run(mut self, stop: &AtomicBool) -> Self {
+    pub(super) fn run(self, stop: &AtomicBool) -> Self {
+        // Two builds of the loop: timed (`--stage-cycles`) and not.
+        if self.stage_clock.is_some() {
+            self.poll_loop::<true>(stop)
+        } else {
+            self.poll_loop::<false>(stop)
+        }
+    }
+
+    fn poll_loop<const TIMED: bool>(mut self, stop: &AtomicBool) -> Self {
         let mut burst = Burst::new();
         let mut tx = Burst::new();
         let mut pass = Burst::new();
         let mut dropped = Burst::new();
         let mut rev = Burst::new();
+        let mut verdicts = [Verdict::Drop; MAX_BURST];
+        let mut laps = Laps::<{ RxStage::N }, TIMED>::new(self.stage_clock.take());
         let mut polls = 0u32;
         while !stop.load(Ordering::Relaxed) {
+            laps.start();
             polls = polls.wrapping_add(1);
             // Quiescent point: no bulk queue holds a frame here.
             self.reader.refresh();
@@ -68,10 +83,12 @@ impl RxLcore {
             if mode != self.filter.mode() {
                 self.filter.set_mode(mode);
             }
+            laps.lap(RxStage::Poll as usize);
             let mut t = Tally::default();
             let mut exhausted = 0;
             for q in self.queues.iter_mut() {
                 let n = q.rx_burst(&mut self.pool, &mut burst);
+                laps.lap(RxStage::Rx as usize);
                 if n == 0 {
                     exhausted += q.exhausted() as usize;
                     continue;
@@ -83,10 +100,16 @@ impl RxLcore {
                         f.set_timestamp_ns(now);
                     }
                 }
+                // The filter over the whole burst first, then the verdicts:
+                // each loop stays small and its branches predictable.
                 let reader = &self.reader;
                 let has = |k: u32| reader.entry(TargetId(k)).is_some();
-                for mut f in burst.drain(..) {
-                    match self.filter.run_frame(&mut f, &has) {
+                for (f, v) in burst.iter_mut().zip(verdicts.iter_mut()) {
+                    *v = self.filter.run_frame(f, &has);
+                }
+                laps.lap(RxStage::Filter as usize);
+                for (f, v) in burst.drain(..).zip(verdicts.iter()) {
+                    match *v {
                         Verdict::Redirect(target) => {
                             match self.bulk.enqueue(
                                 &self.reader,
@@ -130,12 +153,19 @@ impl RxLcore {
                     t.pass_drops += self.sink.deliver_burst(&mut pass).refused() as u64;
                 }
                 self.pool.recycle_burst(&mut dropped);
+                laps.lap(RxStage::Enqueue as usize);
             }
             self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
+            laps.lap(RxStage::Flush as usize);
             if t.rx == 0 || polls.is_multiple_of(REVERSE_EVERY) {
                 self.reverse_pass(&mut rev, &mut t);
             }
             self.publish(&t);
+            laps.publish(
+                RxStage::Other as usize,
+                t.rx != 0,
+                &self.stats.counters.stages,
+            );
             if exhausted == self.queues.len() {
                 break;
             }

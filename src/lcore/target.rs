@@ -15,6 +15,7 @@ use crate::exception::ExceptionSink;
 use crate::filter::ebpf::Instance;
 use crate::filter::{RemoteProg, Verdict};
 use crate::frame::{Pool, free_burst};
+use crate::metrics::stages::{Laps, StageClock, TargetStage};
 use crate::metrics::{TargetCounters, TargetDropReason, TargetStats};
 use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
 
@@ -32,6 +33,8 @@ pub(super) struct TargetLcore {
     pub jit: bool,
     /// `--latency`: record each dequeued frame's time since its RX stamp.
     pub latency: bool,
+    /// `--stage-cycles`: the clock the loop's stages are timed with.
+    pub stage_clock: Option<StageClock>,
 }
 
 /// What a target needs to send the kernel's frames out: its own small pool
@@ -78,21 +81,33 @@ impl Backoff {
 impl TargetLcore {
     /// Runs until `stop` is set (only after every RX lcore has exited) and
     /// every entry is drained.
-    pub(super) fn run(mut self, stop: &AtomicBool) -> Self {
+    pub(super) fn run(self, stop: &AtomicBool) -> Self {
+        // Two builds of the loop: timed (`--stage-cycles`) and not.
+        if self.stage_clock.is_some() {
+            self.poll_loop::<true>(stop)
+        } else {
+            self.poll_loop::<false>(stop)
+        }
+    }
+
+    fn poll_loop<const TIMED: bool>(mut self, stop: &AtomicBool) -> Self {
         let mut batch = Burst::new();
         let mut deliver = Burst::new();
         let mut dropped = Burst::new();
         let mut backoff = Backoff { idle: 0 };
         let mut rev = Burst::new();
         let mut loops = 0u32;
+        let mut laps = Laps::<{ TargetStage::N }, TIMED>::new(self.stage_clock.take());
         let c = &self.stats.counters;
         loop {
+            laps.start();
             loops = loops.wrapping_add(1);
             // S2: Acquire; pairs with S1, the Release store after the RX lcores
             // were joined: once set, every enqueue is visible below.
             let stopping = stop.load(Ordering::Acquire);
             self.view.refresh();
             let taken = self.view.poll(&mut batch, MAX_BURST);
+            laps.lap(TargetStage::Dequeue as usize);
             if let Some(r) = self.reverse.as_mut()
                 && (taken.count == 0 || loops.is_multiple_of(REVERSE_EVERY))
                 && reverse_pass(self.sink.as_mut(), r, &mut rev, c)
@@ -110,6 +125,7 @@ impl TargetLcore {
                     }
                     continue;
                 }
+                laps.publish(TargetStage::Other as usize, false, &c.stages);
                 if backoff.idle() {
                     c.sched.add(1);
                 }
@@ -141,6 +157,7 @@ impl TargetLcore {
                     .or_else(|_| Instance::new(p.clone(), lcore, false))
                     .ok();
             }
+            laps.lap(TargetStage::Other as usize);
             match taken.prog {
                 None => std::mem::swap(&mut batch, &mut deliver),
                 Some(prog) => {
@@ -164,12 +181,15 @@ impl TargetLcore {
                         c.drop_counter(reason).add(1);
                         dropped.push(f);
                     }
+                    laps.lap(TargetStage::Remote as usize);
                     free_burst(&mut dropped);
                 }
             }
             if !deliver.is_empty() {
                 c.count_delivery(&self.sink.deliver_burst(&mut deliver));
             }
+            laps.lap(TargetStage::Sink as usize);
+            laps.publish(TargetStage::Other as usize, true, &c.stages);
         }
         self
     }

@@ -12,6 +12,7 @@
 
 pub mod exporter;
 pub mod latency;
+pub mod stages;
 mod summary;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +74,8 @@ pub struct RxCounters {
     pub reverse_rx: Counter,
     pub reverse_tx: Counter,
     pub reverse_drops: Counter,
+    /// Cycles per poll stage (`--stage-cycles` only).
+    pub stages: stages::StageCycles<{ stages::RxStage::N }>,
 }
 
 /// What one RX lcore sent to one target (the xdp_cpumap_enqueue tracepoint:
@@ -163,6 +166,8 @@ pub struct TargetCounters {
     pub reverse_drops: Counter,
     /// RX-to-target latency of every frame dequeued (`--latency` only).
     pub latency: latency::LatencyHist,
+    /// Cycles per loop stage (`--stage-cycles` only).
+    pub stages: stages::StageCycles<{ stages::TargetStage::N }>,
 }
 
 impl TargetCounters {

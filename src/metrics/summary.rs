@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::stages::{RxStage, StageClock, StageSummary, TargetStage};
 use super::{PortQueueCounters, RxStats, TargetDropReason, TargetStats};
 use crate::cpumap::CpuMap;
 use crate::filter::ModeSwitch;
@@ -53,6 +54,9 @@ pub struct TargetSummary {
     /// RX-to-target latency (`--latency`; absent without samples).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<super::latency::LatencySummary>,
+    /// Cycles per packet per loop stage (`--stage-cycles`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<StageSummary>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -67,6 +71,9 @@ pub struct RxSummary {
     pub redirect_miss: u64,
     pub polls: u64,
     pub idle_polls: u64,
+    /// Cycles per packet per poll stage (`--stage-cycles`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<StageSummary>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -124,6 +131,9 @@ pub struct Summary {
     pub targets: Vec<TargetSummary>,
     pub rx_lcores: Vec<RxSummary>,
     pub ports: Vec<PortSummary>,
+    /// The cycle counter's rate (`--stage-cycles`): TSC ticks per ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tsc_ghz: Option<f64>,
 }
 
 impl Summary {
@@ -148,6 +158,7 @@ impl Summary {
                 redirect_miss: c.redirect_miss.get(),
                 polls: c.polls.get(),
                 idle_polls: c.idle_polls.get(),
+                stages: c.stages.summary(&RxStage::NAMES, c.rx.get()),
             };
             out.rx += row.rx;
             out.pass += row.pass;
@@ -194,6 +205,7 @@ impl Summary {
                 sched: c.sched.get(),
                 ring_len: entry.map_or(0, |e| e.ring_len),
                 latency: c.latency.summary(),
+                stages: c.stages.summary(&TargetStage::NAMES, c.processed.get()),
             };
             out.enqueued += row.enqueued;
             out.enqueue_drops += row.enqueue_drops;
@@ -247,6 +259,9 @@ impl Summary {
                 fault_duplicated: c.fault_duplicated.get(),
                 fault_delayed: c.fault_delayed.get(),
             });
+        }
+        if out.rx_lcores.iter().any(|r| r.stages.is_some()) {
+            out.tsc_ghz = Some(StageClock::shared().ghz());
         }
         out.rx_pps = if duration_s > 0.0 {
             out.rx as f64 / duration_s

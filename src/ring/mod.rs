@@ -485,7 +485,7 @@ impl<T> Consumer<T> {
     }
 
     /// As [`Consumer::dequeue_burst`], moving at most `max` items.
-    #[inline]
+    #[inline(always)]
     pub fn dequeue_up_to<const N: usize>(&mut self, dst: &mut ArrayVec<T, N>, max: usize) -> usize {
         let want = max.min(dst.remaining_capacity()) as u32;
         if want == 0 {
