@@ -24,6 +24,16 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|a| a == "--check-config") {
         return check_main(&args[1..]);
     }
+    // Before anything slow (EAL init, pools, eBPF verification): a SIGTERM
+    // or SIGINT from then on asks for a clean stop instead of killing the
+    // process with nothing summarised; the main loop sees it at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("cpumapd: cannot install signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let started = if args.is_empty() {
         Plan::demo().map(|p| (p, None))
     } else {
@@ -40,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(&plan, eal) {
+    match run(&plan, eal, stop) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cpumapd: {e}");
@@ -157,7 +167,7 @@ fn service<A, S, E: std::fmt::Display>(
     }
 }
 
-fn run(plan: &Plan, eal: Option<Eal>) -> Result<ExitCode, String> {
+fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode, String> {
     // Human output goes to stderr when stdout carries the JSON summary.
     let json_to_stdout = plan.summary_json.as_deref() == Some("-");
     let mut out: Box<dyn Write> = if json_to_stdout {
@@ -165,12 +175,6 @@ fn run(plan: &Plan, eal: Option<Eal>) -> Result<ExitCode, String> {
     } else {
         Box::new(std::io::stdout())
     };
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("cannot install signal handler: {e}"))?;
-    }
 
     let _ = writeln!(
         out,

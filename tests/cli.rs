@@ -171,3 +171,38 @@ fn demo_runs_until_sigint_then_drains_and_exits_zero() {
     );
     assert!(stdout.contains("in_flight 0 pool_in_use 0"), "{stdout}");
 }
+
+#[test]
+fn sigterm_during_start_up_stops_cleanly_with_a_summary() {
+    // The handler is installed before anything slow (pools, ports, EAL), so
+    // a SIGTERM that lands while the pipeline is still being built is a
+    // clean stop (summary, identity, exit 0), not a kill.
+    for delay_ms in [20u64, 60, 150] {
+        let child = cpumapd()
+            .args(args(
+                "--lcores 0@0,1@1 --vdev net_gen0 -- --cpu 1 --pool-size 1048576 --interval 0 \
+                 --metrics off --control off",
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let o = child.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "after {delay_ms} ms: {:?}\n{out}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains("summary:"), "after {delay_ms} ms: {out}");
+        assert!(t0.elapsed() < Duration::from_secs(30));
+    }
+}

@@ -115,3 +115,70 @@ fn stage_cycles_cover_every_frame_and_add_up_to_the_total() {
         "{text}"
     );
 }
+
+#[test]
+fn stage_cycles_are_exported_to_prometheus_and_match_the_summary() {
+    use cpumapd::config::Plan;
+    use cpumapd::metrics::exporter::{registry, render};
+    use std::time::{Duration, Instant};
+    let scrape = |stages: bool| -> (String, cpumapd::metrics::Summary) {
+        let plan = Plan::from_args(&common::args(&format!(
+            "--lcores 0@0,1@1 --vdev net_gen0,count=50000 -- --cpu 1 --remote-action drop \
+             --metrics off --control off{}",
+            if stages { " --stage-cycles" } else { "" }
+        )))
+        .unwrap();
+        let running = cpumapd::lcore::start(&plan).unwrap();
+        let t0 = Instant::now();
+        // At rest: the generator ran out and the target drained.
+        loop {
+            let s = running.snapshot();
+            if running.rx_finished() && s.target_processed == s.enqueued {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "drain");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Scraped after shutdown (the registry keeps the counter blocks):
+        // every counter is final, so scrape and summary must agree exactly.
+        let reg = registry(running.handle()).unwrap();
+        let s = running.shutdown().unwrap();
+        (render(&reg).unwrap(), s)
+    };
+    let sample = |text: &str, lcore: &str, role: &str, stage: &str| -> Option<f64> {
+        let key = format!(
+            "cpumapd_lcore_stage_cycles_total{{lcore=\"{lcore}\",role=\"{role}\",stage=\"{stage}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .map(|v| v.trim().parse().unwrap())
+    };
+    let (text, s) = scrape(true);
+    let busy = |role: &str, lcore: &str, names: &[&str]| -> f64 {
+        names
+            .iter()
+            .map(|st| {
+                sample(&text, lcore, role, st).unwrap_or_else(|| panic!("{lcore} {st}: {text}"))
+            })
+            .sum()
+    };
+    use cpumapd::metrics::stages::{RxStage, TargetStage};
+    let rx_busy = busy("rx", "lcore0", &RxStage::NAMES);
+    let tg_busy = busy("target", "lcore1", &TargetStage::NAMES);
+    assert_eq!(
+        rx_busy as u64,
+        s.rx_lcores[0].stages.as_ref().unwrap().busy_cycles
+    );
+    assert_eq!(
+        tg_busy as u64,
+        s.targets[0].stages.as_ref().unwrap().busy_cycles
+    );
+    assert!(sample(&text, "lcore0", "rx", "filter").unwrap() > 0.0);
+    assert!(sample(&text, "lcore1", "target", "idle").is_some());
+    // Without the flag the family has no samples.
+    let (text, _) = scrape(false);
+    assert!(
+        !text.contains("cpumapd_lcore_stage_cycles_total{"),
+        "{text}"
+    );
+}

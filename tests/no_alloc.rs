@@ -72,11 +72,11 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn lcores_allocate_nothing_while_traffic_flows() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // Generator -> l4-hash -> 2 targets, with Pass verdicts (none here),
-    // enqueue drops (small rings), latency recording and injected port
+    // enqueue drops (small rings), latency recording, stage timing and injected port
     // faults (duplicates come from the pool) exercised too.
     let plan = Plan::from_args(&args(
         "--lcores 0@0,1@1,2@1 --vdev net_gen0,flows=256,proto=mix,fault_drop=13,fault_truncate=7,fault_corrupt=5,fault_dup=3 \
-         -- --cpu 1,2 --qsize 64 --remote-action pass --no-pin --latency",
+         -- --cpu 1,2 --qsize 64 --remote-action pass --no-pin --latency --stage-cycles",
     ))
     .unwrap();
     let running = lcore::start(&plan).unwrap();

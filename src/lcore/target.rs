@@ -115,6 +115,7 @@ impl TargetLcore {
                 backoff.reset();
             }
             if taken.count == 0 {
+                laps.publish(TargetStage::Other as usize, false, &c.stages);
                 if stopping {
                     // RX is gone and the control plane stopped: adopt
                     // whatever is still in the mailbox, then finish only
@@ -125,7 +126,6 @@ impl TargetLcore {
                     }
                     continue;
                 }
-                laps.publish(TargetStage::Other as usize, false, &c.stages);
                 if backoff.idle() {
                     c.sched.add(1);
                 }

@@ -17,6 +17,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 use thiserror::Error;
 
+use super::stages::{RxStage, TargetStage};
 use crate::lcore::Handle;
 use crate::metrics::TargetDropReason;
 
@@ -136,6 +137,11 @@ const IDLE_POLLS: Family = counter(
     "RX polls that received nothing.",
     &["lcore"],
 );
+const STAGE_CYCLES: Family = counter(
+    "cpumapd_lcore_stage_cycles_total",
+    "TSC cycles an lcore spent in each stage of its loop while busy, and in idle polls (--stage-cycles only).",
+    &["lcore", "role", "stage"],
+);
 const ENQ: Family = counter(
     "cpumapd_enqueue_packets_total",
     "Frames an RX lcore put into a target's ring (xdp_cpumap_enqueue processed).",
@@ -246,6 +252,7 @@ const FAMILIES: &[&Family] = &[
     &REDIRECT_MISS,
     &POLLS,
     &IDLE_POLLS,
+    &STAGE_CYCLES,
     &ENQ,
     &ENQ_DROPS,
     &ENQ_FLUSHES,
@@ -521,6 +528,31 @@ impl Collector for PipelineCollector {
             .iter()
             .map(|t| t.target.lcore().to_string())
             .collect();
+        one(&STAGE_CYCLES, &mut |m| {
+            // Only lcores that measure (a run without --stage-cycles exports
+            // no samples of this family).
+            let mut put = |n: &str,
+                           role: &str,
+                           names: &[&str],
+                           busy: &[super::Counter],
+                           idle: &super::Counter| {
+                if idle.get() == 0 && busy.iter().all(|c| c.get() == 0) {
+                    return;
+                }
+                for (stage, c) in names.iter().zip(busy) {
+                    m.push(&[n, role, stage], c.get() as f64);
+                }
+                m.push(&[n, role, "idle"], idle.get() as f64);
+            };
+            for (r, n) in s.rx.iter().zip(&rx_names) {
+                let st = &r.counters.stages;
+                put(n, "rx", &RxStage::NAMES, &st.busy, &st.idle);
+            }
+            for (t, n) in s.targets.iter().zip(&target_names) {
+                let st = &t.counters.stages;
+                put(n, "target", &TargetStage::NAMES, &st.busy, &st.idle);
+            }
+        });
         type EnqField = fn(&crate::metrics::EnqueueCounters) -> u64;
         let per_enq: [(&'static Family, EnqField); 3] = [
             (&ENQ, |c| c.enqueued.get()),

@@ -8,9 +8,10 @@
 //! frames the lcore handled gives cycles per packet; the stages of a poll
 //! add up to its whole duration, so nothing is hidden between them.
 //!
-//! Cost: one TSC read per stage per poll (7 per RX poll), no per-frame work;
-//! off by default because at ~50 cycles per packet a 32-frame burst still
-//! notices ~150 cycles (the pipeline bench reports the difference).
+//! Cost: one TSC read per stage per poll (7 per busy RX poll), no
+//! per-frame work; still about 6 cycles per packet on this VM's null
+//! pipeline (-12% at ~50 cycles per packet, docs/PERFORMANCE.md), so it is
+//! off by default and the lcore loops are built twice (see [`Laps`]).
 
 use std::collections::BTreeMap;
 
