@@ -188,11 +188,7 @@ fn sigterm_during_start_up_stops_cleanly_with_a_summary() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        common::sigterm(&child);
         let t0 = Instant::now();
         let o = child.wait_with_output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);

@@ -1,6 +1,8 @@
 //! `cpumapd ctl` against a running cpumapd: every command, every error code,
 //! the socket's permissions, and a clean exit with the identity intact.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -92,14 +94,6 @@ fn fails(sock: &Path, args: &[&str], code: &str, want: &str) {
         err.starts_with(&format!("cpumapd ctl: {code}: ")) && err.contains(want),
         "ctl {args:?}: want {code} with '{want}', got: {err}"
     );
-}
-
-fn sigterm(child: &Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
 }
 
 #[test]
@@ -257,7 +251,7 @@ fn every_command_and_every_error_code() {
     let out = ctl(&sock, &["map", "update", "x"]);
     assert_eq!(out.status.code(), Some(2));
 
-    sigterm(&child);
+    common::sigterm(&child);
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -318,7 +312,7 @@ fn only_the_sockets_owner_can_connect() {
     );
     // The owner still can.
     assert!(ok_json(&sock, &["summary"])["rx"].as_u64().is_some());
-    sigterm(&child);
+    common::sigterm(&child);
     assert!(child.wait_with_output().unwrap().status.success());
 }
 
@@ -354,7 +348,7 @@ fn a_second_cpumapd_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("another cpumapd is listening"), "{err}");
-    sigterm(&first);
+    common::sigterm(&first);
     assert!(first.wait_with_output().unwrap().status.success());
 
     // A stale socket file (nobody listening) is replaced.
@@ -363,7 +357,7 @@ fn a_second_cpumapd_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
     assert!(sock.exists());
     let second = start(&sock, &[]);
     assert_eq!(ok_text(&sock, &["mode", "get"]), "l4-hash\n");
-    sigterm(&second);
+    common::sigterm(&second);
     assert!(second.wait_with_output().unwrap().status.success());
 
     // A path that is not a socket is never removed.

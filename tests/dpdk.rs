@@ -424,11 +424,7 @@ mod with_dpdk {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(30));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        common::sigterm(&child);
         let o = child.wait_with_output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(

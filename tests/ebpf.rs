@@ -412,7 +412,6 @@ fn the_pipeline_with_an_ebpf_program_counts_what_the_built_in_mode_counts() {
 fn a_remote_program_dropping_half_is_counted_and_its_percpu_map_sums_through_ctl() {
     use cpumapd::config::Plan;
     use cpumapd::control::proto::{Request, execute};
-    use std::time::{Duration, Instant};
     let Some(dir) = common::bpf_objects() else {
         return;
     };
@@ -423,15 +422,7 @@ fn a_remote_program_dropping_half_is_counted_and_its_percpu_map_sums_through_ctl
     );
     let plan = Plan::from_args(&common::args(&cmd)).unwrap();
     let running = cpumapd::lcore::start(&plan).unwrap();
-    let t0 = Instant::now();
-    loop {
-        let s = running.snapshot();
-        if running.rx_finished() && s.target_processed == s.enqueued {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "drain");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_drained(&running);
     // The targets' `seen` counters, per lcore and summed, through the
     // control protocol.
     let dump = execute(
@@ -592,11 +583,7 @@ fn ddos_filter_is_configured_and_read_through_cpumapd_ctl() {
         n,
         "the rest went to the targets"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    common::sigterm(&child);
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -285,11 +285,7 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 
 fn sigterm_and_summary(t: &Topo, mut daemon: Daemon) -> Value {
     let child = daemon.0.take().expect("running");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    common::sigterm(&child);
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

@@ -120,7 +120,6 @@ fn stage_cycles_cover_every_frame_and_add_up_to_the_total() {
 fn stage_cycles_are_exported_to_prometheus_and_match_the_summary() {
     use cpumapd::config::Plan;
     use cpumapd::metrics::exporter::{registry, render};
-    use std::time::{Duration, Instant};
     let scrape = |stages: bool| -> (String, cpumapd::metrics::Summary) {
         let plan = Plan::from_args(&common::args(&format!(
             "--lcores 0@0,1@1 --vdev net_gen0,count=50000 -- --cpu 1 --remote-action drop \
@@ -129,16 +128,8 @@ fn stage_cycles_are_exported_to_prometheus_and_match_the_summary() {
         )))
         .unwrap();
         let running = cpumapd::lcore::start(&plan).unwrap();
-        let t0 = Instant::now();
         // At rest: the generator ran out and the target drained.
-        loop {
-            let s = running.snapshot();
-            if running.rx_finished() && s.target_processed == s.enqueued {
-                break;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(30), "drain");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::wait_drained(&running);
         // Scraped after shutdown (the registry keeps the counter blocks):
         // every counter is final, so scrape and summary must agree exactly.
         let reg = registry(running.handle()).unwrap();

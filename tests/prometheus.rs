@@ -356,11 +356,7 @@ fn prometheus_scrapes_cpumapd_and_agrees_with_its_summary() {
 
     // SIGTERM: the exit summary equals what Prometheus saw.
     let mut cpumapd = cpumapd;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(cpumapd.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    common::sigterm(&cpumapd.0);
     let status = cpumapd.0.wait().unwrap();
     assert!(status.success(), "cpumapd exit {status:?}");
     let fin: Value =

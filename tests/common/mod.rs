@@ -108,6 +108,29 @@ pub fn run_to_end(cmdline: &str) -> Summary {
     running.shutdown().expect("shutdown")
 }
 
+/// Asks a child (cpumapd, a generator) to stop cleanly: SIGTERM.
+pub fn sigterm(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+}
+
+/// Waits until the sources ended and every target drained what was
+/// enqueued (the pipeline at rest, still running).
+pub fn wait_drained(running: &lcore::Running) {
+    let t0 = Instant::now();
+    loop {
+        let s = running.snapshot();
+        if running.rx_finished() && s.target_processed == s.enqueued {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "drain");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// An Ethernet + IPv4 + UDP frame.
 pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let mut f = vec![0x02; 12];
