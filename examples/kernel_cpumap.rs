@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use cpumapd::bpf_abi::{attach, helper, map_type, xdp};
 use cpumapd::port::bpf::{self, insn};
 use cpumapd::port::netdev;
 
@@ -29,7 +30,7 @@ fn main() {
     let target: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let ifindex = netdev::index(ifname).unwrap_or_else(|| panic!("no interface {ifname}"));
 
-    let counter = bpf::map_create(bpf::MAP_TYPE_ARRAY, 4, 8, 1).expect("ARRAY map");
+    let counter = bpf::map_create(map_type::ARRAY, 4, 8, 1).expect("ARRAY map");
     let [c0, c1] = bpf::ld_map_fd(1, &counter);
     // The cpumap entry's program: counter[0] += 1 (atomically); XDP_DROP.
     let remote = [
@@ -37,24 +38,19 @@ fn main() {
         insn(0xbf, 2, 10, 0, 0),  // r2 = r10
         insn(0x07, 2, 0, 0, -4),  // r2 += -4
         c0,
-        c1,                                             // r1 = &counter
-        insn(0x85, 0, 0, 0, bpf::FUNC_MAP_LOOKUP_ELEM), // r0 = lookup(r1, r2)
-        insn(0x15, 0, 0, 2, 0),                         // if r0 == 0 goto +2
-        insn(0xb7, 1, 0, 0, 1),                         // r1 = 1
-        insn(0xdb, 0, 1, 0, 0),                         // lock *(u64 *)(r0 + 0) += r1
-        insn(0xb7, 0, 0, 0, bpf::XDP_DROP),             // r0 = XDP_DROP
-        insn(0x95, 0, 0, 0, 0),                         // exit
+        c1,                                           // r1 = &counter
+        insn(0x85, 0, 0, 0, helper::MAP_LOOKUP_ELEM), // r0 = lookup(r1, r2)
+        insn(0x15, 0, 0, 2, 0),                       // if r0 == 0 goto +2
+        insn(0xb7, 1, 0, 0, 1),                       // r1 = 1
+        insn(0xdb, 0, 1, 0, 0),                       // lock *(u64 *)(r0 + 0) += r1
+        insn(0xb7, 0, 0, 0, xdp::DROP as i32),        // r0 = XDP_DROP
+        insn(0x95, 0, 0, 0, 0),                       // exit
     ];
-    let remote = bpf::prog_load(
-        bpf::PROG_TYPE_XDP,
-        bpf::ATTACH_XDP_CPUMAP,
-        &remote,
-        "cm_remote",
-    )
-    .expect("cpumap program");
+    let remote = bpf::prog_load(bpf::PROG_TYPE_XDP, attach::XDP_CPUMAP, &remote, "cm_remote")
+        .expect("cpumap program");
 
     let ncpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
-    let cpumap = bpf::map_create(bpf::MAP_TYPE_CPUMAP, 4, 8, ncpus).expect("CPUMAP");
+    let cpumap = bpf::map_create(map_type::CPUMAP, 4, 8, ncpus).expect("CPUMAP");
     // struct bpf_cpumap_val { u32 qsize; int bpf_prog_fd; }
     let mut val = [0u8; 8];
     val[..4].copy_from_slice(&2048u32.to_ne_bytes());
@@ -64,11 +60,11 @@ fn main() {
     let [m0, m1] = bpf::ld_map_fd(1, &cpumap);
     let rx = [
         m0,
-        m1,                                          // r1 = &cpumap
-        insn(0xb7, 2, 0, 0, target as i32),          // r2 = target cpu
-        insn(0xb7, 3, 0, 0, 0),                      // r3 = 0 (aborted on a miss)
-        insn(0x85, 0, 0, 0, bpf::FUNC_REDIRECT_MAP), // bpf_redirect_map
-        insn(0x95, 0, 0, 0, 0),                      // exit
+        m1,                                        // r1 = &cpumap
+        insn(0xb7, 2, 0, 0, target as i32),        // r2 = target cpu
+        insn(0xb7, 3, 0, 0, 0),                    // r3 = 0 (aborted on a miss)
+        insn(0x85, 0, 0, 0, helper::REDIRECT_MAP), // bpf_redirect_map
+        insn(0x95, 0, 0, 0, 0),                    // exit
     ];
     let rx = bpf::prog_load(bpf::PROG_TYPE_XDP, 0, &rx, "cm_rx").expect("XDP program");
     let (_link, mode) = bpf::link_xdp(&rx, ifindex).expect("attach XDP");

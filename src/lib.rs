@@ -33,18 +33,19 @@
 //! and driver edges in `port/` and `exception/`.
 #![deny(unsafe_code)]
 
+pub mod bpf_abi;
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod cpumap;
-#[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod exception;
 pub mod filter;
 pub mod frame;
 pub mod ids;
 pub mod lcore;
-pub mod metrics;
 pub mod port;
 pub mod ring;
 mod sync;
+pub mod telemetry;
 pub mod wire;

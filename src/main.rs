@@ -11,10 +11,10 @@ use clap::Parser;
 use cpumapd::config::{Backend, ConfigError, Endpoint, Parsed, Plan};
 use cpumapd::control::ControlServer;
 use cpumapd::control::ctl::{self, CtlArgs, Output};
+use cpumapd::counters::stages::{RxStage, TargetStage};
 use cpumapd::lcore;
-use cpumapd::metrics::Summary;
-use cpumapd::metrics::exporter::MetricsServer;
-use cpumapd::metrics::stages::{RxStage, TargetStage};
+use cpumapd::telemetry::Summary;
+use cpumapd::telemetry::exporter::MetricsServer;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -206,7 +206,7 @@ fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode,
     // A service that must open and cannot: `running` drops, which stops and
     // joins every lcore.
     let metrics = service(&plan.metrics, |a| {
-        MetricsServer::start(*a, running.handle())
+        MetricsServer::start(*a, running.stats().clone())
     })?;
     let control = service(&plan.control, |p| ControlServer::start(p, running.handle()))?;
     if let Some(m) = &metrics {
@@ -216,7 +216,7 @@ fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode,
         let _ = writeln!(out, "cpumapd: control socket {}", c.path().display());
     }
     let t0 = Instant::now();
-    let mut last = running.snapshot();
+    let mut last = Summary::now(running.stats());
     let mut last_t = Instant::now();
     let mut sources_ended: Option<Instant> = None;
     loop {
@@ -238,7 +238,7 @@ fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode,
         if let Some(iv) = plan.interval
             && last_t.elapsed() >= iv
         {
-            let now = running.snapshot();
+            let now = Summary::now(running.stats());
             let _ = write!(out, "{}", now.table(&last, last_t.elapsed().as_secs_f64()));
             let _ = out.flush();
             last = now;
@@ -248,7 +248,7 @@ fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode,
     // Services first: no map change or scrape races the drain.
     drop(control);
     drop(metrics);
-    let summary = running.shutdown().map_err(|e| e.to_string())?;
+    let summary = Summary::at_shutdown(running).map_err(|e| e.to_string())?;
     report(&mut out, &summary);
     if let Some(path) = &plan.summary_json {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;

@@ -13,7 +13,7 @@ use cpumapd::config::Plan;
 use cpumapd::control::ControlServer;
 use cpumapd::control::proto::{Client, EntrySpec, MAX_LINE, Request, UpdateFlags};
 use cpumapd::lcore::{self, Running};
-use cpumapd::metrics::Summary;
+use cpumapd::telemetry::Summary;
 use rand_like::Rng;
 
 /// A tiny deterministic generator (xorshift), so failures replay.
@@ -42,7 +42,7 @@ fn start(cmdline: &str, sock: &Path) -> (Running, ControlServer) {
 }
 
 fn rx_now(r: &Running) -> u64 {
-    r.snapshot().rx
+    cpumapd::telemetry::Summary::now(r.stats()).rx
 }
 
 /// Waits until the RX counter moves: the dataplane is forwarding.
@@ -162,7 +162,7 @@ fn reconfiguration_under_load_loses_nothing() {
     .unwrap();
     assert_forwarding(&running);
 
-    let summary = running.shutdown().expect("shutdown");
+    let summary = cpumapd::telemetry::Summary::at_shutdown(running).expect("shutdown");
     assert_exact(&summary);
     assert!(summary.rx > 0 && summary.delivered > 0, "{summary:#?}");
 }
@@ -301,7 +301,7 @@ fn hostile_control_input_neither_crashes_nor_stalls_forwarding() {
     );
     assert_forwarding(&running);
 
-    let summary = running.shutdown().expect("shutdown");
+    let summary = cpumapd::telemetry::Summary::at_shutdown(running).expect("shutdown");
     assert_exact(&summary);
 }
 
@@ -314,7 +314,8 @@ fn mode_set_switches_the_rx_filter_while_traffic_flows() {
         &sock,
     );
     let to = |t: usize| {
-        running.snapshot().targets[t].enqueued + running.snapshot().targets[t].enqueue_drops
+        cpumapd::telemetry::Summary::now(running.stats()).targets[t].enqueued
+            + cpumapd::telemetry::Summary::now(running.stats()).targets[t].enqueue_drops
     };
     assert_forwarding(&running);
     // no-touch sends everything to the first target.
@@ -343,7 +344,7 @@ fn mode_set_switches_the_rx_filter_while_traffic_flows() {
     assert_forwarding(&running);
     assert_forwarding(&running);
     assert_eq!(to(1), settled, "no-touch again: nothing more to lcore2");
-    let summary = running.shutdown().expect("shutdown");
+    let summary = cpumapd::telemetry::Summary::at_shutdown(running).expect("shutdown");
     assert_exact(&summary);
     assert_eq!(summary.mode, "no-touch");
 }

@@ -362,7 +362,7 @@ fn mixed_pcap(dir: &Path) -> PathBuf {
     p
 }
 
-fn per_target(s: &cpumapd::metrics::Summary) -> Vec<(u32, u64)> {
+fn per_target(s: &cpumapd::telemetry::Summary) -> Vec<(u32, u64)> {
     s.targets
         .iter()
         .map(|t| (t.target.0, t.enqueued + t.enqueue_drops))
@@ -445,7 +445,7 @@ fn a_remote_program_dropping_half_is_counted_and_its_percpu_map_sums_through_ctl
     )
     .unwrap_err();
     assert!(e.message.contains("remote_half/seen"), "{}", e.message);
-    let s = running.shutdown().unwrap();
+    let s = cpumapd::telemetry::Summary::at_shutdown(running).unwrap();
     s.check_identities(true).unwrap();
     assert_eq!(s.rx, n);
     assert_eq!(
@@ -697,7 +697,13 @@ fn jit_inlined_array_lookup_returns_null_past_the_last_index() {
             stx(W, 10, 6, -4),
             mov(2, 10),
             add_imm(2, -4),
-            i(LD | IMM | DW, 1, PSEUDO_MAP_FD, 0, MAP_FD_BASE),
+            i(
+                LD | IMM | DW,
+                1,
+                cpumapd::bpf_abi::pseudo::MAP_FD,
+                0,
+                MAP_FD_BASE,
+            ),
             i(0, 0, 0, 0, 0),
             call(1),
             jmp_imm(JEQ, 0, 0, 5),

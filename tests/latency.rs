@@ -56,14 +56,14 @@ fn without_the_flag_nothing_is_recorded() {
 
 #[test]
 fn stage_cycles_cover_every_frame_and_add_up_to_the_total() {
-    use cpumapd::metrics::stages::{RxStage, TargetStage};
+    use cpumapd::counters::stages::{RxStage, TargetStage};
     let s = run_to_end(
         "--lcores 0@0,1@1,2@1 --vdev net_gen0,count=200000,flows=64 -- --cpu 1,2 \
          --mode l4-hash --remote-action drop --stage-cycles --metrics off --control off",
     );
     s.check_identities(true).unwrap();
     assert!(s.tsc_ghz.is_some_and(|g| g > 0.0), "{:?}", s.tsc_ghz);
-    let check = |st: &cpumapd::metrics::stages::StageSummary, names: &[&str], packets: u64| {
+    let check = |st: &cpumapd::counters::stages::StageSummary, names: &[&str], packets: u64| {
         assert_eq!(st.packets, packets);
         assert!(st.busy_cycles > 0, "{st:?}");
         let keys: Vec<&str> = st.cycles_per_packet.keys().copied().collect();
@@ -119,8 +119,8 @@ fn stage_cycles_cover_every_frame_and_add_up_to_the_total() {
 #[test]
 fn stage_cycles_are_exported_to_prometheus_and_match_the_summary() {
     use cpumapd::config::Plan;
-    use cpumapd::metrics::exporter::{registry, render};
-    let scrape = |stages: bool| -> (String, cpumapd::metrics::Summary) {
+    use cpumapd::telemetry::exporter::{registry, render};
+    let scrape = |stages: bool| -> (String, cpumapd::telemetry::Summary) {
         let plan = Plan::from_args(&common::args(&format!(
             "--lcores 0@0,1@1 --vdev net_gen0,count=50000 -- --cpu 1 --remote-action drop \
              --metrics off --control off{}",
@@ -132,8 +132,8 @@ fn stage_cycles_are_exported_to_prometheus_and_match_the_summary() {
         common::wait_drained(&running);
         // Scraped after shutdown (the registry keeps the counter blocks):
         // every counter is final, so scrape and summary must agree exactly.
-        let reg = registry(running.handle()).unwrap();
-        let s = running.shutdown().unwrap();
+        let reg = registry(running.stats().clone()).unwrap();
+        let s = cpumapd::telemetry::Summary::at_shutdown(running).unwrap();
         (render(&reg).unwrap(), s)
     };
     let sample = |text: &str, lcore: &str, role: &str, stage: &str| -> Option<f64> {
@@ -153,7 +153,7 @@ fn stage_cycles_are_exported_to_prometheus_and_match_the_summary() {
             })
             .sum()
     };
-    use cpumapd::metrics::stages::{RxStage, TargetStage};
+    use cpumapd::counters::stages::{RxStage, TargetStage};
     let rx_busy = busy("rx", "lcore0", &RxStage::NAMES);
     let tg_busy = busy("target", "lcore1", &TargetStage::NAMES);
     assert_eq!(

@@ -82,11 +82,11 @@ fn lcores_allocate_nothing_while_traffic_flows() {
     let running = lcore::start(&plan).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let before = LCORE_ALLOCS.load(Ordering::Relaxed);
-    let rx_before = running.snapshot().rx;
+    let rx_before = cpumapd::telemetry::Summary::now(running.stats()).rx;
     std::thread::sleep(Duration::from_millis(1000));
     let after = LCORE_ALLOCS.load(Ordering::Relaxed);
-    let rx_after = running.snapshot().rx;
-    let s = running.shutdown().unwrap();
+    let rx_after = cpumapd::telemetry::Summary::now(running.stats()).rx;
+    let s = cpumapd::telemetry::Summary::at_shutdown(running).unwrap();
     s.check_identities(true).unwrap();
     assert!(
         rx_after - rx_before > 100_000,
@@ -128,11 +128,11 @@ fn ebpf_programs_allocate_nothing_per_frame_interpreted_or_jit() {
         // The first bursts create the targets' remote instances (cold).
         std::thread::sleep(Duration::from_millis(400));
         let before = LCORE_ALLOCS.load(Ordering::Relaxed);
-        let rx_before = running.snapshot().rx;
+        let rx_before = cpumapd::telemetry::Summary::now(running.stats()).rx;
         std::thread::sleep(Duration::from_millis(800));
         let after = LCORE_ALLOCS.load(Ordering::Relaxed);
-        let rx_after = running.snapshot().rx;
-        let s = running.shutdown().unwrap();
+        let rx_after = cpumapd::telemetry::Summary::now(running.stats()).rx;
+        let s = cpumapd::telemetry::Summary::at_shutdown(running).unwrap();
         s.check_identities(true).unwrap();
         assert!(rx_after - rx_before > 10_000, "{jit}: traffic flowed");
         assert_eq!(

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use cpumapd::metrics::Summary;
+use cpumapd::telemetry::Summary;
 
 /// A capture with something for every verdict of touch, l4-proto and
 /// l4-filter: runts, an 802.3 frame, UDP to port 9, UDP and TCP.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use common::*;
 use cpumapd::filter::{Filter, Mode, Verdict};
 use cpumapd::ids::TargetId;
-use cpumapd::metrics::Summary;
+use cpumapd::telemetry::Summary;
 
 const TARGETS: [u32; 3] = [1, 2, 3];
 

@@ -401,7 +401,7 @@ fn shipped_prometheus_configs_pass_their_checkers() {
 #[test]
 fn every_exported_family_is_documented_and_used_names_exist() {
     let doc = std::fs::read_to_string(root().join("docs/METRICS.md")).unwrap();
-    let names = cpumapd::metrics::exporter::family_names();
+    let names = cpumapd::telemetry::exporter::family_names();
     for n in &names {
         assert!(
             doc.contains(&format!("`{n}`")),

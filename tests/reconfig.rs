@@ -101,7 +101,7 @@ fn ten_thousand_map_changes_under_traffic_lose_nothing() {
         .unwrap();
     }
     std::thread::sleep(Duration::from_millis(100));
-    let s = running.shutdown().unwrap();
+    let s = cpumapd::telemetry::Summary::at_shutdown(running).unwrap();
     eprintln!(
         "10,000 map changes in {churn:?}; rx {} redirect {} miss {}",
         s.rx, s.redirect, s.redirect_miss

@@ -23,7 +23,7 @@ use cpumapd::config::Plan;
 use cpumapd::control::ControlServer;
 use cpumapd::control::proto::{Client, EntrySpec, Request, UpdateFlags};
 use cpumapd::lcore;
-use cpumapd::metrics::exporter::MetricsServer;
+use cpumapd::telemetry::exporter::MetricsServer;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -59,7 +59,8 @@ fn ten_minutes_of_traffic_churn_and_scrapes() {
     ))
     .unwrap();
     let running = lcore::start(&plan).expect("start");
-    let metrics = MetricsServer::start("127.0.0.1:0".parse().unwrap(), running.handle()).unwrap();
+    let metrics =
+        MetricsServer::start("127.0.0.1:0".parse().unwrap(), running.stats().clone()).unwrap();
     let _ctl = ControlServer::start(&sock, running.handle()).unwrap();
     let addr = metrics.addr();
     let stop = Arc::new(AtomicBool::new(false));
@@ -144,7 +145,7 @@ fn ten_minutes_of_traffic_churn_and_scrapes() {
     let mut last_rx = 0;
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(5).min(Duration::from_secs(secs)));
-        let rx = running.snapshot().rx;
+        let rx = cpumapd::telemetry::Summary::now(running.stats()).rx;
         assert!(rx > last_rx, "RX stalled at {rx} after {:?}", t0.elapsed());
         last_rx = rx;
         curve.push((t0.elapsed().as_secs(), rss_kib(), rx));
@@ -156,7 +157,7 @@ fn ten_minutes_of_traffic_churn_and_scrapes() {
     watcher.join().expect("scraper");
     drop(metrics);
     // Every lcore still running: shutdown joins them and reports a panic.
-    let s = running.shutdown().expect("every lcore ran to the end");
+    let s = cpumapd::telemetry::Summary::at_shutdown(running).expect("every lcore ran to the end");
     s.check_identities(true)
         .unwrap_or_else(|e| panic!("identity: {e}\n{s:#?}"));
     assert_eq!((s.pool_in_use, s.in_flight), (0, 0));

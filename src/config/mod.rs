@@ -18,6 +18,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::cpumap::{CPU_MAP_BULK_SIZE, MAX_BULK, MAX_QSIZE};
+use crate::dpdk;
 use crate::exception::tap::KernelMac;
 use crate::exception::{ExceptionError, ExceptionSpec};
 use crate::filter::{Mode, RemoteProg, UnknownMode};
@@ -415,12 +416,6 @@ pub struct Plan {
     pub stage_cycles: bool,
 }
 
-/// RX and TX descriptors per DPDK ethdev queue.
-pub const DPDK_RX_DESC: u16 = 1024;
-pub const DPDK_TX_DESC: u16 = 1024;
-/// Per-lcore cache of each DPDK mempool.
-pub const DPDK_MEMPOOL_CACHE: u32 = 256;
-
 /// What a DPDK run adds to the plan.
 #[derive(Clone, Debug)]
 pub struct DpdkPlan {
@@ -472,6 +467,19 @@ pub fn parse_metrics(v: Option<&str>) -> Result<Endpoint<SocketAddr>, ConfigErro
     }
 }
 
+/// The control socket when `--control` is not given: `/run/cpumapd.sock`
+/// for root, else `$XDG_RUNTIME_DIR/cpumapd.sock` (or `/tmp/cpumapd-UID.sock`).
+pub fn default_control_path() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/cpumapd.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => Path::new(&d).join("cpumapd.sock"),
+        _ => PathBuf::from(format!("/tmp/cpumapd-{uid}.sock")),
+    }
+}
+
 /// Parses `--control`: `off` or a socket path.
 pub fn parse_control(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> {
     match v {
@@ -480,7 +488,7 @@ pub fn parse_control(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> 
             "--control '': expected a socket path or off".into(),
         )),
         Some(s) => Ok(Endpoint::Given(PathBuf::from(s))),
-        None => Ok(Endpoint::Default(crate::control::default_path())),
+        None => Ok(Endpoint::Default(default_control_path())),
     }
 }
 
@@ -997,8 +1005,8 @@ impl Plan {
         let queues = self.rx.len() as u32;
         let lcores = (self.targets.len() + self.rx_lcores().len() + 1) as u32;
         self.pool_size * rx_on_socket
-            + (DPDK_RX_DESC as u32 + DPDK_TX_DESC as u32) * (queues + lcores)
-            + DPDK_MEMPOOL_CACHE * lcores
+            + (dpdk::RX_DESC as u32 + dpdk::TX_DESC as u32) * (queues + lcores)
+            + dpdk::MEMPOOL_CACHE * lcores
     }
 
     pub fn cpus_of(&self, l: LcoreId) -> &[usize] {

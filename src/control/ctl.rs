@@ -160,7 +160,10 @@ pub fn request(cmd: &CtlCmd) -> Result<Request, CtlError> {
 /// Runs one ctl command line against the socket.
 pub fn run(args: &CtlArgs) -> Result<Output, CtlError> {
     let req = request(&args.cmd)?;
-    let path = args.control.clone().unwrap_or_else(super::default_path);
+    let path = args
+        .control
+        .clone()
+        .unwrap_or_else(crate::config::default_control_path);
     let mut client = Client::connect(&path).map_err(|e| CtlError::new("ECONNREFUSED", e))?;
     let result = client.call(&req)?;
     Ok(match (&args.cmd, result) {

@@ -62,19 +62,6 @@ pub enum ControlError {
     Bind { path: String, why: String },
 }
 
-/// The default socket: /run/cpumapd.sock for root; otherwise
-/// `$XDG_RUNTIME_DIR/cpumapd.sock`, or /tmp/cpumapd-UID.sock without it.
-pub fn default_path() -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        return PathBuf::from("/run/cpumapd.sock");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => Path::new(&d).join("cpumapd.sock"),
-        _ => PathBuf::from(format!("/tmp/cpumapd-{uid}.sock")),
-    }
-}
-
 /// A running control socket. Dropping it stops accepting, tells connection
 /// threads to close, and removes the socket file.
 pub struct ControlServer {

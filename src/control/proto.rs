@@ -293,7 +293,8 @@ fn parse_bytes(s: &str, size: u32, what: &str) -> Result<Vec<u8>, CtlError> {
 
 /// `prog map update NAME KEY VALUE`.
 fn prog_map_update(h: &Handle, name: &str, key: &str, value: &str) -> Result<Value, CtlError> {
-    use crate::filter::ebpf::maps::{BPF_ANY, MAX_LCORES, MapKind};
+    use crate::bpf_abi::update::ANY as BPF_ANY;
+    use crate::filter::ebpf::maps::{MAX_LCORES, MapKind};
     let progs = h.programs();
     let map = progs
         .iter()
@@ -463,13 +464,13 @@ pub fn execute(h: &Handle, req: Request) -> Result<Value, CtlError> {
                     format!("stats interval {ms} ms is out of range 100..=10000"),
                 ));
             }
-            let before = h.snapshot();
+            let before = crate::telemetry::Summary::now(h.stats());
             let t0 = std::time::Instant::now();
             std::thread::sleep(Duration::from_millis(ms));
-            let after = h.snapshot();
+            let after = crate::telemetry::Summary::now(h.stats());
             Ok(json!({ "table": after.table(&before, t0.elapsed().as_secs_f64()) }))
         }
-        Request::Summary => Ok(to_value(h.snapshot())),
+        Request::Summary => Ok(to_value(crate::telemetry::Summary::now(h.stats()))),
     }
 }
 

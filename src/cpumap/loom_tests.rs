@@ -15,9 +15,9 @@ use loom::sync::atomic::{AtomicBool, Ordering as LOrdering};
 use loom::thread;
 
 use super::*;
+use crate::counters::RxStats;
 use crate::frame::Pool;
 use crate::ids::LcoreId;
-use crate::metrics::RxStats;
 
 fn value(qsize: u32) -> EntryValue {
     EntryValue { qsize, prog: None }

@@ -45,10 +45,10 @@ use crossbeam_utils::CachePadded;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::counters::RxStats;
 use crate::filter::RemoteProg;
 use crate::frame::{Frame, Pool};
 use crate::ids::TargetId;
-use crate::metrics::RxStats;
 use crate::ring::{self, Consumer, MpProducer};
 
 use crate::sync::{AtomicU64, Mutex, Ordering, Slot};
@@ -62,12 +62,10 @@ pub const MAX_BULK: usize = 32;
 /// The kernel's sanity limit on a cpumap entry's queue size.
 pub const MAX_QSIZE: u32 = 16384;
 
-/// `BPF_ANY`: create or replace.
-pub const BPF_ANY: u64 = 0;
-/// `BPF_NOEXIST`: refused by cpumap (every key of an array map exists).
-pub const BPF_NOEXIST: u64 = 1;
-/// `BPF_EXIST`: replace.
-pub const BPF_EXIST: u64 = 2;
+/// The update flags under their uapi names: `BPF_ANY` creates or replaces,
+/// `BPF_EXIST` replaces, `BPF_NOEXIST` is refused by cpumap (every key of an
+/// array map exists).
+pub use crate::bpf_abi::update::{ANY as BPF_ANY, EXIST as BPF_EXIST, NOEXIST as BPF_NOEXIST};
 
 /// Map errors, with the kernel's errno for each case.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arrayvec::ArrayVec;
 
 use super::*;
+use crate::counters::RxStats;
 use crate::frame::Pool;
 use crate::ids::LcoreId;
-use crate::metrics::RxStats;
 
 fn val(qsize: u32) -> EntryValue {
     EntryValue { qsize, prog: None }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::mbuf::{Mbuf, Mempool};
 use super::{DpdkError, Eal, ffi, rc_error};
-use crate::metrics::{DeviceCounters, DeviceStats};
+use crate::counters::{DeviceCounters, DeviceStats};
 
 /// What the control thread knows of a probed port.
 #[derive(Clone, Debug)]

@@ -279,7 +279,7 @@ impl std::fmt::Debug for Mempool {
 }
 
 /// Mbufs each lcore keeps in its mempool cache.
-pub const CACHE_SIZE: u32 = crate::config::DPDK_MEMPOOL_CACHE;
+pub const CACHE_SIZE: u32 = super::MEMPOOL_CACHE;
 
 impl Mempool {
     /// `n` mbufs of `headroom + data_room` bytes on NUMA `socket`.

@@ -1,5 +1,7 @@
 //! The DPDK backend (cargo feature `dpdk`): the only module that touches
-//! DPDK's C API. Everything outside sees safe types.
+//! DPDK's C API. Everything outside sees safe types. Its sizing constants
+//! are here in every build (`--check-config` sizes DPDK profiles without
+//! the feature); the rest exists only with the feature.
 //!
 //! # General idea
 //!
@@ -21,18 +23,36 @@
 //! shim.c, exported wrappers for DPDK's static-inline fast-path functions.
 #![allow(unsafe_code)]
 
+/// RX descriptors per ethdev queue.
+pub const RX_DESC: u16 = 1024;
+/// TX descriptors per ethdev queue.
+pub const TX_DESC: u16 = 1024;
+/// Mbufs each lcore keeps in the per-lcore cache of each mempool.
+pub const MEMPOOL_CACHE: u32 = 256;
+
+#[cfg(feature = "dpdk")]
 pub mod eal;
+#[cfg(feature = "dpdk")]
 pub mod ethdev;
+#[cfg(feature = "dpdk")]
 mod ffi;
+#[cfg(feature = "dpdk")]
 pub mod mbuf;
+#[cfg(feature = "dpdk")]
 pub mod ring;
 
+#[cfg(feature = "dpdk")]
 use thiserror::Error;
 
+#[cfg(feature = "dpdk")]
 pub use eal::{Eal, Launched};
+#[cfg(feature = "dpdk")]
 pub use ethdev::{EthPort, PortInfo};
+#[cfg(feature = "dpdk")]
 pub use mbuf::{Mbuf, Mempool};
 
+/// Errors of the DPDK backend.
+#[cfg(feature = "dpdk")]
 #[derive(Debug, Error)]
 pub enum DpdkError {
     #[error("EAL: {0}")]
@@ -50,6 +70,7 @@ pub enum DpdkError {
 }
 
 /// `rte_errno` of this thread, with its text.
+#[cfg(feature = "dpdk")]
 pub(crate) fn rte_error() -> String {
     // SAFETY: reads this thread's rte_errno.
     let e = unsafe { ffi::cpumapd_errno() };
@@ -57,11 +78,13 @@ pub(crate) fn rte_error() -> String {
 }
 
 /// Text for a negative return code of an ethdev call.
+#[cfg(feature = "dpdk")]
 pub(crate) fn rc_error(rc: i32) -> String {
     format!("{} ({rc})", eal::strerror(-rc))
 }
 
 /// TSC cycles now (`rte_get_tsc_cycles`).
+#[cfg(feature = "dpdk")]
 #[inline(always)]
 pub fn tsc() -> u64 {
     // SAFETY: reads the time-stamp counter; no state.
@@ -69,6 +92,7 @@ pub fn tsc() -> u64 {
 }
 
 /// TSC frequency in Hz. Needs the EAL.
+#[cfg(feature = "dpdk")]
 pub fn tsc_hz(_eal: &Eal) -> u64 {
     // SAFETY: EAL is initialised (proved by the argument).
     unsafe { ffi::rte_get_tsc_hz() }

@@ -29,6 +29,7 @@ use thiserror::Error;
 
 use std::sync::Arc;
 
+use crate::counters::{TargetCounters, TargetDropReason};
 use crate::frame::{Pool, free_burst};
 use crate::ids::LcoreId;
 use crate::port::Burst;
@@ -318,6 +319,19 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Counts this delivery on a target: delivered, and each refusal under
+    /// its reason. Context: the owning target lcore.
+    #[inline]
+    pub fn count(&self, c: &TargetCounters) {
+        c.delivered.add(self.delivered as u64);
+        c.drop_counter(TargetDropReason::ExceptionBusy)
+            .add(self.busy as u64);
+        c.drop_counter(TargetDropReason::ExceptionDown)
+            .add(self.down as u64);
+        c.drop_counter(TargetDropReason::ExceptionError)
+            .add(self.failed as u64);
+    }
+
     pub fn all(n: usize) -> Self {
         Self {
             delivered: n,

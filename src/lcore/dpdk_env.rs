@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::LcoreError;
-use crate::config::{DPDK_RX_DESC as RX_DESC, DPDK_TX_DESC as TX_DESC, Plan, PortSpec};
+use crate::config::{Plan, PortSpec};
 use crate::dpdk::ethdev::{EthPort, PortSetup};
 use crate::dpdk::{Eal, Mempool};
+use crate::dpdk::{RX_DESC, TX_DESC};
 use crate::frame::PoolStats;
 use crate::ids::LcoreId;
 use crate::port::PortQueue;

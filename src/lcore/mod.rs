@@ -19,7 +19,10 @@
 #[cfg(feature = "dpdk")]
 mod dpdk_env;
 mod rx;
+mod stats;
 mod target;
+
+pub use stats::{PortQueueStats, StatsSet};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -29,13 +32,13 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::config::{Plan, PortSpec};
+use crate::counters::stages::StageClock;
+use crate::counters::{RxStats, TargetStats};
 use crate::cpumap::{BPF_ANY, BulkQueues, CpuMap, EntryValue, MapError};
-use crate::exception::ExceptionError;
+use crate::exception::{Exception, ExceptionError, ExceptionSink};
 use crate::filter::{Filter, FilterError, Mode, ModeSwitch};
 use crate::frame::{FrameError, Pool, PoolStats};
 use crate::ids::{LcoreId, PortId, TargetId};
-use crate::metrics::stages::StageClock;
-use crate::metrics::{PortQueueStats, RxStats, StatsSet, Summary, TargetStats};
 use crate::port::{self, PortError, PortQueue};
 
 use rx::RxLcore;
@@ -153,39 +156,34 @@ fn pin(lcore: LcoreId, cpus: &[usize]) -> Result<(), LcoreError> {
 /// while the pipeline runs. Shared (`Arc`) with their threads; the lcores
 /// never touch it.
 pub struct Handle {
-    map: Arc<CpuMap>,
     prog: Option<Arc<crate::filter::ebpf::Program>>,
-    stats: StatsSet,
-    mode: Arc<ModeSwitch>,
-    started: Instant,
+    stats: Arc<StatsSet>,
 }
 
 impl Handle {
+    /// The map (control-plane updates, dumps).
     pub fn map(&self) -> &Arc<CpuMap> {
-        &self.map
+        &self.stats.map
     }
 
-    /// Every counter block, for collectors that label per lcore.
-    pub fn stats(&self) -> &StatsSet {
+    /// Every counter block, for readers that label per lcore.
+    pub fn stats(&self) -> &Arc<StatsSet> {
         &self.stats
     }
 
-    /// Counters now.
-    pub fn snapshot(&self) -> Summary {
-        Summary::collect(&self.stats, self.started.elapsed().as_secs_f64())
-    }
-
+    /// The RX filter's current mode.
     pub fn mode(&self) -> Mode {
-        self.mode.get()
+        self.stats.mode.get()
     }
 
     /// `mode set`: every RX lcore switches at the start of its next poll.
     pub fn set_mode(&self, mode: Mode) {
-        self.mode.set(mode);
+        self.stats.mode.set(mode);
     }
 
+    /// Time since the lcores started.
     pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
+        self.stats.started.elapsed()
     }
 
     /// The RX filter's eBPF program (`--prog`), if any.
@@ -197,7 +195,7 @@ impl Handle {
     /// remote program (each once).
     pub fn programs(&self) -> Vec<Arc<crate::filter::ebpf::Program>> {
         let mut v: Vec<Arc<crate::filter::ebpf::Program>> = self.prog.iter().cloned().collect();
-        for p in self.map.remote_programs() {
+        for p in self.map().remote_programs() {
             if !v.iter().any(|x| Arc::ptr_eq(x, &p)) {
                 v.push(p);
             }
@@ -238,6 +236,13 @@ pub struct Running {
     dpdk: Option<dpdk_env::DpdkEnv>,
 }
 
+/// The DPDK environment of a run being built (None natively), so the
+/// building steps below have one signature with and without the feature.
+#[cfg(feature = "dpdk")]
+type Env = Option<dpdk_env::DpdkEnv>;
+#[cfg(not(feature = "dpdk"))]
+type Env = Option<std::convert::Infallible>;
+
 /// Starts every lcore of a native `plan` and creates the map entries of its
 /// targets.
 pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
@@ -246,17 +251,13 @@ pub fn start(plan: &Plan) -> Result<Running, LcoreError> {
             "a DPDK plan starts with lcore::start_dpdk".into(),
         ));
     }
-    start_inner(
-        plan,
-        #[cfg(feature = "dpdk")]
-        None,
-    )
+    start_inner(plan, None)
 }
 
 /// Starts a DPDK run: `eal` is the initialised EAL the plan was resolved
 /// against. Pools, ports and the exception device are set up here; the
-/// lcores are EAL worker lcores. [`Running::shutdown`] closes the ports and
-/// cleans the EAL up.
+/// lcores are EAL worker lcores. [`Running::shutdown_with`] closes the ports
+/// and cleans the EAL up.
 #[cfg(feature = "dpdk")]
 pub fn start_dpdk(plan: &Plan, eal: crate::dpdk::Eal) -> Result<Running, LcoreError> {
     let reverse = match plan.exception {
@@ -268,31 +269,106 @@ pub fn start_dpdk(plan: &Plan, eal: crate::dpdk::Eal) -> Result<Running, LcoreEr
     start_inner(plan, Some(env))
 }
 
-fn start_inner(
-    plan: &Plan,
-    #[cfg(feature = "dpdk")] dpdk: Option<dpdk_env::DpdkEnv>,
-) -> Result<Running, LcoreError> {
+/// A DPDK run's mempool for an RX lcore (none natively).
+#[cfg(feature = "dpdk")]
+type EnvPool = Arc<crate::dpdk::Mempool>;
+#[cfg(not(feature = "dpdk"))]
+type EnvPool = std::convert::Infallible;
+
+#[cfg(feature = "dpdk")]
+fn pool_of(mp: EnvPool) -> Pool {
+    Pool::from_mempool(mp)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn pool_of(mp: EnvPool) -> Pool {
+    match mp {}
+}
+
+/// What one RX lcore is given before its thread starts (its pool is built
+/// on the lcore itself).
+struct RxSetup {
+    lcore: LcoreId,
+    queues: Vec<Box<dyn PortQueue>>,
+    filter: Filter,
+    reader: crate::cpumap::MapReader,
+    bulk: BulkQueues,
+    sink: Box<dyn ExceptionSink>,
+    stats: Arc<RxStats>,
+}
+
+fn start_inner(plan: &Plan, dpdk: Env) -> Result<Running, LcoreError> {
     let rx_lcores = plan.rx_lcores();
     let target_ids: Vec<TargetId> = plan.targets.iter().map(|&l| l.into()).collect();
     let map = CpuMap::new(plan.max_entries, &target_ids, rx_lcores.len())?;
     for t in &target_ids {
-        map.update(
-            t.0,
-            EntryValue {
-                qsize: plan.qsize,
-                prog: plan.remote.clone(),
-            },
-            BPF_ANY,
-        )?;
+        let value = EntryValue {
+            qsize: plan.qsize,
+            prog: plan.remote.clone(),
+        };
+        map.update(t.0, value, BPF_ANY)?;
     }
-    let stop_rx = Arc::new(AtomicBool::new(false));
-    let stop_targets = Arc::new(AtomicBool::new(false));
-    let mode = Arc::new(ModeSwitch::new(plan.mode));
+    let (queues, port_stats) = open_ports(plan, &dpdk)?;
+    let mut stats = StatsSet {
+        rx: Vec::new(),
+        targets: Vec::new(),
+        ports: port_stats,
+        pools: Vec::new(),
+        map: map.clone(),
+        mode: Arc::new(ModeSwitch::new(plan.mode)),
+        exception: plan.exception.backend().to_string(),
+        backend: if plan.dpdk.is_some() {
+            "dpdk"
+        } else {
+            "native"
+        },
+        devices: Vec::new(),
+        started: Instant::now(),
+    };
+    // Everything fallible that does not need the lcore's own thread is
+    // opened before any thread starts.
+    let exception = prepare_exception(plan, &dpdk, &mut stats, target_ids.len() + rx_lcores.len())?;
+    let targets = target_lcores(plan, &dpdk, &target_ids, &exception, &mut stats)?;
+    let rx = rx_setups(
+        plan,
+        &rx_lcores,
+        &target_ids,
+        queues,
+        &exception,
+        &mut stats,
+    )?;
 
-    // Open port queues on the control thread (validation errors surface
-    // before any lcore starts), then hand each to its lcore.
-    let mut queues: Vec<(LcoreId, Box<dyn PortQueue>)> = Vec::new();
-    let mut port_counters = Vec::new();
+    let mut threads = Threads {
+        stop_rx: Arc::new(AtomicBool::new(false)),
+        stop_targets: Arc::new(AtomicBool::new(false)),
+        rx: Vec::new(),
+        targets: Vec::new(),
+    };
+    launch_targets(plan, &dpdk, targets, &mut threads)?;
+    let pools = launch_rx(plan, &dpdk, rx, &stats.mode, &mut threads)?;
+    stats.pools.extend(pools);
+    stats.started = Instant::now();
+    Ok(Running {
+        handle: Arc::new(Handle {
+            prog: plan.prog.clone(),
+            stats: Arc::new(stats),
+        }),
+        threads,
+        #[cfg(feature = "dpdk")]
+        dpdk,
+    })
+}
+
+/// Opens every port's queues on the control thread (validation errors
+/// surface before any lcore starts), each tagged with the RX lcore that
+/// will own it.
+#[allow(clippy::type_complexity)]
+fn open_ports(
+    plan: &Plan,
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] dpdk: &Env,
+) -> Result<(Vec<(LcoreId, Box<dyn PortQueue>)>, Vec<PortQueueStats>), LcoreError> {
+    let mut queues = Vec::new();
+    let mut port_stats = Vec::new();
     for (p, spec) in plan.ports.iter().enumerate() {
         let mine: Vec<_> = plan.rx.iter().filter(|r| r.port.0 as usize == p).collect();
         let opened = match spec {
@@ -315,7 +391,7 @@ fn start_inner(
                 .find(|r| r.queue as usize == q)
                 .map(|r| r.lcore)
                 .expect("queues checked by plan");
-            port_counters.push(PortQueueStats {
+            port_stats.push(PortQueueStats {
                 port: PortId(p as u16),
                 queue: q as u16,
                 lcore,
@@ -324,96 +400,69 @@ fn start_inner(
             queues.push((lcore, pq));
         }
     }
+    Ok((queues, port_stats))
+}
 
-    let mut stats = StatsSet {
-        rx: Vec::new(),
-        targets: Vec::new(),
-        ports: port_counters,
-        pools: Vec::new(),
-        map: map.clone(),
-        mode: mode.clone(),
-        exception: plan.exception.backend().to_string(),
-        backend: if plan.dpdk.is_some() {
-            "dpdk"
-        } else {
-            "native"
-        },
-        devices: Vec::new(),
+/// Opens the exception path (`queues`: one per delivering lcore) and
+/// registers the DPDK devices and mempools the run's readers watch.
+fn prepare_exception(
+    plan: &Plan,
+    dpdk: &Env,
+    stats: &mut StatsSet,
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] queues: usize,
+) -> Result<Exception, LcoreError> {
+    let Some(env) = dpdk else {
+        return Ok(plan.exception.prepare(plan.kernel_mac)?);
     };
     #[cfg(feature = "dpdk")]
-    if let Some(env) = &dpdk {
+    {
+        use crate::counters::DeviceStats;
         stats.devices.extend(
             env.ports
                 .iter()
-                .map(|p| Arc::downgrade(&(p.clone() as Arc<dyn crate::metrics::DeviceStats>))),
+                .map(|p| Arc::downgrade(&(p.clone() as Arc<dyn DeviceStats>))),
         );
-    }
-    let mut threads = Threads {
-        stop_rx: stop_rx.clone(),
-        stop_targets: stop_targets.clone(),
-        rx: Vec::new(),
-        targets: Vec::new(),
-    };
-
-    // Everything fallible that does not need the lcore's own thread is
-    // opened before any thread starts.
-    #[cfg(feature = "dpdk")]
-    let exception = match &dpdk {
-        Some(env) => {
-            stats.pools.extend(env.pool_stats());
-            let queues = (target_ids.len() + rx_lcores.len()) as u16;
-            let ex =
-                plan.exception
-                    .prepare_dpdk(&env.eal, plan.kernel_mac, queues, env.first_pool())?;
-            if let Some(dev) = ex.dpdk() {
-                let p: Arc<dyn crate::metrics::DeviceStats> = dev.port().clone();
-                stats.devices.push(Arc::downgrade(&p));
-            }
-            ex
+        stats.pools.extend(env.pool_stats());
+        let ex = plan.exception.prepare_dpdk(
+            &env.eal,
+            plan.kernel_mac,
+            queues as u16,
+            env.first_pool(),
+        )?;
+        if let Some(dev) = ex.dpdk() {
+            let p: Arc<dyn DeviceStats> = dev.port().clone();
+            stats.devices.push(Arc::downgrade(&p));
         }
-        None => plan.exception.prepare(plan.kernel_mac)?,
-    };
+        Ok(ex)
+    }
     #[cfg(not(feature = "dpdk"))]
-    let exception = plan.exception.prepare(plan.kernel_mac)?;
-    let mut target_ctx = Vec::new();
+    {
+        let _ = stats;
+        match *env {}
+    }
+}
+
+/// Builds every target lcore's state: its map view, sink, counters and,
+/// where the exception path talks back, its reverse direction.
+fn target_lcores(
+    plan: &Plan,
+    dpdk: &Env,
+    target_ids: &[TargetId],
+    exception: &Exception,
+    stats: &mut StatsSet,
+) -> Result<Vec<TargetLcore>, LcoreError> {
+    let mut out = Vec::new();
     for (i, &t) in target_ids.iter().enumerate() {
         let block = Arc::new(TargetStats::new(t));
         stats.targets.push(block.clone());
-        let sink = exception.open(t.lcore())?;
-        let _ = i;
         let reverse = if exception.has_reverse() {
-            #[cfg(feature = "dpdk")]
-            let r = dpdk.as_ref().map(|env| Reverse {
-                pool: Pool::from_mempool(env.first_pool()),
-                tx: env.reverse_tx(i as u16),
-            });
-            #[cfg(not(feature = "dpdk"))]
-            let r = None;
-            match r {
-                Some(r) => Some(r),
-                None => {
-                    let r = Reverse {
-                        pool: Pool::new(
-                            &format!("{}_reverse", t.lcore()),
-                            REVERSE_POOL,
-                            plan.headroom,
-                            plan.data_room,
-                        )?,
-                        tx: match plan.ports.first() {
-                            Some(PortSpec::Native(spec)) => port::open_tx(spec, PortId(0))?,
-                            _ => None,
-                        },
-                    };
-                    stats.pools.push(r.pool.stats());
-                    Some(r)
-                }
-            }
+            Some(reverse_for(plan, dpdk, t, i as u16, stats)?)
         } else {
             None
         };
-        target_ctx.push(TargetLcore {
-            view: map.target_view(t),
-            sink,
+        out.push(TargetLcore {
+            view: stats.map.target_view(t),
+            sink: exception.open(t.lcore())?,
             stats: block,
             reverse,
             remote: None,
@@ -422,37 +471,98 @@ fn start_inner(
             stage_clock: plan.stage_cycles.then(|| StageClock::shared().clone()),
         });
     }
-    let mut rx_ctx = Vec::new();
-    for &lcore in &rx_lcores {
-        let my_queues: Vec<Box<dyn PortQueue>> = {
-            let (mine, rest): (Vec<_>, Vec<_>) = queues.into_iter().partition(|(l, _)| *l == lcore);
-            queues = rest;
-            mine.into_iter().map(|(_, q)| q).collect()
-        };
+    Ok(out)
+}
+
+/// The reverse direction of the `i`th target: the DPDK reverse queue and
+/// mempool, or natively its own small pool and a transmit-only queue on
+/// port 0.
+fn reverse_for(
+    plan: &Plan,
+    dpdk: &Env,
+    t: TargetId,
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] i: u16,
+    stats: &mut StatsSet,
+) -> Result<Reverse, LcoreError> {
+    #[cfg(feature = "dpdk")]
+    if let Some(env) = dpdk {
+        return Ok(Reverse {
+            pool: Pool::from_mempool(env.first_pool()),
+            tx: env.reverse_tx(i),
+        });
+    }
+    #[cfg(not(feature = "dpdk"))]
+    let _ = dpdk;
+    let name = format!("{}_reverse", t.lcore());
+    let r = Reverse {
+        pool: Pool::new(&name, REVERSE_POOL, plan.headroom, plan.data_room)?,
+        tx: match plan.ports.first() {
+            Some(PortSpec::Native(spec)) => port::open_tx(spec, PortId(0))?,
+            _ => None,
+        },
+    };
+    stats.pools.push(r.pool.stats());
+    Ok(r)
+}
+
+/// Builds every RX lcore's state but its pool: its queues (taken from
+/// `queues`), filter, map reader, bulk queues, sink and counters.
+fn rx_setups(
+    plan: &Plan,
+    rx_lcores: &[LcoreId],
+    target_ids: &[TargetId],
+    mut queues: Vec<(LcoreId, Box<dyn PortQueue>)>,
+    exception: &Exception,
+    stats: &mut StatsSet,
+) -> Result<Vec<RxSetup>, LcoreError> {
+    let mut out = Vec::new();
+    for &lcore in rx_lcores {
+        let (mine, rest): (Vec<_>, Vec<_>) = queues.into_iter().partition(|(l, _)| *l == lcore);
+        queues = rest;
         let block = Arc::new(RxStats::new(lcore, plan.max_entries));
         stats.rx.push(block.clone());
-        let mut filter = Filter::new(plan.mode, &target_ids)?;
+        let mut filter = Filter::new(plan.mode, target_ids)?;
         if let Some(p) = &plan.prog {
             let inst = crate::filter::ebpf::Instance::new(p.clone(), lcore.0, plan.jit)
                 .map_err(|e| FilterError::Ebpf(e.to_string()))?;
             filter.set_program(inst);
         }
-        let reader = map
+        let reader = stats
+            .map
             .reader()
             .map_err(|e| LcoreError::Map(MapError::Invalid(e.to_string())))?;
-        let bulk = BulkQueues::new(plan.max_entries, plan.bulk_size);
-        let sink = exception.open(lcore)?;
-        rx_ctx.push((lcore, my_queues, filter, reader, bulk, sink, block));
+        out.push(RxSetup {
+            lcore,
+            queues: mine.into_iter().map(|(_, q)| q).collect(),
+            filter,
+            reader,
+            bulk: BulkQueues::new(plan.max_entries, plan.bulk_size),
+            sink: exception.open(lcore)?,
+            stats: block,
+        });
     }
+    Ok(out)
+}
 
-    #[cfg(feature = "dpdk")]
-    let eal = dpdk.as_ref().map(|e| &e.eal);
-    for ctx in target_ctx {
+/// The EAL of a DPDK run, for [`launch`].
+#[cfg(feature = "dpdk")]
+fn eal_of(dpdk: &Env) -> Option<&crate::dpdk::Eal> {
+    dpdk.as_ref().map(|e| &e.eal)
+}
+
+/// Starts the target lcores first, so every entry has a consumer.
+fn launch_targets(
+    plan: &Plan,
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] dpdk: &Env,
+    targets: Vec<TargetLcore>,
+    threads: &mut Threads,
+) -> Result<(), LcoreError> {
+    for ctx in targets {
         let lcore = ctx.stats.target.lcore();
-        let stop = stop_targets.clone();
+        let stop = threads.stop_targets.clone();
         let w = launch(
             #[cfg(feature = "dpdk")]
-            eal,
+            eal_of(dpdk),
             lcore,
             plan.cpus_of(lcore).to_vec(),
             plan.pin,
@@ -460,57 +570,41 @@ fn start_inner(
         )?;
         threads.targets.push((lcore, w));
     }
+    Ok(())
+}
 
+/// Starts the RX lcores and waits until each has built its pool (or
+/// failed). Returns the pools to watch (a DPDK mempool is listed once, by
+/// [`prepare_exception`], as the socket's lcores share it).
+fn launch_rx(
+    plan: &Plan,
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] dpdk: &Env,
+    rx: Vec<RxSetup>,
+    mode: &Arc<ModeSwitch>,
+    threads: &mut Threads,
+) -> Result<Vec<PoolStats>, LcoreError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<PoolStats, LcoreError>>();
-    for (lcore, queues, filter, reader, bulk, sink, stats) in rx_ctx {
-        let (stop, ready, mode) = (stop_rx.clone(), ready_tx.clone(), mode.clone());
-        let (pool_n, headroom, data_room) = (plan.pool_size, plan.headroom, plan.data_room);
-        let (cpus, do_pin, stamp) = (plan.cpus_of(lcore).to_vec(), plan.pin, plan.latency);
-        let stage_clock = plan.stage_cycles.then(|| StageClock::shared().clone());
+    let n = rx.len();
+    for setup in rx {
+        let lcore = setup.lcore;
+        let (stop, ready, mode) = (threads.stop_rx.clone(), ready_tx.clone(), mode.clone());
         #[cfg(feature = "dpdk")]
         let mempool = dpdk.as_ref().map(|e| e.pool_for(lcore));
-        let body = move || {
-            if do_pin && let Err(e) = pin(lcore, &cpus) {
-                let _ = ready.send(Err(e));
-                return None;
-            }
-            // A native pool is built here, on the lcore (after pinning), so
-            // its memory is first touched on this lcore's NUMA node.
-            #[cfg(feature = "dpdk")]
-            let pool = match mempool {
-                Some(mp) => Ok(Pool::from_mempool(mp)),
-                None => Pool::new(&format!("{lcore}_pool"), pool_n, headroom, data_room),
-            };
-            #[cfg(not(feature = "dpdk"))]
-            let pool = Pool::new(&format!("{lcore}_pool"), pool_n, headroom, data_room);
-            let pool = match pool {
-                Ok(pool) => pool,
-                Err(e) => {
-                    let _ = ready.send(Err(e.into()));
-                    return None;
-                }
-            };
-            let _ = ready.send(Ok(pool.stats()));
-            Some(
-                RxLcore {
-                    queues,
-                    pool,
-                    filter,
-                    mode,
-                    reader,
-                    bulk,
-                    sink,
-                    stats,
-                    stamp,
-                    stage_clock,
-                }
-                .run(&stop),
-            )
+        #[cfg(not(feature = "dpdk"))]
+        let mempool: Option<EnvPool> = None;
+        let env = RxEnv {
+            pool_n: plan.pool_size,
+            headroom: plan.headroom,
+            data_room: plan.data_room,
+            cpus: plan.pin.then(|| plan.cpus_of(lcore).to_vec()),
+            stamp: plan.latency,
+            stage_clock: plan.stage_cycles.then(|| StageClock::shared().clone()),
         };
+        let body = move || env.run(setup, mempool, mode, ready, &stop);
         // The body pins itself (a failure is fatal for RX, unlike targets).
         let w = launch(
             #[cfg(feature = "dpdk")]
-            eal,
+            eal_of(dpdk),
             lcore,
             Vec::new(),
             false,
@@ -519,11 +613,11 @@ fn start_inner(
         threads.rx.push((lcore, w));
     }
     drop(ready_tx);
+    let mut pools = Vec::new();
     let mut first_err = None;
-    for _ in 0..rx_lcores.len() {
+    for _ in 0..n {
         match ready_rx.recv() {
-            // A DPDK mempool is shared by the socket's lcores: listed once.
-            Ok(Ok(pool)) if plan.dpdk.is_none() => stats.pools.push(pool),
+            Ok(Ok(pool)) if plan.dpdk.is_none() => pools.push(pool),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
@@ -531,27 +625,81 @@ fn start_inner(
             Err(_) => break,
         }
     }
-    if let Some(e) = first_err {
-        // Dropping `threads` stops and joins what started.
-        return Err(e);
+    match first_err {
+        // The caller drops `threads`, which stops and joins what started.
+        Some(e) => Err(e),
+        None => Ok(pools),
     }
-    Ok(Running {
-        handle: Arc::new(Handle {
-            map,
-            prog: plan.prog.clone(),
-            stats,
+}
+
+/// What an RX lcore's thread needs from the plan to build its pool and loop.
+struct RxEnv {
+    pool_n: u32,
+    headroom: u16,
+    data_room: u16,
+    /// CPUs to pin to (None: `--no-pin`).
+    cpus: Option<Vec<usize>>,
+    stamp: bool,
+    stage_clock: Option<StageClock>,
+}
+
+impl RxEnv {
+    /// The RX lcore's thread: pin, build the pool, report ready, loop until
+    /// `stop`. Context: the RX lcore itself.
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))]
+    fn run(
+        self,
+        s: RxSetup,
+        mempool: Option<EnvPool>,
+        mode: Arc<ModeSwitch>,
+        ready: mpsc::Sender<Result<PoolStats, LcoreError>>,
+        stop: &AtomicBool,
+    ) -> Option<RxLcore> {
+        if let Some(cpus) = &self.cpus
+            && let Err(e) = pin(s.lcore, cpus)
+        {
+            let _ = ready.send(Err(e));
+            return None;
+        }
+        // A native pool is built here, on the lcore (after pinning), so its
+        // memory is first touched on this lcore's NUMA node.
+        let pool = match mempool {
+            Some(mp) => Ok(pool_of(mp)),
+            None => Pool::new(
+                &format!("{}_pool", s.lcore),
+                self.pool_n,
+                self.headroom,
+                self.data_room,
+            ),
+        };
+        let pool = match pool {
+            Ok(pool) => pool,
+            Err(e) => {
+                let _ = ready.send(Err(e.into()));
+                return None;
+            }
+        };
+        let _ = ready.send(Ok(pool.stats()));
+        let lc = RxLcore {
+            queues: s.queues,
+            pool,
+            filter: s.filter,
             mode,
-            started: Instant::now(),
-        }),
-        threads,
-        #[cfg(feature = "dpdk")]
-        dpdk,
-    })
+            reader: s.reader,
+            bulk: s.bulk,
+            sink: s.sink,
+            stats: s.stats,
+            stamp: self.stamp,
+            stage_clock: self.stage_clock,
+        };
+        Some(lc.run(stop))
+    }
 }
 
 impl Running {
+    /// The map (control-plane updates).
     pub fn map(&self) -> &Arc<CpuMap> {
-        &self.handle.map
+        self.handle.map()
     }
 
     /// The shared view for the control plane and metrics threads.
@@ -559,9 +707,9 @@ impl Running {
         self.handle.clone()
     }
 
-    /// Counters now.
-    pub fn snapshot(&self) -> Summary {
-        self.handle.snapshot()
+    /// The registry of the run's counters (`telemetry::Summary::now` reads it).
+    pub fn stats(&self) -> &Arc<StatsSet> {
+        &self.handle.stats
     }
 
     /// True once every RX lcore has stopped on its own (finite sources).
@@ -569,9 +717,15 @@ impl Running {
         self.threads.rx.iter().all(|(_, h)| h.is_finished())
     }
 
-    /// Stops RX, drains every target, checks pools, returns the summary. In
-    /// a DPDK run it then closes every port and cleans up the EAL.
-    pub fn shutdown(mut self) -> Result<Summary, LcoreError> {
+    /// Stops RX, drains every target, closes queues and sinks, then hands
+    /// the final counters and the run's length to `read` (the summary is
+    /// `telemetry::Summary::at_shutdown`). In a DPDK run it then closes every
+    /// port and cleans up the EAL: `read` runs while the mempools it reads
+    /// are still there.
+    pub fn shutdown_with<R>(
+        mut self,
+        read: impl FnOnce(&StatsSet, f64) -> R,
+    ) -> Result<R, LcoreError> {
         let mut err = None;
         let t = &mut self.threads;
         t.stop_rx.store(true, Ordering::Relaxed);
@@ -603,7 +757,7 @@ impl Running {
                 }
             }
         }
-        let duration = self.handle.started.elapsed().as_secs_f64();
+        let duration = self.handle.stats.started.elapsed().as_secs_f64();
         for lc in rx_done.iter_mut() {
             for q in lc.queues.iter_mut() {
                 if let Err(e) = q.flush() {
@@ -625,7 +779,7 @@ impl Running {
             env.ports.clear();
             env
         });
-        let summary = Summary::collect(&self.handle.stats, duration);
+        let summary = read(&self.handle.stats, duration);
         #[cfg(feature = "dpdk")]
         if let Some(env) = env {
             // The mempools go with the last statistics handle; the EAL is

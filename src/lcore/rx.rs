@@ -9,13 +9,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::counters::RxStats;
+use crate::counters::stages::{Laps, RxStage, StageClock};
 use crate::cpumap::{BulkQueues, MapReader};
 use crate::exception::ExceptionSink;
 use crate::filter::{Filter, ModeSwitch, Verdict};
 use crate::frame::Pool;
 use crate::ids::TargetId;
-use crate::metrics::RxStats;
-use crate::metrics::stages::{Laps, RxStage, StageClock};
 use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
 
 use super::target::REVERSE_EVERY;
@@ -95,7 +95,7 @@ impl RxLcore {
                 }
                 t.rx += n as u64;
                 if self.stamp {
-                    let now = crate::metrics::latency::now_ns();
+                    let now = crate::counters::latency::now_ns();
                     for f in burst.iter_mut() {
                         f.set_timestamp_ns(now);
                     }

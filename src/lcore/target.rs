@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::counters::stages::{Laps, StageClock, TargetStage};
+use crate::counters::{TargetCounters, TargetDropReason, TargetStats};
 use crate::cpumap::TargetView;
 use crate::exception::ExceptionSink;
 use crate::filter::ebpf::Instance;
 use crate::filter::{RemoteProg, Verdict};
 use crate::frame::{Pool, free_burst};
-use crate::metrics::stages::{Laps, StageClock, TargetStage};
-use crate::metrics::{TargetCounters, TargetDropReason, TargetStats};
 use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
 
 pub(super) struct TargetLcore {
@@ -136,7 +136,7 @@ impl TargetLcore {
             c.processed.add(taken.count as u64);
             if self.latency {
                 // One clock read per burst; unstamped frames (0) are skipped.
-                let now = crate::metrics::latency::now_ns();
+                let now = crate::counters::latency::now_ns();
                 for f in batch.iter() {
                     let ts = f.timestamp_ns();
                     if ts != 0 {
@@ -186,7 +186,7 @@ impl TargetLcore {
                 }
             }
             if !deliver.is_empty() {
-                c.count_delivery(&self.sink.deliver_burst(&mut deliver));
+                self.sink.deliver_burst(&mut deliver).count(c);
             }
             laps.lap(TargetStage::Sink as usize);
             laps.publish(TargetStage::Other as usize, true, &c.stages);

@@ -37,9 +37,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{Burst, MAX_BURST, PortError, PortQueue, VdevSpec, netdev};
+use crate::counters::PortQueueCounters;
 use crate::frame::{DEFAULT_DATA_ROOM, Pool};
 use crate::ids::PortId;
-use crate::metrics::PortQueueCounters;
 
 /// Offsets inside `tpacket_block_desc` (hdr.bh1) and `tpacket3_hdr`.
 const BLK_STATUS: usize = 8;

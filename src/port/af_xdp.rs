@@ -44,9 +44,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{Burst, PortError, PortQueue, VdevSpec, bpf, netdev};
+use crate::bpf_abi::{helper, map_type, xdp};
+use crate::counters::PortQueueCounters;
 use crate::frame::{DEFAULT_DATA_ROOM, Pool, free_burst};
 use crate::ids::PortId;
-use crate::metrics::PortQueueCounters;
 
 /// UMEM chunks per queue, and their size.
 const CHUNKS: u32 = 4096;
@@ -68,7 +69,7 @@ struct XdpProgram {
 
 impl XdpProgram {
     fn load(ifindex: u32, queues: u32) -> io::Result<Self> {
-        let map = bpf::map_create(bpf::MAP_TYPE_XSKMAP, 4, 4, queues)?;
+        let map = bpf::map_create(map_type::XSKMAP, 4, 4, queues)?;
         // r2 = ctx->rx_queue_index; r1 = &xsks_map; r3 = XDP_PASS (on a
         // miss); return bpf_redirect_map(r1, r2, r3).
         let [ld_map, ld_map_hi] = bpf::ld_map_fd(1, &map);
@@ -76,8 +77,8 @@ impl XdpProgram {
             bpf::insn(0x61, 2, 1, 16, 0), // ldxw r2, [r1 + 16]
             ld_map,
             ld_map_hi,
-            bpf::insn(0xb7, 3, 0, 0, bpf::XDP_PASS), // mov r3, XDP_PASS
-            bpf::insn(0x85, 0, 0, 0, bpf::FUNC_REDIRECT_MAP),
+            bpf::insn(0xb7, 3, 0, 0, xdp::PASS as i32), // mov r3, XDP_PASS
+            bpf::insn(0x85, 0, 0, 0, helper::REDIRECT_MAP),
             bpf::insn(0x95, 0, 0, 0, 0), // exit
         ];
         let prog = bpf::prog_load(bpf::PROG_TYPE_XDP, 0, &prog, "cpumapd_xsk")?;

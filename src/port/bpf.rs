@@ -10,26 +10,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const BPF_MAP_CREATE: libc::c_int = 0;
-const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
-const BPF_PROG_LOAD: libc::c_int = 5;
-const BPF_LINK_CREATE: libc::c_int = 28;
-const BPF_XDP: u32 = 37;
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-
-pub const MAP_TYPE_ARRAY: u32 = 2;
-pub const MAP_TYPE_CPUMAP: u32 = 16;
-pub const MAP_TYPE_XSKMAP: u32 = 17;
-pub const PROG_TYPE_XDP: u32 = 6;
-/// Expected attach type of a cpumap entry's program.
-pub const ATTACH_XDP_CPUMAP: u32 = 35;
-pub const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
-pub const FUNC_REDIRECT_MAP: i32 = 51;
-pub const XDP_DROP: i32 = 1;
-pub const XDP_PASS: i32 = 2;
+pub use crate::bpf_abi::PROG_TYPE_XDP;
+use crate::bpf_abi::{attach, cmd, pseudo, xdp_flags};
 
 #[repr(C)]
 struct MapCreateAttr {
@@ -96,7 +78,7 @@ pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 /// `ld_imm64 dst, map` (two instruction slots).
 pub fn ld_map_fd(dst: u8, map: &OwnedFd) -> [Insn; 2] {
     [
-        insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map.as_raw_fd()),
+        insn(0x18, dst, pseudo::MAP_FD, 0, map.as_raw_fd()),
         insn(0, 0, 0, 0, 0),
     ]
 }
@@ -135,7 +117,7 @@ pub fn map_create(
         value_size,
         max_entries,
     };
-    sys(BPF_MAP_CREATE, &mut a).map(fd)
+    sys(cmd::MAP_CREATE, &mut a).map(fd)
 }
 
 fn elem(cmd: libc::c_int, map: &OwnedFd, key: &[u8], value: *const u8) -> io::Result<()> {
@@ -151,12 +133,12 @@ fn elem(cmd: libc::c_int, map: &OwnedFd, key: &[u8], value: *const u8) -> io::Re
 
 /// The caller passes key and value of the map's sizes.
 pub fn map_update(map: &OwnedFd, key: &[u8], value: &[u8]) -> io::Result<()> {
-    elem(BPF_MAP_UPDATE_ELEM, map, key, value.as_ptr())
+    elem(cmd::MAP_UPDATE_ELEM, map, key, value.as_ptr())
 }
 
 /// The caller passes key and value of the map's sizes.
 pub fn map_lookup(map: &OwnedFd, key: &[u8], value: &mut [u8]) -> io::Result<()> {
-    elem(BPF_MAP_LOOKUP_ELEM, map, key, value.as_mut_ptr())
+    elem(cmd::MAP_LOOKUP_ELEM, map, key, value.as_mut_ptr())
 }
 
 /// Loads a GPL program; a refusal carries the kernel verifier's log.
@@ -182,7 +164,7 @@ pub fn prog_load(
     for (d, s) in a.prog_name.iter_mut().zip(name.bytes().take(15)) {
         *d = s;
     }
-    sys(BPF_PROG_LOAD, &mut a).map(fd).map_err(|e| {
+    sys(cmd::PROG_LOAD, &mut a).map(fd).map_err(|e| {
         let msg = String::from_utf8_lossy(&log);
         io::Error::new(
             e.kind(),
@@ -196,16 +178,16 @@ pub fn prog_load(
 pub fn link_xdp(prog: &OwnedFd, ifindex: u32) -> io::Result<(OwnedFd, &'static str)> {
     let mut last = None;
     for (flags, mode) in [
-        (XDP_FLAGS_DRV_MODE, "native"),
-        (XDP_FLAGS_SKB_MODE, "generic"),
+        (xdp_flags::DRV_MODE, "native"),
+        (xdp_flags::SKB_MODE, "generic"),
     ] {
         let mut a = LinkCreateAttr {
             prog_fd: prog.as_raw_fd() as u32,
             target_ifindex: ifindex,
-            attach_type: BPF_XDP,
+            attach_type: attach::XDP,
             flags,
         };
-        match sys(BPF_LINK_CREATE, &mut a) {
+        match sys(cmd::LINK_CREATE, &mut a) {
             Ok(r) => return Ok((fd(r), mode)),
             Err(e) => last = Some(e),
         }

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use super::{Burst, MAX_BURST, PortQueue};
+use crate::counters::PortQueueCounters;
 use crate::dpdk::Mbuf;
 use crate::dpdk::ethdev::EthQueue;
 use crate::frame::{Frame, Pool};
-use crate::metrics::PortQueueCounters;
 
 pub struct DpdkQueue {
     q: EthQueue,

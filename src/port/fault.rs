@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Burst, PortError, PortQueue, VdevSpec};
+use crate::counters::PortQueueCounters;
 use crate::frame::Pool;
-use crate::metrics::PortQueueCounters;
 
 /// The devargs this wrapper takes, on any native driver.
 pub const FAULT_KEYS: &[&str] = &[

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Burst, PortError, PortQueue, VdevSpec, free_all, tx_to_nowhere};
+use crate::counters::PortQueueCounters;
 use crate::frame::Pool;
 use crate::ids::PortId;
-use crate::metrics::PortQueueCounters;
 use crate::wire::{ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Generator settings, parsed from the vdev arguments.

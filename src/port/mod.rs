@@ -28,9 +28,9 @@ use std::sync::Arc;
 use arrayvec::ArrayVec;
 use thiserror::Error;
 
+use crate::counters::PortQueueCounters;
 use crate::frame::{Frame, Pool};
 use crate::ids::PortId;
-use crate::metrics::PortQueueCounters;
 
 pub use generator::{GenConfig, GenProto};
 pub use pcap::PcapTrace;

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::{Burst, PortError, PortQueue, VdevSpec, free_all, tx_to_nowhere};
+use crate::counters::PortQueueCounters;
 use crate::frame::Pool;
 use crate::ids::PortId;
-use crate::metrics::PortQueueCounters;
 
 struct NullQueue {
     port: u16,

@@ -15,9 +15,9 @@ use pcap_file::DataLink;
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
 use super::{Burst, PortError, PortQueue, VdevSpec, free_all};
+use crate::counters::PortQueueCounters;
 use crate::frame::Pool;
 use crate::ids::PortId;
-use crate::metrics::PortQueueCounters;
 
 /// libpcap's MAXIMUM_SNAPLEN.
 const MAX_CAPLEN: u32 = 262_144;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cpumapd::config::Plan;
 use cpumapd::lcore;
-use cpumapd::metrics::Summary;
+use cpumapd::telemetry::Summary;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 
@@ -105,7 +105,7 @@ pub fn run_to_end(cmdline: &str) -> Summary {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    running.shutdown().expect("shutdown")
+    cpumapd::telemetry::Summary::at_shutdown(running).expect("shutdown")
 }
 
 /// Asks a child (cpumapd, a generator) to stop cleanly: SIGTERM.
@@ -122,7 +122,7 @@ pub fn sigterm(child: &std::process::Child) {
 pub fn wait_drained(running: &lcore::Running) {
     let t0 = Instant::now();
     loop {
-        let s = running.snapshot();
+        let s = cpumapd::telemetry::Summary::now(running.stats());
         if running.rx_finished() && s.target_processed == s.enqueued {
             return;
         }

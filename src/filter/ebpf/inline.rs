@@ -10,6 +10,7 @@
 //! Every jump is re-targeted over the inserted instructions.
 
 use super::insn::*;
+use crate::bpf_abi::helper;
 
 /// One call site to expand.
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +68,7 @@ pub fn inline_lookups(code: &[u8], sites: &[ArrayLookup]) -> Option<Vec<u8>> {
         let call = (s.pc < n).then(|| Insn::at(code, s.pc))?;
         if call.op != (JMP | CALL)
             || call.src != 0
-            || call.imm != super::verifier::HELPER_MAP_LOOKUP
+            || call.imm != helper::MAP_LOOKUP_ELEM
             || s.max_entries == 0
             || s.max_entries > i32::MAX as u32
             || s.stride > i32::MAX as u32

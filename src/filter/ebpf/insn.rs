@@ -1,7 +1,12 @@
-//! eBPF instruction encoding (the kernel's `struct bpf_insn`): 8 bytes,
-//! `ld_imm64` takes two.
+//! The eBPF instruction set: encoding (the kernel's `struct bpf_insn`: 8
+//! bytes, `ld_imm64` takes two) and the semantics the verifier, the
+//! interpreter and the JIT share (ALU results, byte swaps, jump conditions,
+//! the stack size), so the three cannot disagree.
 
+/// Bytes per instruction.
 pub const INSN_SIZE: usize = 8;
+/// Bytes of stack a program gets (r10 points at its end).
+pub const STACK_SIZE: usize = 512;
 
 // Classes.
 pub const LD: u8 = 0x00;
@@ -62,11 +67,6 @@ pub const JLE: u8 = 0xb0;
 pub const JSLT: u8 = 0xc0;
 pub const JSLE: u8 = 0xd0;
 
-/// `ld_imm64` source: a map (libbpf's BPF_PSEUDO_MAP_FD).
-pub const PSEUDO_MAP_FD: u8 = 1;
-/// `call` source: a bpf-to-bpf call.
-pub const PSEUDO_CALL: u8 = 1;
-
 /// One decoded instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Insn {
@@ -117,26 +117,106 @@ impl Insn {
     }
 }
 
-/// Names of the kernel helpers a program might call, for error messages.
-pub fn helper_name(id: i32) -> &'static str {
-    match id {
-        1 => "bpf_map_lookup_elem",
-        2 => "bpf_map_update_elem",
-        3 => "bpf_map_delete_elem",
-        4 => "bpf_probe_read",
-        5 => "bpf_ktime_get_ns",
-        6 => "bpf_trace_printk",
-        7 => "bpf_get_prandom_u32",
-        8 => "bpf_get_smp_processor_id",
-        12 => "bpf_tail_call",
-        23 => "bpf_redirect",
-        25 => "bpf_perf_event_output",
-        28 => "bpf_csum_diff",
-        44 => "bpf_xdp_adjust_head",
-        51 => "bpf_redirect_map",
-        54 => "bpf_xdp_adjust_meta",
-        65 => "bpf_xdp_adjust_tail",
-        69 => "bpf_fib_lookup",
-        _ => "unknown",
+/// The operation's name, for messages.
+pub fn alu_name(op: u8) -> &'static str {
+    match op {
+        ADD => "add",
+        SUB => "sub",
+        MUL => "mul",
+        DIV => "div",
+        OR => "or",
+        AND => "and",
+        LSH => "lsh",
+        RSH => "rsh",
+        NEG => "neg",
+        MOD => "mod",
+        XOR => "xor",
+        ARSH => "arsh",
+        END => "byte swap",
+        _ => "?",
+    }
+}
+
+/// The exact ALU result for known operands (the interpreter's semantics,
+/// which are rbpf's and the kernel's: division by zero gives 0, modulo by
+/// zero leaves the dividend). `op` is the operation nibble; byte swaps are
+/// [`byte_swap`].
+pub fn alu_exact(op: u8, is64: bool, a: u64, b: u64) -> u64 {
+    if is64 {
+        match op {
+            ADD => a.wrapping_add(b),
+            SUB => a.wrapping_sub(b),
+            MUL => a.wrapping_mul(b),
+            DIV => a.checked_div(b).unwrap_or(0),
+            OR => a | b,
+            AND => a & b,
+            LSH => a.wrapping_shl(b as u32 & 63),
+            RSH => a.wrapping_shr(b as u32 & 63),
+            NEG => (a as i64).wrapping_neg() as u64,
+            MOD => a.checked_rem(b).unwrap_or(a),
+            XOR => a ^ b,
+            ARSH => ((a as i64).wrapping_shr(b as u32 & 63)) as u64,
+            _ => 0,
+        }
+    } else {
+        let (x, y) = (a as u32, b as u32);
+        (match op {
+            ADD => x.wrapping_add(y),
+            SUB => x.wrapping_sub(y),
+            MUL => x.wrapping_mul(y),
+            DIV => x.checked_div(y).unwrap_or(0),
+            OR => x | y,
+            AND => x & y,
+            LSH => x.wrapping_shl(y & 31),
+            RSH => x.wrapping_shr(y & 31),
+            NEG => (x as i32).wrapping_neg() as u32,
+            MOD => x.checked_rem(y).unwrap_or(x),
+            XOR => x ^ y,
+            ARSH => ((x as i32).wrapping_shr(y & 31)) as u32,
+            _ => 0,
+        }) as u64
+    }
+}
+
+/// `le16/32/64` (source bit K) or `be16/32/64` (source bit X) of the
+/// instruction opcode `insn_op`, on this little-endian host.
+pub fn byte_swap(a: u64, bits: i32, insn_op: u8) -> u64 {
+    let be = insn_op & X == X;
+    match (bits, be) {
+        (16, false) => a as u16 as u64,
+        (32, false) => a as u32 as u64,
+        (16, true) => (a as u16).swap_bytes() as u64,
+        (32, true) => (a as u32).swap_bytes() as u64,
+        (_, true) => a.swap_bytes(),
+        _ => a,
+    }
+}
+
+/// A conditional jump on known values (the interpreter's semantics too):
+/// JMP32 compares the low 32 bits.
+pub fn eval_jump(op: u8, a: u64, b: u64, is64: bool) -> bool {
+    let (a, b) = if is64 {
+        (a, b)
+    } else {
+        (a as u32 as u64, b as u32 as u64)
+    };
+    let (sa, sb) = if is64 {
+        (a as i64, b as i64)
+    } else {
+        (a as u32 as i32 as i64, b as u32 as i32 as i64)
+    };
+    match op {
+        JEQ => a == b,
+        JNE => a != b,
+        JGT => a > b,
+        JGE => a >= b,
+        JLT => a < b,
+        JLE => a <= b,
+        JSET => a & b != 0,
+        JSGT => sa > sb,
+        JSGE => sa >= sb,
+        JSLT => sa < sb,
+        JSLE => sa <= sb,
+        _ => false,
     }
 }

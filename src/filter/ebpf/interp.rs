@@ -17,7 +17,8 @@ use std::sync::atomic::AtomicU64;
 
 use super::insn::*;
 use super::maps::{self, Map};
-use super::verifier::{STACK_SIZE, alu_exact, byte_swap, eval_jump};
+use crate::bpf_abi::errno::EINVAL;
+use crate::bpf_abi::{helper, xdp};
 
 /// Instructions one run may execute (a verified program cannot reach it;
 /// an unverified one is stopped).
@@ -275,10 +276,9 @@ fn map_index(fd: u64, maps: &[Map]) -> Option<usize> {
 
 /// Runs helper `id`; None for an unknown helper or a bad argument.
 fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Option<u64> {
-    use super::verifier::*;
     let neg = |e: i64| (-e) as u64;
     match id {
-        HELPER_MAP_LOOKUP | HELPER_MAP_UPDATE | HELPER_MAP_DELETE => {
+        helper::MAP_LOOKUP_ELEM | helper::MAP_UPDATE_ELEM | helper::MAP_DELETE_ELEM => {
             let mi = map_index(reg[1], env.maps())?;
             let (ks, vs) = {
                 let d = &env.maps()[mi].def;
@@ -298,11 +298,11 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
             let cpu = env.cpu() as usize;
             let m = &env.maps()[mi];
             Some(match id {
-                HELPER_MAP_LOOKUP => match m.lookup(key, cpu) {
+                helper::MAP_LOOKUP_ELEM => match m.lookup(key, cpu) {
                     Some(w) => m.words()[w..].as_ptr() as u64,
                     None => 0,
                 },
-                HELPER_MAP_UPDATE => {
+                helper::MAP_UPDATE_ELEM => {
                     let mut vsmall = [0u8; 64];
                     let mut vbig;
                     let val: &mut [u8] = if vs <= 64 {
@@ -318,23 +318,23 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
                 _ => m.delete(key) as u64,
             })
         }
-        HELPER_KTIME => Some(env.ktime_ns()),
-        HELPER_SMP_ID => Some(env.cpu() as u64),
-        HELPER_REDIRECT_MAP => {
+        helper::KTIME_GET_NS => Some(env.ktime_ns()),
+        helper::GET_SMP_PROCESSOR_ID => Some(env.cpu() as u64),
+        helper::REDIRECT_MAP => {
             map_index(reg[1], env.maps())?;
             let key = reg[2] as u32;
             if env.cpumap_has(key) {
                 env.set_redirect(key);
-                Some(XDP_REDIRECT)
+                Some(xdp::REDIRECT as u64)
             } else {
                 // The kernel: the low bits of flags are the action on a miss.
                 Some(reg[3] & 0x3)
             }
         }
-        HELPER_ADJUST_HEAD | HELPER_ADJUST_META => {
+        helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META => {
             let c = XdpCtx::from_bytes(mem.ctx);
             let start = mem.pkt.as_ptr() as u64;
-            let ok = match adjust(c, start, reg[2] as i64, id == HELPER_ADJUST_HEAD) {
+            let ok = match adjust(c, start, reg[2] as i64, id == helper::XDP_ADJUST_HEAD) {
                 Some((c, mv)) => {
                     if let Some((from, to, len)) = mv {
                         mem.pkt.copy_within(from..from + len, to);
@@ -344,7 +344,7 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
                 }
                 None => false,
             };
-            if ok { Some(0) } else { Some(neg(maps::EINVAL)) }
+            if ok { Some(0) } else { Some(neg(EINVAL)) }
         }
         _ => None,
     }
@@ -395,10 +395,3 @@ pub fn adjust(
         })
     }
 }
-
-/// XDP actions.
-pub const XDP_ABORTED: u64 = 0;
-pub const XDP_DROP: u64 = 1;
-pub const XDP_PASS: u64 = 2;
-pub const XDP_TX: u64 = 3;
-pub const XDP_REDIRECT: u64 = 4;

@@ -20,10 +20,11 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use super::interp::{self, CTX_SIZE, XDP_REDIRECT, XdpCtx};
+use super::interp::{self, CTX_SIZE, XdpCtx};
 use super::maps::{self, Map};
-use super::verifier::*;
 use super::{Program, inline};
+use crate::bpf_abi::errno::EINVAL;
+use crate::bpf_abi::{helper, xdp};
 
 /// What the helpers of the current run act on.
 struct RunState {
@@ -128,7 +129,7 @@ fn h_update(fd: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
         .flatten()
     })
     .flatten()
-    .unwrap_or((-maps::EINVAL) as u64)
+    .unwrap_or((-EINVAL) as u64)
 }
 
 fn h_delete(fd: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -137,7 +138,7 @@ fn h_delete(fd: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
         with_bytes(key, m.def.key_size as usize, |k| m.delete(k) as u64)
     })
     .flatten()
-    .unwrap_or((-maps::EINVAL) as u64)
+    .unwrap_or((-EINVAL) as u64)
 }
 
 fn h_ktime(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -155,7 +156,7 @@ fn h_redirect_map(fd: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
         let has = unsafe { &*st.has };
         if has(key as u32) {
             st.redirect = Some(key as u32);
-            Some(XDP_REDIRECT)
+            Some(xdp::REDIRECT as u64)
         } else {
             Some(flags & 0x3)
         }
@@ -170,7 +171,7 @@ fn adjust(ctx: u64, delta: u64, head: bool) -> u64 {
         copy_from(ctx, &mut b);
         let c = XdpCtx::from_bytes(&b);
         let Some((c, mv)) = interp::adjust(c, st.buf_start, delta as i64, head) else {
-            return (-maps::EINVAL) as u64;
+            return (-EINVAL) as u64;
         };
         if let Some((from, to, len)) = mv {
             // SAFETY: both ranges lie in the frame's buffer between its
@@ -190,7 +191,7 @@ fn adjust(ctx: u64, delta: u64, head: bool) -> u64 {
         unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), ctx as *mut u8, CTX_SIZE) };
         0
     })
-    .unwrap_or((-maps::EINVAL) as u64)
+    .unwrap_or((-EINVAL) as u64)
 }
 
 fn h_adjust_head(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -257,14 +258,14 @@ impl Jit {
         vm.set_verifier(|_| Ok(())).map_err(|e| e.to_string())?;
         vm.set_program(code).map_err(|e| e.to_string())?;
         for (id, f) in [
-            (HELPER_MAP_LOOKUP, h_lookup as rbpf::Helper),
-            (HELPER_MAP_UPDATE, h_update),
-            (HELPER_MAP_DELETE, h_delete),
-            (HELPER_KTIME, h_ktime),
-            (HELPER_SMP_ID, h_smp_id),
-            (HELPER_REDIRECT_MAP, h_redirect_map),
-            (HELPER_ADJUST_HEAD, h_adjust_head),
-            (HELPER_ADJUST_META, h_adjust_meta),
+            (helper::MAP_LOOKUP_ELEM, h_lookup as rbpf::Helper),
+            (helper::MAP_UPDATE_ELEM, h_update),
+            (helper::MAP_DELETE_ELEM, h_delete),
+            (helper::KTIME_GET_NS, h_ktime),
+            (helper::GET_SMP_PROCESSOR_ID, h_smp_id),
+            (helper::REDIRECT_MAP, h_redirect_map),
+            (helper::XDP_ADJUST_HEAD, h_adjust_head),
+            (helper::XDP_ADJUST_META, h_adjust_meta),
         ] {
             vm.register_helper(id as u32, f)
                 .map_err(|e| e.to_string())?;

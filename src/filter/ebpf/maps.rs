@@ -21,6 +21,9 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::bpf_abi::errno::{E2BIG, EEXIST, EINVAL, ENOENT};
+use crate::bpf_abi::{map_type, update};
+
 /// Map types (the kernel's `BPF_MAP_TYPE_*` numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapKind {
@@ -33,10 +36,10 @@ pub enum MapKind {
 impl MapKind {
     pub fn from_kernel(t: u32) -> Option<MapKind> {
         match t {
-            1 => Some(MapKind::Hash),
-            2 => Some(MapKind::Array),
-            6 => Some(MapKind::PerCpuArray),
-            16 => Some(MapKind::CpuMap),
+            map_type::HASH => Some(MapKind::Hash),
+            map_type::ARRAY => Some(MapKind::Array),
+            map_type::PERCPU_ARRAY => Some(MapKind::PerCpuArray),
+            map_type::CPUMAP => Some(MapKind::CpuMap),
             _ => None,
         }
     }
@@ -48,24 +51,6 @@ impl MapKind {
             MapKind::PerCpuArray => "percpu_array",
             MapKind::CpuMap => "cpumap",
         }
-    }
-}
-
-/// Name of a kernel map type number, for errors.
-pub fn kernel_map_type_name(t: u32) -> &'static str {
-    match t {
-        1 => "hash",
-        2 => "array",
-        3 => "prog_array",
-        4 => "perf_event_array",
-        5 => "percpu_hash",
-        6 => "percpu_array",
-        9 => "lru_hash",
-        14 => "devmap",
-        16 => "cpumap",
-        17 => "xskmap",
-        27 => "ringbuf",
-        _ => "unknown",
     }
 }
 
@@ -168,17 +153,6 @@ fn hash_key(key: &[u8]) -> u64 {
     }
     h
 }
-
-/// `bpf_map_update_elem` flags.
-pub const BPF_ANY: u64 = 0;
-pub const BPF_NOEXIST: u64 = 1;
-pub const BPF_EXIST: u64 = 2;
-
-/// Kernel error numbers helpers return (negated).
-pub const ENOENT: i64 = 2;
-pub const E2BIG: i64 = 7;
-pub const EEXIST: i64 = 17;
-pub const EINVAL: i64 = 22;
 
 impl Map {
     pub fn new(def: MapDef) -> Result<Map, String> {
@@ -313,12 +287,12 @@ impl Map {
 
     /// `bpf_map_update_elem`: 0 or a negative errno.
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> i64 {
-        if flags > BPF_EXIST || value.len() != self.def.value_size as usize {
+        if flags > update::EXIST || value.len() != self.def.value_size as usize {
             return -EINVAL;
         }
         match self.def.kind {
             MapKind::Array | MapKind::PerCpuArray => {
-                if flags == BPF_NOEXIST {
+                if flags == update::NOEXIST {
                     return -EEXIST; // every array element exists
                 }
                 match self.array_index(key, cpu) {
@@ -331,13 +305,13 @@ impl Map {
             }
             MapKind::Hash => {
                 if let Some(s) = self.hash_find(key) {
-                    if flags == BPF_NOEXIST {
+                    if flags == update::NOEXIST {
                         return -EEXIST;
                     }
                     write_bytes(&self.words, (self.slot_base(s) + 1 + self.kw) * 8, value);
                     return 0;
                 }
-                if flags == BPF_EXIST {
+                if flags == update::EXIST {
                     return -ENOENT;
                 }
                 if self.len.load(Ordering::Relaxed) >= self.def.max_entries {
@@ -457,16 +431,19 @@ mod tests {
     #[test]
     fn array_and_percpu_follow_the_kernel() {
         let a = Map::new(def(MapKind::Array, 4, 8, 4)).unwrap();
-        assert_eq!(a.update(&1u32.to_le_bytes(), &[7; 8], BPF_ANY, 0), 0);
+        assert_eq!(a.update(&1u32.to_le_bytes(), &[7; 8], update::ANY, 0), 0);
         assert_eq!(
-            a.update(&1u32.to_le_bytes(), &[7; 8], BPF_NOEXIST, 0),
+            a.update(&1u32.to_le_bytes(), &[7; 8], update::NOEXIST, 0),
             -EEXIST
         );
-        assert_eq!(a.update(&9u32.to_le_bytes(), &[7; 8], BPF_ANY, 0), -E2BIG);
+        assert_eq!(
+            a.update(&9u32.to_le_bytes(), &[7; 8], update::ANY, 0),
+            -E2BIG
+        );
         assert_eq!(a.delete(&1u32.to_le_bytes()), -EINVAL);
         assert!(a.lookup(&4u32.to_le_bytes(), 0).is_none());
         let p = Map::new(def(MapKind::PerCpuArray, 4, 8, 2)).unwrap();
-        p.update(&0u32.to_le_bytes(), &5u64.to_le_bytes(), BPF_ANY, 3);
+        p.update(&0u32.to_le_bytes(), &5u64.to_le_bytes(), update::ANY, 3);
         let d = p.dump();
         assert_eq!(d[0].1[3], 5u64.to_le_bytes().to_vec(), "lcore 3's copy");
         assert_eq!(d[0].1[2], vec![0; 8], "lcore 2's copy untouched");
@@ -476,15 +453,21 @@ mod tests {
     fn hash_inserts_finds_deletes_and_fills_up() {
         let h = Map::new(def(MapKind::Hash, 4, 8, 3)).unwrap();
         for k in 0..3u32 {
-            assert_eq!(h.update(&k.to_le_bytes(), &[k as u8; 8], BPF_NOEXIST, 0), 0);
+            assert_eq!(
+                h.update(&k.to_le_bytes(), &[k as u8; 8], update::NOEXIST, 0),
+                0
+            );
         }
-        assert_eq!(h.update(&9u32.to_le_bytes(), &[0; 8], BPF_ANY, 0), -E2BIG);
         assert_eq!(
-            h.update(&1u32.to_le_bytes(), &[0; 8], BPF_NOEXIST, 0),
+            h.update(&9u32.to_le_bytes(), &[0; 8], update::ANY, 0),
+            -E2BIG
+        );
+        assert_eq!(
+            h.update(&1u32.to_le_bytes(), &[0; 8], update::NOEXIST, 0),
             -EEXIST
         );
         assert_eq!(
-            h.update(&7u32.to_le_bytes(), &[0; 8], BPF_EXIST, 0),
+            h.update(&7u32.to_le_bytes(), &[0; 8], update::EXIST, 0),
             -ENOENT
         );
         assert!(h.lookup(&2u32.to_le_bytes(), 0).is_some());
@@ -506,7 +489,7 @@ mod tests {
                 let h = h.clone();
                 std::thread::spawn(move || {
                     for k in (t * 1000)..(t * 1000 + 1000) {
-                        assert_eq!(h.update(&k.to_le_bytes(), &[1; 8], BPF_NOEXIST, 0), 0);
+                        assert_eq!(h.update(&k.to_le_bytes(), &[1; 8], update::NOEXIST, 0), 0);
                     }
                 })
             })

@@ -27,13 +27,15 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::bpf_abi::{pseudo, xdp};
 use crate::filter::Verdict;
 use crate::frame::Frame;
 use crate::ids::TargetId;
-use insn::{DW, IMM, INSN_SIZE, Insn, LD, LDX, MEM, PSEUDO_MAP_FD, W};
+use insn::STACK_SIZE;
+use insn::{DW, IMM, INSN_SIZE, Insn, LD, LDX, MEM, W};
 use interp::{CTX_SIZE, Env, Mem, XdpCtx};
 use maps::{MAP_FD_BASE, Map, MapDef, MapKind};
-use verifier::{CtxField, MapShape, STACK_SIZE, Verified};
+use verifier::{CtxField, MapShape, Verified};
 
 #[derive(Debug, Error)]
 pub enum EbpfError {
@@ -147,7 +149,7 @@ impl Program {
                 m.update(
                     &(i as u32).to_le_bytes(),
                     &pad(t.0, m.def.value_size),
-                    maps::BPF_ANY,
+                    crate::bpf_abi::update::ANY,
                     0,
                 );
             }
@@ -159,7 +161,7 @@ impl Program {
             m.update(
                 &0u32.to_le_bytes(),
                 &pad(targets.len() as u32, m.def.value_size),
-                maps::BPF_ANY,
+                crate::bpf_abi::update::ANY,
                 0,
             );
         }
@@ -229,7 +231,7 @@ pub fn parse_object(path: &str, bytes: &[u8], want: Option<&str>) -> Result<Prog
     // The map ld_imm64s must carry our fds now.
     for pc in 0..code.len() / INSN_SIZE {
         let i = Insn::at(&code, pc);
-        if i.op == (LD | IMM | DW) && i.src == PSEUDO_MAP_FD && i.imm < MAP_FD_BASE {
+        if i.op == (LD | IMM | DW) && i.src == pseudo::MAP_FD && i.imm < MAP_FD_BASE {
             return Err(bad(format!("insn {pc}: a map reference was not relocated")));
         }
     }
@@ -287,7 +289,7 @@ fn parse_and_relocate(
             bad(format!(
                 "map '{n}': type {} ({}) is not supported (hash, array, percpu_array, cpumap are)",
                 m.map_type(),
-                maps::kernel_map_type_name(m.map_type())
+                crate::bpf_abi::map_type::name(m.map_type())
             ))
         })?;
         defs.push(MapDef {
@@ -438,11 +440,11 @@ impl Instance {
         if delta != 0 && frame.adjust_head(delta as isize).is_err() {
             return Verdict::Aborted;
         }
-        match ret {
-            interp::XDP_DROP => Verdict::Drop,
-            interp::XDP_PASS => Verdict::Pass,
-            interp::XDP_TX => Verdict::Tx,
-            interp::XDP_REDIRECT => match redirect {
+        match u32::try_from(ret) {
+            Ok(xdp::DROP) => Verdict::Drop,
+            Ok(xdp::PASS) => Verdict::Pass,
+            Ok(xdp::TX) => Verdict::Tx,
+            Ok(xdp::REDIRECT) => match redirect {
                 Some(k) => Verdict::Redirect(TargetId(k)),
                 None => Verdict::Aborted,
             },

@@ -27,6 +27,7 @@ use std::fmt;
 
 use super::insn::*;
 use super::maps::MapKind;
+use crate::bpf_abi::{helper, pseudo};
 
 /// Longest program accepted (instructions).
 pub const MAX_INSNS: usize = 65_536;
@@ -34,7 +35,6 @@ pub const MAX_INSNS: usize = 65_536;
 pub const MAX_EXPLORED: usize = 1_000_000;
 /// Largest packet offset a program may compute (the kernel's MAX_PACKET_OFF).
 const MAX_PACKET_OFF: u64 = 0xffff;
-pub const STACK_SIZE: usize = 512;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyError {
@@ -92,16 +92,6 @@ pub struct MapShape {
     pub key_size: u32,
     pub value_size: u32,
 }
-
-/// Helper numbers cpumapd implements.
-pub const HELPER_MAP_LOOKUP: i32 = 1;
-pub const HELPER_MAP_UPDATE: i32 = 2;
-pub const HELPER_MAP_DELETE: i32 = 3;
-pub const HELPER_KTIME: i32 = 5;
-pub const HELPER_SMP_ID: i32 = 8;
-pub const HELPER_ADJUST_HEAD: i32 = 44;
-pub const HELPER_REDIRECT_MAP: i32 = 51;
-pub const HELPER_ADJUST_META: i32 = 54;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Reg {
@@ -396,7 +386,7 @@ impl Verifier<'_> {
                 "atomic instructions are not supported (count in a PERCPU_ARRAY instead)",
             ));
         }
-        if i.class() == JMP && op & 0xf0 == CALL && i.src == PSEUDO_CALL {
+        if i.class() == JMP && op & 0xf0 == CALL && i.src == pseudo::CALL {
             return Err(err(
                 pc,
                 "bpf-to-bpf calls are not supported (mark the function __always_inline)",
@@ -483,7 +473,7 @@ impl Verifier<'_> {
                     let val = (i.imm as u32 as u64) | (hi << 32);
                     st.regs[i.dst as usize] = match i.src {
                         0 => konst(val),
-                        PSEUDO_MAP_FD => {
+                        pseudo::MAP_FD => {
                             let idx = (i.imm as i64 - super::maps::MAP_FD_BASE as i64) as usize;
                             if idx >= self.maps.len() || hi != 0 {
                                 return Err(err(
@@ -1044,7 +1034,7 @@ impl Verifier<'_> {
             Reg::MapPtr { map } => Ok(map),
             _ => Err(err(
                 pc,
-                format!("{} needs a map in r1", helper_name(helper)),
+                format!("{} needs a map in r1", helper::name(helper)),
             )),
         }
     }
@@ -1055,16 +1045,16 @@ impl Verifier<'_> {
                 Reg::Scalar { .. } => Ok(()),
                 Reg::Uninit => Err(err(
                     pc,
-                    format!("{}: argument r{r} is not set", helper_name(id)),
+                    format!("{}: argument r{r} is not set", helper::name(id)),
                 )),
                 _ => Err(err(
                     pc,
-                    format!("{}: argument r{r} must be a number", helper_name(id)),
+                    format!("{}: argument r{r} must be a number", helper::name(id)),
                 )),
             }
         };
         let ret = match id {
-            HELPER_MAP_LOOKUP | HELPER_MAP_UPDATE | HELPER_MAP_DELETE => {
+            helper::MAP_LOOKUP_ELEM | helper::MAP_UPDATE_ELEM | helper::MAP_DELETE_ELEM => {
                 let map = self.map_arg(pc, st, id)?;
                 let shape = self.maps[map as usize];
                 if shape.kind == MapKind::CpuMap {
@@ -1072,23 +1062,23 @@ impl Verifier<'_> {
                         pc,
                         format!(
                             "{} on a cpumap is not supported from a program (use bpf_redirect_map)",
-                            helper_name(id)
+                            helper::name(id)
                         ),
                     ));
                 }
                 self.check_stack_arg(pc, st, 2, shape.key_size, "key")?;
-                if id == HELPER_MAP_LOOKUP {
+                if id == helper::MAP_LOOKUP_ELEM {
                     let seen = self.lookup_maps.entry(pc).or_insert(Some(map));
                     if *seen != Some(map) {
                         *seen = None;
                     }
                 }
                 match id {
-                    HELPER_MAP_LOOKUP => Reg::ValueOrNull {
+                    helper::MAP_LOOKUP_ELEM => Reg::ValueOrNull {
                         map,
                         id: self.fresh_id(),
                     },
-                    HELPER_MAP_UPDATE => {
+                    helper::MAP_UPDATE_ELEM => {
                         self.check_stack_arg(pc, st, 3, shape.value_size, "value")?;
                         scalar(st, 4)?;
                         UNKNOWN
@@ -1096,8 +1086,8 @@ impl Verifier<'_> {
                     _ => UNKNOWN,
                 }
             }
-            HELPER_KTIME | HELPER_SMP_ID => UNKNOWN,
-            HELPER_REDIRECT_MAP => {
+            helper::KTIME_GET_NS | helper::GET_SMP_PROCESSOR_ID => UNKNOWN,
+            helper::REDIRECT_MAP => {
                 let map = self.map_arg(pc, st, id)?;
                 if self.maps[map as usize].kind != MapKind::CpuMap {
                     return Err(err(
@@ -1109,11 +1099,11 @@ impl Verifier<'_> {
                 scalar(st, 3)?;
                 range(0, u32::MAX as u64)
             }
-            HELPER_ADJUST_HEAD | HELPER_ADJUST_META => {
+            helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META => {
                 if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
                     return Err(err(
                         pc,
-                        format!("{} needs the context in r1", helper_name(id)),
+                        format!("{} needs the context in r1", helper::name(id)),
                     ));
                 }
                 scalar(st, 2)?;
@@ -1125,7 +1115,7 @@ impl Verifier<'_> {
                     pc,
                     format!(
                         "unknown or unsupported helper {other} ({})",
-                        helper_name(other)
+                        helper::name(other)
                     ),
                 ));
             }
@@ -1155,80 +1145,6 @@ fn resolve_null(st: &mut State, id: u32, map: Option<u32>) {
         if let Slot::Spill(r) = s {
             fix(r);
         }
-    }
-}
-
-fn alu_name(op: u8) -> &'static str {
-    match op {
-        ADD => "add",
-        SUB => "sub",
-        MUL => "mul",
-        DIV => "div",
-        OR => "or",
-        AND => "and",
-        LSH => "lsh",
-        RSH => "rsh",
-        NEG => "neg",
-        MOD => "mod",
-        XOR => "xor",
-        ARSH => "arsh",
-        END => "byte swap",
-        _ => "?",
-    }
-}
-
-/// The exact ALU result for known operands (the interpreter's semantics,
-/// which are rbpf's and the kernel's: division by zero gives 0, modulo by
-/// zero leaves the dividend). `op` is the operation nibble; byte swaps are
-/// [`byte_swap`].
-pub fn alu_exact(op: u8, is64: bool, a: u64, b: u64) -> u64 {
-    if is64 {
-        match op {
-            ADD => a.wrapping_add(b),
-            SUB => a.wrapping_sub(b),
-            MUL => a.wrapping_mul(b),
-            DIV => a.checked_div(b).unwrap_or(0),
-            OR => a | b,
-            AND => a & b,
-            LSH => a.wrapping_shl(b as u32 & 63),
-            RSH => a.wrapping_shr(b as u32 & 63),
-            NEG => (a as i64).wrapping_neg() as u64,
-            MOD => a.checked_rem(b).unwrap_or(a),
-            XOR => a ^ b,
-            ARSH => ((a as i64).wrapping_shr(b as u32 & 63)) as u64,
-            _ => 0,
-        }
-    } else {
-        let (x, y) = (a as u32, b as u32);
-        (match op {
-            ADD => x.wrapping_add(y),
-            SUB => x.wrapping_sub(y),
-            MUL => x.wrapping_mul(y),
-            DIV => x.checked_div(y).unwrap_or(0),
-            OR => x | y,
-            AND => x & y,
-            LSH => x.wrapping_shl(y & 31),
-            RSH => x.wrapping_shr(y & 31),
-            NEG => (x as i32).wrapping_neg() as u32,
-            MOD => x.checked_rem(y).unwrap_or(x),
-            XOR => x ^ y,
-            ARSH => ((x as i32).wrapping_shr(y & 31)) as u32,
-            _ => 0,
-        }) as u64
-    }
-}
-
-/// `le16/32/64` (source bit K) or `be16/32/64` (source bit X) of the
-/// instruction opcode `insn_op`, on this little-endian host.
-pub fn byte_swap(a: u64, bits: i32, insn_op: u8) -> u64 {
-    let be = insn_op & X == X;
-    match (bits, be) {
-        (16, false) => a as u16 as u64,
-        (32, false) => a as u32 as u64,
-        (16, true) => (a as u16).swap_bytes() as u64,
-        (32, true) => (a as u32).swap_bytes() as u64,
-        (_, true) => a.swap_bytes(),
-        _ => a,
     }
 }
 
@@ -1269,35 +1185,6 @@ fn scalar_alu(insn_op: u8, is64: bool, a: (u64, u64), b: (u64, u64), imm: i32) -
     match r {
         Some((lo, hi)) if lo <= hi => range(lo, hi),
         _ => range(0, lim),
-    }
-}
-
-/// A conditional jump on known values (the interpreter's semantics too):
-/// JMP32 compares the low 32 bits.
-pub fn eval_jump(op: u8, a: u64, b: u64, is64: bool) -> bool {
-    let (a, b) = if is64 {
-        (a, b)
-    } else {
-        (a as u32 as u64, b as u32 as u64)
-    };
-    let (sa, sb) = if is64 {
-        (a as i64, b as i64)
-    } else {
-        (a as u32 as i32 as i64, b as u32 as i32 as i64)
-    };
-    match op {
-        JEQ => a == b,
-        JNE => a != b,
-        JGT => a > b,
-        JGE => a >= b,
-        JLT => a < b,
-        JLE => a <= b,
-        JSET => a & b != 0,
-        JSGT => sa > sb,
-        JSGE => sa >= sb,
-        JSLT => sa < sb,
-        JSLE => sa <= sb,
-        _ => false,
     }
 }
 

@@ -1,41 +1,14 @@
 //! Snapshots of every counter: the live table and the exit summary.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::stages::{RxStage, StageClock, StageSummary, TargetStage};
-use super::{PortQueueCounters, RxStats, TargetDropReason, TargetStats};
-use crate::cpumap::CpuMap;
-use crate::filter::ModeSwitch;
-use crate::frame::PoolStats;
+use crate::counters::TargetDropReason;
+use crate::counters::latency::LatencySummary;
+use crate::counters::stages::{RxStage, StageClock, StageSummary, TargetStage};
 use crate::ids::{LcoreId, PortId, TargetId};
-
-/// One port queue's counters and the RX lcore that polls it.
-pub struct PortQueueStats {
-    pub port: PortId,
-    pub queue: u16,
-    pub lcore: LcoreId,
-    pub counters: Arc<PortQueueCounters>,
-}
-
-/// Everything a scrape reads, gathered by the pipeline.
-pub struct StatsSet {
-    pub rx: Vec<Arc<RxStats>>,
-    pub targets: Vec<Arc<TargetStats>>,
-    pub ports: Vec<PortQueueStats>,
-    pub pools: Vec<PoolStats>,
-    pub map: Arc<CpuMap>,
-    pub mode: Arc<ModeSwitch>,
-    pub exception: String,
-    /// "native" or "dpdk".
-    pub backend: &'static str,
-    /// Devices with their own counters; weak, so a closed port is not kept
-    /// open by a scrape handle.
-    pub devices: Vec<std::sync::Weak<dyn super::DeviceStats>>,
-}
+use crate::lcore::StatsSet;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TargetSummary {
@@ -53,7 +26,7 @@ pub struct TargetSummary {
     pub ring_len: usize,
     /// RX-to-target latency (`--latency`; absent without samples).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency: Option<super::latency::LatencySummary>,
+    pub latency: Option<LatencySummary>,
     /// Cycles per packet per loop stage (`--stage-cycles`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages: Option<StageSummary>,
@@ -137,7 +110,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Reads every counter now.
+    /// Reads every counter now; `duration_s` is the run's length so far.
     pub fn collect(s: &StatsSet, duration_s: f64) -> Self {
         let mut out = Summary {
             duration_s,
@@ -145,6 +118,32 @@ impl Summary {
             exception: s.exception.clone(),
             ..Default::default()
         };
+        out.collect_rx(s);
+        out.collect_targets(s);
+        out.collect_pools_and_map(s);
+        out.collect_ports(s);
+        if out.rx_lcores.iter().any(|r| r.stages.is_some()) {
+            out.tsc_ghz = Some(StageClock::shared().ghz());
+        }
+        out.rx_pps = if duration_s > 0.0 {
+            out.rx as f64 / duration_s
+        } else {
+            0.0
+        };
+        out
+    }
+
+    /// Reads every counter now, timed from the run's start.
+    pub fn now(s: &StatsSet) -> Self {
+        Self::collect(s, s.started.elapsed().as_secs_f64())
+    }
+
+    /// Stops `running` (RX, drain, pools checked) and reads the final counters.
+    pub fn at_shutdown(running: crate::lcore::Running) -> Result<Self, crate::lcore::LcoreError> {
+        running.shutdown_with(Self::collect)
+    }
+
+    fn collect_rx(&mut self, s: &StatsSet) {
         for r in &s.rx {
             let c = &r.counters;
             let row = RxSummary {
@@ -160,20 +159,23 @@ impl Summary {
                 idle_polls: c.idle_polls.get(),
                 stages: c.stages.summary(&RxStage::NAMES, c.rx.get()),
             };
-            out.rx += row.rx;
-            out.pass += row.pass;
-            out.drop += row.drop;
-            out.tx += row.tx;
-            out.redirect += row.redirect;
-            out.aborted += row.aborted;
-            out.redirect_miss += row.redirect_miss;
-            out.tx_drops += c.tx_drops.get();
-            out.pass_drops += c.pass_drops.get();
-            out.reverse_rx += c.reverse_rx.get();
-            out.reverse_tx += c.reverse_tx.get();
-            out.reverse_drops += c.reverse_drops.get();
-            out.rx_lcores.push(row);
+            self.rx += row.rx;
+            self.pass += row.pass;
+            self.drop += row.drop;
+            self.tx += row.tx;
+            self.redirect += row.redirect;
+            self.aborted += row.aborted;
+            self.redirect_miss += row.redirect_miss;
+            self.tx_drops += c.tx_drops.get();
+            self.pass_drops += c.pass_drops.get();
+            self.reverse_rx += c.reverse_rx.get();
+            self.reverse_tx += c.reverse_tx.get();
+            self.reverse_drops += c.reverse_drops.get();
+            self.rx_lcores.push(row);
         }
+    }
+
+    fn collect_targets(&mut self, s: &StatsSet) {
         for t in &s.targets {
             let c = &t.counters;
             let (mut enq, mut drops, mut flushes) = (0, 0, 0);
@@ -207,42 +209,38 @@ impl Summary {
                 latency: c.latency.summary(),
                 stages: c.stages.summary(&TargetStage::NAMES, c.processed.get()),
             };
-            out.enqueued += row.enqueued;
-            out.enqueue_drops += row.enqueue_drops;
-            out.target_processed += row.processed;
-            out.delivered += row.delivered;
-            out.target_drops += row.drops;
-            out.reverse_rx += c.reverse_rx.get();
-            out.reverse_tx += c.reverse_tx.get();
-            out.reverse_drops += c.reverse_drops.get();
-            out.targets.push(row);
+            self.target_processed += row.processed;
+            self.delivered += row.delivered;
+            self.target_drops += row.drops;
+            self.reverse_rx += c.reverse_rx.get();
+            self.reverse_tx += c.reverse_tx.get();
+            self.reverse_drops += c.reverse_drops.get();
+            self.targets.push(row);
         }
-        // Frames flushed towards keys that are not served targets (none in a
-        // valid plan) would show up here as a mismatch, on purpose.
-        let enq_all: u64 =
-            s.rx.iter()
-                .flat_map(|r| r.enqueue.iter())
-                .map(|e| e.enqueued.get())
-                .sum();
-        let drops_all: u64 =
-            s.rx.iter()
-                .flat_map(|r| r.enqueue.iter())
-                .map(|e| e.drops.get())
-                .sum();
-        out.enqueued = enq_all;
-        out.enqueue_drops = drops_all;
-        out.in_flight = out.enqueued.saturating_sub(out.target_processed);
+        // Totals over every key, not only served targets: frames flushed
+        // towards keys that are not served (none in a valid plan) show up as
+        // a mismatch, on purpose.
+        let all = || s.rx.iter().flat_map(|r| r.enqueue.iter());
+        self.enqueued = all().map(|e| e.enqueued.get()).sum();
+        self.enqueue_drops = all().map(|e| e.drops.get()).sum();
+        self.in_flight = self.enqueued.saturating_sub(self.target_processed);
+    }
+
+    fn collect_pools_and_map(&mut self, s: &StatsSet) {
         for p in &s.pools {
-            out.pool_in_use += p.in_use() as u64;
-            out.pool_capacity += p.capacity() as u64;
+            self.pool_in_use += p.in_use() as u64;
+            self.pool_capacity += p.capacity() as u64;
         }
         let (ok, failed) = s.map.update_counts();
-        out.map_updates_ok = ok;
-        out.map_updates_failed = failed;
+        self.map_updates_ok = ok;
+        self.map_updates_failed = failed;
+    }
+
+    fn collect_ports(&mut self, s: &StatsSet) {
         for q in &s.ports {
             let c = &q.counters;
-            out.imissed += c.imissed.get();
-            out.ports.push(PortSummary {
+            self.imissed += c.imissed.get();
+            self.ports.push(PortSummary {
                 port: q.port,
                 queue: q.queue,
                 lcore: q.lcore,
@@ -260,15 +258,6 @@ impl Summary {
                 fault_delayed: c.fault_delayed.get(),
             });
         }
-        if out.rx_lcores.iter().any(|r| r.stages.is_some()) {
-            out.tsc_ghz = Some(StageClock::shared().ghz());
-        }
-        out.rx_pps = if duration_s > 0.0 {
-            out.rx as f64 / duration_s
-        } else {
-            0.0
-        };
-        out
     }
 
     /// Checks the accounting identities of DESIGN.md. `at_rest` adds the
@@ -345,65 +334,5 @@ impl Summary {
         } else {
             Err(errs.join("; "))
         }
-    }
-
-    /// The live table, xdp-bench style: rates over `dt` seconds since `prev`.
-    pub fn table(&self, prev: &Summary, dt: f64) -> String {
-        let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / dt.max(1e-9);
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{:<22} {:>12} {:>12} {:>12} {:>10}",
-            format!("cpumapd {} -> {}", self.mode, self.exception),
-            "pkt/s",
-            "drop/s",
-            "extra",
-            "bulk-avg"
-        );
-        let _ = writeln!(
-            s,
-            "{:<22} {:>12.0} {:>12.0} {:>12}",
-            "receive total",
-            rate(self.rx, prev.rx),
-            rate(self.drop + self.aborted, prev.drop + prev.aborted),
-            format!("pass {:.0}", rate(self.pass, prev.pass))
-        );
-        for (r, p) in self.rx_lcores.iter().zip(prev.rx_lcores.iter()) {
-            let _ = writeln!(
-                s,
-                "{:<22} {:>12.0} {:>12.0} {:>12}",
-                format!("  {}", r.lcore),
-                rate(r.rx, p.rx),
-                rate(r.drop + r.aborted, p.drop + p.aborted),
-                format!("redir {:.0}", rate(r.redirect, p.redirect))
-            );
-        }
-        for (t, p) in self.targets.iter().zip(prev.targets.iter()) {
-            let flushes = t.flushes.saturating_sub(p.flushes);
-            let bulk = if flushes > 0 {
-                ((t.enqueued + t.enqueue_drops) - (p.enqueued + p.enqueue_drops)) as f64
-                    / flushes as f64
-            } else {
-                0.0
-            };
-            let _ = writeln!(
-                s,
-                "{:<22} {:>12.0} {:>12.0} {:>12} {:>10.2}",
-                format!("enqueue -> {}", t.target),
-                rate(t.enqueued, p.enqueued),
-                rate(t.enqueue_drops, p.enqueue_drops),
-                format!("ring {}/{}", t.ring_len, t.qsize),
-                bulk
-            );
-            let _ = writeln!(
-                s,
-                "{:<22} {:>12.0} {:>12.0} {:>12}",
-                format!("kthread {}", t.target),
-                rate(t.processed, p.processed),
-                rate(t.drops, p.drops),
-                format!("sched {:.0}", rate(t.sched, p.sched))
-            );
-        }
-        s
     }
 }

@@ -1,4 +1,5 @@
-//! Counters and the per-lcore statistics blocks.
+//! Counters and the per-lcore statistics blocks (layer 0: used by every
+//! module that counts, importing none of them).
 //!
 //! # General idea
 //!
@@ -6,14 +7,12 @@
 //! sits in. The writer adds with a Relaxed load + store (no read-modify-write,
 //! no `lock` prefix: on x86 it is the same `mov`/`add` a plain field gets),
 //! and publishes once per poll, not per packet. Readers (the live table, the
-//! summary, the Prometheus collector in [`exporter`]) sum the blocks at
+//! summary and the Prometheus collector in `telemetry`) sum the blocks at
 //! scrape time.
 //! Blocks are cache-padded so no two lcores write the same line.
 
-pub mod exporter;
 pub mod latency;
 pub mod stages;
-mod summary;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,8 +20,6 @@ use crossbeam_utils::CachePadded;
 use serde::Serialize;
 
 use crate::ids::{LcoreId, TargetId};
-
-pub use summary::{PortQueueStats, PortSummary, RxSummary, StatsSet, Summary, TargetSummary};
 
 /// A single-writer counter, readable from any thread.
 #[derive(Debug, Default)]
@@ -174,18 +171,6 @@ impl TargetCounters {
     #[inline(always)]
     pub fn drop_counter(&self, r: TargetDropReason) -> &Counter {
         &self.drops[r as usize]
-    }
-
-    /// Counts one delivery: delivered, and each refusal under its reason.
-    #[inline]
-    pub fn count_delivery(&self, d: &crate::exception::Delivery) {
-        self.delivered.add(d.delivered as u64);
-        self.drop_counter(TargetDropReason::ExceptionBusy)
-            .add(d.busy as u64);
-        self.drop_counter(TargetDropReason::ExceptionDown)
-            .add(d.down as u64);
-        self.drop_counter(TargetDropReason::ExceptionError)
-            .add(d.failed as u64);
     }
 
     pub fn drops_total(&self) -> u64 {

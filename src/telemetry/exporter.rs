@@ -17,9 +17,12 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 use thiserror::Error;
 
-use super::stages::{RxStage, TargetStage};
-use crate::lcore::Handle;
-use crate::metrics::TargetDropReason;
+use crate::counters::stages::{RxStage, TargetStage};
+use crate::counters::{
+    Counter as CounterCell, EnqueueCounters, PortQueueCounters, RxCounters, TargetDropReason,
+};
+use crate::ids::LcoreId;
+use crate::lcore::StatsSet;
 
 /// How often the server thread looks at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
@@ -341,12 +344,13 @@ impl Samples {
 /// Sums the pipeline's counter blocks into labelled families at scrape
 /// time. Context: the HTTP thread; reads only.
 pub struct PipelineCollector {
-    handle: Arc<Handle>,
+    stats: Arc<StatsSet>,
     descs: Vec<Desc>,
 }
 
 impl PipelineCollector {
-    pub fn new(handle: Arc<Handle>) -> Result<Self, prometheus::Error> {
+    /// A collector over a run's registry.
+    pub fn new(stats: Arc<StatsSet>) -> Result<Self, prometheus::Error> {
         let descs = FAMILIES
             .iter()
             .map(|f| {
@@ -358,7 +362,7 @@ impl PipelineCollector {
                 )
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { handle, descs })
+        Ok(Self { stats, descs })
     }
 }
 
@@ -368,22 +372,57 @@ impl Collector for PipelineCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let h = &self.handle;
-        let s = h.stats();
-        let mut out = Vec::with_capacity(FAMILIES.len());
-        let mut one = |f: &'static Family, fill: &mut dyn FnMut(&mut Samples)| {
-            let mut smp = Samples::new(f);
-            fill(&mut smp);
-            out.push(smp.finish());
+        let s = &*self.stats;
+        let mut sc = Scrape {
+            out: Vec::with_capacity(FAMILIES.len()),
+            rx_names: s.rx.iter().map(|r| r.lcore.to_string()).collect(),
+            target_names: s
+                .targets
+                .iter()
+                .map(|t| t.target.lcore().to_string())
+                .collect(),
         };
+        sc.info(s);
+        sc.ports(s);
+        sc.devices(s);
+        sc.verdicts(s);
+        sc.stage_cycles(s);
+        sc.enqueue(s);
+        sc.targets(s);
+        sc.reverse(s);
+        sc.map_and_pools(s);
+        sc.out
+    }
+}
 
-        one(&BUILD_INFO, &mut |m| {
+/// One scrape being built: the families so far and the lcore labels every
+/// section shares.
+struct Scrape {
+    out: Vec<MetricFamily>,
+    rx_names: Vec<String>,
+    target_names: Vec<String>,
+}
+
+impl Scrape {
+    /// Adds family `f`, its samples pushed by `fill`.
+    fn one(&mut self, f: &'static Family, fill: impl FnOnce(&mut Samples)) {
+        let mut smp = Samples::new(f);
+        fill(&mut smp);
+        self.out.push(smp.finish());
+    }
+
+    /// Build, mode and uptime.
+    fn info(&mut self, s: &StatsSet) {
+        self.one(&BUILD_INFO, |m| {
             m.push(&[env!("CARGO_PKG_VERSION"), s.backend], 1.0)
         });
-        one(&MODE_INFO, &mut |m| m.push(&[h.mode().name()], 1.0));
-        one(&UPTIME, &mut |m| m.push(&[], h.uptime().as_secs_f64()));
+        self.one(&MODE_INFO, |m| m.push(&[s.mode.get().name()], 1.0));
+        self.one(&UPTIME, |m| m.push(&[], s.started.elapsed().as_secs_f64()));
+    }
 
-        let port_labels: Vec<[String; 3]> = s
+    /// Per port queue: packets, bytes, errors, drops by reason, injected faults.
+    fn ports(&mut self, s: &StatsSet) {
+        let labels: Vec<[String; 3]> = s
             .ports
             .iter()
             .map(|q| {
@@ -394,7 +433,7 @@ impl Collector for PipelineCollector {
                 ]
             })
             .collect();
-        type PortField = fn(&crate::metrics::PortQueueCounters) -> u64;
+        type PortField = fn(&PortQueueCounters) -> u64;
         let per_port: [(&'static Family, PortField); 5] = [
             (&PORT_RX, |c| c.ipackets.get()),
             (&PORT_RX_BYTES, |c| c.ibytes.get()),
@@ -402,35 +441,29 @@ impl Collector for PipelineCollector {
             (&PORT_TX_BYTES, |c| c.obytes.get()),
             (&PORT_TX_ERRORS, |c| c.oerrors.get()),
         ];
+        let rows = || s.ports.iter().zip(&labels);
         for (fam, get) in per_port {
-            one(fam, &mut |m| {
-                for (q, l) in s.ports.iter().zip(&port_labels) {
+            self.one(fam, |m| {
+                for (q, l) in rows() {
                     m.push(&[&l[0], &l[1], &l[2]], get(&q.counters) as f64);
                 }
             });
         }
-        one(&PORT_RX_DROPPED, &mut |m| {
-            for (q, l) in s.ports.iter().zip(&port_labels) {
-                m.push(
-                    &[&l[0], &l[1], &l[2], "nombuf"],
-                    q.counters.rx_nombuf.get() as f64,
-                );
-                m.push(
-                    &[&l[0], &l[1], &l[2], "errors"],
-                    q.counters.ierrors.get() as f64,
-                );
-                m.push(
-                    &[&l[0], &l[1], &l[2], "missed"],
-                    q.counters.imissed.get() as f64,
-                );
-                m.push(
-                    &[&l[0], &l[1], &l[2], "injected"],
-                    q.counters.fault_dropped.get() as f64,
-                );
+        self.one(&PORT_RX_DROPPED, |m| {
+            for (q, l) in rows() {
+                let c = &q.counters;
+                for (reason, v) in [
+                    ("nombuf", &c.rx_nombuf),
+                    ("errors", &c.ierrors),
+                    ("missed", &c.imissed),
+                    ("injected", &c.fault_dropped),
+                ] {
+                    m.push(&[&l[0], &l[1], &l[2], reason], v.get() as f64);
+                }
             }
         });
-        one(&PORT_FAULTS, &mut |m| {
-            for (q, l) in s.ports.iter().zip(&port_labels) {
+        self.one(&PORT_FAULTS, |m| {
+            for (q, l) in rows() {
                 let c = &q.counters;
                 for (kind, v) in [
                     ("drop", &c.fault_dropped),
@@ -443,28 +476,31 @@ impl Collector for PipelineCollector {
                 }
             }
         });
+    }
 
-        // Devices still open (a closed port's weak handle is gone).
+    /// Devices that keep their own statistics (DPDK ethdev), still open.
+    fn devices(&mut self, s: &StatsSet) {
+        // A closed port's weak handle is gone.
         let devices: Vec<_> = s.devices.iter().filter_map(|d| d.upgrade()).collect();
-        let dev_counters: Vec<_> = devices.iter().map(|d| d.counters()).collect();
-        let dev_labels: Vec<[String; 2]> = devices
+        let counters: Vec<_> = devices.iter().map(|d| d.counters()).collect();
+        let labels: Vec<[String; 2]> = devices
             .iter()
             .map(|d| [d.port().to_string(), d.name().to_string()])
             .collect();
-        one(&DEVICE_PACKETS, &mut |m| {
-            for (c, l) in dev_counters.iter().zip(&dev_labels) {
+        self.one(&DEVICE_PACKETS, |m| {
+            for (c, l) in counters.iter().zip(&labels) {
                 m.push(&[&l[0], &l[1], "rx"], c.ipackets as f64);
                 m.push(&[&l[0], &l[1], "tx"], c.opackets as f64);
             }
         });
-        one(&DEVICE_BYTES, &mut |m| {
-            for (c, l) in dev_counters.iter().zip(&dev_labels) {
+        self.one(&DEVICE_BYTES, |m| {
+            for (c, l) in counters.iter().zip(&labels) {
                 m.push(&[&l[0], &l[1], "rx"], c.ibytes as f64);
                 m.push(&[&l[0], &l[1], "tx"], c.obytes as f64);
             }
         });
-        one(&DEVICE_DROPS, &mut |m| {
-            for (c, l) in dev_counters.iter().zip(&dev_labels) {
+        self.one(&DEVICE_DROPS, |m| {
+            for (c, l) in counters.iter().zip(&labels) {
                 for (reason, v) in [
                     ("imissed", c.imissed),
                     ("ierrors", c.ierrors),
@@ -475,92 +511,100 @@ impl Collector for PipelineCollector {
                 }
             }
         });
-        one(&DEVICE_LINK, &mut |m| {
-            for (d, l) in devices.iter().zip(&dev_labels) {
+        self.one(&DEVICE_LINK, |m| {
+            for (d, l) in devices.iter().zip(&labels) {
                 m.push(&[&l[0], &l[1]], d.link_up() as u8 as f64);
             }
         });
-        one(&DEVICE_XSTATS, &mut |m| {
-            for (d, l) in devices.iter().zip(&dev_labels) {
+        self.one(&DEVICE_XSTATS, |m| {
+            for (d, l) in devices.iter().zip(&labels) {
                 for (name, v) in d.xstats() {
                     m.push(&[&l[0], &l[1], &name], v as f64);
                 }
             }
         });
+    }
 
-        let rx_names: Vec<String> = s.rx.iter().map(|r| r.lcore.to_string()).collect();
-        one(&VERDICT, &mut |m| {
-            for (r, n) in s.rx.iter().zip(&rx_names) {
+    /// Per RX lcore: verdicts, drops after the verdict, misses, polls.
+    fn verdicts(&mut self, s: &StatsSet) {
+        let names = std::mem::take(&mut self.rx_names);
+        let rows = || s.rx.iter().zip(&names);
+        self.one(&VERDICT, |m| {
+            for (r, n) in rows() {
                 let c = &r.counters;
                 for (action, v) in [
-                    ("pass", c.pass.get()),
-                    ("drop", c.drop.get()),
-                    ("tx", c.tx.get()),
-                    ("redirect", c.redirect.get()),
-                    ("aborted", c.aborted.get()),
+                    ("pass", &c.pass),
+                    ("drop", &c.drop),
+                    ("tx", &c.tx),
+                    ("redirect", &c.redirect),
+                    ("aborted", &c.aborted),
                 ] {
-                    m.push(&[n, action], v as f64);
+                    m.push(&[n, action], v.get() as f64);
                 }
             }
         });
-        one(&VERDICT_DROPS, &mut |m| {
-            for (r, n) in s.rx.iter().zip(&rx_names) {
+        self.one(&VERDICT_DROPS, |m| {
+            for (r, n) in rows() {
                 m.push(&[n, "tx"], r.counters.tx_drops.get() as f64);
                 m.push(&[n, "pass"], r.counters.pass_drops.get() as f64);
             }
         });
-        type RxField = fn(&crate::metrics::RxCounters) -> u64;
+        type RxField = fn(&RxCounters) -> u64;
         let per_rx: [(&'static Family, RxField); 3] = [
             (&REDIRECT_MISS, |c| c.redirect_miss.get()),
             (&POLLS, |c| c.polls.get()),
             (&IDLE_POLLS, |c| c.idle_polls.get()),
         ];
         for (fam, get) in per_rx {
-            one(fam, &mut |m| {
-                for (r, n) in s.rx.iter().zip(&rx_names) {
+            self.one(fam, |m| {
+                for (r, n) in rows() {
                     m.push(&[n], get(&r.counters) as f64);
                 }
             });
         }
+        self.rx_names = names;
+    }
 
-        let target_names: Vec<String> = s
-            .targets
-            .iter()
-            .map(|t| t.target.lcore().to_string())
-            .collect();
-        one(&STAGE_CYCLES, &mut |m| {
-            // Only lcores that measure (a run without --stage-cycles exports
-            // no samples of this family).
-            let mut put = |n: &str,
-                           role: &str,
-                           names: &[&str],
-                           busy: &[super::Counter],
-                           idle: &super::Counter| {
+    /// `--stage-cycles`: only lcores that measure (a run without it exports
+    /// no samples of this family).
+    fn stage_cycles(&mut self, s: &StatsSet) {
+        let (rx_names, target_names) = (&self.rx_names, &self.target_names);
+        let mut smp = Samples::new(&STAGE_CYCLES);
+        let mut put =
+            |n: &str, role: &str, names: &[&str], busy: &[CounterCell], idle: &CounterCell| {
                 if idle.get() == 0 && busy.iter().all(|c| c.get() == 0) {
                     return;
                 }
                 for (stage, c) in names.iter().zip(busy) {
-                    m.push(&[n, role, stage], c.get() as f64);
+                    smp.push(&[n, role, stage], c.get() as f64);
                 }
-                m.push(&[n, role, "idle"], idle.get() as f64);
+                smp.push(&[n, role, "idle"], idle.get() as f64);
             };
-            for (r, n) in s.rx.iter().zip(&rx_names) {
-                let st = &r.counters.stages;
-                put(n, "rx", &RxStage::NAMES, &st.busy, &st.idle);
-            }
-            for (t, n) in s.targets.iter().zip(&target_names) {
-                let st = &t.counters.stages;
-                put(n, "target", &TargetStage::NAMES, &st.busy, &st.idle);
-            }
-        });
-        type EnqField = fn(&crate::metrics::EnqueueCounters) -> u64;
+        for (r, n) in s.rx.iter().zip(rx_names) {
+            let st = &r.counters.stages;
+            put(n, "rx", &RxStage::NAMES, &st.busy, &st.idle);
+        }
+        for (t, n) in s.targets.iter().zip(target_names) {
+            let st = &t.counters.stages;
+            put(n, "target", &TargetStage::NAMES, &st.busy, &st.idle);
+        }
+        self.out.push(smp.finish());
+    }
+
+    /// Per (RX lcore, target): enqueued, tail drops, flushes.
+    fn enqueue(&mut self, s: &StatsSet) {
+        let (rx_names, target_names) = (
+            std::mem::take(&mut self.rx_names),
+            std::mem::take(&mut self.target_names),
+        );
+        type EnqField = fn(&EnqueueCounters) -> u64;
         let per_enq: [(&'static Family, EnqField); 3] = [
             (&ENQ, |c| c.enqueued.get()),
             (&ENQ_DROPS, |c| c.drops.get()),
             (&ENQ_FLUSHES, |c| c.flushes.get()),
         ];
         for (fam, get) in per_enq {
-            one(fam, &mut |m| {
+            self.one(fam, |m| {
                 for (r, rn) in s.rx.iter().zip(&rx_names) {
                     for (t, tn) in s.targets.iter().zip(&target_names) {
                         m.push(&[rn, tn], get(&r.enqueue[t.target.index()]) as f64);
@@ -568,25 +612,36 @@ impl Collector for PipelineCollector {
                 }
             });
         }
-        one(&TARGET_PACKETS, &mut |m| {
-            for (t, n) in s.targets.iter().zip(&target_names) {
+        (self.rx_names, self.target_names) = (rx_names, target_names);
+    }
+
+    /// Per target: processed, drops by reason, sched; exception deliveries
+    /// of targets and RX lcores.
+    fn targets(&mut self, s: &StatsSet) {
+        let (rx_names, names) = (
+            std::mem::take(&mut self.rx_names),
+            std::mem::take(&mut self.target_names),
+        );
+        let rows = || s.targets.iter().zip(&names);
+        self.one(&TARGET_PACKETS, |m| {
+            for (t, n) in rows() {
                 m.push(&[n], t.counters.processed.get() as f64);
             }
         });
-        one(&TARGET_DROPS, &mut |m| {
-            for (t, n) in s.targets.iter().zip(&target_names) {
+        self.one(&TARGET_DROPS, |m| {
+            for (t, n) in rows() {
                 for r in TargetDropReason::ALL {
                     m.push(&[n, r.name()], t.counters.drop_counter(r).get() as f64);
                 }
             }
         });
-        one(&TARGET_SCHED, &mut |m| {
-            for (t, n) in s.targets.iter().zip(&target_names) {
+        self.one(&TARGET_SCHED, |m| {
+            for (t, n) in rows() {
                 m.push(&[n], t.counters.sched.get() as f64);
             }
         });
-        one(&EXCEPTION, &mut |m| {
-            for (t, n) in s.targets.iter().zip(&target_names) {
+        self.one(&EXCEPTION, |m| {
+            for (t, n) in rows() {
                 m.push(&[n, &s.exception], t.counters.delivered.get() as f64);
             }
             for (r, n) in s.rx.iter().zip(&rx_names) {
@@ -595,65 +650,58 @@ impl Collector for PipelineCollector {
                 m.push(&[n, &s.exception], delivered as f64);
             }
         });
+        (self.rx_names, self.target_names) = (rx_names, names);
+    }
 
-        one(&REVERSE, &mut |m| {
-            let rows =
-                s.rx.iter()
-                    .zip(&rx_names)
-                    .map(|(r, n)| {
-                        (
-                            n,
-                            &r.counters.reverse_rx,
-                            &r.counters.reverse_tx,
-                            &r.counters.reverse_drops,
-                        )
-                    })
-                    .chain(s.targets.iter().zip(&target_names).map(|(t, n)| {
-                        (
-                            n,
-                            &t.counters.reverse_rx,
-                            &t.counters.reverse_tx,
-                            &t.counters.reverse_drops,
-                        )
-                    }));
-            for (n, rx, tx, drop) in rows {
-                m.push(&[n, "rx"], rx.get() as f64);
-                m.push(&[n, "tx"], tx.get() as f64);
-                m.push(&[n, "drop"], drop.get() as f64);
-            }
+    /// The reverse direction (kernel -> exception path -> port), every lcore.
+    fn reverse(&mut self, s: &StatsSet) {
+        let rx = s.rx.iter().zip(&self.rx_names).map(|(r, n)| {
+            let c = &r.counters;
+            (n, [&c.reverse_rx, &c.reverse_tx, &c.reverse_drops])
         });
+        let targets = s.targets.iter().zip(&self.target_names).map(|(t, n)| {
+            let c = &t.counters;
+            (n, [&c.reverse_rx, &c.reverse_tx, &c.reverse_drops])
+        });
+        let mut smp = Samples::new(&REVERSE);
+        for (n, cs) in rx.chain(targets) {
+            for (dir, c) in ["rx", "tx", "drop"].into_iter().zip(cs) {
+                smp.push(&[n, dir], c.get() as f64);
+            }
+        }
+        self.out.push(smp.finish());
+    }
 
+    /// Ring occupancy and capacity per entry, map size and updates, pools.
+    fn map_and_pools(&mut self, s: &StatsSet) {
         let entries = s.map.dump();
-        one(&RING_ENTRIES, &mut |m| {
-            for e in &entries {
-                m.push(
-                    &[&crate::ids::LcoreId(e.key).to_string()],
-                    e.ring_len as f64,
-                );
+        let keys: Vec<String> = entries.iter().map(|e| LcoreId(e.key).to_string()).collect();
+        self.one(&RING_ENTRIES, |m| {
+            for (e, k) in entries.iter().zip(&keys) {
+                m.push(&[k], e.ring_len as f64);
             }
         });
-        one(&RING_CAPACITY, &mut |m| {
-            for e in &entries {
-                m.push(&[&crate::ids::LcoreId(e.key).to_string()], e.qsize as f64);
+        self.one(&RING_CAPACITY, |m| {
+            for (e, k) in entries.iter().zip(&keys) {
+                m.push(&[k], e.qsize as f64);
             }
         });
-        one(&MAP_ENTRIES, &mut |m| m.push(&[], entries.len() as f64));
-        one(&MAP_UPDATES, &mut |m| {
+        self.one(&MAP_ENTRIES, |m| m.push(&[], entries.len() as f64));
+        self.one(&MAP_UPDATES, |m| {
             let (ok, failed) = s.map.update_counts();
             m.push(&["ok"], ok as f64);
             m.push(&["error"], failed as f64);
         });
-        one(&POOL_IN_USE, &mut |m| {
+        self.one(&POOL_IN_USE, |m| {
             for p in &s.pools {
                 m.push(&[p.name()], p.in_use() as f64);
             }
         });
-        one(&POOL_CAPACITY, &mut |m| {
+        self.one(&POOL_CAPACITY, |m| {
             for p in &s.pools {
                 m.push(&[p.name()], p.capacity() as f64);
             }
         });
-        out
     }
 }
 
@@ -667,9 +715,9 @@ pub fn render(registry: &Registry) -> Result<String, String> {
 }
 
 /// A registry holding the pipeline collector.
-pub fn registry(handle: Arc<Handle>) -> Result<Registry, prometheus::Error> {
+pub fn registry(stats: Arc<StatsSet>) -> Result<Registry, prometheus::Error> {
     let r = Registry::new();
-    r.register(Box::new(PipelineCollector::new(handle)?))?;
+    r.register(Box::new(PipelineCollector::new(stats)?))?;
     Ok(r)
 }
 
@@ -682,12 +730,12 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `addr` and serves `/metrics` (and a one-line index on `/`).
-    pub fn start(addr: SocketAddr, handle: Arc<Handle>) -> Result<Self, ExporterError> {
+    pub fn start(addr: SocketAddr, stats: Arc<StatsSet>) -> Result<Self, ExporterError> {
         let err = |why: String| ExporterError {
             addr: addr.to_string(),
             why,
         };
-        let registry = registry(handle).map_err(|e| err(e.to_string()))?;
+        let registry = registry(stats).map_err(|e| err(e.to_string()))?;
         let server = tiny_http::Server::http(addr).map_err(|e| err(e.to_string()))?;
         let bound = server
             .server_addr()
