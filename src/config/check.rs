@@ -59,55 +59,6 @@ fn eal_err(s: impl Into<String>) -> ConfigError {
     ConfigError::Eal(s.into())
 }
 
-/// Options that take a value, as DPDK 22.11's EAL defines them.
-const WITH_VALUE: &[&str] = &[
-    "-l",
-    "--lcores",
-    "-c",
-    "--main-lcore",
-    "-a",
-    "--allow",
-    "-b",
-    "--block",
-    "--vdev",
-    "-n",
-    "-r",
-    "-m",
-    "--socket-mem",
-    "--socket-limit",
-    "--huge-dir",
-    "--file-prefix",
-    "--proc-type",
-    "--log-level",
-    "--iova-mode",
-    "--vfio-intr",
-    "--vfio-vf-token",
-    "--base-virtaddr",
-    "-d",
-    "--mbuf-pool-ops-name",
-    "--service-corelist",
-    "-S",
-    "--service-coremask",
-    "-s",
-    "--huge-worker-stack",
-];
-const FLAGS: &[&str] = &[
-    "--no-huge",
-    "--in-memory",
-    "--no-pci",
-    "--no-shconf",
-    "--no-telemetry",
-    "--telemetry",
-    "--legacy-mem",
-    "--single-file-segments",
-    "--match-allocations",
-    "--huge-unlink",
-    "--no-hpet",
-    "--create-uio-dev",
-    "--record-core-cycles",
-    "-v",
-];
-
 /// `DDDD:BB:DD.F` or `BB:DD.F` (domain 0000), normalised to the former.
 fn pci_addr(s: &str) -> Option<String> {
     let (dom, rest) = match s.matches(':').count() {
@@ -129,57 +80,21 @@ impl DpdkEal {
         let mut out = DpdkEal::default();
         let mut lcore_opts = Vec::new();
         let mut main = None;
-        let mut i = 0;
-        while i < args.len() {
-            let a = args[i].as_str();
-            // --opt=value, -lVALUE, or the value in the next argument.
-            let (opt, inline): (&str, Option<&str>) = if let Some(long) = a.strip_prefix("--") {
-                match long.split_once('=') {
-                    Some((o, v)) => (&a[..o.len() + 2], Some(v)),
-                    None => (a, None),
-                }
-            } else if let Some((short, rest)) = a
-                .get(..2)
-                .zip(a.get(2..))
-                .filter(|(o, r)| !r.is_empty() && WITH_VALUE.contains(o))
-            {
-                // -l0-3: the value attached (`get`: no slicing inside a
-                // multi-byte character of a hostile argument).
-                (short, Some(rest))
-            } else {
-                (a, None)
-            };
-            if FLAGS.contains(&opt) {
-                if inline.is_some() {
-                    return Err(eal_err(format!("EAL option {opt} takes no value")));
-                }
-                match opt {
+        for o in eal::options(args)? {
+            let Some(v) = o.value else {
+                match o.opt {
                     "--no-huge" => out.no_huge = true,
                     "--in-memory" => out.in_memory = true,
                     "--no-pci" => out.no_pci = true,
                     _ => {}
                 }
-                i += 1;
                 continue;
-            }
-            if !WITH_VALUE.contains(&opt) {
-                return Err(eal_err(format!(
-                    "unknown EAL option '{opt}' (application options go after `--`: cpumapd [EAL args] -- [app args])"
-                )));
-            }
-            let v = match inline {
-                Some(v) => v.to_string(),
-                None => {
-                    i += 1;
-                    args.get(i)
-                        .cloned()
-                        .ok_or_else(|| eal_err(format!("EAL option {opt} needs a value")))?
-                }
             };
+            let opt = o.opt;
             match opt {
-                "-l" => lcore_opts.push(("-l", eal::parse_corelist(&v)?)),
-                "--lcores" => lcore_opts.push(("--lcores", eal::parse_lcores(&v)?)),
-                "-c" => lcore_opts.push(("-c", parse_coremask(&v)?)),
+                "-l" => lcore_opts.push(("-l", eal::parse_corelist(v)?)),
+                "--lcores" => lcore_opts.push(("--lcores", eal::parse_lcores(v)?)),
+                "-c" => lcore_opts.push(("-c", parse_coremask(v)?)),
                 "--main-lcore" => {
                     main = Some(LcoreId(v.parse().map_err(|_| {
                         eal_err(format!("--main-lcore '{v}': expected an lcore number"))
@@ -187,7 +102,7 @@ impl DpdkEal {
                 }
                 "-a" | "--allow" | "-b" | "--block" => {
                     let (addr, devargs) =
-                        v.split_once(',').map_or((&*v, None), |(a, d)| (a, Some(d)));
+                        v.split_once(',').map_or((v, None), |(a, d)| (a, Some(d)));
                     let norm = pci_addr(addr).ok_or_else(|| {
                         eal_err(format!(
                             "{opt} '{v}': '{addr}' is not a PCI address (DDDD:BB:DD.F, e.g. 0000:3b:00.0)"
@@ -200,22 +115,38 @@ impl DpdkEal {
                         });
                     }
                 }
-                "--vdev" => out.vdevs.push(v),
-                "-m" => out.mem_mb = Some(v),
-                "--socket-mem" => out.socket_mem = Some(v),
-                "--huge-dir" => out.huge_dir = Some(v),
-                "--proc-type" if !["primary", "secondary", "auto"].contains(&v.as_str()) => {
+                "--vdev" => out.vdevs.push(v.to_string()),
+                "-m" => out.mem_mb = Some(v.to_string()),
+                "--socket-mem" => out.socket_mem = Some(v.to_string()),
+                "--huge-dir" => out.huge_dir = Some(v.to_string()),
+                "--proc-type" if !["primary", "secondary", "auto"].contains(&v) => {
                     return Err(eal_err(format!(
                         "--proc-type '{v}': expected primary, secondary or auto"
                     )));
                 }
-                "--iova-mode" if !["pa", "va"].contains(&v.as_str()) => {
+                "--iova-mode" if !["pa", "va"].contains(&v) => {
                     return Err(eal_err(format!("--iova-mode '{v}': expected pa or va")));
                 }
                 _ => {}
             }
-            i += 1;
         }
+        out.lcores = Self::lcores(lcore_opts, &mut out.warnings)?;
+        out.main = Self::main_lcore(main, &out.lcores)?;
+        out.check_memory()?;
+        if out.no_pci && !out.pci.is_empty() {
+            return Err(eal_err(format!(
+                "-a {} with --no-pci: the PCI bus is off, the device would not be probed",
+                out.pci[0]
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The one lcore option given (or every allowed CPU, with a warning).
+    fn lcores(
+        mut lcore_opts: Vec<(&str, Vec<LcoreSpec>)>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<LcoreSpec>, ConfigError> {
         if lcore_opts.len() > 1 {
             let names: Vec<_> = lcore_opts.iter().map(|(o, _)| *o).collect();
             return Err(eal_err(format!(
@@ -223,10 +154,10 @@ impl DpdkEal {
                 names.join(" and ")
             )));
         }
-        out.lcores = match lcore_opts.pop() {
+        Ok(match lcore_opts.pop() {
             Some((_, l)) => l,
             None => {
-                out.warnings.push(
+                warnings.push(
                     "no -l/--lcores: the EAL makes an lcore of every CPU this process may use"
                         .into(),
                 );
@@ -238,30 +169,23 @@ impl DpdkEal {
                     })
                     .collect()
             }
-        };
-        out.main = match main {
-            Some(m) if !out.lcores.iter().any(|l| l.id == m) => {
-                return Err(eal_err(format!(
-                    "--main-lcore {}: not one of the EAL's lcores ({})",
-                    m.0,
-                    ids(&out.lcores)
-                )));
-            }
-            Some(m) => m,
-            None => out
-                .lcores
+        })
+    }
+
+    /// `--main-lcore`, which must be one of `lcores`; else the first lcore.
+    fn main_lcore(main: Option<LcoreId>, lcores: &[LcoreSpec]) -> Result<LcoreId, ConfigError> {
+        match main {
+            Some(m) if !lcores.iter().any(|l| l.id == m) => Err(eal_err(format!(
+                "--main-lcore {}: not one of the EAL's lcores ({})",
+                m.0,
+                ids(lcores)
+            ))),
+            Some(m) => Ok(m),
+            None => lcores
                 .first()
                 .map(|l| l.id)
-                .ok_or_else(|| eal_err("the lcore list is empty"))?,
-        };
-        out.check_memory()?;
-        if out.no_pci && !out.pci.is_empty() {
-            return Err(eal_err(format!(
-                "-a {} with --no-pci: the PCI bus is off, the device would not be probed",
-                out.pci[0]
-            )));
+                .ok_or_else(|| eal_err("the lcore list is empty")),
         }
-        Ok(out)
     }
 
     /// The combinations `rte_eal_init` refuses, and what this host offers.
@@ -552,43 +476,74 @@ fn placement_warnings(plan: &Plan) -> Vec<String> {
 impl Checked {
     /// The human-readable plan `--check-config` prints.
     pub fn render(&self, file: &str) -> String {
-        let p = &self.plan;
         let mut s = String::new();
         let _ = writeln!(s, "{file}: valid ({} backend)", self.backend.name());
         if let Some(e) = &self.eal {
-            let args = p
-                .dpdk
-                .as_ref()
-                .map(|d| d.eal_args.join(" "))
-                .unwrap_or_default();
-            let _ = writeln!(s, "eal args:   {args}");
-            let mem = if e.no_huge {
-                "no hugepages (4 KB pages: functional runs only)".to_string()
-            } else {
-                let mut m = String::from("hugepages");
-                if e.in_memory {
-                    m += ", --in-memory (no files in the hugetlbfs mount)";
-                }
-                if let Some(sm) = &e.socket_mem {
-                    m += &format!(", --socket-mem {sm} MB");
-                }
-                if let Some((total, free, kb)) = host_hugepages() {
-                    m += &format!(" (this host: {free} of {total} x {kb} kB free)");
-                }
-                m
-            };
-            let _ = writeln!(s, "memory:     {mem}");
-            let _ = writeln!(
-                s,
-                "main lcore: {} on cpu {:?} (control thread: metrics, ctl, the live table)",
-                e.main,
-                e.lcores
-                    .iter()
-                    .find(|l| l.id == e.main)
-                    .map(|l| l.cpus.clone())
-                    .unwrap_or_default()
-            );
+            self.render_eal(&mut s, e);
         }
+        self.render_lcores(&mut s);
+        self.render_ports(&mut s);
+        self.render_pipeline(&mut s);
+        let _ = writeln!(s, "pools:      {}", self.pools_line());
+        let p = &self.plan;
+        let ep = |e: Option<String>| e.unwrap_or_else(|| "off".into());
+        let _ = writeln!(
+            s,
+            "services:   metrics {}, control {}",
+            ep(p.metrics.get().map(|a| format!("http://{a}/metrics"))),
+            ep(p.control.get().map(|c| c.display().to_string()))
+        );
+        if self.warnings.is_empty() {
+            let _ = writeln!(s, "warnings:   none");
+        } else {
+            let _ = writeln!(s, "warnings:");
+            for w in &self.warnings {
+                let _ = writeln!(s, "  - {w}");
+            }
+        }
+        s
+    }
+
+    /// EAL arguments, memory and the main lcore of a DPDK profile.
+    fn render_eal(&self, s: &mut String, e: &DpdkEal) {
+        let args = self
+            .plan
+            .dpdk
+            .as_ref()
+            .map(|d| d.eal_args.join(" "))
+            .unwrap_or_default();
+        let _ = writeln!(s, "eal args:   {args}");
+        let mem = if e.no_huge {
+            "no hugepages (4 KB pages: functional runs only)".to_string()
+        } else {
+            let mut m = String::from("hugepages");
+            if e.in_memory {
+                m += ", --in-memory (no files in the hugetlbfs mount)";
+            }
+            if let Some(sm) = &e.socket_mem {
+                m += &format!(", --socket-mem {sm} MB");
+            }
+            if let Some((total, free, kb)) = host_hugepages() {
+                m += &format!(" (this host: {free} of {total} x {kb} kB free)");
+            }
+            m
+        };
+        let _ = writeln!(s, "memory:     {mem}");
+        let _ = writeln!(
+            s,
+            "main lcore: {} on cpu {:?} (control thread: metrics, ctl, the live table)",
+            e.main,
+            e.lcores
+                .iter()
+                .find(|l| l.id == e.main)
+                .map(|l| l.cpus.clone())
+                .unwrap_or_default()
+        );
+    }
+
+    /// Each lcore with its CPUs, NUMA node and role.
+    fn render_lcores(&self, s: &mut String) {
+        let p = &self.plan;
         let _ = writeln!(s, "lcores:");
         for l in &p.lcores {
             let node = l.cpus.first().and_then(|&c| node_of(c));
@@ -614,6 +569,11 @@ impl Checked {
                 node.map_or("?".into(), |n| n.to_string()),
             );
         }
+    }
+
+    /// Each port with its driver and RX queue count.
+    fn render_ports(&self, s: &mut String) {
+        let p = &self.plan;
         let _ = writeln!(s, "ports:");
         for (i, port) in p.ports.iter().enumerate() {
             let nq = p.rx.iter().filter(|r| r.port.0 as usize == i).count();
@@ -633,6 +593,11 @@ impl Checked {
                 port.name()
             );
         }
+    }
+
+    /// Filter, targets, remote program and exception path.
+    fn render_pipeline(&self, s: &mut String) {
+        let p = &self.plan;
         let filter = match &p.prog {
             Some(prog) => format!(
                 "eBPF {} ({}, {} maps)",
@@ -675,56 +640,41 @@ impl Checked {
             (e, _) => e.backend().to_string(),
         };
         let _ = writeln!(s, "exception:  {exception}");
+    }
+
+    /// The pools a run would create: one per NUMA socket with RX lcores
+    /// (DPDK), else one per RX lcore.
+    fn pools_line(&self) -> String {
+        let p = &self.plan;
         let buf = p.headroom as u32 + p.data_room as u32;
-        let pools = match &self.eal {
-            Some(_) => {
-                // One pool per NUMA socket that has RX lcores (nodes as this
-                // host numbers its CPUs; "?" where it has no such CPU).
-                let mut by_node: std::collections::BTreeMap<String, Vec<LcoreId>> =
-                    Default::default();
-                for l in p.rx_lcores() {
-                    let n = p.cpus_of(l).first().and_then(|&c| node_of(c));
-                    by_node
-                        .entry(n.map_or("?".into(), |n| n.to_string()))
-                        .or_default()
-                        .push(l);
-                }
-                by_node
-                    .iter()
-                    .map(|(node, ls)| {
-                        let n = p.dpdk_mempool_size(ls.len() as u32);
-                        format!(
-                            "socket {node} ({} RX lcore(s)): {n} mbufs of {buf} B (~{} MB)",
-                            ls.len(),
-                            (n as u64 * (buf as u64 + 128)) >> 20
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }
-            None => format!(
+        if self.eal.is_none() {
+            return format!(
                 "one pool per RX lcore: {} buffers of {buf} B (~{} MB each)",
                 p.pool_size,
                 (p.pool_size as u64 * buf as u64) >> 20
-            ),
-        };
-        let _ = writeln!(s, "pools:      {pools}");
-        let ep = |e: Option<String>| e.unwrap_or_else(|| "off".into());
-        let _ = writeln!(
-            s,
-            "services:   metrics {}, control {}",
-            ep(p.metrics.get().map(|a| format!("http://{a}/metrics"))),
-            ep(p.control.get().map(|c| c.display().to_string()))
-        );
-        if self.warnings.is_empty() {
-            let _ = writeln!(s, "warnings:   none");
-        } else {
-            let _ = writeln!(s, "warnings:");
-            for w in &self.warnings {
-                let _ = writeln!(s, "  - {w}");
-            }
+            );
         }
-        s
+        // Nodes as this host numbers its CPUs; "?" where it has no such CPU.
+        let mut by_node: std::collections::BTreeMap<String, Vec<LcoreId>> = Default::default();
+        for l in p.rx_lcores() {
+            let n = p.cpus_of(l).first().and_then(|&c| node_of(c));
+            by_node
+                .entry(n.map_or("?".into(), |n| n.to_string()))
+                .or_default()
+                .push(l);
+        }
+        by_node
+            .iter()
+            .map(|(node, ls)| {
+                let n = p.dpdk_mempool_size(ls.len() as u32);
+                format!(
+                    "socket {node} ({} RX lcore(s)): {n} mbufs of {buf} B (~{} MB)",
+                    ls.len(),
+                    (n as u64 * (buf as u64 + 128)) >> 20
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 

@@ -18,86 +18,154 @@ pub struct EalArgs {
     pub vdevs: Vec<String>,
 }
 
+/// Options that take a value, as DPDK 22.11's EAL defines them.
+pub const WITH_VALUE: &[&str] = &[
+    "-l",
+    "--lcores",
+    "-c",
+    "--main-lcore",
+    "-a",
+    "--allow",
+    "-b",
+    "--block",
+    "--vdev",
+    "-n",
+    "-r",
+    "-m",
+    "--socket-mem",
+    "--socket-limit",
+    "--huge-dir",
+    "--file-prefix",
+    "--proc-type",
+    "--log-level",
+    "--iova-mode",
+    "--vfio-intr",
+    "--vfio-vf-token",
+    "--base-virtaddr",
+    "-d",
+    "--mbuf-pool-ops-name",
+    "--service-corelist",
+    "-S",
+    "--service-coremask",
+    "-s",
+    "--huge-worker-stack",
+];
+/// Options that take no value, as DPDK 22.11's EAL defines them.
+pub const FLAGS: &[&str] = &[
+    "--no-huge",
+    "--in-memory",
+    "--no-pci",
+    "--no-shconf",
+    "--no-telemetry",
+    "--telemetry",
+    "--legacy-mem",
+    "--single-file-segments",
+    "--match-allocations",
+    "--huge-unlink",
+    "--no-hpet",
+    "--create-uio-dev",
+    "--record-core-cycles",
+    "-v",
+];
+
 /// EAL options that change nothing natively (memory, PCI, process model).
-const NO_OP_WITH_VALUE: &[&str] = &[
+/// Every other option DPDK knows needs the DPDK backend.
+const NATIVE_NO_OP: &[&str] = &[
     "-n",
     "-m",
     "--file-prefix",
     "--log-level",
     "--main-lcore",
     "--proc-type",
-];
-const NO_OP_FLAGS: &[&str] = &[
     "--no-huge",
     "--no-pci",
     "--no-shconf",
     "--in-memory",
     "--no-telemetry",
 ];
-/// EAL options that only make sense with DPDK underneath.
-const NEEDS_DPDK: &[&str] = &[
-    "-a",
-    "--allow",
-    "-b",
-    "--block",
-    "--socket-mem",
-    "--socket-limit",
-    "--huge-dir",
-    "--iova-mode",
-    "--vfio-intr",
-    "--vfio-vf-token",
-    "--legacy-mem",
-    "--single-file-segments",
-    "--base-virtaddr",
-    "-d",
-];
 
-fn value<'a>(args: &'a [String], i: &mut usize, opt: &str) -> Result<&'a str, ConfigError> {
-    *i += 1;
-    args.get(*i)
-        .map(String::as_str)
-        .ok_or_else(|| ConfigError::Eal(format!("{opt} needs a value")))
+/// One EAL option as `rte_eal_init` reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EalOpt<'a> {
+    /// The option as written, without an `=value`: `-l`, `--vdev`.
+    pub opt: &'a str,
+    /// Its value; None for a flag.
+    pub value: Option<&'a str>,
+}
+
+/// Splits EAL arguments (everything before `--`) into options, with DPDK
+/// 22.11's option table: `--opt=value`, `--opt value`, `-lVALUE`, `-l VALUE`
+/// and flags. An option DPDK does not know, a flag with a value and an
+/// option missing its value are errors. The one EAL reader: the native
+/// parse ([`EalArgs::parse`]) and `--check-config`'s DPDK reader use it.
+pub fn options(args: &[String]) -> Result<Vec<EalOpt<'_>>, ConfigError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let (opt, inline): (&str, Option<&str>) = if let Some(long) = a.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((o, v)) => (&a[..o.len() + 2], Some(v)),
+                None => (a, None),
+            }
+        } else if let Some((short, rest)) = a
+            .get(..2)
+            .zip(a.get(2..))
+            .filter(|(o, r)| !r.is_empty() && WITH_VALUE.contains(o))
+        {
+            // -l0-3: the value attached (`get`: no slicing inside a
+            // multi-byte character of a hostile argument).
+            (short, Some(rest))
+        } else {
+            (a, None)
+        };
+        if FLAGS.contains(&opt) {
+            if inline.is_some() {
+                return Err(ConfigError::Eal(format!("EAL option {opt} takes no value")));
+            }
+            out.push(EalOpt { opt, value: None });
+        } else if WITH_VALUE.contains(&opt) {
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    args.get(i).map(String::as_str).ok_or_else(|| {
+                        ConfigError::Eal(format!("EAL option {opt} needs a value"))
+                    })?
+                }
+            };
+            out.push(EalOpt {
+                opt,
+                value: Some(value),
+            });
+        } else {
+            return Err(ConfigError::Eal(format!(
+                "unknown EAL option '{opt}' (application options go after `--`: cpumapd [EAL args] -- [app args])"
+            )));
+        }
+        i += 1;
+    }
+    Ok(out)
 }
 
 impl EalArgs {
+    /// Reads the EAL arguments a native run understands: lcores, vdevs and
+    /// the options that change nothing without DPDK; any other EAL option
+    /// is an error naming the DPDK backend.
     pub fn parse(args: &[String]) -> Result<Self, ConfigError> {
         let mut out = EalArgs::default();
-        let mut i = 0;
-        while i < args.len() {
-            let a = args[i].as_str();
-            let (opt, inline) = match a.split_once('=') {
-                Some((o, v)) if o.starts_with("--") => (o, Some(v)),
-                _ if a.starts_with("-l") && a.len() > 2 && !a.starts_with("--") => {
-                    ("-l", Some(&a[2..]))
-                }
-                _ => (a, None),
-            };
-            let val = |i: &mut usize| -> Result<String, ConfigError> {
-                match inline {
-                    Some(v) => Ok(v.to_string()),
-                    None => value(args, i, opt).map(str::to_string),
-                }
-            };
-            match opt {
-                "-l" => out.lcores = Some(parse_corelist(&val(&mut i)?)?),
-                "--lcores" => out.lcores = Some(parse_lcores(&val(&mut i)?)?),
-                "--vdev" => out.vdevs.push(val(&mut i)?),
-                o if NO_OP_WITH_VALUE.contains(&o) => {
-                    val(&mut i)?;
-                }
-                o if NO_OP_FLAGS.contains(&o) => {}
-                o if NEEDS_DPDK.contains(&o) => {
+        for o in options(args)? {
+            match (o.opt, o.value) {
+                ("-l", Some(v)) => out.lcores = Some(parse_corelist(v)?),
+                ("--lcores", Some(v)) => out.lcores = Some(parse_lcores(v)?),
+                ("--vdev", Some(v)) => out.vdevs.push(v.to_string()),
+                (opt, _) if NATIVE_NO_OP.contains(&opt) => {}
+                (opt, _) => {
                     return Err(ConfigError::Eal(format!(
-                        "EAL option {o} needs the DPDK backend (cargo feature `dpdk`), which this build does not include"
-                    )));
-                }
-                o => {
-                    return Err(ConfigError::Eal(format!(
-                        "unknown EAL option '{o}' (application options go after `--`: cpumapd [EAL args] -- [app args])"
+                        "EAL option {opt} needs the DPDK backend (cargo feature `dpdk`), which this build does not include"
                     )));
                 }
             }
-            i += 1;
         }
         Ok(out)
     }

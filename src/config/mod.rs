@@ -157,6 +157,39 @@ pub struct AppArgs {
     pub stage_cycles: bool,
 }
 
+impl AppArgs {
+    /// The options of this command line over those of a profile's `[app]`
+    /// table: each option the command line gives wins, the file fills the
+    /// rest (`--cpu` as a whole list; a flag is on if either sets it).
+    pub fn merged_with(self, f: FileApp) -> AppArgs {
+        AppArgs {
+            rx: self.rx.or(f.rx),
+            cpu: if self.cpu.is_empty() { f.cpu } else { self.cpu },
+            qsize: self.qsize.or(f.qsize),
+            mode: self.mode.or(f.mode),
+            remote_action: self.remote_action.or(f.remote_action),
+            exception: self.exception.or(f.exception),
+            kernel_mac: self.kernel_mac.or(f.kernel_mac),
+            duration: self.duration.or(f.duration),
+            interval: self.interval.or(f.interval),
+            summary_json: self.summary_json.or(f.summary_json),
+            config: self.config,
+            bulk_size: self.bulk_size.or(f.bulk_size),
+            pool_size: self.pool_size.or(f.pool_size),
+            max_entries: self.max_entries.or(f.max_entries),
+            no_pin: self.no_pin || f.no_pin.unwrap_or(false),
+            metrics: self.metrics.or(f.metrics),
+            control: self.control.or(f.control),
+            linger: self.linger.or(f.linger),
+            backend: self.backend.or(f.backend),
+            prog: self.prog.or(f.prog),
+            jit: self.jit || f.jit.unwrap_or(false),
+            latency: self.latency || f.latency.unwrap_or(false),
+            stage_cycles: self.stage_cycles || f.stage_cycles.unwrap_or(false),
+        }
+    }
+}
+
 /// Which packet I/O layer runs the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -492,6 +525,130 @@ pub fn parse_control(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> 
     }
 }
 
+/// The RX queue assignment (`--rx`, else every port's queue 0 on the first
+/// lcore that is not a target) and the targets (`--cpu`, else every lcore
+/// that polls no RX queue), checked against the lcores and ports.
+fn assign_rx_and_targets(
+    lcores: &[LcoreSpec],
+    ports: &[PortSpec],
+    app: &AppArgs,
+) -> Result<(Vec<RxAssign>, Vec<LcoreId>), ConfigError> {
+    let mut targets: Vec<LcoreId> = app.cpu.iter().copied().map(LcoreId).collect();
+    let rx = match &app.rx {
+        Some(s) => parse_rx(s)?,
+        None => {
+            let first = lcores
+                .iter()
+                .map(|l| l.id)
+                .find(|id| !targets.contains(id))
+                .ok_or_else(|| plan_err("every lcore is a target: no lcore is left for RX"))?;
+            (0..ports.len())
+                .map(|p| RxAssign {
+                    port: PortId(p as u16),
+                    queue: 0,
+                    lcore: first,
+                })
+                .collect()
+        }
+    };
+    let mut rx_lcores: Vec<LcoreId> = rx.iter().map(|r| r.lcore).collect();
+    rx_lcores.sort();
+    rx_lcores.dedup();
+    let lcore_list = lcores
+        .iter()
+        .map(|l| l.id.0.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    if targets.is_empty() {
+        targets = lcores
+            .iter()
+            .map(|l| l.id)
+            .filter(|id| !rx_lcores.contains(id))
+            .collect();
+        if targets.is_empty() {
+            return Err(plan_err(format!(
+                "no target lcores: every lcore in ({lcore_list}) polls RX; add lcores (e.g. --lcores 0@0,1@1,2@0) or give --cpu"
+            )));
+        }
+    }
+    let has = |id: LcoreId| lcores.iter().any(|l| l.id == id);
+    for (i, t) in targets.iter().enumerate() {
+        if !has(*t) {
+            return Err(plan_err(format!(
+                "target lcore {} is not in the EAL lcore list ({lcore_list})",
+                t.0
+            )));
+        }
+        if rx_lcores.contains(t) {
+            return Err(plan_err(format!(
+                "{t} cannot be both an RX lcore and a target"
+            )));
+        }
+        if targets[..i].contains(t) {
+            return Err(plan_err(format!("target {t} is given twice")));
+        }
+    }
+    for r in &rx {
+        if !has(r.lcore) {
+            return Err(plan_err(format!(
+                "--rx uses lcore {} which is not in the EAL lcore list ({lcore_list})",
+                r.lcore.0
+            )));
+        }
+    }
+    check_rx_queues(&rx, ports)?;
+    Ok((rx, targets))
+}
+
+/// Every `--rx` queue exists, is assigned once, and every port's queues
+/// are numbered 0..n without gaps.
+fn check_rx_queues(rx: &[RxAssign], ports: &[PortSpec]) -> Result<(), ConfigError> {
+    for (i, r) in rx.iter().enumerate() {
+        let Some(spec) = ports.get(r.port.0 as usize) else {
+            return Err(plan_err(format!(
+                "--rx uses {} but only {} port(s) exist (--vdev order)",
+                r.port,
+                ports.len()
+            )));
+        };
+        if r.queue >= spec.max_queues() {
+            return Err(plan_err(format!(
+                "--rx uses {} queue {} but {} has {} queue(s)",
+                r.port,
+                r.queue,
+                spec.name(),
+                spec.max_queues()
+            )));
+        }
+        if rx[..i]
+            .iter()
+            .any(|o| o.port == r.port && o.queue == r.queue)
+        {
+            return Err(plan_err(format!(
+                "{} queue {} is assigned twice in --rx",
+                r.port, r.queue
+            )));
+        }
+    }
+    for (p, spec) in ports.iter().enumerate() {
+        let mine = || rx.iter().filter(|r| r.port.0 as usize == p);
+        let n = mine().count();
+        if n == 0 {
+            return Err(plan_err(format!(
+                "port{p} ({}) has no RX queue in --rx",
+                spec.name()
+            )));
+        }
+        let max_q = mine().map(|r| r.queue).max().unwrap_or(0);
+        if max_q as usize + 1 != n {
+            return Err(plan_err(format!(
+                "port{p}: RX queues must be numbered 0..{n} without gaps"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Splits `argv[1..]` at the first `--` into EAL and app args. Without a
 /// `--` everything is EAL.
 pub fn split_args(args: &[String]) -> (&[String], &[String]) {
@@ -661,7 +818,7 @@ impl Plan {
             .iter()
             .map(|v| VdevSpec::parse(v).map(PortSpec::Native))
             .collect::<Result<Vec<_>, _>>()?;
-        Self::resolve_with(lcores, ports, app, f, None)
+        Self::resolve_with(lcores, ports, app.merged_with(f.app), None)
     }
 
     /// Resolves a DPDK run after `rte_eal_init`: the lcores are the EAL's
@@ -706,206 +863,53 @@ impl Plan {
                 "the EAL probed no ports: allow a NIC with -a PCI_ADDR (bound to vfio-pci) or add a --vdev (e.g. --vdev net_null0)",
             ));
         }
-        let f = p.file.unwrap_or_default();
-        let rx = p
-            .app
-            .rx
-            .as_deref()
-            .or(f.app.rx.as_deref())
-            .map(parse_rx)
-            .transpose()?;
-        let cpus = if p.app.cpu.is_empty() {
-            &f.app.cpu
-        } else {
-            &p.app.cpu
-        };
-        if rx.iter().flatten().any(|r| r.lcore == main) || cpus.contains(&main.0) {
+        let app = p.app.merged_with(p.file.unwrap_or_default().app);
+        let rx = app.rx.as_deref().map(parse_rx).transpose()?;
+        if rx.iter().flatten().any(|r| r.lcore == main) || app.cpu.contains(&main.0) {
             return Err(plan_err(format!(
                 "{main} is the EAL main lcore, which runs the control thread; give RX queues and targets worker lcores (or move it with --main-lcore)"
             )));
         }
-        Self::resolve_with(
-            lcores,
-            ports,
-            p.app,
-            f,
-            Some(DpdkPlan {
-                eal_args: p.eal_args,
-                main_lcore: main,
-            }),
-        )
+        let dpdk = DpdkPlan {
+            eal_args: p.eal_args,
+            main_lcore: main,
+        };
+        Self::resolve_with(lcores, ports, app, Some(dpdk))
     }
 
+    /// Validates merged options (`app`: command line over file) against
+    /// the lcores and ports and builds the plan.
     fn resolve_with(
         lcores: Vec<LcoreSpec>,
         ports: Vec<PortSpec>,
         app: AppArgs,
-        f: FileConfig,
         dpdk: Option<DpdkPlan>,
     ) -> Result<Self, ConfigError> {
-        let in_dpdk = dpdk.is_some();
-        let has = |id: LcoreId| lcores.iter().any(|l| l.id == id);
-        let lcore_list = lcores
-            .iter()
-            .map(|l| l.id.0.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-
-        let mut targets: Vec<LcoreId> = if app.cpu.is_empty() {
-            f.app.cpu.clone()
-        } else {
-            app.cpu.clone()
-        }
-        .into_iter()
-        .map(LcoreId)
-        .collect();
-        let rx_str = app.rx.clone().or(f.app.rx.clone());
-        let rx = match rx_str {
-            Some(s) => parse_rx(&s)?,
-            None => {
-                // Default: every port's queue 0 on the first lcore that is
-                // not a target.
-                let first = lcores
-                    .iter()
-                    .map(|l| l.id)
-                    .find(|id| !targets.contains(id))
-                    .ok_or_else(|| plan_err("every lcore is a target: no lcore is left for RX"))?;
-                (0..ports.len())
-                    .map(|p| RxAssign {
-                        port: PortId(p as u16),
-                        queue: 0,
-                        lcore: first,
-                    })
-                    .collect()
-            }
-        };
-        let rx_lcores: Vec<LcoreId> = {
-            let mut v: Vec<_> = rx.iter().map(|r| r.lcore).collect();
-            v.sort();
-            v.dedup();
-            v
-        };
-        if targets.is_empty() {
-            targets = lcores
-                .iter()
-                .map(|l| l.id)
-                .filter(|id| !rx_lcores.contains(id))
-                .collect();
-            if targets.is_empty() {
-                return Err(plan_err(format!(
-                    "no target lcores: every lcore in ({lcore_list}) polls RX; add lcores (e.g. --lcores 0@0,1@1,2@0) or give --cpu"
-                )));
-            }
-        }
-        let mut seen = Vec::new();
-        for t in &targets {
-            if !has(*t) {
-                return Err(plan_err(format!(
-                    "target lcore {} is not in the EAL lcore list ({lcore_list})",
-                    t.0
-                )));
-            }
-            if rx_lcores.contains(t) {
-                return Err(plan_err(format!(
-                    "{t} cannot be both an RX lcore and a target"
-                )));
-            }
-            if seen.contains(t) {
-                return Err(plan_err(format!("target {t} is given twice")));
-            }
-            seen.push(*t);
-        }
-        for (i, r) in rx.iter().enumerate() {
-            if !has(r.lcore) {
-                return Err(plan_err(format!(
-                    "--rx uses lcore {} which is not in the EAL lcore list ({lcore_list})",
-                    r.lcore.0
-                )));
-            }
-            let Some(spec) = ports.get(r.port.0 as usize) else {
-                return Err(plan_err(format!(
-                    "--rx uses {} but only {} port(s) exist (--vdev order)",
-                    r.port,
-                    ports.len()
-                )));
-            };
-            if r.queue >= spec.max_queues() {
-                return Err(plan_err(format!(
-                    "--rx uses {} queue {} but {} has {} queue(s)",
-                    r.port,
-                    r.queue,
-                    spec.name(),
-                    spec.max_queues()
-                )));
-            }
-            if rx[..i]
-                .iter()
-                .any(|o| o.port == r.port && o.queue == r.queue)
-            {
-                return Err(plan_err(format!(
-                    "{} queue {} is assigned twice in --rx",
-                    r.port, r.queue
-                )));
-            }
-        }
-        for (p, spec) in ports.iter().enumerate() {
-            let n = rx.iter().filter(|r| r.port.0 as usize == p).count();
-            if n == 0 {
-                return Err(plan_err(format!(
-                    "port{p} ({}) has no RX queue in --rx",
-                    spec.name()
-                )));
-            }
-            let max_q = rx
-                .iter()
-                .filter(|r| r.port.0 as usize == p)
-                .map(|r| r.queue)
-                .max()
-                .unwrap_or(0);
-            if max_q as usize + 1 != n {
-                return Err(plan_err(format!(
-                    "port{p}: RX queues must be numbered 0..{n} without gaps"
-                )));
-            }
-        }
-
+        let (rx, targets) = assign_rx_and_targets(&lcores, &ports, &app)?;
         let mode: Mode = app
             .mode
             .as_deref()
-            .or(f.app.mode.as_deref())
             .map(str::parse)
             .transpose()?
             .unwrap_or_default();
-        let qsize = app.qsize.or(f.app.qsize).unwrap_or(2048);
+        let qsize = app.qsize.unwrap_or(2048);
         if qsize == 0 || qsize > MAX_QSIZE {
             return Err(plan_err(format!(
                 "qsize {qsize} is out of range: cpumap entries hold 1 to {MAX_QSIZE} frames"
             )));
         }
-        let remote = match app
-            .remote_action
-            .as_deref()
-            .or(f.app.remote_action.as_deref())
-        {
+        let remote = match app.remote_action.as_deref() {
             None | Some("none") => None,
             Some(s) => Some(s.parse::<RemoteProg>().map_err(ConfigError::Args)?),
         };
-        let exception = ExceptionSpec::parse(
-            app.exception
-                .as_deref()
-                .or(f.app.exception.as_deref())
-                .unwrap_or("drop"),
-        )?;
-        let bulk_size = app
-            .bulk_size
-            .or(f.app.bulk_size)
-            .unwrap_or(CPU_MAP_BULK_SIZE);
+        let exception = ExceptionSpec::parse(app.exception.as_deref().unwrap_or("drop"))?;
+        let bulk_size = app.bulk_size.unwrap_or(CPU_MAP_BULK_SIZE);
         if !(1..=MAX_BULK).contains(&bulk_size) {
             return Err(plan_err(format!(
                 "bulk size {bulk_size} is out of range 1..={MAX_BULK}"
             )));
         }
-        let max_entries = app.max_entries.or(f.app.max_entries).unwrap_or(128);
+        let max_entries = app.max_entries.unwrap_or(128);
         if let Some(t) = targets.iter().find(|t| t.0 >= max_entries) {
             return Err(plan_err(format!(
                 "target {t} does not fit a cpumap of max_entries {max_entries}"
@@ -916,7 +920,7 @@ impl Plan {
         let default_pool =
             (targets.len() as u32 * qsize + 4 * 32 + targets.len() as u32 * MAX_BULK as u32)
                 .max(1024);
-        let pool_size = app.pool_size.or(f.app.pool_size).unwrap_or(default_pool);
+        let pool_size = app.pool_size.unwrap_or(default_pool);
         if pool_size < 64 {
             return Err(plan_err(format!(
                 "pool size {pool_size} is too small (at least 64 buffers)"
@@ -934,7 +938,6 @@ impl Plan {
             kernel_mac: app
                 .kernel_mac
                 .as_deref()
-                .or(f.app.kernel_mac.as_deref())
                 .map(str::parse)
                 .transpose()
                 .map_err(ConfigError::Args)?
@@ -944,39 +947,45 @@ impl Plan {
             max_entries,
             headroom: DEFAULT_HEADROOM,
             data_room: DEFAULT_DATA_ROOM,
-            duration: secs(app.duration.or(f.app.duration), "duration")?,
-            interval: secs(app.interval.or(f.app.interval).or(Some(2.0)), "interval")?,
-            summary_json: app.summary_json.or(f.app.summary_json),
-            pin: !(app.no_pin || f.app.no_pin.unwrap_or(false)),
-            metrics: parse_metrics(app.metrics.as_deref().or(f.app.metrics.as_deref()))?,
-            control: parse_control(app.control.as_deref().or(f.app.control.as_deref()))?,
-            linger: secs(app.linger.or(f.app.linger), "linger")?,
+            duration: secs(app.duration, "duration")?,
+            interval: secs(app.interval.or(Some(2.0)), "interval")?,
+            summary_json: app.summary_json,
+            pin: !app.no_pin,
+            metrics: parse_metrics(app.metrics.as_deref())?,
+            control: parse_control(app.control.as_deref())?,
+            linger: secs(app.linger, "linger")?,
             dpdk,
             prog: None,
-            jit: app.jit || f.app.jit.unwrap_or(false),
-            latency: app.latency || f.app.latency.unwrap_or(false),
-            stage_cycles: app.stage_cycles || f.app.stage_cycles.unwrap_or(false),
+            jit: app.jit,
+            latency: app.latency,
+            stage_cycles: app.stage_cycles,
         };
-        if let Some(spec) = app.prog.as_deref().or(f.app.prog.as_deref()) {
+        if let Some(spec) = app.prog.as_deref() {
             let p = crate::filter::ebpf::load_object(spec)
                 .map_err(|e| ConfigError::Args(format!("--prog {spec}: {e}")))?;
             let targets: Vec<_> = plan.targets.iter().map(|&l| l.into()).collect();
             p.fill_targets(&targets);
             plan.prog = Some(std::sync::Arc::new(p));
         }
-        // Open every native port once to validate files and arguments now.
-        for (p, spec) in plan.ports.iter().enumerate() {
+        plan.check_devices()?;
+        Ok(plan)
+    }
+
+    /// Opens every native port once (files and arguments are validated
+    /// now) and checks the exception path's device or directory.
+    fn check_devices(&self) -> Result<(), ConfigError> {
+        for (p, spec) in self.ports.iter().enumerate() {
             #[cfg_attr(not(feature = "dpdk"), allow(irrefutable_let_patterns))]
             if let PortSpec::Native(v) = spec {
                 crate::port::check(v, PortId(p as u16))?;
             }
         }
-        if !in_dpdk && matches!(plan.exception, ExceptionSpec::VirtioUser(_)) {
+        if self.dpdk.is_none() && matches!(self.exception, ExceptionSpec::VirtioUser(_)) {
             return Err(plan_err(
                 "--exception virtio-user needs the DPDK backend; natively use tap:IFNAME",
             ));
         }
-        if let ExceptionSpec::Pcap(base) = &plan.exception {
+        if let ExceptionSpec::Pcap(base) = &self.exception {
             let dir = base
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
@@ -988,7 +997,7 @@ impl Plan {
                 )));
             }
         }
-        Ok(plan)
+        Ok(())
     }
 
     pub fn rx_lcores(&self) -> Vec<LcoreId> {

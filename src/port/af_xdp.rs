@@ -249,43 +249,76 @@ pub(super) fn open(
     port: PortId,
     nb_queues: u16,
 ) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
-    let bad = |why: String| PortError::BadVdev {
-        vdev: spec.name.clone(),
-        why,
-    };
     let (iface, ifindex) = check(spec)?;
     let start: u32 = spec.num("start_queue", 0)?;
     let count: u32 = spec.num("queue_count", nb_queues as u32)?;
+    let mut o = Opening {
+        spec,
+        iface,
+        ifindex,
+        port,
+        force_copy: spec.get("force_copy") == Some("1"),
+        prog: None,
+    };
     if count != nb_queues as u32 {
-        return Err(bad(format!(
+        return Err(o.bad(format!(
             "queue_count={count} but --rx polls {nb_queues} queue(s) of this port"
         )));
     }
-    let force_copy = spec.get("force_copy") == Some("1");
-    let perm = |what: &str, e: io::Error| {
+    let prog = XdpProgram::load(ifindex, start + count)
+        .map_err(|e| o.perm("loading the XDP redirect program", e))?;
+    o.prog = Some(Arc::new(prog));
+    let mut out: Vec<Box<dyn PortQueue>> = Vec::new();
+    for i in 0..count {
+        out.push(Box::new(o.queue(start + i, i as u16)?));
+    }
+    Ok(out)
+}
+
+/// A port being opened: what every queue's setup needs.
+struct Opening<'a> {
+    spec: &'a VdevSpec,
+    iface: String,
+    ifindex: u32,
+    port: PortId,
+    force_copy: bool,
+    /// The redirect program (loaded before the first queue).
+    prog: Option<Arc<XdpProgram>>,
+}
+
+impl Opening<'_> {
+    fn bad(&self, why: String) -> PortError {
+        PortError::BadVdev {
+            vdev: self.spec.name.clone(),
+            why,
+        }
+    }
+
+    /// A failed step, with the capabilities AF_XDP needs where it was refused.
+    fn perm(&self, what: &str, e: io::Error) -> PortError {
         let hint = match e.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => {
                 "; AF_XDP needs CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF (or root)"
             }
             _ => "",
         };
-        bad(format!("{iface}: {what}: {e}{hint}"))
-    };
-    let prog = Arc::new(
-        XdpProgram::load(ifindex, start + count)
-            .map_err(|e| perm("loading the XDP redirect program", e))?,
-    );
-    let mut out: Vec<Box<dyn PortQueue>> = Vec::new();
-    for i in 0..count {
-        let qid = start + i;
+        self.bad(format!("{}: {what}: {e}{hint}", self.iface))
+    }
+
+    /// Opens the socket of interface queue `qid` (the port's queue `i`):
+    /// UMEM, its four rings, the fill ring primed, bound (zero-copy where
+    /// the driver can), and entered in the XSKMAP.
+    fn queue(&self, qid: u32, i: u16) -> Result<AfXdpQueue, PortError> {
+        let prog = self.prog.clone().expect("loaded before the queues");
         // SAFETY: plain socket(2); checked.
         let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
-            return Err(perm("socket(AF_XDP)", io::Error::last_os_error()));
+            return Err(self.perm("socket(AF_XDP)", io::Error::last_os_error()));
         }
         // SAFETY: a fresh descriptor owned from here on.
         let xsk = unsafe { OwnedFd::from_raw_fd(fd) };
-        let umem = Mapping::new((CHUNKS * CHUNK) as usize, None, 0).map_err(|e| perm("UMEM", e))?;
+        let umem =
+            Mapping::new((CHUNKS * CHUNK) as usize, None, 0).map_err(|e| self.perm("UMEM", e))?;
         let reg = libc::xdp_umem_reg {
             addr: umem.base.as_ptr() as u64,
             len: umem.len as u64,
@@ -294,27 +327,8 @@ pub(super) fn open(
             flags: 0,
             tx_metadata_len: 0,
         };
-        setsockopt(&xsk, libc::XDP_UMEM_REG, &reg).map_err(|e| perm("XDP_UMEM_REG", e))?;
-        for opt in [
-            libc::XDP_UMEM_FILL_RING,
-            libc::XDP_UMEM_COMPLETION_RING,
-            libc::XDP_RX_RING,
-            libc::XDP_TX_RING,
-        ] {
-            setsockopt(&xsk, opt, &NDESC).map_err(|e| perm("ring setup", e))?;
-        }
-        // SAFETY: xdp_mmap_offsets is plain data; zero is valid.
-        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        getsockopt(&xsk, libc::XDP_MMAP_OFFSETS, &mut off)
-            .map_err(|e| perm("XDP_MMAP_OFFSETS", e))?;
-        let dsz = size_of::<libc::xdp_desc>();
-        let map_err = |e| perm("ring mmap", e);
-        let rx = Ring::map(&xsk, &off.rx, dsz, libc::XDP_PGOFF_RX_RING as u64).map_err(map_err)?;
-        let tx = Ring::map(&xsk, &off.tx, dsz, libc::XDP_PGOFF_TX_RING as u64).map_err(map_err)?;
-        let mut fill =
-            Ring::map(&xsk, &off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING).map_err(map_err)?;
-        let comp =
-            Ring::map(&xsk, &off.cr, 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING).map_err(map_err)?;
+        setsockopt(&xsk, libc::XDP_UMEM_REG, &reg).map_err(|e| self.perm("XDP_UMEM_REG", e))?;
+        let (rx, tx, mut fill, comp) = self.rings(&xsk)?;
         // The first half of the UMEM goes to the fill ring, before bind.
         let half = CHUNKS / 2;
         for c in 0..half.min(NDESC) {
@@ -325,9 +339,60 @@ pub(super) fn open(
         // X4: Release; the addresses above are written first.
         fill.prod().store(fill.local, Ordering::Release);
         let tx_free: Vec<u64> = (half..CHUNKS).map(|c| (c * CHUNK) as u64).collect();
+        let zc = self.bind(&xsk, qid)?;
+        prog.insert(qid, &xsk)
+            .map_err(|e| self.perm("XSKMAP update", e))?;
+        eprintln!(
+            "cpumapd: {} queue {qid}: AF_XDP {} mode, XDP program {}",
+            self.spec.name,
+            if zc { "zero-copy" } else { "copy" },
+            prog.mode
+        );
+        Ok(AfXdpQueue {
+            xsk,
+            _prog: prog,
+            umem,
+            rx,
+            tx,
+            fill,
+            comp,
+            tx_free,
+            port: self.port.0,
+            queue: i,
+            polls: 0,
+            seen_missed: 0,
+            counters: Arc::default(),
+        })
+    }
 
-        let mut bound = None;
-        let modes: &[u16] = if force_copy {
+    /// Sizes and maps the RX, TX, fill and completion rings of `xsk`.
+    fn rings(&self, xsk: &OwnedFd) -> Result<(Ring, Ring, Ring, Ring), PortError> {
+        for opt in [
+            libc::XDP_UMEM_FILL_RING,
+            libc::XDP_UMEM_COMPLETION_RING,
+            libc::XDP_RX_RING,
+            libc::XDP_TX_RING,
+        ] {
+            setsockopt(xsk, opt, &NDESC).map_err(|e| self.perm("ring setup", e))?;
+        }
+        // SAFETY: xdp_mmap_offsets is plain data; zero is valid.
+        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+        getsockopt(xsk, libc::XDP_MMAP_OFFSETS, &mut off)
+            .map_err(|e| self.perm("XDP_MMAP_OFFSETS", e))?;
+        let dsz = size_of::<libc::xdp_desc>();
+        let map_err = |e| self.perm("ring mmap", e);
+        let rx = Ring::map(xsk, &off.rx, dsz, libc::XDP_PGOFF_RX_RING as u64).map_err(map_err)?;
+        let tx = Ring::map(xsk, &off.tx, dsz, libc::XDP_PGOFF_TX_RING as u64).map_err(map_err)?;
+        let fill = Ring::map(xsk, &off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING).map_err(map_err)?;
+        let comp =
+            Ring::map(xsk, &off.cr, 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING).map_err(map_err)?;
+        Ok((rx, tx, fill, comp))
+    }
+
+    /// Binds `xsk` to queue `qid`: zero-copy first (unless `force_copy`),
+    /// else copy mode. Returns true for zero-copy.
+    fn bind(&self, xsk: &OwnedFd, qid: u32) -> Result<bool, PortError> {
+        let modes: &[u16] = if self.force_copy {
             &[libc::XDP_COPY]
         } else {
             &[libc::XDP_ZEROCOPY, libc::XDP_COPY]
@@ -336,7 +401,7 @@ pub(super) fn open(
             let sxdp = libc::sockaddr_xdp {
                 sxdp_family: libc::AF_XDP as u16,
                 sxdp_flags: flags,
-                sxdp_ifindex: ifindex,
+                sxdp_ifindex: self.ifindex,
                 sxdp_queue_id: qid,
                 sxdp_shared_umem_fd: 0,
             };
@@ -349,43 +414,11 @@ pub(super) fn open(
                 )
             };
             if r == 0 {
-                bound = Some(flags);
-                break;
-            }
-            bound = None;
-            if flags == libc::XDP_COPY {
-                return Err(perm(
-                    &format!("bind to queue {qid}"),
-                    io::Error::last_os_error(),
-                ));
+                return Ok(flags == libc::XDP_ZEROCOPY);
             }
         }
-        let zc = bound == Some(libc::XDP_ZEROCOPY);
-        prog.insert(qid, &xsk)
-            .map_err(|e| perm("XSKMAP update", e))?;
-        eprintln!(
-            "cpumapd: {} queue {qid}: AF_XDP {} mode, XDP program {}",
-            spec.name,
-            if zc { "zero-copy" } else { "copy" },
-            prog.mode
-        );
-        out.push(Box::new(AfXdpQueue {
-            xsk,
-            _prog: prog.clone(),
-            umem,
-            rx,
-            tx,
-            fill,
-            comp,
-            tx_free,
-            port: port.0,
-            queue: i as u16,
-            polls: 0,
-            seen_missed: 0,
-            counters: Arc::default(),
-        }));
+        Err(self.perm(&format!("bind to queue {qid}"), io::Error::last_os_error()))
     }
-    Ok(out)
 }
 
 impl AfXdpQueue {

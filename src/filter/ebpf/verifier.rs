@@ -431,140 +431,13 @@ impl Verifier<'_> {
         work: &mut Vec<(usize, State, Path)>,
     ) -> Result<(), VerifyError> {
         loop {
-            if self.targets[pc] {
-                let h = {
-                    use std::hash::{Hash, Hasher};
-                    let mut hs = std::collections::hash_map::DefaultHasher::new();
-                    st.hash(&mut hs);
-                    hs.finish()
-                };
-                if path.contains(&(pc, h)) {
-                    // The same state again on the same path: nothing forces
-                    // the loop to end.
-                    return Err(err(
-                        pc,
-                        "infinite loop: this loop head is reached again in the same state (nothing bounds the loop)",
-                    ));
-                }
-                if !self.seen.insert((pc, st.clone())) {
-                    return Ok(()); // explored already from another path
-                }
-                path.insert((pc, h));
+            if self.targets[pc] && !self.enter_jump_target(pc, &st, &mut path)? {
+                return Ok(()); // explored already from another path
             }
-            self.explored += 1;
-            if self.explored > MAX_EXPLORED {
-                return Err(match self.back_edge {
-                    Some((from, to)) => err(
-                        from,
-                        format!(
-                            "loop back to insn {to} is not provably bounded (explored {MAX_EXPLORED} instructions)"
-                        ),
-                    ),
-                    None => err(
-                        pc,
-                        format!("program too complex (explored {MAX_EXPLORED} instructions)"),
-                    ),
-                });
-            }
-            let i = self.insn(pc);
-            match i.class() {
-                LD => {
-                    let hi = self.insn(pc + 1).imm as u32 as u64;
-                    let val = (i.imm as u32 as u64) | (hi << 32);
-                    st.regs[i.dst as usize] = match i.src {
-                        0 => konst(val),
-                        pseudo::MAP_FD => {
-                            let idx = (i.imm as i64 - super::maps::MAP_FD_BASE as i64) as usize;
-                            if idx >= self.maps.len() || hi != 0 {
-                                return Err(err(
-                                    pc,
-                                    format!("ld_imm64 of unknown map fd {}", i.imm),
-                                ));
-                            }
-                            Reg::MapPtr { map: idx as u32 }
-                        }
-                        s => {
-                            return Err(err(
-                                pc,
-                                format!(
-                                    "ld_imm64 source {s} (global variables / map values) is not supported"
-                                ),
-                            ));
-                        }
-                    };
-                    if i.dst == 10 {
-                        return Err(err(pc, "r10 (the frame pointer) is read-only"));
-                    }
-                    pc += 2;
-                }
-                LDX => {
-                    let base = self.read(pc, &st, i.src)?;
-                    let val = self.access(pc, &mut st, base, i.off, i.size(), None)?;
-                    if i.dst == 10 {
-                        return Err(err(pc, "r10 (the frame pointer) is read-only"));
-                    }
-                    st.regs[i.dst as usize] = val;
-                    pc += 1;
-                }
-                ST | STX => {
-                    let base = self.read(pc, &st, i.dst)?;
-                    let val = if i.class() == STX {
-                        self.read(pc, &st, i.src)?
-                    } else {
-                        konst(i.imm as i64 as u64)
-                    };
-                    self.access(pc, &mut st, base, i.off, i.size(), Some(val))?;
-                    pc += 1;
-                }
-                ALU | ALU64 => {
-                    if i.dst == 10 {
-                        return Err(err(pc, "r10 (the frame pointer) is read-only"));
-                    }
-                    self.alu(pc, &mut st, &i)?;
-                    pc += 1;
-                }
-                JMP | JMP32 => match i.op & 0xf0 {
-                    EXIT => {
-                        match self.read(pc, &st, 0)? {
-                            Reg::Scalar { .. } => {}
-                            _ => {
-                                return Err(err(
-                                    pc,
-                                    "r0 at exit must be a number (an XDP action), not a pointer",
-                                ));
-                            }
-                        }
-                        return Ok(());
-                    }
-                    CALL => {
-                        self.call(pc, &mut st, i.imm)?;
-                        pc += 1;
-                    }
-                    JA => {
-                        pc = self.jump(pc, &i);
-                    }
-                    _ => {
-                        let target = self.jump(pc, &i);
-                        let (taken, fall) = self.branch(pc, &st, &i)?;
-                        match (taken, fall) {
-                            (Some(t), Some(f)) => {
-                                work.push((target, t, path.clone()));
-                                st = f;
-                                pc += 1;
-                            }
-                            (Some(t), None) => {
-                                st = t;
-                                pc = target;
-                            }
-                            (None, Some(f)) => {
-                                st = f;
-                                pc += 1;
-                            }
-                            (None, None) => return Ok(()),
-                        }
-                    }
-                },
-                _ => unreachable!("check_static refused unknown classes"),
+            self.count_explored(pc)?;
+            match self.step(pc, &mut st, &path, work)? {
+                Some(next) => pc = next,
+                None => return Ok(()),
             }
             if pc >= self.n {
                 return Err(err(
@@ -572,6 +445,159 @@ impl Verifier<'_> {
                     "execution falls off the end of the program",
                 ));
             }
+        }
+    }
+
+    /// At a jump target: refuses a loop that comes back in the same state
+    /// on the same path; false if this state was explored from another path.
+    fn enter_jump_target(
+        &mut self,
+        pc: usize,
+        st: &State,
+        path: &mut Path,
+    ) -> Result<bool, VerifyError> {
+        let h = {
+            use std::hash::{Hash, Hasher};
+            let mut hs = std::collections::hash_map::DefaultHasher::new();
+            st.hash(&mut hs);
+            hs.finish()
+        };
+        if path.contains(&(pc, h)) {
+            // The same state again on the same path: nothing forces the
+            // loop to end.
+            return Err(err(
+                pc,
+                "infinite loop: this loop head is reached again in the same state (nothing bounds the loop)",
+            ));
+        }
+        if !self.seen.insert((pc, st.clone())) {
+            return Ok(false);
+        }
+        path.insert((pc, h));
+        Ok(true)
+    }
+
+    /// Counts one explored instruction against [`MAX_EXPLORED`].
+    fn count_explored(&mut self, pc: usize) -> Result<(), VerifyError> {
+        self.explored += 1;
+        if self.explored <= MAX_EXPLORED {
+            return Ok(());
+        }
+        Err(match self.back_edge {
+            Some((from, to)) => err(
+                from,
+                format!(
+                    "loop back to insn {to} is not provably bounded (explored {MAX_EXPLORED} instructions)"
+                ),
+            ),
+            None => err(
+                pc,
+                format!("program too complex (explored {MAX_EXPLORED} instructions)"),
+            ),
+        })
+    }
+
+    /// Checks instruction `pc` in state `st` and applies it. Returns the
+    /// next instruction of this path, None where the path ends; the other
+    /// side of a two-way branch goes to `work`.
+    fn step(
+        &mut self,
+        pc: usize,
+        st: &mut State,
+        path: &Path,
+        work: &mut Vec<(usize, State, Path)>,
+    ) -> Result<Option<usize>, VerifyError> {
+        let i = self.insn(pc);
+        let writes_r10 = matches!(i.class(), LD | LDX | ALU | ALU64) && i.dst == 10;
+        match i.class() {
+            LD => {
+                let val = self.ld_imm64(pc, &i)?;
+                if writes_r10 {
+                    return Err(err(pc, "r10 (the frame pointer) is read-only"));
+                }
+                st.regs[i.dst as usize] = val;
+                Ok(Some(pc + 2))
+            }
+            LDX => {
+                let base = self.read(pc, st, i.src)?;
+                let val = self.access(pc, st, base, i.off, i.size(), None)?;
+                if writes_r10 {
+                    return Err(err(pc, "r10 (the frame pointer) is read-only"));
+                }
+                st.regs[i.dst as usize] = val;
+                Ok(Some(pc + 1))
+            }
+            ST | STX => {
+                let base = self.read(pc, st, i.dst)?;
+                let val = if i.class() == STX {
+                    self.read(pc, st, i.src)?
+                } else {
+                    konst(i.imm as i64 as u64)
+                };
+                self.access(pc, st, base, i.off, i.size(), Some(val))?;
+                Ok(Some(pc + 1))
+            }
+            ALU | ALU64 => {
+                if writes_r10 {
+                    return Err(err(pc, "r10 (the frame pointer) is read-only"));
+                }
+                self.alu(pc, st, &i)?;
+                Ok(Some(pc + 1))
+            }
+            JMP | JMP32 => match i.op & 0xf0 {
+                EXIT => match self.read(pc, st, 0)? {
+                    Reg::Scalar { .. } => Ok(None),
+                    _ => Err(err(
+                        pc,
+                        "r0 at exit must be a number (an XDP action), not a pointer",
+                    )),
+                },
+                CALL => {
+                    self.call(pc, st, i.imm)?;
+                    Ok(Some(pc + 1))
+                }
+                JA => Ok(Some(self.jump(pc, &i))),
+                _ => {
+                    let target = self.jump(pc, &i);
+                    Ok(match self.branch(pc, st, &i)? {
+                        (Some(t), Some(f)) => {
+                            work.push((target, t, path.clone()));
+                            *st = f;
+                            Some(pc + 1)
+                        }
+                        (Some(t), None) => {
+                            *st = t;
+                            Some(target)
+                        }
+                        (None, Some(f)) => {
+                            *st = f;
+                            Some(pc + 1)
+                        }
+                        (None, None) => None,
+                    })
+                }
+            },
+            _ => unreachable!("check_static refused unknown classes"),
+        }
+    }
+
+    /// The value an `ld_imm64` at `pc` loads: a number or a map pointer.
+    fn ld_imm64(&self, pc: usize, i: &Insn) -> Result<Reg, VerifyError> {
+        let hi = self.insn(pc + 1).imm as u32 as u64;
+        let val = (i.imm as u32 as u64) | (hi << 32);
+        match i.src {
+            0 => Ok(konst(val)),
+            pseudo::MAP_FD => {
+                let idx = (i.imm as i64 - super::maps::MAP_FD_BASE as i64) as usize;
+                if idx >= self.maps.len() || hi != 0 {
+                    return Err(err(pc, format!("ld_imm64 of unknown map fd {}", i.imm)));
+                }
+                Ok(Reg::MapPtr { map: idx as u32 })
+            }
+            s => Err(err(
+                pc,
+                format!("ld_imm64 source {s} (global variables / map values) is not supported"),
+            )),
         }
     }
 
@@ -596,14 +622,7 @@ impl Verifier<'_> {
     ) -> Result<Reg, VerifyError> {
         let off = off as i64;
         let sz = size as i64;
-        let loaded = range(
-            0,
-            if size == 8 {
-                u64::MAX
-            } else {
-                (1u64 << (size * 8)) - 1
-            },
-        );
+        let loaded = loaded_range(size);
         let no_ptr_store = |what: &str| -> Result<(), VerifyError> {
             match store {
                 Some(Reg::Scalar { .. }) | None => Ok(()),
@@ -611,85 +630,8 @@ impl Verifier<'_> {
             }
         };
         match base {
-            Reg::Ctx { off: o } => {
-                if store.is_some() {
-                    return Err(err(pc, "the context is read-only"));
-                }
-                let at = o + off;
-                let f = CtxField::at(at).filter(|_| size == 4).ok_or_else(|| {
-                    err(pc, format!("invalid context access: offset {at} size {size} (xdp_md has six 4-byte fields)"))
-                })?;
-                self.ctx_loads.push((pc, f, o));
-                Ok(match f {
-                    CtxField::Data => Reg::Pkt {
-                        meta: false,
-                        id: 0,
-                        off: 0,
-                        var: 0,
-                    },
-                    CtxField::DataEnd => Reg::PktEnd,
-                    CtxField::DataMeta => Reg::Pkt {
-                        meta: true,
-                        id: 0,
-                        off: 0,
-                        var: 0,
-                    },
-                    _ => range(0, u32::MAX as u64),
-                })
-            }
-            Reg::Stack { off: o } => {
-                let at = o + off;
-                if at < -(STACK_SIZE as i64) || at + sz > 0 {
-                    return Err(err(
-                        pc,
-                        format!(
-                            "stack access out of bounds: offset {at} size {size} (the stack is 512 bytes below r10)"
-                        ),
-                    ));
-                }
-                let lo = (at + STACK_SIZE as i64) as usize;
-                let slot = lo / 8;
-                match store {
-                    Some(v) => {
-                        if size == 8 && lo.is_multiple_of(8) {
-                            st.slots[slot] = match v {
-                                Reg::Scalar { .. } => Slot::Misc,
-                                p => Slot::Spill(p),
-                            };
-                        } else {
-                            if !matches!(v, Reg::Scalar { .. }) {
-                                return Err(err(
-                                    pc,
-                                    "a pointer may only be spilled with an aligned 8-byte store",
-                                ));
-                            }
-                            // Partial overwrite: the slot no longer holds a pointer.
-                            for s in lo / 8..(lo + size).div_ceil(8) {
-                                st.slots[s] = Slot::Misc;
-                            }
-                        }
-                        st.mark_written(lo, size);
-                        Ok(UNKNOWN)
-                    }
-                    None => {
-                        if !st.stack_written(lo, size) {
-                            return Err(err(
-                                pc,
-                                format!(
-                                    "read of stack offset {at} size {size} before it was written"
-                                ),
-                            ));
-                        }
-                        if let Slot::Spill(p) = st.slots[slot] {
-                            if size == 8 && lo.is_multiple_of(8) {
-                                return Ok(p);
-                            }
-                            return Err(err(pc, "partial read of a spilled pointer"));
-                        }
-                        Ok(loaded)
-                    }
-                }
-            }
+            Reg::Ctx { off: o } => self.ctx_access(pc, o + off, size, store.is_some(), o),
+            Reg::Stack { off: o } => stack_access(pc, st, o + off, size, store),
             Reg::Pkt {
                 meta,
                 id,
@@ -737,6 +679,42 @@ impl Verifier<'_> {
             Reg::Scalar { .. } => Err(err(pc, "memory access through a number, not a pointer")),
             Reg::Uninit | Reg::Stale => unreachable!("read() refuses these"),
         }
+    }
+
+    /// A load from the context at offset `at` (the register held the
+    /// context plus `reg_off`): one of xdp_md's six 4-byte fields.
+    fn ctx_access(
+        &mut self,
+        pc: usize,
+        at: i64,
+        size: usize,
+        is_store: bool,
+        reg_off: i64,
+    ) -> Result<Reg, VerifyError> {
+        if is_store {
+            return Err(err(pc, "the context is read-only"));
+        }
+        let f = CtxField::at(at).filter(|_| size == 4).ok_or_else(|| {
+            err(
+                pc,
+                format!(
+                    "invalid context access: offset {at} size {size} (xdp_md has six 4-byte fields)"
+                ),
+            )
+        })?;
+        self.ctx_loads.push((pc, f, reg_off));
+        let pkt = |meta| Reg::Pkt {
+            meta,
+            id: 0,
+            off: 0,
+            var: 0,
+        };
+        Ok(match f {
+            CtxField::Data => pkt(false),
+            CtxField::DataEnd => Reg::PktEnd,
+            CtxField::DataMeta => pkt(true),
+            _ => range(0, u32::MAX as u64),
+        })
     }
 
     fn alu(&mut self, pc: usize, st: &mut State, i: &Insn) -> Result<(), VerifyError> {
@@ -903,74 +881,19 @@ impl Verifier<'_> {
                     (None, Some(f))
                 });
             }
-            (
-                Reg::Pkt {
-                    meta: false,
-                    id,
-                    off,
-                    ..
-                },
-                Reg::PktEnd,
-            ) if is64 => {
-                // p OP data_end
-                match op {
-                    JGT | JGE => f.prove(false, id, off),
-                    JLT | JLE => t.prove(false, id, off),
-                    _ => {}
-                }
+            (a, b) if is64 && pkt_bound(a, b).is_some() => {
+                // p OP data_end (or data OP meta pointer), either way round:
+                // the side on which p stays below its bound proves it.
+                let (meta, id, off, ptr_left) = pkt_bound(a, b).expect("matched");
+                let below = match op {
+                    JGT | JGE if ptr_left => &mut f,
+                    JGT | JGE => &mut t,
+                    JLT | JLE if ptr_left => &mut t,
+                    JLT | JLE => &mut f,
+                    _ => return Ok((Some(t), Some(f))),
+                };
+                below.prove(meta, id, off);
             }
-            (
-                Reg::PktEnd,
-                Reg::Pkt {
-                    meta: false,
-                    id,
-                    off,
-                    ..
-                },
-            ) if is64 => {
-                // data_end OP p
-                match op {
-                    JGT | JGE => t.prove(false, id, off),
-                    JLT | JLE => f.prove(false, id, off),
-                    _ => {}
-                }
-            }
-            (
-                Reg::Pkt {
-                    meta: true,
-                    id,
-                    off,
-                    ..
-                },
-                Reg::Pkt {
-                    meta: false,
-                    id: 0,
-                    off: 0,
-                    var: 0,
-                },
-            ) if is64 => match op {
-                JGT | JGE => f.prove(true, id, off),
-                JLT | JLE => t.prove(true, id, off),
-                _ => {}
-            },
-            (
-                Reg::Pkt {
-                    meta: false,
-                    id: 0,
-                    off: 0,
-                    var: 0,
-                },
-                Reg::Pkt {
-                    meta: true,
-                    id,
-                    off,
-                    ..
-                },
-            ) if is64 => match op {
-                JGT | JGE => t.prove(true, id, off),
-                JLT | JLE => f.prove(true, id, off),
-                _ => {}
-            },
             (Reg::ValueOrNull { map, id }, Reg::Scalar { min: 0, max: 0 })
                 if is64 && (op == JEQ || op == JNE) =>
             {
@@ -1129,6 +1052,124 @@ impl Verifier<'_> {
 }
 
 /// After `if (v == NULL)`: every copy of map value `id` becomes 0 or a value.
+/// A comparison of a packet pointer with its bound: `data_end` for a data
+/// pointer, `data` (unmoved) for a metadata pointer. Returns (meta, id,
+/// off, pointer on the left).
+fn pkt_bound(a: Reg, b: Reg) -> Option<(bool, u32, i64, bool)> {
+    const DATA: Reg = Reg::Pkt {
+        meta: false,
+        id: 0,
+        off: 0,
+        var: 0,
+    };
+    match (a, b) {
+        (
+            Reg::Pkt {
+                meta: false,
+                id,
+                off,
+                ..
+            },
+            Reg::PktEnd,
+        ) => Some((false, id, off, true)),
+        (
+            Reg::PktEnd,
+            Reg::Pkt {
+                meta: false,
+                id,
+                off,
+                ..
+            },
+        ) => Some((false, id, off, false)),
+        (
+            Reg::Pkt {
+                meta: true,
+                id,
+                off,
+                ..
+            },
+            DATA,
+        ) => Some((true, id, off, true)),
+        (
+            DATA,
+            Reg::Pkt {
+                meta: true,
+                id,
+                off,
+                ..
+            },
+        ) => Some((true, id, off, false)),
+        _ => None,
+    }
+}
+
+/// What a load of `size` bytes may hold.
+fn loaded_range(size: usize) -> Reg {
+    range(
+        0,
+        if size == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (size * 8)) - 1
+        },
+    )
+}
+
+/// A load or store of `size` bytes at stack offset `at` (below r10): in
+/// bounds, reads only of written bytes, pointers spilled and filled only
+/// whole and aligned.
+fn stack_access(
+    pc: usize,
+    st: &mut State,
+    at: i64,
+    size: usize,
+    store: Option<Reg>,
+) -> Result<Reg, VerifyError> {
+    if at < -(STACK_SIZE as i64) || at + size as i64 > 0 {
+        return Err(err(
+            pc,
+            format!(
+                "stack access out of bounds: offset {at} size {size} (the stack is 512 bytes below r10)"
+            ),
+        ));
+    }
+    let lo = (at + STACK_SIZE as i64) as usize;
+    let slot = lo / 8;
+    let whole = size == 8 && lo.is_multiple_of(8);
+    let Some(v) = store else {
+        if !st.stack_written(lo, size) {
+            return Err(err(
+                pc,
+                format!("read of stack offset {at} size {size} before it was written"),
+            ));
+        }
+        return match st.slots[slot] {
+            Slot::Spill(p) if whole => Ok(p),
+            Slot::Spill(_) => Err(err(pc, "partial read of a spilled pointer")),
+            _ => Ok(loaded_range(size)),
+        };
+    };
+    if whole {
+        st.slots[slot] = match v {
+            Reg::Scalar { .. } => Slot::Misc,
+            p => Slot::Spill(p),
+        };
+    } else {
+        if !matches!(v, Reg::Scalar { .. }) {
+            return Err(err(
+                pc,
+                "a pointer may only be spilled with an aligned 8-byte store",
+            ));
+        }
+        // Partial overwrite: the slot no longer holds a pointer.
+        for s in lo / 8..(lo + size).div_ceil(8) {
+            st.slots[s] = Slot::Misc;
+        }
+    }
+    st.mark_written(lo, size);
+    Ok(UNKNOWN)
+}
+
 fn resolve_null(st: &mut State, id: u32, map: Option<u32>) {
     let fix = |r: &mut Reg| {
         if let Reg::ValueOrNull { id: x, .. } = *r

@@ -1,0 +1,327 @@
+//! The architecture, checked: the layer order of `src/`'s modules (DESIGN.md,
+//! "Layout") and the length of non-test functions.
+//!
+//! Both read the source with `syn`, so a `use crate::…` inside a brace group,
+//! a path in an expression and a path inside a macro call all count.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use syn::visit::Visit;
+
+/// Bottom up: a module may use modules of its own layer or below, never above.
+const LAYERS: &[&[&str]] = &[
+    &["ids", "sync", "wire", "bpf_abi", "counters"],
+    &["ring", "dpdk"],
+    &["frame"],
+    &["port", "exception", "filter"],
+    &["cpumap"],
+    &["config"],
+    &["lcore"],
+    &["telemetry", "control"],
+];
+
+/// Longest non-test function, in lines (signature to closing brace).
+const MAX_FN_LINES: usize = 120;
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+fn src_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+    out.sort();
+    out
+}
+
+/// `src/a/b.rs` -> ["a", "b"]; `src/a/mod.rs` -> ["a"]; `src/lib.rs` -> [].
+fn module_path(file: &Path) -> Vec<String> {
+    let rel = file
+        .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+        .unwrap();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts
+}
+
+fn is_test_file(file: &Path) -> bool {
+    let name = file.file_name().unwrap().to_string_lossy();
+    name == "tests.rs" || name.ends_with("_tests.rs")
+}
+
+fn is_cfg_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg") && {
+            let s = a.meta.to_token_stream_string();
+            s.contains("test") || s.contains("loom")
+        }
+    })
+}
+
+trait TokenString {
+    fn to_token_stream_string(&self) -> String;
+}
+impl TokenString for syn::Meta {
+    fn to_token_stream_string(&self) -> String {
+        quote::ToTokens::to_token_stream(self).to_string()
+    }
+}
+
+/// Every top-level module a file names through `crate::` (or `super::` that
+/// climbs to the crate root), outside `#[cfg(test)]` items.
+struct Uses<'a> {
+    module: &'a [String],
+    found: BTreeSet<(String, usize)>,
+}
+
+impl Uses<'_> {
+    fn resolve(&mut self, segs: &[String], line: usize) {
+        let mut base: Vec<String> = self.module.to_vec();
+        let mut rest = segs;
+        match rest.first().map(String::as_str) {
+            Some("crate") => {
+                base.clear();
+                rest = &rest[1..];
+            }
+            Some("super") => {
+                while rest.first().map(String::as_str) == Some("super") {
+                    base.pop();
+                    rest = &rest[1..];
+                }
+            }
+            _ => return,
+        }
+        let top = base.first().or(rest.first());
+        if let Some(t) = top {
+            self.found.insert((t.clone(), line));
+        }
+    }
+
+    fn use_tree(&mut self, prefix: &mut Vec<String>, t: &syn::UseTree) {
+        match t {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.use_tree(prefix, &p.tree);
+                prefix.pop();
+            }
+            syn::UseTree::Name(n) => {
+                prefix.push(n.ident.to_string());
+                self.resolve(&prefix.clone(), n.ident.span().start().line);
+                prefix.pop();
+            }
+            syn::UseTree::Rename(n) => {
+                prefix.push(n.ident.to_string());
+                self.resolve(&prefix.clone(), n.ident.span().start().line);
+                prefix.pop();
+            }
+            syn::UseTree::Glob(g) => {
+                self.resolve(&prefix.clone(), g.star_token.spans[0].start().line)
+            }
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    self.use_tree(prefix, t);
+                }
+            }
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for Uses<'_> {
+    fn visit_item(&mut self, i: &'ast syn::Item) {
+        let attrs = match i {
+            syn::Item::Mod(m) => &m.attrs,
+            syn::Item::Fn(f) => &f.attrs,
+            syn::Item::Impl(f) => &f.attrs,
+            syn::Item::Use(u) => &u.attrs,
+            _ => return syn::visit::visit_item(self, i),
+        };
+        if !is_cfg_test(attrs) {
+            syn::visit::visit_item(self, i);
+        }
+    }
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        self.use_tree(&mut Vec::new(), &u.tree);
+    }
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        if let Some(s) = p.segments.first() {
+            self.resolve(&segs, s.ident.span().start().line);
+        }
+        syn::visit::visit_path(self, p);
+    }
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        let toks: Vec<proc_macro2::TokenTree> = flatten(m.tokens.clone());
+        for w in toks.windows(4) {
+            if let (
+                proc_macro2::TokenTree::Ident(a),
+                proc_macro2::TokenTree::Punct(p1),
+                proc_macro2::TokenTree::Punct(p2),
+                proc_macro2::TokenTree::Ident(b),
+            ) = (&w[0], &w[1], &w[2], &w[3])
+                && a == "crate"
+                && p1.as_char() == ':'
+                && p2.as_char() == ':'
+            {
+                self.resolve(&["crate".to_string(), b.to_string()], a.span().start().line);
+            }
+        }
+        syn::visit::visit_macro(self, m);
+    }
+}
+
+fn flatten(ts: proc_macro2::TokenStream) -> Vec<proc_macro2::TokenTree> {
+    let mut out = Vec::new();
+    for t in ts {
+        match t {
+            proc_macro2::TokenTree::Group(g) => out.extend(flatten(g.stream())),
+            t => out.push(t),
+        }
+    }
+    out
+}
+
+fn parse(file: &Path) -> syn::File {
+    let text = std::fs::read_to_string(file).unwrap();
+    syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+#[test]
+fn no_module_imports_a_layer_above_it() {
+    let mut bad = Vec::new();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in src_files() {
+        if is_test_file(&file) {
+            continue;
+        }
+        let module = module_path(&file);
+        let Some(me) = module.first() else { continue };
+        let my_layer = layer_of(me)
+            .unwrap_or_else(|| panic!("module {me} is in no layer of LAYERS (and DESIGN.md)"));
+        let mut v = Uses {
+            module: &module,
+            found: BTreeSet::new(),
+        };
+        v.visit_file(&parse(&file));
+        for (used, line) in v.found {
+            if &used == me {
+                continue;
+            }
+            let Some(l) = layer_of(&used) else {
+                continue; // an item of lib.rs, not a module
+            };
+            edges.entry(me.clone()).or_default().insert(used.clone());
+            if l > my_layer {
+                bad.push(format!(
+                    "{}:{line}: {me} (layer {my_layer}) uses {used} (layer {l})",
+                    file.display()
+                ));
+            }
+        }
+    }
+    // Within a layer, modules may use each other only one way.
+    for (a, uses) in &edges {
+        for b in uses {
+            if edges.get(b).is_some_and(|u| u.contains(a)) && a < b {
+                bad.push(format!("{a} and {b} use each other (a cycle in one layer)"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "upward imports:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn every_layer_module_exists_and_lib_rs_lists_them() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    for m in LAYERS.iter().flat_map(|l| l.iter()) {
+        assert!(
+            lib.contains(&format!("mod {m};")),
+            "src/lib.rs does not declare module {m} of the layer list"
+        );
+    }
+}
+
+/// Non-test functions longer than [`MAX_FN_LINES`].
+struct LongFns<'a> {
+    file: &'a Path,
+    found: Vec<String>,
+}
+
+impl LongFns<'_> {
+    fn check(&mut self, name: &syn::Ident, attrs: &[syn::Attribute], span: proc_macro2::Span) {
+        if is_cfg_test(attrs) || attrs.iter().any(|a| a.path().is_ident("test")) {
+            return;
+        }
+        let lines = span.end().line - span.start().line + 1;
+        if lines > MAX_FN_LINES {
+            self.found.push(format!(
+                "{}:{}: fn {name} is {lines} lines",
+                self.file.display(),
+                span.start().line
+            ));
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for LongFns<'_> {
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if !is_cfg_test(&m.attrs) {
+            syn::visit::visit_item_mod(self, m);
+        }
+    }
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        use syn::spanned::Spanned;
+        self.check(&f.sig.ident, &f.attrs, f.span());
+        syn::visit::visit_item_fn(self, f);
+    }
+    fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+        use syn::spanned::Spanned;
+        self.check(&f.sig.ident, &f.attrs, f.span());
+        syn::visit::visit_impl_item_fn(self, f);
+    }
+    fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
+        use syn::spanned::Spanned;
+        self.check(&f.sig.ident, &f.attrs, f.span());
+        syn::visit::visit_trait_item_fn(self, f);
+    }
+}
+
+#[test]
+fn no_function_is_longer_than_the_limit() {
+    let mut long = Vec::new();
+    for file in src_files() {
+        if is_test_file(&file) {
+            continue;
+        }
+        let mut v = LongFns {
+            file: &file,
+            found: Vec::new(),
+        };
+        v.visit_file(&parse(&file));
+        long.extend(v.found);
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines (split them into named steps):\n{}",
+        long.join("\n")
+    );
+}
