@@ -23,9 +23,11 @@ pub struct PortId(pub u16);
 pub struct TargetId(pub u32);
 
 impl TargetId {
+    /// The lcore that serves this target.
     pub fn lcore(self) -> LcoreId {
         LcoreId(self.0)
     }
+    /// The target as an index into per-key arrays.
     pub fn index(self) -> usize {
         self.0 as usize
     }

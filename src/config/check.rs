@@ -42,16 +42,25 @@ const TAP_MAX_QUEUES: u16 = 16;
 pub struct DpdkEal {
     /// Every lcore, the main one included.
     pub lcores: Vec<LcoreSpec>,
+    /// The EAL's main lcore (the control thread).
     pub main: LcoreId,
     /// `-a` entries (address normalised to its domain form, devargs kept).
     pub pci: Vec<String>,
+    /// `--vdev` arguments, in order.
     pub vdevs: Vec<String>,
+    /// `--no-huge`: 4 KB pages.
     pub no_huge: bool,
+    /// `--in-memory`: no files in the hugetlbfs mount.
     pub in_memory: bool,
+    /// `--no-pci`: the PCI bus is not scanned.
     pub no_pci: bool,
+    /// `--socket-mem`, as given.
     pub socket_mem: Option<String>,
+    /// `-m`, as given.
     pub mem_mb: Option<String>,
+    /// `--huge-dir`, as given.
     pub huge_dir: Option<String>,
+    /// What the check noticed but does not refuse.
     pub warnings: Vec<String>,
 }
 
@@ -370,9 +379,13 @@ fn node_of(cpu: usize) -> Option<u32> {
 
 /// A validated profile: the plan and what the check has to say about it.
 pub struct Checked {
+    /// The plan the profile resolves to.
     pub plan: Plan,
+    /// The backend the profile is for.
     pub backend: Backend,
+    /// The EAL arguments as DPDK would read them (DPDK profiles).
     pub eal: Option<DpdkEal>,
+    /// What an operator should know (lcores sharing a CPU, too few hugepages, ...).
     pub warnings: Vec<String>,
 }
 

@@ -8,13 +8,18 @@ use crate::ids::LcoreId;
 /// One lcore and the CPUs its thread may run on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LcoreSpec {
+    /// The lcore id.
     pub id: LcoreId,
+    /// The CPUs its thread may run on.
     pub cpus: Vec<usize>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The EAL arguments a native run understands.
 pub struct EalArgs {
+    /// `-l` / `--lcores`, if given.
     pub lcores: Option<Vec<LcoreSpec>>,
+    /// `--vdev` arguments, in order.
     pub vdevs: Vec<String>,
 }
 

@@ -29,20 +29,33 @@ use crate::port::{PortError, VdevSpec};
 pub use eal::{EalArgs, LcoreSpec};
 
 #[derive(Debug, Error)]
+/// A command line, profile or plan that cannot run, with what is wrong.
 pub enum ConfigError {
     #[error("EAL: {0}")]
+    /// An EAL argument.
     Eal(String),
     #[error("{0}")]
+    /// An application argument.
     Args(String),
     #[error("config file {path}: {why}")]
-    File { path: String, why: String },
+    /// A config file that cannot be read or parsed.
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     #[error(transparent)]
+    /// An unknown `--mode`.
     Mode(#[from] UnknownMode),
     #[error(transparent)]
+    /// A port that cannot be opened or is misconfigured.
     Port(#[from] PortError),
     #[error(transparent)]
+    /// An exception path that cannot be opened or is misconfigured.
     Exception(#[from] ExceptionError),
     #[error("{0}")]
+    /// A plan whose parts do not fit together.
     Plan(String),
     /// `--help` was asked for: the text to print, then exit 0.
     #[error("{0}")]
@@ -193,7 +206,9 @@ impl AppArgs {
 /// Which packet I/O layer runs the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// cpumapd's own ports and pools.
     Native,
+    /// DPDK's EAL, ethdev ports and mbufs.
     Dpdk,
 }
 
@@ -218,6 +233,7 @@ impl Backend {
         }
     }
 
+    /// The backend's name (`native`, `dpdk`).
     pub fn name(self) -> &'static str {
         match self {
             Backend::Native => "native",
@@ -230,7 +246,9 @@ impl Backend {
 /// (`--check-config` only) a device the EAL would probe.
 #[derive(Clone, Debug)]
 pub enum PortSpec {
+    /// A native port (`--vdev net_gen0`, ...).
     Native(VdevSpec),
+    /// A probed DPDK ethdev.
     #[cfg(feature = "dpdk")]
     Dpdk(crate::dpdk::PortInfo),
     /// Named by the EAL arguments (`-a PCI` or a DPDK `--vdev`) and known
@@ -240,6 +258,7 @@ pub enum PortSpec {
 }
 
 impl PortSpec {
+    /// The port's name (its vdev name or the device's).
     pub fn name(&self) -> &str {
         match self {
             PortSpec::Native(v) => &v.name,
@@ -249,6 +268,7 @@ impl PortSpec {
         }
     }
 
+    /// RX queues the port can give the plan.
     pub fn max_queues(&self) -> u16 {
         match self {
             PortSpec::Native(v) => v.max_queues(),
@@ -266,8 +286,11 @@ impl PortSpec {
 pub struct Parsed {
     /// The file's `[eal]` arguments, then the command line's.
     pub eal_args: Vec<String>,
+    /// The application arguments (after `--`).
     pub app: AppArgs,
+    /// The `--config` file, when given.
     pub file: Option<FileConfig>,
+    /// The backend the run asks for.
     pub backend: Backend,
 }
 
@@ -328,19 +351,23 @@ impl Parsed {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
+    /// The `[eal]` table.
     pub eal: FileEal,
     #[serde(default)]
+    /// The `[app]` table.
     pub app: FileApp,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
+/// A profile's `[eal]` table.
 pub struct FileEal {
     /// `-l` syntax.
     pub l: Option<String>,
     /// `--lcores` syntax.
     pub lcores: Option<String>,
     #[serde(default)]
+    /// `--vdev` arguments.
     pub vdev: Vec<String>,
     /// Other EAL args, passed as on the command line.
     #[serde(default)]
@@ -349,30 +376,52 @@ pub struct FileEal {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// A profile's `[app]` table: the app arguments' names and meanings.
 pub struct FileApp {
+    /// `--rx`.
     pub rx: Option<String>,
     #[serde(default)]
+    /// `--cpu`.
     pub cpu: Vec<u32>,
+    /// `--qsize`.
     pub qsize: Option<u32>,
+    /// `--mode`.
     pub mode: Option<String>,
+    /// `--remote-action`.
     pub remote_action: Option<String>,
+    /// `--exception`.
     pub exception: Option<String>,
+    /// `--kernel-mac`.
     pub kernel_mac: Option<String>,
+    /// `--duration` (seconds).
     pub duration: Option<f64>,
+    /// `--interval` (seconds).
     pub interval: Option<f64>,
+    /// `--summary-json`.
     pub summary_json: Option<String>,
+    /// `--bulk-size`.
     pub bulk_size: Option<usize>,
+    /// `--pool-size`.
     pub pool_size: Option<u32>,
+    /// `--max-entries`.
     pub max_entries: Option<u32>,
+    /// `--no-pin`.
     pub no_pin: Option<bool>,
+    /// `--metrics`.
     pub metrics: Option<String>,
+    /// `--control`.
     pub control: Option<String>,
+    /// `--linger` (seconds).
     pub linger: Option<f64>,
+    /// `--prog`.
     pub prog: Option<String>,
+    /// `--jit`.
     pub jit: Option<bool>,
     /// `native` or `dpdk`: a profile says which build runs it.
     pub backend: Option<String>,
+    /// `--latency`.
     pub latency: Option<bool>,
+    /// `--stage-cycles`.
     pub stage_cycles: Option<bool>,
 }
 
@@ -408,40 +457,65 @@ impl FileConfig {
 /// One RX queue and the lcore that polls it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RxAssign {
+    /// The port.
     pub port: PortId,
+    /// Its RX queue.
     pub queue: u16,
+    /// The RX lcore that polls it.
     pub lcore: LcoreId,
 }
 
 /// Everything the pipeline needs, validated.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Every lcore of the run (the DPDK main lcore excluded).
     pub lcores: Vec<LcoreSpec>,
+    /// Ports in port-id order.
     pub ports: Vec<PortSpec>,
+    /// Which RX lcore polls which port queue.
     pub rx: Vec<RxAssign>,
+    /// Target lcores; each is a cpumap key.
     pub targets: Vec<LcoreId>,
+    /// The built-in RX filter mode.
     pub mode: Mode,
+    /// Ring size of each entry.
     pub qsize: u32,
+    /// The entries' remote program.
     pub remote: Option<RemoteProg>,
+    /// The exception path.
     pub exception: ExceptionSpec,
+    /// What the TAP path does with destination MACs.
     pub kernel_mac: KernelMac,
+    /// Frames per bulk queue.
     pub bulk_size: usize,
+    /// Buffers per RX lcore pool.
     pub pool_size: u32,
+    /// Keys in the cpumap.
     pub max_entries: u32,
+    /// Bytes of headroom per buffer.
     pub headroom: u16,
+    /// Bytes of data room per buffer.
     pub data_room: u16,
+    /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Live table interval (None: off).
     pub interval: Option<Duration>,
+    /// Where the JSON summary goes.
     pub summary_json: Option<String>,
+    /// Pin lcore threads to their CPUs.
     pub pin: bool,
+    /// The Prometheus endpoint.
     pub metrics: Endpoint<SocketAddr>,
+    /// The control socket.
     pub control: Endpoint<PathBuf>,
+    /// How long to keep serving after finite sources end.
     pub linger: Option<Duration>,
     /// Set for a DPDK run.
     pub dpdk: Option<DpdkPlan>,
     /// The RX filter's eBPF program (`--prog`), loaded and verified, its
     /// target maps filled.
     pub prog: Option<std::sync::Arc<crate::filter::ebpf::Program>>,
+    /// JIT-compile eBPF programs.
     pub jit: bool,
     /// `--latency`: RX-to-target latency percentiles.
     pub latency: bool,
@@ -463,12 +537,16 @@ pub struct DpdkPlan {
 /// user gave is an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint<T> {
+    /// Turned off.
     Off,
+    /// Not given: the default, which may fail with a warning only.
     Default(T),
+    /// Given: must open, or the run fails.
     Given(T),
 }
 
 impl<T> Endpoint<T> {
+    /// The endpoint, unless off.
     pub fn get(&self) -> Option<&T> {
         match self {
             Endpoint::Off => None,
@@ -476,6 +554,7 @@ impl<T> Endpoint<T> {
         }
     }
 
+    /// True when the user gave it (a failure to open is then an error).
     pub fn is_given(&self) -> bool {
         matches!(self, Endpoint::Given(_))
     }
@@ -1000,6 +1079,7 @@ impl Plan {
         Ok(())
     }
 
+    /// The lcores that poll RX queues, sorted.
     pub fn rx_lcores(&self) -> Vec<LcoreId> {
         let mut v: Vec<_> = self.rx.iter().map(|r| r.lcore).collect();
         v.sort();
@@ -1018,6 +1098,7 @@ impl Plan {
             + dpdk::MEMPOOL_CACHE * lcores
     }
 
+    /// The CPUs lcore `l` runs on.
     pub fn cpus_of(&self, l: LcoreId) -> &[usize] {
         self.lcores
             .iter()

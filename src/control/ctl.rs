@@ -14,15 +14,18 @@ use super::proto::{Client, CtlError, MapFile, Request, UpdateFlags};
     disable_version_flag = true,
     about = "Change and inspect a running cpumapd through its control socket"
 )]
+/// `cpumapd ctl`'s command line.
 pub struct CtlArgs {
     /// Control socket (default: /run/cpumapd.sock as root, else $XDG_RUNTIME_DIR/cpumapd.sock).
     #[arg(long, global = true)]
     pub control: Option<PathBuf>,
     #[command(subcommand)]
+    /// What to do.
     pub cmd: CtlCmd,
 }
 
 #[derive(Subcommand, Debug)]
+/// The `ctl` commands.
 pub enum CtlCmd {
     /// The cpumap: dump, lookup, update, delete, apply.
     #[command(subcommand)]
@@ -44,6 +47,7 @@ pub enum CtlCmd {
 }
 
 #[derive(Subcommand, Debug)]
+/// `ctl prog` commands.
 pub enum ProgCmd {
     /// Program maps.
     #[command(subcommand)]
@@ -51,26 +55,39 @@ pub enum ProgCmd {
 }
 
 #[derive(Subcommand, Debug)]
+/// `ctl prog map` commands.
 pub enum ProgMapCmd {
     /// Every entry of the map NAME (PERCPU maps: per lcore and summed).
-    Dump { name: String },
+    Dump {
+        /// The map's name in its object.
+        name: String,
+    },
     /// Set KEY of map NAME to VALUE (numbers or hex; PERCPU: every lcore).
     Update {
+        /// The map's name in its object.
         name: String,
+        /// The key (a number, or hex of the key size).
         key: String,
+        /// The value (a number, or hex of the value size).
         value: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
+/// `ctl map` commands.
 pub enum MapCmd {
     /// Every entry.
     Dump,
     /// One key's entry.
-    Lookup { key: u32 },
+    Lookup {
+        /// The cpumap key (target lcore).
+        key: u32,
+    },
     /// Create or replace an entry (qsize 0 deletes), with the kernel's checks.
     Update {
+        /// The cpumap key (target lcore).
         key: u32,
+        /// Ring size (1..=16384; 0 deletes).
         qsize: u32,
         /// BPF_NOEXIST (always EEXIST on a cpumap, as in the kernel).
         #[arg(long, conflicts_with = "exist")]
@@ -84,21 +101,36 @@ pub enum MapCmd {
         prog: Option<String>,
     },
     /// Delete a key's entry.
-    Delete { key: u32 },
+    Delete {
+        /// The cpumap key (target lcore).
+        key: u32,
+    },
     /// Replace the whole map atomically from a TOML (`[[entries]]`) or .json file.
-    Apply { file: PathBuf },
+    Apply {
+        /// The map file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
+/// `ctl mode` commands.
 pub enum ModeCmd {
+    /// The current mode.
     Get,
-    Set { mode: String },
+    /// Switch every RX lcore to another mode.
+    Set {
+        /// The new mode (xdp-bench redirect-cpu names).
+        mode: String,
+    },
 }
 
 /// What `run` prints on success.
 pub enum Output {
+    /// A JSON value, printed pretty.
     Json(Value),
+    /// A line of text.
     Text(String),
+    /// Nothing to print.
     Nothing,
 }
 

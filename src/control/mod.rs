@@ -47,19 +47,34 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Error)]
+/// The control socket could not be opened.
 pub enum ControlError {
+    /// Another cpumapd answers on this socket.
     #[error(
         "control socket {path}: another cpumapd is listening there; stop it or pass --control PATH"
     )]
-    InUse { path: String },
+    InUse {
+        /// The socket path.
+        path: String,
+    },
+    /// Something that is not a socket is at the path.
     #[error(
         "control socket {path}: the path exists and is not a socket; remove it or pass --control PATH"
     )]
-    NotSocket { path: String },
+    NotSocket {
+        /// The path.
+        path: String,
+    },
+    /// The socket could not be bound.
     #[error(
         "control socket {path}: {why}; pass --control PATH (a writable directory) or --control off"
     )]
-    Bind { path: String, why: String },
+    Bind {
+        /// The socket path.
+        path: String,
+        /// Why it failed.
+        why: String,
+    },
 }
 
 /// A running control socket. Dropping it stops accepting, tells connection
@@ -122,6 +137,7 @@ impl ControlServer {
         })
     }
 
+    /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -29,12 +29,16 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[serde(rename_all = "lowercase")]
 pub enum UpdateFlags {
     #[default]
+    /// `BPF_ANY`: create or replace.
     Any,
+    /// `BPF_NOEXIST`: create only (always EEXIST on a cpumap).
     Noexist,
+    /// `BPF_EXIST`: replace only.
     Exist,
 }
 
 impl UpdateFlags {
+    /// The flag's bpf(2) value.
     pub fn bits(self) -> u64 {
         match self {
             UpdateFlags::Any => BPF_ANY,
@@ -48,9 +52,12 @@ impl UpdateFlags {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntrySpec {
+    /// The cpumap key (target lcore).
     pub key: u32,
+    /// Ring size (0 deletes).
     pub qsize: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Remote program: pass, drop or an eBPF object path.
     pub prog: Option<String>,
 }
 
@@ -60,10 +67,12 @@ pub struct EntrySpec {
 #[serde(deny_unknown_fields)]
 pub struct MapFile {
     #[serde(default)]
+    /// Every entry of the new map.
     pub entries: Vec<EntrySpec>,
 }
 
 impl MapFile {
+    /// Reads a TOML file, or JSON for a `.json` file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let parsed = if path.extension().is_some_and(|x| x == "json") {
@@ -79,45 +88,65 @@ impl MapFile {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    /// Every entry.
     MapDump,
+    /// One key's entry.
     MapLookup {
+        /// The cpumap key.
         key: u32,
     },
+    /// Create or replace an entry (qsize 0 deletes).
     MapUpdate {
+        /// The cpumap key.
         key: u32,
+        /// Ring size.
         qsize: u32,
         #[serde(default)]
+        /// Update flags (any, noexist, exist).
         flags: UpdateFlags,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Remote program: pass, drop or an eBPF object path.
         prog: Option<String>,
     },
+    /// Delete an entry.
     MapDelete {
+        /// The cpumap key.
         key: u32,
     },
+    /// Replace the whole map atomically.
     MapApply {
+        /// Every entry of the new map.
         entries: Vec<EntrySpec>,
     },
+    /// The current RX filter mode.
     ModeGet,
+    /// Switch the RX filter mode.
     ModeSet {
+        /// The new mode.
         mode: String,
     },
     /// The live table over `interval_ms` (100..=10000, default 1000).
     Stats {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Milliseconds to measure over.
         interval_ms: Option<u64>,
     },
     /// The JSON summary so far.
     Summary,
     /// The entries of map `name` of a loaded eBPF program.
     ProgMapDump {
+        /// The map's name in its object.
         name: String,
     },
     /// Set `key` of map `name` to `value` (numbers, little-endian at the
     /// map's sizes, or hex strings of exactly those sizes); PERCPU maps get
     /// the value in every lcore's copy.
     ProgMapUpdate {
+        /// The map's name in its object.
         name: String,
+        /// The key.
         key: String,
+        /// The value.
         value: String,
     },
 }
@@ -141,11 +170,14 @@ pub const COMMANDS: &[&str] = &[
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[error("{code}: {message}")]
 pub struct CtlError {
+    /// An errno name (EINVAL, E2BIG, ...).
     pub code: String,
+    /// What was wrong.
     pub message: String,
 }
 
 impl CtlError {
+    /// An error with errno name `code`.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.to_string(),
@@ -177,16 +209,21 @@ impl From<ApplyError> for CtlError {
 /// One reply line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Reply {
+    /// True for a result, false for an error.
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The result (ok replies).
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The errno name (error replies).
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What was wrong (error replies).
     pub message: Option<String>,
 }
 
 impl Reply {
+    /// The reply to a request's outcome.
     pub fn from_result(r: Result<Value, CtlError>) -> Self {
         match r {
             Ok(v) => Reply {
@@ -204,6 +241,7 @@ impl Reply {
         }
     }
 
+    /// The outcome a reply carries.
     pub fn into_result(self) -> Result<Value, CtlError> {
         if self.ok {
             Ok(self.result.unwrap_or(Value::Null))

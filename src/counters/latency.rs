@@ -30,6 +30,7 @@ const SUB_BITS: u32 = 3;
 const MAJORS: usize = 42;
 const BUCKETS: usize = SUB + MAJORS * SUB;
 
+/// RX-to-target latencies in fixed HDR-like buckets (8 per power of two).
 pub struct LatencyHist {
     buckets: [Counter; BUCKETS],
     max: Counter,
@@ -74,10 +75,15 @@ fn upper(i: usize) -> u64 {
 /// Percentiles of one target's RX-to-target latency.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LatencySummary {
+    /// Frames recorded.
     pub samples: u64,
+    /// Median.
     pub p50_ns: u64,
+    /// 99th percentile.
     pub p99_ns: u64,
+    /// 99.9th percentile.
     pub p999_ns: u64,
+    /// Largest seen.
     pub max_ns: u64,
 }
 

@@ -38,6 +38,7 @@ impl Counter {
     }
 
     #[inline(always)]
+    /// The value now. Context: any thread.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -52,11 +53,17 @@ impl Counter {
 /// Verdict and drop counters of one RX lcore.
 #[derive(Debug, Default)]
 pub struct RxCounters {
+    /// Frames received.
     pub rx: Counter,
+    /// Pass verdicts.
     pub pass: Counter,
+    /// Drop verdicts.
     pub drop: Counter,
+    /// Tx verdicts.
     pub tx: Counter,
+    /// Redirect verdicts that reached a bulk queue.
     pub redirect: Counter,
+    /// Aborted verdicts (redirect misses included).
     pub aborted: Counter,
     /// Part of `aborted`: redirects to a key with no map entry (the kernel's
     /// `bpf_redirect_map` miss with no fallback action).
@@ -65,11 +72,15 @@ pub struct RxCounters {
     pub tx_drops: Counter,
     /// Pass verdicts the exception path refused.
     pub pass_drops: Counter,
+    /// Polls.
     pub polls: Counter,
+    /// Polls that received nothing.
     pub idle_polls: Counter,
     /// Reverse direction (see TargetCounters).
     pub reverse_rx: Counter,
+    /// Reverse direction: frames sent on a port.
     pub reverse_tx: Counter,
+    /// Reverse direction: frames dropped (refused, or no port).
     pub reverse_drops: Counter,
     /// Cycles per poll stage (`--stage-cycles` only).
     pub stages: stages::StageCycles<{ stages::RxStage::N }>,
@@ -79,21 +90,27 @@ pub struct RxCounters {
 /// processed, drops, to_cpu), summed over flushes.
 #[derive(Debug, Default)]
 pub struct EnqueueCounters {
+    /// Frames moved into the target's ring.
     pub enqueued: Counter,
+    /// Frames tail-dropped because the ring was full.
     pub drops: Counter,
+    /// Bulk queue flushes.
     pub flushes: Counter,
 }
 
 /// Statistics block of one RX lcore.
 #[derive(Debug)]
 pub struct RxStats {
+    /// The RX lcore.
     pub lcore: LcoreId,
+    /// Its counters (written by that lcore only).
     pub counters: CachePadded<RxCounters>,
     /// Indexed by target key.
     pub enqueue: Box<[EnqueueCounters]>,
 }
 
 impl RxStats {
+    /// A zeroed block for `lcore` and a map of `max_entries` keys.
     pub fn new(lcore: LcoreId, max_entries: u32) -> Self {
         Self {
             lcore,
@@ -124,6 +141,7 @@ pub enum TargetDropReason {
 }
 
 impl TargetDropReason {
+    /// Every reason, in counter order.
     pub const ALL: [TargetDropReason; 6] = [
         TargetDropReason::RemoteDrop,
         TargetDropReason::RemoteAborted,
@@ -133,6 +151,7 @@ impl TargetDropReason {
         TargetDropReason::ExceptionError,
     ];
 
+    /// The reason's label (metrics, summary).
     pub fn name(self) -> &'static str {
         match self {
             TargetDropReason::RemoteDrop => "remote_drop",
@@ -148,12 +167,16 @@ impl TargetDropReason {
 /// Counters of one target lcore.
 #[derive(Debug, Default)]
 pub struct TargetCounters {
+    /// Frames dequeued.
     pub processed: Counter,
+    /// Frames the exception path took.
     pub delivered: Counter,
+    /// Drops by reason ([`TargetDropReason`] as index).
     pub drops: [Counter; 6],
     /// Times the target found every ring empty and gave up the CPU (the
     /// kernel kthread's `sched` count).
     pub sched: Counter,
+    /// Non-empty bursts dequeued.
     pub bursts: Counter,
     /// Reverse direction: frames read back from the exception path...
     pub reverse_rx: Counter,
@@ -169,22 +192,28 @@ pub struct TargetCounters {
 
 impl TargetCounters {
     #[inline(always)]
+    /// The counter of drop reason `r`.
     pub fn drop_counter(&self, r: TargetDropReason) -> &Counter {
         &self.drops[r as usize]
     }
 
+    /// Drops of every reason.
     pub fn drops_total(&self) -> u64 {
         self.drops.iter().map(Counter::get).sum()
     }
 }
 
 #[derive(Debug)]
+/// Statistics block of one target lcore.
 pub struct TargetStats {
+    /// The target.
     pub target: TargetId,
+    /// Its counters (written by that lcore only).
     pub counters: CachePadded<TargetCounters>,
 }
 
 impl TargetStats {
+    /// A zeroed block for `target`.
     pub fn new(target: TargetId) -> Self {
         Self {
             target,
@@ -196,7 +225,9 @@ impl TargetStats {
 /// Counters of one port queue (rte_eth_stats' fields).
 #[derive(Debug, Default)]
 pub struct PortQueueCounters {
+    /// Frames received.
     pub ipackets: Counter,
+    /// Bytes received.
     pub ibytes: Counter,
     /// Receives that found the pool empty.
     pub rx_nombuf: Counter,
@@ -205,16 +236,23 @@ pub struct PortQueueCounters {
     /// Frames the kernel or NIC dropped before we could receive them (ring
     /// full: AF_PACKET tp_drops, rte_eth_stats imissed).
     pub imissed: Counter,
+    /// Frames transmitted.
     pub opackets: Counter,
+    /// Bytes transmitted.
     pub obytes: Counter,
+    /// Frames the port refused to transmit.
     pub oerrors: Counter,
     /// Injected by `fault_*` devargs (port::fault): frames dropped before
     /// the RX lcore saw them, truncated, corrupted, duplicated (copies the
     /// RX lcore received on top of `ipackets`), and delayed bursts.
     pub fault_dropped: Counter,
+    /// Frames truncated by `fault_truncate`.
     pub fault_truncated: Counter,
+    /// Frames corrupted by `fault_corrupt`.
     pub fault_corrupted: Counter,
+    /// Copies added by `fault_dup`.
     pub fault_duplicated: Counter,
+    /// Bursts delayed by `fault_delay_us`.
     pub fault_delayed: Counter,
 }
 
@@ -222,13 +260,19 @@ pub struct PortQueueCounters {
 /// time on the metrics thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCounters {
+    /// Frames received.
     pub ipackets: u64,
+    /// Frames transmitted.
     pub opackets: u64,
+    /// Bytes received.
     pub ibytes: u64,
+    /// Bytes transmitted.
     pub obytes: u64,
     /// Frames the NIC dropped because its RX ring was full.
     pub imissed: u64,
+    /// Receive errors.
     pub ierrors: u64,
+    /// Transmit errors.
     pub oerrors: u64,
     /// RX descriptors the driver could not refill (mempool empty).
     pub rx_nombuf: u64,
@@ -237,11 +281,15 @@ pub struct DeviceCounters {
 /// A device whose own statistics are exported beside cpumapd's counters
 /// (DPDK ethdev ports and the net_tap / virtio-user exception device).
 pub trait DeviceStats: Send + Sync {
+    /// The port id.
     fn port(&self) -> u16;
+    /// The device's name.
     fn name(&self) -> &str;
+    /// Its counters now.
     fn counters(&self) -> DeviceCounters;
     /// Driver-specific extended statistics (`rte_eth_xstats`).
     fn xstats(&self) -> Vec<(String, u64)>;
+    /// True while the link is up.
     fn link_up(&self) -> bool;
 }
 

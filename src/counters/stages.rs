@@ -37,7 +37,9 @@ pub enum RxStage {
 }
 
 impl RxStage {
+    /// Stages of an RX poll.
     pub const N: usize = 6;
+    /// Their labels, in order.
     pub const NAMES: [&'static str; Self::N] =
         ["poll", "rx", "filter", "enqueue", "flush", "other"];
 }
@@ -56,14 +58,18 @@ pub enum TargetStage {
 }
 
 impl TargetStage {
+    /// Stages of a target loop.
     pub const N: usize = 4;
+    /// Their labels, in order.
     pub const NAMES: [&'static str; Self::N] = ["dequeue", "remote", "sink", "other"];
 }
 
 /// Cycle counters of one lcore: per stage while busy, and the idle polls.
 #[derive(Debug)]
 pub struct StageCycles<const N: usize> {
+    /// Busy cycles per stage.
     pub busy: [Counter; N],
+    /// Cycles of polls that found nothing.
     pub idle: Counter,
 }
 
@@ -111,9 +117,13 @@ impl<const N: usize> StageCycles<N> {
 pub struct StageSummary {
     /// Frames this lcore handled (RX: received; target: dequeued).
     pub packets: u64,
+    /// Cycles per packet, per stage.
     pub cycles_per_packet: BTreeMap<&'static str, f64>,
+    /// Cycles per packet, all stages.
     pub total_per_packet: f64,
+    /// Nanoseconds per packet, all stages.
     pub ns_per_packet: f64,
+    /// Cycles of polls that found work.
     pub busy_cycles: u64,
     /// Cycles spent in polls that found nothing.
     pub idle_cycles: u64,
@@ -132,6 +142,7 @@ impl StageClock {
     }
 
     #[inline(always)]
+    /// The cycle counter now.
     pub fn now(&self) -> u64 {
         self.0.raw()
     }

@@ -71,18 +71,44 @@ pub use crate::bpf_abi::update::{ANY as BPF_ANY, EXIST as BPF_EXIST, NOEXIST as 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum MapError {
     #[error("EINVAL: {0}")]
+    /// A malformed request (EINVAL).
     Invalid(String),
+    /// The key is not below max_entries (E2BIG).
     #[error("E2BIG: key {key} >= max_entries {max_entries}")]
-    KeyTooBig { key: u32, max_entries: u32 },
+    KeyTooBig {
+        /// The key.
+        key: u32,
+        /// The map's size.
+        max_entries: u32,
+    },
+    /// BPF_NOEXIST on a key that exists, as every cpumap key does (EEXIST).
     #[error("EEXIST: cpumap keys always exist; BPF_NOEXIST cannot create key {key}")]
-    Exists { key: u32 },
+    Exists {
+        /// The key.
+        key: u32,
+    },
+    /// A queue size over the kernel's limit (EOVERFLOW).
     #[error("EOVERFLOW: qsize {qsize} > {MAX_QSIZE}")]
-    QsizeOverflow { qsize: u32 },
+    QsizeOverflow {
+        /// The requested size.
+        qsize: u32,
+    },
+    /// The key is not a target lcore this run serves (ENODEV).
     #[error("ENODEV: key {key} is not an available target lcore ({why})")]
-    NoDevice { key: u32, why: String },
+    NoDevice {
+        /// The key.
+        key: u32,
+        /// Why it cannot serve.
+        why: String,
+    },
+    /// `get_next_key` after the last key (ENOENT).
     #[error("ENOENT: key {key} is the last key")]
-    NoNextKey { key: u32 },
+    NoNextKey {
+        /// The key asked after.
+        key: u32,
+    },
     #[error("ENOMEM: {0}")]
+    /// The ring could not be allocated (ENOMEM).
     NoMemory(String),
 }
 
@@ -104,7 +130,9 @@ impl MapError {
 /// The value of a cpumap entry (`struct bpf_cpumap_val`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryValue {
+    /// Ring size (0 deletes).
     pub qsize: u32,
+    /// Remote program run by the target.
     pub prog: Option<RemoteProg>,
 }
 
@@ -124,15 +152,19 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A unique id of this entry (a replaced entry gets a new one).
     pub fn id(&self) -> u64 {
         self.id
     }
+    /// The target that serves it.
     pub fn target(&self) -> TargetId {
         self.target
     }
+    /// Its ring's size.
     pub fn qsize(&self) -> u32 {
         self.qsize
     }
+    /// Its remote program.
     pub fn prog(&self) -> Option<&RemoteProg> {
         self.prog.as_ref()
     }
@@ -155,11 +187,15 @@ impl Entry {
 /// What `lookup` returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EntryInfo {
+    /// The key.
     pub key: u32,
+    /// Ring size.
     pub qsize: u32,
+    /// Remote program's name.
     pub prog: Option<String>,
     /// Unique per created entry: changes on every update.
     pub id: u64,
+    /// Frames in its ring now.
     pub ring_len: usize,
 }
 
@@ -178,16 +214,22 @@ pub type MapSpec = [(u32, EntryValue)];
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[error("key {key}: {error}")]
 pub struct ApplyError {
+    /// The entry's key.
     pub key: u32,
+    /// Why it was refused.
     pub error: MapError,
 }
 
 /// What `apply` changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ApplyReport {
+    /// Entries created.
     pub created: u32,
+    /// Entries replaced.
     pub replaced: u32,
+    /// Entries deleted.
     pub deleted: u32,
+    /// Entries left as they were.
     pub unchanged: u32,
 }
 
@@ -252,6 +294,7 @@ impl CpuMap {
         }))
     }
 
+    /// Keys in the map.
     pub fn max_entries(&self) -> u32 {
         self.max_entries
     }
@@ -509,6 +552,7 @@ impl CpuMap {
             .collect()
     }
 
+    /// Every live entry, in key order.
     pub fn dump(&self) -> Vec<EntryInfo> {
         let Some(table) = self.table.load_full() else {
             return Vec::new();
@@ -599,10 +643,12 @@ impl MapReader {
     }
 
     #[inline(always)]
+    /// The entry of `t` as of the last refresh.
     pub fn entry(&self, t: TargetId) -> Option<&Arc<Entry>> {
         self.entries.get(t.index())?.as_ref()
     }
 
+    /// Keys in the map.
     pub fn max_entries(&self) -> u32 {
         self.map.max_entries
     }
@@ -650,7 +696,7 @@ impl BulkQueues {
         };
         let i = t.index();
         if self.queues[i].len() >= self.bulk_size {
-            Self::flush_one(&mut self.queues[i], entry, stats, pool);
+            Self::flush_one(&mut self.queues[i], i, Some(entry), stats, pool);
         }
         self.queues[i].push(frame);
         self.pending[i / 64] |= 1 << (i % 64);
@@ -661,15 +707,19 @@ impl BulkQueues {
     /// call; frames that do not fit are tail-dropped, returned to the RX
     /// lcore's pool and counted (the kernel's `bq_flush_to_queue`).
     #[inline]
+    /// `entry` None (cannot happen: the reader is refreshed only between
+    /// polls) drops the whole queue, counted as enqueue drops of its key so
+    /// that `redirect = enqueued + enqueue_drops` still holds.
     fn flush_one(
         q: &mut ArrayVec<Frame, MAX_BULK>,
-        entry: &Entry,
+        key: usize,
+        entry: Option<&Entry>,
         stats: &RxStats,
         pool: &mut Pool,
     ) {
         let n = q.len() as u64;
-        let moved = entry.producer.enqueue_burst(q) as u64;
-        let c = &stats.enqueue[entry.target.index()];
+        let moved = entry.map_or(0, |e| e.producer.enqueue_burst(q) as u64);
+        let c = &stats.enqueue[key];
         c.enqueued.add(moved);
         c.flushes.add(1);
         if moved < n {
@@ -694,15 +744,8 @@ impl BulkQueues {
                 if q.is_empty() {
                     continue;
                 }
-                match reader.entry(TargetId(i as u32)) {
-                    Some(entry) => Self::flush_one(q, entry, stats, pool),
-                    // Cannot happen: the reader is refreshed only between
-                    // polls. Count rather than lose them if it ever does.
-                    None => {
-                        stats.counters.redirect_miss.add(q.len() as u64);
-                        pool.recycle_burst(q);
-                    }
-                }
+                let entry = reader.entry(TargetId(i as u32)).map(Arc::as_ref);
+                Self::flush_one(q, i, entry, stats, pool);
             }
         }
     }
@@ -725,11 +768,14 @@ pub struct TargetView {
 /// One burst taken from an entry's ring.
 #[derive(Debug, Clone)]
 pub struct Taken {
+    /// Frames taken.
     pub count: usize,
+    /// The remote program of the entry they came from.
     pub prog: Option<RemoteProg>,
 }
 
 impl TargetView {
+    /// The target.
     pub fn target(&self) -> TargetId {
         self.target
     }

@@ -21,6 +21,7 @@ const OFFLINE: u64 = u64::MAX;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("all {0} map reader slots are taken (one per RX lcore)")]
+/// Every reader slot is taken (the number of slots).
 pub struct QsbrError(pub usize);
 
 pub(super) struct Qsbr {

@@ -169,10 +169,12 @@ pub struct Launched<T> {
 }
 
 impl<T> Launched<T> {
+    /// The EAL lcore it runs on.
     pub fn lcore(&self) -> LcoreId {
         self.lcore
     }
 
+    /// True once the lcore's function returned.
     pub fn is_finished(&self) -> bool {
         // D2: Acquire; pairs with D1 in the launched job.
         self.done.load(Ordering::Acquire)

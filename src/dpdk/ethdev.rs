@@ -14,14 +14,21 @@ use crate::counters::{DeviceCounters, DeviceStats};
 /// What the control thread knows of a probed port.
 #[derive(Clone, Debug)]
 pub struct PortInfo {
+    /// The ethdev port id.
     pub id: u16,
+    /// Its name.
     pub name: String,
+    /// Its driver.
     pub driver: String,
     /// NUMA socket (-1 when the device does not say).
     pub socket: i32,
+    /// RX queues the device offers.
     pub max_rx_queues: u16,
+    /// TX queues the device offers.
     pub max_tx_queues: u16,
+    /// RSS hash functions it supports (`flow_type_rss_offloads`).
     pub rss_offloads: u64,
+    /// Its MAC address.
     pub mac: [u8; 6],
 }
 
@@ -119,9 +126,13 @@ pub fn remove_vdev(name: &str) {
 /// How to configure a port.
 #[derive(Clone, Debug)]
 pub struct PortSetup {
+    /// RX queues to configure.
     pub rx_queues: u16,
+    /// TX queues to configure.
     pub tx_queues: u16,
+    /// Descriptors per RX queue.
     pub rx_desc: u16,
+    /// Descriptors per TX queue.
     pub tx_desc: u16,
     /// One pool per RX queue (the socket of the lcore that polls it).
     pub rx_pools: Vec<Arc<Mempool>>,
@@ -130,9 +141,13 @@ pub struct PortSetup {
 /// A configured, started port. Stopped and closed on drop (after every
 /// queue handle is gone: queues hold an `Arc` to it).
 pub struct EthPort {
+    /// What was probed.
     pub info: PortInfo,
+    /// True when RSS spreads RX over several queues.
     pub rss: bool,
+    /// RX queues configured.
     pub rx_queues: u16,
+    /// TX queues configured.
     pub tx_queues: u16,
     /// Pools its RX queues refill from: kept alive while the port runs.
     _pools: Vec<Arc<Mempool>>,
@@ -243,6 +258,7 @@ impl EthPort {
         }))
     }
 
+    /// The ethdev port id.
     pub fn id(&self) -> u16 {
         self.info.id
     }
@@ -357,14 +373,17 @@ pub struct EthQueue {
 unsafe impl Send for EthQueue {}
 
 impl EthQueue {
+    /// The port.
     pub fn port(&self) -> &Arc<EthPort> {
         &self.port
     }
 
+    /// The RX queue this handle polls (None: transmit-only).
     pub fn rx_queue(&self) -> Option<u16> {
         self.rx
     }
 
+    /// The TX queue this handle sends on (None: receive-only).
     pub fn tx_queue(&self) -> Option<u16> {
         self.tx
     }

@@ -7,6 +7,8 @@
     dead_code,
     unsafe_op_in_unsafe_fn,
     clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    missing_docs,
     clippy::pedantic,
     unnecessary_transmutes
 )]

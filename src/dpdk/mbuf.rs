@@ -60,6 +60,7 @@ impl Mbuf {
         Mbuf(p.cast())
     }
 
+    /// The mbuf's address.
     #[inline(always)]
     pub fn as_raw(self) -> NonNull<u8> {
         self.0.cast()
@@ -326,10 +327,12 @@ impl Mempool {
         })
     }
 
+    /// The mempool's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// Mbufs in the mempool.
     pub fn capacity(&self) -> u32 {
         self.n
     }
@@ -349,6 +352,7 @@ impl Mempool {
         unsafe { ffi::rte_mempool_avail_count(self.ptr.as_ptr()) }
     }
 
+    /// Mbufs out of the mempool (those in lcore caches count as available).
     pub fn in_use(&self) -> u32 {
         self.n - self.avail()
     }

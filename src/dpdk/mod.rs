@@ -55,16 +55,28 @@ pub use mbuf::{Mbuf, Mempool};
 #[cfg(feature = "dpdk")]
 #[derive(Debug, Error)]
 pub enum DpdkError {
+    /// `rte_eal_init` or another EAL call failed.
     #[error("EAL: {0}")]
     Eal(String),
     #[error("mempool '{name}': {why}")]
-    Mempool { name: String, why: String },
-    #[error("port{port} ({name}): {why}")]
-    Port {
-        port: u16,
+    /// A mempool could not be created.
+    Mempool {
+        /// The pool.
         name: String,
+        /// What failed.
         why: String,
     },
+    /// An ethdev step failed.
+    #[error("port{port} ({name}): {why}")]
+    Port {
+        /// The port id.
+        port: u16,
+        /// Its name.
+        name: String,
+        /// What failed.
+        why: String,
+    },
+    /// A device could not be created or found.
     #[error("{0}")]
     Device(String),
 }

@@ -23,7 +23,9 @@ use crate::port::{Burst, MAX_BURST, netdev};
 /// Which DPDK device carries the exception path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// DPDK's net_tap PMD.
     Tap,
+    /// virtio-user towards vhost-net.
     VirtioUser,
 }
 
@@ -156,14 +158,17 @@ impl DpdkException {
         })
     }
 
+    /// Which device it is.
     pub fn kind(&self) -> Kind {
         self.kind
     }
 
+    /// The kernel-side interface's name.
     pub fn ifname(&self) -> &str {
         &self.ifname
     }
 
+    /// The ethdev port.
     pub fn port(&self) -> &Arc<EthPort> {
         &self.port
     }
@@ -201,10 +206,7 @@ impl ExceptionSink for DpdkSink {
         let mut native = Burst::new();
         for mut f in frames.drain(..) {
             if self.rewrite {
-                let pkt = f.data_mut();
-                if pkt.len() >= 6 && pkt[0] & 1 == 0 {
-                    pkt[..6].copy_from_slice(&self.mac);
-                }
+                crate::wire::set_unicast_dst(f.data_mut(), self.mac);
             }
             match f.into_mbuf() {
                 Ok(m) => ms.push(m),

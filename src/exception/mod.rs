@@ -36,31 +36,47 @@ use crate::port::Burst;
 use tap::{KernelMac, TapDevice, TapSpec};
 
 #[derive(Debug, Error)]
+/// An exception path that cannot be opened or is misconfigured.
 pub enum ExceptionError {
     #[error(
         "unknown exception path '{0}': expected drop, pcap:FILE, tap:IFNAME, fault:busy=N,down=N,error=N,delay_us=N or (DPDK backend) virtio-user:/dev/vhost-net"
     )]
+    /// An unknown `--exception` value.
     Unknown(String),
     #[error(
         "KNI was removed from DPDK in 23.11; use --exception tap:IFNAME (or virtio-user with the DPDK backend)"
     )]
+    /// KNI, gone from DPDK.
     Kni,
     #[error("exception path '{0}' is not available in this build")]
+    /// A backend this build lacks.
     NotBuilt(String),
+    /// A pcap file that cannot be written.
     #[error("pcap exception file {path}: {source}")]
-    Io { path: String, source: io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
     #[error("{0}")]
+    /// The TAP device (or DPDK's net_tap / virtio-user) failed.
     Tap(String),
     #[error("{0}")]
+    /// A bad `fault:` specification.
     Fault(String),
 }
 
 /// Which backend, parsed from `--exception`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExceptionSpec {
+    /// The null stack: frames are delivered and freed.
     Drop,
+    /// A pcap file per delivering lcore.
     Pcap(PathBuf),
+    /// A multi-queue TAP.
     Tap(TapSpec),
+    /// The null stack with injected refusals and delay.
     Fault(FaultSpec),
     /// `virtio-user:/dev/vhost-net` (DPDK backend only).
     VirtioUser(PathBuf),
@@ -75,14 +91,20 @@ pub enum ExceptionSpec {
 /// others are the plain null stack): one stalled target beside healthy ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FaultSpec {
+    /// Every Nth frame is refused as busy (0: never).
     pub busy: u64,
+    /// Every Nth frame is refused as down (0: never).
     pub down: u64,
+    /// Every Nth frame is refused with an error (0: never).
     pub error: u64,
+    /// Microseconds each delivery sleeps.
     pub delay_us: u64,
+    /// Only this lcore's sink injects (None: every sink).
     pub lcore: Option<u32>,
 }
 
 impl FaultSpec {
+    /// Parses `busy=N,down=N,error=N,delay_us=D[,lcore=L]`.
     pub fn parse(rest: &str) -> Result<Self, ExceptionError> {
         let mut f = FaultSpec::default();
         for kv in rest.split(',').filter(|kv| !kv.is_empty()) {
@@ -153,6 +175,7 @@ impl ExceptionSink for FaultSink {
 }
 
 impl ExceptionSpec {
+    /// Parses `--exception`: `drop`, `pcap:FILE`, `tap:IF[,..]`, `fault:..`, `virtio-user:PATH`.
     pub fn parse(s: &str) -> Result<Self, ExceptionError> {
         match s {
             "drop" => Ok(Self::Drop),
@@ -169,6 +192,7 @@ impl ExceptionSpec {
         }
     }
 
+    /// The backend's name (`drop`, `pcap`, `tap`, ...).
     pub fn backend(&self) -> &'static str {
         match self {
             Self::Drop => "drop",
@@ -248,6 +272,7 @@ pub struct Exception {
 }
 
 impl Exception {
+    /// The TAP device, for the TAP backend.
     pub fn tap(&self) -> Option<&Arc<TapDevice>> {
         self.tap.as_ref()
     }
@@ -309,6 +334,7 @@ impl Exception {
 /// The outcome of one delivery: every frame is in exactly one field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
+    /// Frames the stack took.
     pub delivered: usize,
     /// The kernel had no room now (EAGAIN, ENOBUFS).
     pub busy: usize,
@@ -332,6 +358,7 @@ impl Delivery {
             .add(self.failed as u64);
     }
 
+    /// All `n` frames delivered.
     pub fn all(n: usize) -> Self {
         Self {
             delivered: n,
@@ -339,6 +366,7 @@ impl Delivery {
         }
     }
 
+    /// Frames refused for any reason.
     pub fn refused(&self) -> usize {
         self.busy + self.down + self.failed
     }
@@ -347,6 +375,7 @@ impl Delivery {
 /// What one reverse-direction read pass got.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReverseRx {
+    /// Frames read.
     pub frames: usize,
     /// The pool was empty: the kernel's frames wait in the queue (and the
     /// kernel drops what overflows it, counted on its interface).

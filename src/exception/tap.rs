@@ -67,12 +67,16 @@ impl std::str::FromStr for KernelMac {
 /// `tap:IFNAME[,mac=..][,up=0|1]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TapSpec {
+    /// The interface name.
     pub ifname: String,
+    /// A MAC to set (None: keep the kernel's).
     pub mac: Option<[u8; 6]>,
+    /// Bring the interface up.
     pub up: bool,
 }
 
 impl TapSpec {
+    /// Parses `IFNAME[,mac=..][,up=0|1]`.
     pub fn parse(rest: &str) -> Result<Self, ExceptionError> {
         let bad = |why: String| ExceptionError::Tap(format!("--exception tap:{rest}: {why}"));
         let mut parts = rest.split(',');
@@ -177,10 +181,12 @@ impl TapDevice {
         })
     }
 
+    /// The interface name.
     pub fn name(&self) -> &str {
         &self.spec.ifname
     }
 
+    /// The interface's MAC.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
     }
@@ -217,16 +223,6 @@ impl AsRawFd for TapSink {
     }
 }
 
-impl TapSink {
-    /// Points unicast frames at the TAP's own MAC.
-    #[inline(always)]
-    fn rewrite_dst(&self, pkt: &mut [u8]) {
-        if pkt.len() >= 6 && pkt[0] & 1 == 0 {
-            pkt[..6].copy_from_slice(&self.mac);
-        }
-    }
-}
-
 impl ExceptionSink for TapSink {
     /// Context: the owning lcore. One write(2) per frame, from the frame's
     /// own buffer; no allocation.
@@ -235,7 +231,7 @@ impl ExceptionSink for TapSink {
         let fd = self.file.as_raw_fd();
         for f in frames.iter_mut() {
             if self.rewrite {
-                self.rewrite_dst(f.data_mut());
+                crate::wire::set_unicast_dst(f.data_mut(), self.mac);
             }
             let pkt = f.data();
             // SAFETY: pkt is a valid, initialised byte slice for the call.

@@ -44,6 +44,7 @@ use crate::wire::{self, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, L3};
 pub enum Verdict {
     /// To the local stack: the lcore's exception path.
     Pass,
+    /// Drop the frame.
     Drop,
     /// Back out of the port it came in on.
     Tx,
@@ -56,18 +57,27 @@ pub enum Verdict {
 /// The eight xdp-bench redirect-cpu modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
+    /// Redirect every frame to the first target without reading it.
     NoTouch,
+    /// Read the Ethernet header, then redirect to the first target.
     Touch,
+    /// Spread frames over the targets in turn.
     RoundRobin,
+    /// By L4 protocol, as xdp-bench's `cpumap_l4_proto`.
     L4Proto,
+    /// Drop UDP to port 9 (discard), the rest as l4-proto: xdp-bench's `cpumap_l4_filter`.
     L4Filter,
     #[default]
+    /// By a hash of the 5-tuple.
     L4Hash,
+    /// By the source port.
     L4Sport,
+    /// By the destination port.
     L4Dport,
 }
 
 impl Mode {
+    /// Every mode, in xdp-bench's order.
     pub const ALL: [Mode; 8] = [
         Mode::NoTouch,
         Mode::Touch,
@@ -79,6 +89,7 @@ impl Mode {
         Mode::L4Dport,
     ];
 
+    /// The mode's xdp-bench name.
     pub fn name(self) -> &'static str {
         match self {
             Mode::NoTouch => "no-touch",
@@ -101,6 +112,7 @@ impl Mode {
 pub struct ModeSwitch(AtomicU8);
 
 impl ModeSwitch {
+    /// A switch set to `mode`.
     pub fn new(mode: Mode) -> Self {
         Self(AtomicU8::new(mode as u8))
     }
@@ -128,6 +140,7 @@ impl fmt::Display for Mode {
 #[error(
     "unknown mode '{0}': expected one of no-touch, touch, round-robin, l4-proto, l4-filter, l4-hash, l4-sport, l4-dport"
 )]
+/// A `--mode` that is not one of [`Mode::ALL`].
 pub struct UnknownMode(pub String);
 
 impl FromStr for Mode {
@@ -144,8 +157,10 @@ impl FromStr for Mode {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FilterError {
     #[error("the filter needs at least one redirect target")]
+    /// The filter has no target to redirect to.
     NoTargets,
     #[error("{0}")]
+    /// The eBPF program could not be instantiated.
     Ebpf(String),
 }
 
@@ -220,6 +235,7 @@ pub fn l4_proto_index(proto: Option<u8>) -> u32 {
 }
 
 impl Filter {
+    /// A filter in `mode` over `targets`.
     pub fn new(mode: Mode, targets: &[TargetId]) -> Result<Self, FilterError> {
         if targets.is_empty() {
             return Err(FilterError::NoTargets);
@@ -237,6 +253,7 @@ impl Filter {
         self.ebpf = Some(inst);
     }
 
+    /// The eBPF program, when one replaces the mode.
     pub fn program(&self) -> Option<&ebpf::Instance> {
         self.ebpf.as_ref()
     }
@@ -252,6 +269,7 @@ impl Filter {
         }
     }
 
+    /// The current mode.
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -263,6 +281,7 @@ impl Filter {
         self.rr_next = 0;
     }
 
+    /// The targets it redirects to.
     pub fn targets(&self) -> &[TargetId] {
         &self.targets
     }
@@ -342,17 +361,7 @@ impl PartialEq for RemoteProg {
 impl Eq for RemoteProg {}
 
 impl RemoteProg {
-    /// The built-in programs' verdict (an eBPF program runs through its
-    /// target's instance instead: Aborted here).
-    #[inline(always)]
-    pub fn run(&self, _pkt: &[u8]) -> Verdict {
-        match self {
-            RemoteProg::Pass => Verdict::Pass,
-            RemoteProg::Drop => Verdict::Drop,
-            RemoteProg::Bpf(_) => Verdict::Aborted,
-        }
-    }
-
+    /// The program's name as `--remote-action` and `ctl` show it.
     pub fn name(&self) -> String {
         match self {
             RemoteProg::Pass => "pass".into(),
@@ -373,6 +382,59 @@ impl RemoteProg {
             other => Err(format!(
                 "unknown remote program '{other}': expected drop, pass or an eBPF object FILE.o[:NAME]"
             )),
+        }
+    }
+}
+
+/// A target's runner of its entry's remote program (the kernel's
+/// `cpu_map_bpf_prog_run_xdp`): the one place a target turns a frame and
+/// its entry's program into a verdict. The built-ins answer directly; an
+/// eBPF program runs through this target's own instance, made when an
+/// entry first hands over a burst with that program.
+pub struct RemoteRunner {
+    lcore: u32,
+    jit: bool,
+    inst: Option<ebpf::Instance>,
+}
+
+impl RemoteRunner {
+    /// A runner for target lcore `lcore`; `jit` compiles eBPF programs.
+    pub fn new(lcore: u32, jit: bool) -> Self {
+        Self {
+            lcore,
+            jit,
+            inst: None,
+        }
+    }
+
+    /// Readies the runner for `prog` before a burst. Cold when the entry's
+    /// program changed: a new instance is made (a JIT failure falls back to
+    /// the interpreter; an instance that cannot be made leaves every frame
+    /// of that program aborted). Context: the owning target lcore.
+    #[inline]
+    pub fn select(&mut self, prog: &RemoteProg) {
+        if let RemoteProg::Bpf(p) = prog
+            && self
+                .inst
+                .as_ref()
+                .is_none_or(|i| !std::sync::Arc::ptr_eq(i.program(), p))
+        {
+            self.inst = ebpf::Instance::new(p.clone(), self.lcore, self.jit)
+                .or_else(|_| ebpf::Instance::new(p.clone(), self.lcore, false))
+                .ok();
+        }
+    }
+
+    /// The verdict of `prog` (as last [`select`](Self::select)ed) on `f`.
+    /// A remote program cannot redirect into the cpumap: every key misses.
+    /// Context: the owning target lcore.
+    #[inline(always)]
+    pub fn run(&mut self, prog: &RemoteProg, f: &mut Frame) -> Verdict {
+        match (prog, self.inst.as_mut()) {
+            (RemoteProg::Pass, _) => Verdict::Pass,
+            (RemoteProg::Drop, _) => Verdict::Drop,
+            (RemoteProg::Bpf(_), Some(inst)) => inst.run(f, &|_| false),
+            (RemoteProg::Bpf(_), None) => Verdict::Aborted,
         }
     }
 }

@@ -54,24 +54,54 @@ pub const DEFAULT_DATA_ROOM: u16 = 2048;
 /// Errors building a pool or editing a frame.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FrameError {
+    /// A pool size out of range.
     #[error("pool '{name}': size must be between 1 and {max} buffers, got {n}")]
-    PoolSize { name: String, n: u32, max: u32 },
+    PoolSize {
+        /// The pool.
+        name: String,
+        /// The size asked for.
+        n: u32,
+        /// The largest size.
+        max: u32,
+    },
     #[error(
         "pool '{name}': headroom {headroom} + data room {data_room} must be between 64 and 65535 bytes"
     )]
+    /// Headroom plus data room out of range.
     BufSize {
+        /// The pool.
         name: String,
+        /// Bytes of headroom asked for.
         headroom: u16,
+        /// Bytes of data room asked for.
         data_room: u16,
     },
+    /// The pool's memory could not be allocated.
     #[error("pool '{name}': cannot allocate {bytes} bytes for {n} buffers")]
-    OutOfMemory { name: String, bytes: usize, n: u32 },
+    OutOfMemory {
+        /// The pool.
+        name: String,
+        /// Bytes asked for.
+        bytes: usize,
+        /// Buffers asked for.
+        n: u32,
+    },
+    /// A frame longer than the buffer's room.
     #[error("frame length {len} exceeds the {room} bytes of room after the data offset")]
-    TooLong { len: usize, room: usize },
+    TooLong {
+        /// The length asked for.
+        len: usize,
+        /// Room after the data offset.
+        room: usize,
+    },
     #[error("cannot move the data start by {delta}: headroom is {headroom}, length is {len}")]
+    /// A data start moved outside the buffer.
     BadAdjust {
+        /// The move asked for.
         delta: isize,
+        /// Headroom before the move.
         headroom: usize,
+        /// Data length before the move.
         len: usize,
     },
 }
@@ -164,6 +194,7 @@ enum StatsKind {
 }
 
 impl PoolStats {
+    /// The pool's name.
     pub fn name(&self) -> &str {
         match &self.0 {
             StatsKind::Native(s) => &s.name,
@@ -171,6 +202,7 @@ impl PoolStats {
             StatsKind::Mbuf(m) => m.name(),
         }
     }
+    /// Buffers in the pool.
     pub fn capacity(&self) -> u32 {
         match &self.0 {
             StatsKind::Native(s) => s.n,
@@ -234,6 +266,7 @@ impl Pool {
         })
     }
 
+    /// The pool's name.
     pub fn name(&self) -> &str {
         match &self.0 {
             PoolKind::Native(p) => &p.shared.name,
@@ -242,6 +275,7 @@ impl Pool {
         }
     }
 
+    /// Buffers in the pool.
     pub fn capacity(&self) -> u32 {
         self.stats().capacity()
     }
@@ -534,9 +568,8 @@ impl Frame {
     pub unsafe fn from_mbuf(m: Mbuf) -> Frame {
         let tagged = m.as_raw().as_ptr().map_addr(|a| a | MBUF_TAG);
         // SAFETY: tagging a non-null pointer keeps it non-null.
-        Frame {
-            hdr: unsafe { NonNull::new_unchecked(tagged.cast()) },
-        }
+        let hdr = unsafe { NonNull::new_unchecked(tagged.cast()) };
+        Frame { hdr }
     }
 
     /// The mbuf behind this frame, if it is one.
@@ -640,11 +673,13 @@ impl Frame {
     }
 
     #[inline(always)]
+    /// Bytes of data.
     pub fn len(&self) -> usize {
         self.geometry().2
     }
 
     #[inline(always)]
+    /// True for a frame with no data.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -768,6 +803,7 @@ impl Frame {
     }
 
     #[inline(always)]
+    /// When the RX lcore received it (`--latency`; 0 unstamped).
     pub fn timestamp_ns(&self) -> u64 {
         #[cfg(feature = "dpdk")]
         if let Some(m) = self.mbuf() {
@@ -794,6 +830,7 @@ impl Frame {
     }
 
     #[inline(always)]
+    /// Stamps the frame with its receive time (`--latency`).
     pub fn set_timestamp_ns(&mut self, ts: u64) {
         #[cfg(feature = "dpdk")]
         if let Some(m) = self.mbuf() {

@@ -36,7 +36,7 @@ use crate::counters::stages::StageClock;
 use crate::counters::{RxStats, TargetStats};
 use crate::cpumap::{BPF_ANY, BulkQueues, CpuMap, EntryValue, MapError};
 use crate::exception::{Exception, ExceptionError, ExceptionSink};
-use crate::filter::{Filter, FilterError, Mode, ModeSwitch};
+use crate::filter::{Filter, FilterError, Mode, ModeSwitch, RemoteRunner};
 use crate::frame::{FrameError, Pool, PoolStats};
 use crate::ids::{LcoreId, PortId, TargetId};
 use crate::port::{self, PortError, PortQueue};
@@ -49,30 +49,44 @@ use target::{Reverse, TargetLcore};
 const REVERSE_POOL: u32 = 256;
 
 #[derive(Debug, Error)]
+/// Building, running or stopping the lcores failed.
 pub enum LcoreError {
     #[error(transparent)]
+    /// A port could not be opened.
     Port(#[from] PortError),
     #[error(transparent)]
+    /// A pool could not be built.
     Frame(#[from] FrameError),
     #[error(transparent)]
+    /// The map refused an entry.
     Map(#[from] MapError),
     #[error(transparent)]
+    /// The filter could not be built.
     Filter(#[from] FilterError),
     #[error(transparent)]
+    /// The exception path could not be opened.
     Exception(#[from] ExceptionError),
     #[error("{lcore}: cannot pin to cpus {cpus:?}: {why}")]
+    /// An lcore could not be pinned to its CPUs.
     Pin {
+        /// The lcore.
         lcore: LcoreId,
+        /// Its CPUs.
         cpus: Vec<usize>,
+        /// Why.
         why: String,
     },
     #[error("{0}: thread failed to start: {1}")]
+    /// An lcore's thread could not start.
     Spawn(LcoreId, String),
     #[error("{0} panicked")]
+    /// An lcore panicked.
     Panicked(LcoreId),
     #[error("at exit: {0}")]
+    /// A port or sink could not be flushed at exit.
     Flush(String),
     #[error("{0}")]
+    /// A DPDK step failed.
     Dpdk(String),
 }
 
@@ -465,8 +479,7 @@ fn target_lcores(
             sink: exception.open(t.lcore())?,
             stats: block,
             reverse,
-            remote: None,
-            jit: plan.jit,
+            remote: RemoteRunner::new(t.0, plan.jit),
             latency: plan.latency,
             stage_clock: plan.stage_cycles.then(|| StageClock::shared().clone()),
         });

@@ -18,7 +18,7 @@ use crate::frame::Pool;
 use crate::ids::TargetId;
 use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
 
-use super::target::REVERSE_EVERY;
+use super::target::{REVERSE_EVERY, reverse_pass};
 
 /// What an RX lcore owns.
 pub(super) struct RxLcore {
@@ -158,7 +158,14 @@ impl RxLcore {
             self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
             laps.lap(RxStage::Flush as usize);
             if t.rx == 0 || polls.is_multiple_of(REVERSE_EVERY) {
-                self.reverse_pass(&mut rev, &mut t);
+                // Frames the kernel sent back through this lcore's sink go
+                // out of its first port queue.
+                let q = self.queues.first_mut();
+                if let Some(m) = reverse_pass(self.sink.as_mut(), &mut self.pool, q, &mut rev) {
+                    t.reverse_rx += m.rx;
+                    t.reverse_tx += m.tx;
+                    t.reverse_drops += m.drops;
+                }
             }
             self.publish(&t);
             laps.publish(
@@ -173,21 +180,6 @@ impl RxLcore {
         self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
         self.reader.offline();
         self
-    }
-
-    /// The reverse direction: frames the kernel sent back through this
-    /// lcore's exception sink go out of its first port queue.
-    fn reverse_pass(&mut self, rev: &mut Burst, t: &mut Tally) {
-        let got = self.sink.receive_burst(&mut self.pool, rev).frames as u64;
-        if got == 0 {
-            return;
-        }
-        t.reverse_rx += got;
-        t.reverse_tx += match self.queues.first_mut() {
-            Some(q) => q.tx_burst(rev) as u64,
-            None => 0,
-        };
-        t.reverse_drops += free_all(rev);
     }
 
     #[inline]

@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::counters::stages::{Laps, StageClock, TargetStage};
-use crate::counters::{TargetCounters, TargetDropReason, TargetStats};
+use crate::counters::{TargetDropReason, TargetStats};
 use crate::cpumap::TargetView;
 use crate::exception::ExceptionSink;
-use crate::filter::ebpf::Instance;
-use crate::filter::{RemoteProg, Verdict};
+use crate::filter::{RemoteRunner, Verdict};
 use crate::frame::{Pool, free_burst};
 use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
 
@@ -25,12 +24,10 @@ pub(super) struct TargetLcore {
     pub stats: Arc<TargetStats>,
     /// The reverse direction, when the exception path has one (TAP).
     pub reverse: Option<Reverse>,
-    /// This target's instance of its entry's eBPF remote program, made when
-    /// the entry first hands it a burst with that program (a map update
-    /// is rare; a burst is not).
-    pub remote: Option<Instance>,
-    /// JIT-compile remote programs (`--jit`).
-    pub jit: bool,
+    /// Runs the entry's remote program (its eBPF instance is made when the
+    /// entry first hands over a burst with that program: a map update is
+    /// rare, a burst is not).
+    pub remote: RemoteRunner,
     /// `--latency`: record each dequeued frame's time since its RX stamp.
     pub latency: bool,
     /// `--stage-cycles`: the clock the loop's stages are timed with.
@@ -110,8 +107,12 @@ impl TargetLcore {
             laps.lap(TargetStage::Dequeue as usize);
             if let Some(r) = self.reverse.as_mut()
                 && (taken.count == 0 || loops.is_multiple_of(REVERSE_EVERY))
-                && reverse_pass(self.sink.as_mut(), r, &mut rev, c)
+                && let Some(m) =
+                    reverse_pass(self.sink.as_mut(), &mut r.pool, r.tx.as_mut(), &mut rev)
             {
+                c.reverse_rx.add(m.rx);
+                c.reverse_tx.add(m.tx);
+                c.reverse_drops.add(m.drops);
                 backoff.reset();
             }
             if taken.count == 0 {
@@ -144,42 +145,21 @@ impl TargetLcore {
                     }
                 }
             }
-            let lcore = self.stats.target.0;
-            if let Some(RemoteProg::Bpf(p)) = &taken.prog
-                && self
-                    .remote
-                    .as_ref()
-                    .is_none_or(|i| !Arc::ptr_eq(i.program(), p))
-            {
-                // Cold: the entry's program changed. A JIT failure falls
-                // back to the interpreter (counted as nothing lost).
-                self.remote = Instance::new(p.clone(), lcore, self.jit)
-                    .or_else(|_| Instance::new(p.clone(), lcore, false))
-                    .ok();
+            if let Some(prog) = &taken.prog {
+                self.remote.select(prog);
             }
             laps.lap(TargetStage::Other as usize);
             match taken.prog {
                 None => std::mem::swap(&mut batch, &mut deliver),
                 Some(prog) => {
                     for mut f in batch.drain(..) {
-                        let v = match (&prog, self.remote.as_mut()) {
-                            // A remote program cannot redirect into the cpumap.
-                            (RemoteProg::Bpf(_), Some(inst)) => inst.run(&mut f, &|_| false),
-                            (p, _) => p.run(f.data()),
-                        };
-                        let reason = match v {
-                            Verdict::Pass => {
-                                deliver.push(f);
-                                continue;
+                        match remote_drop_reason(self.remote.run(&prog, &mut f)) {
+                            None => deliver.push(f),
+                            Some(reason) => {
+                                c.drop_counter(reason).add(1);
+                                dropped.push(f);
                             }
-                            Verdict::Drop => TargetDropReason::RemoteDrop,
-                            Verdict::Aborted => TargetDropReason::RemoteAborted,
-                            Verdict::Tx | Verdict::Redirect(_) => {
-                                TargetDropReason::RemoteUnsupported
-                            }
-                        };
-                        c.drop_counter(reason).add(1);
-                        dropped.push(f);
+                        }
                     }
                     laps.lap(TargetStage::Remote as usize);
                     free_burst(&mut dropped);
@@ -195,24 +175,49 @@ impl TargetLcore {
     }
 }
 
-/// Reads what the kernel sent back through the sink and transmits it.
-/// Returns true if there was anything.
-fn reverse_pass(
-    sink: &mut dyn ExceptionSink,
-    r: &mut Reverse,
-    rev: &mut Burst,
-    c: &TargetCounters,
-) -> bool {
-    let got = sink.receive_burst(&mut r.pool, rev).frames as u64;
-    if got == 0 {
-        return false;
+/// Why a remote program's verdict drops the frame (None: it goes to the
+/// exception path). XDP_TX and redirects are not for a target, as in the
+/// kernel's cpumap.
+#[inline(always)]
+fn remote_drop_reason(v: Verdict) -> Option<TargetDropReason> {
+    match v {
+        Verdict::Pass => None,
+        Verdict::Drop => Some(TargetDropReason::RemoteDrop),
+        Verdict::Aborted => Some(TargetDropReason::RemoteAborted),
+        Verdict::Tx | Verdict::Redirect(_) => Some(TargetDropReason::RemoteUnsupported),
     }
-    c.reverse_rx.add(got);
-    let sent = match r.tx.as_mut() {
+}
+
+/// What one reverse pass moved: frames the kernel sent back through an
+/// exception sink, those a port took, those dropped (refused, or no port).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ReverseMoved {
+    pub rx: u64,
+    pub tx: u64,
+    pub drops: u64,
+}
+
+/// The reverse direction, for RX and target lcores alike: reads what the
+/// kernel sent back through `sink` into buffers of `pool` and transmits it
+/// on `tx`. Returns None when there was nothing.
+/// Context: the lcore owning `sink`, `pool` and `tx`.
+pub(super) fn reverse_pass(
+    sink: &mut dyn ExceptionSink,
+    pool: &mut Pool,
+    tx: Option<&mut Box<dyn PortQueue>>,
+    rev: &mut Burst,
+) -> Option<ReverseMoved> {
+    let rx = sink.receive_burst(pool, rev).frames as u64;
+    if rx == 0 {
+        return None;
+    }
+    let tx = match tx {
         Some(q) => q.tx_burst(rev) as u64,
         None => 0,
     };
-    c.reverse_tx.add(sent);
-    c.reverse_drops.add(free_all(rev));
-    true
+    Some(ReverseMoved {
+        rx,
+        tx,
+        drops: free_all(rev),
+    })
 }

@@ -391,9 +391,11 @@ impl PortQueue for AfPacketQueue {
         if n == 0 {
             return 0;
         }
-        // SAFETY: zeroed iovec/mmsghdr/sockaddr_ll are valid plain data.
+        // SAFETY: a zeroed iovec is valid plain data (null base, length 0).
         let mut iov: [libc::iovec; MAX_BURST] = unsafe { std::mem::zeroed() };
+        // SAFETY: a zeroed mmsghdr is valid plain data (no name, no iovecs).
         let mut msgs: [libc::mmsghdr; MAX_BURST] = unsafe { std::mem::zeroed() };
+        // SAFETY: a zeroed sockaddr_ll is valid plain data.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_ifindex = self.ifindex as i32;

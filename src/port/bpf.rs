@@ -105,6 +105,7 @@ fn fd(r: i64) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(r as i32) }
 }
 
+/// `BPF_MAP_CREATE`: a map of `map_type` with the given sizes.
 pub fn map_create(
     map_type: u32,
     key_size: u32,

@@ -13,6 +13,7 @@ use crate::dpdk::Mbuf;
 use crate::dpdk::ethdev::EthQueue;
 use crate::frame::{Frame, Pool};
 
+/// One ethdev queue as a [`PortQueue`]: bursts straight from and to the PMD.
 pub struct DpdkQueue {
     q: EthQueue,
     queue: u16,
@@ -20,6 +21,7 @@ pub struct DpdkQueue {
 }
 
 impl DpdkQueue {
+    /// Wraps a queue handle.
     pub fn new(q: EthQueue) -> Self {
         DpdkQueue {
             queue: q.rx_queue().or(q.tx_queue()).unwrap_or(0),

@@ -36,11 +36,17 @@ pub const FAULT_KEYS: &[&str] = &[
 ];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Injected receive faults of a port (`fault_*` devargs): every Nth frame.
 pub struct PortFaults {
+    /// Drop every Nth frame before the RX lcore sees it (0: never).
     pub drop: u64,
+    /// Truncate every Nth frame (0: never).
     pub truncate: u64,
+    /// Corrupt a byte of every Nth frame (0: never).
     pub corrupt: u64,
+    /// Duplicate every Nth frame (0: never).
     pub dup: u64,
+    /// Microseconds to delay every burst (0: none).
     pub delay_us: u64,
 }
 

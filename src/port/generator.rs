@@ -23,22 +23,33 @@ use crate::wire::{ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 /// Generator settings, parsed from the vdev arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenConfig {
+    /// Flows (distinct source ports).
     pub flows: u32,
+    /// Frame size in bytes.
     pub size: usize,
+    /// Frames per second (0: as fast as possible).
     pub rate: u64,
+    /// Frames to send (0: endless).
     pub count: u64,
+    /// Protocol of the frames.
     pub proto: GenProto,
+    /// Destination port.
     pub dport: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the generator sends.
 pub enum GenProto {
+    /// UDP datagrams.
     Udp,
+    /// TCP segments.
     Tcp,
+    /// UDP, TCP and ICMP in turn.
     Mix,
 }
 
 impl GenConfig {
+    /// Reads the settings from the vdev's arguments.
     pub fn from_spec(spec: &VdevSpec) -> Result<Self, PortError> {
         let bad = |why: String| PortError::BadVdev {
             vdev: spec.name.clone(),

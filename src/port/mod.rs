@@ -41,25 +41,47 @@ pub const MAX_BURST: usize = 32;
 pub type Burst = ArrayVec<Frame, MAX_BURST>;
 
 #[derive(Debug, Error)]
+/// A port that cannot be opened or is misconfigured.
 pub enum PortError {
+    /// A vdev argument that is malformed or does not fit.
     #[error("bad vdev '{vdev}': {why}")]
-    BadVdev { vdev: String, why: String },
+    BadVdev {
+        /// The vdev.
+        vdev: String,
+        /// What is wrong.
+        why: String,
+    },
     #[error(
         "vdev '{0}' needs the DPDK backend (cargo feature `dpdk`), which this build does not include; natively available: net_gen, net_pcap, net_null, net_af_packet, net_af_xdp"
     )]
+    /// A vdev only DPDK has.
     NeedsDpdk(String),
     #[error("{port}: {file}: {why}")]
+    /// A pcap file that cannot be read.
     Pcap {
+        /// The port.
         port: String,
+        /// The file.
         file: String,
+        /// What is wrong.
         why: String,
     },
+    /// A queue count the port cannot give.
     #[error("{port}: {why}")]
-    Queues { port: String, why: String },
-    #[error("{port}: {file}: {source}")]
-    Io {
+    Queues {
+        /// The port.
         port: String,
+        /// What is wrong.
+        why: String,
+    },
+    #[error("{port}: {file}: {source}")]
+    /// A file the port cannot open.
+    Io {
+        /// The port.
+        port: String,
+        /// The file.
         file: String,
+        /// The error.
         source: io::Error,
     },
 }
@@ -86,23 +108,33 @@ pub trait PortQueue: Send {
         Ok(())
     }
 
+    /// The queue's counters.
     fn counters(&self) -> &Arc<PortQueueCounters>;
 }
 
 /// A parsed `--vdev` argument: driver, instance name and key=value args.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VdevSpec {
+    /// The instance name (`net_gen0`).
     pub name: String,
+    /// The driver.
     pub driver: Driver,
+    /// `key=value` arguments, in order.
     pub args: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The native drivers.
 pub enum Driver {
+    /// `net_gen`: the built-in generator.
     Gen,
+    /// `net_pcap`: a capture replayed.
     Pcap,
+    /// `net_null`: endless frames, never written.
     Null,
+    /// `net_af_packet`: a Linux interface through TPACKET_V3.
     AfPacket,
+    /// `net_af_xdp`: a Linux interface's queues through AF_XDP.
     AfXdp,
 }
 
@@ -119,6 +151,7 @@ const DPDK_ONLY: &[&str] = &[
 ];
 
 impl VdevSpec {
+    /// Parses `DRIVERN[,key=value...]`.
     pub fn parse(s: &str) -> Result<Self, PortError> {
         let bad = |why: &str| PortError::BadVdev {
             vdev: s.to_string(),
@@ -194,6 +227,7 @@ impl VdevSpec {
         Ok(())
     }
 
+    /// The value of argument `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.args
             .iter()

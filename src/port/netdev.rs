@@ -137,6 +137,7 @@ pub fn index(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// True if interface `name` exists.
 pub fn exists(name: &str) -> bool {
     index(name).is_some()
 }
@@ -149,6 +150,7 @@ pub fn flags(name: &str) -> io::Result<i32> {
     Ok(unsafe { ifr.ifr_ifru.ifru_flags } as i32)
 }
 
+/// True if interface `name` is up.
 pub fn is_up(name: &str) -> io::Result<bool> {
     Ok(flags(name)? & libc::IFF_UP != 0)
 }
@@ -161,6 +163,7 @@ pub fn set_up(name: &str) -> io::Result<()> {
     ioctl(libc::SIOCSIFFLAGS, &mut ifr)
 }
 
+/// The MTU of interface `name`.
 pub fn mtu(name: &str) -> io::Result<u32> {
     let mut ifr = ifreq(name);
     ioctl(libc::SIOCGIFMTU, &mut ifr)?;
@@ -168,6 +171,7 @@ pub fn mtu(name: &str) -> io::Result<u32> {
     Ok(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
 }
 
+/// The MAC of interface `name`.
 pub fn mac(name: &str) -> io::Result<[u8; 6]> {
     let mut ifr = ifreq(name);
     ioctl(libc::SIOCGIFHWADDR, &mut ifr)?;
@@ -180,6 +184,7 @@ pub fn mac(name: &str) -> io::Result<[u8; 6]> {
     Ok(m)
 }
 
+/// Sets the MAC of interface `name`.
 pub fn set_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
     let mut ifr = ifreq(name);
     // SAFETY: writing the hwaddr member of a zeroed union is sound; the

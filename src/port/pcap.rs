@@ -24,7 +24,9 @@ const MAX_CAPLEN: u32 = 262_144;
 
 /// Every record of a pcap file, back to back, with their lengths.
 pub struct PcapTrace {
+    /// Every record's bytes, back to back.
     pub bytes: Vec<u8>,
+    /// (offset, length) of each record in `bytes`.
     pub records: Vec<(usize, usize)>,
 }
 
@@ -80,6 +82,7 @@ impl PcapTrace {
         Ok(trace)
     }
 
+    /// Record `i`'s bytes.
     pub fn record(&self, i: usize) -> &[u8] {
         let (off, len) = self.records[i];
         &self.bytes[off..off + len]

@@ -80,8 +80,10 @@ pub const MAX_RING_SIZE: u32 = 1 << 30;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RingError {
     #[error("ring size must be at least 1")]
+    /// A ring of size 0.
     Empty,
     #[error("ring size {0} exceeds the maximum of {MAX_RING_SIZE}")]
+    /// A ring larger than [`MAX_RING_SIZE`].
     TooLarge(u32),
 }
 
@@ -383,6 +385,7 @@ impl<T> MpProducer<T> {
         self.ring.len() as usize
     }
 
+    /// True when the ring is empty (a snapshot).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -448,14 +451,17 @@ impl<T> SpProducer<T> {
         k as usize
     }
 
+    /// Items in the ring now (a snapshot).
     pub fn len(&self) -> usize {
         self.ring.len() as usize
     }
 
+    /// True when the ring is empty (a snapshot).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Usable capacity (the requested size).
     pub fn capacity(&self) -> usize {
         self.ring.capacity as usize
     }
@@ -524,10 +530,12 @@ impl<T> Consumer<T> {
         self.ring.len() as usize
     }
 
+    /// True when the ring is empty (a snapshot).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Usable capacity (the requested size).
     pub fn capacity(&self) -> usize {
         self.ring.capacity as usize
     }

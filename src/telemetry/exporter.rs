@@ -31,7 +31,9 @@ const TICK: Duration = Duration::from_millis(50);
 #[derive(Debug, Error)]
 #[error("metrics endpoint {addr}: {why}; pass --metrics ADDR:PORT or --metrics off")]
 pub struct ExporterError {
+    /// The address asked for.
     pub addr: String,
+    /// Why it could not be opened.
     pub why: String,
 }
 

@@ -11,18 +11,31 @@ use crate::ids::{LcoreId, PortId, TargetId};
 use crate::lcore::StatsSet;
 
 #[derive(Clone, Debug, Default, Serialize)]
+/// One target's totals.
 pub struct TargetSummary {
+    /// The target.
     pub target: TargetId,
+    /// Its entry's ring size (0 without an entry).
     pub qsize: u32,
+    /// Frames moved into its ring, from every RX lcore.
     pub enqueued: u64,
+    /// Frames tail-dropped at its ring.
     pub enqueue_drops: u64,
+    /// Bulk queue flushes towards it.
     pub flushes: u64,
+    /// Frames per flush.
     pub bulk_avg: f64,
+    /// Frames it dequeued.
     pub processed: u64,
+    /// Frames the exception path took.
     pub delivered: u64,
+    /// Frames it dropped, every reason.
     pub drops: u64,
+    /// Its drops by reason.
     pub drop_reasons: BTreeMap<&'static str, u64>,
+    /// Times it gave up the CPU while idle.
     pub sched: u64,
+    /// Frames in its ring now.
     pub ring_len: usize,
     /// RX-to-target latency (`--latency`; absent without samples).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,16 +46,27 @@ pub struct TargetSummary {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
+/// One RX lcore's totals.
 pub struct RxSummary {
+    /// The RX lcore.
     pub lcore: LcoreId,
+    /// Frames received.
     pub rx: u64,
+    /// Pass verdicts.
     pub pass: u64,
+    /// Drop verdicts.
     pub drop: u64,
+    /// Tx verdicts.
     pub tx: u64,
+    /// Redirect verdicts that reached a bulk queue.
     pub redirect: u64,
+    /// Aborted verdicts (misses included).
     pub aborted: u64,
+    /// Redirects to a key with no entry.
     pub redirect_miss: u64,
+    /// Polls.
     pub polls: u64,
+    /// Polls that received nothing.
     pub idle_polls: u64,
     /// Cycles per packet per poll stage (`--stage-cycles`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,59 +74,102 @@ pub struct RxSummary {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
+/// One port queue's totals.
 pub struct PortSummary {
+    /// The port.
     pub port: PortId,
+    /// The queue.
     pub queue: u16,
+    /// The RX lcore polling it.
     pub lcore: LcoreId,
+    /// Frames received.
     pub ipackets: u64,
+    /// Bytes received.
     pub ibytes: u64,
+    /// Frames dropped by the port.
     pub ierrors: u64,
+    /// Frames the kernel or NIC dropped before RX.
     pub imissed: u64,
+    /// Receives that found the pool empty.
     pub rx_nombuf: u64,
+    /// Frames transmitted.
     pub opackets: u64,
+    /// Frames the port refused to transmit.
     pub oerrors: u64,
     /// Injected faults (`fault_*` devargs; 0 without them).
     pub fault_dropped: u64,
+    /// Frames truncated by `fault_truncate`.
     pub fault_truncated: u64,
+    /// Frames corrupted by `fault_corrupt`.
     pub fault_corrupted: u64,
+    /// Copies added by `fault_dup`.
     pub fault_duplicated: u64,
+    /// Bursts delayed by `fault_delay_us`.
     pub fault_delayed: u64,
 }
 
 /// Totals over the run (the JSON summary) or at one instant (a table row).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
+    /// Seconds the run lasted (so far).
     pub duration_s: f64,
+    /// The RX filter mode.
     pub mode: String,
+    /// The exception backend.
     pub exception: String,
+    /// Frames received.
     pub rx: u64,
+    /// Pass verdicts.
     pub pass: u64,
+    /// Drop verdicts.
     pub drop: u64,
+    /// Tx verdicts.
     pub tx: u64,
+    /// Redirect verdicts that reached a bulk queue.
     pub redirect: u64,
+    /// Aborted verdicts (misses included).
     pub aborted: u64,
+    /// Redirects to a key with no entry.
     pub redirect_miss: u64,
+    /// Tx verdicts the port refused.
     pub tx_drops: u64,
+    /// Pass verdicts the exception path refused.
     pub pass_drops: u64,
     /// Reverse direction (kernel -> exception path -> port), all lcores.
     pub reverse_rx: u64,
+    /// Reverse direction: frames sent on a port.
     pub reverse_tx: u64,
+    /// Reverse direction: frames dropped.
     pub reverse_drops: u64,
     /// Frames the ports' kernels or NICs dropped before RX (all ports).
     pub imissed: u64,
+    /// Frames moved into target rings.
     pub enqueued: u64,
+    /// Frames tail-dropped at target rings.
     pub enqueue_drops: u64,
+    /// Frames the targets dequeued.
     pub target_processed: u64,
+    /// Frames the exception path took from targets.
     pub delivered: u64,
+    /// Frames the targets dropped.
     pub target_drops: u64,
+    /// Frames still in rings.
     pub in_flight: u64,
+    /// Buffers out of their pools.
     pub pool_in_use: u64,
+    /// Buffers of every pool.
     pub pool_capacity: u64,
+    /// Map updates that succeeded.
     pub map_updates_ok: u64,
+    /// Map updates the map refused.
     pub map_updates_failed: u64,
+    /// Frames received per second over the run.
     pub rx_pps: f64,
+    /// Per target.
     pub targets: Vec<TargetSummary>,
+    /// Per RX lcore.
     pub rx_lcores: Vec<RxSummary>,
+    /// Per port queue.
     pub ports: Vec<PortSummary>,
     /// The cycle counter's rate (`--stage-cycles`): TSC ticks per ns.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,7 @@
 //! frames TP_STATUS_CSUMNOTREADY). The stack behind the TAP would otherwise
 //! drop them as InCsumErrors.
 
-use super::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, L3, be16, parse};
+use super::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, L3, field, parse};
 
 /// One's-complement sum of 16-bit big-endian words (odd byte padded).
 fn sum(bytes: &[u8], mut acc: u32) -> u32 {
@@ -35,7 +35,7 @@ pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
     let (l4_off, l4_len, proto, pseudo) = match (p.ethertype, p.l3) {
         (ETH_P_IPV4, L3::Ipv4(ip)) if !ip.is_fragment() => {
             let hl = ip.header_len();
-            let total = be16(frame, p.l3_offset + 2) as usize;
+            let total = ip.total_len() as usize;
             let Some(len) = total.checked_sub(hl) else {
                 return false;
             };
@@ -46,30 +46,35 @@ pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
             (p.l3_offset + hl, len, ip.protocol(), pseudo)
         }
         (ETH_P_IPV6, L3::Ipv6(ip)) => {
-            let len = be16(frame, p.l3_offset + 4) as usize;
+            let len = ip.payload_len() as usize;
             let pseudo = sum(ip.src_bytes(), 0)
                 + sum(ip.dst_bytes(), 0)
                 + ip.next_header() as u32
                 + (len as u32 >> 16)
                 + (len as u32 & 0xffff);
-            (p.l3_offset + 40, len, ip.next_header(), pseudo)
+            (
+                p.l3_offset + field::ipv6::HEADER_LEN,
+                len,
+                ip.next_header(),
+                pseudo,
+            )
         }
         _ => return false,
     };
-    let field = match proto {
-        IPPROTO_TCP if l4_len >= 20 => 16,
-        IPPROTO_UDP if l4_len >= 8 => 6,
+    let at = match proto {
+        IPPROTO_TCP if l4_len >= field::tcp::MIN_HEADER_LEN => field::tcp::CHECKSUM,
+        IPPROTO_UDP if l4_len >= field::udp::HEADER_LEN => field::udp::CHECKSUM,
         _ => return false,
     };
     let Some(seg) = frame.get_mut(l4_off..l4_off + l4_len) else {
         return false;
     };
-    seg[field..field + 2].copy_from_slice(&[0, 0]);
+    seg[at.clone()].copy_from_slice(&[0, 0]);
     let mut c = !fold(sum(seg, pseudo));
     if proto == IPPROTO_UDP && c == 0 {
         c = 0xffff; // 0 means "no checksum" for UDP
     }
-    seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    seg[at].copy_from_slice(&c.to_be_bytes());
     true
 }
 

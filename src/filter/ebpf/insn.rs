@@ -9,71 +9,123 @@ pub const INSN_SIZE: usize = 8;
 pub const STACK_SIZE: usize = 512;
 
 // Classes.
+/// Class: a wide load (`ld_imm64`).
 pub const LD: u8 = 0x00;
+/// Class: a load into a register.
 pub const LDX: u8 = 0x01;
+/// Class: a store of an immediate.
 pub const ST: u8 = 0x02;
+/// Class: a store of a register.
 pub const STX: u8 = 0x03;
+/// Class: 32-bit arithmetic.
 pub const ALU: u8 = 0x04;
+/// Class: 64-bit jumps, calls and exit.
 pub const JMP: u8 = 0x05;
+/// Class: 32-bit jumps.
 pub const JMP32: u8 = 0x06;
+/// Class: 64-bit arithmetic.
 pub const ALU64: u8 = 0x07;
 
 // Sizes.
+/// Size: 4 bytes.
 pub const W: u8 = 0x00;
+/// Size: 2 bytes.
 pub const H: u8 = 0x08;
+/// Size: 1 byte.
 pub const B: u8 = 0x10;
+/// Size: 8 bytes.
 pub const DW: u8 = 0x18;
 
 // Modes.
+/// Mode: immediate.
 pub const IMM: u8 = 0x00;
+/// Mode: packet absolute (classic BPF).
 pub const ABS: u8 = 0x20;
+/// Mode: packet indirect (classic BPF).
 pub const IND: u8 = 0x40;
+/// Mode: memory.
 pub const MEM: u8 = 0x60;
+/// Mode: atomic read-modify-write.
 pub const ATOMIC: u8 = 0xc0;
 
 // Source.
+/// Source: the immediate.
 pub const K: u8 = 0x00;
+/// Source: the register.
 pub const X: u8 = 0x08;
 
 // ALU operations.
+/// ALU: add.
 pub const ADD: u8 = 0x00;
+/// ALU: subtract.
 pub const SUB: u8 = 0x10;
+/// ALU: multiply.
 pub const MUL: u8 = 0x20;
+/// ALU: unsigned divide.
 pub const DIV: u8 = 0x30;
+/// ALU: or.
 pub const OR: u8 = 0x40;
+/// ALU: and.
 pub const AND: u8 = 0x50;
+/// ALU: shift left.
 pub const LSH: u8 = 0x60;
+/// ALU: logical shift right.
 pub const RSH: u8 = 0x70;
+/// ALU: negate.
 pub const NEG: u8 = 0x80;
+/// ALU: unsigned modulo.
 pub const MOD: u8 = 0x90;
+/// ALU: exclusive or.
 pub const XOR: u8 = 0xa0;
+/// ALU: move.
 pub const MOV: u8 = 0xb0;
+/// ALU: arithmetic shift right.
 pub const ARSH: u8 = 0xc0;
+/// ALU: byte swap.
 pub const END: u8 = 0xd0;
 
 // Jump operations.
+/// Jump: always.
 pub const JA: u8 = 0x00;
+/// Jump: if equal.
 pub const JEQ: u8 = 0x10;
+/// Jump: if greater (unsigned).
 pub const JGT: u8 = 0x20;
+/// Jump: if greater or equal (unsigned).
 pub const JGE: u8 = 0x30;
+/// Jump: if any bit is set.
 pub const JSET: u8 = 0x40;
+/// Jump: if not equal.
 pub const JNE: u8 = 0x50;
+/// Jump: if greater (signed).
 pub const JSGT: u8 = 0x60;
+/// Jump: if greater or equal (signed).
 pub const JSGE: u8 = 0x70;
+/// Call a helper (or a bpf-to-bpf function).
 pub const CALL: u8 = 0x80;
+/// Return r0.
 pub const EXIT: u8 = 0x90;
+/// Jump: if less (unsigned).
 pub const JLT: u8 = 0xa0;
+/// Jump: if less or equal (unsigned).
 pub const JLE: u8 = 0xb0;
+/// Jump: if less (signed).
 pub const JSLT: u8 = 0xc0;
+/// Jump: if less or equal (signed).
 pub const JSLE: u8 = 0xd0;
 
 /// One decoded instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Insn {
+    /// Opcode: class, size or operation, mode or source.
     pub op: u8,
+    /// Destination register.
     pub dst: u8,
+    /// Source register (or a pseudo source).
     pub src: u8,
+    /// Offset (memory access, jump).
     pub off: i16,
+    /// Immediate.
     pub imm: i32,
 }
 
@@ -91,6 +143,7 @@ impl Insn {
         }
     }
 
+    /// The 8-byte encoding.
     pub fn encode(&self) -> [u8; 8] {
         let mut b = [0u8; 8];
         b[0] = self.op;
@@ -101,6 +154,7 @@ impl Insn {
     }
 
     #[inline(always)]
+    /// The instruction class (low three bits).
     pub fn class(&self) -> u8 {
         self.op & 0x07
     }

@@ -27,10 +27,27 @@ pub const MAX_RUN_INSNS: u64 = 1 << 20;
 /// Why a run ended without a result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    BadAccess { pc: usize, addr: u64 },
+    /// A memory access outside what the run may touch.
+    BadAccess {
+        /// The instruction.
+        pc: usize,
+        /// The address it touched.
+        addr: u64,
+    },
+    /// The instruction budget ran out.
     TooLong,
-    BadInsn { pc: usize },
-    BadHelper { pc: usize, id: i32 },
+    /// An instruction the interpreter does not know.
+    BadInsn {
+        /// The instruction.
+        pc: usize,
+    },
+    /// An unknown helper, or a helper with bad arguments.
+    BadHelper {
+        /// The instruction.
+        pc: usize,
+        /// The helper id.
+        id: i32,
+    },
 }
 
 /// cpumapd's context, what `xdp_md` loads are rewritten to read (the
@@ -38,24 +55,39 @@ pub enum Fault {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct XdpCtx {
+    /// Start of the packet data.
     pub data: u64,
+    /// End of the packet data.
     pub data_end: u64,
+    /// Start of the metadata before the data.
     pub data_meta: u64,
+    /// The ifindex the frame came in on.
     pub ingress_ifindex: u32,
+    /// The RX queue it came in on.
     pub rx_queue_index: u32,
+    /// The egress ifindex (devmap programs).
     pub egress_ifindex: u32,
+    /// Padding to 40 bytes.
     pub _pad: u32,
 }
 
+/// Offset of `data` as the program sees it (`struct xdp_md`).
 pub const CTX_DATA: i16 = 0;
+/// Offset of `data_end`.
 pub const CTX_DATA_END: i16 = 8;
+/// Offset of `data_meta`.
 pub const CTX_DATA_META: i16 = 16;
+/// Offset of `ingress_ifindex`.
 pub const CTX_INGRESS: i16 = 24;
+/// Offset of `rx_queue_index`.
 pub const CTX_RXQ: i16 = 28;
+/// Offset of `egress_ifindex`.
 pub const CTX_EGRESS: i16 = 32;
+/// Bytes of the in-memory context.
 pub const CTX_SIZE: usize = 40;
 
 impl XdpCtx {
+    /// The context's bytes.
     pub fn to_bytes(self) -> [u8; CTX_SIZE] {
         let mut b = [0u8; CTX_SIZE];
         b[0..8].copy_from_slice(&self.data.to_le_bytes());
@@ -67,6 +99,7 @@ impl XdpCtx {
         b
     }
 
+    /// The context from its bytes.
     pub fn from_bytes(b: &[u8; CTX_SIZE]) -> XdpCtx {
         let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
         let d = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
@@ -84,12 +117,15 @@ impl XdpCtx {
 
 /// What helpers act on, for one run.
 pub trait Env {
+    /// The program's maps (index = fd - base).
     fn maps(&self) -> &[Map];
     /// This lcore's id (PERCPU copy, `bpf_get_smp_processor_id`).
     fn cpu(&self) -> u32;
+    /// `bpf_ktime_get_ns`.
     fn ktime_ns(&self) -> u64;
     /// `bpf_redirect_map` on a cpumap: remember `key` when it has an entry.
     fn cpumap_has(&self, key: u32) -> bool;
+    /// Records a redirect to `key`.
     fn set_redirect(&mut self, key: u32);
 }
 
@@ -97,7 +133,9 @@ pub trait Env {
 pub struct Mem<'a> {
     /// The frame's buffer from its start (headroom) to the end of the data.
     pub pkt: &'a mut [u8],
+    /// The context (`struct xdp_md` as 64-bit pointers).
     pub ctx: &'a mut [u8; CTX_SIZE],
+    /// The program's stack.
     pub stack: &'a mut [u8; STACK_SIZE],
 }
 

@@ -27,13 +27,18 @@ use crate::bpf_abi::{map_type, update};
 /// Map types (the kernel's `BPF_MAP_TYPE_*` numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapKind {
+    /// `BPF_MAP_TYPE_HASH`.
     Hash,
+    /// `BPF_MAP_TYPE_ARRAY`.
     Array,
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`: one copy per lcore.
     PerCpuArray,
+    /// `BPF_MAP_TYPE_CPUMAP`: cpumapd's own map.
     CpuMap,
 }
 
 impl MapKind {
+    /// The kind of a kernel map type number (None: not supported).
     pub fn from_kernel(t: u32) -> Option<MapKind> {
         match t {
             map_type::HASH => Some(MapKind::Hash),
@@ -44,6 +49,7 @@ impl MapKind {
         }
     }
 
+    /// The kind's name.
     pub fn name(self) -> &'static str {
         match self {
             MapKind::Hash => "hash",
@@ -66,11 +72,17 @@ const MAX_WORDS: usize = 1 << 25;
 pub const MAP_FD_BASE: i32 = 0x4000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// A map as the object declares it.
 pub struct MapDef {
+    /// Its name.
     pub name: String,
+    /// Its type.
     pub kind: MapKind,
+    /// Key size in bytes.
     pub key_size: u32,
+    /// Value size in bytes.
     pub value_size: u32,
+    /// Entries.
     pub max_entries: u32,
 }
 
@@ -81,6 +93,7 @@ const DELETED: u64 = 3;
 
 /// One map's storage.
 pub struct Map {
+    /// Its declaration.
     pub def: MapDef,
     words: Box<[AtomicU64]>,
     /// Words per value (and per key, for HASH).
@@ -155,6 +168,7 @@ fn hash_key(key: &[u8]) -> u64 {
 }
 
 impl Map {
+    /// Allocates the map's storage once (no allocation after load).
     pub fn new(def: MapDef) -> Result<Map, String> {
         let name = def.name.clone();
         let bad = |why: String| Err(format!("map '{name}': {why}"));

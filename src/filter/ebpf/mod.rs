@@ -38,24 +38,43 @@ use maps::{MAP_FD_BASE, Map, MapDef, MapKind};
 use verifier::{CtxField, MapShape, Verified};
 
 #[derive(Debug, Error)]
+/// An eBPF object or program that cannot run here.
 pub enum EbpfError {
+    /// An object file that cannot be read or parsed.
     #[error("{path}: {why}")]
-    Object { path: String, why: String },
+    Object {
+        /// The object file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     #[error("program '{prog}' rejected by the verifier: {err}")]
+    /// The verifier refused the program.
     Rejected {
+        /// The program.
         prog: String,
+        /// Where and why.
         err: verifier::VerifyError,
     },
+    /// A program that cannot be loaded (maps, relocations, JIT).
     #[error("program '{prog}': {why}")]
-    Load { prog: String, why: String },
+    Load {
+        /// The program.
+        prog: String,
+        /// What failed.
+        why: String,
+    },
 }
 
 /// A loaded, verified program and its maps.
 pub struct Program {
+    /// The program's name (its ELF symbol).
     pub name: String,
     /// Verified and rewritten instructions.
     code: Box<[u8]>,
+    /// Its maps, in fd order.
     pub maps: Vec<Map>,
+    /// What the verifier proved.
     pub verified: Verified,
 }
 
@@ -120,6 +139,7 @@ impl Program {
         &self.code
     }
 
+    /// Instructions.
     pub fn insn_count(&self) -> usize {
         self.code.len() / INSN_SIZE
     }
@@ -132,6 +152,7 @@ impl Program {
         })
     }
 
+    /// The map `name`.
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.iter().find(|m| m.def.name == name)
     }
@@ -388,6 +409,7 @@ impl Instance {
         })
     }
 
+    /// The program this instance runs.
     pub fn program(&self) -> &Arc<Program> {
         &self.prog
     }

@@ -37,8 +37,11 @@ pub const MAX_EXPLORED: usize = 1_000_000;
 const MAX_PACKET_OFF: u64 = 0xffff;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// Why the verifier refused a program.
 pub struct VerifyError {
+    /// The instruction.
     pub pc: usize,
+    /// What is wrong.
     pub why: String,
 }
 
@@ -51,11 +54,17 @@ impl fmt::Display for VerifyError {
 /// The `xdp_md` fields a program reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CtxField {
+    /// `data`.
     Data,
+    /// `data_end`.
     DataEnd,
+    /// `data_meta`.
     DataMeta,
+    /// `ingress_ifindex`.
     IngressIfindex,
+    /// `rx_queue_index`.
     RxQueueIndex,
+    /// `egress_ifindex`.
     EgressIfindex,
 }
 
@@ -82,14 +91,18 @@ pub struct Verified {
     /// `bpf_map_lookup_elem` calls whose map is the same on every path
     /// (instruction index, map index): the JIT may inline them.
     pub lookup_sites: Vec<(usize, u32)>,
+    /// Instructions visited over all paths.
     pub explored: usize,
 }
 
 /// What the verifier needs to know of each map (index = fd - base).
 #[derive(Clone, Copy, Debug)]
 pub struct MapShape {
+    /// Its type.
     pub kind: MapKind,
+    /// Key size.
     pub key_size: u32,
+    /// Value size.
     pub value_size: u32,
 }
 
