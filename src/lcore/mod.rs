@@ -90,6 +90,26 @@ pub enum LcoreError {
     Dpdk(String),
 }
 
+/// An lcore's loop (RX or target), built twice: timed (`--stage-cycles`)
+/// and not, so the untimed build carries no check at all.
+trait PollLoop: Sized {
+    /// True when the loop's stages are timed.
+    fn timed(&self) -> bool;
+
+    /// The loop itself, until `stop` (and whatever the role adds).
+    fn poll_loop<const TIMED: bool>(self, stop: &AtomicBool) -> Self;
+
+    /// Runs the build of the loop this lcore asked for. Returns self so the
+    /// caller keeps what the lcore owned until shutdown is done with it.
+    fn run(self, stop: &AtomicBool) -> Self {
+        if self.timed() {
+            self.poll_loop::<true>(stop)
+        } else {
+            self.poll_loop::<false>(stop)
+        }
+    }
+}
+
 /// A running lcore: an OS thread (native) or an EAL worker lcore (DPDK).
 enum Worker<T> {
     Thread(JoinHandle<T>),

@@ -18,6 +18,7 @@ use crate::frame::Pool;
 use crate::ids::TargetId;
 use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
 
+use super::PollLoop;
 use super::target::{REVERSE_EVERY, reverse_pass};
 
 /// What an RX lcore owns.
@@ -53,18 +54,13 @@ struct Tally {
     reverse_drops: u64,
 }
 
-impl RxLcore {
-    /// Polls until `stop` is set or every queue is exhausted. Returns self so
-    /// the caller keeps the pool alive until the targets have drained.
-    pub(super) fn run(self, stop: &AtomicBool) -> Self {
-        // Two builds of the loop: timed (`--stage-cycles`) and not.
-        if self.stage_clock.is_some() {
-            self.poll_loop::<true>(stop)
-        } else {
-            self.poll_loop::<false>(stop)
-        }
+impl PollLoop for RxLcore {
+    fn timed(&self) -> bool {
+        self.stage_clock.is_some()
     }
 
+    /// Polls until `stop` is set or every queue is exhausted. Returns self so
+    /// the caller keeps the pool alive until the targets have drained.
     fn poll_loop<const TIMED: bool>(mut self, stop: &AtomicBool) -> Self {
         let mut burst = Burst::new();
         let mut tx = Burst::new();
@@ -181,7 +177,10 @@ impl RxLcore {
         self.reader.offline();
         self
     }
+}
 
+impl RxLcore {
+    /// Adds one poll's tallies to the lcore's counters.
     #[inline]
     fn publish(&self, t: &Tally) {
         let c = &self.stats.counters;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::PollLoop;
 use crate::counters::stages::{Laps, StageClock, TargetStage};
 use crate::counters::{TargetDropReason, TargetStats};
 use crate::cpumap::TargetView;
@@ -75,18 +76,13 @@ impl Backoff {
     }
 }
 
-impl TargetLcore {
-    /// Runs until `stop` is set (only after every RX lcore has exited) and
-    /// every entry is drained.
-    pub(super) fn run(self, stop: &AtomicBool) -> Self {
-        // Two builds of the loop: timed (`--stage-cycles`) and not.
-        if self.stage_clock.is_some() {
-            self.poll_loop::<true>(stop)
-        } else {
-            self.poll_loop::<false>(stop)
-        }
+impl PollLoop for TargetLcore {
+    fn timed(&self) -> bool {
+        self.stage_clock.is_some()
     }
 
+    /// Runs until `stop` is set (only after every RX lcore has exited) and
+    /// every entry is drained.
     fn poll_loop<const TIMED: bool>(mut self, stop: &AtomicBool) -> Self {
         let mut batch = Burst::new();
         let mut deliver = Burst::new();
