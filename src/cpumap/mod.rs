@@ -696,7 +696,7 @@ impl BulkQueues {
         };
         let i = t.index();
         if self.queues[i].len() >= self.bulk_size {
-            Self::flush_one(&mut self.queues[i], i, Some(entry), stats, pool);
+            Self::flush_one(&mut self.queues[i], entry, stats, pool);
         }
         self.queues[i].push(frame);
         self.pending[i / 64] |= 1 << (i % 64);
@@ -707,19 +707,15 @@ impl BulkQueues {
     /// call; frames that do not fit are tail-dropped, returned to the RX
     /// lcore's pool and counted (the kernel's `bq_flush_to_queue`).
     #[inline]
-    /// `entry` None (cannot happen: the reader is refreshed only between
-    /// polls) drops the whole queue, counted as enqueue drops of its key so
-    /// that `redirect = enqueued + enqueue_drops` still holds.
     fn flush_one(
         q: &mut ArrayVec<Frame, MAX_BULK>,
-        key: usize,
-        entry: Option<&Entry>,
+        entry: &Entry,
         stats: &RxStats,
         pool: &mut Pool,
     ) {
         let n = q.len() as u64;
-        let moved = entry.map_or(0, |e| e.producer.enqueue_burst(q) as u64);
-        let c = &stats.enqueue[key];
+        let moved = entry.producer.enqueue_burst(q) as u64;
+        let c = &stats.enqueue[entry.target.index()];
         c.enqueued.add(moved);
         c.flushes.add(1);
         if moved < n {
@@ -744,8 +740,16 @@ impl BulkQueues {
                 if q.is_empty() {
                     continue;
                 }
-                let entry = reader.entry(TargetId(i as u32)).map(Arc::as_ref);
-                Self::flush_one(q, i, entry, stats, pool);
+                match reader.entry(TargetId(i as u32)) {
+                    Some(entry) => Self::flush_one(q, entry, stats, pool),
+                    // Cannot happen: the reader is refreshed only between
+                    // polls. Were it to, the frames are tail drops of their
+                    // key, so `redirect = enqueued + enqueue_drops` holds.
+                    None => {
+                        stats.enqueue[i].drops.add(q.len() as u64);
+                        pool.recycle_burst(q);
+                    }
+                }
             }
         }
     }

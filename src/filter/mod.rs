@@ -411,7 +411,7 @@ impl RemoteRunner {
     /// program changed: a new instance is made (a JIT failure falls back to
     /// the interpreter; an instance that cannot be made leaves every frame
     /// of that program aborted). Context: the owning target lcore.
-    #[inline]
+    #[inline(always)]
     pub fn select(&mut self, prog: &RemoteProg) {
         if let RemoteProg::Bpf(p) = prog
             && self
@@ -419,10 +419,17 @@ impl RemoteRunner {
                 .as_ref()
                 .is_none_or(|i| !std::sync::Arc::ptr_eq(i.program(), p))
         {
-            self.inst = ebpf::Instance::new(p.clone(), self.lcore, self.jit)
-                .or_else(|_| ebpf::Instance::new(p.clone(), self.lcore, false))
-                .ok();
+            self.instantiate(p);
         }
+    }
+
+    /// Makes this target's instance of `p`. Cold: once per program change.
+    #[cold]
+    #[inline(never)]
+    fn instantiate(&mut self, p: &std::sync::Arc<ebpf::Program>) {
+        self.inst = ebpf::Instance::new(p.clone(), self.lcore, self.jit)
+            .or_else(|_| ebpf::Instance::new(p.clone(), self.lcore, false))
+            .ok();
     }
 
     /// The verdict of `prog` (as last [`select`](Self::select)ed) on `f`.

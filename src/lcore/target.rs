@@ -148,14 +148,20 @@ impl PollLoop for TargetLcore {
             match taken.prog {
                 None => std::mem::swap(&mut batch, &mut deliver),
                 Some(prog) => {
+                    // Drops by reason, tallied here and published once per
+                    // burst (the counters' own rule: no store per packet).
+                    let mut drops = [0u64; TargetDropReason::ALL.len()];
                     for mut f in batch.drain(..) {
                         match remote_drop_reason(self.remote.run(&prog, &mut f)) {
                             None => deliver.push(f),
                             Some(reason) => {
-                                c.drop_counter(reason).add(1);
+                                drops[reason as usize] += 1;
                                 dropped.push(f);
                             }
                         }
+                    }
+                    for (r, n) in TargetDropReason::ALL.into_iter().zip(drops) {
+                        c.drop_counter(r).add(n);
                     }
                     laps.lap(TargetStage::Remote as usize);
                     free_burst(&mut dropped);
@@ -197,6 +203,7 @@ pub(super) struct ReverseMoved {
 /// kernel sent back through `sink` into buffers of `pool` and transmits it
 /// on `tx`. Returns None when there was nothing.
 /// Context: the lcore owning `sink`, `pool` and `tx`.
+#[inline]
 pub(super) fn reverse_pass(
     sink: &mut dyn ExceptionSink,
     pool: &mut Pool,
