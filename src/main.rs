@@ -69,6 +69,11 @@ type Eal = std::convert::Infallible;
 /// arguments against the lcores and ports it found (as l3fwd does).
 fn plan_from_args(args: &[String]) -> Result<(Plan, Option<Eal>), ConfigError> {
     let parsed = Parsed::parse(args)?;
+    if parsed.eal_args.is_empty() && parsed.file.is_none() && parsed.app.backend.is_none() {
+        // App arguments alone (`cpumapd -- --duration 5`): the demo, with them.
+        eprintln!("cpumapd: no EAL arguments or profile: running the demo (net_gen0, every CPU)");
+        return Plan::demo_with(parsed.app).map(|p| (p, None));
+    }
     match parsed.backend {
         Backend::Native => Plan::resolve_native(parsed).map(|p| (p, None)),
         #[cfg(feature = "dpdk")]

@@ -173,6 +173,43 @@ fn demo_runs_until_sigint_then_drains_and_exits_zero() {
 }
 
 #[test]
+fn app_args_alone_run_the_demo_with_them() {
+    let out = cpumapd()
+        .args([
+            "--",
+            "--duration",
+            "1",
+            "--interval",
+            "0",
+            "--summary-json",
+            "-",
+        ])
+        .args([
+            "--metrics",
+            "off",
+            "--control",
+            "off",
+            "--mode",
+            "round-robin",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {stdout} {stderr}",
+        out.status
+    );
+    assert!(stderr.contains("running the demo"), "{stderr}");
+    let s: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON summary");
+    assert_eq!(s["mode"], "round-robin", "the app args apply");
+    assert!(s["rx"].as_u64().unwrap() > 0, "the demo's generator ran");
+    let d = s["duration_s"].as_f64().unwrap();
+    assert!((0.9..5.0).contains(&d), "--duration 1 ended it: {d}");
+}
+
+#[test]
 fn sigterm_during_start_up_stops_cleanly_with_a_summary() {
     // The handler is installed before anything slow (pools, ports, EAL), so
     // a SIGTERM that lands while the pipeline is still being built is a

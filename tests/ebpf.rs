@@ -19,6 +19,7 @@ fn load(dir: &Path, spec: &str) -> Arc<Program> {
 }
 
 #[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
 fn shipped_programs_classify_every_frame_like_the_built_in_modes() {
     let Some(dir) = common::bpf_objects() else {
         return;
@@ -370,6 +371,7 @@ fn per_target(s: &cpumapd::telemetry::Summary) -> Vec<(u32, u64)> {
 }
 
 #[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
 fn the_pipeline_with_an_ebpf_program_counts_what_the_built_in_mode_counts() {
     let Some(dir) = common::bpf_objects() else {
         return;
@@ -409,6 +411,7 @@ fn the_pipeline_with_an_ebpf_program_counts_what_the_built_in_mode_counts() {
 }
 
 #[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
 fn a_remote_program_dropping_half_is_counted_and_its_percpu_map_sums_through_ctl() {
     use cpumapd::config::Plan;
     use cpumapd::control::proto::{Request, execute};
@@ -490,6 +493,7 @@ fn malformed_objects_found_by_fuzzing_are_errors_not_panics() {
 }
 
 #[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
 fn ddos_filter_is_configured_and_read_through_cpumapd_ctl() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
@@ -641,6 +645,7 @@ fn adjust_head_grows_the_frame_into_its_headroom_interpreted_and_jit() {
 }
 
 #[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
 fn jit_inlined_percpu_lookups_address_each_lcores_copy() {
     // remote_half counts in a PERCPU_ARRAY and drops odd counts. The JIT
     // inlines its lookup with the lcore's copy as a constant; the

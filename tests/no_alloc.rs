@@ -111,6 +111,7 @@ fn lcores_allocate_nothing_while_traffic_flows() {
 }
 
 #[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
 fn ebpf_programs_allocate_nothing_per_frame_interpreted_or_jit() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // The RX filter and the targets' remote program are eBPF (bpf/, built

@@ -801,6 +801,24 @@ impl Plan {
     /// The built-in demo: generator -> l4-hash -> one target per remaining
     /// lcore -> drop, with the live table, until Ctrl-C.
     pub fn demo() -> Result<Self, ConfigError> {
+        Self::demo_with(AppArgs::default())
+    }
+
+    /// The demo with application arguments on top (`cpumapd -- --duration
+    /// 5`: app args alone, no EAL arguments, no profile): its generator and
+    /// lcores, the live table every second unless `--interval` says other.
+    pub fn demo_with(app: AppArgs) -> Result<Self, ConfigError> {
+        let demo = Self::demo_eal();
+        let app = AppArgs {
+            interval: app.interval.or(Some(1.0)),
+            ..app
+        };
+        Self::resolve(demo, app, None)
+    }
+
+    /// The demo's lcores (one per allowed CPU, two sharing one CPU on a
+    /// one-CPU machine) and its generator port.
+    fn demo_eal() -> EalArgs {
         let cpus = allowed_cpus();
         let lcores = if cpus.len() >= 2 {
             cpus.iter()
@@ -823,15 +841,10 @@ impl Plan {
                 },
             ]
         };
-        let eal = EalArgs {
+        EalArgs {
             lcores: Some(lcores),
             vdevs: vec!["net_gen0,flows=256".into()],
-        };
-        let app = AppArgs {
-            interval: Some(1.0),
-            ..Default::default()
-        };
-        Self::resolve(eal, app, None)
+        }
     }
 
     /// Parses a full command line (without argv[0]) into a native plan,
