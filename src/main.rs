@@ -181,6 +181,10 @@ fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode,
         Box::new(std::io::stdout())
     };
 
+    let topo = cpumapd::config::topology::Topology::detect();
+    for w in cpumapd::config::check::placement_warnings(plan, &topo) {
+        eprintln!("cpumapd: warning: {w} (topology from {})", topo.source);
+    }
     let _ = writeln!(
         out,
         "cpumapd: mode {} | {} port(s) | RX {} | targets {} | qsize {} | bulk {} | exception {}",

@@ -15,6 +15,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::topology::Topology;
 use super::{Backend, ConfigError, LcoreSpec, Parsed, Plan, PortSpec, eal};
 use crate::exception::ExceptionSpec;
 use crate::ids::LcoreId;
@@ -369,14 +370,6 @@ fn host_hugepages() -> Option<(u64, u64, u64)> {
     ))
 }
 
-/// NUMA node of `cpu` on this host (sysfs), if it has one.
-fn node_of(cpu: usize) -> Option<u32> {
-    std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{cpu}"))
-        .ok()?
-        .filter_map(Result::ok)
-        .find_map(|e| e.file_name().to_str()?.strip_prefix("node")?.parse().ok())
-}
-
 /// A validated profile: the plan and what the check has to say about it.
 pub struct Checked {
     /// The plan the profile resolves to.
@@ -387,6 +380,8 @@ pub struct Checked {
     pub eal: Option<DpdkEal>,
     /// What an operator should know (lcores sharing a CPU, too few hugepages, ...).
     pub warnings: Vec<String>,
+    /// Where the lcores and ports sit on this host.
+    pub topology: Topology,
 }
 
 /// Validates `cpumapd --check-config FILE [EAL args] [-- app args]` (`args`
@@ -425,8 +420,9 @@ pub fn check(args: &[String]) -> Result<Checked, ConfigError> {
             (plan, Some(eal))
         }
     };
+    let topology = Topology::detect();
     let mut warnings = eal.as_ref().map(|e| e.warnings.clone()).unwrap_or_default();
-    warnings.extend(placement_warnings(&plan));
+    warnings.extend(placement_warnings(&plan, &topology));
     if let ExceptionSpec::VirtioUser(dev) = &plan.exception
         && !dev.exists()
     {
@@ -445,16 +441,45 @@ pub fn check(args: &[String]) -> Result<Checked, ConfigError> {
         backend,
         eal,
         warnings,
+        topology,
     })
 }
 
-/// Lcores sharing a CPU, and targets on another NUMA node than the RX
-/// lcores that feed them (each frame then crosses the interconnect).
-fn placement_warnings(plan: &Plan) -> Vec<String> {
+/// The NUMA node of a port's device: a PCI address's (sysfs, as hwloc
+/// reads it), an ethdev's socket, a Linux interface's device (AF_PACKET,
+/// AF_XDP); None for virtual devices and hosts without NUMA.
+pub fn port_node(topo: &Topology, port: &PortSpec) -> Option<u32> {
+    match port {
+        PortSpec::Declared(d) if d.driver == "pci" => {
+            topo.pci_node(d.name.split(',').next().unwrap_or(&d.name))
+        }
+        PortSpec::Declared(_) => None,
+        #[cfg(feature = "dpdk")]
+        PortSpec::Dpdk(i) => u32::try_from(i.socket).ok(),
+        PortSpec::Native(v) => {
+            let iface = v.get("iface")?;
+            let p = format!("/sys/class/net/{iface}/device/numa_node");
+            std::fs::read_to_string(p)
+                .ok()?
+                .trim()
+                .parse::<i64>()
+                .ok()?
+                .try_into()
+                .ok()
+        }
+    }
+}
+
+/// Placement an operator should hear about: lcores pinned to one CPU, an
+/// RX lcore and its target on two SMT threads of one core, a target on
+/// another NUMA node than the RX lcores that feed it, and a port's queues
+/// polled from another node than the port's.
+pub fn placement_warnings(plan: &Plan, topo: &Topology) -> Vec<String> {
     let mut w = Vec::new();
-    let pipeline: Vec<LcoreId> = plan
-        .rx_lcores()
-        .into_iter()
+    let rx_lcores = plan.rx_lcores();
+    let pipeline: Vec<LcoreId> = rx_lcores
+        .iter()
+        .copied()
         .chain(plan.targets.iter().copied())
         .collect();
     for (i, a) in pipeline.iter().enumerate() {
@@ -471,8 +496,20 @@ fn placement_warnings(plan: &Plan) -> Vec<String> {
             }
         }
     }
-    let node = |l: LcoreId| plan.cpus_of(l).first().and_then(|&c| node_of(c));
-    let rx_nodes: Vec<u32> = plan.rx_lcores().into_iter().filter_map(node).collect();
+    let first_cpu = |l: LcoreId| plan.cpus_of(l).first().copied();
+    for &r in &rx_lcores {
+        for &t in &plan.targets {
+            if let (Some(a), Some(b)) = (first_cpu(r), first_cpu(t))
+                && topo.smt_siblings(a, b)
+            {
+                w.push(format!(
+                    "RX {r} (cpu {a}) and target {t} (cpu {b}) are SMT siblings of one core: they share its execution units and L1/L2 (give each its own core)"
+                ));
+            }
+        }
+    }
+    let node = |l: LcoreId| first_cpu(l).and_then(|c| topo.node_of(c));
+    let rx_nodes: Vec<u32> = rx_lcores.iter().copied().filter_map(node).collect();
     for &t in &plan.targets {
         if let Some(n) = node(t)
             && !rx_nodes.is_empty()
@@ -481,6 +518,23 @@ fn placement_warnings(plan: &Plan) -> Vec<String> {
             w.push(format!(
                 "target {t} is on NUMA node {n}, its RX lcores on {rx_nodes:?}: every redirected frame crosses nodes"
             ));
+        }
+    }
+    for (p, spec) in plan.ports.iter().enumerate() {
+        let Some(pn) = port_node(topo, spec) else {
+            continue;
+        };
+        for r in plan.rx.iter().filter(|r| r.port.0 as usize == p) {
+            if let Some(n) = node(r.lcore)
+                && n != pn
+            {
+                w.push(format!(
+                    "port{p} ({}) is on NUMA node {pn} but its queue {} is polled by {} on node {n}: every frame crosses nodes (poll it from a node-{pn} lcore)",
+                    spec.name(),
+                    r.queue,
+                    r.lcore
+                ));
+            }
         }
     }
     w
@@ -554,12 +608,22 @@ impl Checked {
         );
     }
 
-    /// Each lcore with its CPUs, NUMA node and role.
+    /// Each lcore with its CPUs, NUMA node, core, SMT siblings, shared L3
+    /// and role.
     fn render_lcores(&self, s: &mut String) {
         let p = &self.plan;
-        let _ = writeln!(s, "lcores:");
+        let _ = writeln!(s, "lcores:     (topology from {})", self.topology.source);
+        let list = |v: &[usize]| match v {
+            [] => "?".to_string(),
+            [a, .., b] if v.len() == b - a + 1 => format!("{a}-{b}"),
+            v => v
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         for l in &p.lcores {
-            let node = l.cpus.first().and_then(|&c| node_of(c));
+            let place = l.cpus.first().and_then(|&c| self.topology.place(c));
             let role = if p.targets.contains(&l.id) {
                 format!("target, cpumap key {} (qsize {})", l.id.0, p.qsize)
             } else {
@@ -574,12 +638,21 @@ impl Checked {
                     format!("RX {}", q.join(" "))
                 }
             };
+            let where_ = match place {
+                Some(pl) => format!(
+                    "node {:<3} core {:<3} smt {:<5} L3 {:<6}",
+                    pl.node.map_or("?".into(), |n| n.to_string()),
+                    pl.core.map_or("?".into(), |n| n.to_string()),
+                    list(&pl.siblings),
+                    list(&pl.l3)
+                ),
+                None => format!("{:<37}", "(not a CPU of this host)"),
+            };
             let _ = writeln!(
                 s,
-                "  {:<8} cpus {:<8} node {:<3} {role}",
+                "  {:<8} cpus {:<8} {where_} {role}",
                 l.id.to_string(),
                 format!("{:?}", l.cpus),
-                node.map_or("?".into(), |n| n.to_string()),
             );
         }
     }
@@ -600,9 +673,11 @@ impl Checked {
                 PortSpec::Declared(d) => format!("vdev {}", d.driver),
             };
             let rss = if nq > 1 { ", RSS over IP/TCP/UDP" } else { "" };
+            let node = port_node(&self.topology, port)
+                .map_or(String::new(), |n| format!(", NUMA node {n}"));
             let _ = writeln!(
                 s,
-                "  port{i:<3} {:<16} {what}: {nq} RX queue(s){rss}",
+                "  port{i:<3} {:<16} {what}: {nq} RX queue(s){rss}{node}",
                 port.name()
             );
         }
@@ -670,7 +745,7 @@ impl Checked {
         // Nodes as this host numbers its CPUs; "?" where it has no such CPU.
         let mut by_node: std::collections::BTreeMap<String, Vec<LcoreId>> = Default::default();
         for l in p.rx_lcores() {
-            let n = p.cpus_of(l).first().and_then(|&c| node_of(c));
+            let n = p.cpus_of(l).first().and_then(|&c| self.topology.node_of(c));
             by_node
                 .entry(n.map_or("?".into(), |n| n.to_string()))
                 .or_default()
@@ -694,6 +769,51 @@ impl Checked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_warnings_name_smt_siblings_nodes_and_remote_ports() {
+        let sys = super::super::topology::fake_sys();
+        let topo = Topology::from_sysfs(sys.path());
+        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        // RX on cpu 0, target on its SMT sibling cpu 1.
+        let plan = Plan::from_args(&args(
+            "--lcores 0@0,1@1 --vdev net_gen0 -- --metrics off --control off",
+        ))
+        .unwrap();
+        let w = placement_warnings(&plan, &topo);
+        assert!(
+            w.iter().any(|w| w.contains("SMT siblings")
+                && w.contains("lcore0")
+                && w.contains("lcore1")),
+            "{w:?}"
+        );
+        // Pretend the target sits on cpu 4 (node 1) and the port is a PCI
+        // device on node 1 polled from node 0.
+        let mut plan = plan;
+        plan.lcores[1].cpus = vec![4];
+        plan.ports[0] = PortSpec::Declared(DeclaredPort {
+            name: "0000:3b:00.0".into(),
+            driver: "pci".into(),
+            max_rx_queues: 8,
+        });
+        let w = placement_warnings(&plan, &topo);
+        assert!(!w.iter().any(|w| w.contains("SMT")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("target lcore1 is on NUMA node 1")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.contains("port0 (0000:3b:00.0) is on NUMA node 1")
+                    && w.contains("lcore0 on node 0")),
+            "{w:?}"
+        );
+        // Everything on node 1, on separate cores: nothing to say.
+        plan.lcores[0].cpus = vec![6];
+        let w = placement_warnings(&plan, &topo);
+        assert!(w.is_empty(), "{w:?}");
+    }
 
     fn a(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod eal;
+pub mod topology;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
