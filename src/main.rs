@@ -2,6 +2,7 @@
 //! `cpumapd ctl ...`, the control client.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,8 @@ use clap::Parser;
 use cpumapd::config::{Backend, ConfigError, Endpoint, Parsed, Plan};
 use cpumapd::control::ControlServer;
 use cpumapd::control::ctl::{self, CtlArgs, Output};
+use cpumapd::control::proto::EntrySpec;
+use cpumapd::control::state::{Restored, StateStore, state_file};
 use cpumapd::counters::stages::{RxStage, TargetStage};
 use cpumapd::lcore;
 use cpumapd::telemetry::Summary;
@@ -172,6 +175,87 @@ fn service<A, S, E: std::fmt::Display>(
     }
 }
 
+/// Opens the control socket (as `--control` says) with its state store, and
+/// restores the saved state over the profile once the socket is ours; says
+/// so in one line.
+fn start_control(
+    plan: &Plan,
+    running: &lcore::Running,
+    out: &mut Box<dyn Write>,
+) -> Result<Option<ControlServer>, String> {
+    let store = match plan.control.get() {
+        Some(sock) => state_store(plan, sock)?,
+        None => Arc::new(StateStore::disabled()),
+    };
+    let control = service(&plan.control, |p| {
+        ControlServer::start_with_state(p, running.handle(), store.clone())
+    })?;
+    if let Some(c) = &control {
+        let _ = writeln!(out, "cpumapd: control socket {}", c.path().display());
+        // The socket is ours, so is its state: restore it over the profile.
+        if let Some(file) = store.path() {
+            let line = match store.restore(&running.handle()) {
+                Restored::Nothing => format!("nothing saved yet in {}", file.display()),
+                Restored::Applied {
+                    entries,
+                    mode,
+                    prog_maps,
+                } => format!(
+                    "restored from {}: {entries} entries, mode {mode}, {prog_maps} program map values (over the profile)",
+                    file.display()
+                ),
+                Restored::Rejected { moved_to, why } => format!(
+                    "{} not restored: {why}; set aside as {}, the profile's map stays",
+                    file.display(),
+                    moved_to.display()
+                ),
+            };
+            let _ = writeln!(out, "cpumapd: state: {line}");
+        }
+    }
+    Ok(control)
+}
+
+/// The state store of the instance owning control socket `sock`: its file
+/// in `--state-dir` (created 0700 if missing), the profile's entries as the
+/// starting state. A given directory that cannot be made is an error; the
+/// default one only warns (the run then keeps nothing).
+fn state_store(plan: &Plan, sock: &Path) -> Result<Arc<StateStore>, String> {
+    let Some(dir) = plan.state_dir.get() else {
+        return Ok(Arc::new(StateStore::disabled()));
+    };
+    let made = std::fs::create_dir_all(dir).and_then(|()| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    });
+    if let Err(e) = made {
+        let msg = format!(
+            "state directory {}: {e}; pass --state-dir DIR or --state-dir off",
+            dir.display()
+        );
+        if plan.state_dir.is_given() {
+            return Err(msg);
+        }
+        eprintln!("cpumapd: warning: {msg} (what ctl changes is not kept)");
+        return Ok(Arc::new(StateStore::disabled()));
+    }
+    let profile = plan
+        .targets
+        .iter()
+        .map(|t| EntrySpec {
+            key: t.0,
+            qsize: plan.qsize,
+            prog: plan.remote_spec.clone(),
+        })
+        .collect();
+    Ok(Arc::new(StateStore::new(
+        Some(state_file(dir, sock)),
+        plan.max_entries,
+        profile,
+        plan.mode,
+    )))
+}
+
 fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode, String> {
     // Human output goes to stderr when stdout carries the JSON summary.
     let json_to_stdout = plan.summary_json.as_deref() == Some("-");
@@ -217,12 +301,9 @@ fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode,
     let metrics = service(&plan.metrics, |a| {
         MetricsServer::start(*a, running.stats().clone())
     })?;
-    let control = service(&plan.control, |p| ControlServer::start(p, running.handle()))?;
+    let control = start_control(plan, &running, &mut out)?;
     if let Some(m) = &metrics {
         let _ = writeln!(out, "cpumapd: metrics on http://{}/metrics", m.addr());
-    }
-    if let Some(c) = &control {
-        let _ = writeln!(out, "cpumapd: control socket {}", c.path().display());
     }
     let t0 = Instant::now();
     let mut last = Summary::now(running.stats());

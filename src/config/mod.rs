@@ -169,6 +169,10 @@ pub struct AppArgs {
     /// per stage in the summary). Costs a few cycles per packet.
     #[arg(long)]
     pub stage_cycles: bool,
+    /// Keep what ctl changes across restarts in DIR (default /var/lib/cpumapd
+    /// as root, else $XDG_RUNTIME_DIR/cpumapd), or off.
+    #[arg(long = "state-dir")]
+    pub state_dir: Option<String>,
 }
 
 impl AppArgs {
@@ -200,6 +204,7 @@ impl AppArgs {
             jit: self.jit || f.jit.unwrap_or(false),
             latency: self.latency || f.latency.unwrap_or(false),
             stage_cycles: self.stage_cycles || f.stage_cycles.unwrap_or(false),
+            state_dir: self.state_dir.or(f.state_dir),
         }
     }
 }
@@ -424,6 +429,8 @@ pub struct FileApp {
     pub latency: Option<bool>,
     /// `--stage-cycles`.
     pub stage_cycles: Option<bool>,
+    /// `--state-dir`.
+    pub state_dir: Option<String>,
 }
 
 impl FileConfig {
@@ -522,6 +529,11 @@ pub struct Plan {
     pub latency: bool,
     /// `--stage-cycles`: cycles per packet per loop stage.
     pub stage_cycles: bool,
+    /// Where what ctl changes is kept across restarts.
+    pub state_dir: Endpoint<PathBuf>,
+    /// The entries' remote program as given (`--remote-action`), so a saved
+    /// state can name it again.
+    pub remote_spec: Option<String>,
 }
 
 /// What a DPDK run adds to the plan.
@@ -590,6 +602,31 @@ pub fn default_control_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => Path::new(&d).join("cpumapd.sock"),
         _ => PathBuf::from(format!("/tmp/cpumapd-{uid}.sock")),
+    }
+}
+
+/// The state directory when `--state-dir` is not given: `/var/lib/cpumapd`
+/// for root, else `$XDG_RUNTIME_DIR/cpumapd` (or `/tmp/cpumapd-UID`).
+pub fn default_state_dir() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/var/lib/cpumapd");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => Path::new(&d).join("cpumapd"),
+        _ => PathBuf::from(format!("/tmp/cpumapd-{uid}")),
+    }
+}
+
+/// Parses `--state-dir`: `off` or a directory.
+pub fn parse_state_dir(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> {
+    match v {
+        Some("off") => Ok(Endpoint::Off),
+        Some("") => Err(ConfigError::Args(
+            "--state-dir '': expected a directory or off".into(),
+        )),
+        Some(s) => Ok(Endpoint::Given(PathBuf::from(s))),
+        None => Ok(Endpoint::Default(default_state_dir())),
     }
 }
 
@@ -1052,6 +1089,8 @@ impl Plan {
             jit: app.jit,
             latency: app.latency,
             stage_cycles: app.stage_cycles,
+            state_dir: parse_state_dir(app.state_dir.as_deref())?,
+            remote_spec: app.remote_action.clone().filter(|r| r != "none"),
         };
         if let Some(spec) = app.prog.as_deref() {
             let p = crate::filter::ebpf::load_object(spec)

@@ -44,6 +44,18 @@ pub enum CtlCmd {
     /// Loaded eBPF programs' maps.
     #[command(subcommand)]
     Prog(ProgCmd),
+    /// The state kept across restarts (`--state-dir`).
+    #[command(subcommand)]
+    State(StateCmd),
+}
+
+#[derive(Subcommand, Debug)]
+/// `ctl state` commands.
+pub enum StateCmd {
+    /// What is saved, and where.
+    Show,
+    /// Delete the saved state: the next start uses the profile.
+    Reset,
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +191,8 @@ pub fn request(cmd: &CtlCmd) -> Result<Request, CtlError> {
         CtlCmd::Prog(ProgCmd::Map(ProgMapCmd::Dump { name })) => {
             Request::ProgMapDump { name: name.clone() }
         }
+        CtlCmd::State(StateCmd::Show) => Request::StateShow,
+        CtlCmd::State(StateCmd::Reset) => Request::StateReset,
         CtlCmd::Prog(ProgCmd::Map(ProgMapCmd::Update { name, key, value })) => {
             Request::ProgMapUpdate {
                 name: name.clone(),

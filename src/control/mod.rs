@@ -22,6 +22,7 @@
 
 pub mod ctl;
 pub mod proto;
+pub mod state;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -36,6 +37,7 @@ use thiserror::Error;
 
 use crate::lcore::Handle;
 use proto::{CtlError, MAX_LINE, Reply};
+use state::StateStore;
 
 /// Connections served at once; more get EBUSY.
 pub const MAX_CLIENTS: usize = 16;
@@ -87,8 +89,18 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Binds `path` (replacing a stale socket nobody listens on) with mode
-    /// 0600 and starts serving `handle`.
+    /// 0600 and starts serving `handle`; nothing is kept across restarts.
     pub fn start(path: &Path, handle: Arc<Handle>) -> Result<Self, ControlError> {
+        Self::start_with_state(path, handle, Arc::new(StateStore::disabled()))
+    }
+
+    /// [`start`](Self::start), with every change going through `state`
+    /// (saved durably before its reply, `ctl state show|reset`).
+    pub fn start_with_state(
+        path: &Path,
+        handle: Arc<Handle>,
+        state: Arc<StateStore>,
+    ) -> Result<Self, ControlError> {
         let shown = path.display().to_string();
         match std::fs::symlink_metadata(path) {
             Ok(md) if md.file_type().is_socket() => {
@@ -124,7 +136,7 @@ impl ControlServer {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("ctl-accept".into())
-                .spawn(move || accept_loop(listener, handle, stop))
+                .spawn(move || accept_loop(listener, handle, state, stop))
                 .map_err(|e| ControlError::Bind {
                     path: shown,
                     why: e.to_string(),
@@ -163,7 +175,12 @@ impl Drop for Slot {
     }
 }
 
-fn accept_loop(listener: UnixListener, handle: Arc<Handle>, stop: Arc<AtomicBool>) {
+fn accept_loop(
+    listener: UnixListener,
+    handle: Arc<Handle>,
+    state: Arc<StateStore>,
+    stop: Arc<AtomicBool>,
+) {
     let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         let stream = match listener.accept() {
@@ -194,12 +211,12 @@ fn accept_loop(listener: UnixListener, handle: Arc<Handle>, stop: Arc<AtomicBool
             continue;
         }
         let slot = Slot(active.clone());
-        let (handle, stop) = (handle.clone(), stop.clone());
+        let (handle, state, stop) = (handle.clone(), state.clone(), stop.clone());
         let spawned = std::thread::Builder::new()
             .name("ctl-conn".into())
             .spawn(move || {
                 let _slot = slot;
-                serve(stream, &handle, &stop);
+                serve(stream, &handle, &state, &stop);
             });
         // On spawn failure the closure (and its slot) is dropped: the count
         // goes back down and the client sees the connection close.
@@ -209,7 +226,7 @@ fn accept_loop(listener: UnixListener, handle: Arc<Handle>, stop: Arc<AtomicBool
 
 /// Serves one connection until EOF, an error, idle timeout, an over-long
 /// line or server stop.
-fn serve(mut stream: UnixStream, handle: &Handle, stop: &AtomicBool) {
+fn serve(mut stream: UnixStream, handle: &Handle, state: &StateStore, stop: &AtomicBool) {
     let mut pending: Vec<u8> = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
     let mut last_input = Instant::now();
@@ -225,7 +242,7 @@ fn serve(mut stream: UnixStream, handle: &Handle, stop: &AtomicBool) {
                 continue;
             }
             let reply =
-                Reply::from_result(proto::parse(line).and_then(|r| proto::execute(handle, r)));
+                Reply::from_result(proto::parse(line).and_then(|r| state.commit(handle, r)));
             if stream.write_all(reply.to_line().as_bytes()).is_err() {
                 return; // vanished or not reading
             }

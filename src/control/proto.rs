@@ -149,6 +149,10 @@ pub enum Request {
         /// The value.
         value: String,
     },
+    /// The state kept across restarts (`--state-dir`) and its file.
+    StateShow,
+    /// Delete the state file: the next start uses the profile.
+    StateReset,
 }
 
 /// The command names, for the EOPNOTSUPP message.
@@ -164,6 +168,8 @@ pub const COMMANDS: &[&str] = &[
     "mode_set",
     "stats",
     "summary",
+    "state_show",
+    "state_reset",
 ];
 
 /// A refused request: an errno name and what was wrong.
@@ -281,7 +287,7 @@ pub fn parse(line: &[u8]) -> Result<Request, CtlError> {
     serde_json::from_value(v).map_err(|e| CtlError::new("EINVAL", format!("{cmd}: {e}")))
 }
 
-fn prog(name: Option<&str>) -> Result<Option<RemoteProg>, CtlError> {
+pub(super) fn prog(name: Option<&str>) -> Result<Option<RemoteProg>, CtlError> {
     name.map(|p| p.parse::<RemoteProg>())
         .transpose()
         .map_err(|e| CtlError::new("EINVAL", e))
@@ -331,6 +337,18 @@ fn parse_bytes(s: &str, size: u32, what: &str) -> Result<Vec<u8>, CtlError> {
 
 /// `prog map update NAME KEY VALUE`.
 fn prog_map_update(h: &Handle, name: &str, key: &str, value: &str) -> Result<Value, CtlError> {
+    prog_map_write(h, name, key, value, false)
+}
+
+/// `prog map update`, or with `dry_run` only its checks (the map exists, is
+/// not the cpumap, key and value parse at its sizes).
+pub(super) fn prog_map_write(
+    h: &Handle,
+    name: &str,
+    key: &str,
+    value: &str,
+    dry_run: bool,
+) -> Result<Value, CtlError> {
     use crate::bpf_abi::update::ANY as BPF_ANY;
     use crate::filter::ebpf::maps::{MAX_LCORES, MapKind};
     let progs = h.programs();
@@ -346,6 +364,9 @@ fn prog_map_update(h: &Handle, name: &str, key: &str, value: &str) -> Result<Val
     }
     let k = parse_bytes(key, map.def.key_size, "key")?;
     let v = parse_bytes(value, map.def.value_size, "value")?;
+    if dry_run {
+        return Ok(Value::Null);
+    }
     let copies = if map.def.kind == MapKind::PerCpuArray {
         MAX_LCORES
     } else {
@@ -509,6 +530,11 @@ pub fn execute(h: &Handle, req: Request) -> Result<Value, CtlError> {
             Ok(json!({ "table": after.table(&before, t0.elapsed().as_secs_f64()) }))
         }
         Request::Summary => Ok(to_value(crate::telemetry::Summary::now(h.stats()))),
+        // The state store answers these before a request reaches here.
+        Request::StateShow | Request::StateReset => Err(CtlError::new(
+            "EOPNOTSUPP",
+            "this control socket keeps no state",
+        )),
     }
 }
 
