@@ -25,6 +25,8 @@ fn start(sock: &Path, extra: &[&str]) -> Child {
         "--",
         "--control",
         sock.to_str().unwrap(),
+        "--state-dir",
+        "off",
         "--metrics",
         "off",
         "--interval",

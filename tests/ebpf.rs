@@ -506,7 +506,7 @@ fn ddos_filter_is_configured_and_read_through_cpumapd_ctl() {
     let bin = env!("CARGO_BIN_EXE_cpumapd");
     let child = Command::new(bin)
         .args(common::args(&format!(
-            "--lcores 0@0,1@1,2@1 --vdev net_gen0,rate=150000,count={n},flows=16,proto=udp,dport=5353 -- --cpu 1,2 --prog {}/ddos_filter.o --jit --control {} --metrics off --interval 0 --linger 60 --summary-json -",
+            "--lcores 0@0,1@1,2@1 --vdev net_gen0,rate=150000,count={n},flows=16,proto=udp,dport=5353 -- --cpu 1,2 --prog {}/ddos_filter.o --jit --control {} --state-dir off --metrics off --interval 0 --linger 60 --summary-json -",
             dir.display(),
             sock.display()
         )))

@@ -196,6 +196,8 @@ impl Topo {
             &exc,
             "--control",
             sock.to_str().unwrap(),
+            "--state-dir",
+            "off",
             "--metrics",
             "off",
             "--interval",

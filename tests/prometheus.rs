@@ -236,6 +236,8 @@ fn prometheus_scrapes_cpumapd_and_agrees_with_its_summary() {
             &metrics.to_string(),
             "--control",
             sock.to_str().unwrap(),
+            "--state-dir",
+            "off",
             "--linger",
             "120",
             "--interval",
