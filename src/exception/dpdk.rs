@@ -17,8 +17,9 @@ use super::tap::{KernelMac, TapSpec};
 use super::{Delivery, ExceptionError, ExceptionSink, ReverseRx};
 use crate::dpdk::ethdev::{self, EthPort, EthQueue, PortSetup};
 use crate::dpdk::{Eal, Mbuf, Mempool};
+use crate::frame::{Burst, MAX_BURST};
 use crate::frame::{Frame, Pool, free_burst};
-use crate::port::{Burst, MAX_BURST, netdev};
+use crate::port::netdev;
 
 /// Which DPDK device carries the exception path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,9 +30,9 @@ use thiserror::Error;
 use std::sync::Arc;
 
 use crate::counters::{TargetCounters, TargetDropReason};
+use crate::frame::Burst;
 use crate::frame::{Pool, free_burst};
 use crate::ids::LcoreId;
-use crate::port::Burst;
 use tap::{KernelMac, TapDevice, TapSpec};
 
 #[derive(Debug, Error)]

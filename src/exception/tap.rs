@@ -39,9 +39,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
 use super::{Delivery, ExceptionError, ExceptionSink, ReverseRx};
+use crate::frame::{Burst, MAX_BURST};
 use crate::frame::{Pool, free_burst};
 use crate::port::netdev;
-use crate::port::{Burst, MAX_BURST};
 
 /// What to do with the destination MAC of unicast frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -46,6 +46,11 @@ use thiserror::Error;
 use crate::dpdk::{Mbuf, Mempool};
 use crate::ring::{self, Consumer, MpProducer};
 
+/// Largest RX/TX burst.
+pub const MAX_BURST: usize = 32;
+/// A burst of frames: what ports, filters, rings and sinks hand on.
+pub type Burst = ArrayVec<Frame, MAX_BURST>;
+
 /// Bytes reserved in front of the packet data (`RTE_PKTMBUF_HEADROOM`).
 pub const DEFAULT_HEADROOM: u16 = 128;
 /// Bytes of packet data per buffer (`RTE_MBUF_DEFAULT_DATAROOM`).

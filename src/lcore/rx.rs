@@ -15,8 +15,9 @@ use crate::cpumap::{BulkQueues, MapReader};
 use crate::exception::ExceptionSink;
 use crate::filter::{Filter, ModeSwitch, Verdict};
 use crate::frame::Pool;
+use crate::frame::{Burst, MAX_BURST};
 use crate::ids::TargetId;
-use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
+use crate::port::{PortQueue, free_all};
 
 use super::PollLoop;
 use super::target::{REVERSE_EVERY, reverse_pass};

@@ -16,8 +16,9 @@ use crate::counters::{TargetDropReason, TargetStats};
 use crate::cpumap::TargetView;
 use crate::exception::ExceptionSink;
 use crate::filter::{RemoteRunner, Verdict};
+use crate::frame::{Burst, MAX_BURST};
 use crate::frame::{Pool, free_burst};
-use crate::port::{Burst, MAX_BURST, PortQueue, free_all};
+use crate::port::{PortQueue, free_all};
 
 pub(super) struct TargetLcore {
     pub view: TargetView,

@@ -25,20 +25,16 @@ mod pcap;
 use std::io;
 use std::sync::Arc;
 
-use arrayvec::ArrayVec;
 use thiserror::Error;
 
 use crate::counters::PortQueueCounters;
-use crate::frame::{Frame, Pool};
+use crate::frame::Pool;
 use crate::ids::PortId;
 
 pub use generator::{GenConfig, GenProto};
 pub use pcap::PcapTrace;
 
-/// Largest RX/TX burst.
-pub const MAX_BURST: usize = 32;
-/// A burst of frames.
-pub type Burst = ArrayVec<Frame, MAX_BURST>;
+pub use crate::frame::{Burst, MAX_BURST};
 
 #[derive(Debug, Error)]
 /// A port that cannot be opened or is misconfigured.
