@@ -175,6 +175,38 @@ fn service<A, S, E: std::fmt::Display>(
     }
 }
 
+/// One line with where each lcore sits (topology from hwloc or sysfs), and
+/// the placement warnings `--check-config` gives.
+fn print_placement(plan: &Plan, out: &mut Box<dyn Write>) {
+    let topo = cpumapd::config::topology::Topology::detect();
+    let placed: Vec<String> = plan
+        .lcores
+        .iter()
+        .filter_map(|l| {
+            let cpu = *l.cpus.first()?;
+            let p = topo.place(cpu)?;
+            let opt = |v: Option<u32>| v.map_or("?".to_string(), |n| n.to_string());
+            Some(format!(
+                "{} cpu{cpu} node{} core{}",
+                l.id,
+                opt(p.node),
+                opt(p.core)
+            ))
+        })
+        .collect();
+    if !placed.is_empty() {
+        let _ = writeln!(
+            out,
+            "cpumapd: topology ({}): {}",
+            topo.source,
+            placed.join(" | ")
+        );
+    }
+    for w in cpumapd::config::check::placement_warnings(plan, &topo) {
+        eprintln!("cpumapd: warning: {w} (topology from {})", topo.source);
+    }
+}
+
 /// Opens the control socket (as `--control` says) with its state store, and
 /// restores the saved state over the profile once the socket is ours; says
 /// so in one line.
@@ -265,10 +297,7 @@ fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode,
         Box::new(std::io::stdout())
     };
 
-    let topo = cpumapd::config::topology::Topology::detect();
-    for w in cpumapd::config::check::placement_warnings(plan, &topo) {
-        eprintln!("cpumapd: warning: {w} (topology from {})", topo.source);
-    }
+    print_placement(plan, &mut out);
     let _ = writeln!(
         out,
         "cpumapd: mode {} | {} port(s) | RX {} | targets {} | qsize {} | bulk {} | exception {}",
