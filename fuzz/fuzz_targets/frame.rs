@@ -3,7 +3,8 @@
 //! panic, and a redirect must name one of the configured targets.
 #![no_main]
 
-use cpumapd::filter::{Filter, Mode, RemoteProg, Verdict};
+use cpumapd::filter::{Filter, Mode, RemoteProg, RemoteRunner, Verdict};
+use cpumapd::frame::Pool;
 use cpumapd::ids::TargetId;
 use cpumapd::wire;
 use libfuzzer_sys::fuzz_target;
@@ -22,9 +23,18 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    for prog in [RemoteProg::Pass, RemoteProg::Drop] {
-        let _ = prog.run(data);
+    // The built-in remote programs through a target's runner, on the frame
+    // as a buffer holds it (frames longer than a buffer are refused at RX).
+    let mut pool = Pool::new("fuzz", 2, 128, 2048).expect("a small pool");
+    let mut f = pool.alloc().expect("a buffer");
+    if f.copy_from(data).is_ok() {
+        let mut runner = RemoteRunner::new(1, false);
+        for (prog, want) in [(RemoteProg::Pass, Verdict::Pass), (RemoteProg::Drop, Verdict::Drop)] {
+            runner.select(&prog);
+            assert_eq!(runner.run(&prog, &mut f), want);
+        }
     }
+    drop(f);
     let mut copy = data.to_vec();
     if wire::complete_l4_checksum(&mut copy) {
         // Completing twice gives the same bytes.
