@@ -456,17 +456,7 @@ pub fn port_node(topo: &Topology, port: &PortSpec) -> Option<u32> {
         PortSpec::Declared(_) => None,
         #[cfg(feature = "dpdk")]
         PortSpec::Dpdk(i) => u32::try_from(i.socket).ok(),
-        PortSpec::Native(v) => {
-            let iface = v.get("iface")?;
-            let p = format!("/sys/class/net/{iface}/device/numa_node");
-            std::fs::read_to_string(p)
-                .ok()?
-                .trim()
-                .parse::<i64>()
-                .ok()?
-                .try_into()
-                .ok()
-        }
+        PortSpec::Native(v) => topo.netdev_node(v.get("iface")?),
     }
 }
 
@@ -809,6 +799,11 @@ mod tests {
                     && w.contains("lcore0 on node 0")),
             "{w:?}"
         );
+        // A Linux interface's device is read the same way.
+        let nic = crate::port::VdevSpec::parse("net_af_packet0,iface=ens1f0").unwrap();
+        assert_eq!(port_node(&topo, &PortSpec::Native(nic)), Some(1));
+        let veth = crate::port::VdevSpec::parse("net_af_packet0,iface=veth9").unwrap();
+        assert_eq!(port_node(&topo, &PortSpec::Native(veth)), None);
         // Everything on node 1, on separate cores: nothing to say.
         plan.lcores[0].cpus = vec![6];
         let w = placement_warnings(&plan, &topo);

@@ -143,38 +143,37 @@ impl Topology {
     /// `SYS/bus/pci/devices/ADDR/numa_node` (hwloc reads the same file);
     /// None where the device is absent or the host has no NUMA (-1).
     pub fn pci_node(&self, addr: &str) -> Option<u32> {
-        let p = self
-            .sys
-            .join("bus/pci/devices")
-            .join(addr)
-            .join("numa_node");
-        std::fs::read_to_string(p)
-            .ok()?
-            .trim()
-            .parse::<i64>()
-            .ok()?
-            .try_into()
-            .ok()
+        read_node(
+            &self
+                .sys
+                .join("bus/pci/devices")
+                .join(addr)
+                .join("numa_node"),
+        )
     }
-}
 
-impl Topology {
     /// The NUMA node of Linux interface `iface`'s device
     /// (`SYS/class/net/IF/device/numa_node`); None for virtual interfaces.
     pub fn netdev_node(&self, iface: &str) -> Option<u32> {
-        let p = self
-            .sys
-            .join("class/net")
-            .join(iface)
-            .join("device/numa_node");
-        std::fs::read_to_string(p)
-            .ok()?
-            .trim()
-            .parse::<i64>()
-            .ok()?
-            .try_into()
-            .ok()
+        read_node(
+            &self
+                .sys
+                .join("class/net")
+                .join(iface)
+                .join("device/numa_node"),
+        )
     }
+}
+
+/// A sysfs `numa_node` file: the node, or None (absent, or -1: no NUMA).
+fn read_node(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse::<i64>()
+        .ok()?
+        .try_into()
+        .ok()
 }
 
 /// `0-3,8,10-11` -> [0, 1, 2, 3, 8, 10, 11]; malformed parts are skipped.
