@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{ctl, ctl_ok};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -51,16 +53,6 @@ fn start(sock: &Path, extra: &[&str]) -> Child {
     child
 }
 
-fn ctl(sock: &Path, args: &[&str]) -> Output {
-    cpumapd()
-        .arg("ctl")
-        .arg("--control")
-        .arg(sock)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn ok_json(sock: &Path, args: &[&str]) -> Value {
     let out = ctl(sock, args);
     assert!(
@@ -74,16 +66,6 @@ fn ok_json(sock: &Path, args: &[&str]) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
-}
-
-fn ok_text(sock: &Path, args: &[&str]) -> String {
-    let out = ctl(sock, args);
-    assert!(
-        out.status.success(),
-        "ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Asserts a non-zero exit whose message starts with `code:` and contains
@@ -217,9 +199,9 @@ fn every_command_and_every_error_code() {
     ok_json(&sock, &["map", "apply", toml.to_str().unwrap()]);
 
     // mode
-    assert_eq!(ok_text(&sock, &["mode", "get"]), "l4-hash\n");
+    assert_eq!(ctl_ok(&sock, &["mode", "get"]), "l4-hash\n");
     assert_eq!(
-        ok_text(&sock, &["mode", "set", "round-robin"]),
+        ctl_ok(&sock, &["mode", "set", "round-robin"]),
         "round-robin\n"
     );
     fails(
@@ -230,7 +212,7 @@ fn every_command_and_every_error_code() {
     );
 
     // stats: the live table once; round-robin spreads over both targets
-    let table = ok_text(&sock, &["stats", "--interval", "0.5"]);
+    let table = ctl_ok(&sock, &["stats", "--interval", "0.5"]);
     assert!(table.contains("cpumapd round-robin -> drop"), "{table}");
     assert!(
         table.contains("kthread lcore1") && table.contains("kthread lcore2"),
@@ -356,7 +338,7 @@ fn a_second_cpumapd_on_the_same_socket_is_refused_and_a_stale_one_replaced() {
     drop(l);
     assert!(sock.exists());
     let second = start(&sock, &[]);
-    assert_eq!(ok_text(&sock, &["mode", "get"]), "l4-hash\n");
+    assert_eq!(ctl_ok(&sock, &["mode", "get"]), "l4-hash\n");
     common::sigterm(&second);
     assert!(second.wait_with_output().unwrap().status.success());
 

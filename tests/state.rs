@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::ctl_ok;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -66,29 +68,9 @@ fn start(dir: &Path, sock: &Path) -> (Child, String) {
     (child, seen)
 }
 
-fn ctl(sock: &Path, args: &[&str]) -> Output {
-    cpumapd()
-        .arg("ctl")
-        .arg("--control")
-        .arg(sock)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(sock: &Path, args: &[&str]) -> String {
-    let out = ctl(sock, args);
-    assert!(
-        out.status.success(),
-        "ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// (key, qsize, prog) of every entry.
 fn entries(sock: &Path) -> Vec<(u64, u64, Option<String>)> {
-    let v: Value = serde_json::from_str(&ok(sock, &["map", "dump"])).unwrap();
+    let v: Value = serde_json::from_str(&ctl_ok(sock, &["map", "dump"])).unwrap();
     v.as_array()
         .unwrap()
         .iter()
@@ -118,9 +100,9 @@ fn changes_survive_sigkill_and_restart() {
     let (c, out) = start(dir.path(), &sock);
     assert!(out.contains("state: nothing saved yet"), "{out}");
     assert_eq!(entries(&sock).len(), 2, "the profile's two targets");
-    ok(&sock, &["map", "update", "1", "256", "--prog", "drop"]);
-    ok(&sock, &["map", "delete", "2"]);
-    ok(&sock, &["mode", "set", "touch"]);
+    ctl_ok(&sock, &["map", "update", "1", "256", "--prog", "drop"]);
+    ctl_ok(&sock, &["map", "delete", "2"]);
+    ctl_ok(&sock, &["mode", "set", "touch"]);
     let want = entries(&sock);
     assert_eq!(want, vec![(1, 256, Some("drop".into()))]);
     kill9(c);
@@ -131,15 +113,15 @@ fn changes_survive_sigkill_and_restart() {
         "{out}"
     );
     assert_eq!(entries(&sock), want, "the map as last acknowledged");
-    assert_eq!(ok(&sock, &["mode", "get"]).trim(), "touch");
-    let show: Value = serde_json::from_str(&ok(&sock, &["state", "show"])).unwrap();
+    assert_eq!(ctl_ok(&sock, &["mode", "get"]).trim(), "touch");
+    let show: Value = serde_json::from_str(&ctl_ok(&sock, &["state", "show"])).unwrap();
     assert_eq!(
         show["path"].as_str().unwrap(),
         state_file(dir.path(), &sock).to_str().unwrap()
     );
     assert_eq!(show["state"]["entries"][0]["prog"], "drop");
     // Reset: the file goes; the next start is the profile's map again.
-    ok(&sock, &["state", "reset"]);
+    ctl_ok(&sock, &["state", "reset"]);
     assert!(!state_file(dir.path(), &sock).exists());
     kill9(c);
     let (c, out) = start(dir.path(), &sock);
@@ -199,9 +181,9 @@ fn bad_state_files_are_set_aside_with_a_reason_and_never_applied() {
         let e = entries(&sock);
         assert_eq!(e.len(), 2, "{text}: {e:?}");
         assert!(e.iter().all(|(_, q, _)| *q == 2048), "{text}: {e:?}");
-        assert_eq!(ok(&sock, &["mode", "get"]).trim(), "l4-hash", "{text}");
+        assert_eq!(ctl_ok(&sock, &["mode", "get"]).trim(), "l4-hash", "{text}");
         // And the run saves afresh from here.
-        ok(&sock, &["map", "update", "2", "128"]);
+        ctl_ok(&sock, &["map", "update", "2", "128"]);
         assert!(file.exists());
         kill9(c);
     }

@@ -595,26 +595,25 @@ pub fn parse_metrics(v: Option<&str>) -> Result<Endpoint<SocketAddr>, ConfigErro
 /// The control socket when `--control` is not given: `/run/cpumapd.sock`
 /// for root, else `$XDG_RUNTIME_DIR/cpumapd.sock` (or `/tmp/cpumapd-UID.sock`).
 pub fn default_control_path() -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        return PathBuf::from("/run/cpumapd.sock");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => Path::new(&d).join("cpumapd.sock"),
-        _ => PathBuf::from(format!("/tmp/cpumapd-{uid}.sock")),
-    }
+    per_user_default("/run/cpumapd.sock", "cpumapd.sock", ".sock")
 }
 
 /// The state directory when `--state-dir` is not given: `/var/lib/cpumapd`
 /// for root, else `$XDG_RUNTIME_DIR/cpumapd` (or `/tmp/cpumapd-UID`).
 pub fn default_state_dir() -> PathBuf {
+    per_user_default("/var/lib/cpumapd", "cpumapd", "")
+}
+
+/// A default path: `for_root` as root; else `name` in `$XDG_RUNTIME_DIR`,
+/// or `/tmp/cpumapd-UID` with `tmp_suffix` without it.
+fn per_user_default(for_root: &str, name: &str, tmp_suffix: &str) -> PathBuf {
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
-        return PathBuf::from("/var/lib/cpumapd");
+        return PathBuf::from(for_root);
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => Path::new(&d).join("cpumapd"),
-        _ => PathBuf::from(format!("/tmp/cpumapd-{uid}")),
+        Some(d) if !d.is_empty() => Path::new(&d).join(name),
+        _ => PathBuf::from(format!("/tmp/cpumapd-{uid}{tmp_suffix}")),
     }
 }
 

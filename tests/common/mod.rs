@@ -138,3 +138,25 @@ pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     f.extend_from_slice(&[0, 8, 0, 0]);
     f
 }
+
+/// `cpumapd ctl --control SOCK ARGS...`.
+pub fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+        .arg("ctl")
+        .arg("--control")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// [`ctl`] that must succeed; its stdout.
+pub fn ctl_ok(sock: &Path, args: &[&str]) -> String {
+    let out = ctl(sock, args);
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
