@@ -138,17 +138,24 @@ pub enum TargetDropReason {
     ExceptionDown,
     /// The exception path refused the frame for another reason.
     ExceptionError,
+    /// The kernel refused the frame's offload metadata (a gso_type or
+    /// checksum place it does not take).
+    OffloadRefused,
+    /// A GSO super-frame for an exception path without offloads.
+    GsoUnsupported,
 }
 
 impl TargetDropReason {
     /// Every reason, in counter order.
-    pub const ALL: [TargetDropReason; 6] = [
+    pub const ALL: [TargetDropReason; 8] = [
         TargetDropReason::RemoteDrop,
         TargetDropReason::RemoteAborted,
         TargetDropReason::RemoteUnsupported,
         TargetDropReason::ExceptionBusy,
         TargetDropReason::ExceptionDown,
         TargetDropReason::ExceptionError,
+        TargetDropReason::OffloadRefused,
+        TargetDropReason::GsoUnsupported,
     ];
 
     /// The reason's label (metrics, summary).
@@ -160,6 +167,8 @@ impl TargetDropReason {
             TargetDropReason::ExceptionBusy => "exception_busy",
             TargetDropReason::ExceptionDown => "exception_down",
             TargetDropReason::ExceptionError => "exception_error",
+            TargetDropReason::OffloadRefused => "offload_refused",
+            TargetDropReason::GsoUnsupported => "gso_unsupported",
         }
     }
 }
@@ -172,12 +181,16 @@ pub struct TargetCounters {
     /// Frames the exception path took.
     pub delivered: Counter,
     /// Drops by reason ([`TargetDropReason`] as index).
-    pub drops: [Counter; 6],
+    pub drops: [Counter; TargetDropReason::ALL.len()],
     /// Times the target found every ring empty and gave up the CPU (the
     /// kernel kthread's `sched` count).
     pub sched: Counter,
     /// Non-empty bursts dequeued.
     pub bursts: Counter,
+    /// GRO: delivered segments merged into super-frames...
+    pub gro_segments: Counter,
+    /// ...and the super-frames written.
+    pub gro_frames: Counter,
     /// Reverse direction: frames read back from the exception path...
     pub reverse_rx: Counter,
     /// ...sent on a port...
@@ -233,6 +246,13 @@ pub struct PortQueueCounters {
     pub rx_nombuf: Counter,
     /// Received frames dropped by the port (e.g. larger than a buffer).
     pub ierrors: Counter,
+    /// Received frames larger than the largest buffer (or cut by the
+    /// kernel's ring), dropped.
+    pub rx_oversize: Counter,
+    /// Received frames whose virtio-net header does not fit them, dropped.
+    pub rx_bad_offload: Counter,
+    /// GSO super-frames received whole (of `ipackets`).
+    pub rx_gso: Counter,
     /// Frames the kernel or NIC dropped before we could receive them (ring
     /// full: AF_PACKET tp_drops, rte_eth_stats imissed).
     pub imissed: Counter,

@@ -47,6 +47,9 @@ pub(super) fn register_dynfield() -> Result<(), DpdkError> {
 
 const RX_RSS_HASH: u64 = ffi::RTE_MBUF_F_RX_RSS_HASH as u64;
 const RX_VLAN: u64 = ffi::RTE_MBUF_F_RX_VLAN as u64;
+const RX_VLAN_STRIPPED: u64 = ffi::RTE_MBUF_F_RX_VLAN_STRIPPED as u64;
+const RX_L4_CKSUM_MASK: u64 = ffi::RTE_MBUF_F_RX_L4_CKSUM_MASK as u64;
+const RX_L4_CKSUM_GOOD: u64 = ffi::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64;
 
 /// A raw, copyable handle to one single-segment mbuf.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -146,6 +149,56 @@ impl Mbuf {
         } else {
             0
         }
+    }
+
+    /// The offload metadata an mbuf's RX flags carry: `DATA_VALID` when
+    /// the NIC verified the L4 checksum.
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn offload(self) -> crate::wire::vnet::VnetHdr {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
+        let m = unsafe { self.m() };
+        let mut v = crate::wire::vnet::VnetHdr::default();
+        if m.ol_flags & RX_L4_CKSUM_MASK == RX_L4_CKSUM_GOOD {
+            v.flags = crate::wire::vnet::F_DATA_VALID;
+        }
+        v
+    }
+
+    /// Records offload metadata: `DATA_VALID` as the L4-checksum-good RX
+    /// flag (what the DPDK exception devices read); partial checksums and
+    /// GSO have no RX-side mbuf form and are dropped from the metadata.
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn set_offload(self, v: &crate::wire::vnet::VnetHdr) {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
+        let m = unsafe { self.m() };
+        m.ol_flags &= !RX_L4_CKSUM_MASK;
+        if v.flags & crate::wire::vnet::F_DATA_VALID != 0 {
+            m.ol_flags |= RX_L4_CKSUM_GOOD;
+        }
+    }
+
+    /// Forgets a stripped VLAN tag (it was put back in the data).
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn clear_vlan_stripped(self) {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
+        let m = unsafe { self.m() };
+        m.ol_flags &= !(RX_VLAN | RX_VLAN_STRIPPED);
+        m.vlan_tci = 0;
+    }
+
+    /// True when the driver stripped the VLAN tag into `vlan_tci`.
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn vlan_stripped(self) -> bool {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
+        unsafe { self.m() }.ol_flags & RX_VLAN_STRIPPED != 0
     }
 
     /// `RTE_PTYPE_*` bits the driver recognised.

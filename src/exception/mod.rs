@@ -17,6 +17,7 @@
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod gro;
 pub mod tap;
 
 use std::fs::File;
@@ -206,9 +207,16 @@ impl ExceptionSpec {
     /// Sets up what every lcore's sink shares (for TAP: creates or attaches
     /// the device and configures it). Context: control thread, before any
     /// lcore starts.
-    pub fn prepare(&self, kernel_mac: KernelMac) -> Result<Exception, ExceptionError> {
+    /// `reverse_gso`: the port the kernel's frames leave on takes GSO
+    /// super-frames and partial checksums (a TAP then offers the kernel
+    /// its offloads).
+    pub fn prepare(
+        &self,
+        kernel_mac: KernelMac,
+        reverse_gso: bool,
+    ) -> Result<Exception, ExceptionError> {
         let tap = match self {
-            Self::Tap(spec) => Some(Arc::new(TapDevice::prepare(spec, kernel_mac)?)),
+            Self::Tap(spec) => Some(Arc::new(TapDevice::prepare(spec, kernel_mac, reverse_gso)?)),
             Self::VirtioUser(_) => {
                 return Err(ExceptionError::NotBuilt(
                     "virtio-user (it needs the DPDK backend: build with --features dpdk; without DPDK use tap:IFNAME)".into(),
@@ -240,7 +248,7 @@ impl ExceptionSpec {
             Self::VirtioUser(path) => {
                 dpdk::DpdkException::virtio_user(eal, path, kernel_mac, queues, pool)?
             }
-            _ => return self.prepare(kernel_mac),
+            _ => return self.prepare(kernel_mac, false),
         };
         Ok(Exception {
             spec: self.clone(),
@@ -342,6 +350,15 @@ pub struct Delivery {
     pub down: usize,
     /// Any other refusal.
     pub failed: usize,
+    /// The kernel refused the frame's offload metadata (EINVAL on a frame
+    /// with a virtio-net header: a gso_type or checksum place it rejects).
+    pub offload_refused: usize,
+    /// A GSO super-frame for a path without virtio-net headers.
+    pub gso_unsupported: usize,
+    /// Of `delivered`: segments GRO merged into super-frames...
+    pub gro_segments: usize,
+    /// ...and the super-frames they became.
+    pub gro_frames: usize,
 }
 
 impl Delivery {
@@ -356,6 +373,16 @@ impl Delivery {
             .add(self.down as u64);
         c.drop_counter(TargetDropReason::ExceptionError)
             .add(self.failed as u64);
+        if self.offload_refused + self.gso_unsupported > 0 {
+            c.drop_counter(TargetDropReason::OffloadRefused)
+                .add(self.offload_refused as u64);
+            c.drop_counter(TargetDropReason::GsoUnsupported)
+                .add(self.gso_unsupported as u64);
+        }
+        if self.gro_frames > 0 {
+            c.gro_segments.add(self.gro_segments as u64);
+            c.gro_frames.add(self.gro_frames as u64);
+        }
     }
 
     /// All `n` frames delivered.
@@ -368,7 +395,7 @@ impl Delivery {
 
     /// Frames refused for any reason.
     pub fn refused(&self) -> usize {
-        self.busy + self.down + self.failed
+        self.busy + self.down + self.failed + self.offload_refused + self.gso_unsupported
     }
 }
 
@@ -473,7 +500,11 @@ mod tests {
         let v = ExceptionSpec::parse("virtio-user:/dev/vhost-net").unwrap();
         assert_eq!(v, ExceptionSpec::VirtioUser("/dev/vhost-net".into()));
         // Natively it is refused when prepared, with the way out named.
-        let e = v.prepare(KernelMac::Rewrite).err().unwrap().to_string();
+        let e = v
+            .prepare(KernelMac::Rewrite, false)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("needs the DPDK backend") && e.contains("tap:"),
             "{e}"

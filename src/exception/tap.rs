@@ -38,10 +38,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
+use super::gro::{Emit, Gro};
 use super::{Delivery, ExceptionError, ExceptionSink, ReverseRx};
-use crate::frame::{Burst, MAX_BURST};
+use crate::frame::{Burst, Frame, MAX_BURST};
 use crate::frame::{Pool, free_burst};
 use crate::port::netdev;
+use crate::wire::vnet::{F_DATA_VALID, F_NEEDS_CSUM, HDR_LEN as VNET_HDR_LEN, VnetHdr};
+use crate::wire::{CsumState, checksum_state};
 
 /// What to do with the destination MAC of unicast frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +76,12 @@ pub struct TapSpec {
     pub mac: Option<[u8; 6]>,
     /// Bring the interface up.
     pub up: bool,
+    /// Virtio-net headers and offloads (`offload=on`, the default): GSO
+    /// super-frames and partial checksums go into the kernel as they are.
+    pub offload: bool,
+    /// Coalesce TCP segments of a burst into super-frames (`gro=on`, the
+    /// default; needs `offload=on`).
+    pub gro: bool,
 }
 
 impl TapSpec {
@@ -86,18 +95,30 @@ impl TapSpec {
             ifname,
             mac: None,
             up: true,
+            offload: true,
+            gro: true,
+        };
+        let on_off = |k: &str, v: &str| match v {
+            "on" | "1" => Ok(true),
+            "off" | "0" => Ok(false),
+            _ => Err(bad(format!("{k}={v}: expected on or off"))),
         };
         for kv in parts {
             match kv.split_once('=') {
                 Some(("mac", m)) => spec.mac = Some(netdev::parse_mac(m).map_err(bad)?),
-                Some(("up", "1")) => spec.up = true,
-                Some(("up", "0")) => spec.up = false,
+                Some(("up", v)) => spec.up = on_off("up", v)?,
+                Some(("offload", v)) => spec.offload = on_off("offload", v)?,
+                Some(("gro", v)) => spec.gro = on_off("gro", v)?,
                 _ => {
                     return Err(bad(format!(
-                        "unknown option '{kv}' (expected mac=02:..:.., up=0|1)"
+                        "unknown option '{kv}' (expected mac=02:..:.., up=0|1, offload=on|off, gro=on|off)"
                     )));
                 }
             }
+        }
+        if spec.gro && !spec.offload {
+            // GRO's super-frames need the virtio-net header.
+            spec.gro = false;
         }
         Ok(spec)
     }
@@ -105,7 +126,7 @@ impl TapSpec {
 
 /// Opens one queue of the multi-queue TAP `name` (creating the device if it
 /// does not exist). Errors name the device and the fix.
-fn open_queue(name: &str) -> Result<OwnedFd, ExceptionError> {
+fn open_queue(name: &str, vnet: bool) -> Result<OwnedFd, ExceptionError> {
     let tun = OpenOptions::new()
         .read(true)
         .write(true)
@@ -119,8 +140,9 @@ fn open_queue(name: &str) -> Result<OwnedFd, ExceptionError> {
             })
         })?;
     let mut ifr = netdev::ifreq(name);
+    let vnet = if vnet { libc::IFF_VNET_HDR } else { 0 };
     ifr.ifr_ifru.ifru_flags =
-        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short;
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | vnet) as libc::c_short;
     // SAFETY: TUNSETIFF reads (and updates) one struct ifreq, `ifr`.
     let r = unsafe {
         libc::ioctl(
@@ -145,6 +167,77 @@ fn open_queue(name: &str) -> Result<OwnedFd, ExceptionError> {
     Ok(OwnedFd::from(tun))
 }
 
+/// The offloads cpumapd asks the TAP for (TUNSETOFFLOAD: what the kernel
+/// may hand us on the reverse direction), most first; the kernel refuses
+/// what it lacks (USO before 6.2), so each is tried in turn.
+const OFFLOAD_TRIES: [libc::c_uint; 3] = [
+    libc::TUN_F_CSUM
+        | libc::TUN_F_TSO4
+        | libc::TUN_F_TSO6
+        | libc::TUN_F_TSO_ECN
+        | libc::TUN_F_USO4
+        | libc::TUN_F_USO6,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN,
+    libc::TUN_F_CSUM,
+];
+
+/// Names of TUN_F_* bits, for the log line.
+fn offload_names(f: libc::c_uint) -> String {
+    let names = [
+        (libc::TUN_F_CSUM, "csum"),
+        (libc::TUN_F_TSO4, "tso4"),
+        (libc::TUN_F_TSO6, "tso6"),
+        (libc::TUN_F_TSO_ECN, "tso_ecn"),
+        (libc::TUN_F_USO4, "uso4"),
+        (libc::TUN_F_USO6, "uso6"),
+    ];
+    let v: Vec<_> = names
+        .iter()
+        .filter(|(b, _)| f & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(",")
+    }
+}
+
+/// ioctl(fd, req, &arg) for the TUN int/uint requests.
+fn tun_ioctl(fd: &OwnedFd, req: libc::Ioctl, arg: libc::c_int) -> io::Result<()> {
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer;
+    // TUNSETOFFLOAD takes its argument by value (the pointer form is not
+    // used for it, see set_offloads).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, &arg as *const libc::c_int) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// TUNSETOFFLOAD takes the flags as the argument itself.
+fn set_offloads(fd: &OwnedFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD reads no memory: the flags are the argument.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// What the device was set up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapOffloads {
+    /// Frames carry a virtio-net header both ways.
+    pub vnet: bool,
+    /// TUN_F_* the kernel took.
+    pub flags: u32,
+    /// GRO on delivery.
+    pub gro: bool,
+}
+
 /// The shared part: the device, its MAC, and the first queue (opened while
 /// preparing, to create and configure the device before any lcore starts).
 pub struct TapDevice {
@@ -152,16 +245,25 @@ pub struct TapDevice {
     kernel_mac: KernelMac,
     mac: [u8; 6],
     created: bool,
+    offloads: TapOffloads,
     first: Mutex<Option<OwnedFd>>,
 }
 
 impl TapDevice {
-    /// Creates or attaches, sets the MAC and brings the interface up.
+    /// Creates or attaches, negotiates the virtio-net header and offloads,
+    /// sets the MAC and brings the interface up. `reverse_gso`: the port
+    /// the kernel's frames leave on takes GSO super-frames and partial
+    /// checksums (else the TAP is given no offloads, so the kernel
+    /// finishes every frame before handing it back).
     /// Context: control thread, before lcores start.
-    pub fn prepare(spec: &TapSpec, kernel_mac: KernelMac) -> Result<Self, ExceptionError> {
+    pub fn prepare(
+        spec: &TapSpec,
+        kernel_mac: KernelMac,
+        reverse_gso: bool,
+    ) -> Result<Self, ExceptionError> {
         let name = &spec.ifname;
         let created = !netdev::exists(name);
-        let first = open_queue(name)?;
+        let (first, offloads) = Self::open_first(spec, reverse_gso)?;
         let cfg = |what: &str, e: io::Error| {
             ExceptionError::Tap(format!("TAP {name}: cannot {what}: {e}"))
         };
@@ -177,8 +279,69 @@ impl TapDevice {
             kernel_mac,
             mac,
             created,
+            offloads,
             first: Mutex::new(Some(first)),
         })
+    }
+
+    /// Opens the first queue with the virtio-net header when asked (falling
+    /// back to plain frames, with one log line, if the kernel refuses) and
+    /// negotiates the offloads.
+    fn open_first(
+        spec: &TapSpec,
+        reverse_gso: bool,
+    ) -> Result<(OwnedFd, TapOffloads), ExceptionError> {
+        let name = &spec.ifname;
+        let plain = TapOffloads {
+            vnet: false,
+            flags: 0,
+            gro: false,
+        };
+        if !spec.offload {
+            return Ok((open_queue(name, false)?, plain));
+        }
+        let fd = match open_queue(name, true) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let fd = open_queue(name, false)?;
+                eprintln!(
+                    "cpumapd: TAP {name}: no virtio-net header ({e}); GSO frames will be counted as gso_unsupported, partial checksums finished in software"
+                );
+                return Ok((fd, plain));
+            }
+        };
+        if let Err(e) = tun_ioctl(&fd, libc::TUNSETVNETHDRSZ, VNET_HDR_LEN as libc::c_int) {
+            return Err(ExceptionError::Tap(format!(
+                "TAP {name}: TUNSETVNETHDRSZ {VNET_HDR_LEN}: {e}"
+            )));
+        }
+        let tries: &[libc::c_uint] = if reverse_gso { &OFFLOAD_TRIES } else { &[] };
+        let mut flags = 0;
+        for &want in tries {
+            if set_offloads(&fd, want).is_ok() {
+                flags = want;
+                break;
+            }
+        }
+        if reverse_gso && flags != OFFLOAD_TRIES[0] {
+            eprintln!(
+                "cpumapd: TAP {name}: the kernel took offloads {} of {}",
+                offload_names(flags),
+                offload_names(OFFLOAD_TRIES[0])
+            );
+        }
+        if flags == 0 {
+            // No offloads at all: the kernel hands back finished frames.
+            let _ = set_offloads(&fd, 0);
+        }
+        Ok((
+            fd,
+            TapOffloads {
+                vnet: true,
+                flags,
+                gro: spec.gro,
+            },
+        ))
     }
 
     /// The interface name.
@@ -196,16 +359,24 @@ impl TapDevice {
         self.created
     }
 
+    /// What the device was set up with.
+    pub fn offloads(&self) -> TapOffloads {
+        self.offloads
+    }
+
     /// A queue for one lcore: the one opened while preparing, then new ones.
     pub fn open_sink(&self) -> Result<TapSink, ExceptionError> {
         let fd = match self.first.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(fd) => fd,
-            None => open_queue(&self.spec.ifname)?,
+            None => open_queue(&self.spec.ifname, self.offloads.vnet)?,
         };
         Ok(TapSink {
             file: File::from(fd),
             mac: self.mac,
             rewrite: self.kernel_mac == KernelMac::Rewrite,
+            vnet: self.offloads.vnet,
+            gro: self.offloads.gro.then(Box::<Gro>::default),
+            scratch: None,
         })
     }
 }
@@ -215,6 +386,11 @@ pub struct TapSink {
     file: File,
     mac: [u8; 6],
     rewrite: bool,
+    vnet: bool,
+    gro: Option<Box<Gro>>,
+    /// A large buffer kept between reverse reads (reads land in it, small
+    /// frames are copied out, so the large class is not used up by ACKs).
+    scratch: Option<Frame>,
 }
 
 impl AsRawFd for TapSink {
@@ -223,40 +399,153 @@ impl AsRawFd for TapSink {
     }
 }
 
+/// Records what cpumapd knows of a plain frame's checksum: `DATA_VALID`
+/// when it verifies, `NEEDS_CSUM` when the field holds the pseudo-header
+/// seed a sender's offload left (a veth peer's frames over AF_XDP), nothing
+/// for a corrupt one (the kernel counts it).
+#[inline]
+fn classify(f: &mut Frame) {
+    match checksum_state(f.data()) {
+        Some(CsumState::Valid) => f.set_offload(VnetHdr {
+            flags: F_DATA_VALID,
+            ..Default::default()
+        }),
+        Some(CsumState::Partial(l4)) => f.set_offload(VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: l4.offset as u16,
+            csum_offset: l4.csum_field as u16,
+            ..Default::default()
+        }),
+        _ => {}
+    }
+}
+
+/// Counts a refused write of `n` frames by errno.
+fn refused(d: &mut Delivery, n: usize, errno: Option<i32>, offloaded: bool) {
+    match errno {
+        Some(libc::EAGAIN) | Some(libc::ENOBUFS) => d.busy += n,
+        Some(libc::EIO) | Some(libc::ENETDOWN) => d.down += n,
+        Some(libc::EINVAL) if offloaded => d.offload_refused += n,
+        _ => d.failed += n,
+    }
+}
+
+impl TapSink {
+    /// Prepares a frame for a TAP without the virtio-net header: finishes a
+    /// partial checksum; false for a GSO frame, which cannot go.
+    fn plain(f: &mut Frame) -> bool {
+        let o = f.offload();
+        if o.is_gso() {
+            return false;
+        }
+        if o.flags & F_NEEDS_CSUM != 0 {
+            crate::wire::complete_l4_checksum(f.data_mut());
+        }
+        true
+    }
+
+    /// One write: `members[0]` whole with its virtio-net header (when the
+    /// device has them), then the other members' bytes from `hdr_len`.
+    fn write(&self, frames: &[Frame], e: &Emit, d: &mut Delivery) {
+        let first = &frames[e.members[0] as usize];
+        let o = first.offload();
+        let hdr = o.to_bytes();
+        // SAFETY: a zeroed iovec is valid plain data (null base, length 0).
+        let mut iov: [libc::iovec; MAX_BURST + 1] = unsafe { std::mem::zeroed() };
+        let mut n = 0;
+        if self.vnet {
+            iov[0] = libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            };
+            n = 1;
+        }
+        let data = first.data();
+        iov[n] = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        n += 1;
+        for &m in &e.members[1..] {
+            let rest = &frames[m as usize].data()[e.hdr_len..];
+            iov[n] = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            n += 1;
+        }
+        // SAFETY: iov[..n] describe live, initialised buffers (the header
+        // on this stack frame, the frames' data) for the call.
+        let r = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), n as libc::c_int) };
+        let k = e.members.len();
+        if r >= 0 {
+            d.delivered += k;
+            if k > 1 {
+                d.gro_segments += k;
+                d.gro_frames += 1;
+            }
+            return;
+        }
+        let errno = io::Error::last_os_error().raw_os_error();
+        refused(d, k, errno, !o.is_empty());
+    }
+}
+
 impl ExceptionSink for TapSink {
-    /// Context: the owning lcore. One write(2) per frame, from the frame's
-    /// own buffer; no allocation.
+    /// Context: the owning lcore. One write(2) per frame or per GRO
+    /// super-frame, gathered from the frames' own buffers; no allocation.
     fn deliver_burst(&mut self, frames: &mut Burst) -> Delivery {
         let mut d = Delivery::default();
-        let fd = self.file.as_raw_fd();
-        for f in frames.iter_mut() {
+        let mut i = 0;
+        while i < frames.len() {
+            let f = &mut frames[i];
             if self.rewrite {
                 crate::wire::set_unicast_dst(f.data_mut(), self.mac);
             }
-            let pkt = f.data();
-            // SAFETY: pkt is a valid, initialised byte slice for the call.
-            let r = unsafe { libc::write(fd, pkt.as_ptr().cast(), pkt.len()) };
-            if r >= 0 {
-                d.delivered += 1;
+            if self.vnet {
+                if f.offload().is_empty() {
+                    classify(f);
+                }
+            } else if !Self::plain(f) {
+                d.gso_unsupported += 1;
+                drop(frames.remove(i));
                 continue;
             }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => d.busy += 1,
-                Some(libc::EIO) | Some(libc::ENETDOWN) => d.down += 1,
-                _ => d.failed += 1,
+            i += 1;
+        }
+        match self.gro.take() {
+            Some(mut gro) => {
+                gro.plan(frames);
+                for e in &gro.emits {
+                    self.write(frames, e, &mut d);
+                }
+                self.gro = Some(gro);
+            }
+            None => {
+                for k in 0..frames.len() {
+                    let mut e = Emit::default();
+                    e.members.push(k as u8);
+                    self.write(frames, &e, &mut d);
+                }
             }
         }
         free_burst(frames);
         d
     }
 
-    /// Reads what the kernel transmitted out of this queue, up to a burst.
-    /// Context: the owning lcore; non-blocking.
+    /// Reads what the kernel transmitted out of this queue, up to a burst,
+    /// with its offload metadata. Context: the owning lcore; non-blocking.
     fn receive_burst(&mut self, pool: &mut Pool, out: &mut Burst) -> ReverseRx {
         let mut rx = ReverseRx::default();
         let fd = self.file.as_raw_fd();
+        let small = pool.data_room();
         while out.len() < MAX_BURST {
-            let Some(mut f) = pool.alloc() else {
+            let Some(mut f) = self
+                .scratch
+                .take()
+                .or_else(|| pool.alloc_large())
+                .or_else(|| pool.alloc())
+            else {
                 rx.no_buffer = true;
                 break;
             };
@@ -264,14 +553,50 @@ impl ExceptionSink for TapSink {
             if f.set_len(room).is_err() {
                 break;
             }
+            let mut hdr = [0u8; VNET_HDR_LEN];
             let buf = f.data_mut();
-            // SAFETY: buf is a valid writable slice of `room` bytes.
-            let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if r <= 0 {
-                break; // EAGAIN: nothing more now (the frame goes home on drop)
+            let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_mut_ptr().cast(),
+                    iov_len: if self.vnet { VNET_HDR_LEN } else { 0 },
+                },
+                libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                },
+            ];
+            // SAFETY: both iovecs describe writable buffers alive for the call.
+            let r = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
+            let got = r - iov[0].iov_len as isize;
+            if r <= 0 || got <= 0 {
+                // EAGAIN: nothing more now. Keep a large buffer for the next
+                // read; a small one goes home on drop.
+                if room > small {
+                    self.scratch = Some(f);
+                }
+                break;
             }
-            // r <= room: read(2) never returns more than asked.
-            let _ = f.set_len(r as usize);
+            let got = got as usize;
+            let _ = f.set_len(got);
+            let v = VnetHdr::parse(&hdr);
+            let f = if room > small && got <= small {
+                // A small frame in the large buffer: copy it out, keep the
+                // large one for the next read.
+                let Some(mut c) = pool.alloc() else {
+                    self.scratch = Some(f);
+                    rx.no_buffer = true;
+                    break;
+                };
+                let _ = c.copy_from(f.data());
+                self.scratch = Some(f);
+                c
+            } else {
+                f
+            };
+            let mut f = f;
+            if self.vnet && v.check(got).is_ok() {
+                f.set_offload(v);
+            }
             out.push(f);
             rx.frames += 1;
         }

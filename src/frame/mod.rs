@@ -45,6 +45,7 @@ use thiserror::Error;
 #[cfg(feature = "dpdk")]
 use crate::dpdk::{Mbuf, Mempool};
 use crate::ring::{self, Consumer, MpProducer};
+use crate::wire::vnet::VnetHdr;
 
 /// Largest RX/TX burst.
 pub const MAX_BURST: usize = 32;
@@ -55,6 +56,10 @@ pub type Burst = ArrayVec<Frame, MAX_BURST>;
 pub const DEFAULT_HEADROOM: u16 = 128;
 /// Bytes of packet data per buffer (`RTE_MBUF_DEFAULT_DATAROOM`).
 pub const DEFAULT_DATA_ROOM: u16 = 2048;
+/// Bytes of packet data per large buffer with the default headroom: a
+/// whole TSO super-frame (the kernel's 64 KiB `gso_max_size` minus what
+/// TCP reserves for headers) fits.
+pub const LARGE_DATA_ROOM: u16 = u16::MAX - DEFAULT_HEADROOM;
 
 /// Errors building a pool or editing a frame.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -124,6 +129,20 @@ struct FrameHdr {
     buf_len: u16,
     port: u16,
     queue: u16,
+    offload: Offload,
+}
+
+/// A frame's offload metadata (a virtio-net header), with its offsets
+/// counted from the buffer's start so moving the data start (a VLAN tag
+/// put back, `bpf_xdp_adjust_head`) keeps them pointing at the same bytes.
+#[derive(Clone, Copy, Default)]
+struct Offload {
+    flags: u8,
+    gso_type: u8,
+    gso_size: u16,
+    csum_start: u16,
+    csum_offset: u16,
+    hdr_end: u16,
 }
 
 const HDR_SIZE: usize = size_of::<FrameHdr>();
@@ -189,7 +208,7 @@ struct NativePool {
 
 /// Read-only view of a pool for statistics (any thread).
 #[derive(Clone)]
-pub struct PoolStats(StatsKind);
+pub struct PoolStats(StatsKind, Option<Arc<PoolShared>>);
 
 #[derive(Clone)]
 enum StatsKind {
@@ -207,29 +226,33 @@ impl PoolStats {
             StatsKind::Mbuf(m) => m.name(),
         }
     }
-    /// Buffers in the pool.
+    /// Buffers in the pool (its large class included).
     pub fn capacity(&self) -> u32 {
-        match &self.0 {
-            StatsKind::Native(s) => s.n,
-            #[cfg(feature = "dpdk")]
-            StatsKind::Mbuf(m) => m.capacity(),
-        }
+        let large = self.1.as_ref().map_or(0, |l| l.n);
+        large
+            + match &self.0 {
+                StatsKind::Native(s) => s.n,
+                #[cfg(feature = "dpdk")]
+                StatsKind::Mbuf(m) => m.capacity(),
+            }
     }
     /// Buffers currently out of the pool (exact when the pipeline is idle;
     /// for a DPDK mempool, `size - rte_mempool_avail_count`).
     pub fn in_use(&self) -> u32 {
-        match &self.0 {
-            StatsKind::Native(s) => s.in_use(),
-            #[cfg(feature = "dpdk")]
-            StatsKind::Mbuf(m) => m.in_use(),
-        }
+        let large = self.1.as_ref().map_or(0, |l| l.in_use());
+        large
+            + match &self.0 {
+                StatsKind::Native(s) => s.in_use(),
+                #[cfg(feature = "dpdk")]
+                StatsKind::Mbuf(m) => m.in_use(),
+            }
     }
 }
 
 /// A pool of packet buffers owned by one allocating thread: a native arena,
 /// or with DPDK a shared per-socket mbuf mempool (DPDK's own MP/MC pool
 /// with per-lcore caches).
-pub struct Pool(PoolKind);
+pub struct Pool(PoolKind, Option<Box<NativePool>>);
 
 // The native pool is the common case and lives on its lcore's stack frame;
 // boxing it would add a pointer chase to every allocation.
@@ -253,22 +276,25 @@ impl Pool {
     /// Allocates a native pool of `n` buffers with `headroom` bytes in front
     /// of `data_room` bytes of packet data each.
     pub fn new(name: &str, n: u32, headroom: u16, data_room: u16) -> Result<Self, FrameError> {
-        NativePool::new(name, n, headroom, data_room).map(|p| Pool(PoolKind::Native(p)))
+        NativePool::new(name, n, headroom, data_room).map(|p| Pool(PoolKind::Native(p), None))
     }
 
     /// Allocation from a DPDK mempool (shared by the lcores of a socket).
     #[cfg(feature = "dpdk")]
     pub fn from_mempool(mp: Arc<Mempool>) -> Self {
-        Pool(PoolKind::Mbuf(mp))
+        Pool(PoolKind::Mbuf(mp), None)
     }
 
     /// A statistics handle for this pool.
     pub fn stats(&self) -> PoolStats {
-        PoolStats(match &self.0 {
-            PoolKind::Native(p) => StatsKind::Native(p.shared.clone()),
-            #[cfg(feature = "dpdk")]
-            PoolKind::Mbuf(m) => StatsKind::Mbuf(m.clone()),
-        })
+        PoolStats(
+            match &self.0 {
+                PoolKind::Native(p) => StatsKind::Native(p.shared.clone()),
+                #[cfg(feature = "dpdk")]
+                PoolKind::Mbuf(m) => StatsKind::Mbuf(m.clone()),
+            },
+            self.1.as_ref().map(|l| l.shared.clone()),
+        )
     }
 
     /// The pool's name.
@@ -285,12 +311,55 @@ impl Pool {
         self.stats().capacity()
     }
 
-    /// Buffers currently out of the pool.
+    /// Buffers currently out of the pool (its large class included).
     pub fn in_use(&self) -> u32 {
-        match &self.0 {
-            PoolKind::Native(p) => p.shared.in_use(),
+        self.stats().in_use()
+    }
+
+    /// Adds a large-buffer class of `n` buffers holding a whole GSO
+    /// super-frame each ([`LARGE_DATA_ROOM`] bytes after the same headroom):
+    /// the kernel's frags or DPDK's mbuf chains, as one contiguous buffer
+    /// so every consumer still sees one `data()` slice. Frames of the class
+    /// go back to it wherever they are dropped.
+    /// Context: control or owning thread, before the pool is used.
+    pub fn with_large(mut self, n: u32) -> Result<Self, FrameError> {
+        let headroom = match &self.0 {
+            PoolKind::Native(p) => p.shared.headroom,
             #[cfg(feature = "dpdk")]
-            PoolKind::Mbuf(m) => m.in_use(),
+            PoolKind::Mbuf(_) => DEFAULT_HEADROOM,
+        };
+        let name = format!("{}_large", self.name());
+        let room = u16::MAX - headroom;
+        self.1 = Some(Box::new(NativePool::new(&name, n, headroom, room)?));
+        Ok(self)
+    }
+
+    /// Bytes of packet data a large buffer holds (0 without the class).
+    pub fn large_room(&self) -> usize {
+        self.1.as_ref().map_or(0, |l| l.shared.data_room as usize)
+    }
+
+    /// Allocates one buffer of the large class (None: no class, or dry).
+    /// Context: the pool's owner thread.
+    #[inline]
+    pub fn alloc_large(&mut self) -> Option<Frame> {
+        let mut one = ArrayVec::<Frame, 1>::new();
+        self.1.as_mut()?.alloc_burst(&mut one, 1);
+        one.pop()
+    }
+
+    /// A buffer for a frame of `len` bytes: the regular class when it fits,
+    /// else the large class. None: too long for either, or the class is dry
+    /// (tell them apart with [`large_room`](Self::large_room)).
+    /// Context: the pool's owner thread.
+    #[inline]
+    pub fn alloc_for(&mut self, len: usize) -> Option<Frame> {
+        if len <= self.data_room() {
+            self.alloc()
+        } else if len <= self.large_room() {
+            self.alloc_large()
+        } else {
+            None
         }
     }
 
@@ -418,6 +487,7 @@ impl NativePool {
                     buf_len: buf_len as u16,
                     port: 0,
                     queue: 0,
+                    offload: Offload::default(),
                 })
             };
         }
@@ -469,6 +539,7 @@ impl NativePool {
                 h.queue = 0;
                 h.rss_hash = 0;
                 h.timestamp_ns = 0;
+                h.offload = Offload::default();
             }
             out.push(Frame { hdr });
         }
@@ -844,6 +915,88 @@ impl Frame {
             return;
         }
         self.hdr_mut().timestamp_ns = ts;
+    }
+
+    /// The frame's offload metadata: checksum state and GSO, as a
+    /// virtio-net header with offsets from the data start (empty for a
+    /// plain frame, and for a frame whose data start moved past its L4
+    /// header). DPDK mbufs report `DATA_VALID` when the NIC verified the L4
+    /// checksum (`RTE_MBUF_F_RX_L4_CKSUM_GOOD`).
+    #[inline]
+    pub fn offload(&self) -> VnetHdr {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            return unsafe { m.offload() };
+        }
+        let h = self.hdr();
+        let o = h.offload;
+        if o.flags == 0 && o.gso_type == 0 {
+            return VnetHdr::default();
+        }
+        let off = h.data_off;
+        let at = |abs: u16| abs.checked_sub(off);
+        let (Some(csum_start), Some(hdr_len)) = (at(o.csum_start), at(o.hdr_end)) else {
+            return VnetHdr::default();
+        };
+        VnetHdr {
+            flags: o.flags,
+            gso_type: o.gso_type,
+            hdr_len,
+            gso_size: o.gso_size,
+            csum_start,
+            csum_offset: o.csum_offset,
+        }
+    }
+
+    /// Records offload metadata (offsets from the current data start). An
+    /// mbuf keeps only what its ol_flags can say (see [`offload`](Self::offload)).
+    #[inline]
+    pub fn set_offload(&mut self, v: VnetHdr) {
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            unsafe { m.set_offload(&v) };
+            return;
+        }
+        let h = self.hdr_mut();
+        let off = h.data_off;
+        h.offload = Offload {
+            flags: v.flags,
+            gso_type: v.gso_type,
+            gso_size: v.gso_size,
+            csum_start: off.saturating_add(v.csum_start),
+            csum_offset: v.csum_offset,
+            hdr_end: off.saturating_add(v.hdr_len),
+        };
+    }
+
+    /// Puts a VLAN tag a driver moved out of the frame (AF_PACKET's
+    /// `tp_vlan_tci`, DPDK's `RTE_MBUF_F_RX_VLAN_STRIPPED`) back in front of
+    /// its EtherType, growing the frame into the headroom; offload offsets
+    /// follow the bytes they point at. Fails (frame unchanged) without 4
+    /// bytes of headroom or an Ethernet header.
+    pub fn insert_vlan(&mut self, tpid: u16, tci: u16) -> Result<(), FrameError> {
+        if self.len() < 12 {
+            return Err(FrameError::TooLong {
+                len: 12,
+                room: self.len(),
+            });
+        }
+        self.adjust_head(-4)?;
+        let d = self.data_mut();
+        d.copy_within(4..16, 0);
+        d[12..14].copy_from_slice(&tpid.to_be_bytes());
+        d[14..16].copy_from_slice(&tci.to_be_bytes());
+        #[cfg(feature = "dpdk")]
+        if let Some(m) = self.mbuf() {
+            // SAFETY: this frame owns the mbuf.
+            unsafe { m.clear_vlan_stripped() };
+            return Ok(());
+        }
+        // The L3/L4 bytes did not move, so the buffer-relative offload
+        // offsets still point at them (4 bytes further from the new start).
+        Ok(())
     }
 
     /// Name of the pool this frame belongs to.

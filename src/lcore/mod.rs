@@ -47,6 +47,13 @@ use target::{Reverse, TargetLcore};
 /// Buffers of a target's reverse-direction pool (frames the kernel sends
 /// back through the TAP; they leave at once, so a few bursts suffice).
 const REVERSE_POOL: u32 = 256;
+/// Large buffers (a whole GSO super-frame each) beside a target's reverse
+/// pool: the TAP's reads land in one, small frames are copied out.
+const REVERSE_LARGE: u32 = 64;
+/// Large buffers beside each native RX pool, for GSO super-frames from a
+/// port (AF_PACKET with virtio-net headers): 16 MiB of address space, of
+/// which only what super-frames use is ever touched.
+const RX_LARGE: u32 = 256;
 
 #[derive(Debug, Error)]
 /// Building, running or stopping the lcores failed.
@@ -446,7 +453,12 @@ fn prepare_exception(
     #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] queues: usize,
 ) -> Result<Exception, LcoreError> {
     let Some(env) = dpdk else {
-        return Ok(plan.exception.prepare(plan.kernel_mac)?);
+        let reverse_gso = !plan.ports.is_empty()
+            && plan
+                .ports
+                .iter()
+                .all(|p| matches!(p, PortSpec::Native(v) if port::takes_offloads(v)));
+        return Ok(plan.exception.prepare(plan.kernel_mac, reverse_gso)?);
     };
     #[cfg(feature = "dpdk")]
     {
@@ -528,7 +540,8 @@ fn reverse_for(
     let _ = dpdk;
     let name = format!("{}_reverse", t.lcore());
     let r = Reverse {
-        pool: Pool::new(&name, REVERSE_POOL, plan.headroom, plan.data_room)?,
+        pool: Pool::new(&name, REVERSE_POOL, plan.headroom, plan.data_room)?
+            .with_large(REVERSE_LARGE)?,
         tx: match plan.ports.first() {
             Some(PortSpec::Native(spec)) => port::open_tx(spec, PortId(0))?,
             _ => None,
@@ -703,7 +716,8 @@ impl RxEnv {
                 self.pool_n,
                 self.headroom,
                 self.data_room,
-            ),
+            )
+            .and_then(|p| p.with_large(RX_LARGE)),
         };
         let pool = match pool {
             Ok(pool) => pool,

@@ -38,7 +38,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{Burst, MAX_BURST, PortError, PortQueue, VdevSpec, netdev};
 use crate::counters::PortQueueCounters;
-use crate::frame::{DEFAULT_DATA_ROOM, Pool};
+use crate::frame::{DEFAULT_DATA_ROOM, Frame, Pool};
+use crate::wire::vnet::{F_NEEDS_CSUM, HDR_LEN as VNET_HDR_LEN, VnetHdr};
+
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 use crate::ids::PortId;
 
 /// Offsets inside `tpacket_block_desc` (hdr.bh1) and `tpacket3_hdr`.
@@ -47,12 +51,23 @@ const BLK_NUM_PKTS: usize = 12;
 const BLK_FIRST: usize = 16;
 const PKT_NEXT: usize = 0;
 const PKT_SNAPLEN: usize = 12;
+const PKT_LEN: usize = 16;
 const PKT_STATUS: usize = 20;
 const PKT_MAC: usize = 24;
 const PKT_RXHASH: usize = 28;
+const PKT_VLAN_TCI: usize = 32;
+const PKT_VLAN_TPID: usize = 36;
 /// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: the sockaddr_ll follows.
 const PKT_SLL: usize = 48;
 const SLL_PKTTYPE: usize = 10;
+
+/// `PACKET_VNET_HDR` (linux/if_packet.h).
+const PACKET_VNET_HDR: libc::c_int = 15;
+
+/// True unless the vdev says `vnet_hdr=0`.
+pub(super) fn vnet_hdr(spec: &VdevSpec) -> bool {
+    spec.get("vnet_hdr") != Some("0")
+}
 
 /// How many polls between PACKET_STATISTICS reads (a syscall).
 const STATS_EVERY: u32 = 1024;
@@ -167,7 +182,25 @@ struct AfPacketQueue {
     queue: u16,
     ifindex: u32,
     polls: u32,
+    /// Every frame is preceded by a virtio-net header, both ways.
+    vnet: bool,
     counters: Arc<PortQueueCounters>,
+}
+
+/// Asks for virtio-net headers on `fd` (before its ring is set up); false,
+/// with one log line, if the kernel refuses.
+fn enable_vnet(spec: &VdevSpec, fd: &OwnedFd) -> bool {
+    let one: libc::c_int = 1;
+    match netdev::setsockopt(fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "cpumapd: {}: PACKET_VNET_HDR refused ({e}); GSO frames from this port will be counted as rx_oversize",
+                spec.name
+            );
+            false
+        }
+    }
 }
 
 pub(super) fn open(
@@ -205,6 +238,7 @@ pub(super) fn open(
             netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one)
                 .map_err(|e| bad(format!("PACKET_QDISC_BYPASS: {e}")))?;
         }
+        let vnet = vnet_hdr(spec) && enable_vnet(spec, &fd);
         let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)
             .map_err(|e| bad(format!("TPACKET_V3: {e}")))?;
@@ -255,6 +289,7 @@ pub(super) fn open(
             queue: q,
             ifindex,
             polls: 0,
+            vnet,
             counters: Arc::default(),
         }));
     }
@@ -286,6 +321,7 @@ pub(super) fn open_tx(spec: &VdevSpec, port: PortId) -> Result<Box<dyn PortQueue
         filter: &zero as *const libc::sock_filter as *mut libc::sock_filter,
     };
     let _ = netdev::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog);
+    let vnet = enable_vnet(spec, &fd);
     Ok(Box::new(AfPacketQueue {
         fd,
         ring: None,
@@ -293,11 +329,90 @@ pub(super) fn open_tx(spec: &VdevSpec, port: PortId) -> Result<Box<dyn PortQueue
         queue: u16::MAX,
         ifindex,
         polls: 0,
+        vnet,
         counters: Arc::default(),
     }))
 }
 
+/// What the ring says of a frame besides its bytes.
+#[derive(Clone, Copy)]
+struct RxMeta {
+    status: u32,
+    hash: u32,
+    tci: u16,
+    tpid: u16,
+}
+
+/// The queue's identity for [`AfPacketQueue::take`] (borrowed apart from
+/// its ring).
+#[derive(Clone, Copy)]
+struct TakeCtx<'a> {
+    port: u16,
+    queue: u16,
+    vnet: bool,
+    counters: &'a PortQueueCounters,
+}
+
+/// Why a received frame was not taken (each its own counter).
+enum RxRefusal {
+    NoBuffer,
+    Oversize,
+    BadOffload,
+    Error,
+}
+
 impl AfPacketQueue {
+    /// Copies one received frame into a pool buffer (the large class for a
+    /// GSO super-frame) with its offload metadata and its VLAN tag back in
+    /// place. `len` is the frame's length on the wire side, `data` what the
+    /// ring holds of it.
+    #[inline]
+    fn take(
+        q: TakeCtx<'_>,
+        pool: &mut Pool,
+        data: &[u8],
+        len: usize,
+        vnet: VnetHdr,
+        m: RxMeta,
+    ) -> Result<Frame, RxRefusal> {
+        if data.len() < len {
+            // Larger than a ring block: cut by the kernel.
+            return Err(RxRefusal::Oversize);
+        }
+        if vnet.check(data.len()).is_err() {
+            return Err(RxRefusal::BadOffload);
+        }
+        let Some(mut f) = pool.alloc_for(data.len()) else {
+            return Err(if data.len() > pool.data_room().max(pool.large_room()) {
+                RxRefusal::Oversize
+            } else {
+                RxRefusal::NoBuffer
+            });
+        };
+        f.copy_from(data).map_err(|_| RxRefusal::Error)?;
+        if q.vnet {
+            f.set_offload(vnet);
+        } else if m.status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+            // A local sender left the L4 checksum to offload.
+            crate::wire::complete_l4_checksum(f.data_mut());
+        }
+        if m.status & TP_STATUS_VLAN_VALID != 0 {
+            // The driver moved the tag into the ring header: put it back,
+            // so filters and the kernel see the frame as it was sent.
+            let tpid = if m.status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                m.tpid
+            } else {
+                crate::wire::ETH_P_8021Q
+            };
+            f.insert_vlan(tpid, m.tci).map_err(|_| RxRefusal::Error)?;
+        }
+        if vnet.is_gso() {
+            q.counters.rx_gso.add(1);
+        }
+        f.set_rx_meta(q.port, q.queue, m.hash);
+        Ok(f)
+    }
+
     /// Adds the kernel's ring-full drops since the last read (the read
     /// resets them) to `imissed`.
     fn read_stats(&mut self) {
@@ -360,23 +475,39 @@ impl PortQueue for AfPacketQueue {
             if pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
+            let len = RxRing::read_u32(p, PKT_LEN) as usize;
             // SAFETY: [mac, mac + snap) is the frame inside the block.
             let data = unsafe { std::slice::from_raw_parts(p.add(mac), snap) };
-            let Some(mut f) = pool.alloc() else {
-                self.counters.rx_nombuf.add(1);
-                continue;
+            let vnet = if self.vnet && mac >= VNET_HDR_LEN {
+                // SAFETY: with PACKET_VNET_HDR the kernel writes the header
+                // in the VNET_HDR_LEN bytes before the frame, inside the block.
+                let h = unsafe { &*p.add(mac - VNET_HDR_LEN).cast::<[u8; VNET_HDR_LEN]>() };
+                VnetHdr::parse(h)
+            } else {
+                VnetHdr::default()
             };
-            if f.copy_from(data).is_err() {
-                errors += 1;
-                continue;
+            let meta = RxMeta {
+                status,
+                hash,
+                tci: RxRing::read_u32(p, PKT_VLAN_TCI) as u16,
+                tpid: RxRing::read_u16(p, PKT_VLAN_TPID),
+            };
+            let ctx = TakeCtx {
+                port: self.port,
+                queue: self.queue,
+                vnet: self.vnet,
+                counters: &self.counters,
+            };
+            match Self::take(ctx, pool, data, len, vnet, meta) {
+                Ok(f) => {
+                    bytes += snap as u64;
+                    out.push(f);
+                }
+                Err(RxRefusal::NoBuffer) => self.counters.rx_nombuf.add(1),
+                Err(RxRefusal::Oversize) => self.counters.rx_oversize.add(1),
+                Err(RxRefusal::BadOffload) => self.counters.rx_bad_offload.add(1),
+                Err(RxRefusal::Error) => errors += 1,
             }
-            if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
-                // A local sender left the L4 checksum to offload.
-                crate::wire::complete_l4_checksum(f.data_mut());
-            }
-            f.set_rx_meta(self.port, self.queue, hash);
-            bytes += snap as u64;
-            out.push(f);
         }
         let n = out.len() - start;
         self.counters.ipackets.add(n as u64);
@@ -391,8 +522,10 @@ impl PortQueue for AfPacketQueue {
         if n == 0 {
             return 0;
         }
+        // Per message: [virtio-net header (vnet sockets only), frame].
         // SAFETY: a zeroed iovec is valid plain data (null base, length 0).
-        let mut iov: [libc::iovec; MAX_BURST] = unsafe { std::mem::zeroed() };
+        let mut iov: [[libc::iovec; 2]; MAX_BURST] = unsafe { std::mem::zeroed() };
+        let mut hdrs = [[0u8; VNET_HDR_LEN]; MAX_BURST];
         // SAFETY: a zeroed mmsghdr is valid plain data (no name, no iovecs).
         let mut msgs: [libc::mmsghdr; MAX_BURST] = unsafe { std::mem::zeroed() };
         // SAFETY: a zeroed sockaddr_ll is valid plain data.
@@ -401,15 +534,30 @@ impl PortQueue for AfPacketQueue {
         sll.sll_ifindex = self.ifindex as i32;
         sll.sll_halen = 6;
         for (i, f) in frames.iter().enumerate() {
-            iov[i].iov_base = f.data().as_ptr() as *mut libc::c_void;
-            iov[i].iov_len = f.len();
-            msgs[i].msg_hdr.msg_iov = &mut iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
+            let mut k = 0;
+            if self.vnet {
+                // The header goes first in every send on this socket; only
+                // NEEDS_CSUM and GSO mean something on the sending side.
+                let mut v = f.offload();
+                v.flags &= F_NEEDS_CSUM;
+                hdrs[i] = v.to_bytes();
+                iov[i][0] = libc::iovec {
+                    iov_base: hdrs[i].as_mut_ptr().cast(),
+                    iov_len: VNET_HDR_LEN,
+                };
+                k = 1;
+            }
+            iov[i][k] = libc::iovec {
+                iov_base: f.data().as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            };
+            msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+            msgs[i].msg_hdr.msg_iovlen = k + 1;
             msgs[i].msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
             msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
         }
-        // SAFETY: msgs[..n] point at iovecs over live frame buffers and at
-        // sll, all alive for the call.
+        // SAFETY: msgs[..n] point at iovecs over live frame buffers, the
+        // headers in `hdrs` and at sll, all alive for the call.
         let r = unsafe {
             libc::sendmmsg(
                 self.fd.as_raw_fd(),

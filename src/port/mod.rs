@@ -312,6 +312,15 @@ pub fn open_tx(spec: &VdevSpec, port: PortId) -> Result<Option<Box<dyn PortQueue
     }
 }
 
+/// True when the vdev's queues transmit frames with offload metadata as
+/// they are (GSO super-frames, partial checksums): net_af_packet with its
+/// virtio-net header (`vnet_hdr=1`, the default). The exception path offers
+/// the kernel offloads only when every port the kernel's frames may leave
+/// on does.
+pub fn takes_offloads(spec: &VdevSpec) -> bool {
+    spec.driver == Driver::AfPacket && af_packet::vnet_hdr(spec)
+}
+
 /// Validates a vdev's arguments and files without keeping anything open
 /// (AF_XDP: without attaching its program).
 pub fn check(spec: &VdevSpec, port: PortId) -> Result<(), PortError> {

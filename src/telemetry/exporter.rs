@@ -177,6 +177,16 @@ const TARGET_SCHED: Family = counter(
     "Times a target found its rings empty and gave up the CPU (xdp_cpumap_kthread sched).",
     &["target"],
 );
+const TARGET_GRO: Family = counter(
+    "cpumapd_target_gro_total",
+    "GRO on a target: delivered segments merged (kind=segments) into super-frames (kind=frames).",
+    &["target", "kind"],
+);
+const PORT_GSO: Family = counter(
+    "cpumapd_port_rx_gso_total",
+    "GSO super-frames a port queue received whole (AF_PACKET with virtio-net headers).",
+    &["port", "queue", "lcore"],
+);
 const EXCEPTION: Family = counter(
     "cpumapd_exception_packets_total",
     "Frames handed to the kernel through the exception path, per lcore (targets, and RX lcores for pass verdicts).",
@@ -436,12 +446,13 @@ impl Scrape {
             })
             .collect();
         type PortField = fn(&PortQueueCounters) -> u64;
-        let per_port: [(&'static Family, PortField); 5] = [
+        let per_port: [(&'static Family, PortField); 6] = [
             (&PORT_RX, |c| c.ipackets.get()),
             (&PORT_RX_BYTES, |c| c.ibytes.get()),
             (&PORT_TX, |c| c.opackets.get()),
             (&PORT_TX_BYTES, |c| c.obytes.get()),
             (&PORT_TX_ERRORS, |c| c.oerrors.get()),
+            (&PORT_GSO, |c| c.rx_gso.get()),
         ];
         let rows = || s.ports.iter().zip(&labels);
         for (fam, get) in per_port {
@@ -457,6 +468,8 @@ impl Scrape {
                 for (reason, v) in [
                     ("nombuf", &c.rx_nombuf),
                     ("errors", &c.ierrors),
+                    ("oversize", &c.rx_oversize),
+                    ("bad_offload", &c.rx_bad_offload),
                     ("missed", &c.imissed),
                     ("injected", &c.fault_dropped),
                 ] {
@@ -640,6 +653,12 @@ impl Scrape {
         self.one(&TARGET_SCHED, |m| {
             for (t, n) in rows() {
                 m.push(&[n], t.counters.sched.get() as f64);
+            }
+        });
+        self.one(&TARGET_GRO, |m| {
+            for (t, n) in rows() {
+                m.push(&[n, "segments"], t.counters.gro_segments.get() as f64);
+                m.push(&[n, "frames"], t.counters.gro_frames.get() as f64);
             }
         });
         self.one(&EXCEPTION, |m| {

@@ -35,6 +35,10 @@ pub struct TargetSummary {
     pub drop_reasons: BTreeMap<&'static str, u64>,
     /// Times it gave up the CPU while idle.
     pub sched: u64,
+    /// GRO: delivered segments merged into super-frames.
+    pub gro_segments: u64,
+    /// GRO: super-frames written.
+    pub gro_frames: u64,
     /// Frames in its ring now.
     pub ring_len: usize,
     /// RX-to-target latency (`--latency`; absent without samples).
@@ -88,6 +92,12 @@ pub struct PortSummary {
     pub ibytes: u64,
     /// Frames dropped by the port.
     pub ierrors: u64,
+    /// Frames larger than the largest buffer, dropped.
+    pub rx_oversize: u64,
+    /// Frames with a virtio-net header that does not fit them, dropped.
+    pub rx_bad_offload: u64,
+    /// GSO super-frames received whole.
+    pub rx_gso: u64,
     /// Frames the kernel or NIC dropped before RX.
     pub imissed: u64,
     /// Receives that found the pool empty.
@@ -272,6 +282,8 @@ impl Summary {
                     .map(|&r| (r.name(), c.drop_counter(r).get()))
                     .collect(),
                 sched: c.sched.get(),
+                gro_segments: c.gro_segments.get(),
+                gro_frames: c.gro_frames.get(),
                 ring_len: entry.map_or(0, |e| e.ring_len),
                 latency: c.latency.summary(),
                 stages: c.stages.summary(&TargetStage::NAMES, c.processed.get()),
@@ -314,6 +326,9 @@ impl Summary {
                 ipackets: c.ipackets.get(),
                 ibytes: c.ibytes.get(),
                 ierrors: c.ierrors.get(),
+                rx_oversize: c.rx_oversize.get(),
+                rx_bad_offload: c.rx_bad_offload.get(),
+                rx_gso: c.rx_gso.get(),
                 imissed: c.imissed.get(),
                 rx_nombuf: c.rx_nombuf.get(),
                 opackets: c.opackets.get(),

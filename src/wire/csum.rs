@@ -1,7 +1,9 @@
 //! Completing the TCP/UDP checksum of a frame whose sender left it to
 //! checksum offload (a veth peer on the same host: AF_PACKET marks such
 //! frames TP_STATUS_CSUMNOTREADY). The stack behind the TAP would otherwise
-//! drop them as InCsumErrors.
+//! drop them as InCsumErrors. Also: verifying one ([`checksum_state`], what
+//! "DATA_VALID, verified by cpumapd" rests on) and telling a partial
+//! checksum (the pseudo-header seed offload leaves) from a corrupt one.
 
 use super::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, L3, field, parse};
 
@@ -24,21 +26,30 @@ fn fold(mut acc: u32) -> u16 {
     acc as u16
 }
 
-/// Computes and stores the TCP or UDP checksum of an unfragmented
-/// IPv4/IPv6 frame (up to two VLAN tags). Returns false, leaving the frame
-/// unchanged, for anything else or a truncated segment.
+/// Where a frame's TCP/UDP segment is and what its checksum covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L4Span {
+    /// Offset of the L4 header in the frame.
+    pub offset: usize,
+    /// Bytes of L4 header and payload (from the IP length field).
+    pub len: usize,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    /// Offset of the checksum field inside the L4 header.
+    pub csum_field: usize,
+    /// The pseudo-header's unfolded sum.
+    pub pseudo: u32,
+}
+
+/// Finds the TCP or UDP segment of an unfragmented IPv4/IPv6 frame (up to
+/// two VLAN tags) whose IP length fits the frame. None for anything else.
 /// Context: any; allocates nothing, never panics.
-pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
-    let Some(p) = parse(frame) else {
-        return false;
-    };
-    let (l4_off, l4_len, proto, pseudo) = match (p.ethertype, p.l3) {
+pub fn l4_span(frame: &[u8]) -> Option<L4Span> {
+    let p = parse(frame)?;
+    let (offset, len, proto, pseudo) = match (p.ethertype, p.l3) {
         (ETH_P_IPV4, L3::Ipv4(ip)) if !ip.is_fragment() => {
             let hl = ip.header_len();
-            let total = ip.total_len() as usize;
-            let Some(len) = total.checked_sub(hl) else {
-                return false;
-            };
+            let len = (ip.total_len() as usize).checked_sub(hl)?;
             let pseudo = sum(&ip.src_bytes(), 0)
                 + sum(&ip.dst_bytes(), 0)
                 + ip.protocol() as u32
@@ -59,23 +70,89 @@ pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
                 pseudo,
             )
         }
-        _ => return false,
+        _ => return None,
     };
-    let at = match proto {
-        IPPROTO_TCP if l4_len >= field::tcp::MIN_HEADER_LEN => field::tcp::CHECKSUM,
-        IPPROTO_UDP if l4_len >= field::udp::HEADER_LEN => field::udp::CHECKSUM,
-        _ => return false,
+    let csum_field = match proto {
+        IPPROTO_TCP if len >= field::tcp::MIN_HEADER_LEN => field::tcp::CHECKSUM.start,
+        IPPROTO_UDP if len >= field::udp::HEADER_LEN => field::udp::CHECKSUM.start,
+        _ => return None,
     };
-    let Some(seg) = frame.get_mut(l4_off..l4_off + l4_len) else {
+    if offset + len > frame.len() {
+        return None;
+    }
+    Some(L4Span {
+        offset,
+        len,
+        proto,
+        csum_field,
+        pseudo,
+    })
+}
+
+/// What a frame's L4 checksum field holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CsumState {
+    /// The checksum verifies.
+    Valid,
+    /// The field holds the pseudo-header's sum: the sender left the rest
+    /// to checksum offload (a veth peer; what `NEEDS_CSUM` describes).
+    Partial(L4Span),
+    /// Neither: corrupt, or UDP over IPv4 without a checksum.
+    Other,
+}
+
+/// Verifies a frame's TCP/UDP checksum (None: not a TCP/UDP frame).
+/// Context: any; allocates nothing, never panics.
+pub fn checksum_state(frame: &[u8]) -> Option<CsumState> {
+    let l4 = l4_span(frame)?;
+    let seg = &frame[l4.offset..l4.offset + l4.len];
+    let field = u16::from_be_bytes([seg[l4.csum_field], seg[l4.csum_field + 1]]);
+    if l4.proto == IPPROTO_UDP && field == 0 {
+        return Some(CsumState::Other);
+    }
+    if fold(sum(seg, l4.pseudo)) == 0xffff {
+        return Some(CsumState::Valid);
+    }
+    if field == fold(l4.pseudo) {
+        return Some(CsumState::Partial(l4));
+    }
+    Some(CsumState::Other)
+}
+
+/// The pseudo-header sum of `l4` folded: the seed a `NEEDS_CSUM` frame
+/// carries in its checksum field.
+pub fn pseudo_seed(l4: &L4Span) -> u16 {
+    fold(l4.pseudo)
+}
+
+/// Computes and stores the TCP or UDP checksum of an unfragmented
+/// IPv4/IPv6 frame (up to two VLAN tags). Returns false, leaving the frame
+/// unchanged, for anything else or a truncated segment.
+/// Context: any; allocates nothing, never panics.
+pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
+    let Some(l4) = l4_span(frame) else {
         return false;
     };
+    let seg = &mut frame[l4.offset..l4.offset + l4.len];
+    let at = l4.csum_field..l4.csum_field + 2;
     seg[at.clone()].copy_from_slice(&[0, 0]);
-    let mut c = !fold(sum(seg, pseudo));
-    if proto == IPPROTO_UDP && c == 0 {
+    let mut c = !fold(sum(seg, l4.pseudo));
+    if l4.proto == IPPROTO_UDP && c == 0 {
         c = 0xffff; // 0 means "no checksum" for UDP
     }
     seg[at].copy_from_slice(&c.to_be_bytes());
     true
+}
+
+/// The IPv4 header checksum of `hdr` (its checksum field is skipped).
+pub fn ipv4_header_checksum(hdr: &[u8]) -> u16 {
+    let mut acc = 0u32;
+    for (i, w) in hdr.chunks_exact(2).enumerate() {
+        if i != 5 {
+            acc += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+    }
+    !fold(acc)
 }
 
 #[cfg(test)]
@@ -124,6 +201,31 @@ mod tests {
             .write(&mut f, &[0xff; 33])
             .unwrap();
         check(f, 18 + 20 + 6);
+    }
+
+    #[test]
+    fn tells_valid_partial_and_corrupt_checksums_apart() {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(4000, 80, 1, 1000)
+            .write(&mut f, &[7; 100])
+            .unwrap();
+        assert_eq!(checksum_state(&f), Some(CsumState::Valid));
+        let l4 = l4_span(&f).unwrap();
+        assert_eq!((l4.offset, l4.len, l4.csum_field), (34, 120, 16));
+        let at = 34 + 16;
+        let mut partial = f.clone();
+        partial[at..at + 2].copy_from_slice(&pseudo_seed(&l4).to_be_bytes());
+        assert_eq!(checksum_state(&partial), Some(CsumState::Partial(l4)));
+        let mut bad = f.clone();
+        bad[60] ^= 1;
+        assert_eq!(checksum_state(&bad), Some(CsumState::Other));
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(checksum_state(&arp), None);
+        let ip = &f[14..34];
+        assert_eq!(ipv4_header_checksum(ip).to_be_bytes(), [ip[10], ip[11]]);
     }
 
     #[test]

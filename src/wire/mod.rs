@@ -9,7 +9,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 mod csum;
-pub use csum::complete_l4_checksum;
+pub mod vnet;
+pub use csum::{
+    CsumState, L4Span, checksum_state, complete_l4_checksum, ipv4_header_checksum, l4_span,
+    pseudo_seed,
+};
 
 /// Ethernet header length.
 pub const ETH_HDR_LEN: usize = 14;
