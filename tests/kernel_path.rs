@@ -356,33 +356,13 @@ fn collect(sock: &UdpSocket, quiet: Duration) -> (HashSet<Vec<u8>>, u64) {
 }
 
 /// A UDP socket in S. A veth sender with checksum offload hands the
-/// receiving side frames whose L4 checksum is not computed yet. AF_PACKET
-/// flags them (TP_STATUS_CSUMNOTREADY) and cpumapd completes the checksum,
-/// so that path is tested with offload on; XDP cannot see the flag (the
-/// kernel's own cpumap has the same limitation), so for AF_XDP the sender
-/// turns UDP checksums off (SO_NO_CHECK). Frames from a real wire carry
-/// their checksum.
-fn udp_sender(t: &Topo, port: Port) -> UdpSocket {
+/// receiving side frames whose L4 checksum is not computed yet: AF_PACKET
+/// says so in the frame's virtio-net header, and over AF_XDP cpumapd tells
+/// the pseudo-header seed from a corrupt checksum itself; either way the
+/// TAP gets NEEDS_CSUM and the kernel finishes the checksum.
+fn udp_sender(t: &Topo, _port: Port) -> UdpSocket {
     let src = SocketAddrV4::new(t.addr(2), 0);
-    in_netns(&t.s, move || {
-        let s = UdpSocket::bind(src).unwrap();
-        if matches!(port, Port::AfPacket) {
-            return s;
-        }
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt with a c_int option value of the size passed.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_NO_CHECK,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as u32,
-            )
-        };
-        assert_eq!(r, 0, "SO_NO_CHECK");
-        s
-    })
+    in_netns(&t.s, move || UdpSocket::bind(src).unwrap())
 }
 
 fn udp_through(port: Port) {
@@ -774,4 +754,253 @@ fn kernel_path_errors_name_the_interface_and_the_fix() {
         assert!(!out.status.success());
         assert!(e.contains("CAP_NET_ADMIN"), "{e}");
     }
+}
+
+/// A deterministic byte stream (xorshift), so the receiver can check every
+/// byte and its order.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `len` bytes over TCP from S to the TAP's address with the sender's
+/// default offloads (TSO, GSO, checksum offload on the veth) and returns
+/// what A's socket received, whole.
+fn tcp_transfer(t: &Topo, port_no: u16, data: Vec<u8>) -> Vec<u8> {
+    let bind = SocketAddrV4::new(t.addr(1), port_no);
+    let listener = in_netns(&t.a, move || std::net::TcpListener::bind(bind).unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut c, _) = listener.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        got
+    });
+    let dst = SocketAddrV4::new(t.addr(1), port_no);
+    in_netns(&t.s, move || {
+        use std::io::Write;
+        let mut c =
+            std::net::TcpStream::connect_timeout(&dst.into(), Duration::from_secs(10)).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(&data).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    server.join().unwrap()
+}
+
+fn tcp_with_offloads(port: Port) {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let t = Topo::new();
+    let feats = run("ip", &["netns", "exec", &t.s, "ethtool", "-k", &t.vs]);
+    let feats = String::from_utf8_lossy(&feats.stdout).to_string();
+    assert!(
+        feats.contains("tcp-segmentation-offload: on") && feats.contains("tx-checksumming: on"),
+        "the sender keeps its default offloads: {feats}"
+    );
+    let child = t.start_on(port, &[]);
+    const LEN: usize = 24 << 20;
+    let data = pattern(0x5eed, LEN);
+    let got = tcp_transfer(&t, 5201, data.clone());
+    let s = sigterm_and_summary(&t, child);
+    assert_identity(&s);
+    assert_eq!(got.len(), LEN, "{port:?}: every byte arrived; {s}");
+    assert!(
+        got == data,
+        "{port:?}: the bytes arrived in order, unchanged"
+    );
+    let targets = s["targets"].as_array().unwrap();
+    let gro: u64 = targets.iter().map(|x| n(x, "gro_frames")).sum();
+    let ports = s["ports"].as_array().unwrap();
+    let gso: u64 = ports.iter().map(|p| n(p, "rx_gso")).sum();
+    let bad: u64 = ports
+        .iter()
+        .map(|p| n(p, "rx_oversize") + n(p, "rx_bad_offload"))
+        .sum();
+    assert_eq!(bad, 0, "{s}");
+    match port {
+        // The sender's TSO super-frames came through whole.
+        Port::AfPacket => assert!(gso > 0, "{s}"),
+        // XDP on the veth turns the peer's GSO off: segments, merged again
+        // by the targets' GRO.
+        Port::AfXdp => assert!(gro > 0, "{s}"),
+    }
+}
+
+#[test]
+#[ignore = "needs root, iproute2, ethtool and /dev/net/tun: cargo test -- --include-ignored"]
+fn tcp_with_the_senders_default_offloads_crosses_af_packet_whole_and_in_order() {
+    tcp_with_offloads(Port::AfPacket);
+}
+
+#[test]
+#[ignore = "needs root, iproute2, ethtool and /dev/net/tun: cargo test -- --include-ignored"]
+fn tcp_with_the_senders_default_offloads_crosses_af_xdp_whole_and_in_order() {
+    tcp_with_offloads(Port::AfXdp);
+}
+
+/// A packet socket on interface `dev` of namespace `ns` with
+/// PACKET_AUXDATA, so each frame comes with the VLAN tag the kernel moved
+/// out of it.
+fn packet_socket(ns: &str, dev: &str) -> std::os::fd::OwnedFd {
+    let dev = dev.to_string();
+    in_netns(ns, move || {
+        use std::os::fd::FromRawFd;
+        let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
+        // SAFETY: plain socket(2), checked below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh descriptor, owned from here on.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(dev).unwrap();
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        // SAFETY: zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto as u16;
+        sll.sll_ifindex = ifindex as i32;
+        let one: libc::c_int = 1;
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        // SAFETY: valid option values of the sizes passed; sll outlives bind.
+        unsafe {
+            assert_eq!(
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32
+                ),
+                0
+            );
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                (&one as *const libc::c_int).cast(),
+                4,
+            );
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as u32,
+            );
+        }
+        fd
+    })
+}
+
+/// One frame and its VLAN TCI (None: untagged) from a packet socket.
+fn recv_tagged(fd: &std::os::fd::OwnedFd) -> Option<(Vec<u8>, Option<u16>)> {
+    let mut buf = [0u8; 2048];
+    let mut ctl = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: zero is a valid msghdr; its pointers are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&ctl);
+    // SAFETY: msg points at live buffers for the call.
+    let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
+    if r <= 0 {
+        return None;
+    }
+    let mut tci = None;
+    // SAFETY: walking the control messages the kernel wrote into ctl.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
+                let aux = libc::CMSG_DATA(c)
+                    .cast::<libc::tpacket_auxdata>()
+                    .read_unaligned();
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                    tci = Some(aux.tp_vlan_tci);
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Some((buf[..r as usize].to_vec(), tci))
+}
+
+/// VLAN 100 frames from S reach the TAP with their tag (this kernel has no
+/// 8021q module, so the tag is read off a packet socket on the TAP): the
+/// tag survives the port (AF_PACKET moves it into tp_vlan_tci; cpumapd
+/// puts it back; over AF_XDP it stays in the frame).
+fn vlan_through(port: Port) {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let t = Topo::new();
+    let child = t.start_on(port, &[]);
+    let tap_rx = packet_socket(&t.a, &t.tap);
+    let tx = packet_socket(&t.s, &t.vs);
+    const N: u32 = 100;
+    for i in 0..N {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+            .single_vlan(100.try_into().unwrap())
+            .ipv4(t.addr(2).octets(), t.addr(1).octets(), 64)
+            .udp(4000 + i as u16, 7100)
+            .write(&mut f, format!("vlan-{i}").as_bytes())
+            .unwrap();
+        // SAFETY: f is a live buffer for the call.
+        let r = unsafe { libc::send(tx.as_raw_fd(), f.as_ptr().cast(), f.len(), 0) };
+        assert_eq!(r, f.len() as isize);
+    }
+    let t0 = Instant::now();
+    let mut tagged = 0;
+    let mut untagged = 0;
+    while t0.elapsed() < Duration::from_secs(3) && tagged + untagged < N {
+        let Some((f, tci)) = recv_tagged(&tap_rx) else {
+            continue;
+        };
+        if !f.windows(5).any(|w| w == b"vlan-") {
+            continue;
+        }
+        match tci {
+            Some(tci) if tci & 0x0fff == 100 => tagged += 1,
+            _ => untagged += 1,
+        }
+    }
+    let s = sigterm_and_summary(&t, child);
+    assert_identity(&s);
+    assert_eq!(
+        (tagged, untagged),
+        (N, 0),
+        "{port:?}: VLAN 100 frames entered the kernel with their tag; {s}"
+    );
+}
+#[test]
+#[ignore = "needs root, iproute2 and /dev/net/tun: cargo test -- --include-ignored"]
+fn vlan_tags_survive_af_packet_into_the_kernel() {
+    vlan_through(Port::AfPacket);
+}
+
+#[test]
+#[ignore = "needs root, iproute2 and /dev/net/tun: cargo test -- --include-ignored"]
+fn vlan_tags_survive_af_xdp_into_the_kernel() {
+    vlan_through(Port::AfXdp);
 }
