@@ -415,6 +415,7 @@ fn udp_through(port: Port) {
     // Both targets took part, and the reverse direction carried ARP.
     let targets = s["targets"].as_array().unwrap();
     assert!(targets.iter().all(|x| n(x, "delivered") > 0), "{s}");
+
     assert!(
         n(&s, "reverse_tx") > 0,
         "ARP replies went out through the TAP's reverse path"
@@ -1003,4 +1004,112 @@ fn vlan_tags_survive_af_packet_into_the_kernel() {
 #[ignore = "needs root, iproute2 and /dev/net/tun: cargo test -- --include-ignored"]
 fn vlan_tags_survive_af_xdp_into_the_kernel() {
     vlan_through(Port::AfXdp);
+}
+
+/// A counter of /proc/net/snmp in namespace `ns` ("Udp", "InDatagrams").
+fn snmp(ns: &str, group: &str, name: &str) -> u64 {
+    let out = run("ip", &["netns", "exec", ns, "cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{group}:")))
+        .collect();
+    let (names, values) = (rows[0].split_whitespace(), rows[1].split_whitespace());
+    names
+        .zip(values)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("{group} {name} in {text}"))
+}
+
+/// At full burst the targets merge the generator's datagrams of one flow
+/// into USO super-datagrams, and a plain UDP socket behind the TAP still
+/// receives every datagram, whole.
+#[test]
+#[ignore = "needs root, iproute2 and /dev/net/tun: cargo test -- --include-ignored"]
+fn uso_super_datagrams_reach_a_socket_as_the_datagrams_sent() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let t = Topo::new();
+    // The TAP exists (persistent) with the generator's destination before
+    // cpumapd attaches, so no datagram arrives before the socket is there.
+    run(
+        "ip",
+        &[
+            "-n",
+            &t.a,
+            "tuntap",
+            "add",
+            "dev",
+            &t.tap,
+            "mode",
+            "tap",
+            "multi_queue",
+        ],
+    );
+    run(
+        "ip",
+        &["-n", &t.a, "addr", "add", "198.19.0.1/32", "dev", &t.tap],
+    );
+    run("ip", &["-n", &t.a, "link", "set", &t.tap, "up"]);
+    let sink = in_netns(&t.a, || {
+        let s = UdpSocket::bind("0.0.0.0:9").unwrap();
+        let big: libc::c_int = 64 << 20;
+        // SAFETY: setsockopt with a c_int option value of the size passed.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&big as *const libc::c_int).cast(),
+                4,
+            );
+        }
+        s
+    });
+    const N: u64 = 20_000;
+    let recv = std::thread::spawn(move || {
+        sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (mut count, mut whole) = (0u64, 0u64);
+        let mut buf = [0u8; 2048];
+        while let Ok((len, _)) = sink.recv_from(&mut buf) {
+            count += 1;
+            whole += (len == 64 - 42) as u64;
+        }
+        (count, whole)
+    });
+    let vdev = format!("net_gen0,flows=1,count={N},rate=100000");
+    let child = t.start_with("0@0,1@1,2@1", &vdev, &[]);
+    let (count, whole) = recv.join().unwrap();
+    let s = sigterm_and_summary(&t, child);
+    run(
+        "ip",
+        &[
+            "-n",
+            &t.a,
+            "tuntap",
+            "del",
+            "dev",
+            &t.tap,
+            "mode",
+            "tap",
+            "multi_queue",
+        ],
+    );
+    assert_identity(&s);
+    let targets = s["targets"].as_array().unwrap();
+    let uso: u64 = targets.iter().map(|x| n(x, "gro_frames")).sum();
+    let segs: u64 = targets.iter().map(|x| n(x, "gro_segments")).sum();
+    assert!(uso > 0 && segs > uso, "super-datagrams were made: {s}");
+    let lost = snmp(&t.a, "Udp", "RcvbufErrors") + snmp(&t.a, "Udp", "InErrors");
+    // Every generated frame was delivered or counted (tail drops when the
+    // receiver, sharing the CPUs, falls behind).
+    assert_eq!(n(&s, "rx"), N, "{s}");
+    assert_eq!(whole, count, "every datagram arrived whole");
+    assert_eq!(
+        count + lost,
+        n(&s, "delivered"),
+        "the socket got every datagram delivered (or the kernel counted it); {s}"
+    );
 }

@@ -1,5 +1,6 @@
 //! GRO on the target: within one dequeued burst, TCP segments of one flow
 //! become one super-frame with a virtio-net header (`GSO_TCPV4`/`TCPV6`),
+//! and UDP datagrams of one flow one `GSO_UDP_L4` (USO) super-datagram,
 //! so the kernel's stack walks its receive path once per super-frame
 //! instead of once per segment (what NAPI GRO does before
 //! `netif_receive_skb`).
@@ -19,6 +20,14 @@
 //! So a flow's bytes leave in the order they came; only frames of
 //! different flows may change places (as with the kernel's GRO).
 //!
+//! UDP follows `udp_gro_receive_segment`: same flow and IP fields, every
+//! datagram as long as the first but the last, which may be shorter and
+//! closes the group. The kernel splits the super-datagram back into the
+//! original datagrams before a socket without `UDP_GRO` sees it
+//! (`udp_rcv_segment`), so receivers get the datagrams they were sent;
+//! what is saved is the walk through the device, IP and routing layers per
+//! datagram (and the write per datagram here).
+//!
 //! A merged group's first frame gets the merged IP length (and IPv4
 //! header checksum), PSH if any member had it, the pseudo-header seed in
 //! its TCP checksum field and a `NEEDS_CSUM` + GSO offload record; the
@@ -30,8 +39,8 @@
 use arrayvec::ArrayVec;
 
 use crate::frame::{Frame, MAX_BURST};
-use crate::wire::vnet::{F_DATA_VALID, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VnetHdr};
-use crate::wire::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, L3, parse};
+use crate::wire::vnet::{F_DATA_VALID, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VnetHdr};
+use crate::wire::{ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, L3, parse};
 
 /// Groups open at once (flows merged in parallel within one burst).
 pub const OPEN: usize = 8;
@@ -53,54 +62,88 @@ struct Seg {
     hdr_len: usize,
     payload: usize,
     v6: bool,
+    /// A UDP datagram (USO) rather than a TCP segment.
+    udp: bool,
+    /// IPv4 don't-fragment.
+    df: bool,
     seq: u32,
     flags: u8,
     ip_id: u16,
 }
 
 /// Parses a frame as a GRO candidate: an IPv4 (no options, no fragment)
-/// or IPv6 (no extension header) TCP segment with payload, only ACK/PSH
-/// set, exactly as long as its IP length says.
+/// or IPv6 (no extension header) TCP segment with payload and only ACK/PSH
+/// set, or a UDP datagram with payload, exactly as long as its IP length
+/// says.
 fn segment(d: &[u8]) -> Option<Seg> {
     let p = parse(d)?;
-    let (l4, v6, ip_id, ip_len) = match (p.ethertype, p.l3) {
-        (ETH_P_IPV4, L3::Ipv4(ip))
-            if ip.header_len() == 20 && !ip.is_fragment() && ip.protocol() == IPPROTO_TCP =>
-        {
+    let (l4, v6, ip_id, ip_len, proto) = match (p.ethertype, p.l3) {
+        (ETH_P_IPV4, L3::Ipv4(ip)) if ip.header_len() == 20 && !ip.is_fragment() => {
             let id = u16::from_be_bytes([d[p.l3_offset + 4], d[p.l3_offset + 5]]);
-            (p.l3_offset + 20, false, id, ip.total_len() as usize)
+            let len = ip.total_len() as usize;
+            (p.l3_offset + 20, false, id, len, ip.protocol())
         }
-        (ETH_P_IPV6, L3::Ipv6(ip)) if ip.next_header() == IPPROTO_TCP => {
-            (p.l3_offset + 40, true, 0, 40 + ip.payload_len() as usize)
+        (ETH_P_IPV6, L3::Ipv6(ip)) => {
+            let len = 40 + ip.payload_len() as usize;
+            (p.l3_offset + 40, true, 0, len, ip.next_header())
         }
         _ => return None,
     };
-    if p.l3_offset + ip_len != d.len() || d.len() < l4 + 20 {
+    if p.l3_offset + ip_len != d.len() {
         return None;
     }
-    let doff = (d[l4 + 12] >> 4) as usize * 4;
-    let flags = d[l4 + 13];
-    let hdr_len = l4 + doff;
-    if doff < 20 || hdr_len >= d.len() || flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0
-    {
-        return None;
-    }
-    Some(Seg {
+    let base = Seg {
         l3: p.l3_offset,
         l4,
-        hdr_len,
-        payload: d.len() - hdr_len,
+        hdr_len: 0,
+        payload: 0,
         v6,
-        seq: u32::from_be_bytes([d[l4 + 4], d[l4 + 5], d[l4 + 6], d[l4 + 7]]),
-        flags,
+        udp: false,
+        df: !v6 && d[p.l3_offset + 6] & 0x40 != 0,
+        seq: 0,
+        flags: 0,
         ip_id,
-    })
+    };
+    match proto {
+        IPPROTO_TCP if d.len() >= l4 + 20 => {
+            let doff = (d[l4 + 12] >> 4) as usize * 4;
+            let flags = d[l4 + 13];
+            let hdr_len = l4 + doff;
+            if doff < 20
+                || hdr_len >= d.len()
+                || flags & !(TCP_ACK | TCP_PSH) != 0
+                || flags & TCP_ACK == 0
+            {
+                return None;
+            }
+            Some(Seg {
+                hdr_len,
+                payload: d.len() - hdr_len,
+                seq: u32::from_be_bytes([d[l4 + 4], d[l4 + 5], d[l4 + 6], d[l4 + 7]]),
+                flags,
+                ..base
+            })
+        }
+        IPPROTO_UDP if d.len() > l4 + 8 => {
+            let ulen = u16::from_be_bytes([d[l4 + 4], d[l4 + 5]]) as usize;
+            if ulen != d.len() - l4 {
+                return None;
+            }
+            Some(Seg {
+                hdr_len: l4 + 8,
+                payload: ulen - 8,
+                udp: true,
+                ..base
+            })
+        }
+        _ => None,
+    }
 }
 
 /// True when `b` belongs to the flow of `a` and may follow it in one
 /// super-frame as far as headers go (everything but sequence and size).
 fn same_flow_and_headers(a: &[u8], sa: &Seg, b: &[u8], sb: &Seg) -> bool {
-    if sa.hdr_len != sb.hdr_len || sa.l4 != sb.l4 || sa.v6 != sb.v6 {
+    if sa.hdr_len != sb.hdr_len || sa.l4 != sb.l4 || sa.v6 != sb.v6 || sa.udp != sb.udp {
         return false;
     }
     let (l3, l4) = (sa.l3, sa.l4);
@@ -120,6 +163,9 @@ fn same_flow_and_headers(a: &[u8], sa: &Seg, b: &[u8], sb: &Seg) -> bool {
         w[1] &= !TCP_PSH;
         w
     };
+    if sa.udp {
+        return a[..l3] == b[..l3] && ip_same && a[l4..l4 + 4] == b[l4..l4 + 4];
+    }
     a[..l3] == b[..l3]
         && ip_same
         && a[l4..l4 + 4] == b[l4..l4 + 4]
@@ -128,27 +174,31 @@ fn same_flow_and_headers(a: &[u8], sa: &Seg, b: &[u8], sb: &Seg) -> bool {
         && a[l4 + 20..sa.hdr_len] == b[l4 + 20..sb.hdr_len]
 }
 
-/// The flow part alone (addresses and ports), to find a group a
-/// non-candidate TCP frame (FIN, SYN, pure ACK) must close first.
-fn flow_of(d: &[u8]) -> Option<(usize, usize, bool)> {
+/// The flow part alone (addresses, protocol and ports), to find a group a
+/// non-candidate frame of the same flow (FIN, SYN, pure ACK, a datagram
+/// whose checksum is unknown) must close first.
+fn flow_of(d: &[u8]) -> Option<(usize, usize, bool, u8)> {
     let p = parse(d)?;
     match (p.ethertype, p.l3) {
-        (ETH_P_IPV4, L3::Ipv4(ip)) if ip.protocol() == IPPROTO_TCP => {
-            Some((p.l3_offset, p.l3_offset + ip.header_len(), false))
-        }
-        (ETH_P_IPV6, L3::Ipv6(ip)) if ip.next_header() == IPPROTO_TCP => {
-            Some((p.l3_offset, p.l3_offset + 40, true))
-        }
+        (ETH_P_IPV4, L3::Ipv4(ip)) => Some((
+            p.l3_offset,
+            p.l3_offset + ip.header_len(),
+            false,
+            ip.protocol(),
+        )),
+        (ETH_P_IPV6, L3::Ipv6(ip)) => Some((p.l3_offset, p.l3_offset + 40, true, ip.next_header())),
         _ => None,
     }
-    .filter(|&(_, l4, _)| d.len() >= l4 + 4)
+    .filter(|&(_, l4, _, proto)| {
+        d.len() >= l4 + 4 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+    })
 }
 
 fn same_flow(a: &[u8], sa: &Seg, b: &[u8]) -> bool {
-    let Some((l3, l4, v6)) = flow_of(b) else {
+    let Some((l3, l4, v6, proto)) = flow_of(b) else {
         return false;
     };
-    if l3 != sa.l3 || v6 != sa.v6 {
+    if l3 != sa.l3 || v6 != sa.v6 || (proto == IPPROTO_UDP) != sa.udp {
         return false;
     }
     let addrs = if v6 {
@@ -280,9 +330,11 @@ impl Gro {
         let grp = &self.open[g];
         let next_seq = grp.first.seq.wrapping_add(grp.payload as u32);
         let k = grp.members.len() as u16;
-        let id_ok =
-            s.v6 || s.ip_id == grp.first.ip_id.wrapping_add(k) || s.ip_id == grp.first.ip_id;
-        s.seq == next_seq
+        // The IPv4 ID counts up per segment, or (DF set) may stay fixed.
+        let id_ok = s.v6
+            || s.ip_id == grp.first.ip_id.wrapping_add(k)
+            || (s.df && s.ip_id == grp.first.ip_id);
+        (s.udp || s.seq == next_seq)
             && s.payload <= grp.mss
             && id_ok
             && grp.first.hdr_len - grp.first.l3 + grp.payload + s.payload <= MAX_IP_LEN
@@ -296,10 +348,11 @@ impl Gro {
         let hdr_len = grp.first.hdr_len;
         let merged = grp.members.len() > 1;
         if merged {
-            let psh = grp
-                .members
-                .iter()
-                .any(|&m| frames[m as usize].data()[grp.first.l4 + 13] & TCP_PSH != 0);
+            let psh = !grp.first.udp
+                && grp
+                    .members
+                    .iter()
+                    .any(|&m| frames[m as usize].data()[grp.first.l4 + 13] & TCP_PSH != 0);
             fix_first(&mut frames[grp.members[0] as usize], &grp, psh);
         }
         self.emits.push(Emit {
@@ -325,18 +378,25 @@ fn mergeable(f: &Frame) -> Option<Seg> {
 fn fix_first(f: &mut Frame, grp: &Group, psh: bool) {
     let s = grp.first;
     let ip_len = s.hdr_len - s.l3 + grp.payload;
-    let tcp_len = ip_len - (s.l4 - s.l3);
+    let l4_len = ip_len - (s.l4 - s.l3);
     let d = f.data_mut();
     if s.v6 {
-        d[s.l3 + 4..s.l3 + 6].copy_from_slice(&((tcp_len) as u16).to_be_bytes());
+        d[s.l3 + 4..s.l3 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
     } else {
         d[s.l3 + 2..s.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
         let c = crate::wire::ipv4_header_checksum(&d[s.l3..s.l4]);
         d[s.l3 + 10..s.l3 + 12].copy_from_slice(&c.to_be_bytes());
     }
-    if psh {
-        d[s.l4 + 13] |= TCP_PSH;
-    }
+    let (proto, csum_offset, gso_type) = if s.udp {
+        // The super-datagram's length; each segment gets its own back.
+        d[s.l4 + 4..s.l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        (IPPROTO_UDP, 6, GSO_UDP_L4)
+    } else {
+        if psh {
+            d[s.l4 + 13] |= TCP_PSH;
+        }
+        (IPPROTO_TCP, 16, if s.v6 { GSO_TCPV6 } else { GSO_TCPV4 })
+    };
     // The pseudo-header seed for the merged length: the kernel (or whoever
     // segments the super-frame again) finishes the checksum.
     let seed = {
@@ -349,20 +409,21 @@ fn fix_first(f: &mut Frame, grp: &Group, psh: bool) {
         for w in d[addrs].chunks_exact(2) {
             acc += u16::from_be_bytes([w[0], w[1]]) as u32;
         }
-        acc += IPPROTO_TCP as u32 + (tcp_len as u32 >> 16) + (tcp_len as u32 & 0xffff);
+        acc += proto as u32 + (l4_len as u32 >> 16) + (l4_len as u32 & 0xffff);
         while acc > 0xffff {
             acc = (acc & 0xffff) + (acc >> 16);
         }
         acc as u16
     };
-    d[s.l4 + 16..s.l4 + 18].copy_from_slice(&seed.to_be_bytes());
+    let at = s.l4 + csum_offset;
+    d[at..at + 2].copy_from_slice(&seed.to_be_bytes());
     f.set_offload(VnetHdr {
         flags: F_NEEDS_CSUM,
-        gso_type: if s.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        gso_type,
         hdr_len: s.hdr_len as u16,
         gso_size: grp.mss as u16,
         csum_start: s.l4 as u16,
-        csum_offset: 16,
+        csum_offset: csum_offset as u16,
     });
 }
 
@@ -473,6 +534,47 @@ mod tests {
                     crate::wire::ipv4_header_checksum(ip).to_be_bytes(),
                     [ip[10], ip[11]]
                 );
+            }
+        }
+    }
+
+    fn udp(sport: u16, payload: &[u8], v6: bool) -> Vec<u8> {
+        let mut v = Vec::new();
+        let b = PacketBuilder::ethernet2([2; 6], [4; 6]);
+        let b = if v6 {
+            b.ipv6([1; 16], [2; 16], 64)
+        } else {
+            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        };
+        b.udp(sport, 53).write(&mut v, payload).unwrap();
+        v
+    }
+
+    #[test]
+    fn merges_udp_datagrams_of_one_flow_into_a_uso_super_datagram() {
+        for v6 in [false, true] {
+            let mut pool = Pool::new("g", 64, 128, 2048).unwrap();
+            let mut raw: Vec<_> = (0..4u8).map(|k| udp(9, &[k; 100], v6)).collect();
+            raw.push(udp(9, &[9; 40], v6)); // shorter: joins, closes
+            raw.push(udp(9, &[8; 100], v6)); // a new group of one
+            raw.push(udp(10, &[7; 100], v6)); // another flow
+            let mut fs = frames(&mut pool, &raw);
+            let mut g = Gro::default();
+            assert_eq!(g.plan(&mut fs), 1, "{:?}", g.emits);
+            assert_eq!(g.emits.len(), 3);
+            assert_eq!(g.emits[0].members.as_slice(), &[0, 1, 2, 3, 4]);
+            let o = fs[0].offload();
+            assert_eq!((o.gso(), o.gso_size, o.csum_offset), (GSO_UDP_L4, 100, 6));
+            let mut v = flatten(&fs, &g.emits[0]);
+            assert_eq!(o.check(v.len()), Ok(()));
+            assert!(crate::wire::complete_l4_checksum(&mut v));
+            assert_eq!(checksum_state(&v), Some(CsumState::Valid));
+            // Cut at gso_size, the payloads are the datagrams sent.
+            let pay = &v[o.hdr_len as usize..];
+            let cut: Vec<&[u8]> = pay.chunks(100).collect();
+            assert_eq!(cut.len(), 5);
+            for (k, c) in cut.iter().enumerate() {
+                assert_eq!(*c, &raw[k][raw[k].len() - c.len()..]);
             }
         }
     }

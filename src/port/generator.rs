@@ -94,6 +94,7 @@ impl GenConfig {
         let ip = &mut b[14..34];
         ip[0] = 0x45;
         ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip[6] = 0x40; // DF, as a Linux UDP/TCP sender sets it
         ip[8] = 64;
         ip[9] = proto;
         // 198.18.0.0/15 is the benchmarking range (RFC 2544).

@@ -39,6 +39,8 @@ pub struct L4Span {
     pub csum_field: usize,
     /// The pseudo-header's unfolded sum.
     pub pseudo: u32,
+    /// Over IPv6 (where UDP must carry a checksum).
+    pub ipv6: bool,
 }
 
 /// Finds the TCP or UDP segment of an unfragmented IPv4/IPv6 frame (up to
@@ -86,18 +88,20 @@ pub fn l4_span(frame: &[u8]) -> Option<L4Span> {
         proto,
         csum_field,
         pseudo,
+        ipv6: p.ethertype == ETH_P_IPV6,
     })
 }
 
 /// What a frame's L4 checksum field holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CsumState {
-    /// The checksum verifies.
+    /// The checksum verifies (or UDP over IPv4 carries none, which is
+    /// valid).
     Valid,
     /// The field holds the pseudo-header's sum: the sender left the rest
     /// to checksum offload (a veth peer; what `NEEDS_CSUM` describes).
     Partial(L4Span),
-    /// Neither: corrupt, or UDP over IPv4 without a checksum.
+    /// Neither: corrupt (or a zero UDP checksum over IPv6).
     Other,
 }
 
@@ -108,7 +112,11 @@ pub fn checksum_state(frame: &[u8]) -> Option<CsumState> {
     let seg = &frame[l4.offset..l4.offset + l4.len];
     let field = u16::from_be_bytes([seg[l4.csum_field], seg[l4.csum_field + 1]]);
     if l4.proto == IPPROTO_UDP && field == 0 {
-        return Some(CsumState::Other);
+        return Some(if l4.ipv6 {
+            CsumState::Other
+        } else {
+            CsumState::Valid
+        });
     }
     if fold(sum(seg, l4.pseudo)) == 0xffff {
         return Some(CsumState::Valid);
