@@ -408,6 +408,94 @@ mod with_dpdk {
         assert_identity(&s);
     }
 
+    /// testpmd's accumulated "RX-packets" from its exit statistics.
+    fn testpmd_rx_packets(out: &str) -> Option<u64> {
+        let block = out.split("Accumulated forward statistics").nth(1)?;
+        let i = block.find("RX-packets:")?;
+        block[i + 11..].split_whitespace().next()?.parse().ok()
+    }
+
+    #[test]
+    #[ignore = "needs dpdk-testpmd, root and 512 free 2 MB hugepages: cargo test --features dpdk --test dpdk -- --include-ignored"]
+    fn virtio_user_into_a_vhost_user_backend_counts_exactly_on_both_sides() {
+        let _g = serial();
+        if !have("dpdk-testpmd") {
+            skip("needs dpdk-testpmd (apt-get install dpdk)");
+            return;
+        }
+        if hugepages_free() < 256 {
+            skip("vhost-user needs memory the backend can map: cannot reserve 2 MB hugepages");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("vhost.sock");
+        // testpmd is the vhost-user backend (server), counting what it
+        // receives; interactive so `stop` prints the counts.
+        let mut testpmd: Child = Command::new("dpdk-testpmd")
+            .args(args(&format!(
+                "--lcores 0@0,1@0 --in-memory --single-file-segments -m 128 --no-pci --file-prefix {} --log-level 4 --vdev=net_vhost0,iface={},queues=2 -- -i --forward-mode=rxonly --auto-start --nb-cores=1 --rxq=2 --txq=2",
+                prefix(),
+                sock.display()
+            )))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dpdk-testpmd");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "testpmd made no vhost-user socket"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let s = summary(&format!(
+            "--lcores 0@1,1@1,2@1,3@1 --in-memory --single-file-segments -m 256 --no-pci --file-prefix {} --log-level 4 --vdev=net_null0 -- --mode round-robin --cpu 1,2 --duration 2 --exception virtio-user:{}",
+            prefix(),
+            sock.display()
+        ));
+        {
+            use std::io::Write;
+            let stdin = testpmd.stdin.as_mut().unwrap();
+            stdin.write_all(b"stop\n").unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            stdin.write_all(b"quit\n").unwrap();
+        }
+        let tp = testpmd.wait_with_output().unwrap();
+        let tp_out = String::from_utf8_lossy(&tp.stdout).into_owned();
+        let got = testpmd_rx_packets(&tp_out)
+            .unwrap_or_else(|| panic!("no RX-packets in testpmd's output:\n{tp_out}"));
+        assert_identity(&s);
+        assert!(n(&s, "delivered") > 10_000, "{s}");
+        assert_eq!(
+            got,
+            n(&s, "delivered"),
+            "the vhost-user backend received exactly what cpumapd delivered; {s}"
+        );
+    }
+
+    #[test]
+    fn virtio_user_into_vhost_user_needs_shareable_memory() {
+        let _g = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("vhost.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let null = eal("--vdev=net_null0");
+        fails_with(
+            &format!("{null} -- --exception virtio-user:{}", sock.display()),
+            "cannot be shared with the vhost-user backend",
+        );
+        fails_with(
+            &format!(
+                "{null} -- --exception virtio-user:{}",
+                dir.path().join("none").display()
+            ),
+            "start the vhost-user backend",
+        );
+    }
+
     #[test]
     fn sigterm_during_eal_init_is_a_clean_stop() {
         let _g = serial();

@@ -19,6 +19,45 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 #[derive(Debug)]
 pub struct Eal {
     main: LcoreId,
+    memory: Memory,
+}
+
+/// How the EAL's memory was asked for (what another process can map).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// `--no-huge`: anonymous memory, which no other process can map.
+    pub no_huge: bool,
+    /// `--single-file-segments`: one file (or memfd) per segment list.
+    pub single_file_segments: bool,
+}
+
+impl Memory {
+    fn of(args: &[String]) -> Self {
+        let has = |o: &str| {
+            args.iter()
+                .any(|a| a == o || a.starts_with(&format!("{o}=")))
+        };
+        Memory {
+            no_huge: has("--no-huge"),
+            single_file_segments: has("--single-file-segments"),
+        }
+    }
+
+    /// Why a vhost-user backend cannot map this memory (None: it can).
+    /// vhost-user shares memory as file descriptors, at most 8 regions.
+    pub fn vhost_user_problem(&self) -> Option<&'static str> {
+        if self.no_huge {
+            Some(
+                "--no-huge memory cannot be shared with the vhost-user backend; use hugepages (echo 512 > /proc/sys/vm/nr_hugepages) with --in-memory --single-file-segments",
+            )
+        } else if !self.single_file_segments {
+            Some(
+                "vhost-user shares at most 8 memory regions and each 2 MB hugepage is one without --single-file-segments; add --single-file-segments to the EAL arguments",
+            )
+        } else {
+            None
+        }
+    }
 }
 
 impl Eal {
@@ -64,7 +103,13 @@ impl Eal {
         let main = unsafe { ffi::rte_get_main_lcore() };
         Ok(Eal {
             main: LcoreId(main),
+            memory: Memory::of(args),
         })
+    }
+
+    /// How the EAL's memory was asked for.
+    pub fn memory(&self) -> Memory {
+        self.memory
     }
 
     /// The lcore running `main` (the control thread).

@@ -28,6 +28,8 @@ pub enum Kind {
     Tap,
     /// virtio-user towards vhost-net.
     VirtioUser,
+    /// virtio-user towards a vhost-user backend (another process).
+    VhostUser,
 }
 
 /// A started exception device; hands out one queue per lcore.
@@ -74,8 +76,12 @@ impl DpdkException {
         )
     }
 
-    /// net_virtio_user on the vhost-kernel backend at `path`
-    /// (/dev/vhost-net); the kernel interface is `cpumapd0`.
+    /// net_virtio_user at `path`: the vhost-kernel backend when `path` is
+    /// `/dev/vhost-net` (a character device; the kernel interface is
+    /// `cpumapd0`), else a vhost-user backend's UNIX socket (testpmd
+    /// `net_vhost`, OVS-DPDK, a VM's vhost-user port): frames go to that
+    /// process, which needs memory it can map (hugepages with `--in-memory`
+    /// or `--single-file-segments`; `--no-huge` cannot be shared).
     pub fn virtio_user(
         eal: &Eal,
         path: &Path,
@@ -83,9 +89,44 @@ impl DpdkException {
         queues: u16,
         pool: Arc<Mempool>,
     ) -> Result<Self, ExceptionError> {
-        if !path.exists() {
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            ExceptionError::Tap(if path == Path::new("/dev/vhost-net") {
+                format!(
+                    "virtio-user: {} does not exist: this kernel has no vhost-net (modprobe vhost_net, or use --exception tap:IFNAME, which needs only /dev/net/tun)",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "virtio-user: {}: {e}: start the vhost-user backend (e.g. dpdk-testpmd --vdev net_vhost0,iface={}) first",
+                    path.display(),
+                    path.display()
+                )
+            })
+        })?;
+        if meta.file_type().is_socket() {
+            if let Some(why) = eal.memory().vhost_user_problem() {
+                return Err(ExceptionError::Tap(format!(
+                    "virtio-user:{}: {why}",
+                    path.display()
+                )));
+            }
+            let args = format!("path={},queues={queues},queue_size={DESC}", path.display());
+            return Self::start(
+                eal,
+                Kind::VhostUser,
+                "virtio_user_cpumapd".into(),
+                &args,
+                "",
+                false,
+                kernel_mac,
+                queues,
+                pool,
+            );
+        }
+        if !meta.file_type().is_char_device() {
             return Err(ExceptionError::Tap(format!(
-                "virtio-user: {} does not exist: this kernel has no vhost-net (modprobe vhost_net, or use --exception tap:IFNAME, which needs only /dev/net/tun)",
+                "virtio-user: {} is neither /dev/vhost-net (a character device) nor a vhost-user socket",
                 path.display()
             )));
         }
@@ -146,12 +187,22 @@ impl DpdkException {
             netdev::set_up(ifname)
                 .map_err(|e| ExceptionError::Tap(format!("{ifname}: cannot bring it up: {e}")))?;
         }
-        let mac = netdev::mac(ifname).map_err(|e| {
-            ExceptionError::Tap(format!("{ifname}: cannot read the kernel side's MAC: {e}"))
-        })?;
+        let mac = if kind == Kind::VhostUser {
+            // No kernel side: the backend takes what it gets; the frames
+            // keep their MAC unless asked to carry the device's own.
+            port.info.mac
+        } else {
+            netdev::mac(ifname).map_err(|e| {
+                ExceptionError::Tap(format!("{ifname}: cannot read the kernel side's MAC: {e}"))
+            })?
+        };
         Ok(DpdkException {
             port,
-            ifname: ifname.into(),
+            ifname: if ifname.is_empty() {
+                vdev.clone()
+            } else {
+                ifname.into()
+            },
             kind,
             mac,
             rewrite: kernel_mac == KernelMac::Rewrite,

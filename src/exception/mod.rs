@@ -40,7 +40,7 @@ use tap::{KernelMac, TapDevice, TapSpec};
 /// An exception path that cannot be opened or is misconfigured.
 pub enum ExceptionError {
     #[error(
-        "unknown exception path '{0}': expected drop, pcap:FILE, tap:IFNAME, fault:busy=N,down=N,error=N,delay_us=N or (DPDK backend) virtio-user:/dev/vhost-net"
+        "unknown exception path '{0}': expected drop, pcap:FILE, tap:IFNAME, fault:busy=N,down=N,error=N,delay_us=N or (DPDK backend) virtio-user:/dev/vhost-net or virtio-user:VHOST_USER_SOCKET"
     )]
     /// An unknown `--exception` value.
     Unknown(String),
