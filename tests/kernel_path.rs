@@ -1113,3 +1113,79 @@ fn uso_super_datagrams_reach_a_socket_as_the_datagrams_sent() {
         "the socket got every datagram delivered (or the kernel counted it); {s}"
     );
 }
+
+/// Offload metadata the kernel refuses (UFO, a checksum place outside the
+/// frame) is counted as offload_refused, frame by frame, beside frames that
+/// go in; every buffer returns to its pool. Runs the TAP sink in-process,
+/// inside a namespace of its own.
+#[test]
+#[ignore = "needs root and /dev/net/tun: cargo test -- --include-ignored"]
+fn offloads_the_kernel_refuses_are_counted_and_nothing_leaks() {
+    use cpumapd::exception::ExceptionSpec;
+    use cpumapd::exception::tap::KernelMac;
+    use cpumapd::frame::{Burst, Pool};
+    use cpumapd::ids::LcoreId;
+    use cpumapd::wire::vnet::{F_NEEDS_CSUM, GSO_TCPV4, GSO_UDP, VnetHdr};
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let t = Topo::new();
+    let tap = t.tap.clone();
+    let (d, in_use) = in_netns(&t.a, move || {
+        let ex = ExceptionSpec::parse(&format!("tap:{tap}"))
+            .unwrap()
+            .prepare(KernelMac::Rewrite, true)
+            .unwrap();
+        let mut sink = ex.open(LcoreId(1)).unwrap();
+        let mut pool = Pool::new("bad", 8, 128, 2048).unwrap();
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1, 2)
+            .write(&mut frame, &[0; 400])
+            .unwrap();
+        let offloads = [
+            // UFO: modern kernels take no IP-fragmenting UDP GSO.
+            VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_UDP,
+                hdr_len: 42,
+                gso_size: 100,
+                csum_start: 34,
+                csum_offset: 6,
+            },
+            // A checksum to finish beyond the frame's end.
+            VnetHdr {
+                flags: F_NEEDS_CSUM,
+                csum_start: 440,
+                csum_offset: 16,
+                ..Default::default()
+            },
+            // TCP segmentation of a UDP datagram.
+            VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_TCPV4,
+                hdr_len: 54,
+                gso_size: 100,
+                csum_start: 34,
+                csum_offset: 16,
+            },
+            // A plain frame: delivered.
+            VnetHdr::default(),
+        ];
+        let mut burst = Burst::new();
+        for o in offloads {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(&frame).unwrap();
+            f.set_offload(o);
+            burst.push(f);
+        }
+        let d = sink.deliver_burst(&mut burst);
+        drop(sink);
+        (d, pool.in_use())
+    });
+    assert_eq!(in_use, 0, "every buffer is back in its pool");
+    assert_eq!(d.delivered + d.refused(), 4, "{d:?}");
+    assert_eq!(d.delivered, 1, "the plain frame went in: {d:?}");
+    assert_eq!(d.offload_refused, 3, "each refused offload counted: {d:?}");
+}

@@ -379,7 +379,7 @@ impl AfPacketQueue {
             // Larger than a ring block: cut by the kernel.
             return Err(RxRefusal::Oversize);
         }
-        if vnet.check(data.len()).is_err() {
+        if vnet.check_frame(data).is_err() {
             return Err(RxRefusal::BadOffload);
         }
         let Some(mut f) = pool.alloc_for(data.len()) else {

@@ -78,6 +78,17 @@ pub enum VnetError {
         /// The frame's length.
         len: usize,
     },
+    /// A GSO type that does not match the frame's L4 protocol, or a
+    /// checksum start that is not its L4 header.
+    #[error("GSO type {gso_type:#x} does not fit the frame (L4 at {l4:?}, protocol {proto:?})")]
+    GsoMismatch {
+        /// `gso_type`.
+        gso_type: u8,
+        /// Where the frame's L4 header is.
+        l4: Option<usize>,
+        /// Its protocol.
+        proto: Option<u8>,
+    },
     /// The header length is beyond the frame.
     #[error("header length {hdr_len} exceeds the {len}-byte frame")]
     HdrLen {
@@ -168,6 +179,39 @@ impl VnetHdr {
     }
 }
 
+impl VnetHdr {
+    /// [`check`](Self::check), and for a super-frame also that its GSO
+    /// type fits the frame (TCP over IPv4 / IPv6, UDP) and the checksum
+    /// starts at its L4 header: what the kernel would otherwise take and
+    /// drop later, uncounted.
+    pub fn check_frame(&self, frame: &[u8]) -> Result<(), VnetError> {
+        self.check(frame.len())?;
+        if !self.is_gso() {
+            return Ok(());
+        }
+        let p = super::parse(frame);
+        let l4 = p.and_then(|p| match p.l3 {
+            super::L3::Ipv4(ip) => Some((p.l3_offset + ip.header_len(), ip.protocol(), false)),
+            super::L3::Ipv6(ip) => Some((p.l3_offset + 40, ip.next_header(), true)),
+            super::L3::Other(_) => None,
+        });
+        let fits = match (self.gso(), l4) {
+            (GSO_TCPV4, Some((_, super::IPPROTO_TCP, false))) => true,
+            (GSO_TCPV6, Some((_, super::IPPROTO_TCP, true))) => true,
+            (GSO_UDP_L4, Some((_, super::IPPROTO_UDP, _))) => true,
+            _ => false,
+        };
+        if fits && l4.is_some_and(|(off, _, _)| off == self.csum_start as usize) {
+            return Ok(());
+        }
+        Err(VnetError::GsoMismatch {
+            gso_type: self.gso_type,
+            l4: l4.map(|l| l.0),
+            proto: l4.map(|l| l.1),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +232,46 @@ mod tests {
         assert_eq!(h.gso(), GSO_TCPV4);
         assert!(h.is_gso() && !h.is_empty());
         assert!(VnetHdr::default().is_empty());
+    }
+
+    #[test]
+    fn a_gso_type_must_fit_the_frame() {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 2, 3, 1000)
+            .write(&mut f, &[0; 1000])
+            .unwrap();
+        let tso = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 500,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        assert_eq!(tso.check_frame(&f), Ok(()));
+        for bad in [
+            VnetHdr {
+                gso_type: GSO_TCPV6,
+                ..tso
+            },
+            VnetHdr {
+                gso_type: GSO_UDP_L4,
+                csum_offset: 6,
+                ..tso
+            },
+            VnetHdr {
+                csum_start: 30,
+                ..tso
+            },
+        ] {
+            assert!(
+                matches!(bad.check_frame(&f), Err(VnetError::GsoMismatch { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(tso.check_frame(&f[..20]).is_err());
     }
 
     #[test]
