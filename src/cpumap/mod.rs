@@ -36,6 +36,7 @@
 //!   counted where it dropped.
 
 mod qsbr;
+pub mod wake;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ use crate::ring::{self, Consumer, MpProducer};
 use crate::sync::{AtomicU64, Mutex, Ordering, Slot};
 pub use qsbr::QsbrError;
 use qsbr::{Qsbr, ReaderSlot};
+pub use wake::Waker;
 
 /// Frames per bulk queue by default (the kernel's `CPU_MAP_BULK_SIZE`).
 pub const CPU_MAP_BULK_SIZE: usize = 8;
@@ -143,6 +145,8 @@ pub struct Entry {
     qsize: u32,
     prog: Option<RemoteProg>,
     producer: MpProducer<Frame>,
+    /// The target's sleep/wake word: a flush that moved frames in notifies it.
+    waker: Arc<Waker>,
     /// Taken once by the target when it adopts the entry.
     consumer: Mutex<Option<Consumer<Frame>>>,
     /// Generation at which this entry was replaced or deleted (0 while it is
@@ -239,6 +243,8 @@ pub struct CpuMap {
     table: Slot<Table>,
     mailboxes: Box<[Mutex<VecDeque<Arc<Entry>>>]>,
     available: Box<[bool]>,
+    /// One per served target key (None for keys no target serves).
+    wakers: Box<[Option<Arc<Waker>>]>,
     generation: CachePadded<AtomicU64>,
     qsbr: Qsbr,
     writer: Mutex<()>,
@@ -276,7 +282,19 @@ impl CpuMap {
             }
             available[t.index()] = true;
         }
+        let wakers = available
+            .iter()
+            .map(|&a| {
+                a.then(|| {
+                    Waker::new()
+                        .map(Arc::new)
+                        .map_err(|e| MapError::NoMemory(format!("eventfd for a target: {e}")))
+                })
+                .transpose()
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
         Ok(Arc::new(Self {
+            wakers,
             max_entries,
             table: Slot::from_pointee(Table {
                 entries: (0..max_entries).map(|_| None).collect(),
@@ -384,6 +402,9 @@ impl CpuMap {
             qsize: value.qsize,
             prog: value.prog,
             producer,
+            waker: self.wakers[key as usize]
+                .clone()
+                .expect("check_value: the key is a served target"),
             consumer: Mutex::new(Some(consumer)),
             replaced_at: AtomicU64::new(0),
         })))
@@ -510,6 +531,27 @@ impl CpuMap {
         for old in displaced {
             old.replaced_at.store(generation, Ordering::Release);
         }
+        // After the bump: a target that went to sleep before it sees it in
+        // its re-check, or is woken here (W3: SeqCst swap in Waker::wake).
+        self.wake_all();
+    }
+
+    /// Wakes every sleeping target (map changes, shutdown).
+    /// Context: control thread.
+    pub fn wake_all(&self) {
+        for w in self.wakers.iter().flatten() {
+            w.wake();
+        }
+    }
+
+    /// The sleep/wake handle of target `t` (None: not a served target).
+    pub fn waker(&self, t: TargetId) -> Option<&Arc<Waker>> {
+        self.wakers.get(t.index())?.as_ref()
+    }
+
+    /// The map's generation (bumped by every change).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Waits until every RX lcore has let go of everything replaced so far
@@ -634,6 +676,17 @@ impl MapReader {
         }
     }
 
+    /// Before the RX lcore blocks on its ports: quiescent for as long as it
+    /// sleeps, so no map change waits for it. Its bulk queues are empty.
+    pub fn sleep(&mut self) {
+        self.map.qsbr.offline(&self.slot);
+    }
+
+    /// After a sleep: back online, with the entries reloaded.
+    pub fn wake(&mut self) {
+        self.online();
+    }
+
     /// Goes offline for good (RX lcore exit): drops every cached entry.
     pub fn offline(&mut self) {
         for e in self.entries.iter_mut() {
@@ -715,6 +768,10 @@ impl BulkQueues {
     ) {
         let n = q.len() as u64;
         let moved = entry.producer.enqueue_burst(q) as u64;
+        if moved > 0 {
+            // After the ring's tail store: wake the target if it sleeps.
+            entry.waker.notify();
+        }
         let c = &stats.enqueue[entry.target.index()];
         c.enqueued.add(moved);
         c.flushes.add(1);
@@ -858,6 +915,19 @@ impl TargetView {
             count: 0,
             prog: None,
         }
+    }
+
+    /// This target's sleep/wake handle.
+    pub fn waker(&self) -> &Arc<Waker> {
+        self.map
+            .waker(self.target)
+            .expect("a target view exists only for a served target")
+    }
+
+    /// True when the map changed since the last refresh (the sleeper's
+    /// re-check: a new entry may hold frames).
+    pub fn changed(&self) -> bool {
+        self.map.generation.load(Ordering::SeqCst) != self.generation
     }
 
     /// True when every entry's ring is empty (racy unless RX has stopped).
