@@ -21,6 +21,44 @@ use thiserror::Error;
 use crate::cpumap::{CPU_MAP_BULK_SIZE, MAX_BULK, MAX_QSIZE};
 use crate::dpdk;
 use crate::exception::tap::KernelMac;
+
+/// `--idle`: what an lcore does when a poll finds nothing (DPDK
+/// l3fwd-power's RX interrupts, VPP's interrupt mode; the kernel cpumap's
+/// kthread sleeps until a flush wakes it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdlePolicy {
+    /// Poll without pause (every CPU an lcore has stays busy).
+    Spin,
+    /// Spin while work keeps coming, then block until it arrives.
+    #[default]
+    Adaptive,
+    /// Block as soon as a poll finds nothing.
+    Sleep,
+}
+
+impl std::str::FromStr for IdlePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spin" => Ok(Self::Spin),
+            "adaptive" => Ok(Self::Adaptive),
+            "sleep" => Ok(Self::Sleep),
+            _ => Err(format!("--idle '{s}': expected spin, adaptive or sleep")),
+        }
+    }
+}
+
+impl IdlePolicy {
+    /// Idle polls before blocking (None: never blocks).
+    pub fn spins_before_block(self) -> Option<u32> {
+        match self {
+            Self::Spin => None,
+            Self::Adaptive => Some(256),
+            Self::Sleep => Some(0),
+        }
+    }
+}
 use crate::exception::{ExceptionError, ExceptionSpec};
 use crate::filter::{Mode, RemoteProg, UnknownMode};
 use crate::frame::{DEFAULT_DATA_ROOM, DEFAULT_HEADROOM};
@@ -82,7 +120,7 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
                          --vdev net_af_packet0,iface=IF[,qpairs=N][,blocksz=B][,framecnt=N][,qdisc_bypass=0]
                          accepted and ignored: -n -m --no-huge --no-pci --no-shconf --in-memory --file-prefix
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
-          --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --duration S --interval S --summary-json FILE|- --config FILE
+          --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --idle spin|adaptive|sleep --duration S --interval S --summary-json FILE|- --config FILE
           --bulk-size N --pool-size N --max-entries N --no-pin --linger S --latency --stage-cycles
           --prog FILE.o[:PROGRAM] [--jit]   an eBPF XDP program as the RX filter (see bpf/)
           --remote-action drop|pass|FILE.o[:PROGRAM]   the cpumap entries' program
@@ -116,6 +154,11 @@ pub struct AppArgs {
     /// the TAP's (default) or keep it.
     #[arg(long = "kernel-mac")]
     pub kernel_mac: Option<String>,
+    /// What an lcore does with nothing to do: spin (poll without pause),
+    /// adaptive (spin a while, then block until work arrives; default) or
+    /// sleep (block at once).
+    #[arg(long)]
+    pub idle: Option<String>,
     /// Stop after this many seconds (fractions allowed).
     #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -188,6 +231,7 @@ impl AppArgs {
             remote_action: self.remote_action.or(f.remote_action),
             exception: self.exception.or(f.exception),
             kernel_mac: self.kernel_mac.or(f.kernel_mac),
+            idle: self.idle.or(f.idle),
             duration: self.duration.or(f.duration),
             interval: self.interval.or(f.interval),
             summary_json: self.summary_json.or(f.summary_json),
@@ -399,6 +443,8 @@ pub struct FileApp {
     pub exception: Option<String>,
     /// `--kernel-mac`.
     pub kernel_mac: Option<String>,
+    /// `--idle`.
+    pub idle: Option<String>,
     /// `--duration` (seconds).
     pub duration: Option<f64>,
     /// `--interval` (seconds).
@@ -494,6 +540,8 @@ pub struct Plan {
     pub exception: ExceptionSpec,
     /// What the TAP path does with destination MACs.
     pub kernel_mac: KernelMac,
+    /// What idle lcores do.
+    pub idle: IdlePolicy,
     /// Frames per bulk queue.
     pub bulk_size: usize,
     /// Buffers per RX lcore pool.
@@ -1066,6 +1114,13 @@ impl Plan {
             exception,
             kernel_mac: app
                 .kernel_mac
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(ConfigError::Args)?
+                .unwrap_or_default(),
+            idle: app
+                .idle
                 .as_deref()
                 .map(str::parse)
                 .transpose()

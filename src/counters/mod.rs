@@ -76,6 +76,12 @@ pub struct RxCounters {
     pub polls: Counter,
     /// Polls that received nothing.
     pub idle_polls: Counter,
+    /// Times the lcore blocked on its ports (or napped) while idle.
+    pub sleeps: Counter,
+    /// Sleeps that ended because work arrived (not a timeout).
+    pub wakeups: Counter,
+    /// Times it yielded its CPU to a target sharing it.
+    pub yields: Counter,
     /// Reverse direction (see TargetCounters).
     pub reverse_rx: Counter,
     /// Reverse direction: frames sent on a port.
@@ -187,6 +193,12 @@ pub struct TargetCounters {
     pub sched: Counter,
     /// Non-empty bursts dequeued.
     pub bursts: Counter,
+    /// Loops that found every ring empty.
+    pub idle_polls: Counter,
+    /// Times the target blocked until a flush woke it (`--idle`).
+    pub sleeps: Counter,
+    /// Sleeps a flush (or the control plane) ended, not a timeout.
+    pub wakeups: Counter,
     /// GRO: delivered segments merged into super-frames...
     pub gro_segments: Counter,
     /// ...and the super-frames written.

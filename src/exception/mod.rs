@@ -427,6 +427,12 @@ pub trait ExceptionSink: Send {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// A descriptor that turns readable when the kernel sends frames back
+    /// (the TAP queue), for an idle lcore to block on beside its own.
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// The null stack: every frame is accepted and freed.

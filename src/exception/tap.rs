@@ -540,6 +540,10 @@ impl ExceptionSink for TapSink {
         d
     }
 
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
     /// Reads what the kernel transmitted out of this queue, up to a burst,
     /// with its offload metadata. Context: the owning lcore; non-blocking.
     fn receive_burst(&mut self, pool: &mut Pool, out: &mut Burst) -> ReverseRx {

@@ -18,6 +18,7 @@
 
 #[cfg(feature = "dpdk")]
 mod dpdk_env;
+mod idle;
 mod rx;
 mod stats;
 mod target;
@@ -336,6 +337,8 @@ struct RxSetup {
     bulk: BulkQueues,
     sink: Box<dyn ExceptionSink>,
     stats: Arc<RxStats>,
+    /// Targets placed on a CPU this lcore also runs on.
+    colocated: Vec<TargetId>,
 }
 
 fn start_inner(plan: &Plan, dpdk: Env) -> Result<Running, LcoreError> {
@@ -506,8 +509,11 @@ fn target_lcores(
         } else {
             None
         };
+        let view = stats.map.target_view(t);
         out.push(TargetLcore {
-            view: stats.map.target_view(t),
+            waker: view.waker().clone(),
+            view,
+            idle: plan.idle,
             sink: exception.open(t.lcore())?,
             stats: block,
             reverse,
@@ -585,6 +591,15 @@ fn rx_setups(
             bulk: BulkQueues::new(plan.max_entries, plan.bulk_size),
             sink: exception.open(lcore)?,
             stats: block,
+            colocated: plan
+                .targets
+                .iter()
+                .filter(|&&t| {
+                    let mine = plan.cpus_of(lcore);
+                    plan.cpus_of(t).iter().any(|c| mine.contains(c))
+                })
+                .map(|&t| t.into())
+                .collect(),
         });
     }
     Ok(out)
@@ -645,6 +660,7 @@ fn launch_rx(
             cpus: plan.pin.then(|| plan.cpus_of(lcore).to_vec()),
             stamp: plan.latency,
             stage_clock: plan.stage_cycles.then(|| StageClock::shared().clone()),
+            idle: plan.idle,
         };
         let body = move || env.run(setup, mempool, mode, ready, &stop);
         // The body pins itself (a failure is fatal for RX, unlike targets).
@@ -687,6 +703,7 @@ struct RxEnv {
     cpus: Option<Vec<usize>>,
     stamp: bool,
     stage_clock: Option<StageClock>,
+    idle: crate::config::IdlePolicy,
 }
 
 impl RxEnv {
@@ -736,8 +753,10 @@ impl RxEnv {
             bulk: s.bulk,
             sink: s.sink,
             stats: s.stats,
+            colocated: s.colocated,
             stamp: self.stamp,
             stage_clock: self.stage_clock,
+            idle: self.idle,
         };
         Some(lc.run(stop))
     }
@@ -788,6 +807,8 @@ impl Running {
         }
         // S1: Release; pairs with S2 in the target loop.
         t.stop_targets.store(true, Ordering::Release);
+        // Sleeping targets see it now, not at their wait's timeout.
+        self.handle.stats.map.wake_all();
         let mut targets_done = Vec::new();
         for (lcore, h) in std::mem::take(&mut t.targets) {
             match h.join() {

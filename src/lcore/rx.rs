@@ -20,7 +20,9 @@ use crate::ids::TargetId;
 use crate::port::{PortQueue, free_all};
 
 use super::PollLoop;
+use super::idle::{MAX_BLOCK_MS, RxWait, Streak, block_on};
 use super::target::{REVERSE_EVERY, reverse_pass};
+use crate::config::IdlePolicy;
 
 /// What an RX lcore owns.
 pub(super) struct RxLcore {
@@ -32,10 +34,15 @@ pub(super) struct RxLcore {
     pub bulk: BulkQueues,
     pub sink: Box<dyn ExceptionSink>,
     pub stats: Arc<RxStats>,
+    /// Targets sharing a CPU with this lcore: it yields to them when their
+    /// rings fill (the shared-CPU cooperation of `--idle`).
+    pub colocated: Vec<TargetId>,
     /// `--latency`: stamp every received burst with the shared clock.
     pub stamp: bool,
     /// `--stage-cycles`: the clock the poll's stages are timed with.
     pub stage_clock: Option<StageClock>,
+    /// `--idle`.
+    pub idle: IdlePolicy,
 }
 
 /// Per-poll tallies, published once at the end of the poll.
@@ -71,6 +78,11 @@ impl PollLoop for RxLcore {
         let mut verdicts = [Verdict::Drop; MAX_BURST];
         let mut laps = Laps::<{ RxStage::N }, TIMED>::new(self.stage_clock.take());
         let mut polls = 0u32;
+        let mut wait = RxWait::of(
+            self.queues.iter().map(|q| q.idle_wait()),
+            self.sink.wait_fd(),
+        );
+        let mut streak = Streak::new(self.idle);
         while !stop.load(Ordering::Relaxed) {
             laps.start();
             polls = polls.wrapping_add(1);
@@ -153,8 +165,14 @@ impl PollLoop for RxLcore {
                 laps.lap(RxStage::Enqueue as usize);
             }
             self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
+            if t.redirect != 0 && !self.colocated.is_empty() && streak.blocks() {
+                self.yield_to_colocated();
+            }
             laps.lap(RxStage::Flush as usize);
-            if t.rx == 0 || polls.is_multiple_of(REVERSE_EVERY) {
+            // Idle under --idle spin: every poll; otherwise every
+            // REVERSE_EVERY polls (the sleep wakes on the TAP's descriptor),
+            // so an idle spin costs no read(2) per poll.
+            if (t.rx == 0 && !streak.blocks()) || polls.is_multiple_of(REVERSE_EVERY) {
                 // Frames the kernel sent back through this lcore's sink go
                 // out of its first port queue.
                 let q = self.queues.first_mut();
@@ -173,6 +191,11 @@ impl PollLoop for RxLcore {
             if exhausted == self.queues.len() {
                 break;
             }
+            if t.rx != 0 || t.reverse_rx != 0 {
+                streak.busy();
+            } else if streak.idle() && !stop.load(Ordering::Relaxed) {
+                self.rest(&mut wait, &mut streak);
+            }
         }
         self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
         self.reader.offline();
@@ -181,6 +204,44 @@ impl PollLoop for RxLcore {
 }
 
 impl RxLcore {
+    /// Idle long enough: block on every queue (QSBR-offline meanwhile; the
+    /// bulk queues were flushed), or nap. Context: the RX lcore, between
+    /// polls.
+    #[cold]
+    fn rest(&mut self, wait: &mut RxWait, streak: &mut Streak) {
+        let c = &self.stats.counters;
+        match wait {
+            RxWait::Never => {}
+            RxWait::Nap => {
+                streak.nap();
+                c.sleeps.add(1);
+            }
+            RxWait::Block(fds) => {
+                self.reader.sleep();
+                let woke = block_on(fds, MAX_BLOCK_MS);
+                self.reader.wake();
+                c.sleeps.add(1);
+                c.wakeups.add(woke as u64);
+            }
+        }
+    }
+
+    /// Gives the CPU to a target sharing it once that target's ring is an
+    /// eighth full: without it, the scheduler lets this lcore fill the ring
+    /// for a whole slice (and tail-drop) while the target waits to run.
+    #[inline]
+    fn yield_to_colocated(&self) {
+        for &t in &self.colocated {
+            if let Some(e) = self.reader.entry(t)
+                && e.ring_len() * 2 > e.qsize() as usize
+            {
+                self.stats.counters.yields.add(1);
+                std::thread::yield_now();
+                return;
+            }
+        }
+    }
+
     /// Adds one poll's tallies to the lcore's counters.
     #[inline]
     fn publish(&self, t: &Tally) {

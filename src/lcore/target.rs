@@ -11,9 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::PollLoop;
+use super::idle::{MAX_BLOCK_MS, Streak, block_on, target_fds};
+use crate::config::IdlePolicy;
 use crate::counters::stages::{Laps, StageClock, TargetStage};
 use crate::counters::{TargetDropReason, TargetStats};
 use crate::cpumap::TargetView;
+use crate::cpumap::Waker;
 use crate::exception::ExceptionSink;
 use crate::filter::{RemoteRunner, Verdict};
 use crate::frame::{Burst, MAX_BURST};
@@ -22,6 +25,10 @@ use crate::port::{PortQueue, free_all};
 
 pub(super) struct TargetLcore {
     pub view: TargetView,
+    /// This target's sleep/wake handle (the view's, kept at hand).
+    pub waker: Arc<Waker>,
+    /// `--idle`.
+    pub idle: IdlePolicy,
     pub sink: Box<dyn ExceptionSink>,
     pub stats: Arc<TargetStats>,
     /// The reverse direction, when the exception path has one (TAP).
@@ -89,6 +96,8 @@ impl PollLoop for TargetLcore {
         let mut deliver = Burst::new();
         let mut dropped = Burst::new();
         let mut backoff = Backoff { idle: 0 };
+        let mut streak = Streak::new(self.idle);
+        let mut fds = target_fds(self.waker.fd(), self.sink.wait_fd());
         let mut rev = Burst::new();
         let mut loops = 0u32;
         let mut laps = Laps::<{ TargetStage::N }, TIMED>::new(self.stage_clock.take());
@@ -103,7 +112,7 @@ impl PollLoop for TargetLcore {
             let taken = self.view.poll(&mut batch, MAX_BURST);
             laps.lap(TargetStage::Dequeue as usize);
             if let Some(r) = self.reverse.as_mut()
-                && (taken.count == 0 || loops.is_multiple_of(REVERSE_EVERY))
+                && ((taken.count == 0 && !streak.blocks()) || loops.is_multiple_of(REVERSE_EVERY))
                 && let Some(m) =
                     reverse_pass(self.sink.as_mut(), &mut r.pool, r.tx.as_mut(), &mut rev)
             {
@@ -124,12 +133,20 @@ impl PollLoop for TargetLcore {
                     }
                     continue;
                 }
-                if backoff.idle() {
-                    c.sched.add(1);
+                c.idle_polls.add(1);
+                if !streak.blocks() {
+                    if backoff.idle() {
+                        c.sched.add(1);
+                    }
+                } else if streak.idle() {
+                    self.rest(stop, &mut fds);
+                } else {
+                    std::hint::spin_loop();
                 }
                 continue;
             }
             backoff.reset();
+            streak.busy();
             c.bursts.add(1);
             c.processed.add(taken.count as u64);
             if self.latency {
@@ -175,6 +192,26 @@ impl PollLoop for TargetLcore {
             laps.publish(TargetStage::Other as usize, true, &c.stages);
         }
         self
+    }
+}
+
+impl TargetLcore {
+    /// Idle long enough: announce the sleep, re-check the rings (and the
+    /// map and the stop flag), then wait for a flush's wake-up or the
+    /// kernel's reverse traffic. Context: the target lcore.
+    #[cold]
+    fn rest(&self, stop: &AtomicBool, fds: &mut [libc::pollfd]) {
+        let c = &self.stats.counters;
+        self.waker.prepare_sleep();
+        if !self.view.is_empty() || self.view.changed() || stop.load(Ordering::Acquire) {
+            self.waker.cancel();
+            return;
+        }
+        block_on(fds, MAX_BLOCK_MS);
+        let woke = self.waker.woken();
+        c.sleeps.add(1);
+        c.sched.add(1);
+        c.wakeups.add(woke as u64);
     }
 }
 

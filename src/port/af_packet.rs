@@ -581,6 +581,16 @@ impl PortQueue for AfPacketQueue {
         Ok(())
     }
 
+    /// The socket: poll(2) says POLLIN when the kernel retires a ring
+    /// block (full, or after its 1 ms timeout: TPACKET_V3 wakes readers per
+    /// block, not per frame).
+    fn idle_wait(&self) -> super::IdleWait {
+        match self.ring {
+            Some(_) => super::IdleWait::Fd(self.fd.as_raw_fd()),
+            None => super::IdleWait::Never,
+        }
+    }
+
     fn counters(&self) -> &Arc<PortQueueCounters> {
         &self.counters
     }

@@ -49,11 +49,14 @@ use crate::counters::PortQueueCounters;
 use crate::frame::{DEFAULT_DATA_ROOM, Pool, free_burst};
 use crate::ids::PortId;
 
-/// UMEM chunks per queue, and their size.
-const CHUNKS: u32 = 4096;
+/// UMEM chunks per queue, and their size (32 MiB per queue).
+const CHUNKS: u32 = 16384;
 const CHUNK: u32 = 2048;
-/// Descriptors in each of the four rings.
-const NDESC: u32 = 2048;
+/// Descriptors in each of the four rings. Deep rings let an lcore that
+/// shares its CPU (with the sender, or with its target) be away for a
+/// scheduler slice without the kernel dropping: 8192 frames is 1.6 ms at
+/// 5 Mpps.
+const NDESC: u32 = 8192;
 /// Polls between XDP_STATISTICS reads.
 const STATS_EVERY: u32 = 1024;
 
@@ -574,6 +577,11 @@ impl PortQueue for AfXdpQueue {
     fn flush(&mut self) -> io::Result<()> {
         self.read_stats();
         Ok(())
+    }
+
+    /// The socket: poll(2) says POLLIN when the RX ring has frames.
+    fn idle_wait(&self) -> super::IdleWait {
+        super::IdleWait::Fd(self.xsk.as_raw_fd())
     }
 
     fn counters(&self) -> &Arc<PortQueueCounters> {

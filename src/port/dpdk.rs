@@ -90,6 +90,12 @@ impl PortQueue for DpdkQueue {
         sent
     }
 
+    /// No RX interrupts are armed (rte_eth_dev_rx_intr_enable needs a PMD
+    /// and an EAL interrupt mode the virtual devices lack): nap.
+    fn idle_wait(&self) -> super::IdleWait {
+        super::IdleWait::Nap
+    }
+
     fn counters(&self) -> &Arc<PortQueueCounters> {
         &self.counters
     }

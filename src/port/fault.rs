@@ -191,6 +191,10 @@ impl PortQueue for FaultQueue {
         self.inner.flush()
     }
 
+    fn idle_wait(&self) -> super::IdleWait {
+        self.inner.idle_wait()
+    }
+
     fn counters(&self) -> &Arc<PortQueueCounters> {
         self.inner.counters()
     }

@@ -104,8 +104,27 @@ pub trait PortQueue: Send {
         Ok(())
     }
 
+    /// How an idle lcore may wait for this queue (`--idle`).
+    fn idle_wait(&self) -> IdleWait {
+        IdleWait::Never
+    }
+
     /// The queue's counters.
     fn counters(&self) -> &Arc<PortQueueCounters>;
+}
+
+/// How an idle RX lcore may wait for a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleWait {
+    /// Never: the queue always has work or is paced by its own clock (the
+    /// generator, pcap, null).
+    Never,
+    /// poll(2) this descriptor for POLLIN (AF_XDP's socket, AF_PACKET's
+    /// ring).
+    Fd(std::os::fd::RawFd),
+    /// No descriptor to block on (a DPDK PMD without RX interrupts): nap
+    /// in growing steps instead.
+    Nap,
 }
 
 /// A parsed `--vdev` argument: driver, instance name and key=value args.

@@ -142,6 +142,21 @@ const IDLE_POLLS: Family = counter(
     "RX polls that received nothing.",
     &["lcore"],
 );
+const LCORE_SLEEPS: Family = counter(
+    "cpumapd_lcore_sleeps_total",
+    "Times an idle lcore blocked (RX: on its ports, or a nap; target: until a flush woke it) under --idle adaptive|sleep.",
+    &["lcore", "role"],
+);
+const LCORE_WAKEUPS: Family = counter(
+    "cpumapd_lcore_wakeups_total",
+    "Sleeps that work ended (not the wait's timeout).",
+    &["lcore", "role"],
+);
+const TARGET_IDLE: Family = counter(
+    "cpumapd_target_idle_polls_total",
+    "Target loops that found every ring empty.",
+    &["target"],
+);
 const STAGE_CYCLES: Family = counter(
     "cpumapd_lcore_stage_cycles_total",
     "TSC cycles an lcore spent in each stage of its loop while busy, and in idle polls (--stage-cycles only).",
@@ -655,6 +670,27 @@ impl Scrape {
                 m.push(&[n], t.counters.sched.get() as f64);
             }
         });
+        self.one(&TARGET_IDLE, |m| {
+            for (t, n) in rows() {
+                m.push(&[n], t.counters.idle_polls.get() as f64);
+            }
+        });
+        type Pick = fn(&crate::counters::RxCounters) -> u64;
+        type TPick = fn(&crate::counters::TargetCounters) -> u64;
+        let sleep_fams: [(&'static Family, Pick, TPick); 2] = [
+            (&LCORE_SLEEPS, |c| c.sleeps.get(), |c| c.sleeps.get()),
+            (&LCORE_WAKEUPS, |c| c.wakeups.get(), |c| c.wakeups.get()),
+        ];
+        for (fam, rx_get, t_get) in sleep_fams {
+            self.one(fam, |m| {
+                for (r, n) in s.rx.iter().zip(&rx_names) {
+                    m.push(&[n, "rx"], rx_get(&r.counters) as f64);
+                }
+                for (t, n) in rows() {
+                    m.push(&[n, "target"], t_get(&t.counters) as f64);
+                }
+            });
+        }
         self.one(&TARGET_GRO, |m| {
             for (t, n) in rows() {
                 m.push(&[n, "segments"], t.counters.gro_segments.get() as f64);

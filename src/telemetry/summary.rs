@@ -35,6 +35,12 @@ pub struct TargetSummary {
     pub drop_reasons: BTreeMap<&'static str, u64>,
     /// Times it gave up the CPU while idle.
     pub sched: u64,
+    /// Loops that found every ring empty.
+    pub idle_polls: u64,
+    /// Times it blocked until a flush woke it (`--idle`).
+    pub sleeps: u64,
+    /// Sleeps a flush or the control plane ended (not the timeout).
+    pub wakeups: u64,
     /// GRO: delivered segments merged into super-frames.
     pub gro_segments: u64,
     /// GRO: super-frames written.
@@ -72,6 +78,12 @@ pub struct RxSummary {
     pub polls: u64,
     /// Polls that received nothing.
     pub idle_polls: u64,
+    /// Times it blocked on its ports (or napped) while idle (`--idle`).
+    pub sleeps: u64,
+    /// Sleeps that work ended (not the wait's timeout).
+    pub wakeups: u64,
+    /// Times it yielded to a target sharing its CPU.
+    pub yields: u64,
     /// Cycles per packet per poll stage (`--stage-cycles`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages: Option<StageSummary>,
@@ -234,6 +246,9 @@ impl Summary {
                 redirect_miss: c.redirect_miss.get(),
                 polls: c.polls.get(),
                 idle_polls: c.idle_polls.get(),
+                sleeps: c.sleeps.get(),
+                wakeups: c.wakeups.get(),
+                yields: c.yields.get(),
                 stages: c.stages.summary(&RxStage::NAMES, c.rx.get()),
             };
             self.rx += row.rx;
@@ -282,6 +297,9 @@ impl Summary {
                     .map(|&r| (r.name(), c.drop_counter(r).get()))
                     .collect(),
                 sched: c.sched.get(),
+                idle_polls: c.idle_polls.get(),
+                sleeps: c.sleeps.get(),
+                wakeups: c.wakeups.get(),
                 gro_segments: c.gro_segments.get(),
                 gro_frames: c.gro_frames.get(),
                 ring_len: entry.map_or(0, |e| e.ring_len),

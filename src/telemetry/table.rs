@@ -59,7 +59,11 @@ impl Summary {
                 format!("kthread {}", t.target),
                 rate(t.processed, p.processed),
                 rate(t.drops, p.drops),
-                format!("sched {:.0}", rate(t.sched, p.sched))
+                format!(
+                    "sched {:.0} wake {:.0}",
+                    rate(t.sched, p.sched),
+                    rate(t.wakeups, p.wakeups)
+                )
             );
         }
         s
