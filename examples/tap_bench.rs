@@ -124,7 +124,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2.0);
     let spec = TapSpec::parse("cmbench0").unwrap();
-    let dev = Arc::new(TapDevice::prepare(&spec, KernelMac::Rewrite).expect("TAP (needs root)"));
+    let dev =
+        Arc::new(TapDevice::prepare(&spec, KernelMac::Rewrite, false).expect("TAP (needs root)"));
     // One queue held open for the whole run keeps the (non-persistent)
     // device alive between rounds.
     let _keep = dev.open_sink().expect("tap queue");

@@ -211,6 +211,11 @@ fn swaps_under_traffic_lose_nothing() {
             got
         })
     };
+    // Swap while traffic flows: wait for the RX thread's first frames.
+    let t0 = std::time::Instant::now();
+    while stats.enqueue[1].enqueued.get() == 0 && t0.elapsed().as_secs() < 10 {
+        std::thread::yield_now();
+    }
     for i in 0..2000u32 {
         match i % 4 {
             0 => m.update(1, val(8 + i % 100), BPF_ANY).unwrap(),

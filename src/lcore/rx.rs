@@ -165,22 +165,10 @@ impl PollLoop for RxLcore {
                 laps.lap(RxStage::Enqueue as usize);
             }
             self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
-            if t.redirect != 0 && !self.colocated.is_empty() && streak.blocks() {
-                self.yield_to_colocated();
-            }
+            self.yield_to_colocated(&t, &streak);
             laps.lap(RxStage::Flush as usize);
-            // Idle under --idle spin: every poll; otherwise every
-            // REVERSE_EVERY polls (the sleep wakes on the TAP's descriptor),
-            // so an idle spin costs no read(2) per poll.
             if (t.rx == 0 && !streak.blocks()) || polls.is_multiple_of(REVERSE_EVERY) {
-                // Frames the kernel sent back through this lcore's sink go
-                // out of its first port queue.
-                let q = self.queues.first_mut();
-                if let Some(m) = reverse_pass(self.sink.as_mut(), &mut self.pool, q, &mut rev) {
-                    t.reverse_rx += m.rx;
-                    t.reverse_tx += m.tx;
-                    t.reverse_drops += m.drops;
-                }
+                self.reverse(&mut t, &mut rev);
             }
             self.publish(&t);
             laps.publish(
@@ -191,11 +179,7 @@ impl PollLoop for RxLcore {
             if exhausted == self.queues.len() {
                 break;
             }
-            if t.rx != 0 || t.reverse_rx != 0 {
-                streak.busy();
-            } else if streak.idle() && !stop.load(Ordering::Relaxed) {
-                self.rest(&mut wait, &mut streak);
-            }
+            self.rest(&t, &mut wait, &mut streak, stop);
         }
         self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
         self.reader.offline();
@@ -207,8 +191,17 @@ impl RxLcore {
     /// Idle long enough: block on every queue (QSBR-offline meanwhile; the
     /// bulk queues were flushed), or nap. Context: the RX lcore, between
     /// polls.
+    #[inline]
+    fn rest(&mut self, t: &Tally, wait: &mut RxWait, streak: &mut Streak, stop: &AtomicBool) {
+        if t.rx != 0 || t.reverse_rx != 0 {
+            streak.busy();
+        } else if streak.idle() && !stop.load(Ordering::Relaxed) {
+            self.block(wait, streak);
+        }
+    }
+
     #[cold]
-    fn rest(&mut self, wait: &mut RxWait, streak: &mut Streak) {
+    fn block(&mut self, wait: &mut RxWait, streak: &mut Streak) {
         let c = &self.stats.counters;
         match wait {
             RxWait::Never => {}
@@ -226,11 +219,28 @@ impl RxLcore {
         }
     }
 
+    /// Frames the kernel sent back through this lcore's sink go out of its
+    /// first port queue. Called every poll while idle under --idle spin,
+    /// otherwise every REVERSE_EVERY polls (a sleep wakes on the TAP's
+    /// descriptor), so an idle spin costs no read(2) per poll.
+    #[inline]
+    fn reverse(&mut self, t: &mut Tally, rev: &mut Burst) {
+        let q = self.queues.first_mut();
+        if let Some(m) = reverse_pass(self.sink.as_mut(), &mut self.pool, q, rev) {
+            t.reverse_rx += m.rx;
+            t.reverse_tx += m.tx;
+            t.reverse_drops += m.drops;
+        }
+    }
+
     /// Gives the CPU to a target sharing it once that target's ring is an
     /// eighth full: without it, the scheduler lets this lcore fill the ring
     /// for a whole slice (and tail-drop) while the target waits to run.
     #[inline]
-    fn yield_to_colocated(&self) {
+    fn yield_to_colocated(&self, tally: &Tally, streak: &Streak) {
+        if tally.redirect == 0 || self.colocated.is_empty() || !streak.blocks() {
+            return;
+        }
         for &t in &self.colocated {
             if let Some(e) = self.reader.entry(t)
                 && e.ring_len() * 2 > e.qsize() as usize

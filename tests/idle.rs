@@ -1,0 +1,326 @@
+//! `--idle`: idle lcores sleep and wake on work, lcores sharing a CPU all
+//! make progress, and bad values are clear errors.
+//!
+//! The veth tests need root (a network namespace of their own, AF_XDP on a
+//! veth); they are `#[ignore]`d with that reason in a plain `cargo test`
+//! and run with `--include-ignored` (CI), where anything missing fails.
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{args, run_to_end, skip};
+use serde_json::Value;
+
+fn run(cmd: &str, a: &[&str]) {
+    let o = Command::new(cmd).args(a).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {a:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A namespace with a veth pair (IPv6 off, so nothing but our frames
+/// crosses it); removed on drop.
+struct Ns {
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Ns {
+    fn new() -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            skip("needs root for a network namespace and AF_XDP on a veth");
+            return None;
+        }
+        let name = format!(
+            "cmI{}{}",
+            std::process::id() % 100_000,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = Ns {
+            name,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for sysctl in [
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ] {
+            run("ip", &["netns", "exec", &ns.name, "sysctl", "-qw", sysctl]);
+        }
+        run(
+            "ip",
+            &[
+                "-n", &ns.name, "link", "add", "va", "type", "veth", "peer", "name", "vb",
+            ],
+        );
+        run("ip", &["-n", &ns.name, "link", "set", "va", "up"]);
+        run("ip", &["-n", &ns.name, "link", "set", "vb", "up"]);
+        Some(ns)
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("ctl.sock")
+    }
+
+    fn summary_path(&self) -> PathBuf {
+        self.dir.path().join("summary.json")
+    }
+
+    /// cpumapd on va (net_af_xdp), RX on CPU 0, one target on CPU 1,
+    /// delivering into the null stack; `--idle` as given.
+    fn start(&self, idle: &str) -> Child {
+        let sock = self.sock();
+        let summary = self.summary_path();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_cpumapd")])
+            .args(args(&format!(
+                "--lcores 0@0,1@1 --vdev net_af_xdp0,iface=va -- --mode no-touch --cpu 1 --exception drop --idle {idle} --control {} --summary-json {} --metrics off --interval 0 --state-dir off",
+                sock.display(),
+                summary.display()
+            )))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "cpumapd did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// A packet socket on vb: what it sends arrives on va.
+    fn sender(&self) -> OwnedFd {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            // SAFETY: plain socket(2), checked.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    (libc::ETH_P_ALL as u16).to_be() as i32,
+                )
+            };
+            assert!(fd >= 0);
+            // SAFETY: a fresh descriptor, owned from here on.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let name = std::ffi::CString::new("vb").unwrap();
+            // SAFETY: zero is a valid sockaddr_ll; the name is NUL-terminated.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: as above.
+            sll.sll_ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+            // SAFETY: sll is a valid sockaddr_ll of the size passed.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(r, 0);
+            fd
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn stop(&self, child: Child) -> Value {
+        common::sigterm(&child);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "cpumapd: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&std::fs::read_to_string(self.summary_path()).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+fn send(fd: &OwnedFd, i: u32) {
+    let f = common::udp4([10, 0, 0, 2], [10, 0, 0, 1], 1000 + (i % 500) as u16, 9);
+    let mut f = f;
+    f.resize(60, 0);
+    // SAFETY: f is a live buffer for the call.
+    let r = unsafe { libc::send(fd.as_raw_fd(), f.as_ptr().cast(), f.len(), 0) };
+    assert_eq!(r, f.len() as isize, "{}", std::io::Error::last_os_error());
+}
+
+/// CPU seconds a process has used (utime + stime from /proc).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+fn assert_identity(s: &Value) {
+    assert_eq!(
+        n(s, "redirect"),
+        n(s, "enqueued") + n(s, "enqueue_drops"),
+        "{s}"
+    );
+    assert_eq!(n(s, "enqueued"), n(s, "target_processed"), "{s}");
+    assert_eq!(
+        n(s, "target_processed"),
+        n(s, "delivered") + n(s, "target_drops"),
+        "{s}"
+    );
+    assert_eq!(n(s, "pool_in_use"), 0, "{s}");
+}
+
+#[test]
+#[ignore = "needs root and AF_XDP on a veth: cargo test -- --include-ignored"]
+fn an_idle_cpumapd_sleeps_and_still_delivers_the_first_frame() {
+    let Some(ns) = Ns::new() else {
+        return;
+    };
+    let child = ns.start("adaptive");
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let (c0, t0) = (cpu_secs(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64();
+    // Two lcores spinning would be 2.0 (200% of one CPU).
+    assert!(
+        used < 0.05,
+        "idle cpumapd used {:.1}% of a CPU",
+        used * 100.0
+    );
+    let tx = ns.sender();
+    send(&tx, 0);
+    let t1 = Instant::now();
+    loop {
+        let out = common::ctl_ok(&ns.sock(), &["summary"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if n(&v, "delivered") == 1 {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(2),
+            "the first frame after the idle spell was not delivered: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = ns.stop(child);
+    assert_identity(&s);
+    assert_eq!(n(&s, "rx"), 1, "{s}");
+    let rx = &s["rx_lcores"][0];
+    let t = &s["targets"][0];
+    assert!(n(rx, "sleeps") > 0 && n(t, "sleeps") > 0, "{s}");
+    assert!(n(rx, "wakeups") >= 1 && n(t, "wakeups") >= 1, "{s}");
+}
+
+#[test]
+#[ignore = "needs root and AF_XDP on a veth: cargo test -- --include-ignored"]
+fn bursts_between_idle_gaps_are_all_delivered_or_counted() {
+    let Some(ns) = Ns::new() else {
+        return;
+    };
+    for idle in ["adaptive", "sleep"] {
+        let child = ns.start(idle);
+        let tx = ns.sender();
+        let mut sent = 0u32;
+        for _ in 0..25 {
+            for _ in 0..200 {
+                send(&tx, sent);
+                sent += 1;
+            }
+            // Long enough for both lcores to go back to sleep.
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let s = ns.stop(child);
+        assert_identity(&s);
+        assert_eq!(
+            n(&s, "rx") + n(&s, "imissed"),
+            sent as u64,
+            "{idle}: every frame sent was received or counted by the kernel; {s}"
+        );
+        assert_eq!(n(&s, "target_drops"), 0, "{s}");
+        assert_eq!(
+            n(&s, "delivered"),
+            n(&s, "rx") - n(&s, "enqueue_drops"),
+            "{s}"
+        );
+        let t = &s["targets"][0];
+        assert!(
+            n(t, "wakeups") >= 10,
+            "{idle}: the target slept between bursts and was woken: {s}"
+        );
+    }
+}
+
+#[test]
+fn lcores_sharing_one_cpu_all_make_progress() {
+    // RX and both targets pinned to CPU 0.
+    let s = run_to_end(
+        "--lcores 0@0,1@0,2@0 --vdev net_gen0,count=300000,flows=64 -- --rx (0,0,0) --cpu 1,2 --mode l4-hash --remote-action drop",
+    );
+    s.check_identities(true).unwrap();
+    assert_eq!(s.rx, 300_000);
+    for t in &s.targets {
+        assert!(t.processed > 10_000, "{} starved: {s:#?}", t.target);
+    }
+    // Most of the traffic got through the rings: the lcores took turns
+    // rather than the RX lcore filling them for whole time slices.
+    assert!(s.target_processed * 2 > s.rx, "{s:#?}");
+}
+
+#[test]
+fn bad_idle_values_are_clear_errors() {
+    for bad in ["fast", "", "SPIN"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+            .args([
+                "--vdev",
+                "net_null0",
+                "--",
+                "--idle",
+                bad,
+                "--duration",
+                "0.1",
+            ])
+            .args(["--metrics", "off", "--control", "off", "--interval", "0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "--idle {bad:?} was accepted");
+        assert!(
+            err.contains("expected spin, adaptive or sleep"),
+            "--idle {bad:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
