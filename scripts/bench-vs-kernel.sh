@@ -1,56 +1,71 @@
 #!/usr/bin/env bash
-# Side by side with the kernel's own cpumap: the same veth, the same
-# generator (trafgen at full rate from another namespace, pinned to CPU 0),
-# the same program (no-touch to CPU/lcore 1, drop there). Reports frames
-# offered (veth tx), frames processed on the target, and the ratio, for:
-#   kernel  examples/kernel_cpumap.rs: XDP redirect into a CPUMAP entry whose
-#           program counts and drops (xdp-bench -p no-touch -r drop)
-#   cpumapd net_af_xdp0 on the veth, --mode no-touch --remote-action drop
-#   cpumapd net_af_packet0 on the same veth, same flags
-# Needs root and trafgen (netsniff-ng).   scripts/bench-vs-kernel.sh [SECONDS] [ROUNDS]
+# Side by side with the kernel's own cpumap on one veth pair, one generator:
+# xdp-trafficgen udp (66-byte IPv6/UDP, ~5 Mpps) pinned to CPU 0 in
+# namespace S sends into the veth; in namespace A
+#   kernel   xdp-bench redirect-cpu -c 1 -p no-touch -r drop|pass on the veth
+#            (its kthread on CPU 1; rows "kthread total" are what it processed)
+#   cpumapd  net_af_xdp0 on the veth, --mode no-touch --cpu 1
+#            --remote-action drop|pass, --exception tap:IF, in two
+#            placements: --lcores 0@0,1@1 (RX beside the generator, target
+#            alone on CPU 1) and 0@1,1@1 (RX and target share CPU 1)
+# Each cpumapd row is reported against the kernel row of the same round.
+# Needs root and xdp-tools 1.6.3: ../shared/xdp-tools/build.sh DIR, then
+#   XDPTOOLS=DIR scripts/bench-vs-kernel.sh [SECONDS] [ROUNDS] [--idle POLICY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3}
 rounds=${2:-2}
-cargo build --release --quiet --example kernel_cpumap
-cargo build --release --quiet
-s=cmbS$$; a=cmbA$$; vs=vbS$$; va=vbA$$
+shift $(($# > 2 ? 2 : $#)) || true
+extra=("$@")
+: "${XDPTOOLS:?set XDPTOOLS to a directory built by ../shared/xdp-tools/build.sh}"
+bin=${CPUMAPD:-target/release/cpumapd}
+[ -n "${CPUMAPD:-}" ] || cargo build --release --quiet
+s=cmkS$$; a=cmkA$$
 ip netns add "$s"; ip netns add "$a"
-trap 'ip netns del "$s"; ip netns del "$a"' EXIT
-ip link add "$vs" netns "$s" type veth peer name "$va" netns "$a"
-ip -n "$s" link set "$vs" up; ip -n "$a" link set "$va" up
-conf=$(mktemp); out=$(mktemp)
-cat > "$conf" <<'TG'
-{ eth(da=02:00:00:00:00:01, sa=02:00:00:00:00:02, type=0x0800), ipv4(saddr=10.77.250.2, daddr=10.77.250.1, ttl=64, proto=17), udp(sp=drnd(), dp=9), fill(0x41, 18) }
-TG
-txp() { ip netns exec "$s" cat "/sys/class/net/$vs/statistics/tx_packets"; }
-run() { # $1 = name, rest = command run in namespace A for $secs seconds
-  local name=$1; shift
-  ip netns exec "$s" timeout -s INT $((${secs%.*} + 2)) taskset -c 0 trafgen --dev "$vs" --conf "$conf" -q --cpus 1 >/dev/null 2>&1 &
-  local tg=$!
-  sleep 0.5
-  local t0; t0=$(txp)
-  ip netns exec "$a" "$@" > "$out"
-  local t1; t1=$(txp)
-  wait "$tg" 2>/dev/null || true
-  python3 - "$name" "$out" "$t0" "$t1" "$secs" <<'PY'
-import json, sys
-name, path, t0, t1, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-j = json.load(open(path))
-if "pps" in j:
-    proc, dt = j["processed"], j["seconds"]
-else:
-    proc, dt = j["target_processed"], j["duration_s"]
-offered = (t1 - t0) / dt
-print(f"| {name} | {offered/1e6:.3f} | {proc/dt/1e6:.3f} | {proc/dt/offered:.2f} |")
+trap 'ip netns del "$s" 2>/dev/null; ip netns del "$a" 2>/dev/null; rm -f "$out" "$xb"' EXIT
+ip link add vs netns "$s" type veth peer name va netns "$a"
+ip -n "$s" link set vs up; ip -n "$a" link set va up
+mac=$(ip netns exec "$a" cat /sys/class/net/va/address)
+out=$(mktemp); xb=$(mktemp)
+gen() { # runs the generator for $secs; leaves its wall time in $gen_s
+  local t0; t0=$(date +%s.%N)
+  ip netns exec "$s" timeout -s INT "$secs" taskset -c 0 "$XDPTOOLS/bin/xdp-trafficgen" udp -m "$mac" -t 1 vs >/dev/null 2>&1 || true
+  gen_s=$(python3 -c "print($(date +%s.%N) - $t0)")
+}
+kernel() { # $1 = drop|pass; prints Mpps the kthread processed
+  ip netns exec "$a" "$XDPTOOLS/bin/xdp-bench" redirect-cpu -c 1 -p no-touch -r "$1" -i 1 -e va >"$xb" 2>&1 &
+  local p=$!; sleep 1.5; gen; sleep 0.5; kill -INT "$p"; wait "$p" 2>/dev/null || true
+  # xdp_stats rows: what the entry's program did on the kthread, per second.
+  python3 - "$xb" <<'PY'
+import re, sys, statistics
+rows = [int(a) + int(b) for a, b in re.findall(r"xdp_stats\s+(\d+) pass/s\s+(\d+) drop/s", open(sys.argv[1]).read())]
+top = max(rows, default=0)
+v = [x for x in rows if x > top / 2]
+print(f"{statistics.median(v)/1e6:.3f}" if v else "0")
 PY
 }
-echo "| peer | offered Mpps (veth tx) | processed on target Mpps | processed/offered |"
-echo "|---|---:|---:|---:|"
-app=(-- --mode no-touch --cpu 1 --remote-action drop --interval 0 --metrics off --control off --duration "$secs" --summary-json -)
+ours() { # $1 = drop|pass, $2 = lcores; prints "processed delivered" Mpps
+  ip netns exec "$a" "$bin" --lcores "$2" --vdev net_af_xdp0,iface=va -- --mode no-touch --cpu 1 \
+    --remote-action "$1" --exception tap:kbt0 --interval 0 --metrics off --control off --state-dir off \
+    --duration $((secs + 2)) --summary-json "$out" ${extra[@]+"${extra[@]}"} >/dev/null 2>&1 &
+  local p=$!; sleep 1.5; gen; wait "$p" 2>/dev/null || true
+  python3 - "$out" "$gen_s" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1])); s = float(sys.argv[2])
+print(f"{j['target_processed']/s/1e6:.3f} {j['delivered']/s/1e6:.3f}")
+PY
+}
+echo "| remote action | peer | processed on the target, Mpps | into the stack, Mpps | vs kernel (same round) |"
+echo "|---|---|---:|---:|---:|"
 for _ in $(seq "$rounds"); do
-  run "kernel cpumap (XDP native)" target/release/examples/kernel_cpumap "$va" "$secs" 1
-  run "cpumapd net_af_xdp" target/release/cpumapd --lcores 0@0,1@1 --vdev "net_af_xdp0,iface=$va" "${app[@]}"
-  run "cpumapd net_af_packet" target/release/cpumapd --lcores 0@0,1@1 --vdev "net_af_packet0,iface=$va" "${app[@]}"
+  for act in drop pass; do
+    k=$(kernel "$act")
+    kd=$([ "$act" = pass ] && echo "$k" || echo 0)
+    echo "| $act | kernel cpumap (xdp-bench) | $k | $kd | 1.00 |"
+    for lc in 0@0,1@1 0@1,1@1; do
+      read -r p d <<<"$(ours "$act" "$lc")"
+      r=$(python3 -c "print(f'{$p/$k:.2f}' if $k > 0 else '-')")
+      echo "| $act | cpumapd net_af_xdp --lcores $lc | $p | $d | $r |"
+    done
+  done
 done
-rm -f "$conf" "$out"
