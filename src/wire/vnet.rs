@@ -195,12 +195,12 @@ impl VnetHdr {
             super::L3::Ipv6(ip) => Some((p.l3_offset + 40, ip.next_header(), true)),
             super::L3::Other(_) => None,
         });
-        let fits = match (self.gso(), l4) {
-            (GSO_TCPV4, Some((_, super::IPPROTO_TCP, false))) => true,
-            (GSO_TCPV6, Some((_, super::IPPROTO_TCP, true))) => true,
-            (GSO_UDP_L4, Some((_, super::IPPROTO_UDP, _))) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (self.gso(), l4),
+            (GSO_TCPV4, Some((_, super::IPPROTO_TCP, false)))
+                | (GSO_TCPV6, Some((_, super::IPPROTO_TCP, true)))
+                | (GSO_UDP_L4, Some((_, super::IPPROTO_UDP, _)))
+        );
         if fits && l4.is_some_and(|(off, _, _)| off == self.csum_start as usize) {
             return Ok(());
         }
