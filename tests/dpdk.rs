@@ -330,6 +330,43 @@ mod with_dpdk {
         block[i + 11..].split_whitespace().next()?.parse().ok()
     }
 
+    /// Starts an interactive dpdk-testpmd with `cmdline` and waits for the
+    /// socket its vdev makes at `sock`. Interactive, so `stop` ends
+    /// forwarding and prints the counts while its port stays open, and
+    /// `quit` closes it ([`testpmd_stop`]).
+    fn testpmd_serving(cmdline: &str, sock: &Path) -> Child {
+        let child = Command::new("dpdk-testpmd")
+            .args(args(cmdline))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dpdk-testpmd");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "testpmd made no socket at {}",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    /// `stop`, a pause of `linger` (its port still open), `quit`; returns
+    /// what testpmd printed.
+    fn testpmd_stop(mut testpmd: Child, linger: Duration) -> String {
+        use std::io::Write;
+        let stdin = testpmd.stdin.as_mut().unwrap();
+        stdin.write_all(b"stop\n").unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(linger);
+        stdin.write_all(b"quit\n").unwrap();
+        let tp = testpmd.wait_with_output().unwrap();
+        String::from_utf8_lossy(&tp.stdout).into_owned()
+    }
+
     #[test]
     #[ignore = "needs dpdk-testpmd (apt-get install dpdk): cargo test --features dpdk --test dpdk -- --include-ignored"]
     fn testpmd_txonly_over_memif_matches_cpumapd_rx_exactly() {
@@ -342,28 +379,14 @@ mod with_dpdk {
         let sock = dir.path().join("memif.sock");
         // testpmd is the memif server and the traffic generator; it runs on
         // CPU 0, cpumapd's RX lcore and targets on CPU 1.
-        let mut testpmd: Child = Command::new("dpdk-testpmd")
-            .args(args(&format!(
+        let testpmd = testpmd_serving(
+            &format!(
                 "--lcores 0@0,1@0 --no-huge -m 256 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_memif0,role=server,socket={},socket-abstract=no -- -i --forward-mode=txonly --txonly-multi-flow --auto-start --nb-cores=1 --total-num-mbufs=4096",
                 prefix(),
                 sock.display()
-            )))
-            // Interactive: `stop` ends forwarding and prints the counts
-            // while the memif port stays open for cpumapd to drain; `quit`
-            // closes it afterwards.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start dpdk-testpmd");
-        let t0 = Instant::now();
-        while !sock.exists() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "testpmd made no memif socket"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            ),
+            &sock,
+        );
         let cpumapd = Command::new(env!("CARGO_BIN_EXE_cpumapd"))
             .args(args(&format!(
                 "--lcores 0@1,1@1,2@1,3@1 --no-huge -m 512 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_memif0,role=client,socket={},socket-abstract=no -- --mode round-robin --cpu 2,3 --qsize 16384 --metrics off --control off --interval 0 --summary-json -",
@@ -377,16 +400,7 @@ mod with_dpdk {
         std::thread::sleep(Duration::from_secs(4));
         // Stop the sender but keep its port open while cpumapd drains the
         // memif ring (closing it would discard frames still in the ring).
-        {
-            use std::io::Write;
-            let stdin = testpmd.stdin.as_mut().unwrap();
-            stdin.write_all(b"stop\n").unwrap();
-            stdin.flush().unwrap();
-            std::thread::sleep(Duration::from_secs(2));
-            stdin.write_all(b"quit\n").unwrap();
-        }
-        let tp = testpmd.wait_with_output().unwrap();
-        let tp_out = String::from_utf8_lossy(&tp.stdout).into_owned();
+        let tp_out = testpmd_stop(testpmd, Duration::from_secs(2));
         std::thread::sleep(Duration::from_millis(300));
         let c = stop_and_wait(cpumapd);
         assert!(
@@ -430,41 +444,21 @@ mod with_dpdk {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("vhost.sock");
         // testpmd is the vhost-user backend (server), counting what it
-        // receives; interactive so `stop` prints the counts.
-        let mut testpmd: Child = Command::new("dpdk-testpmd")
-            .args(args(&format!(
+        // receives.
+        let testpmd = testpmd_serving(
+            &format!(
                 "--lcores 0@0,1@0 --in-memory --single-file-segments -m 128 --no-pci --file-prefix {} --log-level 4 --vdev=net_vhost0,iface={},queues=2 -- -i --forward-mode=rxonly --auto-start --nb-cores=1 --rxq=2 --txq=2",
                 prefix(),
                 sock.display()
-            )))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start dpdk-testpmd");
-        let t0 = Instant::now();
-        while !sock.exists() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "testpmd made no vhost-user socket"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            ),
+            &sock,
+        );
         let s = summary(&format!(
             "--lcores 0@1,1@1,2@1,3@1 --in-memory --single-file-segments -m 256 --no-pci --file-prefix {} --log-level 4 --vdev=net_null0 -- --mode round-robin --cpu 1,2 --duration 2 --exception virtio-user:{}",
             prefix(),
             sock.display()
         ));
-        {
-            use std::io::Write;
-            let stdin = testpmd.stdin.as_mut().unwrap();
-            stdin.write_all(b"stop\n").unwrap();
-            stdin.flush().unwrap();
-            std::thread::sleep(Duration::from_millis(500));
-            stdin.write_all(b"quit\n").unwrap();
-        }
-        let tp = testpmd.wait_with_output().unwrap();
-        let tp_out = String::from_utf8_lossy(&tp.stdout).into_owned();
+        let tp_out = testpmd_stop(testpmd, Duration::from_millis(500));
         let got = testpmd_rx_packets(&tp_out)
             .unwrap_or_else(|| panic!("no RX-packets in testpmd's output:\n{tp_out}"));
         assert_identity(&s);

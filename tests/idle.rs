@@ -142,15 +142,7 @@ impl Ns {
     }
 
     fn stop(&self, child: Child) -> Value {
-        common::sigterm(&child);
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "cpumapd: {:?} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&std::fs::read_to_string(self.summary_path()).unwrap()).unwrap()
+        common::stop_with_summary(child, &self.summary_path())
     }
 }
 

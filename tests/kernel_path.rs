@@ -288,15 +288,7 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 
 fn sigterm_and_summary(t: &Topo, mut daemon: Daemon) -> Value {
     let child = daemon.0.take().expect("running");
-    common::sigterm(&child);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "cpumapd exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(t.summary_path()).unwrap()).unwrap()
+    common::stop_with_summary(child, &t.summary_path())
 }
 
 fn n(v: &Value, k: &str) -> u64 {

@@ -113,6 +113,20 @@ pub fn sigterm(child: &std::process::Child) {
     .expect("SIGTERM");
 }
 
+/// SIGTERMs a cpumapd child, checks it exited 0, and reads the JSON
+/// summary it wrote to `summary`.
+pub fn stop_with_summary(child: std::process::Child, summary: &Path) -> serde_json::Value {
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "cpumapd exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap()
+}
+
 /// Waits until the sources ended and every target drained what was
 /// enqueued (the pipeline at rest, still running).
 pub fn wait_drained(running: &lcore::Running) {
