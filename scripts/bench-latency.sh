@@ -4,23 +4,26 @@
 # target (CPU 1) -> drop, with --latency (the RX lcore stamps each burst,
 # the target records every frame it dequeues). The maximum is measured
 # first in the same run (unpaced generator).
-#   scripts/bench-latency.sh [SECONDS] [BULK]
+# IDLE=spin|adaptive|sleep picks --idle (default adaptive); the 1% point
+# shows what waking a sleeping target costs.
+#   IDLE=POLICY scripts/bench-latency.sh [SECONDS] [BULK]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3}
 bulk=${2:-8}
+idle=${IDLE:-adaptive}
 cargo build --release --quiet
 run() { # generator rate (0 = unpaced) -> summary JSON on stdout (human output dropped)
     target/release/cpumapd --lcores 0@0,1@1 --vdev "net_gen0,flows=256,rate=$1" -- \
-        --cpu 1 --remote-action drop --bulk-size "$bulk" --latency --duration "$secs" \
+        --cpu 1 --remote-action drop --bulk-size "$bulk" --idle "$idle" --latency --duration "$secs" \
         --interval 0 --metrics off --control off --summary-json - 2>/dev/null
 }
 max=$(run 0 | python3 -c 'import json,sys; s=json.load(sys.stdin); print(int(s["target_processed"]/s["duration_s"]))')
-echo "max (unpaced): $((max / 1000)) kpps at the target; bulk $bulk, ${secs} s per point"
+echo "max (unpaced): $((max / 1000)) kpps at the target; bulk $bulk, --idle $idle, ${secs} s per point"
 echo
 echo "| load | offered kpps | target kpps | enqueue drops | p50 us | p99 us | p99.9 us | max us | target sched/s |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-for pct in 10 50 90; do
+for pct in 1 10 50 90; do
     rate=$((max * pct / 100))
     run "$rate" | python3 -c '
 import json, sys

@@ -243,4 +243,11 @@ impl Waker {
     pub fn fd(&self) -> RawFd {
         self.efd.as_raw_fd()
     }
+
+    /// Under loom there is no eventfd (the lcore loops that poll it are
+    /// compiled, not run, in the models).
+    #[cfg(loom)]
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        -1
+    }
 }
