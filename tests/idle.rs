@@ -91,14 +91,7 @@ impl Ns {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "cpumapd did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_for_control(&sock);
         child
     }
 

@@ -214,14 +214,7 @@ impl Topo {
                 .spawn()
                 .unwrap(),
         ));
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "cpumapd did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_for_control(&sock);
         let tap_addr = format!("{}/24", self.addr(1));
         run(
             "ip",

@@ -113,6 +113,19 @@ pub fn sigterm(child: &std::process::Child) {
     .expect("SIGTERM");
 }
 
+/// Waits (up to 20 s) until cpumapd's control socket at `sock` accepts a
+/// connection: the run is up.
+pub fn wait_for_control(sock: &Path) {
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "cpumapd did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// SIGTERMs a cpumapd child, checks it exited 0, and reads the JSON
 /// summary it wrote to `summary`.
 pub fn stop_with_summary(child: std::process::Child, summary: &Path) -> serde_json::Value {
