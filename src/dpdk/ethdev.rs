@@ -136,6 +136,9 @@ pub struct PortSetup {
     pub tx_desc: u16,
     /// One pool per RX queue (the socket of the lcore that polls it).
     pub rx_pools: Vec<Arc<Mempool>>,
+    /// Turn on TCP/UDP checksum offload on transmit where the device has
+    /// it (an exception device, which finishes partial checksums).
+    pub tx_l4_csum: bool,
 }
 
 /// A configured, started port. Stopped and closed on drop (after every
@@ -149,6 +152,8 @@ pub struct EthPort {
     pub rx_queues: u16,
     /// TX queues configured.
     pub tx_queues: u16,
+    /// TCP/UDP checksum offload on transmit is on.
+    pub tx_l4_csum: bool,
     /// Pools its RX queues refill from: kept alive while the port runs.
     _pools: Vec<Arc<Mempool>>,
 }
@@ -199,6 +204,12 @@ impl EthPort {
         let fast_free = unsafe { ffi::cpumapd_tx_offload_mbuf_fast_free() };
         if di.tx_offload_capa & fast_free != 0 {
             conf.txmode.offloads |= fast_free;
+        }
+        // SAFETY: reads a constant.
+        let l4_csum = unsafe { ffi::cpumapd_tx_offload_l4_cksum() };
+        let tx_l4_csum = setup.tx_l4_csum && di.tx_offload_capa & l4_csum == l4_csum;
+        if tx_l4_csum {
+            conf.txmode.offloads |= l4_csum;
         }
         // SAFETY: id is a probed port; conf is fully initialised.
         let rc = unsafe { ffi::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf) };
@@ -254,6 +265,7 @@ impl EthPort {
             rss,
             rx_queues: setup.rx_queues,
             tx_queues: setup.tx_queues,
+            tx_l4_csum,
             _pools: setup.rx_pools,
         }))
     }

@@ -50,3 +50,14 @@ unsigned cpumapd_ring_sc_dequeue_burst(struct rte_ring *r, void **objs, unsigned
 uint64_t cpumapd_rss_ip_l4(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP; }
 
 uint64_t cpumapd_tx_offload_mbuf_fast_free(void) { return RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE; }
+
+uint64_t cpumapd_tx_offload_l4_cksum(void) { return RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM; }
+
+void cpumapd_mbuf_tx_l4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len, int ipv6, int tcp)
+{
+	m->l2_len = l2_len;
+	m->l3_len = l3_len;
+	m->ol_flags &= ~(RTE_MBUF_F_TX_L4_MASK | RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IPV6);
+	m->ol_flags |= (ipv6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4) |
+		       (tcp ? RTE_MBUF_F_TX_TCP_CKSUM : RTE_MBUF_F_TX_UDP_CKSUM);
+}

@@ -42,10 +42,12 @@ pub struct DpdkException {
     mac: [u8; 6],
     rewrite: bool,
     next: AtomicU16,
+    /// Per queue (in sink opening order): its lcore can transmit on a port.
+    senders: Vec<bool>,
 }
 
 /// RX/TX descriptors per exception queue.
-const DESC: u16 = 1024;
+pub const DESC: u16 = 1024;
 
 impl DpdkException {
     /// net_tap: creates (or attaches to) the kernel TAP `spec.ifname` with
@@ -174,6 +176,7 @@ impl DpdkException {
                 rx_desc: DESC,
                 tx_desc: DESC,
                 rx_pools: vec![pool],
+                tx_l4_csum: true,
             },
         );
         let port = match started {
@@ -207,7 +210,44 @@ impl DpdkException {
             mac,
             rewrite: kernel_mac == KernelMac::Rewrite,
             next: AtomicU16::new(0),
+            senders: Vec::new(),
         })
+    }
+
+    /// Which queues' lcores can send the kernel's frames on (see
+    /// [`Exception::prepare_dpdk`](super::Exception::prepare_dpdk)); without
+    /// it, every lcore polls its own queue.
+    pub fn with_senders(mut self, senders: &[bool]) -> Self {
+        self.senders = senders.to_vec();
+        self
+    }
+
+    /// The RX queues sink `q` polls: its own if its lcore can send, plus
+    /// a round-robin share of those whose lcore cannot (a target without a
+    /// TX queue of its own on port 0: net_af_xdp on a one-queue veth, an
+    /// af_packet vdev with one qpair). The kernel picks the TAP queue a
+    /// frame leaves on, so every queue must have a poller that can send.
+    fn rx_queues_of(&self, q: u16) -> Vec<u16> {
+        let n = self.port.rx_queues;
+        let can = |r: u16| self.senders.get(r as usize).copied().unwrap_or(true);
+        let pollers: Vec<u16> = (0..n).filter(|&r| can(r)).collect();
+        if pollers.is_empty() || !can(q) {
+            return Vec::new();
+        }
+        let mut orphan = 0usize;
+        let mut mine = Vec::new();
+        for r in 0..n {
+            let owner = if can(r) {
+                r
+            } else {
+                orphan += 1;
+                pollers[(orphan - 1) % pollers.len()]
+            };
+            if owner == q {
+                mine.push(r);
+            }
+        }
+        mine
     }
 
     /// Which device it is.
@@ -235,18 +275,62 @@ impl DpdkException {
             )));
         }
         Ok(DpdkSink {
-            q: self.port.queue(Some(q), Some(q)),
+            tx: self.port.queue(None, Some(q)),
+            rx: self
+                .rx_queues_of(q)
+                .into_iter()
+                .map(|r| self.port.queue(Some(r), None))
+                .collect(),
+            turn: 0,
             mac: self.mac,
             rewrite: self.rewrite,
+            l4_csum: self.port.tx_l4_csum,
         })
     }
 }
 
-/// One lcore's queue pair on the exception device.
+/// One lcore's TX queue on the exception device, and the RX queues it
+/// polls for the kernel's frames (its own, more, or none).
 pub struct DpdkSink {
-    q: EthQueue,
+    tx: EthQueue,
+    rx: Vec<EthQueue>,
+    /// The RX queue to poll first next time (fairness across several).
+    turn: usize,
     mac: [u8; 6],
     rewrite: bool,
+    /// The device fills in TCP/UDP checksums (net_tap does it in software,
+    /// virtio-user passes NEEDS_CSUM to its backend).
+    l4_csum: bool,
+}
+
+impl DpdkSink {
+    /// A frame whose checksum a sender's offload left partial (a veth peer
+    /// over net_af_packet or net_af_xdp): the device is asked to finish it,
+    /// or cpumapd does. Without it the kernel drops the segment as a
+    /// checksum error (InCsumErrors) and TCP never gets through.
+    #[inline]
+    fn finish_checksum(&self, f: &mut Frame, m: Mbuf) {
+        use crate::wire::vnet::F_DATA_VALID;
+        if f.offload().flags & F_DATA_VALID != 0 {
+            return;
+        }
+        let Some(l4) = crate::wire::partial_checksum(f.data()) else {
+            return;
+        };
+        if self.l4_csum {
+            // SAFETY: the frame owns this mbuf.
+            unsafe {
+                m.request_l4_checksum(
+                    l4.l3_offset as u16,
+                    (l4.offset - l4.l3_offset) as u16,
+                    l4.ipv6,
+                    l4.proto == crate::wire::IPPROTO_TCP,
+                )
+            };
+        } else {
+            crate::wire::complete_l4_checksum(f.data_mut());
+        }
+    }
 }
 
 impl ExceptionSink for DpdkSink {
@@ -260,6 +344,9 @@ impl ExceptionSink for DpdkSink {
             if self.rewrite {
                 crate::wire::set_unicast_dst(f.data_mut(), self.mac);
             }
+            if let Some(m) = f.mbuf() {
+                self.finish_checksum(&mut f, m);
+            }
             match f.into_mbuf() {
                 Ok(m) => ms.push(m),
                 Err(f) => native.push(f),
@@ -271,11 +358,11 @@ impl ExceptionSink for DpdkSink {
         };
         free_burst(&mut native);
         // SAFETY: we own every mbuf in ms (taken out of their frames).
-        let sent = unsafe { self.q.tx_burst(&mut ms) };
+        let sent = unsafe { self.tx.tx_burst(&mut ms) };
         d.delivered = sent;
         let left = ms.len() - sent;
         if left > 0 {
-            if self.q.port().link().0 {
+            if self.tx.port().link().0 {
                 d.busy = left;
             } else {
                 d.down = left;
@@ -290,15 +377,27 @@ impl ExceptionSink for DpdkSink {
     /// pool (`_pool` is not used). They only leave again by tx_burst, which
     /// takes chained mbufs as they are.
     fn receive_burst(&mut self, _pool: &mut Pool, out: &mut Burst) -> ReverseRx {
-        let want = out.remaining_capacity();
-        let mut raw = [None::<Mbuf>; MAX_BURST];
-        let n = self.q.rx_burst(&mut raw[..want]);
-        for m in raw[..n].iter().flatten() {
-            // SAFETY: rx_burst gave us this mbuf; the frame owns it now.
-            out.push(unsafe { Frame::from_mbuf(*m) });
+        let mut frames = 0;
+        let k = self.rx.len();
+        for i in 0..k {
+            let want = out.remaining_capacity();
+            if want == 0 {
+                break;
+            }
+            let q = &mut self.rx[(self.turn + i) % k];
+            let mut raw = [None::<Mbuf>; MAX_BURST];
+            let n = q.rx_burst(&mut raw[..want]);
+            for m in raw[..n].iter().flatten() {
+                // SAFETY: rx_burst gave us this mbuf; the frame owns it now.
+                out.push(unsafe { Frame::from_mbuf(*m) });
+            }
+            frames += n;
+        }
+        if k > 1 {
+            self.turn = (self.turn + 1) % k;
         }
         ReverseRx {
-            frames: n,
+            frames,
             no_buffer: false,
         }
     }

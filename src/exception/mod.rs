@@ -233,16 +233,20 @@ impl ExceptionSpec {
     }
 
     /// Like [`prepare`](Self::prepare) for a DPDK run: `tap:IFNAME` becomes
-    /// the net_tap PMD and `virtio-user:PATH` net_virtio_user, each with
-    /// `queues` queue pairs (one per delivering lcore) refilled from `pool`.
+    /// the net_tap PMD and `virtio-user:PATH` net_virtio_user, each with one
+    /// queue pair per delivering lcore refilled from `pool`. `senders` has
+    /// one entry per delivering lcore, in the order their sinks are opened:
+    /// true where that lcore has a port TX queue for the kernel's frames.
+    /// The RX queues of the others are polled by those that do.
     #[cfg(feature = "dpdk")]
     pub fn prepare_dpdk(
         &self,
         eal: &crate::dpdk::Eal,
         kernel_mac: KernelMac,
-        queues: u16,
+        senders: &[bool],
         pool: Arc<crate::dpdk::Mempool>,
     ) -> Result<Exception, ExceptionError> {
+        let queues = senders.len() as u16;
         let dev = match self {
             Self::Tap(spec) => dpdk::DpdkException::tap(eal, spec, kernel_mac, queues, pool)?,
             Self::VirtioUser(path) => {
@@ -250,6 +254,7 @@ impl ExceptionSpec {
             }
             _ => return self.prepare(kernel_mac, false),
         };
+        let dev = dev.with_senders(senders);
         Ok(Exception {
             spec: self.clone(),
             tap: None,

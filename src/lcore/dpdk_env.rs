@@ -77,6 +77,7 @@ impl DpdkEnv {
                     rx_desc: RX_DESC,
                     tx_desc: TX_DESC,
                     rx_pools,
+                    tx_l4_csum: false,
                 },
             )
             .map_err(err)?;
@@ -118,6 +119,26 @@ impl DpdkEnv {
         self.pools.values().next().expect("one pool").clone()
     }
 
+    /// The pool the exception device's RX queues (the kernel's frames)
+    /// refill from: its own, so that the reverse direction never starves
+    /// the ports' RX and a port whose pool is its AF_XDP UMEM (net_af_xdp)
+    /// copies the kernel's frames instead of sending buffers it did not
+    /// receive. Sized for every queue's descriptors plus bursts in flight.
+    pub fn exception_pool(&self, plan: &Plan, queues: usize) -> Result<Arc<Mempool>, LcoreError> {
+        let n = (queues as u32)
+            * (crate::exception::dpdk::DESC as u32 + 4 * crate::frame::MAX_BURST as u32)
+            + 1024;
+        let mp = Mempool::new(
+            "cpumapd_exc",
+            n,
+            plan.headroom,
+            plan.data_room,
+            self.eal.socket_of(LcoreId(0)) as i32,
+        )
+        .map_err(|e| LcoreError::Dpdk(e.to_string()))?;
+        Ok(Arc::new(mp))
+    }
+
     /// Statistics handles, one per pool.
     pub fn pool_stats(&self) -> Vec<PoolStats> {
         self.pools
@@ -136,12 +157,19 @@ impl DpdkEnv {
             .collect()
     }
 
+    /// True when port 0 had a TX queue left for the `i`-th reverse sender.
+    pub fn has_reverse_tx(&self, i: u16) -> bool {
+        self.ports
+            .first()
+            .is_some_and(|p| self.rx_queues[0] + i < p.tx_queues)
+    }
+
     /// The `i`-th reverse sender's TX-only queue on port 0, if the device
     /// had a queue for it.
     pub fn reverse_tx(&self, i: u16) -> Option<Box<dyn PortQueue>> {
         let port = self.ports.first()?;
         let q = self.rx_queues[0] + i;
-        (q < port.tx_queues)
+        self.has_reverse_tx(i)
             .then(|| Box::new(DpdkQueue::new(port.queue(None, Some(q)))) as Box<dyn PortQueue>)
     }
 }

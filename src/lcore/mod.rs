@@ -371,7 +371,7 @@ fn start_inner(plan: &Plan, dpdk: Env) -> Result<Running, LcoreError> {
     };
     // Everything fallible that does not need the lcore's own thread is
     // opened before any thread starts.
-    let exception = prepare_exception(plan, &dpdk, &mut stats, target_ids.len() + rx_lcores.len())?;
+    let exception = prepare_exception(plan, &dpdk, &mut stats, target_ids.len(), rx_lcores.len())?;
     let targets = target_lcores(plan, &dpdk, &target_ids, &exception, &mut stats)?;
     let rx = rx_setups(
         plan,
@@ -447,13 +447,15 @@ fn open_ports(
     Ok((queues, port_stats))
 }
 
-/// Opens the exception path (`queues`: one per delivering lcore) and
+/// Opens the exception path (one queue per delivering lcore: `targets`
+/// targets, whose sinks are opened first, then `rx` RX lcores) and
 /// registers the DPDK devices and mempools the run's readers watch.
 fn prepare_exception(
     plan: &Plan,
     dpdk: &Env,
     stats: &mut StatsSet,
-    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] queues: usize,
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] targets: usize,
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))] rx: usize,
 ) -> Result<Exception, LcoreError> {
     let Some(env) = dpdk else {
         let reverse_gso = !plan.ports.is_empty()
@@ -472,12 +474,19 @@ fn prepare_exception(
                 .map(|p| Arc::downgrade(&(p.clone() as Arc<dyn DeviceStats>))),
         );
         stats.pools.extend(env.pool_stats());
-        let ex = plan.exception.prepare_dpdk(
-            &env.eal,
-            plan.kernel_mac,
-            queues as u16,
-            env.first_pool(),
-        )?;
+        // Every RX lcore transmits on its own port queue; a target only
+        // where port 0 had a TX queue left for it.
+        let senders: Vec<bool> = (0..targets)
+            .map(|i| env.has_reverse_tx(i as u16))
+            .chain(std::iter::repeat_n(true, rx))
+            .collect();
+        let pool = env.exception_pool(plan, senders.len())?;
+        stats
+            .pools
+            .push(crate::frame::Pool::from_mempool(pool.clone()).stats());
+        let ex = plan
+            .exception
+            .prepare_dpdk(&env.eal, plan.kernel_mac, &senders, pool)?;
         if let Some(dev) = ex.dpdk() {
             let p: Arc<dyn DeviceStats> = dev.port().clone();
             stats.devices.push(Arc::downgrade(&p));

@@ -18,6 +18,8 @@ pub struct DpdkQueue {
     q: EthQueue,
     queue: u16,
     counters: Arc<PortQueueCounters>,
+    /// The cut-short warning was given.
+    warned: bool,
 }
 
 impl DpdkQueue {
@@ -27,6 +29,27 @@ impl DpdkQueue {
             queue: q.rx_queue().or(q.tx_queue()).unwrap_or(0),
             q,
             counters: Arc::default(),
+            warned: false,
+        }
+    }
+}
+
+/// The largest frame of a 1500-byte MTU with two VLAN tags: shorter frames
+/// skip the cut-short check.
+const PLAIN_FRAME: usize = 1522;
+
+impl DpdkQueue {
+    /// Counts frames the driver cut short (`rx_oversize`) and says once
+    /// what to do about it.
+    #[cold]
+    fn cut_short(&mut self, n: u64) {
+        self.counters.rx_oversize.add(n);
+        if !self.warned {
+            self.warned = true;
+            eprintln!(
+                "cpumapd: port queue {}: frames shorter than their IP length (a GSO super-frame the driver could not take whole; DPDK's net_af_packet has no virtio-net header): counted as rx_oversize and dropped. Turn GSO/TSO off on the sender (ethtool -K IF tso off gso off), or use cpumapd's own AF_PACKET port, which takes them whole",
+                self.queue
+            );
         }
     }
 }
@@ -35,12 +58,14 @@ impl PortQueue for DpdkQueue {
     /// `rte_eth_rx_burst`; the driver's pool feeds the queue, so `_pool` is
     /// not used. Multi-segment frames (a driver scattering a jumbo frame)
     /// are freed and counted as `ierrors`: the pipeline handles one segment.
+    /// So is a frame whose stripped VLAN tag finds no headroom to go back.
+    /// A frame shorter than its IP length is `rx_oversize`.
     #[inline]
     fn rx_burst(&mut self, _pool: &mut Pool, out: &mut Burst) -> usize {
         let want = out.remaining_capacity();
         let mut raw = [None::<Mbuf>; MAX_BURST];
         let n = self.q.rx_burst(&mut raw[..want]);
-        let (mut got, mut bytes, mut bad) = (0usize, 0usize, 0u64);
+        let (mut got, mut bytes, mut bad, mut cut) = (0usize, 0usize, 0u64, 0u64);
         for m in raw[..n].iter().flatten() {
             // SAFETY: rx_burst gave us this mbuf; we own it.
             let f = unsafe {
@@ -51,14 +76,35 @@ impl PortQueue for DpdkQueue {
                 }
                 // The port and RSS hash are the driver's; stamp our queue.
                 m.set_queue(self.queue);
-                Frame::from_mbuf(*m)
+                let stripped = m.vlan_stripped().then(|| m.vlan_tci());
+                let mut f = Frame::from_mbuf(*m);
+                // A tag the driver took out goes back into the bytes, as on
+                // the native ports: filters and the kernel see it.
+                if let Some(tci) = stripped
+                    && f.insert_vlan(crate::wire::ETH_P_8021Q, tci).is_err()
+                {
+                    drop(f);
+                    bad += 1;
+                    continue;
+                }
+                f
             };
+            // Past a plain 1500-byte frame, check the driver did not cut it
+            // (net_af_packet keeps only a ring frame of a GSO super-frame).
+            if f.len() > PLAIN_FRAME && crate::wire::cut_short(f.data()) {
+                drop(f);
+                cut += 1;
+                continue;
+            }
             bytes += f.len();
             got += 1;
             out.push(f);
         }
         if bad > 0 {
             self.counters.ierrors.add(bad);
+        }
+        if cut > 0 {
+            self.cut_short(cut);
         }
         self.counters.ipackets.add(got as u64);
         self.counters.ibytes.add(bytes as u64);

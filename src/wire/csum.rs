@@ -29,6 +29,9 @@ fn fold(mut acc: u32) -> u16 {
 /// Where a frame's TCP/UDP segment is and what its checksum covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L4Span {
+    /// Offset of the IP header in the frame (the L2 length, VLAN tags
+    /// included).
+    pub l3_offset: usize,
     /// Offset of the L4 header in the frame.
     pub offset: usize,
     /// Bytes of L4 header and payload (from the IP length field).
@@ -83,6 +86,7 @@ pub fn l4_span(frame: &[u8]) -> Option<L4Span> {
         return None;
     }
     Some(L4Span {
+        l3_offset: p.l3_offset,
         offset,
         len,
         proto,
@@ -125,6 +129,19 @@ pub fn checksum_state(frame: &[u8]) -> Option<CsumState> {
         return Some(CsumState::Partial(l4));
     }
     Some(CsumState::Other)
+}
+
+/// The TCP/UDP segment of a frame whose checksum field holds the
+/// pseudo-header seed that a sender's checksum offload leaves, without
+/// summing the payload (what a device with TX checksum offload needs to
+/// know). A valid checksum that happens to equal the seed is also
+/// returned; recomputing it from scratch gives the same value.
+/// Context: any; allocates nothing, never panics.
+pub fn partial_checksum(frame: &[u8]) -> Option<L4Span> {
+    let l4 = l4_span(frame)?;
+    let at = l4.offset + l4.csum_field;
+    let field = u16::from_be_bytes([frame[at], frame[at + 1]]);
+    (field == fold(l4.pseudo) && !(l4.proto == IPPROTO_UDP && field == 0)).then_some(l4)
 }
 
 /// The pseudo-header sum of `l4` folded: the seed a `NEEDS_CSUM` frame
@@ -226,9 +243,13 @@ mod tests {
         let mut partial = f.clone();
         partial[at..at + 2].copy_from_slice(&pseudo_seed(&l4).to_be_bytes());
         assert_eq!(checksum_state(&partial), Some(CsumState::Partial(l4)));
+        assert_eq!(l4.l3_offset, 14);
+        assert_eq!(partial_checksum(&partial), Some(l4));
+        assert_eq!(partial_checksum(&f), None, "a full checksum is not partial");
         let mut bad = f.clone();
         bad[60] ^= 1;
         assert_eq!(checksum_state(&bad), Some(CsumState::Other));
+        assert_eq!(partial_checksum(&bad), None);
         let mut arp = vec![0u8; 60];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(checksum_state(&arp), None);

@@ -12,7 +12,7 @@ mod csum;
 pub mod vnet;
 pub use csum::{
     CsumState, L4Span, checksum_state, complete_l4_checksum, ipv4_header_checksum, l4_span,
-    pseudo_seed,
+    partial_checksum, pseudo_seed,
 };
 
 /// Ethernet header length.
@@ -473,6 +473,25 @@ pub fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
     })
 }
 
+/// True when an IPv4/IPv6 frame is shorter than its IP header says: a
+/// driver cut it (DPDK's net_af_packet keeps the first ring-frame's worth
+/// of a kernel GSO super-frame, as it has no virtio-net header to take it
+/// whole). Context: any; allocates nothing, never panics.
+pub fn cut_short(frame: &[u8]) -> bool {
+    let Some(p) = parse(frame) else {
+        return false;
+    };
+    let at = p.l3_offset;
+    let ip_len = match p.ethertype {
+        ETH_P_IPV4 if frame.len() >= at + 4 => be16(frame, at + 2) as usize,
+        ETH_P_IPV6 if frame.len() >= at + 6 => {
+            be16(frame, at + 4) as usize + field::ipv6::HEADER_LEN
+        }
+        _ => return false,
+    };
+    at + ip_len > frame.len()
+}
+
 /// Frame builders for tests across the crate.
 #[cfg(test)]
 pub(crate) mod tests_support {
@@ -646,6 +665,15 @@ mod tests {
         let f = udp4(&[1, 2], 80, 443);
         for n in 0..=f.len() {
             let _ = parse(&f[..n]).map(|p| (p.ip_proto(), p.ports()));
+            // Every proper prefix past the IP length field (two tags: the
+            // IP header starts at 22) is cut short.
+            assert_eq!(cut_short(&f[..n]), n >= 26 && n < f.len(), "{n}");
         }
+        let v6 = tests_support::ipv6_frame([1; 16], [2; 16], IPPROTO_UDP);
+        assert!(!cut_short(&v6));
+        assert!(cut_short(&v6[..v6.len() - 1]));
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!cut_short(&arp));
     }
 }
