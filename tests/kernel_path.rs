@@ -9,6 +9,13 @@
 //! Needs root, iproute2 and /dev/net/tun (trafgen for the full-rate test):
 //! every test is `#[ignore]`d with that reason in a plain `cargo test` and
 //! runs with `--include-ignored` (CI), where anything missing fails it.
+//!
+//! Built with `--features dpdk`, cpumapd is the DPDK build: the same vdev
+//! strings name DPDK's PMDs (net_af_packet, net_af_xdp), `tap:IF` becomes
+//! DPDK's net_tap, and the EAL gets `--no-huge` and a private prefix. The
+//! tests written for that build are the `dpdk_*` ones (CI runs
+//! `cargo test --features dpdk,hwloc --test kernel_path -- dpdk_`); the
+//! others assert what the native ports do.
 
 mod common;
 
@@ -180,6 +187,7 @@ impl Topo {
         let exc = format!("tap:{}", self.tap);
         let sock = self.sock();
         let summary = self.summary_path();
+        let prefix = format!("--file-prefix={}", self.a);
         let mut args = vec![
             "netns",
             "exec",
@@ -189,6 +197,13 @@ impl Topo {
             lcores,
             "--vdev",
             vdev,
+        ];
+        if cfg!(feature = "dpdk") {
+            // net_tap and the af_packet/af_xdp PMDs need no shared memory.
+            args.extend_from_slice(&["--no-huge", "-m", "512", "--no-shconf", "--no-pci"]);
+            args.extend_from_slice(&[&prefix, "--log-level", "4"]);
+        }
+        args.extend_from_slice(&[
             "--",
             "--mode",
             "l4-hash",
@@ -204,7 +219,7 @@ impl Topo {
             "0",
             "--summary-json",
             summary.to_str().unwrap(),
-        ];
+        ]);
         args.extend_from_slice(app);
         let child = Daemon(Some(
             Command::new("ip")
@@ -1173,4 +1188,104 @@ fn offloads_the_kernel_refuses_are_counted_and_nothing_leaks() {
     assert_eq!(d.delivered + d.refused(), 4, "{d:?}");
     assert_eq!(d.delivered, 1, "the plain frame went in: {d:?}");
     assert_eq!(d.offload_refused, 3, "each refused offload counted: {d:?}");
+}
+
+/// The DPDK build: TCP from S crosses DPDK's net_af_packet PMD, two targets
+/// and DPDK's net_tap into A's socket, byte for byte and in order, with the
+/// ACKs going back through net_tap's RX queues (polled by the lcores that
+/// can transmit: the RX lcore, as the PMD has one TX queue). The sender
+/// keeps its checksum offload, so every segment arrives with a partial
+/// checksum the net_tap device is asked to finish; GSO/TSO are off, as the
+/// PMD cannot take a super-frame whole (the next test).
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root, iproute2, ethtool and /dev/net/tun: cargo test --features dpdk --test kernel_path -- --include-ignored dpdk_"]
+fn dpdk_tcp_crosses_net_af_packet_and_net_tap_whole_and_in_order() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let t = Topo::new();
+    run(
+        "ip",
+        &[
+            "netns", "exec", &t.s, "ethtool", "-K", &t.vs, "tso", "off", "gso", "off",
+        ],
+    );
+    let feats = run("ip", &["netns", "exec", &t.s, "ethtool", "-k", &t.vs]);
+    assert!(
+        String::from_utf8_lossy(&feats.stdout).contains("tx-checksumming: on"),
+        "the sender keeps checksum offload"
+    );
+    let child = t.start_on(Port::AfPacket, &[]);
+    const LEN: usize = 8 << 20;
+    let data = pattern(0xd9d4, LEN);
+    let got = tcp_transfer(&t, 5202, data.clone());
+    let s = sigterm_and_summary(&t, child);
+    assert_identity(&s);
+    assert_eq!(got.len(), LEN, "every byte arrived; {s}");
+    assert!(got == data, "the bytes arrived in order, unchanged");
+    assert!(n(&s, "reverse_tx") > 100, "ACKs went back: {s}");
+    assert_eq!(n(&s, "reverse_drops"), 0, "{s}");
+    assert_eq!(snmp(&t.a, "Tcp", "InCsumErrors"), 0, "checksums finished");
+}
+
+/// The DPDK build: net_af_packet keeps a ring frame's worth of a GSO
+/// super-frame (it has no virtio-net header). Those frames are counted as
+/// rx_oversize, said once on stderr, and never reach the kernel cut.
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root, iproute2 and /dev/net/tun: cargo test --features dpdk --test kernel_path -- --include-ignored dpdk_"]
+fn dpdk_gso_frames_net_af_packet_cuts_are_counted_not_delivered() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let t = Topo::new();
+    let mut child = t.start_on(Port::AfPacket, &[]);
+    let dst = SocketAddrV4::new(t.addr(1), 7200);
+    const N: usize = 20;
+    in_netns(&t.s, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let seg: libc::c_int = 1000;
+        // SAFETY: setsockopt with a c_int option value of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&seg as *const libc::c_int).cast(),
+                4,
+            )
+        };
+        assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        for _ in 0..N {
+            // One 8000-byte send: a GSO super-frame of 8 segments.
+            s.send_to(&[0x5a; 8000], dst).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
+    let s = sigterm_and_summary(&t, child);
+    assert_identity(&s);
+    let ports = s["ports"].as_array().unwrap();
+    let cut: u64 = ports.iter().map(|p| n(p, "rx_oversize")).sum();
+    assert_eq!(cut, N as u64, "every super-frame was counted: {s}");
+    let mut err = String::new();
+    use std::io::Read;
+    std::io::BufReader::new(stderr)
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        err.matches("counted as rx_oversize").count(),
+        1,
+        "said once: {err}"
+    );
+}
+
+/// The DPDK build: VLAN 100 tags reach the kernel through net_af_packet
+/// and net_tap.
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root, iproute2 and /dev/net/tun: cargo test --features dpdk --test kernel_path -- --include-ignored dpdk_"]
+fn dpdk_vlan_tags_survive_net_af_packet_into_net_tap() {
+    vlan_through(Port::AfPacket);
 }
