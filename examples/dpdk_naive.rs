@@ -44,6 +44,7 @@ fn main() {
             rx_desc: 1024,
             tx_desc: 1024,
             rx_pools: vec![pool.clone()],
+            tx_l4_csum: false,
         },
     )
     .unwrap();
