@@ -182,15 +182,15 @@ impl Mbuf {
     }
 
     /// Asks the transmitting driver to fill in the TCP (`tcp`) or UDP
-    /// checksum: the L2 and L3 header lengths and the TX flags. The field
-    /// must hold the pseudo-header sum, as a partial checksum does.
+    /// checksum: the L2, L3 and L4 header lengths and the TX flags. The
+    /// field must hold the pseudo-header sum, as a partial checksum does.
     /// # Safety
     /// The caller owns the mbuf.
     #[inline(always)]
-    pub unsafe fn request_l4_checksum(self, l2_len: u16, l3_len: u16, ipv6: bool, tcp: bool) {
+    pub unsafe fn request_l4_checksum(self, lens: [u16; 3], ipv6: bool, tcp: bool) {
         // SAFETY: the caller owns the mbuf; the shim writes its fields.
         unsafe {
-            ffi::cpumapd_mbuf_tx_l4_cksum(self.0.as_ptr(), l2_len, l3_len, ipv6 as i32, tcp as i32)
+            ffi::cpumapd_mbuf_tx_l4_cksum(self.0.as_ptr(), lens[0], lens[1], lens[2], ipv6 as i32, tcp as i32)
         };
     }
 

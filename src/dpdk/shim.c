@@ -53,10 +53,11 @@ uint64_t cpumapd_tx_offload_mbuf_fast_free(void) { return RTE_ETH_TX_OFFLOAD_MBU
 
 uint64_t cpumapd_tx_offload_l4_cksum(void) { return RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM; }
 
-void cpumapd_mbuf_tx_l4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len, int ipv6, int tcp)
+void cpumapd_mbuf_tx_l4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len, uint16_t l4_len, int ipv6, int tcp)
 {
 	m->l2_len = l2_len;
 	m->l3_len = l3_len;
+	m->l4_len = l4_len;
 	m->ol_flags &= ~(RTE_MBUF_F_TX_L4_MASK | RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IPV6);
 	m->ol_flags |= (ipv6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4) |
 		       (tcp ? RTE_MBUF_F_TX_TCP_CKSUM : RTE_MBUF_F_TX_UDP_CKSUM);

@@ -32,9 +32,11 @@ uint16_t cpumapd_mempool_priv_size(const struct rte_mempool *mp);
 uint64_t cpumapd_rss_ip_l4(void);
 uint64_t cpumapd_tx_offload_mbuf_fast_free(void);
 uint64_t cpumapd_tx_offload_l4_cksum(void);
-/* Asks the driver for the TCP/UDP checksum of m: the L2/L3 lengths and the
- * TX flags (the checksum field holds the pseudo-header sum). */
-void cpumapd_mbuf_tx_l4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len, int ipv6, int tcp);
+/* Asks the driver for the TCP/UDP checksum of m: the L2/L3/L4 header
+ * lengths and the TX flags (the checksum field holds the pseudo-header
+ * sum). net_tap copies l2+l3+l4_len bytes to patch the checksum in, so
+ * l4_len must be the L4 header's. */
+void cpumapd_mbuf_tx_l4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len, uint16_t l4_len, int ipv6, int tcp);
 
 /* rte_ring, for the peer benchmarks (MP enqueue, SC dequeue). */
 unsigned cpumapd_ring_mp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);

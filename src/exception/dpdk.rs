@@ -317,16 +317,23 @@ impl DpdkSink {
         let Some(l4) = crate::wire::partial_checksum(f.data()) else {
             return;
         };
+        let tcp = l4.proto == crate::wire::IPPROTO_TCP;
+        // The TCP header's length from its data offset (l4_span checked
+        // that a minimal header is there); UDP's is fixed.
+        let l4_len = if tcp {
+            let doff = (f.data()[l4.offset + 12] >> 4) as usize * 4;
+            doff.clamp(crate::wire::field::tcp::MIN_HEADER_LEN, l4.len)
+        } else {
+            crate::wire::field::udp::HEADER_LEN
+        };
         if self.l4_csum {
+            let lens = [
+                l4.l3_offset as u16,
+                (l4.offset - l4.l3_offset) as u16,
+                l4_len as u16,
+            ];
             // SAFETY: the frame owns this mbuf.
-            unsafe {
-                m.request_l4_checksum(
-                    l4.l3_offset as u16,
-                    (l4.offset - l4.l3_offset) as u16,
-                    l4.ipv6,
-                    l4.proto == crate::wire::IPPROTO_TCP,
-                )
-            };
+            unsafe { m.request_l4_checksum(lens, l4.ipv6, tcp) };
         } else {
             crate::wire::complete_l4_checksum(f.data_mut());
         }
