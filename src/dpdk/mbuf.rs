@@ -190,7 +190,14 @@ impl Mbuf {
     pub unsafe fn request_l4_checksum(self, lens: [u16; 3], ipv6: bool, tcp: bool) {
         // SAFETY: the caller owns the mbuf; the shim writes its fields.
         unsafe {
-            ffi::cpumapd_mbuf_tx_l4_cksum(self.0.as_ptr(), lens[0], lens[1], lens[2], ipv6 as i32, tcp as i32)
+            ffi::cpumapd_mbuf_tx_l4_cksum(
+                self.0.as_ptr(),
+                lens[0],
+                lens[1],
+                lens[2],
+                ipv6 as i32,
+                tcp as i32,
+            )
         };
     }
 

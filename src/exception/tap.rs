@@ -82,6 +82,12 @@ pub struct TapSpec {
     /// Coalesce TCP segments of a burst into super-frames (`gro=on`, the
     /// default; needs `offload=on`).
     pub gro: bool,
+    /// Open the queues with IFF_NAPI (`napi=on`; default off): the kernel
+    /// queues each write to a NAPI context and runs its own GRO there.
+    /// A write(2) is never "more to come", so that NAPI poll sees one frame
+    /// at a time and merges nothing; it is here for measuring that
+    /// (docs/PERFORMANCE.md) and for kernels where it pays.
+    pub napi: bool,
 }
 
 impl TapSpec {
@@ -97,6 +103,7 @@ impl TapSpec {
             up: true,
             offload: true,
             gro: true,
+            napi: false,
         };
         let on_off = |k: &str, v: &str| match v {
             "on" | "1" => Ok(true),
@@ -109,9 +116,10 @@ impl TapSpec {
                 Some(("up", v)) => spec.up = on_off("up", v)?,
                 Some(("offload", v)) => spec.offload = on_off("offload", v)?,
                 Some(("gro", v)) => spec.gro = on_off("gro", v)?,
+                Some(("napi", v)) => spec.napi = on_off("napi", v)?,
                 _ => {
                     return Err(bad(format!(
-                        "unknown option '{kv}' (expected mac=02:..:.., up=0|1, offload=on|off, gro=on|off)"
+                        "unknown option '{kv}' (expected mac=02:..:.., up=0|1, offload=on|off, gro=on|off, napi=on|off)"
                     )));
                 }
             }
@@ -126,7 +134,7 @@ impl TapSpec {
 
 /// Opens one queue of the multi-queue TAP `name` (creating the device if it
 /// does not exist). Errors name the device and the fix.
-fn open_queue(name: &str, vnet: bool) -> Result<OwnedFd, ExceptionError> {
+fn open_queue(name: &str, vnet: bool, napi: bool) -> Result<OwnedFd, ExceptionError> {
     let tun = OpenOptions::new()
         .read(true)
         .write(true)
@@ -141,8 +149,9 @@ fn open_queue(name: &str, vnet: bool) -> Result<OwnedFd, ExceptionError> {
         })?;
     let mut ifr = netdev::ifreq(name);
     let vnet = if vnet { libc::IFF_VNET_HDR } else { 0 };
+    let napi = if napi { libc::IFF_NAPI } else { 0 };
     ifr.ifr_ifru.ifru_flags =
-        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | vnet) as libc::c_short;
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | vnet | napi) as libc::c_short;
     // SAFETY: TUNSETIFF reads (and updates) one struct ifreq, `ifr`.
     let r = unsafe {
         libc::ioctl(
@@ -298,12 +307,12 @@ impl TapDevice {
             gro: false,
         };
         if !spec.offload {
-            return Ok((open_queue(name, false)?, plain));
+            return Ok((open_queue(name, false, spec.napi)?, plain));
         }
-        let fd = match open_queue(name, true) {
+        let fd = match open_queue(name, true, spec.napi) {
             Ok(fd) => fd,
             Err(e) => {
-                let fd = open_queue(name, false)?;
+                let fd = open_queue(name, false, spec.napi)?;
                 eprintln!(
                     "cpumapd: TAP {name}: no virtio-net header ({e}); GSO frames will be counted as gso_unsupported, partial checksums finished in software"
                 );
@@ -368,7 +377,7 @@ impl TapDevice {
     pub fn open_sink(&self) -> Result<TapSink, ExceptionError> {
         let fd = match self.first.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(fd) => fd,
-            None => open_queue(&self.spec.ifname, self.offloads.vnet)?,
+            None => open_queue(&self.spec.ifname, self.offloads.vnet, self.spec.napi)?,
         };
         Ok(TapSink {
             file: File::from(fd),
@@ -625,6 +634,11 @@ mod tests {
         assert_eq!(s.ifname, "cpumap0");
         assert_eq!(s.mac, Some([2, 0, 0, 0, 0, 1]));
         assert!(!s.up);
+        assert!(!s.napi, "NAPI is off by default");
+        let s = TapSpec::parse("t0,napi=on,gro=off").unwrap();
+        assert!(s.napi && !s.gro && s.offload);
+        let e = TapSpec::parse("t0,napi=maybe").unwrap_err().to_string();
+        assert!(e.contains("napi=maybe: expected on or off"), "{e}");
         let e = TapSpec::parse("x,speed=fast").unwrap_err().to_string();
         assert!(e.contains("unknown option 'speed=fast'"), "{e}");
         let e = TapSpec::parse("").unwrap_err().to_string();
