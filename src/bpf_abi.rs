@@ -88,6 +88,10 @@ pub mod update {
 /// `BPF_PROG_TYPE_XDP`.
 pub const PROG_TYPE_XDP: u32 = 6;
 
+/// `BPF_F_RDONLY_PROG`: programs may only read the map (libbpf's
+/// `.rodata`).
+pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+
 /// Attach types (`enum bpf_attach_type`).
 pub mod attach {
     /// `BPF_XDP_CPUMAP`: the expected attach type of a cpumap entry's program.
@@ -184,6 +188,9 @@ pub mod helper {
 pub mod pseudo {
     /// `BPF_PSEUDO_MAP_FD`: an `ld_imm64` whose imm is a map fd.
     pub const MAP_FD: u8 = 1;
+    /// `BPF_PSEUDO_MAP_VALUE`: an `ld_imm64` of the address of a map's
+    /// value (element 0) plus the offset in the second half: global data.
+    pub const MAP_VALUE: u8 = 2;
     /// `BPF_PSEUDO_CALL`: a `call` to a bpf-to-bpf function.
     pub const CALL: u8 = 1;
 }

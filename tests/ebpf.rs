@@ -721,13 +721,7 @@ fn jit_inlined_array_lookup_returns_null_past_the_last_index() {
             exit(),
         ])
     };
-    let def = || MapDef {
-        name: "arr".into(),
-        kind: MapKind::Array,
-        key_size: 4,
-        value_size: 8,
-        max_entries: 3,
-    };
+    let def = || MapDef::new("arr", MapKind::Array, 4, 8, 3);
     let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
     let mut f = pool.alloc().unwrap();
     f.copy_from(&[0u8; 60]).unwrap();

@@ -14,18 +14,19 @@ use cpumapd::frame::Pool;
 use libfuzzer_sys::fuzz_target;
 
 fn defs() -> Vec<MapDef> {
-    let d = |name: &str, kind, key, value, n| MapDef {
-        name: name.into(),
-        kind,
-        key_size: key,
-        value_size: value,
-        max_entries: n,
-    };
+    let d = MapDef::new;
+    let mut rodata = d(".rodata", MapKind::Array, 4, 16, 1);
+    rodata.readonly = true;
+    rodata.init = vec![7; 16];
     vec![
         d("array", MapKind::Array, 4, 8, 4),
         d("hash", MapKind::Hash, 4, 16, 8),
         d("percpu", MapKind::PerCpuArray, 4, 8, 2),
         d("cpu_map", MapKind::CpuMap, 4, 4, 8),
+        d("percpu_hash", MapKind::PerCpuHash, 8, 8, 4),
+        d("devmap", MapKind::DevMap, 4, 8, 2),
+        rodata,
+        d(".bss", MapKind::Array, 4, 24, 1),
     ]
 }
 

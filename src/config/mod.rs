@@ -122,7 +122,7 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
           --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --idle spin|adaptive|sleep --duration S --interval S --summary-json FILE|- --config FILE
           --bulk-size N --pool-size N --max-entries N --no-pin --linger S --latency --stage-cycles
-          --prog FILE.o[:PROGRAM] [--jit]   an eBPF XDP program as the RX filter (see bpf/)
+          --prog FILE.o[:PROGRAM] [--jit] [--prog-set NAME=VALUE]   an eBPF XDP program as the RX filter (see bpf/)
           --remote-action drop|pass|FILE.o[:PROGRAM]   the cpumap entries' program
           --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
 control: cpumapd ctl [--control PATH] map dump|lookup|update|delete|apply, mode set, stats, summary
@@ -204,6 +204,11 @@ pub struct AppArgs {
     /// JIT-compile eBPF programs (rbpf, after our verifier accepted them).
     #[arg(long)]
     pub jit: bool,
+    /// Set a global variable of the eBPF objects before load, as libbpf's
+    /// skeleton does (`const volatile` in .rodata, or .data/.bss):
+    /// NAME=VALUE, repeatable.
+    #[arg(long = "prog-set", value_name = "NAME=VALUE")]
+    pub prog_set: Vec<String>,
     /// Measure RX-to-target latency: RX lcores stamp each burst, targets
     /// record every frame (percentiles in the summary).
     #[arg(long)]
@@ -246,6 +251,11 @@ impl AppArgs {
             backend: self.backend.or(f.backend),
             prog: self.prog.or(f.prog),
             jit: self.jit || f.jit.unwrap_or(false),
+            prog_set: if self.prog_set.is_empty() {
+                f.prog_set.unwrap_or_default()
+            } else {
+                self.prog_set
+            },
             latency: self.latency || f.latency.unwrap_or(false),
             stage_cycles: self.stage_cycles || f.stage_cycles.unwrap_or(false),
             state_dir: self.state_dir.or(f.state_dir),
@@ -469,6 +479,8 @@ pub struct FileApp {
     pub prog: Option<String>,
     /// `--jit`.
     pub jit: Option<bool>,
+    /// `--prog-set` (`prog_set = ["nr_cpus=4"]`).
+    pub prog_set: Option<Vec<String>>,
     /// `native` or `dpdk`: a profile says which build runs it.
     pub backend: Option<String>,
     /// `--latency`.
@@ -663,6 +675,45 @@ fn per_user_default(for_root: &str, name: &str, tmp_suffix: &str) -> PathBuf {
         Some(d) if !d.is_empty() => Path::new(&d).join(name),
         _ => PathBuf::from(format!("/tmp/cpumapd-{uid}{tmp_suffix}")),
     }
+}
+
+/// Every `--prog-set NAME` must name a global variable of an object this
+/// run loads (the RX program's or the remote program's); a typo would
+/// otherwise leave the program running with its default.
+fn check_prog_sets(
+    sets: &[crate::filter::ebpf::globals::GlobalSet],
+    prog: Option<&str>,
+    remote: Option<&str>,
+) -> Result<(), ConfigError> {
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let mut vars = Vec::new();
+    for spec in [prog, remote].into_iter().flatten() {
+        let Some(path) = spec.split(':').next().filter(|p| p.ends_with(".o")) else {
+            continue;
+        };
+        if let Ok(g) = crate::filter::ebpf::object_globals(path) {
+            vars.extend(g.into_iter().map(|g| g.name));
+        }
+    }
+    for s in sets {
+        if !vars.contains(&s.name) {
+            vars.sort();
+            vars.dedup();
+            return Err(ConfigError::Args(format!(
+                "--prog-set {}: no loaded eBPF object has a global variable '{}' (they have: {})",
+                s.name,
+                s.name,
+                if vars.is_empty() {
+                    "none".to_string()
+                } else {
+                    vars.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `--state-dir`: `off` or a directory.
@@ -1075,6 +1126,19 @@ impl Plan {
                 "qsize {qsize} is out of range: cpumap entries hold 1 to {MAX_QSIZE} frames"
             )));
         }
+        let sets = app
+            .prog_set
+            .iter()
+            .map(|s| crate::filter::ebpf::globals::GlobalSet::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Args)?;
+        // bpf_get_smp_processor_id() is the lcore id: programs see at least
+        // as many CPUs as the highest lcore id needs.
+        let top = lcores.iter().map(|l| l.id.0 + 1).max().unwrap_or(1);
+        crate::filter::ebpf::globals::set_options(crate::filter::ebpf::globals::LoadOptions {
+            sets: sets.clone(),
+            nr_cpus: crate::filter::ebpf::globals::possible_cpus().max(top),
+        });
         let remote = match app.remote_action.as_deref() {
             None | Some("none") => None,
             Some(s) => Some(s.parse::<RemoteProg>().map_err(ConfigError::Args)?),
@@ -1146,9 +1210,24 @@ impl Plan {
             state_dir: parse_state_dir(app.state_dir.as_deref())?,
             remote_spec: app.remote_action.clone().filter(|r| r != "none"),
         };
+        check_prog_sets(&sets, app.prog.as_deref(), plan.remote_spec.as_deref())?;
         if let Some(spec) = app.prog.as_deref() {
             let p = crate::filter::ebpf::load_object(spec)
                 .map_err(|e| ConfigError::Args(format!("--prog {spec}: {e}")))?;
+            if p.attach != crate::filter::ebpf::Attach::Interface {
+                // The kernel attaches no cpumap/devmap program to an
+                // interface.
+                return Err(ConfigError::Args(format!(
+                    "--prog {spec}: program '{}' is a SEC(\"{}\") program, for a {} entry: give it to --remote-action; the RX filter is a SEC(\"xdp\") program",
+                    p.name,
+                    p.attach.section(),
+                    if p.attach == crate::filter::ebpf::Attach::CpuMap {
+                        "cpumap"
+                    } else {
+                        "devmap"
+                    }
+                )));
+            }
             let targets: Vec<_> = plan.targets.iter().map(|&l| l.into()).collect();
             p.fill_targets(&targets);
             plan.prog = Some(std::sync::Arc::new(p));

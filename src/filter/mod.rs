@@ -376,9 +376,19 @@ impl RemoteProg {
         match s {
             "pass" => Ok(RemoteProg::Pass),
             "drop" => Ok(RemoteProg::Drop),
-            f if f.contains(".o") => ebpf::load_object(f)
-                .map(|p| RemoteProg::Bpf(std::sync::Arc::new(p)))
-                .map_err(|e| e.to_string()),
+            f if f.contains(".o") => {
+                let p = ebpf::load_object(f).map_err(|e| e.to_string())?;
+                if p.attach != ebpf::Attach::CpuMap {
+                    // The kernel's cpumap takes only programs whose expected
+                    // attach type is BPF_XDP_CPUMAP (EINVAL otherwise).
+                    return Err(format!(
+                        "{f}: program '{}' is a SEC(\"{}\") program; a cpumap entry runs SEC(\"xdp/cpumap\") programs only, as the kernel's does",
+                        p.name,
+                        p.attach.section()
+                    ));
+                }
+                Ok(RemoteProg::Bpf(std::sync::Arc::new(p)))
+            }
             other => Err(format!(
                 "unknown remote program '{other}': expected drop, pass or an eBPF object FILE.o[:NAME]"
             )),

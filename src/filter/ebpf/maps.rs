@@ -1,6 +1,10 @@
 //! The maps an eBPF object declares, in userspace: ARRAY, PERCPU_ARRAY
-//! (one copy per lcore) and HASH with kernel semantics, and CPUMAP, which
-//! is cpumapd's own [`CpuMap`](crate::cpumap::CpuMap).
+//! (one copy per lcore), HASH and PERCPU_HASH with kernel semantics, the
+//! object's global data (`.rodata`, `.data`, `.bss`: one-element ARRAYs, as
+//! libbpf makes them, `.rodata` read-only to programs), DEVMAP and
+//! DEVMAP_HASH as storage (ifindex values the control plane can read and
+//! write), and CPUMAP, which is cpumapd's own
+//! [`CpuMap`](crate::cpumap::CpuMap).
 //!
 //! # General idea
 //!
@@ -33,6 +37,13 @@ pub enum MapKind {
     Array,
     /// `BPF_MAP_TYPE_PERCPU_ARRAY`: one copy per lcore.
     PerCpuArray,
+    /// `BPF_MAP_TYPE_PERCPU_HASH`: one value per lcore under each key.
+    PerCpuHash,
+    /// `BPF_MAP_TYPE_DEVMAP`: index -> `struct bpf_devmap_val`, stored like
+    /// an ARRAY (redirecting into it is refused at load).
+    DevMap,
+    /// `BPF_MAP_TYPE_DEVMAP_HASH`: the same, keyed like a HASH.
+    DevMapHash,
     /// `BPF_MAP_TYPE_CPUMAP`: cpumapd's own map.
     CpuMap,
 }
@@ -44,6 +55,9 @@ impl MapKind {
             map_type::HASH => Some(MapKind::Hash),
             map_type::ARRAY => Some(MapKind::Array),
             map_type::PERCPU_ARRAY => Some(MapKind::PerCpuArray),
+            map_type::PERCPU_HASH => Some(MapKind::PerCpuHash),
+            map_type::DEVMAP => Some(MapKind::DevMap),
+            map_type::DEVMAP_HASH => Some(MapKind::DevMapHash),
             map_type::CPUMAP => Some(MapKind::CpuMap),
             _ => None,
         }
@@ -55,8 +69,32 @@ impl MapKind {
             MapKind::Hash => "hash",
             MapKind::Array => "array",
             MapKind::PerCpuArray => "percpu_array",
+            MapKind::PerCpuHash => "percpu_hash",
+            MapKind::DevMap => "devmap",
+            MapKind::DevMapHash => "devmap_hash",
             MapKind::CpuMap => "cpumap",
         }
+    }
+
+    /// Indexed by a u32 below max_entries, every element always there.
+    fn is_array(self) -> bool {
+        matches!(
+            self,
+            MapKind::Array | MapKind::PerCpuArray | MapKind::DevMap
+        )
+    }
+
+    /// Open-addressed keys.
+    fn is_hash(self) -> bool {
+        matches!(
+            self,
+            MapKind::Hash | MapKind::PerCpuHash | MapKind::DevMapHash
+        )
+    }
+
+    /// One value per lcore (MAX_LCORES copies).
+    pub fn per_cpu(self) -> bool {
+        matches!(self, MapKind::PerCpuArray | MapKind::PerCpuHash)
     }
 }
 
@@ -84,6 +122,32 @@ pub struct MapDef {
     pub value_size: u32,
     /// Entries.
     pub max_entries: u32,
+    /// Programs may not write it (`.rodata`, libbpf's BPF_F_RDONLY_PROG).
+    pub readonly: bool,
+    /// Initial contents of element 0 (a global data section's bytes, after
+    /// the values set before load); empty for other maps.
+    pub init: Vec<u8>,
+}
+
+impl MapDef {
+    /// A map with no initial contents, writable.
+    pub fn new(
+        name: &str,
+        kind: MapKind,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> Self {
+        MapDef {
+            name: name.into(),
+            kind,
+            key_size,
+            value_size,
+            max_entries,
+            readonly: false,
+            init: Vec::new(),
+        }
+    }
 }
 
 const EMPTY: u64 = 0;
@@ -99,6 +163,8 @@ pub struct Map {
     /// Words per value (and per key, for HASH).
     vw: usize,
     kw: usize,
+    /// Values per element: MAX_LCORES for PERCPU kinds, else 1.
+    copies: usize,
     /// HASH: slots (a power of two) and live entries.
     slots: usize,
     len: AtomicU32,
@@ -182,31 +248,35 @@ impl Map {
             ));
         }
         let (vw, kw) = (words_for(def.value_size), words_for(def.key_size));
-        let (words, slots) = match def.kind {
-            MapKind::Array | MapKind::PerCpuArray => {
-                if def.key_size != 4 {
-                    return bad(format!(
-                        "{} keys are 4 bytes, not {}",
-                        def.kind.name(),
-                        def.key_size
-                    ));
-                }
-                let copies = if def.kind == MapKind::PerCpuArray {
-                    MAX_LCORES
-                } else {
-                    1
-                };
-                (def.max_entries as usize * vw * copies, 0)
+        let copies = if def.kind.per_cpu() { MAX_LCORES } else { 1 };
+        let (words, slots) = if def.kind.is_array() {
+            if def.key_size != 4 {
+                return bad(format!(
+                    "{} keys are 4 bytes, not {}",
+                    def.kind.name(),
+                    def.key_size
+                ));
             }
-            MapKind::Hash => {
-                if def.key_size == 0 || def.key_size > 512 {
-                    return bad(format!("key size {} is not in 1..=512", def.key_size));
-                }
-                let slots = (def.max_entries as usize * 2).next_power_of_two();
-                (slots * (1 + kw + vw), slots)
+            (def.max_entries as usize * vw * copies, 0)
+        } else if def.kind.is_hash() {
+            if def.key_size == 0 || def.key_size > 512 {
+                return bad(format!("key size {} is not in 1..=512", def.key_size));
             }
-            MapKind::CpuMap => (0, 0),
+            let slots = (def.max_entries as usize * 2).next_power_of_two();
+            (slots * (1 + kw + vw * copies), slots)
+        } else {
+            (0, 0)
         };
+        if !def.init.is_empty()
+            && (!def.kind.is_array() || def.init.len() > def.value_size as usize)
+        {
+            return bad(format!(
+                "{} bytes of initial data for a {} of {}-byte values",
+                def.init.len(),
+                def.kind.name(),
+                def.value_size
+            ));
+        }
         if words > MAX_WORDS {
             return bad(format!(
                 "{} entries of {} bytes need {} MiB, more than the {} MiB a map may take",
@@ -216,11 +286,14 @@ impl Map {
                 (MAX_WORDS * 8) >> 20
             ));
         }
+        let words: Box<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(0)).collect();
+        write_bytes(&words, 0, &def.init);
         Ok(Map {
             def,
-            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            words,
             vw,
             kw,
+            copies,
             slots,
             len: AtomicU32::new(0),
         })
@@ -236,7 +309,7 @@ impl Map {
     /// other kinds.
     pub fn array_layout(&self, cpu: usize) -> Option<(usize, usize)> {
         let copy = match self.def.kind {
-            MapKind::Array => 0,
+            MapKind::Array | MapKind::DevMap => 0,
             MapKind::PerCpuArray => cpu.min(MAX_LCORES - 1),
             _ => return None,
         };
@@ -249,7 +322,7 @@ impl Map {
         if k >= self.def.max_entries {
             return None;
         }
-        let copy = if self.def.kind == MapKind::PerCpuArray {
+        let copy = if self.copies > 1 {
             cpu.min(MAX_LCORES - 1)
         } else {
             0
@@ -258,7 +331,17 @@ impl Map {
     }
 
     fn slot_base(&self, s: usize) -> usize {
-        s * (1 + self.kw + self.vw)
+        s * (1 + self.kw + self.vw * self.copies)
+    }
+
+    /// Word index of copy `cpu` of the value in slot `s`.
+    fn slot_value(&self, s: usize, cpu: usize) -> usize {
+        let copy = if self.copies > 1 {
+            cpu.min(MAX_LCORES - 1)
+        } else {
+            0
+        };
+        self.slot_base(s) + 1 + self.kw + copy * self.vw
     }
 
     fn key_matches(&self, s: usize, key: &[u8]) -> bool {
@@ -292,10 +375,12 @@ impl Map {
     /// `bpf_map_lookup_elem`: the word index of the value, or None.
     /// Context: any lcore; `cpu` picks the PERCPU copy.
     pub fn lookup(&self, key: &[u8], cpu: usize) -> Option<usize> {
-        match self.def.kind {
-            MapKind::Array | MapKind::PerCpuArray => self.array_index(key, cpu),
-            MapKind::Hash => self.hash_find(key).map(|s| self.slot_base(s) + 1 + self.kw),
-            MapKind::CpuMap => None,
+        if self.def.kind.is_array() {
+            self.array_index(key, cpu)
+        } else if self.def.kind.is_hash() {
+            self.hash_find(key).map(|s| self.slot_value(s, cpu))
+        } else {
+            None
         }
     }
 
@@ -304,69 +389,69 @@ impl Map {
         if flags > update::EXIST || value.len() != self.def.value_size as usize {
             return -EINVAL;
         }
-        match self.def.kind {
-            MapKind::Array | MapKind::PerCpuArray => {
-                if flags == update::NOEXIST {
-                    return -EEXIST; // every array element exists
-                }
-                match self.array_index(key, cpu) {
-                    Some(i) => {
-                        write_bytes(&self.words, i * 8, value);
-                        0
-                    }
-                    None => -E2BIG,
-                }
+        if self.def.kind.is_array() {
+            if flags == update::NOEXIST {
+                return -EEXIST; // every array element exists
             }
-            MapKind::Hash => {
-                if let Some(s) = self.hash_find(key) {
-                    if flags == update::NOEXIST {
-                        return -EEXIST;
-                    }
-                    write_bytes(&self.words, (self.slot_base(s) + 1 + self.kw) * 8, value);
-                    return 0;
+            return match self.array_index(key, cpu) {
+                Some(i) => {
+                    write_bytes(&self.words, i * 8, value);
+                    0
                 }
-                if flags == update::EXIST {
-                    return -ENOENT;
-                }
-                if self.len.load(Ordering::Relaxed) >= self.def.max_entries {
-                    return -E2BIG;
-                }
-                let mask = self.slots - 1;
-                let mut s = hash_key(key) as usize & mask;
-                for _ in 0..self.slots {
-                    let st = &self.words[self.slot_base(s)];
-                    // H1: claim an empty slot; Release in H2 publishes it.
-                    if st
-                        .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        let base = self.slot_base(s);
-                        write_bytes(&self.words, (base + 1) * 8, key);
-                        write_bytes(&self.words, (base + 1 + self.kw) * 8, value);
-                        self.len.fetch_add(1, Ordering::Relaxed);
-                        // H2: Release; pairs with the Acquire in hash_find.
-                        st.store(FULL, Ordering::Release);
-                        return 0;
-                    }
-                    s = (s + 1) & mask;
-                }
-                -E2BIG
-            }
-            MapKind::CpuMap => -EINVAL,
+                None => -E2BIG,
+            };
         }
+        if !self.def.kind.is_hash() {
+            return -EINVAL;
+        }
+        if let Some(s) = self.hash_find(key) {
+            if flags == update::NOEXIST {
+                return -EEXIST;
+            }
+            write_bytes(&self.words, self.slot_value(s, cpu) * 8, value);
+            return 0;
+        }
+        if flags == update::EXIST {
+            return -ENOENT;
+        }
+        if self.len.load(Ordering::Relaxed) >= self.def.max_entries {
+            return -E2BIG;
+        }
+        let mask = self.slots - 1;
+        let mut s = hash_key(key) as usize & mask;
+        for _ in 0..self.slots {
+            let st = &self.words[self.slot_base(s)];
+            // H1: claim an empty slot (never used: its other copies are
+            // still zero); Release in H2 publishes it.
+            if st
+                .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                write_bytes(&self.words, (self.slot_base(s) + 1) * 8, key);
+                write_bytes(&self.words, self.slot_value(s, cpu) * 8, value);
+                self.len.fetch_add(1, Ordering::Relaxed);
+                // H2: Release; pairs with the Acquire in hash_find.
+                st.store(FULL, Ordering::Release);
+                return 0;
+            }
+            s = (s + 1) & mask;
+        }
+        -E2BIG
     }
 
     /// `bpf_map_delete_elem`: 0 or a negative errno.
     pub fn delete(&self, key: &[u8]) -> i64 {
         match self.def.kind {
-            MapKind::Hash => match self.hash_find(key) {
-                Some(s) => {
-                    self.words[self.slot_base(s)].store(DELETED, Ordering::Release);
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    0
+            MapKind::Hash | MapKind::PerCpuHash | MapKind::DevMapHash => {
+                match self.hash_find(key) {
+                    Some(s) => {
+                        self.words[self.slot_base(s)].store(DELETED, Ordering::Release);
+                        self.len.fetch_sub(1, Ordering::Relaxed);
+                        0
+                    }
+                    None => -ENOENT,
                 }
-                None => -ENOENT,
-            },
+            }
             // Array elements cannot be deleted (kernel: EINVAL).
             _ => -EINVAL,
         }
@@ -378,40 +463,35 @@ impl Map {
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
         let vs = self.def.value_size as usize;
         let mut out = Vec::new();
-        match self.def.kind {
-            MapKind::Array | MapKind::PerCpuArray => {
-                let copies = if self.def.kind == MapKind::PerCpuArray {
-                    MAX_LCORES
-                } else {
-                    1
-                };
-                for k in 0..self.def.max_entries {
-                    let key = k.to_le_bytes();
-                    let vals = (0..copies)
-                        .map(|c| {
-                            let mut v = vec![0u8; vs];
-                            let i = self.array_index(&key, c).expect("k < max_entries");
-                            read_bytes(&self.words, i * 8, &mut v);
-                            v
-                        })
-                        .collect();
-                    out.push((key.to_vec(), vals));
-                }
+        if self.def.kind.is_array() {
+            for k in 0..self.def.max_entries {
+                let key = k.to_le_bytes();
+                let vals = (0..self.copies)
+                    .map(|c| {
+                        let mut v = vec![0u8; vs];
+                        let i = self.array_index(&key, c).expect("k < max_entries");
+                        read_bytes(&self.words, i * 8, &mut v);
+                        v
+                    })
+                    .collect();
+                out.push((key.to_vec(), vals));
             }
-            MapKind::Hash => {
-                for s in 0..self.slots {
-                    let base = self.slot_base(s);
-                    if self.words[base].load(Ordering::Acquire) != FULL {
-                        continue;
-                    }
-                    let mut k = vec![0u8; self.def.key_size as usize];
-                    let mut v = vec![0u8; vs];
-                    read_bytes(&self.words, (base + 1) * 8, &mut k);
-                    read_bytes(&self.words, (base + 1 + self.kw) * 8, &mut v);
-                    out.push((k, vec![v]));
+        } else if self.def.kind.is_hash() {
+            for s in 0..self.slots {
+                if self.words[self.slot_base(s)].load(Ordering::Acquire) != FULL {
+                    continue;
                 }
+                let mut k = vec![0u8; self.def.key_size as usize];
+                read_bytes(&self.words, (self.slot_base(s) + 1) * 8, &mut k);
+                let vals = (0..self.copies)
+                    .map(|c| {
+                        let mut v = vec![0u8; vs];
+                        read_bytes(&self.words, self.slot_value(s, c) * 8, &mut v);
+                        v
+                    })
+                    .collect();
+                out.push((k, vals));
             }
-            MapKind::CpuMap => {}
         }
         out
     }
@@ -422,13 +502,7 @@ mod tests {
     use super::*;
 
     fn def(kind: MapKind, key: u32, value: u32, n: u32) -> MapDef {
-        MapDef {
-            name: "m".into(),
-            kind,
-            key_size: key,
-            value_size: value,
-            max_entries: n,
-        }
+        MapDef::new("m", kind, key, value, n)
     }
 
     #[test]
@@ -493,6 +567,65 @@ mod tests {
             Map::new(def(MapKind::Array, 8, 8, 4)).is_err(),
             "array keys are u32"
         );
+    }
+
+    #[test]
+    fn percpu_hash_keeps_a_value_per_lcore_under_each_key() {
+        let h = Map::new(def(MapKind::PerCpuHash, 8, 8, 4)).unwrap();
+        let k = 0x1122u64.to_le_bytes();
+        assert!(h.lookup(&k, 0).is_none());
+        assert_eq!(h.update(&k, &5u64.to_le_bytes(), update::ANY, 3), 0);
+        assert_eq!(
+            h.update(&k, &9u64.to_le_bytes(), update::NOEXIST, 1),
+            -EEXIST
+        );
+        assert_eq!(h.update(&k, &7u64.to_le_bytes(), update::EXIST, 1), 0);
+        let (at3, at1, at0) = (
+            h.lookup(&k, 3).unwrap(),
+            h.lookup(&k, 1).unwrap(),
+            h.lookup(&k, 0).unwrap(),
+        );
+        assert!(at3 != at1 && at1 != at0, "every lcore has its own value");
+        let d = h.dump();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].1.len(), MAX_LCORES);
+        assert_eq!(d[0].1[3], 5u64.to_le_bytes().to_vec());
+        assert_eq!(d[0].1[1], 7u64.to_le_bytes().to_vec());
+        assert_eq!(d[0].1[0], vec![0; 8], "the others start at zero");
+        assert_eq!(h.delete(&k), 0);
+        assert!(h.lookup(&k, 3).is_none());
+    }
+
+    #[test]
+    fn global_data_starts_with_its_bytes_and_devmaps_store_ifindexes() {
+        let mut d = def(MapKind::Array, 4, 10, 1);
+        d.init = vec![1, 2, 3];
+        let m = Map::new(d).unwrap();
+        assert_eq!(m.dump()[0].1[0], vec![1, 2, 3, 0, 0, 0, 0, 0, 0, 0]);
+        let mut too_big = def(MapKind::Array, 4, 2, 1);
+        too_big.init = vec![0; 3];
+        assert!(
+            Map::new(too_big)
+                .unwrap_err()
+                .contains("3 bytes of initial data")
+        );
+        let dev = Map::new(def(MapKind::DevMap, 4, 8, 2)).unwrap();
+        assert_eq!(
+            dev.update(
+                &1u32.to_le_bytes(),
+                &[4, 0, 0, 0, 0, 0, 0, 0],
+                update::ANY,
+                0
+            ),
+            0
+        );
+        assert_eq!(dev.dump()[1].1[0][0], 4);
+        let dh = Map::new(def(MapKind::DevMapHash, 4, 4, 2)).unwrap();
+        assert_eq!(
+            dh.update(&7u32.to_le_bytes(), &[3, 0, 0, 0], update::ANY, 0),
+            0
+        );
+        assert_eq!(dh.dump().len(), 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! A run that faults (interpreter) or returns an unknown action is
 //! `Aborted`. No allocation per frame.
 
+pub mod globals;
 mod inline;
 pub mod insn;
 pub mod interp;
@@ -76,6 +77,32 @@ pub struct Program {
     pub maps: Vec<Map>,
     /// What the verifier proved.
     pub verified: Verified,
+    /// Where the object says it attaches (its section), which decides
+    /// where the kernel lets it run.
+    pub attach: Attach,
+}
+
+/// An XDP program's expected attach type, from its section name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Attach {
+    /// `SEC("xdp")`: an interface (cpumapd's RX filter).
+    #[default]
+    Interface,
+    /// `SEC("xdp/cpumap")`: a cpumap entry's program.
+    CpuMap,
+    /// `SEC("xdp/devmap")`: a devmap entry's egress program.
+    DevMap,
+}
+
+impl Attach {
+    /// Its section name.
+    pub fn section(self) -> &'static str {
+        match self {
+            Attach::Interface => "xdp",
+            Attach::CpuMap => "xdp/cpumap",
+            Attach::DevMap => "xdp/devmap",
+        }
+    }
 }
 
 impl std::fmt::Debug for Program {
@@ -105,6 +132,7 @@ impl Program {
                 kind: m.def.kind,
                 key_size: m.def.key_size,
                 value_size: m.def.value_size,
+                readonly: m.def.readonly,
             })
             .collect();
         let verified = verifier::verify(code, &shapes).map_err(|err| EbpfError::Rejected {
@@ -126,11 +154,31 @@ impl Program {
             i.off = off - base_off as i16;
             code[pc * INSN_SIZE..pc * INSN_SIZE + INSN_SIZE].copy_from_slice(&i.encode());
         }
+        // Global data: the value's address is fixed for the program's life
+        // (map storage never moves), so the ld_imm64 becomes a constant, as
+        // the kernel turns it into the map value's kernel address.
+        for pc in 0..code.len() / INSN_SIZE {
+            let i = Insn::at(&code, pc);
+            if i.op != (LD | IMM | DW) || i.src != pseudo::MAP_VALUE {
+                continue;
+            }
+            let idx = (i.imm - MAP_FD_BASE) as usize;
+            let off = Insn::at(&code, pc + 1).imm as u32 as u64;
+            let addr = maps[idx].words().as_ptr() as u64 + off;
+            let mut lo = i;
+            lo.src = 0;
+            lo.imm = addr as u32 as i32;
+            let mut hi = Insn::at(&code, pc + 1);
+            hi.imm = (addr >> 32) as u32 as i32;
+            code[pc * INSN_SIZE..(pc + 1) * INSN_SIZE].copy_from_slice(&lo.encode());
+            code[(pc + 1) * INSN_SIZE..(pc + 2) * INSN_SIZE].copy_from_slice(&hi.encode());
+        }
         Ok(Program {
             name: name.into(),
             code: code.into_boxed_slice(),
             maps,
             verified,
+            attach: Attach::Interface,
         })
     }
 
@@ -201,6 +249,12 @@ fn pad(v: u32, size: u32) -> Vec<u8> {
 /// `FILE.o[:NAME]`: the XDP program whose function is NAME, or
 /// the only XDP program of the object.
 pub fn load_object(spec: &str) -> Result<Program, EbpfError> {
+    load_object_with(spec, &globals::options())
+}
+
+/// [`load_object`] with explicit options (`--prog-set` values, the CPUs
+/// programs see) instead of the run's.
+pub fn load_object_with(spec: &str, opts: &globals::LoadOptions) -> Result<Program, EbpfError> {
     let (path, want) = match spec.rsplit_once(':') {
         Some((p, n)) if p.ends_with(".o") => (p, Some(n)),
         _ => (spec, None),
@@ -214,11 +268,21 @@ pub fn load_object(spec: &str) -> Result<Program, EbpfError> {
         return Err(bad("not a regular file of at most 16 MiB".into()));
     }
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    parse_object(path, &bytes, want)
+    parse_object_with(path, &bytes, want, opts)
 }
 
 /// Parses and loads an object already in memory (fuzzing and tests).
 pub fn parse_object(path: &str, bytes: &[u8], want: Option<&str>) -> Result<Program, EbpfError> {
+    parse_object_with(path, bytes, want, &globals::options())
+}
+
+/// [`parse_object`] with explicit options.
+pub fn parse_object_with(
+    path: &str,
+    bytes: &[u8],
+    want: Option<&str>,
+    opts: &globals::LoadOptions,
+) -> Result<Program, EbpfError> {
     let bad = |why: String| EbpfError::Object {
         path: path.into(),
         why,
@@ -227,11 +291,22 @@ pub fn parse_object(path: &str, bytes: &[u8], want: Option<&str>) -> Result<Prog
     // them, and panics on some malformed objects (found by fuzz/ebpf): a
     // panic while parsing is a bad object, reported as such.
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        parse_and_relocate(bytes, want)
+        parse_and_relocate(bytes, want, opts)
     }))
     .map_err(|_| bad("malformed ELF object (its sections or symbols are inconsistent)".into()))?;
     let (obj, name, defs) = parsed.map_err(bad)?;
     let prog = &obj.programs[&name];
+    let attach = match prog.section {
+        aya_obj::ProgramSection::Xdp {
+            attach_type: aya_obj::programs::XdpAttachType::CpuMap,
+            ..
+        } => Attach::CpuMap,
+        aya_obj::ProgramSection::Xdp {
+            attach_type: aya_obj::programs::XdpAttachType::DevMap,
+            ..
+        } => Attach::DevMap,
+        _ => Attach::Interface,
+    };
     let f = obj
         .functions
         .get(&prog.function_key())
@@ -256,7 +331,9 @@ pub fn parse_object(path: &str, bytes: &[u8], want: Option<&str>) -> Result<Prog
             return Err(bad(format!("insn {pc}: a map reference was not relocated")));
         }
     }
-    Program::from_insns(&name, &code, defs)
+    let mut p = Program::from_insns(&name, &code, defs)?;
+    p.attach = attach;
+    Ok(p)
 }
 
 /// aya-obj's part of loading: parse, pick the program, create the map
@@ -265,6 +342,7 @@ pub fn parse_object(path: &str, bytes: &[u8], want: Option<&str>) -> Result<Prog
 fn parse_and_relocate(
     bytes: &[u8],
     want: Option<&str>,
+    opts: &globals::LoadOptions,
 ) -> Result<(aya_obj::Object, String, Vec<MapDef>), String> {
     let bad = |why: String| why;
     let mut obj =
@@ -300,26 +378,50 @@ fn parse_and_relocate(
             }
         },
     };
+    apply_globals(&mut obj, bytes, opts)?;
+    ignored_programs(&obj);
     // Maps in name order get fds MAP_FD_BASE + i.
     let mut names: Vec<String> = obj.maps.keys().cloned().collect();
     names.sort();
     let mut defs = Vec::new();
+    let mut sized = Vec::new();
     for n in &names {
-        let m = &obj.maps[n];
+        let m = obj.maps.get_mut(n).expect("a listed map");
         let kind = MapKind::from_kernel(m.map_type()).ok_or_else(|| {
             bad(format!(
-                "map '{n}': type {} ({}) is not supported (hash, array, percpu_array, cpumap are)",
+                "map '{n}': type {} ({}) is not supported (hash, percpu_hash, array, percpu_array, devmap, devmap_hash, cpumap and global data are)",
                 m.map_type(),
                 crate::bpf_abi::map_type::name(m.map_type())
             ))
         })?;
+        let data = matches!(
+            m.section_kind(),
+            aya_obj::EbpfSectionKind::Data
+                | aya_obj::EbpfSectionKind::Rodata
+                | aya_obj::EbpfSectionKind::Bss
+        );
+        if m.max_entries() == 0 {
+            // A map its tool's loader sizes before load (xdp-bench: the
+            // number of possible CPUs).
+            m.set_max_entries(opts.nr_cpus);
+            sized.push(n.as_str());
+        }
         defs.push(MapDef {
             name: n.clone(),
             kind,
             key_size: m.key_size(),
             value_size: m.value_size(),
             max_entries: m.max_entries(),
+            readonly: m.map_flags() & crate::bpf_abi::BPF_F_RDONLY_PROG != 0,
+            init: if data { m.data().to_vec() } else { Vec::new() },
         });
+    }
+    if !sized.is_empty() {
+        eprintln!(
+            "cpumapd: maps declared without max_entries get {} (the CPUs programs see, as xdp-bench's loader gives them): {}",
+            opts.nr_cpus,
+            sized.join(", ")
+        );
     }
     let text = std::collections::HashSet::new();
     let obj_maps = obj.maps.clone();
@@ -334,6 +436,84 @@ fn parse_and_relocate(
     obj.relocate_calls(&text)
         .map_err(|e| bad(format!("call relocation: {e}")))?;
     Ok((obj, name, defs))
+}
+
+/// Writes `--prog-set` values into the object's data sections (before
+/// their maps are made, as libbpf's skeleton does), and xdp-bench's
+/// `nr_cpus` when it is not set.
+fn apply_globals(
+    obj: &mut aya_obj::Object,
+    bytes: &[u8],
+    opts: &globals::LoadOptions,
+) -> Result<(), String> {
+    let vars = globals::globals(bytes)?;
+    let mut sets = opts.sets.clone();
+    if !sets.iter().any(|s| s.name == "nr_cpus")
+        && vars
+            .iter()
+            .any(|v| v.name == "nr_cpus" && v.section == ".rodata")
+    {
+        sets.push(globals::GlobalSet {
+            name: "nr_cpus".into(),
+            value: opts.nr_cpus as i128,
+        });
+    }
+    for set in &sets {
+        // A set this object lacks is for another object of the run: the
+        // configuration checks that some loaded program had it.
+        let Some(v) = vars.iter().find(|v| v.name == set.name) else {
+            continue;
+        };
+        let b = set.bytes(v.size).ok_or_else(|| {
+            format!(
+                "--prog-set {}={}: '{}' is a {}-byte variable in {}; only 1, 2, 4 or 8-byte integers that hold the value can be set",
+                set.name, set.value, v.name, v.size, v.section
+            )
+        })?;
+        let map = obj
+            .maps
+            .get_mut(&v.section)
+            .ok_or_else(|| format!("--prog-set {}: section {} has no map", set.name, v.section))?;
+        let data = map.data_mut();
+        let dst = data
+            .get_mut(v.offset..v.offset + v.size)
+            .ok_or_else(|| format!("--prog-set {}: symbol outside {}", set.name, v.section))?;
+        dst.copy_from_slice(&b);
+    }
+    Ok(())
+}
+
+/// Says once which of the object's programs are not XDP programs (they
+/// are not loaded: cpumapd runs XDP programs only).
+fn ignored_programs(obj: &aya_obj::Object) {
+    let mut other: Vec<String> = obj
+        .programs
+        .iter()
+        .filter(|(_, p)| !matches!(p.section, aya_obj::ProgramSection::Xdp { .. }))
+        .map(|(n, p)| format!("{n} ({:?})", p.section))
+        .collect();
+    if other.is_empty() {
+        return;
+    }
+    other.sort();
+    eprintln!(
+        "cpumapd: ignoring {} non-XDP program(s) of the object (cpumapd runs XDP programs): {}",
+        other.len(),
+        other.join(", ")
+    );
+}
+
+/// The global variables an object declares, by name (what `--prog-set`
+/// can set).
+pub fn object_globals(path: &str) -> Result<Vec<globals::Global>, EbpfError> {
+    let bytes = std::fs::read(path).map_err(|e| EbpfError::Object {
+        path: path.into(),
+        why: e.to_string(),
+    })?;
+    globals::globals(&bytes).map_err(|why| EbpfError::Object {
+        path: path.into(),
+        why,
+    })
 }
 
 fn ktime_ns() -> u64 {

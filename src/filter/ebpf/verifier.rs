@@ -104,6 +104,8 @@ pub struct MapShape {
     pub key_size: u32,
     /// Value size.
     pub value_size: u32,
+    /// Programs may not write its values (`.rodata`).
+    pub readonly: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -607,10 +609,28 @@ impl Verifier<'_> {
                 }
                 Ok(Reg::MapPtr { map: idx as u32 })
             }
-            s => Err(err(
-                pc,
-                format!("ld_imm64 source {s} (global variables / map values) is not supported"),
-            )),
+            pseudo::MAP_VALUE => {
+                // Global data: the address of element 0 of a one-element
+                // array plus a constant offset (libbpf's .rodata/.data/.bss).
+                let idx = (i.imm as i64 - super::maps::MAP_FD_BASE as i64) as usize;
+                let Some(m) = self.maps.get(idx) else {
+                    return Err(err(pc, format!("ld_imm64 of unknown map fd {}", i.imm)));
+                };
+                if m.kind != MapKind::Array || hi >= m.value_size as u64 {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "ld_imm64 of a map value: offset {hi} is not inside the {}-byte value of an array",
+                            m.value_size
+                        ),
+                    ));
+                }
+                Ok(Reg::Value {
+                    map: idx as u32,
+                    off: hi as i64,
+                })
+            }
+            s => Err(err(pc, format!("ld_imm64 source {s} is not supported"))),
         }
     }
 
@@ -671,6 +691,12 @@ impl Verifier<'_> {
             }
             Reg::Value { map, off: o } => {
                 no_ptr_store("a map value")?;
+                if store.is_some() && self.maps[map as usize].readonly {
+                    return Err(err(
+                        pc,
+                        "write into a read-only map value (.rodata: set it before load with --prog-set NAME=VALUE)",
+                    ));
+                }
                 let at = o + off;
                 let vs = self.maps[map as usize].value_size as i64;
                 if at < 0 || at + sz > vs {
@@ -733,7 +759,11 @@ impl Verifier<'_> {
     fn alu(&mut self, pc: usize, st: &mut State, i: &Insn) -> Result<(), VerifyError> {
         let is64 = i.class() == ALU64;
         let op = i.op & 0xf0;
-        let src = if i.op & X == X {
+        // A byte swap's 0x08 bit is its direction (BPF_TO_BE), not a source
+        // register: it reads only dst.
+        let src = if op == END {
+            konst(0)
+        } else if i.op & X == X {
             self.read(pc, st, i.src)?
         } else if is64 {
             konst(i.imm as i64 as u64)

@@ -1,0 +1,168 @@
+//! What libbpf's skeleton does before load, done by cpumapd's loader:
+//! global variables set by name (`--prog-set NAME=VALUE`, libbpf's
+//! `skel->rodata->NAME = VALUE`), and the sizes a tool's loader fills in
+//! (a map declared without `max_entries`, xdp-bench's `nr_cpus`).
+//!
+//! Context: control thread, while loading an object.
+
+use std::sync::OnceLock;
+
+/// How objects are loaded in this run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `--prog-set NAME=VALUE`, in order.
+    pub sets: Vec<GlobalSet>,
+    /// CPUs as programs see them: `bpf_get_smp_processor_id()` returns an
+    /// lcore id below this. What a map declared with `max_entries` 0 gets,
+    /// and xdp-bench's `nr_cpus` when not set (as xdp-bench's own loader
+    /// sets both from the number of possible CPUs).
+    pub nr_cpus: u32,
+}
+
+/// One `NAME=VALUE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalSet {
+    /// The variable's symbol name.
+    pub name: String,
+    /// Its value, as written.
+    pub value: i128,
+}
+
+impl GlobalSet {
+    /// Parses `NAME=VALUE` (VALUE decimal, `0x` hex, or negative).
+    pub fn parse(s: &str) -> Result<GlobalSet, String> {
+        let bad = |why: &str| format!("--prog-set '{s}': {why}");
+        let (name, v) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=VALUE"))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(bad("NAME must be a C identifier"));
+        }
+        let (neg, digits) = match v.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, v),
+        };
+        let mag = match digits
+            .strip_prefix("0x")
+            .or_else(|| digits.strip_prefix("0X"))
+        {
+            Some(h) => i128::from_str_radix(h, 16),
+            None => digits.parse::<i128>(),
+        }
+        .map_err(|_| bad("VALUE must be an integer (decimal or 0x hex)"))?;
+        Ok(GlobalSet {
+            name: name.into(),
+            value: if neg { -mag } else { mag },
+        })
+    }
+
+    /// The value as `size` little-endian bytes, if it fits (signed or
+    /// unsigned).
+    pub fn bytes(&self, size: usize) -> Option<Vec<u8>> {
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return None;
+        }
+        let bits = size as u32 * 8;
+        let (lo, hi) = (-(1i128 << (bits - 1)), (1i128 << bits) - 1);
+        if self.value < lo || self.value > hi {
+            return None;
+        }
+        Some((self.value as u64).to_le_bytes()[..size].to_vec())
+    }
+}
+
+static OPTIONS: OnceLock<LoadOptions> = OnceLock::new();
+
+/// Sets this run's options (once, at configuration; later calls are
+/// ignored, so a test process keeps its first).
+pub fn set_options(o: LoadOptions) {
+    let _ = OPTIONS.set(o);
+}
+
+/// This run's options (defaults: no sets, the host's possible CPUs).
+pub fn options() -> LoadOptions {
+    OPTIONS.get().cloned().unwrap_or_else(|| LoadOptions {
+        sets: Vec::new(),
+        nr_cpus: possible_cpus(),
+    })
+}
+
+/// The host's possible CPUs (`/sys/devices/system/cpu/possible`, as
+/// libbpf_num_possible_cpus reads it), at least 1.
+pub fn possible_cpus() -> u32 {
+    let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/possible") else {
+        return std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    };
+    let mut max = 0u32;
+    for part in s.trim().split(',') {
+        let last = part.rsplit('-').next().unwrap_or("0");
+        max = max.max(last.parse::<u32>().unwrap_or(0));
+    }
+    max + 1
+}
+
+/// A global variable: its section (a data map's name) and place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Global {
+    /// Symbol name.
+    pub name: String,
+    /// Section (`.rodata`, `.data`, `.bss`, `.rodata.*`, `.data.*`).
+    pub section: String,
+    /// Byte offset in the section.
+    pub offset: usize,
+    /// Size in bytes.
+    pub size: usize,
+}
+
+/// The object's global variables (ELF symbols in its data sections).
+pub fn globals(bytes: &[u8]) -> Result<Vec<Global>, String> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let f = object::File::parse(bytes).map_err(|e| format!("not an ELF object: {e}"))?;
+    let mut out = Vec::new();
+    for sym in f.symbols() {
+        let Some(idx) = sym.section_index() else {
+            continue;
+        };
+        let Ok(sec) = f.section_by_index(idx) else {
+            continue;
+        };
+        let Ok(sname) = sec.name() else { continue };
+        let data_section = matches!(sname, ".rodata" | ".data" | ".bss")
+            || sname.starts_with(".rodata.")
+            || sname.starts_with(".data.");
+        let Ok(name) = sym.name() else { continue };
+        if !data_section || name.is_empty() || sym.size() == 0 {
+            continue;
+        }
+        out.push(Global {
+            name: name.into(),
+            section: sname.into(),
+            offset: sym.address() as usize,
+            size: sym.size() as usize,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_parse_and_fit_their_size() {
+        let s = GlobalSet::parse("nr_cpus=4").unwrap();
+        assert_eq!((s.name.as_str(), s.value), ("nr_cpus", 4));
+        assert_eq!(s.bytes(4).unwrap(), vec![4, 0, 0, 0]);
+        let h = GlobalSet::parse("mask=0xff00").unwrap();
+        assert_eq!(h.bytes(2).unwrap(), vec![0x00, 0xff]);
+        assert!(h.bytes(1).is_none(), "0xff00 does not fit a byte");
+        let n = GlobalSet::parse("delta=-1").unwrap();
+        assert_eq!(n.bytes(8).unwrap(), vec![0xff; 8]);
+        assert!(n.bytes(3).is_none(), "only 1/2/4/8-byte variables");
+        for bad in ["x", "=1", "a-b=1", "x=one", "x=0xg"] {
+            assert!(GlobalSet::parse(bad).is_err(), "{bad}");
+        }
+        assert!(possible_cpus() >= 1);
+    }
+}
