@@ -591,6 +591,9 @@ pub struct Plan {
     pub stage_cycles: bool,
     /// Where what ctl changes is kept across restarts.
     pub state_dir: Endpoint<PathBuf>,
+    /// How eBPF objects are loaded in this run (`--prog-set`, the CPUs
+    /// programs see); also for objects loaded while it runs.
+    pub load: crate::filter::ebpf::globals::LoadOptions,
     /// The entries' remote program as given (`--remote-action`), so a saved
     /// state can name it again.
     pub remote_spec: Option<String>,
@@ -1135,13 +1138,13 @@ impl Plan {
         // bpf_get_smp_processor_id() is the lcore id: programs see at least
         // as many CPUs as the highest lcore id needs.
         let top = lcores.iter().map(|l| l.id.0 + 1).max().unwrap_or(1);
-        crate::filter::ebpf::globals::set_options(crate::filter::ebpf::globals::LoadOptions {
+        let load = crate::filter::ebpf::globals::LoadOptions {
             sets: sets.clone(),
             nr_cpus: crate::filter::ebpf::globals::possible_cpus().max(top),
-        });
+        };
         let remote = match app.remote_action.as_deref() {
             None | Some("none") => None,
-            Some(s) => Some(s.parse::<RemoteProg>().map_err(ConfigError::Args)?),
+            Some(s) => Some(RemoteProg::parse_with(s, &load).map_err(ConfigError::Args)?),
         };
         let exception = ExceptionSpec::parse(app.exception.as_deref().unwrap_or("drop"))?;
         let bulk_size = app.bulk_size.unwrap_or(CPU_MAP_BULK_SIZE);
@@ -1209,10 +1212,11 @@ impl Plan {
             stage_cycles: app.stage_cycles,
             state_dir: parse_state_dir(app.state_dir.as_deref())?,
             remote_spec: app.remote_action.clone().filter(|r| r != "none"),
+            load,
         };
         check_prog_sets(&sets, app.prog.as_deref(), plan.remote_spec.as_deref())?;
         if let Some(spec) = app.prog.as_deref() {
-            let p = crate::filter::ebpf::load_object(spec)
+            let p = crate::filter::ebpf::load_object_with(spec, &plan.load)
                 .map_err(|e| ConfigError::Args(format!("--prog {spec}: {e}")))?;
             if p.attach != crate::filter::ebpf::Attach::Interface {
                 // The kernel attaches no cpumap/devmap program to an

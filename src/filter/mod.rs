@@ -371,13 +371,18 @@ impl RemoteProg {
     }
 
     /// `drop`, `pass`, or an eBPF object `FILE.o[:NAME]` (loaded and
-    /// verified here).
+    /// verified here, with the running pipeline's load options).
     pub fn parse(s: &str) -> Result<RemoteProg, String> {
+        Self::parse_with(s, &ebpf::globals::options())
+    }
+
+    /// [`parse`](Self::parse) with explicit load options.
+    pub fn parse_with(s: &str, opts: &ebpf::globals::LoadOptions) -> Result<RemoteProg, String> {
         match s {
             "pass" => Ok(RemoteProg::Pass),
             "drop" => Ok(RemoteProg::Drop),
             f if f.contains(".o") => {
-                let p = ebpf::load_object(f).map_err(|e| e.to_string())?;
+                let p = ebpf::load_object_with(f, opts).map_err(|e| e.to_string())?;
                 if p.attach != ebpf::Attach::CpuMap {
                     // The kernel's cpumap takes only programs whose expected
                     // attach type is BPF_XDP_CPUMAP (EINVAL otherwise).

@@ -342,6 +342,9 @@ struct RxSetup {
 }
 
 fn start_inner(plan: &Plan, dpdk: Env) -> Result<Running, LcoreError> {
+    // Objects loaded while this pipeline runs (ctl map update --prog)
+    // load as its own did.
+    crate::filter::ebpf::globals::set_options(plan.load.clone());
     let rx_lcores = plan.rx_lcores();
     let target_ids: Vec<TargetId> = plan.targets.iter().map(|&l| l.into()).collect();
     let map = CpuMap::new(plan.max_entries, &target_ids, rx_lcores.len())?;

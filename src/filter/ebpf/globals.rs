@@ -5,7 +5,7 @@
 //!
 //! Context: control thread, while loading an object.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 /// How objects are loaded in this run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,20 +71,26 @@ impl GlobalSet {
     }
 }
 
-static OPTIONS: OnceLock<LoadOptions> = OnceLock::new();
+static OPTIONS: Mutex<Option<LoadOptions>> = Mutex::new(None);
 
-/// Sets this run's options (once, at configuration; later calls are
-/// ignored, so a test process keeps its first).
+/// Sets the running pipeline's options, for objects loaded while it runs
+/// (`ctl map update ... --prog FILE.o`). The configuration loads its own
+/// objects with the plan's options explicitly.
 pub fn set_options(o: LoadOptions) {
-    let _ = OPTIONS.set(o);
+    *OPTIONS.lock().unwrap_or_else(|p| p.into_inner()) = Some(o);
 }
 
-/// This run's options (defaults: no sets, the host's possible CPUs).
+/// The running pipeline's options (before one runs: no sets, the host's
+/// possible CPUs).
 pub fn options() -> LoadOptions {
-    OPTIONS.get().cloned().unwrap_or_else(|| LoadOptions {
-        sets: Vec::new(),
-        nr_cpus: possible_cpus(),
-    })
+    OPTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| LoadOptions {
+            sets: Vec::new(),
+            nr_cpus: possible_cpus(),
+        })
 }
 
 /// The host's possible CPUs (`/sys/devices/system/cpu/possible`, as
