@@ -60,12 +60,4 @@ int sample(struct xdp_md *ctx)
 	return to_target(target_idx + generation - 7);
 }
 
-/* Refused at load: programs may not write .rodata. */
-SEC("xdp")
-int writes_rodata(struct xdp_md *ctx)
-{
-	*(volatile __u32 *)&sample_every = 2;
-	return XDP_PASS;
-}
-
 char _license[] SEC("license") = "GPL";

@@ -773,7 +773,7 @@ fn sampler_key(f: &[u8]) -> Option<Vec<u8>> {
 /// program reads and writes through ld_imm64 map-value pointers, flows
 /// counted per lcore in a PERCPU_HASH. Interpreter and JIT, each on its
 /// own lcore, over every frame of ../shared/pcaps; then the maps hold what
-/// the frames say. Writing .rodata is refused at load.
+/// the frames say. Writing .rodata is refused at load (bpf/bad_rodata.c).
 #[test]
 #[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
 fn globals_and_percpu_hash_work_as_libbpf_loads_them() {
@@ -836,7 +836,7 @@ fn globals_and_percpu_hash_work_as_libbpf_loads_them() {
             }
         }
     }
-    let e = ebpf::load_object(&format!("{}/sampler.o:writes_rodata", dir.display()))
+    let e = ebpf::load_object(&format!("{}/bad_rodata.o:writes_rodata", dir.display()))
         .unwrap_err()
         .to_string();
     assert!(

@@ -151,6 +151,36 @@ pub fn globals(bytes: &[u8]) -> Result<Vec<Global>, String> {
     Ok(out)
 }
 
+/// A copy of an object with global `set.name` set to `set.value` in its
+/// section's bytes (a `.rodata`/`.data` variable; `.bss` has no bytes in
+/// the file). For loading the same settings into the kernel with a tool
+/// that cannot set globals (bpftool), as differential tests do.
+pub fn patch_object(bytes: &[u8], set: &GlobalSet) -> Result<Vec<u8>, String> {
+    use object::{Object, ObjectSection};
+    let vars = globals(bytes)?;
+    let v = vars
+        .iter()
+        .find(|v| v.name == set.name)
+        .ok_or_else(|| format!("no global variable '{}'", set.name))?;
+    let b = set
+        .bytes(v.size)
+        .ok_or_else(|| format!("'{}' is {} bytes: the value does not fit", v.name, v.size))?;
+    let f = object::File::parse(bytes).map_err(|e| e.to_string())?;
+    let sec = f
+        .section_by_name(&v.section)
+        .ok_or_else(|| format!("no section {}", v.section))?;
+    let (off, size) = sec
+        .file_range()
+        .ok_or_else(|| format!("{} has no bytes in the file (.bss)", v.section))?;
+    if (v.offset + v.size) as u64 > size {
+        return Err(format!("'{}' lies outside {}", v.name, v.section));
+    }
+    let mut out = bytes.to_vec();
+    let at = off as usize + v.offset;
+    out[at..at + v.size].copy_from_slice(&b);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

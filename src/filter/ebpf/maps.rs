@@ -124,6 +124,9 @@ pub struct MapDef {
     pub max_entries: u32,
     /// Programs may not write it (`.rodata`, libbpf's BPF_F_RDONLY_PROG).
     pub readonly: bool,
+    /// The object's `map_flags` as declared (BPF_F_MMAPABLE and the like;
+    /// kept to describe the map, e.g. to create its twin in the kernel).
+    pub flags: u32,
     /// Initial contents of element 0 (a global data section's bytes, after
     /// the values set before load); empty for other maps.
     pub init: Vec<u8>,
@@ -145,6 +148,7 @@ impl MapDef {
             value_size,
             max_entries,
             readonly: false,
+            flags: 0,
             init: Vec::new(),
         }
     }

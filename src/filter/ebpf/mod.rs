@@ -413,6 +413,7 @@ fn parse_and_relocate(
             value_size: m.value_size(),
             max_entries: m.max_entries(),
             readonly: m.map_flags() & crate::bpf_abi::BPF_F_RDONLY_PROG != 0,
+            flags: m.map_flags(),
             init: if data { m.data().to_vec() } else { Vec::new() },
         });
     }

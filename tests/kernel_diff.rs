@@ -1,0 +1,556 @@
+//! cpumapd's eBPF runtime against the kernel's own: the same object loaded
+//! into the kernel (bpftool prog loadall, maps pinned in a bpffs directory
+//! of its own) and into cpumapd, the same frames through both
+//! (BPF_PROG_TEST_RUN through `bpftool batch`, cpumapd's interpreter and
+//! JIT), and the actions, the redirect targets, the output bytes and the
+//! maps afterwards compared.
+//!
+//! The redirect target is not in BPF_PROG_TEST_RUN's answer, so each
+//! program runs twice over the frames, once with only cpumap entry 0 and
+//! once with only entry 1: `bpf_redirect_map` into a missing entry returns
+//! XDP_ABORTED (flags 0) in both, so a REDIRECT in run k says the target
+//! was k. bpftool is pinned to CPU 0 (per-CPU map copies) and cpumapd
+//! runs as lcore 0.
+//!
+//! Needs root, a bpffs at /sys/fs/bpf and bpftool; xdp-bench's object also
+//! needs XDPTOOLS=DIR. `#[ignore]`d with that reason; CI runs them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use cpumapd::filter::Verdict;
+use cpumapd::filter::ebpf::globals::{GlobalSet, LoadOptions};
+use cpumapd::filter::ebpf::maps::MapKind;
+use cpumapd::filter::ebpf::{self, Instance, Program};
+use cpumapd::frame::Pool;
+use cpumapd::ids::TargetId;
+use serde_json::Value;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn ready() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !nix::unistd::geteuid().is_root() {
+        common::skip("needs root to load programs into the kernel");
+        return None;
+    }
+    let ok = Command::new("bpftool")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        common::skip("needs bpftool (apt-get install bpftool)");
+        return None;
+    }
+    if !Path::new("/sys/fs/bpf").exists()
+        || !String::from_utf8_lossy(&std::fs::read("/proc/mounts").unwrap_or_default())
+            .contains(" /sys/fs/bpf bpf ")
+    {
+        let _ = std::fs::create_dir_all("/sys/fs/bpf");
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status();
+        if !st.is_ok_and(|s| s.success()) {
+            common::skip("needs a bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)");
+            return None;
+        }
+    }
+    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn bpftool(args: &[&str]) -> Value {
+    let o = Command::new("taskset")
+        .args(["-c", "0", "bpftool", "-j"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "bpftool {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+fn hex_args(b: &[u8]) -> Vec<String> {
+    b.iter().map(|x| x.to_string()).collect()
+}
+
+/// One object loaded into the kernel: its programs and maps pinned under a
+/// bpffs directory of this test, removed on drop.
+struct Kernel {
+    progs: PathBuf,
+    maps: PathBuf,
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.progs);
+        let _ = std::fs::remove_dir_all(&self.maps);
+    }
+}
+
+impl Kernel {
+    /// `bpftool prog loadall`; maps declared without max_entries (sized by
+    /// a tool's loader) are made first with cpumapd's sizes and handed in.
+    fn load(obj: &Path, ours: &Program, tag: &str, sized: &[&str]) -> Kernel {
+        let base = PathBuf::from(format!("/sys/fs/bpf/cpmd{}_{tag}", std::process::id()));
+        let k = Kernel {
+            // bpffs refuses names with a dot.
+            progs: PathBuf::from(format!("{}_p", base.display())),
+            maps: PathBuf::from(format!("{}_m", base.display())),
+        };
+        let _ = std::fs::remove_dir_all(&k.progs);
+        let _ = std::fs::remove_dir_all(&k.maps);
+        std::fs::create_dir_all(&k.maps).unwrap();
+        let mut args: Vec<String> = vec![
+            "prog".into(),
+            "loadall".into(),
+            obj.display().to_string(),
+            k.progs.display().to_string(),
+        ];
+        for name in sized {
+            let m = ours.map(name).unwrap_or_else(|| panic!("map {name}"));
+            let d = &m.def;
+            let ty = match d.kind {
+                MapKind::Array => "array",
+                MapKind::PerCpuArray => "percpu_array",
+                MapKind::CpuMap => "cpumap",
+                MapKind::Hash => "hash",
+                other => panic!("{name}: {other:?}"),
+            };
+            let pin = k.maps.join(format!("pre_{name}"));
+            bpftool(&[
+                "map",
+                "create",
+                pin.to_str().unwrap(),
+                "type",
+                ty,
+                "key",
+                &d.key_size.to_string(),
+                "value",
+                &d.value_size.to_string(),
+                "entries",
+                &d.max_entries.to_string(),
+                "name",
+                name,
+                "flags",
+                &d.flags.to_string(),
+            ]);
+            args.extend(["map", "name", name, "pinned"].map(String::from));
+            args.push(pin.display().to_string());
+        }
+        args.push("pinmaps".into());
+        args.push(k.maps.display().to_string());
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        bpftool(&a);
+        k
+    }
+
+    fn map_path(&self, name: &str) -> String {
+        let pre = self.maps.join(format!("pre_{name}"));
+        if pre.exists() {
+            return pre.display().to_string();
+        }
+        if let Some(section) = name.strip_prefix('.') {
+            // libbpf names a data section's map OBJNAME.SECTION and pins
+            // it with the dot made '_'.
+            for e in std::fs::read_dir(&self.maps).unwrap() {
+                let n = e.unwrap().file_name().to_string_lossy().to_string();
+                if n.ends_with(&format!("_{section}")) {
+                    return self.maps.join(n).display().to_string();
+                }
+            }
+        }
+        self.maps.join(name).display().to_string()
+    }
+
+    fn update(&self, map: &str, key: &[u8], value: &[u8]) {
+        let p = self.map_path(map);
+        let mut a = vec!["map", "update", "pinned", &p, "key"];
+        let (k, v) = (hex_args(key), hex_args(value));
+        a.extend(k.iter().map(String::as_str));
+        a.push("value");
+        a.extend(v.iter().map(String::as_str));
+        bpftool(&a);
+    }
+
+    fn delete(&self, map: &str, key: &[u8]) {
+        let p = self.map_path(map);
+        let k = hex_args(key);
+        let mut a = vec!["map", "delete", "pinned", &p, "key"];
+        a.extend(k.iter().map(String::as_str));
+        bpftool(&a);
+    }
+
+    /// Every entry as (key, CPU 0's value or the value).
+    fn dump(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let v = bpftool(&["map", "dump", "pinned", &self.map_path(map)]);
+        let bytes = |x: &Value| -> Vec<u8> {
+            x.as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    u8::from_str_radix(h.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                })
+                .collect()
+        };
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let val = match e.get("values") {
+                    Some(per_cpu) => bytes(&per_cpu[0]["value"]),
+                    None => bytes(&e["value"]),
+                };
+                (bytes(&e["key"]), val)
+            })
+            .collect()
+    }
+
+    /// Runs `prog` over `frames` (BPF_PROG_TEST_RUN, one batch): return
+    /// value and output bytes per frame.
+    fn run(&self, prog: &str, frames: &[Vec<u8>], tmp: &Path) -> Vec<(u32, Vec<u8>)> {
+        let mut batch = String::new();
+        for (i, f) in frames.iter().enumerate() {
+            let (fin, fout) = (tmp.join(format!("in{i}")), tmp.join(format!("out{i}")));
+            std::fs::write(&fin, f).unwrap();
+            batch.push_str(&format!(
+                "prog run pinned {} data_in {} data_out {} repeat 1\n",
+                self.progs.join(prog).display(),
+                fin.display(),
+                fout.display()
+            ));
+        }
+        let bf = tmp.join("batch");
+        std::fs::write(&bf, batch).unwrap();
+        let v = bpftool(&["batch", "file", bf.to_str().unwrap()]);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let rv = r["output"]["retval"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{prog} frame {i}: {r}"));
+                (
+                    rv as u32,
+                    std::fs::read(tmp.join(format!("out{i}"))).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The kernel's action number for a cpumapd verdict under "only entry
+/// `only` exists" (a redirect elsewhere would have been a miss).
+fn action(v: Verdict, only: u32) -> u32 {
+    match v {
+        Verdict::Aborted => 0,
+        Verdict::Drop => 1,
+        Verdict::Pass => 2,
+        Verdict::Tx => 3,
+        Verdict::Redirect(t) if t.0 == only => 4,
+        Verdict::Redirect(_) => 0,
+    }
+}
+
+/// The frames both run: every capture record BPF_PROG_TEST_RUN takes
+/// (14 bytes to a page), then generated frames for the branches captures
+/// rarely reach (VLAN, QinQ, IPv6 TCP/UDP, ICMP, UDP port 9, a short IPv4).
+fn frames() -> Vec<Vec<u8>> {
+    let mut v = common::all_shared_records();
+    v.retain(|f| (14..=2048).contains(&f.len()));
+    for tags in 0..3u16 {
+        v.push(udp4_vlan(tags, 1000 + tags, 9));
+        v.push(udp4_vlan(tags, 53, 4000 + tags));
+    }
+    let mut b = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv6([1; 16], [2; 16], 64)
+        .tcp(4000, 80, 1, 1000)
+        .write(&mut b, &[1; 20])
+        .unwrap();
+    v.push(b);
+    let mut b = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv6([1; 16], [3; 16], 64)
+        .udp(5000, 9)
+        .write(&mut b, &[1; 20])
+        .unwrap();
+    v.push(b);
+    let mut b = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut b, &[0; 8])
+        .unwrap();
+    v.push(b);
+    let mut short = udp4_vlan(0, 1, 2);
+    short.truncate(20);
+    v.push(short);
+    v
+}
+
+/// IPv4/UDP with `tags` VLAN tags (0, 1 or 2).
+fn udp4_vlan(tags: u16, sport: u16, dport: u16) -> Vec<u8> {
+    let eth = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]);
+    let b = match tags {
+        0 => eth.ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64),
+        1 => eth
+            .single_vlan(100.try_into().unwrap())
+            .ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64),
+        _ => eth
+            .double_vlan(100.try_into().unwrap(), 200.try_into().unwrap())
+            .ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64),
+    };
+    let mut f = Vec::new();
+    b.udp(sport, dport).write(&mut f, &[7; 18]).unwrap();
+    f
+}
+
+/// Runs `name` of `obj` in both, twice (only entry 0, only entry 1), and
+/// compares actions and output bytes frame by frame, for the interpreter
+/// and the JIT; `fill` sets up both sides' maps the same way first.
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    obj: &Path,
+    name: &str,
+    opts: &LoadOptions,
+    sized: &[&str],
+    frames: &[Vec<u8>],
+    tmp: &Path,
+    check_maps: &dyn Fn(&Kernel, &Program),
+) {
+    for jit in [false, true] {
+        let spec = format!("{}:{name}", obj.display());
+        let ours = Arc::new(ebpf::load_object_with(&spec, opts).unwrap_or_else(|e| panic!("{e}")));
+        let k = Kernel::load(obj, &ours, &format!("{name}{}", jit as u8), sized);
+        // Targets 0 and 1 (CPUs the kernel's cpumap takes on this host).
+        ours.fill_targets(&[TargetId(0), TargetId(1)]);
+        if ours.map("cpus_available").is_some() {
+            for i in 0..2u32 {
+                k.update("cpus_available", &i.to_le_bytes(), &i.to_le_bytes());
+            }
+        }
+        if ours.map("cpus_count").is_some() {
+            k.update("cpus_count", &0u32.to_le_bytes(), &2u32.to_le_bytes());
+        }
+        let mut inst = Instance::new(ours.clone(), 0, jit).unwrap();
+        let mut pool = Pool::new("t", 4, 256, 2048).unwrap();
+        let mut redirects = 0;
+        for only in [0u32, 1] {
+            let other = 1 - only;
+            if ours.map("cpu_map").is_some() {
+                k.update("cpu_map", &only.to_le_bytes(), &[0, 8, 0, 0, 0, 0, 0, 0]);
+                let p = k.map_path("cpu_map");
+                let _ = Command::new("bpftool")
+                    .args(["map", "delete", "pinned", &p, "key"])
+                    .args(hex_args(&other.to_le_bytes()))
+                    .output();
+            }
+            let theirs = k.run(name, frames, tmp);
+            assert_eq!(theirs.len(), frames.len(), "{name}: one result per frame");
+            redirects += theirs.iter().filter(|r| r.0 == 4).count();
+            for (i, bytes) in frames.iter().enumerate() {
+                let mut f = pool.alloc().unwrap();
+                f.copy_from(bytes).unwrap();
+                let v = inst.run(&mut f, &|key| key == only);
+                assert_eq!(
+                    action(v, only),
+                    theirs[i].0,
+                    "{name} (jit {jit}, only entry {only}) frame {i}: cpumapd {v:?}, kernel {}: {bytes:02x?}",
+                    theirs[i].0
+                );
+                assert_eq!(f.data(), &theirs[i].1[..], "{name} frame {i}: output bytes");
+            }
+        }
+        assert!(redirects > 0, "{name}: the kernel redirected some frames");
+        check_maps(&k, &ours);
+        if ours.map("cpu_map").is_some() {
+            k.delete("cpu_map", &1u32.to_le_bytes());
+        }
+    }
+}
+
+/// Value bytes of key `key` in cpumapd's map, copy `cpu`.
+fn ours_value(p: &Program, map: &str, key: &[u8], cpu: usize) -> Option<Vec<u8>> {
+    p.map(map)
+        .unwrap()
+        .dump()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v[cpu.min(v.len() - 1)].clone())
+}
+
+#[test]
+#[ignore = "needs root, bpftool, a bpffs and clang (make -C bpf): cargo test --test kernel_diff -- --include-ignored"]
+fn cpumapds_shipped_programs_act_as_in_the_kernel() {
+    let Some(_g) = ready() else { return };
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = frames();
+    let opts = LoadOptions {
+        sets: vec![],
+        nr_cpus: 2,
+    };
+    for name in [
+        "no_touch",
+        "touch",
+        "round_robin",
+        "l4_proto",
+        "l4_filter",
+        "l4_hash",
+        "l4_sport",
+        "l4_dport",
+    ] {
+        compare(
+            &dir.join("redirect_cpu.o"),
+            name,
+            &opts,
+            &[],
+            &frames,
+            tmp.path(),
+            &|k, ours| {
+                if name == "round_robin" {
+                    let theirs = k.dump("cpus_iterator");
+                    assert_eq!(
+                        Some(theirs[0].1.clone()),
+                        ours_value(ours, "cpus_iterator", &0u32.to_le_bytes(), 0),
+                        "round_robin's position after both runs"
+                    );
+                }
+            },
+        );
+    }
+    // A write into .rodata: refused by both.
+    let o = Command::new("bpftool")
+        .args(["prog", "load"])
+        .arg(dir.join("bad_rodata.o"))
+        .arg(format!("/sys/fs/bpf/cpmd{}_bad", std::process::id()))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(format!("/sys/fs/bpf/cpmd{}_bad", std::process::id()));
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("write into map forbidden"),
+        "the kernel refuses it: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let e = ebpf::load_object(&format!("{}/bad_rodata.o", dir.display())).unwrap_err();
+    assert!(e.to_string().contains("read-only map value"), "{e}");
+    // The sampler: globals set before load (the kernel gets a patched copy),
+    // a PERCPU_HASH and .bss compared entry by entry afterwards.
+    let set = GlobalSet::parse("sample_every=3").unwrap();
+    let raw = std::fs::read(dir.join("sampler.o")).unwrap();
+    let patched = tmp.path().join("sampler3.o");
+    std::fs::write(
+        &patched,
+        cpumapd::filter::ebpf::globals::patch_object(&raw, &set).unwrap(),
+    )
+    .unwrap();
+    let opts3 = LoadOptions {
+        sets: vec![set],
+        nr_cpus: 2,
+    };
+    compare(
+        &patched,
+        "sample",
+        &opts3,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            let theirs = k.dump("flows");
+            assert!(!theirs.is_empty());
+            assert_eq!(
+                theirs.len(),
+                ours.map("flows").unwrap().dump().len(),
+                "flows"
+            );
+            for (key, v) in theirs {
+                assert_eq!(
+                    Some(v),
+                    ours_value(ours, "flows", &key, 0),
+                    "flow {key:02x?}"
+                );
+            }
+            let bss = k.dump(".bss");
+            assert_eq!(
+                Some(bss[0].1.clone()),
+                ours_value(ours, ".bss", &[0; 4], 0),
+                ".bss"
+            );
+        },
+    );
+}
+
+#[test]
+#[ignore = "needs root, bpftool, a bpffs and XDPTOOLS=DIR (../shared/xdp-tools/build.sh DIR): cargo test --test kernel_diff -- --include-ignored"]
+fn xdp_benchs_own_programs_act_as_in_the_kernel() {
+    let Some(_g) = ready() else { return };
+    let Some(dir) = std::env::var_os("XDPTOOLS").map(|d| PathBuf::from(d).join("bpf-upstream"))
+    else {
+        common::skip("needs XDPTOOLS=DIR with xdp-tools 1.6.3 built");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = frames();
+    // nr_cpus as xdp-bench sets it, in the kernel's copy too.
+    let set = GlobalSet::parse("nr_cpus=2").unwrap();
+    let raw = std::fs::read(dir.join("xdp_redirect_cpumap.bpf.o")).unwrap();
+    let obj = tmp.path().join("xdp_redirect_cpumap.bpf.o");
+    std::fs::write(
+        &obj,
+        cpumapd::filter::ebpf::globals::patch_object(&raw, &set).unwrap(),
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        sets: vec![set],
+        nr_cpus: 2,
+    };
+    let sized = [
+        "cpu_map",
+        "cpus_available",
+        "rx_cnt",
+        "redir_err_cnt",
+        "cpumap_enqueue_cnt",
+        "cpumap_kthread_cnt",
+        "exception_cnt",
+        "devmap_xmit_cnt",
+        "rxq_cnt",
+    ];
+    for name in [
+        "cpumap_no_touch",
+        "cpumap_touch_data",
+        "cpumap_round_robin",
+        "cpumap_l4_proto",
+        "cpumap_l4_filter",
+        "cpumap_l4_hash",
+        "cpumap_l4_sport",
+        "cpumap_l4_dport",
+    ] {
+        compare(
+            &obj,
+            name,
+            &opts,
+            &sized,
+            &frames,
+            tmp.path(),
+            &|k, ours| {
+                // rx_cnt[CPU 0] counted what the program counted.
+                let theirs = k.dump("rx_cnt");
+                assert_eq!(
+                    Some(theirs[0].1.clone()),
+                    ours_value(ours, "rx_cnt", &0u32.to_le_bytes(), 0),
+                    "{name}: rx_cnt[0]"
+                );
+            },
+        );
+    }
+}
