@@ -418,11 +418,11 @@ fn parse_and_relocate(
         });
     }
     if !sized.is_empty() {
-        eprintln!(
+        say_once(format!(
             "cpumapd: maps declared without max_entries get {} (the CPUs programs see, as xdp-bench's loader gives them): {}",
             opts.nr_cpus,
             sized.join(", ")
-        );
+        ));
     }
     let text = std::collections::HashSet::new();
     let obj_maps = obj.maps.clone();
@@ -497,11 +497,22 @@ fn ignored_programs(obj: &aya_obj::Object) {
         return;
     }
     other.sort();
-    eprintln!(
+    say_once(format!(
         "cpumapd: ignoring {} non-XDP program(s) of the object (cpumapd runs XDP programs): {}",
         other.len(),
         other.join(", ")
-    );
+    ));
+}
+
+/// Prints a load-time line once per process (an object loaded for the RX
+/// filter and again for the remote programs says it once).
+fn say_once(line: String) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if !said.contains(&line) {
+        eprintln!("{line}");
+        said.push(line);
+    }
 }
 
 /// The global variables an object declares, by name (what `--prog-set`
