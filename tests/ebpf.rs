@@ -1029,3 +1029,115 @@ fn the_pipeline_runs_xdp_benchs_object_unchanged() {
         }
     }
 }
+
+/// Atomic read-modify-writes: on a map value they run (interpreted) with
+/// the kernel's results (tests/kernel_diff.rs compares them with the
+/// kernel's), the JIT declines them with a clear error, and the verifier
+/// refuses them on the packet, misaligned, with an unknown operation and
+/// on .rodata.
+#[test]
+fn atomics_run_on_map_values_and_are_refused_elsewhere() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    use cpumapd::filter::ebpf::maps::{MAP_FD_BASE, MapDef, MapKind};
+    let atomic = |size: u8, d: u8, s: u8, off: i16, op: i32| i(STX | ATOMIC | size, d, s, off, op);
+    // r6 = &arr[0] (value of 16 bytes); BODY; return PASS
+    let with = |body: &[[u8; 8]]| {
+        let mut v = vec![
+            mov_imm(6, 0),
+            stx(W, 10, 6, -4),
+            mov(2, 10),
+            add_imm(2, -4),
+            i(
+                LD | IMM | DW,
+                1,
+                cpumapd::bpf_abi::pseudo::MAP_FD,
+                0,
+                MAP_FD_BASE,
+            ),
+            i(0, 0, 0, 0, 0),
+            call(1),
+            jmp_imm(JNE, 0, 0, 2),
+            mov_imm(0, 0),
+            exit(),
+            mov(6, 0),
+        ];
+        v.extend_from_slice(body);
+        v.extend_from_slice(&[mov_imm(0, 2), exit()]);
+        prog(&v)
+    };
+    let def = |readonly: bool| {
+        let mut d = MapDef::new("arr", MapKind::Array, 4, 16, 1);
+        d.readonly = readonly;
+        vec![d]
+    };
+    let ok = with(&[
+        mov_imm(1, 5),
+        atomic(DW, 6, 1, 0, 0x00), // arr[0] += 5
+        mov_imm(1, 7),
+        atomic(DW, 6, 1, 0, 0x00 | FETCH), // r1 = fetch_add(arr[0], 7) -> 5
+        stx(DW, 6, 1, 8),                  // arr[8..] = 5
+        mov_imm(0, 12),
+        mov_imm(2, 40),
+        atomic(DW, 6, 2, 0, CMPXCHG), // 12 == 12: arr[0] = 40
+        mov_imm(3, 0x100),
+        atomic(W, 6, 3, 12, 0x40), // arr[12..16] |= 0x100
+        mov_imm(4, 1),
+        atomic(DW, 6, 4, 0, XCHG), // arr[0] = 1, r4 = 40
+        atomic(W, 6, 4, 8, 0xa0),  // arr[8..12] ^= 40
+    ]);
+    let p = Arc::new(Program::from_insns("atomics", &ok, def(false)).unwrap());
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    let mut f = pool.alloc().unwrap();
+    f.copy_from(&[0u8; 60]).unwrap();
+    let mut inst = Instance::new(p.clone(), 0, false).unwrap();
+    assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass);
+    let v = &p.map("arr").unwrap().dump()[0].1[0];
+    let w = |o: usize| u32::from_le_bytes(v[o..o + 4].try_into().unwrap());
+    assert_eq!(
+        u64::from_le_bytes(v[..8].try_into().unwrap()),
+        1,
+        "xchg left 1"
+    );
+    assert_eq!(
+        w(8),
+        5 ^ 40,
+        "fetch_add's old value, then xor with xchg's old value"
+    );
+    assert_eq!(w(12), 0x100, "32-bit or");
+    let e = Instance::new(p, 0, true).unwrap_err().to_string();
+    assert!(e.contains("insn 12") && e.contains("without --jit"), "{e}");
+    let refused = |what: &str, body: &[[u8; 8]], ro: bool| -> String {
+        match Program::from_insns("bad", &with(body), def(ro)) {
+            Ok(_) => panic!("accepted: {what}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = refused(
+        "misaligned",
+        &[mov_imm(1, 1), atomic(DW, 6, 1, 4, 0)],
+        false,
+    );
+    assert!(e.contains("misaligned atomic access: offset 4"), "{e}");
+    let e = refused(
+        "unknown op",
+        &[mov_imm(1, 1), atomic(DW, 6, 1, 0, 0x30)],
+        false,
+    );
+    assert!(e.contains("unknown atomic operation 0x30"), "{e}");
+    let e = refused("rodata", &[mov_imm(1, 1), atomic(DW, 6, 1, 0, 0)], true);
+    assert!(e.contains("read-only map value"), "{e}");
+    let pkt = prog(&[
+        data(7),
+        data_end(8),
+        mov(9, 7),
+        add_imm(9, 8),
+        jmp(JGT, 9, 8, 2),
+        mov_imm(1, 1),
+        atomic(DW, 7, 1, 0, 0),
+        mov_imm(0, 2),
+        exit(),
+    ]);
+    let e = rejected("atomic on the packet", &pkt);
+    assert!(e.contains("map value or the stack only"), "{e}");
+}

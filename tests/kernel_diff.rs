@@ -339,7 +339,18 @@ fn compare(
         if ours.map("cpus_count").is_some() {
             k.update("cpus_count", &0u32.to_le_bytes(), &2u32.to_le_bytes());
         }
-        let mut inst = Instance::new(ours.clone(), 0, jit).unwrap();
+        let mut inst = match Instance::new(ours.clone(), 0, jit) {
+            Ok(i) => i,
+            Err(e)
+                if jit
+                    && e.to_string()
+                        .contains("atomic instructions are not compiled") =>
+            {
+                // rbpf's JIT has no atomics: such programs run interpreted.
+                continue;
+            }
+            Err(e) => panic!("{name} (jit {jit}): {e}"),
+        };
         let mut pool = Pool::new("t", 4, 256, 2048).unwrap();
         let mut redirects = 0;
         for only in [0u32, 1] {
@@ -368,7 +379,11 @@ fn compare(
                 assert_eq!(f.data(), &theirs[i].1[..], "{name} frame {i}: output bytes");
             }
         }
-        assert!(redirects > 0, "{name}: the kernel redirected some frames");
+        let redirecting = ours.uses_helper(cpumapd::bpf_abi::helper::REDIRECT_MAP);
+        assert!(
+            redirects > 0 || !redirecting,
+            "{name}: the kernel redirected some frames"
+        );
         check_maps(&k, &ours);
         if ours.map("cpu_map").is_some() {
             k.delete("cpu_map", &1u32.to_le_bytes());
@@ -428,6 +443,27 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             },
         );
     }
+    // Atomic RMWs (add/or/and/xor, fetch forms, xchg, cmpxchg; 8 and 4
+    // bytes) on a shared array: the same counters in both.
+    compare(
+        &dir.join("atomics.o"),
+        "count",
+        &opts,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            let theirs = k.dump("counters");
+            assert_eq!(theirs.len(), 4);
+            for (key, v) in theirs {
+                assert_eq!(
+                    Some(v),
+                    ours_value(ours, "counters", &key, 0),
+                    "counter {key:?}"
+                );
+            }
+        },
+    );
     // A write into .rodata: refused by both.
     let o = Command::new("bpftool")
         .args(["prog", "load"])

@@ -47,6 +47,12 @@ pub const IND: u8 = 0x40;
 pub const MEM: u8 = 0x60;
 /// Mode: atomic read-modify-write.
 pub const ATOMIC: u8 = 0xc0;
+/// Atomic operation flag (in imm): also load the old value into src.
+pub const FETCH: i32 = 0x01;
+/// Atomic operation (imm): exchange.
+pub const XCHG: i32 = 0xe0 | FETCH;
+/// Atomic operation (imm): compare r0 and exchange; r0 gets the old value.
+pub const CMPXCHG: i32 = 0xf0 | FETCH;
 
 // Source.
 /// Source: the immediate.

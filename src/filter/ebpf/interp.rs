@@ -183,6 +183,76 @@ impl Mem<'_> {
         Some(u64::from_le_bytes(b))
     }
 
+    /// An atomic read-modify-write of `size` (4 or 8) aligned bytes at
+    /// `addr` (op = the instruction's imm): the old value, and false for an
+    /// unknown operation. On map storage it is one atomic RMW of the word
+    /// holding it; the stack is this run's own. None: not a map value or
+    /// the stack, or misaligned.
+    fn atomic(
+        &mut self,
+        maps: &[Map],
+        addr: u64,
+        size: usize,
+        op: i32,
+        src: u64,
+        r0: u64,
+    ) -> Option<(u64, bool)> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !matches!(size, 4 | 8) || !addr.is_multiple_of(size as u64) {
+            return None;
+        }
+        let mask = if size == 8 { u64::MAX } else { u32::MAX as u64 };
+        let apply = |old: u64| -> Option<u64> {
+            let (a, b) = (old & mask, src & mask);
+            Some(match op & !FETCH {
+                0x00 => a.wrapping_add(b) & mask,
+                0x40 => a | b,
+                0x50 => a & b,
+                0xa0 => a ^ b,
+                _ if op == XCHG => b,
+                _ if op == CMPXCHG => {
+                    if a == r0 & mask {
+                        b
+                    } else {
+                        a
+                    }
+                }
+                _ => return None,
+            })
+        };
+        let stack = self.stack.as_ptr() as u64;
+        if addr >= stack && addr + size as u64 <= stack + STACK_SIZE as u64 {
+            let o = (addr - stack) as usize;
+            let mut b = [0u8; 8];
+            b[..size].copy_from_slice(&self.stack[o..o + size]);
+            let old = u64::from_le_bytes(b);
+            let Some(new) = apply(old) else {
+                return Some((0, false));
+            };
+            self.stack[o..o + size].copy_from_slice(&new.to_le_bytes()[..size]);
+            return Some((old, true));
+        }
+        let (Region::Words(w), o) = self.region(maps, addr, size)? else {
+            return None; // atomics on the packet or context are refused
+        };
+        let word = &w[o / 8];
+        let shift = (o % 8) * 8;
+        let mut unknown = false;
+        let prev = word
+            .fetch_update(SeqCst, SeqCst, |cur| {
+                let old = (cur >> shift) & mask;
+                match apply(old) {
+                    Some(new) => Some((cur & !(mask << shift)) | (new << shift)),
+                    None => {
+                        unknown = true;
+                        None
+                    }
+                }
+            })
+            .unwrap_or_else(|cur| cur);
+        Some(((prev >> shift) & mask, !unknown))
+    }
+
     fn store(&mut self, maps: &[Map], addr: u64, size: usize, v: u64) -> Option<()> {
         let b = v.to_le_bytes();
         let ctx = self.ctx.as_ptr() as u64;
@@ -239,6 +309,20 @@ pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fau
                 reg[d] = mem
                     .load(env.maps(), addr, i.size())
                     .ok_or(Fault::BadAccess { pc: pc - 1, addr })?;
+            }
+            STX if i.op & 0xe0 == ATOMIC => {
+                let addr = reg[d].wrapping_add(i.off as i64 as u64);
+                let (old, ok) = mem
+                    .atomic(env.maps(), addr, i.size(), i.imm, reg[s], reg[0])
+                    .ok_or(Fault::BadAccess { pc: pc - 1, addr })?;
+                if !ok {
+                    return Err(Fault::BadInsn { pc: pc - 1 });
+                }
+                if i.imm == CMPXCHG {
+                    reg[0] = old;
+                } else if i.imm & FETCH != 0 {
+                    reg[s] = old;
+                }
             }
             ST | STX => {
                 if i.op & 0xe0 != MEM {

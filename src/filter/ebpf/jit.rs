@@ -243,6 +243,16 @@ impl Jit {
     /// Compiles `prog` (verified and rewritten) for lcore `cpu`, with its
     /// ARRAY and PERCPU_ARRAY lookups inlined (addressing `cpu`'s copy).
     pub fn compile(prog: Arc<Program>, cpu: u32) -> Result<Jit, String> {
+        // rbpf 0.3's JIT has no atomic instructions (it would panic on
+        // them): such programs run interpreted.
+        if let Some(pc) = (0..prog.insn_count()).find(|&pc| {
+            let i = super::insn::Insn::at(prog.code(), pc);
+            i.class() == super::insn::STX && i.op & 0xe0 == super::insn::ATOMIC
+        }) {
+            return Err(format!(
+                "insn {pc}: atomic instructions are not compiled by the JIT (rbpf 0.3 has none); run this program without --jit"
+            ));
+        }
         let sites = array_lookups(&prog, cpu);
         let (owned, inlined) = match inline::inline_lookups(prog.code(), &sites) {
             Some(code) => (code.into_boxed_slice(), sites.len()),

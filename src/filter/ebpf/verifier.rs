@@ -396,10 +396,19 @@ impl Verifier<'_> {
             ));
         }
         if i.class() == STX && op & 0xe0 == ATOMIC {
-            return Err(err(
-                pc,
-                "atomic instructions are not supported (count in a PERCPU_ARRAY instead)",
-            ));
+            let known = matches!(i.imm & !FETCH, 0x00 | 0x40 | 0x50 | 0xa0)
+                || i.imm == XCHG
+                || i.imm == CMPXCHG;
+            if !known || !matches!(op & 0x18, W | DW) {
+                return Err(err(
+                    pc,
+                    format!(
+                        "unknown atomic operation {:#x} of size {:#x} (add, or, and, xor with or without fetch, xchg, cmpxchg on 4 or 8 bytes are known)",
+                        i.imm,
+                        op & 0x18
+                    ),
+                ));
+            }
         }
         if i.class() == JMP && op & 0xf0 == CALL && i.src == pseudo::CALL {
             return Err(err(
@@ -542,6 +551,10 @@ impl Verifier<'_> {
                 st.regs[i.dst as usize] = val;
                 Ok(Some(pc + 1))
             }
+            STX if i.op & 0xe0 == ATOMIC => {
+                self.atomic(pc, st, &i)?;
+                Ok(Some(pc + 1))
+            }
             ST | STX => {
                 let base = self.read(pc, st, i.dst)?;
                 let val = if i.class() == STX {
@@ -640,6 +653,53 @@ impl Verifier<'_> {
             self.back_edge = Some((pc, t));
         }
         t
+    }
+
+    /// An atomic read-modify-write of `*(size *)(dst + off)` with src (and
+    /// r0 for cmpxchg): on a map value or the stack only, aligned to its
+    /// size, as the kernel allows; the fetched old value is a number.
+    fn atomic(&mut self, pc: usize, st: &mut State, i: &Insn) -> Result<(), VerifyError> {
+        let size = i.size();
+        let base = self.read(pc, st, i.dst)?;
+        let val = self.read(pc, st, i.src)?;
+        if !matches!(val, Reg::Scalar { .. }) {
+            return Err(err(pc, "an atomic operation's operand must be a number"));
+        }
+        if i.imm == CMPXCHG && !matches!(self.read(pc, st, 0)?, Reg::Scalar { .. }) {
+            return Err(err(pc, "cmpxchg compares r0, which must be a number"));
+        }
+        let at = match base {
+            Reg::Value { off, .. } | Reg::Stack { off } => off + i.off as i64,
+            _ => {
+                return Err(err(
+                    pc,
+                    "atomic operations work on a map value or the stack only",
+                ));
+            }
+        };
+        if at.rem_euclid(size as i64) != 0 {
+            return Err(err(
+                pc,
+                format!("misaligned atomic access: offset {at} is not a multiple of {size}"),
+            ));
+        }
+        // Bounds (and .rodata) as a load and a store of that size.
+        self.access(pc, st, base, i.off, size, None)?;
+        self.access(pc, st, base, i.off, size, Some(UNKNOWN))?;
+        let old = if size == 4 {
+            range(0, u32::MAX as u64)
+        } else {
+            UNKNOWN
+        };
+        if i.imm == CMPXCHG {
+            st.regs[0] = old;
+        } else if i.imm & FETCH != 0 {
+            if i.src == 10 {
+                return Err(err(pc, "r10 (the frame pointer) is read-only"));
+            }
+            st.regs[i.src as usize] = old;
+        }
+        Ok(())
     }
 
     /// A load (`store` None) or store through `base + off` of `size` bytes.
