@@ -1075,8 +1075,8 @@ fn atomics_run_on_map_values_and_are_refused_elsewhere() {
         mov_imm(1, 5),
         atomic(DW, 6, 1, 0, 0x00), // arr[0] += 5
         mov_imm(1, 7),
-        atomic(DW, 6, 1, 0, 0x00 | FETCH), // r1 = fetch_add(arr[0], 7) -> 5
-        stx(DW, 6, 1, 8),                  // arr[8..] = 5
+        atomic(DW, 6, 1, 0, FETCH), // r1 = fetch_add(arr[0], 7) -> 5
+        stx(DW, 6, 1, 8),           // arr[8..] = 5
         mov_imm(0, 12),
         mov_imm(2, 40),
         atomic(DW, 6, 2, 0, CMPXCHG), // 12 == 12: arr[0] = 40
