@@ -158,6 +158,8 @@ pub mod helper {
     pub const XDP_ADJUST_TAIL: i32 = 65;
     /// `bpf_fib_lookup`.
     pub const FIB_LOOKUP: i32 = 69;
+    /// `bpf_ktime_get_boot_ns`.
+    pub const KTIME_GET_BOOT_NS: i32 = 125;
 
     /// The helper's C name, for messages ("unknown" if none).
     pub fn name(id: i32) -> &'static str {
@@ -179,6 +181,7 @@ pub mod helper {
             XDP_ADJUST_META => "bpf_xdp_adjust_meta",
             XDP_ADJUST_TAIL => "bpf_xdp_adjust_tail",
             FIB_LOOKUP => "bpf_fib_lookup",
+            KTIME_GET_BOOT_NS => "bpf_ktime_get_boot_ns",
             _ => "unknown",
         }
     }

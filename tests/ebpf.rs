@@ -1141,3 +1141,47 @@ fn atomics_run_on_map_values_and_are_refused_elsewhere() {
     let e = rejected("atomic on the packet", &pkt);
     assert!(e.contains("map value or the stack only"), "{e}");
 }
+
+/// bpf_xdp_adjust_tail: shrinking trims the frame (interpreted and JIT),
+/// growing past the data is -EINVAL (cpumapd gives programs no tailroom),
+/// and so is a frame shorter than an Ethernet header.
+#[test]
+fn adjust_tail_shrinks_and_refuses_to_grow() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    // r0 = adjust_tail(ctx, DELTA); return r0 == 0 ? PASS : DROP
+    let p = |delta: i32| {
+        Arc::new(
+            Program::from_insns(
+                "tail",
+                &prog(&[
+                    mov_imm(2, delta),
+                    call(cpumapd::bpf_abi::helper::XDP_ADJUST_TAIL),
+                    mov(1, 0),
+                    mov_imm(0, 2),
+                    jmp_imm(JEQ, 1, 0, 1),
+                    mov_imm(0, 1),
+                    exit(),
+                ]),
+                Vec::new(),
+            )
+            .unwrap(),
+        )
+    };
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    for jit in [false, true] {
+        for (delta, want, len) in [
+            (-20, Verdict::Pass, 40),
+            (4, Verdict::Drop, 60),
+            (-47, Verdict::Drop, 60),
+            (-46, Verdict::Pass, 14),
+        ] {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(&(0..60u8).collect::<Vec<_>>()).unwrap();
+            let mut inst = Instance::new(p(delta), 0, jit).unwrap();
+            assert_eq!(inst.run(&mut f, &|_| true), want, "delta {delta} jit {jit}");
+            assert_eq!(f.len(), len, "delta {delta} jit {jit}");
+            assert_eq!(f.data(), &(0..len as u8).collect::<Vec<_>>()[..]);
+        }
+    }
+}

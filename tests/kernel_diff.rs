@@ -464,6 +464,25 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             }
         },
     );
+    // bpf_xdp_adjust_tail: the same truncated bytes out of both (the
+    // output-bytes check in compare); the clock and the PRNG ran.
+    compare(
+        &dir.join("trim.o"),
+        "trim",
+        &opts,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            let bss = &ours_value(ours, ".bss", &[0; 4], 0).unwrap();
+            let boot = u64::from_le_bytes(bss[..8].try_into().unwrap());
+            assert!(boot > 0, "bpf_ktime_get_boot_ns");
+            let or = u32::from_le_bytes(bss[12..16].try_into().unwrap());
+            assert!(or.count_ones() > 16, "bpf_get_prandom_u32 varies: {or:#x}");
+            let theirs = k.dump(".bss");
+            assert!(u64::from_le_bytes(theirs[0].1[..8].try_into().unwrap()) > 0);
+        },
+    );
     // A write into .rodata: refused by both.
     let o = Command::new("bpftool")
         .args(["prog", "load"])

@@ -441,6 +441,18 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
             })
         }
         helper::KTIME_GET_NS => Some(env.ktime_ns()),
+        helper::KTIME_GET_BOOT_NS => Some(super::boot_ns()),
+        helper::GET_PRANDOM_U32 => Some(super::prandom_u32() as u64),
+        helper::XDP_ADJUST_TAIL => {
+            let c = XdpCtx::from_bytes(mem.ctx);
+            match adjust_tail(c, reg[2] as i64) {
+                Some(c) => {
+                    *mem.ctx = c.to_bytes();
+                    Some(0)
+                }
+                None => Some(neg(EINVAL)),
+            }
+        }
         helper::GET_SMP_PROCESSOR_ID => Some(env.cpu() as u64),
         helper::REDIRECT_MAP => {
             map_index(reg[1], env.maps())?;
@@ -470,6 +482,19 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
         }
         _ => None,
     }
+}
+
+/// `bpf_xdp_adjust_tail` by `delta` on context `c`: the new context, or
+/// None when the frame would be shorter than an Ethernet header or grow
+/// (cpumapd hands programs no tailroom: growing is -EINVAL, shrinking is
+/// what programs do, e.g. to truncate before an ICMP reply).
+pub fn adjust_tail(mut c: XdpCtx, delta: i64) -> Option<XdpCtx> {
+    let end = c.data_end.wrapping_add_signed(delta);
+    if delta > 0 || end < c.data.saturating_add(14) {
+        return None;
+    }
+    c.data_end = end;
+    Some(c)
 }
 
 /// Metadata bytes to move: (from, to, len), offsets from the buffer start.

@@ -145,6 +145,27 @@ fn h_ktime(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| (st.ktime)()).unwrap_or(0)
 }
 
+fn h_boot_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::boot_ns()
+}
+
+fn h_prandom(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::prandom_u32() as u64
+}
+
+fn h_adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
+    let mut b = [0u8; CTX_SIZE];
+    copy_from(ctx, &mut b);
+    let Some(c) = interp::adjust_tail(XdpCtx::from_bytes(&b), delta as i64) else {
+        return (-EINVAL) as u64;
+    };
+    let out = c.to_bytes();
+    // SAFETY: ctx is the context buffer Jit::run passed as mbuff (the
+    // verifier requires r1 == ctx for this helper); CTX_SIZE bytes.
+    unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), ctx as *mut u8, CTX_SIZE) };
+    0
+}
+
 fn h_smp_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| st.cpu as u64).unwrap_or(0)
 }
@@ -275,6 +296,9 @@ impl Jit {
             (helper::GET_SMP_PROCESSOR_ID, h_smp_id),
             (helper::REDIRECT_MAP, h_redirect_map),
             (helper::XDP_ADJUST_HEAD, h_adjust_head),
+            (helper::XDP_ADJUST_TAIL, h_adjust_tail),
+            (helper::KTIME_GET_BOOT_NS, h_boot_ns),
+            (helper::GET_PRANDOM_U32, h_prandom),
             (helper::XDP_ADJUST_META, h_adjust_meta),
         ] {
             vm.register_helper(id as u32, f)

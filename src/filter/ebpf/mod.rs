@@ -528,6 +528,35 @@ pub fn object_globals(path: &str) -> Result<Vec<globals::Global>, EbpfError> {
     })
 }
 
+/// `bpf_ktime_get_boot_ns`: CLOCK_BOOTTIME.
+fn boot_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// `bpf_get_prandom_u32`: a per-thread xorshift64* stream (the kernel's
+/// is a per-CPU PRNG too, not for cryptography), seeded from the clock and
+/// the thread the first time. No allocation; a clock read for the seed.
+fn prandom_u32() -> u32 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        if x == 0 {
+            // The cell's address differs per thread.
+            let here = s as *const std::cell::Cell<u64> as u64;
+            x = (ktime_ns() ^ here.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    })
+}
+
 fn ktime_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
@@ -648,11 +677,18 @@ impl Instance {
                 }
             }
         };
-        // Apply a moved start of data (bpf_xdp_adjust_head).
-        let new_data = XdpCtx::from_bytes(&self.ctx).data;
-        let delta = new_data as i64 - c.data as i64;
+        // Apply a moved start of data (bpf_xdp_adjust_head) and a shorter
+        // end (bpf_xdp_adjust_tail).
+        let after = XdpCtx::from_bytes(&self.ctx);
+        let delta = after.data as i64 - c.data as i64;
         if delta != 0 && frame.adjust_head(delta as isize).is_err() {
             return Verdict::Aborted;
+        }
+        if after.data_end != c.data_end {
+            let len = after.data_end.saturating_sub(after.data) as usize;
+            if frame.set_len(len).is_err() {
+                return Verdict::Aborted;
+            }
         }
         match u32::try_from(ret) {
             Ok(xdp::DROP) => Verdict::Drop,

@@ -1112,7 +1112,10 @@ impl Verifier<'_> {
                     _ => UNKNOWN,
                 }
             }
-            helper::KTIME_GET_NS | helper::GET_SMP_PROCESSOR_ID => UNKNOWN,
+            helper::KTIME_GET_NS | helper::KTIME_GET_BOOT_NS | helper::GET_SMP_PROCESSOR_ID => {
+                UNKNOWN
+            }
+            helper::GET_PRANDOM_U32 => range(0, u32::MAX as u64),
             helper::REDIRECT_MAP => {
                 let map = self.map_arg(pc, st, id)?;
                 if self.maps[map as usize].kind != MapKind::CpuMap {
@@ -1125,7 +1128,7 @@ impl Verifier<'_> {
                 scalar(st, 3)?;
                 range(0, u32::MAX as u64)
             }
-            helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META => {
+            helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META | helper::XDP_ADJUST_TAIL => {
                 if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
                     return Err(err(
                         pc,
