@@ -680,6 +680,27 @@ fn per_user_default(for_root: &str, name: &str, tmp_suffix: &str) -> PathBuf {
     }
 }
 
+/// How this run loads eBPF objects: `--prog-set` values, and the CPUs
+/// programs see (`bpf_get_smp_processor_id()` is the lcore id, so at least
+/// the highest lcore id + 1).
+fn load_options(
+    app: &AppArgs,
+    lcores: &[LcoreSpec],
+) -> Result<crate::filter::ebpf::globals::LoadOptions, ConfigError> {
+    use crate::filter::ebpf::globals::{GlobalSet, LoadOptions, possible_cpus};
+    let sets = app
+        .prog_set
+        .iter()
+        .map(|s| GlobalSet::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ConfigError::Args)?;
+    let top = lcores.iter().map(|l| l.id.0 + 1).max().unwrap_or(1);
+    Ok(LoadOptions {
+        sets,
+        nr_cpus: possible_cpus().max(top),
+    })
+}
+
 /// Every `--prog-set NAME` must name a global variable of an object this
 /// run loads (the RX program's or the remote program's); a typo would
 /// otherwise leave the program running with its default.
@@ -1129,19 +1150,7 @@ impl Plan {
                 "qsize {qsize} is out of range: cpumap entries hold 1 to {MAX_QSIZE} frames"
             )));
         }
-        let sets = app
-            .prog_set
-            .iter()
-            .map(|s| crate::filter::ebpf::globals::GlobalSet::parse(s))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ConfigError::Args)?;
-        // bpf_get_smp_processor_id() is the lcore id: programs see at least
-        // as many CPUs as the highest lcore id needs.
-        let top = lcores.iter().map(|l| l.id.0 + 1).max().unwrap_or(1);
-        let load = crate::filter::ebpf::globals::LoadOptions {
-            sets: sets.clone(),
-            nr_cpus: crate::filter::ebpf::globals::possible_cpus().max(top),
-        };
+        let load = load_options(&app, &lcores)?;
         let remote = match app.remote_action.as_deref() {
             None | Some("none") => None,
             Some(s) => Some(RemoteProg::parse_with(s, &load).map_err(ConfigError::Args)?),
@@ -1214,30 +1223,40 @@ impl Plan {
             remote_spec: app.remote_action.clone().filter(|r| r != "none"),
             load,
         };
-        check_prog_sets(&sets, app.prog.as_deref(), plan.remote_spec.as_deref())?;
+        check_prog_sets(
+            &plan.load.sets,
+            app.prog.as_deref(),
+            plan.remote_spec.as_deref(),
+        )?;
         if let Some(spec) = app.prog.as_deref() {
-            let p = crate::filter::ebpf::load_object_with(spec, &plan.load)
-                .map_err(|e| ConfigError::Args(format!("--prog {spec}: {e}")))?;
-            if p.attach != crate::filter::ebpf::Attach::Interface {
-                // The kernel attaches no cpumap/devmap program to an
-                // interface.
-                return Err(ConfigError::Args(format!(
-                    "--prog {spec}: program '{}' is a SEC(\"{}\") program, for a {} entry: give it to --remote-action; the RX filter is a SEC(\"xdp\") program",
-                    p.name,
-                    p.attach.section(),
-                    if p.attach == crate::filter::ebpf::Attach::CpuMap {
-                        "cpumap"
-                    } else {
-                        "devmap"
-                    }
-                )));
-            }
-            let targets: Vec<_> = plan.targets.iter().map(|&l| l.into()).collect();
-            p.fill_targets(&targets);
-            plan.prog = Some(std::sync::Arc::new(p));
+            plan.prog = Some(std::sync::Arc::new(plan.load_rx_program(spec)?));
         }
         plan.check_devices()?;
         Ok(plan)
+    }
+
+    /// Loads `--prog`: a SEC("xdp") program (the kernel attaches no
+    /// cpumap/devmap program to an interface), xdp-bench's target maps
+    /// filled with this run's targets.
+    fn load_rx_program(&self, spec: &str) -> Result<crate::filter::ebpf::Program, ConfigError> {
+        use crate::filter::ebpf::Attach;
+        let p = crate::filter::ebpf::load_object_with(spec, &self.load)
+            .map_err(|e| ConfigError::Args(format!("--prog {spec}: {e}")))?;
+        if p.attach != Attach::Interface {
+            return Err(ConfigError::Args(format!(
+                "--prog {spec}: program '{}' is a SEC(\"{}\") program, for a {} entry: give it to --remote-action; the RX filter is a SEC(\"xdp\") program",
+                p.name,
+                p.attach.section(),
+                if p.attach == Attach::CpuMap {
+                    "cpumap"
+                } else {
+                    "devmap"
+                }
+            )));
+        }
+        let targets: Vec<_> = self.targets.iter().map(|&l| l.into()).collect();
+        p.fill_targets(&targets);
+        Ok(p)
     }
 
     /// Opens every native port once (files and arguments are validated
