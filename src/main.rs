@@ -300,8 +300,12 @@ fn run(plan: &Plan, eal: Option<Eal>, stop: Arc<AtomicBool>) -> Result<ExitCode,
     print_placement(plan, &mut out);
     let _ = writeln!(
         out,
-        "cpumapd: mode {} | {} port(s) | RX {} | targets {} | qsize {} | bulk {} | exception {}",
-        plan.mode,
+        "cpumapd: {} | {} port(s) | RX {} | targets {} | qsize {} | bulk {} | exception {}",
+        match &plan.prog {
+            // The eBPF program classifies, not the (default) mode.
+            Some(p) => format!("prog {}", p.name),
+            None => format!("mode {}", plan.mode),
+        },
         plan.ports.len(),
         plan.rx_lcores()
             .iter()

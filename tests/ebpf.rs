@@ -106,6 +106,25 @@ mod asm {
     pub fn exit() -> [u8; 8] {
         i(JMP | EXIT, 0, 0, 0, 0)
     }
+    /// r0 = bpf_map_lookup_elem(map fd 0, &key) with the key written at
+    /// fp-4 from r6 (= `key`).
+    pub fn lookup_map0(key: i32) -> Vec<[u8; 8]> {
+        vec![
+            mov_imm(6, key),
+            stx(W, 10, 6, -4),
+            mov(2, 10),
+            add_imm(2, -4),
+            i(
+                LD | IMM | DW,
+                1,
+                cpumapd::bpf_abi::pseudo::MAP_FD,
+                0,
+                cpumapd::filter::ebpf::maps::MAP_FD_BASE,
+            ),
+            i(0, 0, 0, 0, 0),
+            call(1),
+        ]
+    }
     /// r2 = data, r3 = data_end (kernel xdp_md offsets).
     pub fn data(d: u8) -> [u8; 8] {
         ldx(W, d, 1, 0)
@@ -693,24 +712,12 @@ fn jit_inlined_percpu_lookups_address_each_lcores_copy() {
 fn jit_inlined_array_lookup_returns_null_past_the_last_index() {
     use asm::*;
     use cpumapd::filter::ebpf::insn::*;
-    use cpumapd::filter::ebpf::maps::{MAP_FD_BASE, MapDef, MapKind};
+    use cpumapd::filter::ebpf::maps::{MapDef, MapKind};
     // key = r6 (set per variant); v = lookup(arr, &key);
     // return v ? (*v == 42 ? PASS : TX) : DROP
     let body = |key: i32| {
-        prog(&[
-            mov_imm(6, key),
-            stx(W, 10, 6, -4),
-            mov(2, 10),
-            add_imm(2, -4),
-            i(
-                LD | IMM | DW,
-                1,
-                cpumapd::bpf_abi::pseudo::MAP_FD,
-                0,
-                MAP_FD_BASE,
-            ),
-            i(0, 0, 0, 0, 0),
-            call(1),
+        let mut v = lookup_map0(key);
+        v.extend_from_slice(&[
             jmp_imm(JEQ, 0, 0, 5),
             ldx(DW, 1, 0, 0),
             mov_imm(0, 2),
@@ -719,7 +726,8 @@ fn jit_inlined_array_lookup_returns_null_past_the_last_index() {
             exit(),
             mov_imm(0, 1),
             exit(),
-        ])
+        ]);
+        prog(&v)
     };
     let def = || MapDef::new("arr", MapKind::Array, 4, 8, 3);
     let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
@@ -1039,29 +1047,12 @@ fn the_pipeline_runs_xdp_benchs_object_unchanged() {
 fn atomics_run_on_map_values_and_are_refused_elsewhere() {
     use asm::*;
     use cpumapd::filter::ebpf::insn::*;
-    use cpumapd::filter::ebpf::maps::{MAP_FD_BASE, MapDef, MapKind};
+    use cpumapd::filter::ebpf::maps::{MapDef, MapKind};
     let atomic = |size: u8, d: u8, s: u8, off: i16, op: i32| i(STX | ATOMIC | size, d, s, off, op);
     // r6 = &arr[0] (value of 16 bytes); BODY; return PASS
     let with = |body: &[[u8; 8]]| {
-        let mut v = vec![
-            mov_imm(6, 0),
-            stx(W, 10, 6, -4),
-            mov(2, 10),
-            add_imm(2, -4),
-            i(
-                LD | IMM | DW,
-                1,
-                cpumapd::bpf_abi::pseudo::MAP_FD,
-                0,
-                MAP_FD_BASE,
-            ),
-            i(0, 0, 0, 0, 0),
-            call(1),
-            jmp_imm(JNE, 0, 0, 2),
-            mov_imm(0, 0),
-            exit(),
-            mov(6, 0),
-        ];
+        let mut v = lookup_map0(0);
+        v.extend_from_slice(&[jmp_imm(JNE, 0, 0, 2), mov_imm(0, 0), exit(), mov(6, 0)]);
         v.extend_from_slice(body);
         v.extend_from_slice(&[mov_imm(0, 2), exit()]);
         prog(&v)

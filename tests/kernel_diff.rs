@@ -391,6 +391,31 @@ fn compare(
     }
 }
 
+/// The same global set both ways: a copy of `obj` in `tmp` with `set`
+/// written into its section (for the kernel, which bpftool cannot tell),
+/// and cpumapd's load options with it.
+fn with_global(obj: &Path, set: &str, tmp: &Path) -> (PathBuf, LoadOptions) {
+    let set = GlobalSet::parse(set).unwrap();
+    let raw = std::fs::read(obj).unwrap();
+    let out = tmp.join(format!(
+        "{}-{}",
+        set.name,
+        obj.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(
+        &out,
+        cpumapd::filter::ebpf::globals::patch_object(&raw, &set).unwrap(),
+    )
+    .unwrap();
+    (
+        out,
+        LoadOptions {
+            sets: vec![set],
+            nr_cpus: 2,
+        },
+    )
+}
+
 /// Value bytes of key `key` in cpumapd's map, copy `cpu`.
 fn ours_value(p: &Program, map: &str, key: &[u8], cpu: usize) -> Option<Vec<u8>> {
     p.map(map)
@@ -501,18 +526,7 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
     assert!(e.to_string().contains("read-only map value"), "{e}");
     // The sampler: globals set before load (the kernel gets a patched copy),
     // a PERCPU_HASH and .bss compared entry by entry afterwards.
-    let set = GlobalSet::parse("sample_every=3").unwrap();
-    let raw = std::fs::read(dir.join("sampler.o")).unwrap();
-    let patched = tmp.path().join("sampler3.o");
-    std::fs::write(
-        &patched,
-        cpumapd::filter::ebpf::globals::patch_object(&raw, &set).unwrap(),
-    )
-    .unwrap();
-    let opts3 = LoadOptions {
-        sets: vec![set],
-        nr_cpus: 2,
-    };
+    let (patched, opts3) = with_global(&dir.join("sampler.o"), "sample_every=3", tmp.path());
     compare(
         &patched,
         "sample",
@@ -557,18 +571,11 @@ fn xdp_benchs_own_programs_act_as_in_the_kernel() {
     let tmp = tempfile::tempdir().unwrap();
     let frames = frames();
     // nr_cpus as xdp-bench sets it, in the kernel's copy too.
-    let set = GlobalSet::parse("nr_cpus=2").unwrap();
-    let raw = std::fs::read(dir.join("xdp_redirect_cpumap.bpf.o")).unwrap();
-    let obj = tmp.path().join("xdp_redirect_cpumap.bpf.o");
-    std::fs::write(
-        &obj,
-        cpumapd::filter::ebpf::globals::patch_object(&raw, &set).unwrap(),
-    )
-    .unwrap();
-    let opts = LoadOptions {
-        sets: vec![set],
-        nr_cpus: 2,
-    };
+    let (obj, opts) = with_global(
+        &dir.join("xdp_redirect_cpumap.bpf.o"),
+        "nr_cpus=2",
+        tmp.path(),
+    );
     let sized = [
         "cpu_map",
         "cpus_available",
