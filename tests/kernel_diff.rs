@@ -508,6 +508,71 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             assert!(u64::from_le_bytes(theirs[0].1[..8].try_into().unwrap()) > 0);
         },
     );
+    // An LPM_TRIE firewall: the same prefixes in both (nested, a default
+    // route left out), then the same verdicts and per-prefix hit counts.
+    let firewall = dir.join("firewall.o");
+    let prefixes: [(u32, [u8; 4]); 5] = [
+        (8, [10, 0, 0, 0]),
+        (16, [10, 1, 0, 0]),
+        (24, [192, 168, 1, 0]),
+        (32, [172, 16, 0, 5]),
+        (12, [172, 16, 0, 0]),
+    ];
+    let lpm_key = |plen: u32, a: [u8; 4]| [&plen.to_le_bytes()[..], &a[..]].concat();
+    for jit in [false, true] {
+        let ours = Arc::new(
+            ebpf::load_object_with(&format!("{}:firewall", firewall.display()), &opts).unwrap(),
+        );
+        let k = Kernel::load(&firewall, &ours, &format!("fw{}", jit as u8), &[]);
+        for (plen, a) in prefixes {
+            let key = lpm_key(plen, a);
+            k.update("blocked", &key, &0u64.to_le_bytes());
+            assert_eq!(
+                ours.map("blocked")
+                    .unwrap()
+                    .update(&key, &0u64.to_le_bytes(), 0, 0),
+                0
+            );
+        }
+        let mut fw_frames = frames.clone();
+        for src in [
+            [10, 2, 3, 4],
+            [10, 1, 9, 9],
+            [192, 168, 1, 77],
+            [192, 168, 2, 1],
+            [172, 16, 0, 5],
+            [172, 17, 0, 5],
+            [172, 31, 255, 1],
+            [8, 8, 8, 8],
+        ] {
+            fw_frames.push(common::udp4(src, [10, 9, 9, 9], 1000, 2000));
+        }
+        let theirs = k.run("firewall", &fw_frames, tmp.path());
+        let mut inst = Instance::new(ours.clone(), 0, jit).unwrap();
+        let mut pool = Pool::new("fw", 4, 256, 2048).unwrap();
+        let mut drops = 0;
+        for (i, bytes) in fw_frames.iter().enumerate() {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(bytes).unwrap();
+            let v = inst.run(&mut f, &|_| true);
+            assert_eq!(
+                action(v, 0),
+                theirs[i].0,
+                "firewall (jit {jit}) frame {i}: {bytes:02x?}"
+            );
+            drops += (v == Verdict::Drop) as u32;
+        }
+        assert!(drops >= 6, "the blocked sources were dropped: {drops}");
+        let theirs = k.dump("blocked");
+        assert_eq!(theirs.len(), prefixes.len());
+        for (key, v) in theirs {
+            assert_eq!(
+                Some(v),
+                ours_value(&ours, "blocked", &key, 0),
+                "prefix {key:?}"
+            );
+        }
+    }
     // A write into .rodata: refused by both.
     let o = Command::new("bpftool")
         .args(["prog", "load"])

@@ -25,6 +25,7 @@ fn defs() -> Vec<MapDef> {
         d("cpu_map", MapKind::CpuMap, 4, 4, 8),
         d("percpu_hash", MapKind::PerCpuHash, 8, 8, 4),
         d("devmap", MapKind::DevMap, 4, 8, 2),
+        d("lpm", MapKind::LpmTrie, 8, 8, 4),
         rodata,
         d(".bss", MapKind::Array, 4, 24, 1),
     ]

@@ -44,6 +44,11 @@ pub enum MapKind {
     DevMap,
     /// `BPF_MAP_TYPE_DEVMAP_HASH`: the same, keyed like a HASH.
     DevMapHash,
+    /// `BPF_MAP_TYPE_LPM_TRIE`: keys `{u32 prefixlen; u8 data[]}`, a lookup
+    /// finds the longest stored prefix of the key. Stored as a HASH of
+    /// masked prefixes plus the set of prefix lengths present; a lookup
+    /// probes the present lengths, longest first (at most 8 * data + 1).
+    LpmTrie,
     /// `BPF_MAP_TYPE_CPUMAP`: cpumapd's own map.
     CpuMap,
 }
@@ -58,6 +63,7 @@ impl MapKind {
             map_type::PERCPU_HASH => Some(MapKind::PerCpuHash),
             map_type::DEVMAP => Some(MapKind::DevMap),
             map_type::DEVMAP_HASH => Some(MapKind::DevMapHash),
+            map_type::LPM_TRIE => Some(MapKind::LpmTrie),
             map_type::CPUMAP => Some(MapKind::CpuMap),
             _ => None,
         }
@@ -72,6 +78,7 @@ impl MapKind {
             MapKind::PerCpuHash => "percpu_hash",
             MapKind::DevMap => "devmap",
             MapKind::DevMapHash => "devmap_hash",
+            MapKind::LpmTrie => "lpm_trie",
             MapKind::CpuMap => "cpumap",
         }
     }
@@ -88,7 +95,7 @@ impl MapKind {
     fn is_hash(self) -> bool {
         matches!(
             self,
-            MapKind::Hash | MapKind::PerCpuHash | MapKind::DevMapHash
+            MapKind::Hash | MapKind::PerCpuHash | MapKind::DevMapHash | MapKind::LpmTrie
         )
     }
 
@@ -172,7 +179,12 @@ pub struct Map {
     /// HASH: slots (a power of two) and live entries.
     slots: usize,
     len: AtomicU32,
+    /// LPM_TRIE: bit n set when a prefix of length n was ever stored.
+    lengths: Box<[AtomicU64]>,
 }
+
+/// Largest LPM_TRIE key data (an IPv6 address and then some).
+const LPM_MAX_DATA: usize = 32;
 
 impl fmt::Debug for Map {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -271,6 +283,12 @@ impl Map {
         } else {
             (0, 0)
         };
+        if def.kind == MapKind::LpmTrie && !(5..=4 + LPM_MAX_DATA as u32).contains(&def.key_size) {
+            return bad(format!(
+                "lpm_trie keys are a 4-byte prefix length and 1 to {LPM_MAX_DATA} bytes of data, not {} bytes",
+                def.key_size
+            ));
+        }
         if !def.init.is_empty()
             && (!def.kind.is_array() || def.init.len() > def.value_size as usize)
         {
@@ -292,6 +310,9 @@ impl Map {
         }
         let words: Box<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(0)).collect();
         write_bytes(&words, 0, &def.init);
+        let lengths = (0..(LPM_MAX_DATA * 8 + 1).div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Ok(Map {
             def,
             words,
@@ -300,6 +321,7 @@ impl Map {
             copies,
             slots,
             len: AtomicU32::new(0),
+            lengths,
         })
     }
 
@@ -379,6 +401,9 @@ impl Map {
     /// `bpf_map_lookup_elem`: the word index of the value, or None.
     /// Context: any lcore; `cpu` picks the PERCPU copy.
     pub fn lookup(&self, key: &[u8], cpu: usize) -> Option<usize> {
+        if self.def.kind == MapKind::LpmTrie {
+            return self.lpm_lookup(key);
+        }
         if self.def.kind.is_array() {
             self.array_index(key, cpu)
         } else if self.def.kind.is_hash() {
@@ -388,10 +413,62 @@ impl Map {
         }
     }
 
+    /// The LPM key `key` with its data masked to its prefix length, or None
+    /// when the length exceeds the data.
+    fn lpm_masked(&self, key: &[u8], out: &mut [u8; 4 + LPM_MAX_DATA]) -> Option<usize> {
+        let data = key.len().checked_sub(4)?;
+        let plen = u32::from_le_bytes(key[..4].try_into().ok()?) as usize;
+        if plen > data * 8 || data > LPM_MAX_DATA {
+            return None;
+        }
+        out[..key.len()].copy_from_slice(key);
+        for (i, b) in out[4..4 + data].iter_mut().enumerate() {
+            let keep = plen.saturating_sub(i * 8).min(8);
+            *b &= (0xff00u16 >> keep) as u8;
+        }
+        Some(key.len())
+    }
+
+    /// LPM_TRIE lookup: the longest stored prefix of `key`'s data no longer
+    /// than its prefix length. Allocation-free: at most 8 * data + 1 probes
+    /// of the lengths present.
+    fn lpm_lookup(&self, key: &[u8]) -> Option<usize> {
+        let data = key.len().checked_sub(4)?;
+        let max = (u32::from_le_bytes(key.get(..4)?.try_into().ok()?) as usize).min(data * 8);
+        let mut probe = [0u8; 4 + LPM_MAX_DATA];
+        for plen in (0..=max).rev() {
+            if self.lengths[plen / 64].load(Ordering::Acquire) & (1 << (plen % 64)) == 0 {
+                continue;
+            }
+            probe[..4].copy_from_slice(&(plen as u32).to_le_bytes());
+            probe[4..key.len()].copy_from_slice(&key[4..]);
+            let mut masked = [0u8; 4 + LPM_MAX_DATA];
+            let n = self.lpm_masked(&probe[..key.len()], &mut masked)?;
+            if let Some(s) = self.hash_find(&masked[..n]) {
+                return Some(self.slot_value(s, 0));
+            }
+        }
+        None
+    }
+
     /// `bpf_map_update_elem`: 0 or a negative errno.
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> i64 {
         if flags > update::EXIST || value.len() != self.def.value_size as usize {
             return -EINVAL;
+        }
+        if self.def.kind == MapKind::LpmTrie {
+            let mut masked = [0u8; 4 + LPM_MAX_DATA];
+            let Some(n) = self.lpm_masked(key, &mut masked) else {
+                return -EINVAL;
+            };
+            let rc = self.hash_update(&masked[..n], value, flags, 0);
+            if rc == 0 {
+                let plen = u32::from_le_bytes(key[..4].try_into().expect("4")) as usize;
+                // L1: Release; pairs with the Acquire in lpm_lookup (the
+                // entry is published by H2 before the length is).
+                self.lengths[plen / 64].fetch_or(1 << (plen % 64), Ordering::Release);
+            }
+            return rc;
         }
         if self.def.kind.is_array() {
             if flags == update::NOEXIST {
@@ -408,6 +485,11 @@ impl Map {
         if !self.def.kind.is_hash() {
             return -EINVAL;
         }
+        self.hash_update(key, value, flags, cpu)
+    }
+
+    /// HASH-style insert or replace of `key` (copy `cpu` of the value).
+    fn hash_update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> i64 {
         if let Some(s) = self.hash_find(key) {
             if flags == update::NOEXIST {
                 return -EEXIST;
@@ -445,6 +527,21 @@ impl Map {
 
     /// `bpf_map_delete_elem`: 0 or a negative errno.
     pub fn delete(&self, key: &[u8]) -> i64 {
+        if self.def.kind == MapKind::LpmTrie {
+            let mut masked = [0u8; 4 + LPM_MAX_DATA];
+            let Some(n) = self.lpm_masked(key, &mut masked) else {
+                return -EINVAL;
+            };
+            // The exact prefix only (the kernel's trie_delete_elem).
+            return match self.hash_find(&masked[..n]) {
+                Some(s) => {
+                    self.words[self.slot_base(s)].store(DELETED, Ordering::Release);
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    0
+                }
+                None => -ENOENT,
+            };
+        }
         match self.def.kind {
             MapKind::Hash | MapKind::PerCpuHash | MapKind::DevMapHash => {
                 match self.hash_find(key) {
@@ -630,6 +727,52 @@ mod tests {
             0
         );
         assert_eq!(dh.dump().len(), 1);
+    }
+
+    #[test]
+    fn lpm_trie_finds_the_longest_prefix() {
+        let t = Map::new(def(MapKind::LpmTrie, 8, 4, 8)).unwrap();
+        let k = |plen: u32, a: [u8; 4]| {
+            let mut v = plen.to_le_bytes().to_vec();
+            v.extend_from_slice(&a);
+            v
+        };
+        let val = |m: &Map, key: &[u8]| {
+            m.lookup(key, 0).map(|i| {
+                let mut b = [0u8; 4];
+                read_bytes(m.words(), i * 8, &mut b).unwrap();
+                u32::from_le_bytes(b)
+            })
+        };
+        assert_eq!(t.update(&k(8, [10, 9, 9, 9]), &1u32.to_le_bytes(), 0, 0), 0);
+        assert_eq!(
+            t.update(&k(24, [10, 1, 2, 77]), &2u32.to_le_bytes(), 0, 0),
+            0
+        );
+        assert_eq!(t.update(&k(0, [0; 4]), &3u32.to_le_bytes(), 0, 0), 0);
+        assert_eq!(t.update(&k(33, [0; 4]), &3u32.to_le_bytes(), 0, 0), -EINVAL);
+        assert_eq!(val(&t, &k(32, [10, 1, 2, 3])), Some(2), "the /24");
+        assert_eq!(val(&t, &k(32, [10, 1, 3, 3])), Some(1), "the /8");
+        assert_eq!(val(&t, &k(32, [11, 0, 0, 1])), Some(3), "the default route");
+        assert_eq!(
+            val(&t, &k(16, [10, 1, 2, 3])),
+            Some(1),
+            "no longer than the key's length"
+        );
+        assert_eq!(
+            t.delete(&k(24, [10, 1, 2, 0])),
+            0,
+            "masked like the stored key"
+        );
+        assert_eq!(t.delete(&k(24, [10, 1, 2, 0])), -ENOENT);
+        assert_eq!(val(&t, &k(32, [10, 1, 2, 3])), Some(1));
+        let d = t.dump();
+        assert_eq!(d.len(), 2);
+        assert!(
+            d.iter().any(|(key, _)| key == &k(8, [10, 0, 0, 0])),
+            "stored masked"
+        );
+        assert!(Map::new(def(MapKind::LpmTrie, 4, 4, 8)).is_err(), "no data");
     }
 
     #[test]
