@@ -503,6 +503,18 @@ fn malformed_objects_found_by_fuzzing_are_errors_not_panics() {
             .to_string();
         assert!(e.contains(f) && e.contains("malformed ELF object"), "{e}");
     }
+    // ...and allocating a .bss of the size a forged header declares.
+    let data = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ebpf-aya-huge-bss.bin"),
+    )
+    .unwrap();
+    let e = ebpf::parse_object("huge.o", &data[1..], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("declares") && e.contains("MiB a section may have"),
+        "{e}"
+    );
     let e = ebpf::load_object("/dev/null").unwrap_err().to_string();
     assert!(e.contains("not a regular file"), "{e}");
     let e = ebpf::parse_object("x.o", b"\x7fELF garbage", None)

@@ -120,6 +120,33 @@ pub struct Global {
     pub size: usize,
 }
 
+/// Largest section an object may declare (a `.bss` has no bytes in the
+/// file, so its size is only a number in the header).
+pub const MAX_SECTION: u64 = 16 << 20;
+
+/// Refuses an object whose header declares a section larger than
+/// [`MAX_SECTION`]: aya-obj allocates a `.bss` of the declared size before
+/// cpumapd sees it, so a forged size would be a huge allocation (found by
+/// fuzz/ebpf). An object the `object` crate cannot read is left to aya-obj
+/// to refuse.
+pub fn check_sections(bytes: &[u8]) -> Result<(), String> {
+    use object::{Object, ObjectSection};
+    let Ok(f) = object::File::parse(bytes) else {
+        return Ok(());
+    };
+    for sec in f.sections() {
+        if sec.size() > MAX_SECTION {
+            return Err(format!(
+                "section {} declares {} bytes, more than the {} MiB a section may have",
+                sec.name().unwrap_or("?"),
+                sec.size(),
+                MAX_SECTION >> 20
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The object's global variables (ELF symbols in its data sections).
 pub fn globals(bytes: &[u8]) -> Result<Vec<Global>, String> {
     use object::{Object, ObjectSection, ObjectSymbol};

@@ -287,6 +287,7 @@ pub fn parse_object_with(
         path: path.into(),
         why,
     };
+    globals::check_sections(bytes).map_err(bad)?;
     // aya-obj 0.3 indexes section data by symbol addresses without checking
     // them, and panics on some malformed objects (found by fuzz/ebpf): a
     // panic while parsing is a bad object, reported as such.
