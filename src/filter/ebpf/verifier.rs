@@ -363,7 +363,46 @@ impl Verifier<'_> {
         Ok(())
     }
 
+    /// The kernel's "uses reserved fields" checks: every field an
+    /// instruction does not use must be zero (so nothing reads a field one
+    /// engine ignores and another interprets: the ISA v4 forms, signed
+    /// div/mod and movsx, put a value in `off`, and cpumapd has none).
+    fn reserved_fields(&self, pc: usize, i: &Insn) -> Result<(), VerifyError> {
+        let x = i.op & X == X;
+        let (c, o) = (i.class(), i.op & 0xf0);
+        let clean = match c {
+            ALU | ALU64 if o == END => i.src == 0 && i.off == 0,
+            ALU | ALU64 => i.off == 0 && if x { i.imm == 0 } else { i.src == 0 },
+            LDX => i.imm == 0,
+            ST => i.src == 0,
+            STX if i.op & 0xe0 == MEM => i.imm == 0,
+            // Atomics: off is the offset, imm the operation.
+            JMP if o == EXIT => i.dst == 0 && i.src == 0 && i.off == 0 && i.imm == 0,
+            JMP if o == CALL => i.dst == 0 && i.off == 0,
+            JMP if o == JA => i.dst == 0 && i.src == 0 && i.imm == 0,
+            JMP | JMP32 => {
+                if x {
+                    i.imm == 0
+                } else {
+                    i.src == 0
+                }
+            }
+            _ => true,
+        };
+        if clean {
+            return Ok(());
+        }
+        Err(err(
+            pc,
+            format!(
+                "instruction {:#04x} uses reserved fields (dst r{}, src r{}, off {}, imm {}): a field it does not use must be 0",
+                i.op, i.dst, i.src, i.off, i.imm
+            ),
+        ))
+    }
+
     fn known_opcode(&self, pc: usize, i: &Insn) -> Result<(), VerifyError> {
+        self.reserved_fields(pc, i)?;
         let op = i.op;
         let ok = match i.class() {
             LD => false, // only ld_imm64 (handled by the caller); LD_ABS/IND are socket-filter only
