@@ -12,6 +12,13 @@ use cpumapd::filter::{Filter, Mode, Verdict};
 use cpumapd::frame::Pool;
 use cpumapd::ids::TargetId;
 
+/// Every record of ../shared/pcaps that fits one buffer.
+fn buffer_sized_records() -> Vec<Vec<u8>> {
+    let mut frames = common::all_shared_records();
+    frames.retain(|f| f.len() <= 2048);
+    frames
+}
+
 fn load(dir: &Path, spec: &str) -> Arc<Program> {
     let p = ebpf::load_object(&format!("{}/{spec}", dir.display()))
         .unwrap_or_else(|e| panic!("{spec}: {e}"));
@@ -25,8 +32,7 @@ fn shipped_programs_classify_every_frame_like_the_built_in_modes() {
         return;
     };
     let targets = [TargetId(2), TargetId(3), TargetId(5)];
-    let mut frames = common::all_shared_records();
-    frames.retain(|f| f.len() <= 2048);
+    let frames = buffer_sized_records();
     let mut pool = Pool::new("t", 64, 128, 2048).unwrap();
     for mode in Mode::ALL {
         let name = mode.name().replace('-', "_");
@@ -852,8 +858,7 @@ fn globals_and_percpu_hash_work_as_libbpf_loads_them() {
         return;
     };
     let targets = [TargetId(2), TargetId(3), TargetId(5)];
-    let mut frames = common::all_shared_records();
-    frames.retain(|f| f.len() <= 2048);
+    let frames = buffer_sized_records();
     let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
     for (sets, every, idx) in [
         (&[][..], 1u64, 0usize),
@@ -964,8 +969,7 @@ fn xdp_benchs_own_object_classifies_like_the_built_in_modes() {
         return;
     };
     let targets = [TargetId(2), TargetId(3), TargetId(5)];
-    let mut frames = common::all_shared_records();
-    frames.retain(|f| f.len() <= 2048);
+    let frames = buffer_sized_records();
     let mut pool = Pool::new("t", 64, 128, 2048).unwrap();
     for mode in Mode::ALL {
         let name = match mode {
