@@ -367,7 +367,7 @@ pub(super) fn prog_map_write(
     if dry_run {
         return Ok(Value::Null);
     }
-    let copies = if map.def.kind == MapKind::PerCpuArray {
+    let copies = if map.def.kind.per_cpu() {
         MAX_LCORES
     } else {
         1
@@ -411,7 +411,7 @@ fn prog_map_dump(h: &Handle, name: &str) -> Result<Value, CtlError> {
             },
         ));
     };
-    let percpu = map.def.kind == crate::filter::ebpf::maps::MapKind::PerCpuArray;
+    let percpu = map.def.kind.per_cpu();
     let entries: Vec<Value> = map
         .dump()
         .into_iter()

@@ -239,6 +239,14 @@ pub fn write_bytes(w: &[AtomicU64], off: usize, src: &[u8]) -> Option<()> {
     Some(())
 }
 
+/// Zeroes the bits of `data` past its first `plen` (an LPM prefix).
+fn mask_prefix(data: &mut [u8], plen: usize) {
+    for (i, b) in data.iter_mut().enumerate() {
+        let keep = plen.saturating_sub(i * 8).min(8);
+        *b &= (0xff00u16 >> keep) as u8;
+    }
+}
+
 fn hash_key(key: &[u8]) -> u64 {
     // FNV-1a: keys are small; the table is sized at twice the entries.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -348,12 +356,7 @@ impl Map {
         if k >= self.def.max_entries {
             return None;
         }
-        let copy = if self.copies > 1 {
-            cpu.min(MAX_LCORES - 1)
-        } else {
-            0
-        };
-        Some((copy * self.def.max_entries as usize + k as usize) * self.vw)
+        Some((self.copy_of(cpu) * self.def.max_entries as usize + k as usize) * self.vw)
     }
 
     fn slot_base(&self, s: usize) -> usize {
@@ -362,12 +365,16 @@ impl Map {
 
     /// Word index of copy `cpu` of the value in slot `s`.
     fn slot_value(&self, s: usize, cpu: usize) -> usize {
-        let copy = if self.copies > 1 {
+        self.slot_base(s) + 1 + self.kw + self.copy_of(cpu) * self.vw
+    }
+
+    /// Which copy of a value lcore `cpu` uses: its own in a PERCPU map.
+    fn copy_of(&self, cpu: usize) -> usize {
+        if self.copies > 1 {
             cpu.min(MAX_LCORES - 1)
         } else {
             0
-        };
-        self.slot_base(s) + 1 + self.kw + copy * self.vw
+        }
     }
 
     fn key_matches(&self, s: usize, key: &[u8]) -> bool {
@@ -422,10 +429,7 @@ impl Map {
             return None;
         }
         out[..key.len()].copy_from_slice(key);
-        for (i, b) in out[4..4 + data].iter_mut().enumerate() {
-            let keep = plen.saturating_sub(i * 8).min(8);
-            *b &= (0xff00u16 >> keep) as u8;
-        }
+        mask_prefix(&mut out[4..key.len()], plen);
         Some(key.len())
     }
 
@@ -435,6 +439,9 @@ impl Map {
     fn lpm_lookup(&self, key: &[u8]) -> Option<usize> {
         let data = key.len().checked_sub(4)?;
         let max = (u32::from_le_bytes(key.get(..4)?.try_into().ok()?) as usize).min(data * 8);
+        if data > LPM_MAX_DATA {
+            return None;
+        }
         let mut probe = [0u8; 4 + LPM_MAX_DATA];
         for plen in (0..=max).rev() {
             if self.lengths[plen / 64].load(Ordering::Acquire) & (1 << (plen % 64)) == 0 {
@@ -442,9 +449,8 @@ impl Map {
             }
             probe[..4].copy_from_slice(&(plen as u32).to_le_bytes());
             probe[4..key.len()].copy_from_slice(&key[4..]);
-            let mut masked = [0u8; 4 + LPM_MAX_DATA];
-            let n = self.lpm_masked(&probe[..key.len()], &mut masked)?;
-            if let Some(s) = self.hash_find(&masked[..n]) {
+            mask_prefix(&mut probe[4..key.len()], plen);
+            if let Some(s) = self.hash_find(&probe[..key.len()]) {
                 return Some(self.slot_value(s, 0));
             }
         }
