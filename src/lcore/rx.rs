@@ -27,12 +27,15 @@ use crate::config::IdlePolicy;
 /// What an RX lcore owns.
 pub(super) struct RxLcore {
     pub queues: Vec<Box<dyn PortQueue>>,
+    /// Declared before `pool`, so it is dropped first: a TAP sink keeps a
+    /// large buffer of this pool between reverse reads, and the pool must
+    /// see it home before it checks that it is full.
+    pub sink: Box<dyn ExceptionSink>,
     pub pool: Pool,
     pub filter: Filter,
     pub mode: Arc<ModeSwitch>,
     pub reader: MapReader,
     pub bulk: BulkQueues,
-    pub sink: Box<dyn ExceptionSink>,
     pub stats: Arc<RxStats>,
     /// Targets sharing a CPU with this lcore: it yields to them when their
     /// rings fill (the shared-CPU cooperation of `--idle`).

@@ -126,6 +126,17 @@ pub fn wait_for_control(sock: &Path) {
     }
 }
 
+/// Fails if a pool or mempool said at its drop that buffers were still out
+/// (the summary's pool_in_use is read after the last frame came home, so a
+/// buffer held past its pool's drop shows only here).
+pub fn assert_no_pool_leak(stderr: &[u8]) {
+    let e = String::from_utf8_lossy(stderr);
+    assert!(
+        !e.contains("still in use"),
+        "a pool was dropped with buffers out:\n{e}"
+    );
+}
+
 /// SIGTERMs a cpumapd child, checks it exited 0, and reads the JSON
 /// summary it wrote to `summary`.
 pub fn stop_with_summary(child: std::process::Child, summary: &Path) -> serde_json::Value {
@@ -137,6 +148,7 @@ pub fn stop_with_summary(child: std::process::Child, summary: &Path) -> serde_js
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_no_pool_leak(&out.stderr);
     serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap()
 }
 
