@@ -88,6 +88,14 @@ pub mod update {
 /// `BPF_PROG_TYPE_XDP`.
 pub const PROG_TYPE_XDP: u32 = 6;
 
+/// `BPF_PROG_TYPE_SOCKET_FILTER` (also a TAP's queue-steering program).
+pub const PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+/// Offset of `hash` in `struct __sk_buff` (uapi bpf.h: len, pkt_type, mark,
+/// queue_mapping, protocol, vlan_present, vlan_tci, vlan_proto, priority,
+/// ingress_ifindex, ifindex, tc_index, cb[5], then hash).
+pub const SK_BUFF_HASH: i16 = 68;
+
 /// `BPF_F_RDONLY_PROG`: programs may only read the map (libbpf's
 /// `.rodata`).
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;

@@ -203,12 +203,11 @@ impl Topo {
             args.extend_from_slice(&["--no-huge", "-m", "512", "--no-shconf", "--no-pci"]);
             args.extend_from_slice(&[&prefix, "--log-level", "4"]);
         }
+        args.extend_from_slice(&["--", "--mode", "l4-hash"]);
+        if !app.contains(&"--exception") {
+            args.extend_from_slice(&["--exception", &exc]);
+        }
         args.extend_from_slice(&[
-            "--",
-            "--mode",
-            "l4-hash",
-            "--exception",
-            &exc,
             "--control",
             sock.to_str().unwrap(),
             "--state-dir",
@@ -653,6 +652,55 @@ fn af_packet_fanout_spreads_flows_over_two_rx_lcores() {
         "both RX lcores get a share of the flows: {per_lcore:?}"
     );
     assert!(n(&s, "rx") + n(&s, "imissed") >= 20_000, "{s}");
+}
+
+/// How many of the kernel's BPF programs are cpumapd's TAP steering
+/// program (bpftool's listing; the test's namespaces do not scope it, and
+/// this file's tests run one at a time).
+fn steering_programs() -> usize {
+    let o = run("bpftool", &["-j", "prog", "show"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "cpumapd_steer" && p["type"] == "socket_filter")
+        .count()
+}
+
+#[test]
+#[ignore = "needs root, iproute2, /dev/net/tun, trafgen (netsniff-ng) and bpftool: cargo test -- --include-ignored"]
+fn the_taps_steering_program_lives_with_the_tap_and_replies_still_return() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    if !have("bpftool") {
+        skip("needs bpftool (apt-get install bpftool)");
+        return;
+    }
+    let before = steering_programs();
+    for (steer, attached) in [("hash", 1), ("flow", 0)] {
+        let t = Topo::new();
+        let exc = format!("tap:{},steer={steer}", t.tap);
+        let child = t.start(&["--exception", &exc]);
+        assert_eq!(
+            steering_programs(),
+            before + attached,
+            "steer={steer}: the TAP holds {attached} steering program(s)"
+        );
+        // Echo replies leave the TAP on the queue the program (or tun's
+        // flow table) picks, and are sent out from whichever lcore reads it.
+        let answered = (1..=5).filter(|&i| ping(&t, i)).count();
+        let s = sigterm_and_summary(&t, child);
+        assert_identity(&s);
+        assert_eq!(answered, 5, "steer={steer}: every echo answered: {s}");
+        assert!(!t.tap_exists(), "TAP removed after SIGTERM");
+        // The program goes with the device (freed after an RCU grace period).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while steering_programs() != before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(steering_programs(), before, "steer={steer}: nothing left");
+    }
 }
 
 #[test]

@@ -625,6 +625,19 @@ impl fmt::Debug for Frame {
     }
 }
 
+/// A prefetch hint for the line holding `p` (nothing on other CPUs).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it never faults and reads nothing the
+    // program sees, whatever the address; SSE is baseline on x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// With DPDK, a frame whose pointer has this bit set is an `rte_mbuf`
 /// (mbufs and native headers are both 64-byte aligned, so the bit is free).
 #[cfg(feature = "dpdk")]
@@ -673,6 +686,22 @@ impl Frame {
             }
             None => Err(self),
         }
+    }
+
+    /// Starts loading the frame's metadata line (its header, or the mbuf)
+    /// into this CPU's cache: a hint that changes nothing else. A consumer
+    /// of frames made on another lcore calls it a few frames ahead.
+    #[inline(always)]
+    pub fn prefetch_meta(&self) {
+        prefetch(self.hdr.as_ptr().cast::<u8>().map_addr(|a| a & !1));
+    }
+
+    /// Starts loading the first line of the frame's data. It reads the
+    /// metadata for the data's address, so call it some frames after
+    /// [`prefetch_meta`](Self::prefetch_meta).
+    #[inline(always)]
+    pub fn prefetch_data(&self) {
+        prefetch(self.data().as_ptr());
     }
 
     #[inline(always)]
