@@ -622,6 +622,47 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             );
         },
     );
+    // conntrack.c: LRU_HASH and LRU_PERCPU_HASH. The connection table and
+    // the per-source counts hold fewer entries than their maps (no eviction
+    // in either), so they must be equal entry by entry, deletes on FIN/RST
+    // included. `recent` (16 entries) evicts in both, each by its own
+    // policy: only that it stays within its size and that no LRU update
+    // failed (.bss update_failures) are compared.
+    compare(
+        &dir.join("conntrack.o"),
+        "track",
+        &opts,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            for m in ["conns", "per_source"] {
+                let theirs = k.dump(m);
+                assert!(!theirs.is_empty(), "{m}");
+                assert_eq!(theirs.len(), ours.map(m).unwrap().dump().len(), "{m}");
+                for (key, v) in theirs {
+                    assert_eq!(Some(v), ours_value(ours, m, &key, 0), "{m} {key:02x?}");
+                }
+            }
+            let recent = (
+                k.dump("recent").len(),
+                ours.map("recent").unwrap().dump().len(),
+            );
+            assert!(recent.0 <= 16 && recent.1 == 16, "recent: {recent:?}");
+            let bss = k.dump(".bss");
+            assert_eq!(
+                &bss[0].1[..8],
+                &[0; 8],
+                "the kernel's LRU updates all succeeded"
+            );
+            assert_eq!(
+                Some(bss[0].1.clone()),
+                ours_value(ours, ".bss", &[0; 4], 0),
+                ".bss: update_failures and connections closed"
+            );
+            assert_ne!(&bss[0].1[8..16], &[0; 8], "some connections closed");
+        },
+    );
 }
 
 #[test]

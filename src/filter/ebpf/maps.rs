@@ -14,16 +14,32 @@
 //! the word holding it (a store of part of a word is a compare-exchange
 //! loop). Like the kernel, two lcores updating the same shared value
 //! concurrently can interleave (use PERCPU_ARRAY for counters); nothing is
-//! ever torn below a byte. Programs hold value pointers: entries are never
-//! moved or freed while the program is loaded (a deleted HASH slot is a
-//! tombstone that is not reused).
+//! ever torn below a byte. Programs hold value pointers: storage is never
+//! moved or freed while the program is loaded. A deleted HASH slot is
+//! reused by a later insert, as the kernel's preallocated hash maps reuse
+//! their elements at once: a program still holding a deleted entry's value
+//! pointer writes into whatever entry owns the slot now, as in the kernel.
 //!
 //! The HASH map is open addressing over `2 * max_entries` slots (a power of
-//! two), each a state word, the key and the value: insert claims an empty
-//! slot with one compare-exchange. No allocation after load.
+//! two), each a state word, the key and the value. The state word holds the
+//! slot's state (empty, being written, full, deleted), an LRU reference bit
+//! and a generation bumped each time the slot is claimed. An insert claims
+//! the first empty or deleted slot from the key's home with one
+//! compare-exchange; a lookup compares the key of a full slot and then
+//! checks that the state word did not change meanwhile (a seqlock: a slot
+//! deleted and reused under the reader is not mistaken for the key). A
+//! lookup probes at most as far from home as any insert ever placed a key
+//! (`max_disp`), so deleted slots never make a miss scan the table. A
+//! delete is one compare-exchange from the full state it saw: of two
+//! racing deletes (or a delete and an LRU eviction) one wins and the entry
+//! count stays exact. LRU_HASH / LRU_PERCPU_HASH never refuse an insert for
+//! being full: a clock hand sweeps the slots, clearing the reference bit a
+//! lookup set, and evicts the first full slot whose bit is clear (the
+//! kernel's LRU is a list per CPU; which entry goes first differs, that one
+//! goes is the same). No allocation after load.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use crate::bpf_abi::errno::{E2BIG, EEXIST, EINVAL, ENOENT};
 use crate::bpf_abi::{map_type, update};
@@ -51,6 +67,11 @@ pub enum MapKind {
     LpmTrie,
     /// `BPF_MAP_TYPE_CPUMAP`: cpumapd's own map.
     CpuMap,
+    /// `BPF_MAP_TYPE_LRU_HASH`: a HASH that evicts the least recently used
+    /// entry (approximately: a clock) instead of refusing when full.
+    LruHash,
+    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`: the same, one value per lcore.
+    LruPerCpuHash,
 }
 
 impl MapKind {
@@ -65,6 +86,8 @@ impl MapKind {
             map_type::DEVMAP_HASH => Some(MapKind::DevMapHash),
             map_type::LPM_TRIE => Some(MapKind::LpmTrie),
             map_type::CPUMAP => Some(MapKind::CpuMap),
+            map_type::LRU_HASH => Some(MapKind::LruHash),
+            map_type::LRU_PERCPU_HASH => Some(MapKind::LruPerCpuHash),
             _ => None,
         }
     }
@@ -80,6 +103,8 @@ impl MapKind {
             MapKind::DevMapHash => "devmap_hash",
             MapKind::LpmTrie => "lpm_trie",
             MapKind::CpuMap => "cpumap",
+            MapKind::LruHash => "lru_hash",
+            MapKind::LruPerCpuHash => "lru_percpu_hash",
         }
     }
 
@@ -95,13 +120,26 @@ impl MapKind {
     fn is_hash(self) -> bool {
         matches!(
             self,
-            MapKind::Hash | MapKind::PerCpuHash | MapKind::DevMapHash | MapKind::LpmTrie
+            MapKind::Hash
+                | MapKind::PerCpuHash
+                | MapKind::DevMapHash
+                | MapKind::LpmTrie
+                | MapKind::LruHash
+                | MapKind::LruPerCpuHash
         )
+    }
+
+    /// Evicts instead of refusing when full.
+    pub fn is_lru(self) -> bool {
+        matches!(self, MapKind::LruHash | MapKind::LruPerCpuHash)
     }
 
     /// One value per lcore (MAX_LCORES copies).
     pub fn per_cpu(self) -> bool {
-        matches!(self, MapKind::PerCpuArray | MapKind::PerCpuHash)
+        matches!(
+            self,
+            MapKind::PerCpuArray | MapKind::PerCpuHash | MapKind::LruPerCpuHash
+        )
     }
 }
 
@@ -161,10 +199,15 @@ impl MapDef {
     }
 }
 
+// A HASH slot's state word: bits 0-1 the state, bit 2 the LRU reference
+// bit, the rest a generation bumped each time the slot is claimed.
 const EMPTY: u64 = 0;
 const BUSY: u64 = 1;
 const FULL: u64 = 2;
 const DELETED: u64 = 3;
+const STATE: u64 = 3;
+const REF: u64 = 4;
+const GEN_ONE: u64 = 8;
 
 /// One map's storage.
 pub struct Map {
@@ -179,6 +222,11 @@ pub struct Map {
     /// HASH: slots (a power of two) and live entries.
     slots: usize,
     len: AtomicU32,
+    /// HASH: the farthest from its home slot any insert placed a key (a
+    /// lookup probes no farther).
+    max_disp: AtomicUsize,
+    /// LRU: the clock hand (a slot index, taken modulo `slots`).
+    hand: AtomicUsize,
     /// LPM_TRIE: bit n set when a prefix of length n was ever stored.
     lengths: Box<[AtomicU64]>,
 }
@@ -329,6 +377,8 @@ impl Map {
             copies,
             slots,
             len: AtomicU32::new(0),
+            max_disp: AtomicUsize::new(0),
+            hand: AtomicUsize::new(0),
             lengths,
         })
     }
@@ -394,15 +444,37 @@ impl Map {
     fn hash_find(&self, key: &[u8]) -> Option<usize> {
         let mask = self.slots - 1;
         let mut s = hash_key(key) as usize & mask;
-        for _ in 0..self.slots {
-            match self.words[self.slot_base(s)].load(Ordering::Acquire) {
+        // D1: Acquire; pairs with D0 in claim_slot (a key placed farther
+        // than before is published before its slot is).
+        let reach = self.max_disp.load(Ordering::Acquire).min(mask);
+        for _ in 0..=reach {
+            let st = &self.words[self.slot_base(s)];
+            let w = st.load(Ordering::Acquire);
+            match w & STATE {
                 EMPTY => return None,
-                FULL if self.key_matches(s, key) => return Some(s),
+                FULL if self.key_matches(s, key) => {
+                    // Seqlock read: the key bytes are read before the state
+                    // is read again (S1 pairs with S0 in claim_slot); the
+                    // same state and generation mean the key was stable.
+                    fence(Ordering::Acquire);
+                    if (st.load(Ordering::Relaxed) ^ w) & !REF == 0 {
+                        return Some(s);
+                    }
+                }
                 _ => {}
             }
             s = (s + 1) & mask;
         }
         None
+    }
+
+    /// LRU: marks slot `s` used (one load when it already is).
+    #[inline]
+    fn touch(&self, s: usize) {
+        let st = &self.words[self.slot_base(s)];
+        if st.load(Ordering::Relaxed) & REF == 0 {
+            st.fetch_or(REF, Ordering::Relaxed);
+        }
     }
 
     /// `bpf_map_lookup_elem`: the word index of the value, or None.
@@ -414,7 +486,11 @@ impl Map {
         if self.def.kind.is_array() {
             self.array_index(key, cpu)
         } else if self.def.kind.is_hash() {
-            self.hash_find(key).map(|s| self.slot_value(s, cpu))
+            let s = self.hash_find(key)?;
+            if self.def.kind.is_lru() {
+                self.touch(s);
+            }
+            Some(self.slot_value(s, cpu))
         } else {
             None
         }
@@ -501,66 +577,137 @@ impl Map {
                 return -EEXIST;
             }
             write_bytes(&self.words, self.slot_value(s, cpu) * 8, value);
+            if self.def.kind.is_lru() {
+                self.touch(s);
+            }
             return 0;
         }
         if flags == update::EXIST {
             return -ENOENT;
         }
-        if self.len.load(Ordering::Relaxed) >= self.def.max_entries {
-            return -E2BIG;
-        }
-        let mask = self.slots - 1;
-        let mut s = hash_key(key) as usize & mask;
-        for _ in 0..self.slots {
-            let st = &self.words[self.slot_base(s)];
-            // H1: claim an empty slot (never used: its other copies are
-            // still zero); Release in H2 publishes it.
-            if st
-                .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                write_bytes(&self.words, (self.slot_base(s) + 1) * 8, key);
-                write_bytes(&self.words, self.slot_value(s, cpu) * 8, value);
-                self.len.fetch_add(1, Ordering::Relaxed);
-                // H2: Release; pairs with the Acquire in hash_find.
-                st.store(FULL, Ordering::Release);
-                return 0;
+        // Reserve an entry first, so racing inserts never exceed
+        // max_entries; an LRU map makes room instead of refusing.
+        while self.len.fetch_add(1, Ordering::Relaxed) >= self.def.max_entries {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            if !self.def.kind.is_lru() || !self.evict_one() {
+                return -E2BIG;
             }
-            s = (s + 1) & mask;
         }
-        -E2BIG
+        match self.claim_slot(key) {
+            Some(s) => {
+                write_bytes(&self.words, self.slot_value(s, cpu) * 8, value);
+                // H2: Release; pairs with the Acquire in hash_find.
+                let st = &self.words[self.slot_base(s)];
+                st.store(
+                    (st.load(Ordering::Relaxed) & !STATE) | FULL,
+                    Ordering::Release,
+                );
+                0
+            }
+            None => {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                -E2BIG
+            }
+        }
+    }
+
+    /// Claims the first empty or deleted slot from `key`'s home (state
+    /// BUSY, generation bumped), writes the key, zeroes every copy of the
+    /// value of a reused slot, and returns it. None only if every slot is
+    /// taken, which the entry count rules out.
+    fn claim_slot(&self, key: &[u8]) -> Option<usize> {
+        let mask = self.slots - 1;
+        let home = hash_key(key) as usize & mask;
+        for d in 0..self.slots {
+            let s = (home + d) & mask;
+            let st = &self.words[self.slot_base(s)];
+            let w = st.load(Ordering::Relaxed);
+            let state = w & STATE;
+            if state != EMPTY && state != DELETED {
+                continue;
+            }
+            let busy = ((w & !(STATE | REF)) + GEN_ONE) | BUSY;
+            // H1: claim; Acquire orders the writes below after it.
+            if st
+                .compare_exchange(w, busy, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // S0: Release fence; pairs with S1 in hash_find: a reader that
+            // sees the new key bytes sees BUSY (or later) on its re-check.
+            fence(Ordering::Release);
+            // D0: Release; pairs with D1 in hash_find.
+            self.max_disp.fetch_max(d, Ordering::Release);
+            if state == DELETED {
+                let base = self.slot_base(s) + 1 + self.kw;
+                for w in &self.words[base..base + self.vw * self.copies] {
+                    w.store(0, Ordering::Relaxed);
+                }
+            }
+            write_bytes(&self.words, (self.slot_base(s) + 1) * 8, key);
+            return Some(s);
+        }
+        None
+    }
+
+    /// Deletes slot `s` if its state word is still `w` (full): one
+    /// compare-exchange, so of two racing deletes or evictions one wins.
+    fn remove_slot(&self, s: usize, w: u64) -> bool {
+        let gone = (w & !(STATE | REF)) | DELETED;
+        let ok = self.words[self.slot_base(s)]
+            .compare_exchange(w, gone, Ordering::Release, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// LRU: moves the clock hand until it evicts a full slot not used
+    /// since the hand last passed (clearing reference bits on the way).
+    /// False if two turns found nothing to evict (every slot busy).
+    fn evict_one(&self) -> bool {
+        for _ in 0..2 * self.slots {
+            let s = self.hand.fetch_add(1, Ordering::Relaxed) & (self.slots - 1);
+            let st = &self.words[self.slot_base(s)];
+            let w = st.load(Ordering::Relaxed);
+            if w & STATE != FULL {
+                continue;
+            }
+            if w & REF != 0 {
+                st.fetch_and(!REF, Ordering::Relaxed);
+            } else if self.remove_slot(s, w) {
+                return true;
+            }
+        }
+        false
     }
 
     /// `bpf_map_delete_elem`: 0 or a negative errno.
     pub fn delete(&self, key: &[u8]) -> i64 {
-        if self.def.kind == MapKind::LpmTrie {
-            let mut masked = [0u8; 4 + LPM_MAX_DATA];
-            let Some(n) = self.lpm_masked(key, &mut masked) else {
-                return -EINVAL;
-            };
+        let mut masked = [0u8; 4 + LPM_MAX_DATA];
+        let key = if self.def.kind == MapKind::LpmTrie {
             // The exact prefix only (the kernel's trie_delete_elem).
-            return match self.hash_find(&masked[..n]) {
-                Some(s) => {
-                    self.words[self.slot_base(s)].store(DELETED, Ordering::Release);
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    0
-                }
-                None => -ENOENT,
-            };
-        }
-        match self.def.kind {
-            MapKind::Hash | MapKind::PerCpuHash | MapKind::DevMapHash => {
-                match self.hash_find(key) {
-                    Some(s) => {
-                        self.words[self.slot_base(s)].store(DELETED, Ordering::Release);
-                        self.len.fetch_sub(1, Ordering::Relaxed);
-                        0
-                    }
-                    None => -ENOENT,
-                }
+            match self.lpm_masked(key, &mut masked) {
+                Some(n) => &masked[..n],
+                None => return -EINVAL,
             }
+        } else if self.def.kind.is_hash() {
+            key
+        } else {
             // Array elements cannot be deleted (kernel: EINVAL).
-            _ => -EINVAL,
+            return -EINVAL;
+        };
+        loop {
+            let Some(s) = self.hash_find(key) else {
+                return -ENOENT;
+            };
+            let w = self.words[self.slot_base(s)].load(Ordering::Acquire);
+            if w & STATE == FULL && self.remove_slot(s, w) {
+                return 0;
+            }
+            // Deleted or reused under us: look again.
         }
     }
 
@@ -585,7 +732,7 @@ impl Map {
             }
         } else if self.def.kind.is_hash() {
             for s in 0..self.slots {
-                if self.words[self.slot_base(s)].load(Ordering::Acquire) != FULL {
+                if self.words[self.slot_base(s)].load(Ordering::Acquire) & STATE != FULL {
                     continue;
                 }
                 let mut k = vec![0u8; self.def.key_size as usize];
@@ -798,5 +945,120 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(h.dump().len(), 4000);
+    }
+
+    #[test]
+    fn deleted_slots_are_reused_so_churn_never_fills_a_map() {
+        // Before slots were reused, a 4-entry map refused its 9th distinct
+        // key with E2BIG although it held at most 4.
+        let h = Map::new(def(MapKind::Hash, 4, 8, 4)).unwrap();
+        for k in 0..20_000u32 {
+            assert_eq!(
+                h.update(&k.to_le_bytes(), &[k as u8; 8], update::NOEXIST, 0),
+                0,
+                "key {k}"
+            );
+            if k >= 3 {
+                assert_eq!(h.delete(&(k - 3).to_le_bytes()), 0);
+                assert!(h.lookup(&(k - 3).to_le_bytes(), 0).is_none());
+            }
+        }
+        assert_eq!(h.dump().len(), 3);
+        assert_eq!(h.len.load(Ordering::Relaxed), 3);
+        assert!(h.lookup(&19_999u32.to_le_bytes(), 0).is_some());
+        // A miss probes at most max_disp + 1 slots, however many deletes.
+        assert!(h.max_disp.load(Ordering::Relaxed) < h.slots);
+    }
+
+    #[test]
+    fn a_reused_percpu_slot_starts_with_zeroed_copies() {
+        let h = Map::new(def(MapKind::PerCpuHash, 4, 8, 1)).unwrap();
+        assert_eq!(
+            h.update(&1u32.to_le_bytes(), &5u64.to_le_bytes(), update::ANY, 3),
+            0
+        );
+        assert_eq!(h.delete(&1u32.to_le_bytes()), 0);
+        assert_eq!(
+            h.update(&2u32.to_le_bytes(), &7u64.to_le_bytes(), update::ANY, 1),
+            0
+        );
+        let d = h.dump();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, 2u32.to_le_bytes().to_vec());
+        assert_eq!(d[0].1[1], 7u64.to_le_bytes().to_vec());
+        assert_eq!(
+            d[0].1[3],
+            vec![0; 8],
+            "lcore 3's copy of the old key is gone"
+        );
+    }
+
+    #[test]
+    fn lru_hash_evicts_an_entry_not_used_since_the_hand_passed() {
+        for kind in [MapKind::LruHash, MapKind::LruPerCpuHash] {
+            let h = Map::new(def(kind, 4, 8, 4)).unwrap();
+            for k in 0..4u32 {
+                assert_eq!(h.update(&k.to_le_bytes(), &[1; 8], update::NOEXIST, 0), 0);
+            }
+            assert_eq!(
+                h.update(&7u32.to_le_bytes(), &[0; 8], update::EXIST, 0),
+                -ENOENT
+            );
+            let has = |k: u32| h.dump().iter().any(|(key, _)| key[..] == k.to_le_bytes());
+            for k in 4..1000u32 {
+                // Key 0 is used before every insert and the new keys are
+                // not: key 0 is never the one evicted.
+                assert!(
+                    h.lookup(&0u32.to_le_bytes(), 0).is_some(),
+                    "{kind:?} key 0 at {k}"
+                );
+                assert_eq!(
+                    h.update(&k.to_le_bytes(), &[2; 8], update::NOEXIST, 0),
+                    0,
+                    "{kind:?} never full"
+                );
+                assert!(has(k), "{kind:?} key {k} is in");
+                assert_eq!(h.dump().len(), 4, "{kind:?} holds max_entries");
+            }
+            assert_eq!(h.len.load(Ordering::Relaxed), 4);
+        }
+        let h = Map::new(def(MapKind::Hash, 4, 8, 2)).unwrap();
+        h.update(&1u32.to_le_bytes(), &[0; 8], update::ANY, 0);
+        h.update(&2u32.to_le_bytes(), &[0; 8], update::ANY, 0);
+        assert_eq!(
+            h.update(&3u32.to_le_bytes(), &[0; 8], update::ANY, 0),
+            -E2BIG,
+            "a plain HASH still refuses"
+        );
+    }
+
+    #[test]
+    fn concurrent_churn_keeps_the_count_exact() {
+        let h = std::sync::Arc::new(Map::new(def(MapKind::Hash, 4, 8, 16)).unwrap());
+        let lru = std::sync::Arc::new(Map::new(def(MapKind::LruHash, 4, 8, 64)).unwrap());
+        let ts: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (h, lru) = (h.clone(), lru.clone());
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let k = (t << 24 | i).to_le_bytes();
+                        assert_eq!(h.update(&k, &[1; 8], update::NOEXIST, 0), 0);
+                        // Every thread also deletes a key another may be deleting.
+                        let shared = (0xffff_0000 | (i % 8)).to_le_bytes();
+                        h.update(&shared, &[2; 8], update::ANY, 0);
+                        h.delete(&shared);
+                        assert_eq!(h.delete(&k), 0);
+                        assert_eq!(lru.update(&k, &[3; 8], update::ANY, 0), 0);
+                    }
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(h.len.load(Ordering::Relaxed) as usize, h.dump().len());
+        assert!(h.dump().len() <= 8, "only shared keys may remain");
+        assert_eq!(lru.len.load(Ordering::Relaxed) as usize, lru.dump().len());
+        assert!(lru.dump().len() <= 64);
     }
 }
