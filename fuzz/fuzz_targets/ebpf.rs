@@ -28,6 +28,9 @@ fn defs() -> Vec<MapDef> {
         d("lpm", MapKind::LpmTrie, 8, 8, 4),
         rodata,
         d(".bss", MapKind::Array, 4, 24, 1),
+        // Small, so random updates evict and reuse slots.
+        d("lru", MapKind::LruHash, 4, 8, 2),
+        d("lru_percpu", MapKind::LruPerCpuHash, 4, 8, 2),
     ]
 }
 
