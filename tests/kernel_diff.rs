@@ -255,6 +255,8 @@ fn action(v: Verdict, only: u32) -> u32 {
         Verdict::Tx => 3,
         Verdict::Redirect(t) if t.0 == only => 4,
         Verdict::Redirect(_) => 0,
+        // BPF_PROG_TEST_RUN reports a devmap redirect as XDP_REDIRECT.
+        Verdict::RedirectDev(_) => 4,
     }
 }
 
@@ -412,6 +414,7 @@ fn with_global(obj: &Path, set: &str, tmp: &Path) -> (PathBuf, LoadOptions) {
         LoadOptions {
             sets: vec![set],
             nr_cpus: 2,
+            devmaps: vec![],
         },
     )
 }
@@ -438,6 +441,7 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
     let opts = LoadOptions {
         sets: vec![],
         nr_cpus: 2,
+        devmaps: vec![],
     };
     for name in [
         "no_touch",

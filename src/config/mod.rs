@@ -122,8 +122,8 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
           --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --idle spin|adaptive|sleep --duration S --interval S --summary-json FILE|- --config FILE
           --bulk-size N --pool-size N --max-entries N --no-pin --linger S --latency --stage-cycles
-          --prog FILE.o[:PROGRAM] [--jit] [--prog-set NAME=VALUE]   an eBPF XDP program as the RX filter (see bpf/)
-          --remote-action drop|pass|FILE.o[:PROGRAM]   the cpumap entries' program
+          --prog FILE.o[:PROGRAM] [--jit] [--prog-set NAME=VALUE] [--devmap MAP:INDEX=IFNAME]   an eBPF XDP program as the RX filter (see bpf/)
+          --remote-action drop|pass|redirect:IF|FILE.o[:PROGRAM]   the cpumap entries' program
           --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
 control: cpumapd ctl [--control PATH] map dump|lookup|update|delete|apply, mode set, stats, summary
 modes: no-touch touch round-robin l4-proto l4-filter l4-hash l4-sport l4-dport (default l4-hash)";
@@ -209,6 +209,10 @@ pub struct AppArgs {
     /// NAME=VALUE, repeatable.
     #[arg(long = "prog-set", value_name = "NAME=VALUE")]
     pub prog_set: Vec<String>,
+    /// Fill a DEVMAP entry of the eBPF objects at load, as a tool's loader
+    /// does (xdp-bench's tx_port from -D IF): MAP:INDEX=IFNAME, repeatable.
+    #[arg(long = "devmap", value_name = "MAP:INDEX=IFNAME")]
+    pub devmap: Vec<String>,
     /// Measure RX-to-target latency: RX lcores stamp each burst, targets
     /// record every frame (percentiles in the summary).
     #[arg(long)]
@@ -255,6 +259,11 @@ impl AppArgs {
                 f.prog_set.unwrap_or_default()
             } else {
                 self.prog_set
+            },
+            devmap: if self.devmap.is_empty() {
+                f.devmap.unwrap_or_default()
+            } else {
+                self.devmap
             },
             latency: self.latency || f.latency.unwrap_or(false),
             stage_cycles: self.stage_cycles || f.stage_cycles.unwrap_or(false),
@@ -481,6 +490,8 @@ pub struct FileApp {
     pub jit: Option<bool>,
     /// `--prog-set` (`prog_set = ["nr_cpus=4"]`).
     pub prog_set: Option<Vec<String>>,
+    /// `--devmap` (`devmap = ["tx_port:0=eth1"]`).
+    pub devmap: Option<Vec<String>>,
     /// `native` or `dpdk`: a profile says which build runs it.
     pub backend: Option<String>,
     /// `--latency`.
@@ -687,17 +698,24 @@ fn load_options(
     app: &AppArgs,
     lcores: &[LcoreSpec],
 ) -> Result<crate::filter::ebpf::globals::LoadOptions, ConfigError> {
-    use crate::filter::ebpf::globals::{GlobalSet, LoadOptions, possible_cpus};
+    use crate::filter::ebpf::globals::{DevmapSet, GlobalSet, LoadOptions, possible_cpus};
     let sets = app
         .prog_set
         .iter()
         .map(|s| GlobalSet::parse(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ConfigError::Args)?;
+    let devmaps = app
+        .devmap
+        .iter()
+        .map(|s| DevmapSet::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ConfigError::Args)?;
     let top = lcores.iter().map(|l| l.id.0 + 1).max().unwrap_or(1);
     Ok(LoadOptions {
         sets,
         nr_cpus: possible_cpus().max(top),
+        devmaps,
     })
 }
 
@@ -1231,8 +1249,39 @@ impl Plan {
         if let Some(spec) = app.prog.as_deref() {
             plan.prog = Some(std::sync::Arc::new(plan.load_rx_program(spec)?));
         }
+        plan.check_devmaps()?;
         plan.check_devices()?;
         Ok(plan)
+    }
+
+    /// Every `--devmap MAP` must name a devmap of a program this run loads
+    /// (a typo would leave the entry empty and every redirect a miss).
+    fn check_devmaps(&self) -> Result<(), ConfigError> {
+        let remote = match &self.remote {
+            Some(RemoteProg::Bpf(p)) => Some(p.as_ref()),
+            _ => None,
+        };
+        let progs: Vec<&crate::filter::ebpf::Program> =
+            self.prog.as_deref().into_iter().chain(remote).collect();
+        for d in &self.load.devmaps {
+            if !progs.iter().any(|p| p.map(&d.map).is_some()) {
+                let names: Vec<String> = progs
+                    .iter()
+                    .flat_map(|p| p.maps.iter().map(|m| m.def.name.clone()))
+                    .collect();
+                return Err(ConfigError::Args(format!(
+                    "--devmap {}: no loaded eBPF program has a map '{}' (they have: {})",
+                    d.map,
+                    d.map,
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Loads `--prog`: a SEC("xdp") program (the kernel attaches no

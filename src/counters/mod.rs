@@ -149,11 +149,15 @@ pub enum TargetDropReason {
     OffloadRefused,
     /// A GSO super-frame for an exception path without offloads.
     GsoUnsupported,
+    /// The entry's program redirected to an interface the target could
+    /// not send on (no such interface, its socket refused, or the send
+    /// failed).
+    RedirectFailed,
 }
 
 impl TargetDropReason {
     /// Every reason, in counter order.
-    pub const ALL: [TargetDropReason; 8] = [
+    pub const ALL: [TargetDropReason; 9] = [
         TargetDropReason::RemoteDrop,
         TargetDropReason::RemoteAborted,
         TargetDropReason::RemoteUnsupported,
@@ -162,6 +166,7 @@ impl TargetDropReason {
         TargetDropReason::ExceptionError,
         TargetDropReason::OffloadRefused,
         TargetDropReason::GsoUnsupported,
+        TargetDropReason::RedirectFailed,
     ];
 
     /// The reason's label (metrics, summary).
@@ -175,6 +180,7 @@ impl TargetDropReason {
             TargetDropReason::ExceptionError => "exception_error",
             TargetDropReason::OffloadRefused => "offload_refused",
             TargetDropReason::GsoUnsupported => "gso_unsupported",
+            TargetDropReason::RedirectFailed => "redirect_failed",
         }
     }
 }
@@ -186,6 +192,8 @@ pub struct TargetCounters {
     pub processed: Counter,
     /// Frames the exception path took.
     pub delivered: Counter,
+    /// Frames the entry's program redirected out of an interface, sent.
+    pub remote_redirect: Counter,
     /// Drops by reason ([`TargetDropReason`] as index).
     pub drops: [Counter; TargetDropReason::ALL.len()],
     /// Times the target found every ring empty and gave up the CPU (the

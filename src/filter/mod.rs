@@ -50,6 +50,9 @@ pub enum Verdict {
     Tx,
     /// Into the cpumap entry of this target.
     Redirect(TargetId),
+    /// Out of the interface with this ifindex (an eBPF program's DEVMAP
+    /// redirect or `bpf_redirect`; the target's transmit leg).
+    RedirectDev(u32),
     /// The program failed; the frame is dropped and counted as aborted.
     Aborted,
 }
@@ -344,6 +347,14 @@ pub enum RemoteProg {
     Pass,
     /// `cpumap_drop`: every frame dropped (counted as a remote drop).
     Drop,
+    /// `cpumap_redirect` (xdp-bench's `-r redirect -D IF`): every frame
+    /// out of this interface, sent by the target.
+    Redirect {
+        /// The interface's index (resolved when parsed).
+        ifindex: u32,
+        /// Its name, as given.
+        name: String,
+    },
     /// A loaded eBPF program; each target runs its own instance.
     Bpf(std::sync::Arc<ebpf::Program>),
 }
@@ -352,6 +363,9 @@ impl PartialEq for RemoteProg {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (RemoteProg::Pass, RemoteProg::Pass) | (RemoteProg::Drop, RemoteProg::Drop) => true,
+            (RemoteProg::Redirect { ifindex: a, .. }, RemoteProg::Redirect { ifindex: b, .. }) => {
+                a == b
+            }
             (RemoteProg::Bpf(a), RemoteProg::Bpf(b)) => std::sync::Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -366,12 +380,13 @@ impl RemoteProg {
         match self {
             RemoteProg::Pass => "pass".into(),
             RemoteProg::Drop => "drop".into(),
+            RemoteProg::Redirect { name, .. } => format!("redirect:{name}"),
             RemoteProg::Bpf(p) => format!("bpf:{}", p.name),
         }
     }
 
-    /// `drop`, `pass`, or an eBPF object `FILE.o[:NAME]` (loaded and
-    /// verified here, with the running pipeline's load options).
+    /// `drop`, `pass`, `redirect:IF`, or an eBPF object `FILE.o[:NAME]`
+    /// (loaded and verified here, with the running pipeline's load options).
     pub fn parse(s: &str) -> Result<RemoteProg, String> {
         Self::parse_with(s, &ebpf::globals::options())
     }
@@ -381,6 +396,18 @@ impl RemoteProg {
         match s {
             "pass" => Ok(RemoteProg::Pass),
             "drop" => Ok(RemoteProg::Drop),
+            r if r.starts_with("redirect:") => {
+                let name = &r["redirect:".len()..];
+                match crate::port::netdev::index(name) {
+                    Some(ifindex) if !name.is_empty() => Ok(RemoteProg::Redirect {
+                        ifindex,
+                        name: name.to_string(),
+                    }),
+                    _ => Err(format!(
+                        "remote program '{r}': no interface named '{name}' here (redirect:IF sends every frame out of IF)"
+                    )),
+                }
+            }
             f if f.contains(".o") => {
                 let p = ebpf::load_object_with(f, opts).map_err(|e| e.to_string())?;
                 if p.attach != ebpf::Attach::CpuMap {
@@ -395,7 +422,7 @@ impl RemoteProg {
                 Ok(RemoteProg::Bpf(std::sync::Arc::new(p)))
             }
             other => Err(format!(
-                "unknown remote program '{other}': expected drop, pass or an eBPF object FILE.o[:NAME]"
+                "unknown remote program '{other}': expected drop, pass, redirect:IF or an eBPF object FILE.o[:NAME]"
             )),
         }
     }
@@ -455,6 +482,7 @@ impl RemoteRunner {
         match (prog, self.inst.as_mut()) {
             (RemoteProg::Pass, _) => Verdict::Pass,
             (RemoteProg::Drop, _) => Verdict::Drop,
+            (RemoteProg::Redirect { ifindex, .. }, _) => Verdict::RedirectDev(*ifindex),
             (RemoteProg::Bpf(_), Some(inst)) => inst.run(f, &|_| false),
             (RemoteProg::Bpf(_), None) => Verdict::Aborted,
         }

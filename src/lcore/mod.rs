@@ -532,6 +532,7 @@ fn target_lcores(
             remote: RemoteRunner::new(t.0, plan.jit),
             latency: plan.latency,
             stage_clock: plan.stage_cycles.then(|| StageClock::shared().clone()),
+            devtx: crate::port::devtx::DevTx::new(t.0),
         });
     }
     Ok(out)

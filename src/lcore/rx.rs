@@ -154,6 +154,14 @@ impl PollLoop for RxLcore {
                             t.aborted += 1;
                             dropped.push(f);
                         }
+                        // RX lcores steer into the cpumap only: a devmap
+                        // redirect here is a miss (the target's programs
+                        // are the ones that transmit).
+                        Verdict::RedirectDev(_) => {
+                            t.aborted += 1;
+                            t.redirect_miss += 1;
+                            dropped.push(f);
+                        }
                     }
                 }
                 // Every side burst holds at most one rx burst: settle them now.

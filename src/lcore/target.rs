@@ -21,6 +21,7 @@ use crate::exception::ExceptionSink;
 use crate::filter::{RemoteRunner, Verdict};
 use crate::frame::{Burst, MAX_BURST};
 use crate::frame::{Pool, free_burst};
+use crate::port::devtx::DevTx;
 use crate::port::{PortQueue, free_all};
 
 pub(super) struct TargetLcore {
@@ -41,6 +42,8 @@ pub(super) struct TargetLcore {
     pub latency: bool,
     /// `--stage-cycles`: the clock the loop's stages are timed with.
     pub stage_clock: Option<StageClock>,
+    /// Where the entry's program's redirects to interfaces leave.
+    pub devtx: DevTx,
 }
 
 /// What a target needs to send the kernel's frames out: its own small pool
@@ -170,13 +173,25 @@ impl PollLoop for TargetLcore {
                     // burst (the counters' own rule: no store per packet).
                     let mut drops = [0u64; TargetDropReason::ALL.len()];
                     for mut f in batch.drain(..) {
-                        match remote_drop_reason(self.remote.run(&prog, &mut f)) {
-                            None => deliver.push(f),
-                            Some(reason) => {
+                        match self.remote.run(&prog, &mut f) {
+                            Verdict::Pass => deliver.push(f),
+                            Verdict::RedirectDev(ifindex) => {
+                                let r = self.devtx.push(f, ifindex);
+                                c.remote_redirect.add(r.sent);
+                                drops[TargetDropReason::RedirectFailed as usize] += r.failed;
+                            }
+                            v => {
+                                let reason = remote_drop_reason(v);
                                 drops[reason as usize] += 1;
                                 dropped.push(f);
                             }
                         }
+                    }
+                    if !self.devtx.is_empty() {
+                        // The devmap bulk queue's flush: once per burst.
+                        let r = self.devtx.flush();
+                        c.remote_redirect.add(r.sent);
+                        drops[TargetDropReason::RedirectFailed as usize] += r.failed;
                     }
                     for (r, n) in TargetDropReason::ALL.into_iter().zip(drops) {
                         c.drop_counter(r).add(n);
@@ -215,16 +230,17 @@ impl TargetLcore {
     }
 }
 
-/// Why a remote program's verdict drops the frame (None: it goes to the
-/// exception path). XDP_TX and redirects are not for a target, as in the
-/// kernel's cpumap.
+/// Why a remote program's verdict (other than pass and a redirect to an
+/// interface) drops the frame. XDP_TX and a redirect into the cpumap are
+/// not for a target, as in the kernel's cpumap.
 #[inline(always)]
-fn remote_drop_reason(v: Verdict) -> Option<TargetDropReason> {
+fn remote_drop_reason(v: Verdict) -> TargetDropReason {
     match v {
-        Verdict::Pass => None,
-        Verdict::Drop => Some(TargetDropReason::RemoteDrop),
-        Verdict::Aborted => Some(TargetDropReason::RemoteAborted),
-        Verdict::Tx | Verdict::Redirect(_) => Some(TargetDropReason::RemoteUnsupported),
+        Verdict::Drop => TargetDropReason::RemoteDrop,
+        Verdict::Tx | Verdict::Redirect(_) => TargetDropReason::RemoteUnsupported,
+        Verdict::Aborted | Verdict::Pass | Verdict::RedirectDev(_) => {
+            TargetDropReason::RemoteAborted
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 mod af_packet;
 mod af_xdp;
 pub mod bpf;
+pub mod devtx;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod fault;

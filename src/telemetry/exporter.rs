@@ -192,6 +192,11 @@ const TARGET_SCHED: Family = counter(
     "Times a target found its rings empty and gave up the CPU (xdp_cpumap_kthread sched).",
     &["target"],
 );
+const TARGET_REMOTE_REDIRECT: Family = counter(
+    "cpumapd_target_remote_redirect_total",
+    "Frames a target's entry program redirected out of an interface (DEVMAP, bpf_redirect, --remote-action redirect:IF), sent.",
+    &["target"],
+);
 const TARGET_GRO: Family = counter(
     "cpumapd_target_gro_total",
     "GRO on a target: delivered segments merged (kind=segments) into super-frames (kind=frames).",
@@ -289,6 +294,7 @@ const FAMILIES: &[&Family] = &[
     &TARGET_PACKETS,
     &TARGET_DROPS,
     &TARGET_SCHED,
+    &TARGET_REMOTE_REDIRECT,
     &EXCEPTION,
     &REVERSE,
     &RING_ENTRIES,
@@ -691,6 +697,11 @@ impl Scrape {
                 }
             });
         }
+        self.one(&TARGET_REMOTE_REDIRECT, |m| {
+            for (t, n) in rows() {
+                m.push(&[n], t.counters.remote_redirect.get() as f64);
+            }
+        });
         self.one(&TARGET_GRO, |m| {
             for (t, n) in rows() {
                 m.push(&[n, "segments"], t.counters.gro_segments.get() as f64);

@@ -29,6 +29,8 @@ pub struct TargetSummary {
     pub processed: u64,
     /// Frames the exception path took.
     pub delivered: u64,
+    /// Frames its entry's program sent out of an interface.
+    pub remote_redirect: u64,
     /// Frames it dropped, every reason.
     pub drops: u64,
     /// Its drops by reason.
@@ -173,6 +175,8 @@ pub struct Summary {
     pub target_processed: u64,
     /// Frames the exception path took from targets.
     pub delivered: u64,
+    /// Frames the targets' programs sent out of an interface.
+    pub remote_redirect: u64,
     /// Frames the targets dropped.
     pub target_drops: u64,
     /// Frames still in rings.
@@ -291,6 +295,7 @@ impl Summary {
                 },
                 processed: c.processed.get(),
                 delivered: c.delivered.get(),
+                remote_redirect: c.remote_redirect.get(),
                 drops: c.drops_total(),
                 drop_reasons: TargetDropReason::ALL
                     .iter()
@@ -308,6 +313,7 @@ impl Summary {
             };
             self.target_processed += row.processed;
             self.delivered += row.delivered;
+            self.remote_redirect += row.remote_redirect;
             self.target_drops += row.drops;
             self.reverse_rx += c.reverse_rx.get();
             self.reverse_tx += c.reverse_tx.get();
@@ -390,17 +396,18 @@ impl Summary {
                 self.target_processed, self.enqueued
             ));
         }
-        if self.target_processed != self.delivered + self.target_drops {
+        let out = self.delivered + self.remote_redirect + self.target_drops;
+        if self.target_processed != out {
             errs.push(format!(
-                "target_processed {} != delivered {} + target_drops {}",
-                self.target_processed, self.delivered, self.target_drops
+                "target_processed {} != delivered {} + remote_redirect {} + target_drops {}",
+                self.target_processed, self.delivered, self.remote_redirect, self.target_drops
             ));
         }
         for t in &self.targets {
-            if t.processed != t.delivered + t.drops {
+            if t.processed != t.delivered + t.remote_redirect + t.drops {
                 errs.push(format!(
-                    "{}: processed {} != delivered {} + drops {}",
-                    t.target, t.processed, t.delivered, t.drops
+                    "{}: processed {} != delivered {} + remote_redirect {} + drops {}",
+                    t.target, t.processed, t.delivered, t.remote_redirect, t.drops
                 ));
             }
         }

@@ -17,6 +17,50 @@ pub struct LoadOptions {
     /// and xdp-bench's `nr_cpus` when not set (as xdp-bench's own loader
     /// sets both from the number of possible CPUs).
     pub nr_cpus: u32,
+    /// `--devmap MAP:INDEX=IFNAME`: DEVMAP entries filled at load, as a
+    /// tool's loader fills them (xdp-bench's `tx_port` from `-D IF`).
+    pub devmaps: Vec<DevmapSet>,
+}
+
+/// One `MAP:INDEX=IFNAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevmapSet {
+    /// The DEVMAP's (or DEVMAP_HASH's) name.
+    pub map: String,
+    /// The key.
+    pub index: u32,
+    /// The interface, as given.
+    pub ifname: String,
+    /// Its index, resolved when parsed.
+    pub ifindex: u32,
+}
+
+impl DevmapSet {
+    /// Parses `MAP:INDEX=IFNAME`; the interface must exist.
+    pub fn parse(s: &str) -> Result<DevmapSet, String> {
+        let bad = |why: &str| format!("--devmap '{s}': {why}");
+        let (left, ifname) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected MAP:INDEX=IFNAME"))?;
+        let (map, index) = left
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected MAP:INDEX=IFNAME"))?;
+        if map.is_empty() {
+            return Err(bad("MAP is empty"));
+        }
+        let index = index
+            .parse::<u32>()
+            .map_err(|_| bad("INDEX must be a u32"))?;
+        let ifindex = crate::port::netdev::index(ifname)
+            .filter(|_| !ifname.is_empty())
+            .ok_or_else(|| bad(&format!("no interface named '{ifname}' here")))?;
+        Ok(DevmapSet {
+            map: map.into(),
+            index,
+            ifname: ifname.into(),
+            ifindex,
+        })
+    }
 }
 
 /// One `NAME=VALUE`.
@@ -90,6 +134,7 @@ pub fn options() -> LoadOptions {
         .unwrap_or_else(|| LoadOptions {
             sets: Vec::new(),
             nr_cpus: possible_cpus(),
+            devmaps: Vec::new(),
         })
 }
 

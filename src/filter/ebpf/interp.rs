@@ -125,8 +125,35 @@ pub trait Env {
     fn ktime_ns(&self) -> u64;
     /// `bpf_redirect_map` on a cpumap: remember `key` when it has an entry.
     fn cpumap_has(&self, key: u32) -> bool;
-    /// Records a redirect to `key`.
-    fn set_redirect(&mut self, key: u32);
+    /// Records where `XDP_REDIRECT` sends the frame.
+    fn set_redirect(&mut self, to: RedirectTo);
+}
+
+/// Where a program's `XDP_REDIRECT` goes (the kernel's `bpf_redirect_info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectTo {
+    /// A cpumap entry (its key).
+    Cpu(u32),
+    /// An interface (its ifindex): a DEVMAP entry or `bpf_redirect`.
+    Dev(u32),
+}
+
+/// `bpf_redirect_map`'s answer for `map` (cpumap or DEVMAP/DEVMAP_HASH) and
+/// `key`: the destination, or None on a miss. `has` says whether the
+/// cpumap has an entry for a key.
+#[inline]
+pub fn redirect_target(map: &Map, key: u32, has: impl Fn(u32) -> bool) -> Option<RedirectTo> {
+    if map.def.kind == super::maps::MapKind::CpuMap {
+        return has(key).then_some(RedirectTo::Cpu(key));
+    }
+    map.devmap_ifindex(key).map(RedirectTo::Dev)
+}
+
+/// `bpf_redirect(ifindex, flags)`: XDP_REDIRECT to the interface, or
+/// XDP_ABORTED for any flag (the kernel's bpf_xdp_redirect).
+#[inline]
+pub fn redirect_dev(ifindex: u64, flags: u64) -> Option<RedirectTo> {
+    (flags == 0).then_some(RedirectTo::Dev(ifindex as u32))
 }
 
 /// The memory a run may touch.
@@ -455,16 +482,23 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
         }
         helper::GET_SMP_PROCESSOR_ID => Some(env.cpu() as u64),
         helper::REDIRECT_MAP => {
-            map_index(reg[1], env.maps())?;
-            let key = reg[2] as u32;
-            if env.cpumap_has(key) {
-                env.set_redirect(key);
-                Some(xdp::REDIRECT as u64)
-            } else {
+            let m = &env.maps()[map_index(reg[1], env.maps())?];
+            match redirect_target(m, reg[2] as u32, |k| env.cpumap_has(k)) {
+                Some(to) => {
+                    env.set_redirect(to);
+                    Some(xdp::REDIRECT as u64)
+                }
                 // The kernel: the low bits of flags are the action on a miss.
-                Some(reg[3] & 0x3)
+                None => Some(reg[3] & 0x3),
             }
         }
+        helper::REDIRECT => match redirect_dev(reg[1], reg[2]) {
+            Some(to) => {
+                env.set_redirect(to);
+                Some(xdp::REDIRECT as u64)
+            }
+            None => Some(xdp::ABORTED as u64),
+        },
         helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META => {
             let c = XdpCtx::from_bytes(mem.ctx);
             let start = mem.pkt.as_ptr() as u64;

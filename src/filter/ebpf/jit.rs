@@ -20,7 +20,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use super::interp::{self, CTX_SIZE, XdpCtx};
+use super::interp::{self, CTX_SIZE, RedirectTo, XdpCtx};
 use super::maps::{self, Map};
 use super::{Program, inline};
 use crate::bpf_abi::errno::EINVAL;
@@ -30,7 +30,7 @@ use crate::bpf_abi::{helper, xdp};
 struct RunState {
     maps: *const [Map],
     cpu: u32,
-    redirect: Option<u32>,
+    redirect: Option<RedirectTo>,
     has: *const dyn Fn(u32) -> bool,
     /// Start of the frame's buffer (adjust_head's lower bound).
     buf_start: u64,
@@ -172,18 +172,30 @@ fn h_smp_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
 
 fn h_redirect_map(fd: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
     with_run(|st| {
-        map_of(st, fd)?;
+        let m = map_of(st, fd)?;
         // SAFETY: st.has is the caller's closure, alive for the run.
         let has = unsafe { &*st.has };
-        if has(key as u32) {
-            st.redirect = Some(key as u32);
-            Some(xdp::REDIRECT as u64)
-        } else {
-            Some(flags & 0x3)
+        match interp::redirect_target(m, key as u32, has) {
+            Some(to) => {
+                st.redirect = Some(to);
+                Some(xdp::REDIRECT as u64)
+            }
+            None => Some(flags & 0x3),
         }
     })
     .flatten()
     .unwrap_or(0)
+}
+
+fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_run(|st| match interp::redirect_dev(ifindex, flags) {
+        Some(to) => {
+            st.redirect = Some(to);
+            xdp::REDIRECT as u64
+        }
+        None => xdp::ABORTED as u64,
+    })
+    .unwrap_or(xdp::ABORTED as u64)
 }
 
 fn adjust(ctx: u64, delta: u64, head: bool) -> u64 {
@@ -295,6 +307,7 @@ impl Jit {
             (helper::KTIME_GET_NS, h_ktime),
             (helper::GET_SMP_PROCESSOR_ID, h_smp_id),
             (helper::REDIRECT_MAP, h_redirect_map),
+            (helper::REDIRECT, h_redirect),
             (helper::XDP_ADJUST_HEAD, h_adjust_head),
             (helper::XDP_ADJUST_TAIL, h_adjust_tail),
             (helper::KTIME_GET_BOOT_NS, h_boot_ns),
@@ -324,7 +337,7 @@ impl Jit {
         ktime: fn() -> u64,
         pkt: &mut [u8],
         ctx: &mut [u8; CTX_SIZE],
-    ) -> (u64, Option<u32>) {
+    ) -> (u64, Option<RedirectTo>) {
         let mut st = RunState {
             maps: maps as *const [Map],
             cpu,

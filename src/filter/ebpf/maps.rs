@@ -533,6 +533,19 @@ impl Map {
         None
     }
 
+    /// DEVMAP / DEVMAP_HASH: the ifindex stored under `key` (the first
+    /// field of `struct bpf_devmap_val`), None when absent or 0. The
+    /// kernel checks at update time that the interface exists; cpumapd
+    /// finds out when it transmits (a counted redirect failure).
+    pub fn devmap_ifindex(&self, key: u32) -> Option<u32> {
+        if !matches!(self.def.kind, MapKind::DevMap | MapKind::DevMapHash) {
+            return None;
+        }
+        let w = self.lookup(&key.to_le_bytes(), 0)?;
+        let ifindex = self.words[w].load(Ordering::Relaxed) as u32;
+        (ifindex != 0).then_some(ifindex)
+    }
+
     /// `bpf_map_update_elem`: 0 or a negative errno.
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> i64 {
         if flags > update::EXIST || value.len() != self.def.value_size as usize {

@@ -34,7 +34,7 @@ use crate::frame::Frame;
 use crate::ids::TargetId;
 use insn::STACK_SIZE;
 use insn::{DW, IMM, INSN_SIZE, Insn, LD, LDX, MEM, W};
-use interp::{CTX_SIZE, Env, Mem, XdpCtx};
+use interp::{CTX_SIZE, Env, Mem, RedirectTo, XdpCtx};
 use maps::{MAP_FD_BASE, Map, MapDef, MapKind};
 use verifier::{CtxField, MapShape, Verified};
 
@@ -334,7 +334,40 @@ pub fn parse_object_with(
     }
     let mut p = Program::from_insns(&name, &code, defs)?;
     p.attach = attach;
+    fill_devmaps(&p, &opts.devmaps).map_err(bad)?;
     Ok(p)
+}
+
+/// `--devmap`: the entries of this object's DEVMAPs the run fills at load
+/// (a setting naming a map the object lacks is for another object).
+fn fill_devmaps(p: &Program, sets: &[globals::DevmapSet]) -> Result<(), String> {
+    for d in sets {
+        let Some(m) = p.maps.iter().find(|m| m.def.name == d.map) else {
+            continue;
+        };
+        if !matches!(m.def.kind, MapKind::DevMap | MapKind::DevMapHash) {
+            return Err(format!(
+                "--devmap {}:{}={}: map '{}' is a {}, not a devmap",
+                d.map,
+                d.index,
+                d.ifname,
+                d.map,
+                m.def.kind.name()
+            ));
+        }
+        // struct bpf_devmap_val: ifindex, then a program fd (none).
+        let mut val = vec![0u8; m.def.value_size as usize];
+        let n = val.len().min(4);
+        val[..n].copy_from_slice(&d.ifindex.to_le_bytes()[..n]);
+        let rc = m.update(&d.index.to_le_bytes(), &val, crate::bpf_abi::update::ANY, 0);
+        if rc != 0 {
+            return Err(format!(
+                "--devmap {}:{}={}: the update failed ({rc}; is {} below max_entries {}?)",
+                d.map, d.index, d.ifname, d.index, m.def.max_entries
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// aya-obj's part of loading: parse, pick the program, create the map
@@ -588,7 +621,7 @@ struct RunEnv<'a> {
     maps: &'a [Map],
     cpu: u32,
     has: &'a dyn Fn(u32) -> bool,
-    redirect: Option<u32>,
+    redirect: Option<RedirectTo>,
 }
 
 impl Env for RunEnv<'_> {
@@ -604,8 +637,8 @@ impl Env for RunEnv<'_> {
     fn cpumap_has(&self, key: u32) -> bool {
         (self.has)(key)
     }
-    fn set_redirect(&mut self, key: u32) {
-        self.redirect = Some(key);
+    fn set_redirect(&mut self, to: RedirectTo) {
+        self.redirect = Some(to);
     }
 }
 
@@ -696,7 +729,8 @@ impl Instance {
             Ok(xdp::PASS) => Verdict::Pass,
             Ok(xdp::TX) => Verdict::Tx,
             Ok(xdp::REDIRECT) => match redirect {
-                Some(k) => Verdict::Redirect(TargetId(k)),
+                Some(RedirectTo::Cpu(k)) => Verdict::Redirect(TargetId(k)),
+                Some(RedirectTo::Dev(ifindex)) => Verdict::RedirectDev(ifindex),
                 None => Verdict::Aborted,
             },
             _ => Verdict::Aborted,

@@ -1157,14 +1157,25 @@ impl Verifier<'_> {
             helper::GET_PRANDOM_U32 => range(0, u32::MAX as u64),
             helper::REDIRECT_MAP => {
                 let map = self.map_arg(pc, st, id)?;
-                if self.maps[map as usize].kind != MapKind::CpuMap {
+                if !matches!(
+                    self.maps[map as usize].kind,
+                    MapKind::CpuMap | MapKind::DevMap | MapKind::DevMapHash
+                ) {
                     return Err(err(
                         pc,
-                        "bpf_redirect_map: cpumapd redirects into a cpumap only (devmap/xskmap are not supported)",
+                        format!(
+                            "bpf_redirect_map into a {}: cpumapd redirects into a cpumap, a devmap or a devmap_hash (xskmap is not supported)",
+                            self.maps[map as usize].kind.name()
+                        ),
                     ));
                 }
                 scalar(st, 2)?;
                 scalar(st, 3)?;
+                range(0, u32::MAX as u64)
+            }
+            helper::REDIRECT => {
+                scalar(st, 1)?;
+                scalar(st, 2)?;
                 range(0, u32::MAX as u64)
             }
             helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META | helper::XDP_ADJUST_TAIL => {

@@ -1,0 +1,333 @@
+//! Remote redirect (xdp-bench's `redirect-cpu -r redirect -D IF`): a cpumap
+//! entry's program sends frames out of another interface from the target
+//! lcore. Three namespaces: S sends raw frames into veth vs -> va; cpumapd
+//! in A polls va and its target redirects every frame out of b0; the peer
+//! b1 in B counts what arrives. IPv6 is off everywhere, so nothing but the
+//! test's frames crosses the links.
+//!
+//! Needs root (namespaces, veth, packet sockets): `#[ignore]`d with that
+//! reason in a plain `cargo test`; CI runs them, where a skip fails.
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::skip;
+use serde_json::Value;
+
+fn run(cmd: &str, a: &[&str]) {
+    let o = Command::new(cmd).args(a).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {a:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// S --vs/va--> A --b0/b1--> B; removed on drop.
+struct Topo {
+    s: String,
+    a: String,
+    b: String,
+    dir: tempfile::TempDir,
+}
+
+impl Topo {
+    fn new() -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            skip("needs root for network namespaces, veth and packet sockets");
+            return None;
+        }
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let t = Topo {
+            s: format!("cmRs{id}"),
+            a: format!("cmRa{id}"),
+            b: format!("cmRb{id}"),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for ns in [&t.s, &t.a, &t.b] {
+            run("ip", &["netns", "add", ns]);
+            for sysctl in [
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ] {
+                run("ip", &["netns", "exec", ns, "sysctl", "-qw", sysctl]);
+            }
+        }
+        run(
+            "ip",
+            &[
+                "link", "add", "vs", "netns", &t.s, "type", "veth", "peer", "name", "va", "netns",
+                &t.a,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "link", "add", "b0", "netns", &t.a, "type", "veth", "peer", "name", "b1", "netns",
+                &t.b,
+            ],
+        );
+        for (ns, dev) in [(&t.s, "vs"), (&t.a, "va"), (&t.a, "b0"), (&t.b, "b1")] {
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+        }
+        Some(t)
+    }
+
+    /// A counter of an interface in a namespace, from sysfs.
+    fn stat(&self, ns: &str, dev: &str, name: &str) -> u64 {
+        let o = Command::new("ip")
+            .args(["netns", "exec", ns, "cat"])
+            .arg(format!("/sys/class/net/{dev}/statistics/{name}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    }
+
+    /// Runs cpumapd in A on va with `app` args appended; sends `frames`
+    /// raw frames from S once it is up; returns its summary and stderr.
+    fn run_with(&self, app: &[&str], frames: usize) -> (Value, String) {
+        let summary = self.dir.path().join("summary.json");
+        let sock = self.dir.path().join("ctl.sock");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.a, env!("CARGO_BIN_EXE_cpumapd")])
+            .args(["--lcores", "0@0,1@1", "--vdev", "net_af_packet0,iface=va"])
+            .args([
+                "--",
+                "--mode",
+                "no-touch",
+                "--cpu",
+                "1",
+                "--exception",
+                "drop",
+            ])
+            .args(["--metrics", "off", "--state-dir", "off", "--interval", "0"])
+            .arg("--control")
+            .arg(&sock)
+            .arg("--summary-json")
+            .arg(&summary)
+            .args(app)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        common::wait_for_control(&sock);
+        send_raw(&self.s, "vs", frames);
+        // Until the target has handled every frame that arrived (or 10 s).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+                .arg("ctl")
+                .arg("--control")
+                .arg(&sock)
+                .arg("summary")
+                .output()
+                .unwrap();
+            if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
+                && v["target_processed"].as_u64() >= Some(frames as u64)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        common::sigterm(&child);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            out.status.success(),
+            "cpumapd exit {:?}: {stderr}",
+            out.status
+        );
+        common::assert_no_pool_leak(&out.stderr);
+        let v = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        (v, stderr)
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for ns in [&self.s, &self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Sends `n` distinct 64-byte IPv4/UDP frames out of `dev` in `ns` through
+/// a packet socket, a few at a time (paced, so the RX ring never fills).
+fn send_raw(ns: &str, dev: &str, n: usize) {
+    let path = format!("/var/run/netns/{ns}");
+    let dev = std::ffi::CString::new(dev).unwrap();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // SAFETY: plain socket(2), checked; owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: fd is new and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: dev is a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(dev.as_ptr()) };
+        // SAFETY: sockaddr_ll is plain data.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_ifindex = ifindex as i32;
+        for i in 0..n {
+            let mut frame =
+                common::udp4([10, 9, 0, 2], [10, 9, 0, 1], 4000 + (i % 64) as u16, 7000);
+            frame.resize(64, 0);
+            frame[60..64].copy_from_slice(&(i as u32).to_be_bytes());
+            // SAFETY: frame and sa are valid for the call.
+            let r = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_ll).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(r, 64, "send: {}", std::io::Error::last_os_error());
+            if i % 64 == 63 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+fn reason(v: &Value, r: &str) -> u64 {
+    v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["drop_reasons"][r].as_u64().unwrap())
+        .sum()
+}
+
+/// Every frame the port took reached a target, and every one the target
+/// processed is counted as sent or as a drop.
+fn assert_identity(s: &Value) {
+    assert_eq!(
+        n(s, "redirect"),
+        n(s, "enqueued") + n(s, "enqueue_drops"),
+        "{s}"
+    );
+    assert_eq!(n(s, "enqueued"), n(s, "target_processed"), "{s}");
+    assert_eq!(
+        n(s, "target_processed"),
+        n(s, "delivered") + n(s, "remote_redirect") + n(s, "target_drops"),
+        "{s}"
+    );
+    assert_eq!(n(s, "pool_in_use"), 0);
+}
+
+const FRAMES: usize = 5_000;
+
+#[test]
+#[ignore = "needs root (namespaces, veth, packet sockets): cargo test -- --include-ignored"]
+fn remote_action_redirect_sends_every_frame_out_of_the_interface() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(t) = Topo::new() else { return };
+    let before = t.stat(&t.b, "b1", "rx_packets");
+    let (s, _) = t.run_with(&["--remote-action", "redirect:b0"], FRAMES);
+    assert_identity(&s);
+    let arrived = t.stat(&t.b, "b1", "rx_packets") - before;
+    assert_eq!(n(&s, "rx") + n(&s, "imissed"), FRAMES as u64, "{s}");
+    assert!(
+        n(&s, "rx") >= FRAMES as u64 * 99 / 100,
+        "the port took them: {s}"
+    );
+    assert_eq!(n(&s, "remote_redirect"), arrived, "sent = arrived: {s}");
+    assert_eq!(
+        arrived,
+        n(&s, "target_processed"),
+        "every frame went out: {s}"
+    );
+    assert_eq!(
+        s["targets"][0]["remote_redirect"].as_u64(),
+        Some(arrived),
+        "per target"
+    );
+}
+
+#[test]
+#[ignore = "needs root (namespaces, veth, packet sockets): cargo test -- --include-ignored"]
+fn a_redirect_to_a_down_interface_is_counted_as_redirect_failed() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(t) = Topo::new() else { return };
+    run("ip", &["-n", &t.a, "link", "set", "b0", "down"]);
+    let (s, _) = t.run_with(&["--remote-action", "redirect:b0"], 500);
+    assert_identity(&s);
+    assert_eq!(n(&s, "remote_redirect"), 0, "{s}");
+    assert_eq!(
+        reason(&s, "redirect_failed"),
+        n(&s, "target_processed"),
+        "{s}"
+    );
+    assert!(n(&s, "target_processed") > 0);
+}
+
+#[test]
+#[ignore = "needs root and xdp-tools 1.6.3's objects: XDPTOOLS=DIR (../shared/xdp-tools/build.sh DIR) cargo test -- --include-ignored"]
+fn xdp_benchs_own_cpumap_redirect_runs_unchanged_with_its_devmap_filled() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(dir) = std::env::var_os("XDPTOOLS") else {
+        skip("needs XDPTOOLS=DIR with xdp-tools 1.6.3 built (../shared/xdp-tools/build.sh DIR)");
+        return;
+    };
+    let Some(t) = Topo::new() else { return };
+    let obj = std::path::Path::new(&dir).join("bpf-upstream/xdp_redirect_cpumap.bpf.o");
+    let remote = format!("{}:cpumap_redirect", obj.display());
+    let rx = format!("{}:cpumap_no_touch", obj.display());
+    let before = t.stat(&t.b, "b1", "rx_packets");
+    for jit in [false, true] {
+        let mut app = vec![
+            "--prog",
+            &rx,
+            "--remote-action",
+            &remote,
+            "--devmap",
+            "tx_port:0=b0",
+        ];
+        if jit {
+            app.push("--jit");
+        }
+        let (s, _) = t.run_with(&app, FRAMES);
+        assert_identity(&s);
+        assert!(
+            n(&s, "remote_redirect") >= FRAMES as u64 * 99 / 100,
+            "jit {jit}: {s}"
+        );
+        assert_eq!(n(&s, "remote_redirect"), n(&s, "target_processed"), "{s}");
+    }
+    let arrived = t.stat(&t.b, "b1", "rx_packets") - before;
+    assert!(arrived >= 2 * FRAMES as u64 * 99 / 100, "{arrived} arrived");
+    // Without its devmap entry every redirect misses: XDP_ABORTED.
+    let (s, _) = t.run_with(&["--prog", &rx, "--remote-action", &remote], 200);
+    assert_identity(&s);
+    assert_eq!(n(&s, "remote_redirect"), 0, "{s}");
+    assert_eq!(
+        reason(&s, "remote_aborted"),
+        n(&s, "target_processed"),
+        "{s}"
+    );
+}
