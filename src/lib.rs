@@ -11,8 +11,8 @@
 //!     |  full, or end of poll -> one enqueue_burst
 //!  [entry ring of t]  MPSC, rte_ring-like, tail drop      ring/
 //!     |  dequeue_burst (32)
-//!  [target lcore t]   remote program (drop | pass)        lcore/target.rs
-//!     v
+//!  [target lcore t]   remote program (drop | pass | redirect)  lcore/target.rs
+//!     v                              \ RedirectDev(if): sendmmsg  port/devtx.rs
 //!  exception path: drop | pcap | TAP | DPDK net_tap | virtio-user  exception/
 //! ```
 //!

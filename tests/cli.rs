@@ -52,6 +52,26 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
     );
     fails_with(&[lc, vgen, "--", "--qsize", "20000"], "qsize 20000");
     fails_with(
+        &[lc, vgen, "--", "--remote-action", "redirect:nosuch0"],
+        "no interface named 'nosuch0' here",
+    );
+    fails_with(
+        &[lc, vgen, "--", "--devmap", "tx_port=lo"],
+        "--devmap 'tx_port=lo': expected MAP:INDEX=IFNAME",
+    );
+    fails_with(
+        &[lc, vgen, "--", "--devmap", "tx_port:x=lo"],
+        "INDEX must be a u32",
+    );
+    fails_with(
+        &[lc, vgen, "--", "--devmap", "tx_port:0=nosuch0"],
+        "no interface named 'nosuch0' here",
+    );
+    fails_with(
+        &[lc, vgen, "--", "--devmap", "tx_port:0=lo"],
+        "--devmap tx_port: no loaded eBPF program has a map 'tx_port'",
+    );
+    fails_with(
         &[lc, vgen, "--", "--cpu", "7"],
         "target lcore 7 is not in the EAL lcore list",
     );

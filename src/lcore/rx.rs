@@ -150,16 +150,10 @@ impl PollLoop for RxLcore {
                             t.drop += 1;
                             dropped.push(f);
                         }
-                        Verdict::Aborted => {
+                        // RX lcores steer into the cpumap: a devmap redirect is a miss.
+                        Verdict::Aborted | Verdict::RedirectDev(_) => {
                             t.aborted += 1;
-                            dropped.push(f);
-                        }
-                        // RX lcores steer into the cpumap only: a devmap
-                        // redirect here is a miss (the target's programs
-                        // are the ones that transmit).
-                        Verdict::RedirectDev(_) => {
-                            t.aborted += 1;
-                            t.redirect_miss += 1;
+                            t.redirect_miss += matches!(v, Verdict::RedirectDev(_)) as u64;
                             dropped.push(f);
                         }
                     }
