@@ -719,6 +719,17 @@ fn load_options(
     })
 }
 
+/// Names for an error message: sorted, once each, or "none".
+fn listed(mut names: Vec<String>) -> String {
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// Every `--prog-set NAME` must name a global variable of an object this
 /// run loads (the RX program's or the remote program's); a typo would
 /// otherwise leave the program running with its default.
@@ -741,17 +752,11 @@ fn check_prog_sets(
     }
     for s in sets {
         if !vars.contains(&s.name) {
-            vars.sort();
-            vars.dedup();
             return Err(ConfigError::Args(format!(
                 "--prog-set {}: no loaded eBPF object has a global variable '{}' (they have: {})",
                 s.name,
                 s.name,
-                if vars.is_empty() {
-                    "none".to_string()
-                } else {
-                    vars.join(", ")
-                }
+                listed(vars)
             )));
         }
     }
@@ -1273,11 +1278,7 @@ impl Plan {
                     "--devmap {}: no loaded eBPF program has a map '{}' (they have: {})",
                     d.map,
                     d.map,
-                    if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    }
+                    listed(names)
                 )));
             }
         }
