@@ -626,6 +626,25 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             );
         },
     );
+    // nat.c: bpf_csum_diff rewriting addresses and checksums; the output
+    // bytes are compared frame by frame, the raw helper results in .bss.
+    compare(
+        &dir.join("nat.o"),
+        "dnat",
+        &opts,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            let bss = k.dump(".bss");
+            assert!(bss[0].1.iter().any(|&b| b != 0), "frames were rewritten");
+            assert_eq!(
+                Some(bss[0].1.clone()),
+                ours_value(ours, ".bss", &[0; 4], 0),
+                ".bss: raw bpf_csum_diff results (mixed in order, summed) and the count"
+            );
+        },
+    );
     // conntrack.c: LRU_HASH and LRU_PERCPU_HASH. The connection table and
     // the per-source counts hold fewer entries than their maps (no eviction
     // in either), so they must be equal entry by entry, deletes on FIN/RST

@@ -149,6 +149,60 @@ pub fn redirect_target(map: &Map, key: u32, has: impl Fn(u32) -> bool) -> Option
     map.devmap_ifindex(key).map(RedirectTo::Dev)
 }
 
+/// Most bytes `bpf_csum_diff` reads from each pointer in cpumapd (the
+/// verifier refuses more: the kernel's old scratchpad limit).
+pub const CSUM_DIFF_MAX: usize = 512;
+
+/// The kernel's x86-64 `csum_partial` over whole 4-byte words (the only
+/// lengths `bpf_csum_diff` takes): 8-byte little-endian words and a 4-byte
+/// tail added with the end-around carry into a 64-bit sum starting at the
+/// seed, folded to 32 bits the same way.
+fn csum_partial(b: &[u8], seed: u32) -> u32 {
+    let add = |acc: u64, v: u64| {
+        let (s, c) = acc.overflowing_add(v);
+        s + c as u64
+    };
+    let mut acc = seed as u64;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        acc = add(acc, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    if let Ok(t) = <[u8; 4]>::try_from(words.remainder()) {
+        acc = add(acc, u32::from_le_bytes(t) as u64);
+    }
+    let (s, c) = ((acc >> 32) as u32).overflowing_add(acc as u32);
+    s + c as u32
+}
+
+/// `csum_sub` of include/net/checksum.h (a + ~b with the end-around carry).
+fn csum_sub(a: u32, b: u32) -> u32 {
+    let r = a.wrapping_add(!b);
+    r.wrapping_add((r < !b) as u32)
+}
+
+/// `csum_from32to16`: the 32-bit sum folded to 16 bits (not inverted).
+fn csum_from32to16(s: u32) -> u16 {
+    (s.wrapping_add(s.rotate_left(16)) >> 16) as u16
+}
+
+/// `bpf_csum_diff(from, from_size, to, to_size, seed)` as the kernel has
+/// computed it since 6.13 on every architecture: the 16-bit folded sum of
+/// `to` minus `from` plus the seed (or -EINVAL for a size that is not whole
+/// words).
+pub fn csum_diff(from: &[u8], to: &[u8], seed: u32) -> u64 {
+    if (from.len() | to.len()) % 4 != 0 {
+        return (-EINVAL) as u64;
+    }
+    let ret = if to.is_empty() {
+        !csum_partial(from, !seed)
+    } else if from.is_empty() {
+        csum_partial(to, seed)
+    } else {
+        csum_sub(csum_partial(to, seed), csum_partial(from, 0))
+    };
+    csum_from32to16(ret) as u64
+}
+
 /// `bpf_redirect(ifindex, flags)`: XDP_REDIRECT to the interface, or
 /// XDP_ABORTED for any flag (the kernel's bpf_xdp_redirect).
 #[inline]
@@ -491,6 +545,20 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
                 // The kernel: the low bits of flags are the action on a miss.
                 None => Some(reg[3] & 0x3),
             }
+        }
+        helper::CSUM_DIFF => {
+            let (fs, ts) = (reg[2] as usize, reg[4] as usize);
+            if fs > CSUM_DIFF_MAX || ts > CSUM_DIFF_MAX {
+                return Some((-EINVAL) as u64);
+            }
+            let (mut from, mut to) = ([0u8; CSUM_DIFF_MAX], [0u8; CSUM_DIFF_MAX]);
+            if fs > 0 {
+                mem.read_into(env.maps(), reg[1], &mut from[..fs])?;
+            }
+            if ts > 0 {
+                mem.read_into(env.maps(), reg[3], &mut to[..ts])?;
+            }
+            Some(csum_diff(&from[..fs], &to[..ts], reg[5] as u32))
         }
         helper::REDIRECT => match redirect_dev(reg[1], reg[2]) {
             Some(to) => {

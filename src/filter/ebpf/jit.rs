@@ -187,6 +187,23 @@ fn h_redirect_map(fd: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
     .unwrap_or(0)
 }
 
+fn h_csum_diff(from: u64, fs: u64, to: u64, ts: u64, seed: u64) -> u64 {
+    let (fs, ts) = (fs as usize, ts as usize);
+    if fs > interp::CSUM_DIFF_MAX || ts > interp::CSUM_DIFF_MAX {
+        return (-EINVAL) as u64;
+    }
+    let (mut f, mut t) = ([0u8; interp::CSUM_DIFF_MAX], [0u8; interp::CSUM_DIFF_MAX]);
+    // The verifier proved each non-empty range readable (stack bytes
+    // written, or inside a map value) and the sizes constant.
+    if fs > 0 {
+        copy_from(from, &mut f[..fs]);
+    }
+    if ts > 0 {
+        copy_from(to, &mut t[..ts]);
+    }
+    interp::csum_diff(&f[..fs], &t[..ts], seed as u32)
+}
+
 fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| match interp::redirect_dev(ifindex, flags) {
         Some(to) => {
@@ -308,6 +325,7 @@ impl Jit {
             (helper::GET_SMP_PROCESSOR_ID, h_smp_id),
             (helper::REDIRECT_MAP, h_redirect_map),
             (helper::REDIRECT, h_redirect),
+            (helper::CSUM_DIFF, h_csum_diff),
             (helper::XDP_ADJUST_HEAD, h_adjust_head),
             (helper::XDP_ADJUST_TAIL, h_adjust_tail),
             (helper::KTIME_GET_BOOT_NS, h_boot_ns),

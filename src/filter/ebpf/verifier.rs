@@ -1178,6 +1178,43 @@ impl Verifier<'_> {
                 scalar(st, 2)?;
                 range(0, u32::MAX as u64)
             }
+            helper::CSUM_DIFF => {
+                for (p, n, what) in [(1u8, 2usize, "from"), (3, 4, "to")] {
+                    let size = match st.regs[n] {
+                        Reg::Scalar { min, max } if min == max => min,
+                        _ => {
+                            return Err(err(
+                                pc,
+                                format!("bpf_csum_diff: the {what} size (r{n}) must be a constant"),
+                            ));
+                        }
+                    };
+                    if size > super::interp::CSUM_DIFF_MAX as u64 {
+                        return Err(err(
+                            pc,
+                            format!(
+                                "bpf_csum_diff: {size} bytes of {what} (r{n}); cpumapd sums at most {}",
+                                super::interp::CSUM_DIFF_MAX
+                            ),
+                        ));
+                    }
+                    match st.regs[p as usize] {
+                        Reg::Scalar { min: 0, max: 0 } if size == 0 => {}
+                        Reg::Pkt { .. } => {
+                            return Err(err(
+                                pc,
+                                format!(
+                                    "bpf_csum_diff: {what} (r{p}) points into the packet; cpumapd sums stack or map value bytes (copy them to the stack first)"
+                                ),
+                            ));
+                        }
+                        _ => self.check_stack_arg(pc, st, p, size as u32, what)?,
+                    }
+                }
+                scalar(st, 5)?;
+                // A 16-bit sum, or -EINVAL for sizes not in whole words.
+                UNKNOWN
+            }
             helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META | helper::XDP_ADJUST_TAIL => {
                 if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
                     return Err(err(
