@@ -190,7 +190,7 @@ fn csum_from32to16(s: u32) -> u16 {
 /// `to` minus `from` plus the seed (or -EINVAL for a size that is not whole
 /// words).
 pub fn csum_diff(from: &[u8], to: &[u8], seed: u32) -> u64 {
-    if (from.len() | to.len()) % 4 != 0 {
+    if !(from.len() | to.len()).is_multiple_of(4) {
         return (-EINVAL) as u64;
     }
     let ret = if to.is_empty() {
