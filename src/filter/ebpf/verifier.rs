@@ -1094,6 +1094,45 @@ impl Verifier<'_> {
         }
     }
 
+    /// bpf_csum_diff's pointers and sizes: each size a constant (at most
+    /// CSUM_DIFF_MAX), each pointer NULL with size 0 or stack/map value
+    /// bytes of that size (packet bytes are refused: copy them first).
+    fn csum_diff_args(&self, pc: usize, st: &State) -> Result<(), VerifyError> {
+        for (p, n, what) in [(1u8, 2usize, "from"), (3, 4, "to")] {
+            let size = match st.regs[n] {
+                Reg::Scalar { min, max } if min == max => min,
+                _ => {
+                    return Err(err(
+                        pc,
+                        format!("bpf_csum_diff: the {what} size (r{n}) must be a constant"),
+                    ));
+                }
+            };
+            if size > super::interp::CSUM_DIFF_MAX as u64 {
+                return Err(err(
+                    pc,
+                    format!(
+                        "bpf_csum_diff: {size} bytes of {what} (r{n}); cpumapd sums at most {}",
+                        super::interp::CSUM_DIFF_MAX
+                    ),
+                ));
+            }
+            match st.regs[p as usize] {
+                Reg::Scalar { min: 0, max: 0 } if size == 0 => {}
+                Reg::Pkt { .. } => {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "bpf_csum_diff: {what} (r{p}) points into the packet; cpumapd sums stack or map value bytes (copy them to the stack first)"
+                        ),
+                    ));
+                }
+                _ => self.check_stack_arg(pc, st, p, size as u32, what)?,
+            }
+        }
+        Ok(())
+    }
+
     fn map_arg(&self, pc: usize, st: &State, helper: i32) -> Result<u32, VerifyError> {
         match st.regs[1] {
             Reg::MapPtr { map } => Ok(map),
@@ -1179,38 +1218,7 @@ impl Verifier<'_> {
                 range(0, u32::MAX as u64)
             }
             helper::CSUM_DIFF => {
-                for (p, n, what) in [(1u8, 2usize, "from"), (3, 4, "to")] {
-                    let size = match st.regs[n] {
-                        Reg::Scalar { min, max } if min == max => min,
-                        _ => {
-                            return Err(err(
-                                pc,
-                                format!("bpf_csum_diff: the {what} size (r{n}) must be a constant"),
-                            ));
-                        }
-                    };
-                    if size > super::interp::CSUM_DIFF_MAX as u64 {
-                        return Err(err(
-                            pc,
-                            format!(
-                                "bpf_csum_diff: {size} bytes of {what} (r{n}); cpumapd sums at most {}",
-                                super::interp::CSUM_DIFF_MAX
-                            ),
-                        ));
-                    }
-                    match st.regs[p as usize] {
-                        Reg::Scalar { min: 0, max: 0 } if size == 0 => {}
-                        Reg::Pkt { .. } => {
-                            return Err(err(
-                                pc,
-                                format!(
-                                    "bpf_csum_diff: {what} (r{p}) points into the packet; cpumapd sums stack or map value bytes (copy them to the stack first)"
-                                ),
-                            ));
-                        }
-                        _ => self.check_stack_arg(pc, st, p, size as u32, what)?,
-                    }
-                }
+                self.csum_diff_args(pc, st)?;
                 scalar(st, 5)?;
                 // A 16-bit sum, or -EINVAL for sizes not in whole words.
                 UNKNOWN
