@@ -14,11 +14,11 @@ use super::PollLoop;
 use super::idle::{MAX_BLOCK_MS, Streak, block_on, target_fds};
 use crate::config::IdlePolicy;
 use crate::counters::stages::{Laps, StageClock, TargetStage};
-use crate::counters::{TargetDropReason, TargetStats};
+use crate::counters::{TargetCounters, TargetDropReason, TargetStats};
 use crate::cpumap::TargetView;
 use crate::cpumap::Waker;
 use crate::exception::ExceptionSink;
-use crate::filter::{RemoteRunner, Verdict};
+use crate::filter::{RemoteProg, RemoteRunner, Verdict};
 use crate::frame::{Burst, MAX_BURST};
 use crate::frame::{Pool, free_burst};
 use crate::port::devtx::DevTx;
@@ -169,33 +169,15 @@ impl PollLoop for TargetLcore {
             match taken.prog {
                 None => std::mem::swap(&mut batch, &mut deliver),
                 Some(prog) => {
-                    // Drops by reason, tallied here and published once per
-                    // burst (the counters' own rule: no store per packet).
-                    let mut drops = [0u64; TargetDropReason::ALL.len()];
-                    for mut f in batch.drain(..) {
-                        match self.remote.run(&prog, &mut f) {
-                            Verdict::Pass => deliver.push(f),
-                            Verdict::RedirectDev(ifindex) => {
-                                let r = self.devtx.push(f, ifindex);
-                                c.remote_redirect.add(r.sent);
-                                drops[TargetDropReason::RedirectFailed as usize] += r.failed;
-                            }
-                            v => {
-                                let reason = remote_drop_reason(v);
-                                drops[reason as usize] += 1;
-                                dropped.push(f);
-                            }
-                        }
-                    }
-                    if !self.devtx.is_empty() {
-                        // The devmap bulk queue's flush: once per burst.
-                        let r = self.devtx.flush();
-                        c.remote_redirect.add(r.sent);
-                        drops[TargetDropReason::RedirectFailed as usize] += r.failed;
-                    }
-                    for (r, n) in TargetDropReason::ALL.into_iter().zip(drops) {
-                        c.drop_counter(r).add(n);
-                    }
+                    run_remote(
+                        &mut self.remote,
+                        &mut self.devtx,
+                        c,
+                        &prog,
+                        &mut batch,
+                        &mut deliver,
+                        &mut dropped,
+                    );
                     laps.lap(TargetStage::Remote as usize);
                     free_burst(&mut dropped);
                 }
@@ -230,17 +212,49 @@ impl TargetLcore {
     }
 }
 
-/// Why a remote program's verdict (other than pass and a redirect to an
-/// interface) drops the frame. XDP_TX and a redirect into the cpumap are
-/// not for a target, as in the kernel's cpumap.
-#[inline(always)]
-fn remote_drop_reason(v: Verdict) -> TargetDropReason {
-    match v {
-        Verdict::Drop => TargetDropReason::RemoteDrop,
-        Verdict::Tx | Verdict::Redirect(_) => TargetDropReason::RemoteUnsupported,
-        Verdict::Aborted | Verdict::Pass | Verdict::RedirectDev(_) => {
-            TargetDropReason::RemoteAborted
-        }
+/// The entry's program over a burst (the kernel's
+/// `cpu_map_bpf_prog_run_xdp`): passes go to `deliver`, redirects to
+/// an interface leave through the transmit leg (flushed once, at the
+/// burst's end, as the devmap bulk queue is), the rest into `dropped`.
+/// Drops by reason are tallied here and published once per burst (the
+/// counters' own rule: no store per packet). Context: the target lcore.
+#[inline]
+fn run_remote(
+    remote: &mut RemoteRunner,
+    devtx: &mut DevTx,
+    c: &TargetCounters,
+    prog: &RemoteProg,
+    batch: &mut Burst,
+    deliver: &mut Burst,
+    dropped: &mut Burst,
+) {
+    let mut drops = [0u64; TargetDropReason::ALL.len()];
+    for mut f in batch.drain(..) {
+        let reason = match remote.run(prog, &mut f) {
+            Verdict::Pass => {
+                deliver.push(f);
+                continue;
+            }
+            Verdict::RedirectDev(ifindex) => {
+                devtx.push(f, ifindex);
+                continue;
+            }
+            Verdict::Drop => TargetDropReason::RemoteDrop,
+            Verdict::Aborted => TargetDropReason::RemoteAborted,
+            // XDP_TX and a redirect into the cpumap are not for a
+            // target, as in the kernel's cpumap.
+            Verdict::Tx | Verdict::Redirect(_) => TargetDropReason::RemoteUnsupported,
+        };
+        drops[reason as usize] += 1;
+        dropped.push(f);
+    }
+    if !devtx.is_empty() {
+        let r = devtx.flush();
+        c.remote_redirect.add(r.sent);
+        drops[TargetDropReason::RedirectFailed as usize] += r.failed;
+    }
+    for (r, n) in TargetDropReason::ALL.into_iter().zip(drops) {
+        c.drop_counter(r).add(n);
     }
 }
 

@@ -45,6 +45,9 @@ pub struct DevTx {
     full_said: bool,
     queued: Burst,
     to: [u32; MAX_BURST],
+    /// What a flush forced by a full queue did, reported by the next
+    /// [`flush`](DevTx::flush).
+    carried: DevTxResult,
     /// For the log lines.
     lcore: u32,
 }
@@ -118,6 +121,7 @@ impl DevTx {
             full_said: false,
             queued: Burst::new(),
             to: [0; MAX_BURST],
+            carried: DevTxResult::default(),
             lcore,
         }
     }
@@ -130,17 +134,17 @@ impl DevTx {
 
     /// Queues `f` to go out of `ifindex` at the next flush. A burst holds
     /// at most MAX_BURST frames, so the queue never overflows when flushed
-    /// once per burst; if it is full anyway it is flushed first.
-    /// Context: the owning target lcore.
+    /// once per burst; if it is full anyway it is sent first, and the next
+    /// flush reports that too. Context: the owning target lcore.
     #[inline]
-    pub fn push(&mut self, f: Frame, ifindex: u32) -> DevTxResult {
-        let mut r = DevTxResult::default();
+    pub fn push(&mut self, f: Frame, ifindex: u32) {
         if self.queued.is_full() {
-            r = self.flush();
+            let r = self.send();
+            self.carried.sent += r.sent;
+            self.carried.failed += r.failed;
         }
         self.to[self.queued.len()] = ifindex;
         self.queued.push(f);
-        r
     }
 
     /// The socket for `ifindex`, opening it on first use (cold).
@@ -182,20 +186,32 @@ impl DevTx {
     }
 
     /// Sends every queued frame, one `sendmmsg(2)` per interface, and frees
-    /// them. Context: the owning target lcore, at the end of a burst.
+    /// them; the result includes what [`push`](Self::push) had to send
+    /// early. Context: the owning target lcore, at the end of a burst.
     pub fn flush(&mut self) -> DevTxResult {
+        let mut r = self.send();
+        let early = std::mem::take(&mut self.carried);
+        r.sent += early.sent;
+        r.failed += early.failed;
+        r
+    }
+
+    /// Sends and frees the queue.
+    fn send(&mut self) -> DevTxResult {
         let mut r = DevTxResult::default();
         let n = self.queued.len();
         let mut done = [false; MAX_BURST];
+        // Each interface's group fills these from the start; a message's
+        // other fields stay zero (no address, no control data).
+        // SAFETY: a zeroed iovec array is valid plain data.
+        let mut iov: [libc::iovec; MAX_BURST] = unsafe { std::mem::zeroed() };
+        // SAFETY: a zeroed mmsghdr array is valid plain data.
+        let mut msgs: [libc::mmsghdr; MAX_BURST] = unsafe { std::mem::zeroed() };
         for i in 0..n {
             if done[i] {
                 continue;
             }
             let ifindex = self.to[i];
-            // SAFETY: a zeroed iovec array is valid plain data.
-            let mut iov: [libc::iovec; MAX_BURST] = unsafe { std::mem::zeroed() };
-            // SAFETY: a zeroed mmsghdr array is valid plain data.
-            let mut msgs: [libc::mmsghdr; MAX_BURST] = unsafe { std::mem::zeroed() };
             let mut k = 0;
             for (j, d) in done.iter_mut().enumerate().take(n).skip(i) {
                 if !*d && self.to[j] == ifindex {
@@ -258,7 +274,7 @@ mod tests {
             f.copy_from(&[0u8; 60]).unwrap();
             // No interface has this ifindex (or the socket is refused
             // without privileges): either way a counted failure.
-            let _ = tx.push(f, 0x7fff_fff0);
+            tx.push(f, 0x7fff_fff0);
         }
         assert_eq!(pool.in_use(), 3);
         let r = tx.flush();
@@ -268,8 +284,19 @@ mod tests {
         // The failure is remembered: no second open.
         let mut f = pool.alloc().unwrap();
         f.copy_from(&[0u8; 60]).unwrap();
-        let _ = tx.push(f, 0x7fff_fff0);
+        tx.push(f, 0x7fff_fff0);
         assert_eq!(tx.flush().failed, 1);
         assert_eq!(tx.devs.len(), 1);
+        // More than a burst between flushes: the early send is reported by
+        // the next flush, once.
+        let mut big = Pool::new("devtx2", 64, 128, 256).unwrap();
+        for _ in 0..MAX_BURST + 3 {
+            let mut f = big.alloc().unwrap();
+            f.copy_from(&[0u8; 60]).unwrap();
+            tx.push(f, 0x7fff_fff0);
+        }
+        assert_eq!(tx.flush().failed, MAX_BURST as u64 + 3);
+        assert_eq!(tx.flush(), DevTxResult::default());
+        assert_eq!(big.in_use(), 0);
     }
 }
