@@ -315,7 +315,6 @@ pub struct TapDevice {
     mac: [u8; 6],
     created: bool,
     offloads: TapOffloads,
-    steer: Steer,
     first: Mutex<Option<OwnedFd>>,
 }
 
@@ -346,25 +345,20 @@ impl TapDevice {
         let mac = netdev::mac(name).map_err(|e| cfg("read its MAC", e))?;
         // A device cpumapd did not create is left with the steering it has
         // (a program would stay on it after cpumapd exits).
-        let steer = match spec.steer {
-            Steer::Hash if created => match attach_steering(&first) {
-                Ok(()) => Steer::Hash,
-                Err(e) => {
-                    eprintln!(
-                        "cpumapd: TAP {name}: no steering program ({e}); tun hashes every frame written (steer=flow)"
-                    );
-                    Steer::Flow
-                }
-            },
-            _ => Steer::Flow,
-        };
+        if spec.steer == Steer::Hash
+            && created
+            && let Err(e) = attach_steering(&first)
+        {
+            eprintln!(
+                "cpumapd: TAP {name}: no steering program ({e}); tun hashes every frame written (steer=flow)"
+            );
+        }
         Ok(Self {
             spec: spec.clone(),
             kernel_mac,
             mac,
             created,
             offloads,
-            steer,
             first: Mutex::new(Some(first)),
         })
     }
@@ -447,12 +441,6 @@ impl TapDevice {
     /// What the device was set up with.
     pub fn offloads(&self) -> TapOffloads {
         self.offloads
-    }
-
-    /// The queue steering in effect (`Flow` also where `steer=hash` was
-    /// asked for a device cpumapd did not create, or the program failed).
-    pub fn steer(&self) -> Steer {
-        self.steer
     }
 
     /// A queue for one lcore: the one opened while preparing, then new ones.
