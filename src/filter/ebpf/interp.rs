@@ -189,7 +189,7 @@ fn csum_from32to16(s: u32) -> u16 {
 /// computed it since 6.13 on every architecture: the 16-bit folded sum of
 /// `to` minus `from` plus the seed (or -EINVAL for a size that is not whole
 /// words).
-pub fn csum_diff(from: &[u8], to: &[u8], seed: u32) -> u64 {
+fn csum_diff(from: &[u8], to: &[u8], seed: u32) -> u64 {
     if !(from.len() | to.len()).is_multiple_of(4) {
         return (-EINVAL) as u64;
     }
@@ -201,6 +201,29 @@ pub fn csum_diff(from: &[u8], to: &[u8], seed: u32) -> u64 {
         csum_sub(csum_partial(to, seed), csum_partial(from, 0))
     };
     csum_from32to16(ret) as u64
+}
+
+/// The `bpf_csum_diff(from, from_size, to, to_size, seed)` call, for the
+/// interpreter and the JIT alike: `read` copies a verified range (the
+/// interpreter's address translation, the JIT's raw copy). None when a
+/// read fails.
+pub fn csum_diff_call(
+    args: [u64; 5],
+    mut read: impl FnMut(u64, &mut [u8]) -> Option<()>,
+) -> Option<u64> {
+    let [from, fs, to, ts, seed] = args;
+    let (fs, ts) = (fs as usize, ts as usize);
+    if fs > CSUM_DIFF_MAX || ts > CSUM_DIFF_MAX {
+        return Some((-EINVAL) as u64);
+    }
+    let (mut f, mut t) = ([0u8; CSUM_DIFF_MAX], [0u8; CSUM_DIFF_MAX]);
+    if fs > 0 {
+        read(from, &mut f[..fs])?;
+    }
+    if ts > 0 {
+        read(to, &mut t[..ts])?;
+    }
+    Some(csum_diff(&f[..fs], &t[..ts], seed as u32))
 }
 
 /// `bpf_redirect(ifindex, flags)`: XDP_REDIRECT to the interface, or
@@ -547,18 +570,10 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
             }
         }
         helper::CSUM_DIFF => {
-            let (fs, ts) = (reg[2] as usize, reg[4] as usize);
-            if fs > CSUM_DIFF_MAX || ts > CSUM_DIFF_MAX {
-                return Some((-EINVAL) as u64);
-            }
-            let (mut from, mut to) = ([0u8; CSUM_DIFF_MAX], [0u8; CSUM_DIFF_MAX]);
-            if fs > 0 {
-                mem.read_into(env.maps(), reg[1], &mut from[..fs])?;
-            }
-            if ts > 0 {
-                mem.read_into(env.maps(), reg[3], &mut to[..ts])?;
-            }
-            Some(csum_diff(&from[..fs], &to[..ts], reg[5] as u32))
+            let maps = env.maps();
+            csum_diff_call([reg[1], reg[2], reg[3], reg[4], reg[5]], |a, out| {
+                mem.read_into(maps, a, out)
+            })
         }
         helper::REDIRECT => match redirect_dev(reg[1], reg[2]) {
             Some(to) => {

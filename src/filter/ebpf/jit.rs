@@ -188,20 +188,13 @@ fn h_redirect_map(fd: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
 }
 
 fn h_csum_diff(from: u64, fs: u64, to: u64, ts: u64, seed: u64) -> u64 {
-    let (fs, ts) = (fs as usize, ts as usize);
-    if fs > interp::CSUM_DIFF_MAX || ts > interp::CSUM_DIFF_MAX {
-        return (-EINVAL) as u64;
-    }
-    let (mut f, mut t) = ([0u8; interp::CSUM_DIFF_MAX], [0u8; interp::CSUM_DIFF_MAX]);
     // The verifier proved each non-empty range readable (stack bytes
     // written, or inside a map value) and the sizes constant.
-    if fs > 0 {
-        copy_from(from, &mut f[..fs]);
-    }
-    if ts > 0 {
-        copy_from(to, &mut t[..ts]);
-    }
-    interp::csum_diff(&f[..fs], &t[..ts], seed as u32)
+    interp::csum_diff_call([from, fs, to, ts, seed], |a, out| {
+        copy_from(a, out);
+        Some(())
+    })
+    .unwrap_or((-EINVAL) as u64)
 }
 
 fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
