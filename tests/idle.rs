@@ -13,17 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{args, run_to_end, skip};
+use common::{args, netns_without_ipv6, run_ok as run, run_to_end, skip};
 use serde_json::Value;
-
-fn run(cmd: &str, a: &[&str]) {
-    let o = Command::new(cmd).args(a).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd} {a:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// A namespace with a veth pair (IPv6 off, so nothing but our frames
 /// crosses it); removed on drop.
@@ -45,17 +36,11 @@ impl Ns {
             std::process::id() % 100_000,
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        run("ip", &["netns", "add", &name]);
         let ns = Ns {
             name,
             dir: tempfile::tempdir().unwrap(),
         };
-        for sysctl in [
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ] {
-            run("ip", &["netns", "exec", &ns.name, "sysctl", "-qw", sysctl]);
-        }
+        netns_without_ipv6(&ns.name);
         run(
             "ip",
             &[

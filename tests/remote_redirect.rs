@@ -15,17 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::skip;
+use common::{netns_without_ipv6, run_ok as run, skip};
 use serde_json::Value;
-
-fn run(cmd: &str, a: &[&str]) {
-    let o = Command::new(cmd).args(a).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd} {a:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -56,13 +47,7 @@ impl Topo {
             dir: tempfile::tempdir().unwrap(),
         };
         for ns in [&t.s, &t.a, &t.b] {
-            run("ip", &["netns", "add", ns]);
-            for sysctl in [
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ] {
-                run("ip", &["netns", "exec", ns, "sysctl", "-qw", sysctl]);
-            }
+            netns_without_ipv6(ns);
         }
         run(
             "ip",

@@ -126,6 +126,28 @@ pub fn wait_for_control(sock: &Path) {
     }
 }
 
+/// Runs a command that must succeed (building namespaces and links).
+pub fn run_ok(cmd: &str, a: &[&str]) {
+    let o = std::process::Command::new(cmd).args(a).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {a:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Adds network namespace `name` with IPv6 off in it (for the links made
+/// there after), so nothing but a test's own frames crosses them.
+pub fn netns_without_ipv6(name: &str) {
+    run_ok("ip", &["netns", "add", name]);
+    for sysctl in [
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ] {
+        run_ok("ip", &["netns", "exec", name, "sysctl", "-qw", sysctl]);
+    }
+}
+
 /// Fails if a pool or mempool said at its drop that buffers were still out
 /// (the summary's pool_in_use is read after the last frame came home, so a
 /// buffer held past its pool's drop shows only here).
