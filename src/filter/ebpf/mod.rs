@@ -342,7 +342,7 @@ pub fn parse_object_with(
 /// (a setting naming a map the object lacks is for another object).
 fn fill_devmaps(p: &Program, sets: &[globals::DevmapSet]) -> Result<(), String> {
     for d in sets {
-        let Some(m) = p.maps.iter().find(|m| m.def.name == d.map) else {
+        let Some(m) = p.map(&d.map) else {
             continue;
         };
         if !matches!(m.def.kind, MapKind::DevMap | MapKind::DevMapHash) {
