@@ -863,6 +863,7 @@ fn load_with(dir: &Path, spec: &str, sets: &[&str], nr_cpus: u32) -> Arc<Program
         sets: sets.iter().map(|s| GlobalSet::parse(s).unwrap()).collect(),
         nr_cpus,
         devmaps: vec![],
+        shared: Default::default(),
     };
     let p = ebpf::load_object_with(&format!("{}/{spec}", dir.display()), &opts)
         .unwrap_or_else(|e| panic!("{spec}: {e}"));
@@ -963,6 +964,7 @@ fn globals_and_percpu_hash_work_as_libbpf_loads_them() {
             ],
             nr_cpus: 2,
             devmaps: vec![],
+            shared: Default::default(),
         },
     )
     .unwrap_err()

@@ -415,6 +415,7 @@ fn with_global(obj: &Path, set: &str, tmp: &Path) -> (PathBuf, LoadOptions) {
             sets: vec![set],
             nr_cpus: 2,
             devmaps: vec![],
+            shared: Default::default(),
         },
     )
 }
@@ -442,6 +443,7 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         sets: vec![],
         nr_cpus: 2,
         devmaps: vec![],
+        shared: Default::default(),
     };
     for name in [
         "no_touch",

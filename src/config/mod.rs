@@ -698,7 +698,9 @@ fn load_options(
     app: &AppArgs,
     lcores: &[LcoreSpec],
 ) -> Result<crate::filter::ebpf::globals::LoadOptions, ConfigError> {
-    use crate::filter::ebpf::globals::{DevmapSet, GlobalSet, LoadOptions, possible_cpus};
+    use crate::filter::ebpf::globals::{
+        DevmapSet, GlobalSet, LoadOptions, SharedMaps, possible_cpus,
+    };
     let sets = app
         .prog_set
         .iter()
@@ -716,6 +718,7 @@ fn load_options(
         sets,
         nr_cpus: possible_cpus().max(top),
         devmaps,
+        shared: SharedMaps::run(),
     })
 }
 

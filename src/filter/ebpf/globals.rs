@@ -5,7 +5,10 @@
 //!
 //! Context: control thread, while loading an object.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::maps::{Map, MapDef};
 
 /// How objects are loaded in this run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,6 +23,92 @@ pub struct LoadOptions {
     /// `--devmap MAP:INDEX=IFNAME`: DEVMAP entries filled at load, as a
     /// tool's loader fills them (xdp-bench's `tx_port` from `-D IF`).
     pub devmaps: Vec<DevmapSet>,
+    /// The maps this run's objects share (none: every load makes its own).
+    pub shared: SharedMaps,
+}
+
+/// The maps one run's programs share, as the kernel shares them: the
+/// programs loaded from one object file share its maps (one libbpf
+/// `bpf_object`: xdp-bench's RX program and its cpumap program count into
+/// the same maps), and a map declared with `LIBBPF_PIN_BY_NAME` is shared
+/// by name with every object of the run that declares it alike (as a map
+/// pinned in bpffs is reused by libbpf). Context: control thread, at load.
+#[derive(Clone, Default)]
+pub struct SharedMaps(Option<Arc<Mutex<HashMap<String, Arc<Map>>>>>);
+
+impl SharedMaps {
+    /// A run's set, empty.
+    pub fn run() -> SharedMaps {
+        SharedMaps(Some(Arc::default()))
+    }
+
+    /// The map `def` of the object at `path` (pinned by name when
+    /// `pinned`): the one already made in this run, or a new one. A map of
+    /// that name made with another shape is an error naming both.
+    pub fn get_or_make(&self, path: &str, def: MapDef, pinned: bool) -> Result<Arc<Map>, String> {
+        let Some(all) = &self.0 else {
+            return Map::new(def).map(Arc::new);
+        };
+        let key = if pinned {
+            format!("pinned:{}", def.name)
+        } else {
+            let canon = std::fs::canonicalize(path)
+                .map_or_else(|_| path.into(), |p| p.display().to_string());
+            format!("{canon}:{}", def.name)
+        };
+        let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = all.get(&key) {
+            let (a, b) = (&m.def, &def);
+            if (a.kind, a.key_size, a.value_size, a.max_entries, a.flags)
+                != (b.kind, b.key_size, b.value_size, b.max_entries, b.flags)
+            {
+                return Err(format!(
+                    "map '{}' ({}) cannot be shared: this run already has it as a {} (key {} B, value {} B, {} entries, flags {:#x}), this object declares a {} (key {} B, value {} B, {} entries, flags {:#x})",
+                    def.name,
+                    if pinned {
+                        "LIBBPF_PIN_BY_NAME"
+                    } else {
+                        "the same object, loaded again"
+                    },
+                    a.kind.name(),
+                    a.key_size,
+                    a.value_size,
+                    a.max_entries,
+                    a.flags,
+                    b.kind.name(),
+                    b.key_size,
+                    b.value_size,
+                    b.max_entries,
+                    b.flags,
+                ));
+            }
+            return Ok(m.clone());
+        }
+        let m = Arc::new(Map::new(def)?);
+        all.insert(key, m.clone());
+        Ok(m)
+    }
+}
+
+impl PartialEq for SharedMaps {
+    fn eq(&self, other: &SharedMaps) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SharedMaps {}
+
+impl std::fmt::Debug for SharedMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("SharedMaps(none)"),
+            Some(m) => write!(f, "SharedMaps({} maps)", m.lock().map_or(0, |m| m.len())),
+        }
+    }
 }
 
 /// One `MAP:INDEX=IFNAME`.
@@ -135,6 +224,7 @@ pub fn options() -> LoadOptions {
             sets: Vec::new(),
             nr_cpus: possible_cpus(),
             devmaps: Vec::new(),
+            shared: SharedMaps::default(),
         })
 }
 
@@ -256,6 +346,34 @@ pub fn patch_object(bytes: &[u8], set: &GlobalSet) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::ebpf::maps::MapKind;
+
+    #[test]
+    fn a_run_shares_an_objects_maps_and_pinned_maps_by_name() {
+        let def = |name: &str, n: u32| MapDef::new(name, MapKind::Array, 4, 8, n);
+        let run = SharedMaps::run();
+        let a = run.get_or_make("/x/a.o", def("stats", 4), false).unwrap();
+        let again = run.get_or_make("/x/a.o", def("stats", 4), false).unwrap();
+        assert!(Arc::ptr_eq(&a, &again), "one object's map, loaded twice");
+        let other = run.get_or_make("/x/b.o", def("stats", 4), false).unwrap();
+        assert!(
+            !Arc::ptr_eq(&a, &other),
+            "another object's map of that name"
+        );
+        let p = run.get_or_make("/x/a.o", def("hits", 4), true).unwrap();
+        let q = run.get_or_make("/x/b.o", def("hits", 4), true).unwrap();
+        assert!(Arc::ptr_eq(&p, &q), "pinned by name across objects");
+        let e = run.get_or_make("/x/c.o", def("hits", 8), true).unwrap_err();
+        assert!(
+            e.contains("'hits'") && e.contains("4 entries") && e.contains("8 entries"),
+            "{e}"
+        );
+        // Without a run's set every load makes its own.
+        let none = SharedMaps::default();
+        let x = none.get_or_make("/x/a.o", def("stats", 4), false).unwrap();
+        let y = none.get_or_make("/x/a.o", def("stats", 4), false).unwrap();
+        assert!(!Arc::ptr_eq(&x, &y));
+    }
 
     #[test]
     fn sets_parse_and_fit_their_size() {

@@ -13,6 +13,7 @@
 //!
 //! Context: the owning lcore, once per frame.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::insn::*;
@@ -118,7 +119,7 @@ impl XdpCtx {
 /// What helpers act on, for one run.
 pub trait Env {
     /// The program's maps (index = fd - base).
-    fn maps(&self) -> &[Map];
+    fn maps(&self) -> &[Arc<Map>];
     /// This lcore's id (PERCPU copy, `bpf_get_smp_processor_id`).
     fn cpu(&self) -> u32;
     /// `bpf_ktime_get_ns`.
@@ -251,7 +252,7 @@ enum Region<'m> {
 impl Mem<'_> {
     fn region<'m>(
         &'m mut self,
-        maps: &'m [Map],
+        maps: &'m [Arc<Map>],
         addr: u64,
         size: usize,
     ) -> Option<(Region<'m>, usize)> {
@@ -278,7 +279,7 @@ impl Mem<'_> {
         None
     }
 
-    fn load(&mut self, maps: &[Map], addr: u64, size: usize) -> Option<u64> {
+    fn load(&mut self, maps: &[Arc<Map>], addr: u64, size: usize) -> Option<u64> {
         let mut b = [0u8; 8];
         match self.region(maps, addr, size)? {
             (Region::Bytes(s), o) => b[..size].copy_from_slice(&s[o..o + size]),
@@ -294,7 +295,7 @@ impl Mem<'_> {
     /// the stack, or misaligned.
     fn atomic(
         &mut self,
-        maps: &[Map],
+        maps: &[Arc<Map>],
         addr: u64,
         size: usize,
         op: i32,
@@ -357,7 +358,7 @@ impl Mem<'_> {
         Some(((prev >> shift) & mask, !unknown))
     }
 
-    fn store(&mut self, maps: &[Map], addr: u64, size: usize, v: u64) -> Option<()> {
+    fn store(&mut self, maps: &[Arc<Map>], addr: u64, size: usize, v: u64) -> Option<()> {
         let b = v.to_le_bytes();
         let ctx = self.ctx.as_ptr() as u64;
         if addr >= ctx && addr < ctx + CTX_SIZE as u64 {
@@ -371,7 +372,7 @@ impl Mem<'_> {
     }
 
     /// Copies `out.len()` bytes at `addr` (a helper's key or value).
-    fn read_into(&mut self, maps: &[Map], addr: u64, out: &mut [u8]) -> Option<()> {
+    fn read_into(&mut self, maps: &[Arc<Map>], addr: u64, out: &mut [u8]) -> Option<()> {
         match self.region(maps, addr, out.len())? {
             (Region::Bytes(s), o) => out.copy_from_slice(&s[o..o + out.len()]),
             (Region::Words(w), o) => maps::read_bytes(w, o, out)?,
@@ -495,7 +496,7 @@ pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fau
 }
 
 /// Map index from the fd a program holds.
-fn map_index(fd: u64, maps: &[Map]) -> Option<usize> {
+fn map_index(fd: u64, maps: &[Arc<Map>]) -> Option<usize> {
     let i = fd.checked_sub(maps::MAP_FD_BASE as u64)? as usize;
     (i < maps.len()).then_some(i)
 }

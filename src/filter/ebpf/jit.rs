@@ -28,7 +28,7 @@ use crate::bpf_abi::{helper, xdp};
 
 /// What the helpers of the current run act on.
 struct RunState {
-    maps: *const [Map],
+    maps: *const [Arc<Map>],
     cpu: u32,
     redirect: Option<RedirectTo>,
     has: *const dyn Fn(u32) -> bool,
@@ -56,7 +56,7 @@ fn with_run<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
     })
 }
 
-fn map_of(st: &RunState, fd: u64) -> Option<&Map> {
+fn map_of(st: &RunState, fd: u64) -> Option<&Arc<Map>> {
     // SAFETY: st.maps is the program's map slice, alive for the run.
     let maps = unsafe { &*st.maps };
     let i = fd.checked_sub(maps::MAP_FD_BASE as u64)? as usize;
@@ -342,7 +342,7 @@ impl Jit {
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
-        maps: &[Map],
+        maps: &[Arc<Map>],
         cpu: u32,
         has: &dyn Fn(u32) -> bool,
         ktime: fn() -> u64,
@@ -350,7 +350,7 @@ impl Jit {
         ctx: &mut [u8; CTX_SIZE],
     ) -> (u64, Option<RedirectTo>) {
         let mut st = RunState {
-            maps: maps as *const [Map],
+            maps: maps as *const [Arc<Map>],
             cpu,
             redirect: None,
             // SAFETY: the lifetime is erased only for the duration of this

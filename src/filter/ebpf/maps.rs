@@ -172,6 +172,9 @@ pub struct MapDef {
     /// The object's `map_flags` as declared (BPF_F_MMAPABLE and the like;
     /// kept to describe the map, e.g. to create its twin in the kernel).
     pub flags: u32,
+    /// Declared with `pinning = LIBBPF_PIN_BY_NAME`: shared by name with
+    /// the run's other objects.
+    pub pinned: bool,
     /// Initial contents of element 0 (a global data section's bytes, after
     /// the values set before load); empty for other maps.
     pub init: Vec<u8>,
@@ -194,6 +197,7 @@ impl MapDef {
             max_entries,
             readonly: false,
             flags: 0,
+            pinned: false,
             init: Vec::new(),
         }
     }

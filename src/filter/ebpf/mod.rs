@@ -74,7 +74,7 @@ pub struct Program {
     /// Verified and rewritten instructions.
     code: Box<[u8]>,
     /// Its maps, in fd order.
-    pub maps: Vec<Map>,
+    pub maps: Vec<Arc<Map>>,
     /// What the verifier proved.
     pub verified: Verified,
     /// Where the object says it attaches (its section), which decides
@@ -120,12 +120,18 @@ impl Program {
     pub fn from_insns(name: &str, code: &[u8], defs: Vec<MapDef>) -> Result<Program, EbpfError> {
         let maps = defs
             .into_iter()
-            .map(Map::new)
+            .map(|d| Map::new(d).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|why| EbpfError::Load {
                 prog: name.into(),
                 why,
             })?;
+        Program::with_maps(name, code, maps)
+    }
+
+    /// [`Program::from_insns`] over maps that exist already (shared with
+    /// other programs of the run).
+    pub fn with_maps(name: &str, code: &[u8], maps: Vec<Arc<Map>>) -> Result<Program, EbpfError> {
         let shapes: Vec<MapShape> = maps
             .iter()
             .map(|m| MapShape {
@@ -201,7 +207,7 @@ impl Program {
     }
 
     /// The map `name`.
-    pub fn map(&self, name: &str) -> Option<&Map> {
+    pub fn map(&self, name: &str) -> Option<&Arc<Map>> {
         self.maps.iter().find(|m| m.def.name == name)
     }
 
@@ -332,7 +338,18 @@ pub fn parse_object_with(
             return Err(bad(format!("insn {pc}: a map reference was not relocated")));
         }
     }
-    let mut p = Program::from_insns(&name, &code, defs)?;
+    let maps = defs
+        .into_iter()
+        .map(|d| {
+            let pinned = d.pinned;
+            opts.shared.get_or_make(path, d, pinned)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|why| EbpfError::Load {
+            prog: name.clone(),
+            why,
+        })?;
+    let mut p = Program::with_maps(&name, &code, maps)?;
     p.attach = attach;
     fill_devmaps(&p, &opts.devmaps).map_err(bad)?;
     Ok(p)
@@ -448,6 +465,7 @@ fn parse_and_relocate(
             max_entries: m.max_entries(),
             readonly: m.map_flags() & crate::bpf_abi::BPF_F_RDONLY_PROG != 0,
             flags: m.map_flags(),
+            pinned: m.pinning() == aya_obj::maps::PinningType::ByName,
             init: if data { m.data().to_vec() } else { Vec::new() },
         });
     }
@@ -618,14 +636,14 @@ impl std::fmt::Debug for Instance {
 }
 
 struct RunEnv<'a> {
-    maps: &'a [Map],
+    maps: &'a [Arc<Map>],
     cpu: u32,
     has: &'a dyn Fn(u32) -> bool,
     redirect: Option<RedirectTo>,
 }
 
 impl Env for RunEnv<'_> {
-    fn maps(&self) -> &[Map] {
+    fn maps(&self) -> &[Arc<Map>] {
         self.maps
     }
     fn cpu(&self) -> u32 {
