@@ -27,6 +27,7 @@ fn main() {
             .collect(),
         nr_cpus: 2,
         devmaps: vec![],
+        shared: Default::default(),
     };
     let frame = std::fs::read(&a[1]).expect("frame file");
     let repeat: u64 = a[2].parse().expect("REPEAT");

@@ -34,7 +34,10 @@ pub struct LoadOptions {
 /// by name with every object of the run that declares it alike (as a map
 /// pinned in bpffs is reused by libbpf). Context: control thread, at load.
 #[derive(Clone, Default)]
-pub struct SharedMaps(Option<Arc<Mutex<HashMap<String, Arc<Map>>>>>);
+pub struct SharedMaps(Option<Arc<Mutex<ByKey>>>);
+
+/// Shared maps by "CANONICAL_PATH:NAME" or "pinned:NAME".
+type ByKey = HashMap<String, Arc<Map>>;
 
 impl SharedMaps {
     /// A run's set, empty.
