@@ -26,8 +26,7 @@ fn main() {
             .map(|s| GlobalSet::parse(s).unwrap())
             .collect(),
         nr_cpus: 2,
-        devmaps: vec![],
-        shared: Default::default(),
+        ..Default::default()
     };
     let frame = std::fs::read(&a[1]).expect("frame file");
     let repeat: u64 = a[2].parse().expect("REPEAT");

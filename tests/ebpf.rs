@@ -862,8 +862,7 @@ fn load_with(dir: &Path, spec: &str, sets: &[&str], nr_cpus: u32) -> Arc<Program
     let opts = LoadOptions {
         sets: sets.iter().map(|s| GlobalSet::parse(s).unwrap()).collect(),
         nr_cpus,
-        devmaps: vec![],
-        shared: Default::default(),
+        ..Default::default()
     };
     let p = ebpf::load_object_with(&format!("{}/{spec}", dir.display()), &opts)
         .unwrap_or_else(|e| panic!("{spec}: {e}"));
@@ -963,8 +962,7 @@ fn globals_and_percpu_hash_work_as_libbpf_loads_them() {
                     .unwrap(),
             ],
             nr_cpus: 2,
-            devmaps: vec![],
-            shared: Default::default(),
+            ..Default::default()
         },
     )
     .unwrap_err()
@@ -1276,5 +1274,82 @@ fn adjust_tail_shrinks_and_refuses_to_grow() {
             assert_eq!(f.len(), len, "delta {delta} jit {jit}");
             assert_eq!(f.data(), &(0..len as u8).collect::<Vec<_>>()[..]);
         }
+    }
+}
+
+/// bpf/lb.c with its PROG_ARRAYs filled as its loader would.
+fn load_lb(dir: &Path, name: &str) -> Arc<Program> {
+    use cpumapd::filter::ebpf::globals::{LoadOptions, ProgArraySet};
+    let opts = LoadOptions {
+        nr_cpus: 2,
+        prog_arrays: [
+            "jmp_table:0=lb_tcp",
+            "jmp_table:1=lb_udp",
+            "chain_table:0=lb_chain",
+        ]
+        .iter()
+        .map(|s| ProgArraySet::parse(s).unwrap())
+        .collect(),
+        ..Default::default()
+    };
+    let p = ebpf::load_object_with(&format!("{}/lb.o:{name}", dir.display()), &opts)
+        .unwrap_or_else(|e| panic!("lb.o:{name}: {e}"));
+    p.fill_targets(&[TargetId(1), TargetId(2)]);
+    Arc::new(p)
+}
+
+#[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
+fn tail_calls_jump_to_the_protocols_program_and_stop_at_the_kernels_limit() {
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    for jit in [false, true] {
+        let entry = load_lb(&dir, "lb_entry");
+        assert_eq!(
+            entry
+                .tails
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["lb_chain", "lb_tcp", "lb_udp"]
+        );
+        let mut inst = Instance::new(entry.clone(), 0, jit).unwrap();
+        let mut pool = Pool::new("t", 4, 256, 2048).unwrap();
+        let mut run = |bytes: &[u8]| {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(bytes).unwrap();
+            inst.run(&mut f, &|_| true)
+        };
+        let udp = common::udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53);
+        assert_eq!(
+            run(&udp),
+            Verdict::Redirect(TargetId(1)),
+            "DNS to the first target"
+        );
+        let v = run(&common::udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 80));
+        assert!(matches!(v, Verdict::Redirect(_)), "{v:?}");
+        let stats = |i: u32| {
+            let m = entry.map("lb_stats").unwrap();
+            let w = m.lookup(&i.to_le_bytes(), 0).unwrap();
+            m.words()[w].load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(
+            (stats(0), stats(2), stats(3)),
+            (2, 2, 0),
+            "rx, udp, fell through"
+        );
+        // lb_chain: 1 run + 33 tail calls, then the 34th fails and it passes.
+        let chain = load_lb(&dir, "lb_chain");
+        let mut c = Instance::new(chain.clone(), 0, jit).unwrap();
+        let mut f = pool.alloc().unwrap();
+        f.copy_from(&udp).unwrap();
+        assert_eq!(c.run(&mut f, &|_| true), Verdict::Pass);
+        let bss = chain.map(".bss").unwrap();
+        assert_eq!(
+            bss.words()[0].load(std::sync::atomic::Ordering::Relaxed),
+            34,
+            "jit {jit}"
+        );
     }
 }

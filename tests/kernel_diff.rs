@@ -414,8 +414,7 @@ fn with_global(obj: &Path, set: &str, tmp: &Path) -> (PathBuf, LoadOptions) {
         LoadOptions {
             sets: vec![set],
             nr_cpus: 2,
-            devmaps: vec![],
-            shared: Default::default(),
+            ..Default::default()
         },
     )
 }
@@ -442,8 +441,7 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
     let opts = LoadOptions {
         sets: vec![],
         nr_cpus: 2,
-        devmaps: vec![],
-        shared: Default::default(),
+        ..Default::default()
     };
     for name in [
         "no_touch",

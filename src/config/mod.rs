@@ -122,7 +122,7 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
           --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --idle spin|adaptive|sleep --duration S --interval S --summary-json FILE|- --config FILE
           --bulk-size N --pool-size N --max-entries N --no-pin --linger S --latency --stage-cycles
-          --prog FILE.o[:PROGRAM] [--jit] [--prog-set NAME=VALUE] [--devmap MAP:INDEX=IFNAME]   an eBPF XDP program as the RX filter (see bpf/)
+          --prog FILE.o[:PROGRAM] [--jit] [--prog-set NAME=VALUE] [--devmap MAP:INDEX=IFNAME] [--prog-array MAP:INDEX=PROG]   an eBPF XDP program as the RX filter (see bpf/)
           --remote-action drop|pass|redirect:IF|FILE.o[:PROGRAM]   the cpumap entries' program
           --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
 control: cpumapd ctl [--control PATH] map dump|lookup|update|delete|apply, mode set, stats, summary
@@ -213,6 +213,10 @@ pub struct AppArgs {
     /// does (xdp-bench's tx_port from -D IF): MAP:INDEX=IFNAME, repeatable.
     #[arg(long = "devmap", value_name = "MAP:INDEX=IFNAME")]
     pub devmap: Vec<String>,
+    /// Fill a PROG_ARRAY entry of the eBPF objects at load with a program
+    /// of the same object, for bpf_tail_call: MAP:INDEX=PROG, repeatable.
+    #[arg(long = "prog-array", value_name = "MAP:INDEX=PROG")]
+    pub prog_array: Vec<String>,
     /// Measure RX-to-target latency: RX lcores stamp each burst, targets
     /// record every frame (percentiles in the summary).
     #[arg(long)]
@@ -264,6 +268,11 @@ impl AppArgs {
                 f.devmap.unwrap_or_default()
             } else {
                 self.devmap
+            },
+            prog_array: if self.prog_array.is_empty() {
+                f.prog_array.unwrap_or_default()
+            } else {
+                self.prog_array
             },
             latency: self.latency || f.latency.unwrap_or(false),
             stage_cycles: self.stage_cycles || f.stage_cycles.unwrap_or(false),
@@ -492,6 +501,8 @@ pub struct FileApp {
     pub prog_set: Option<Vec<String>>,
     /// `--devmap` (`devmap = ["tx_port:0=eth1"]`).
     pub devmap: Option<Vec<String>>,
+    /// `--prog-array` (`prog_array = ["jmp_table:0=lb_tcp"]`).
+    pub prog_array: Option<Vec<String>>,
     /// `native` or `dpdk`: a profile says which build runs it.
     pub backend: Option<String>,
     /// `--latency`.
@@ -699,7 +710,7 @@ fn load_options(
     lcores: &[LcoreSpec],
 ) -> Result<crate::filter::ebpf::globals::LoadOptions, ConfigError> {
     use crate::filter::ebpf::globals::{
-        DevmapSet, GlobalSet, LoadOptions, SharedMaps, possible_cpus,
+        DevmapSet, GlobalSet, LoadOptions, ProgArraySet, SharedMaps, possible_cpus,
     };
     let sets = app
         .prog_set
@@ -713,11 +724,18 @@ fn load_options(
         .map(|s| DevmapSet::parse(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ConfigError::Args)?;
+    let prog_arrays = app
+        .prog_array
+        .iter()
+        .map(|s| ProgArraySet::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ConfigError::Args)?;
     let top = lcores.iter().map(|l| l.id.0 + 1).max().unwrap_or(1);
     Ok(LoadOptions {
         sets,
         nr_cpus: possible_cpus().max(top),
         devmaps,
+        prog_arrays,
         shared: SharedMaps::run(),
     })
 }
@@ -1262,8 +1280,9 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Every `--devmap MAP` must name a devmap of a program this run loads
-    /// (a typo would leave the entry empty and every redirect a miss).
+    /// Every `--devmap MAP` and `--prog-array MAP` must name a map of a
+    /// program this run loads (a typo would leave the entry empty and every
+    /// redirect a miss, every tail call a fall-through).
     fn check_devmaps(&self) -> Result<(), ConfigError> {
         let remote = match &self.remote {
             Some(RemoteProg::Bpf(p)) => Some(p.as_ref()),
@@ -1271,16 +1290,20 @@ impl Plan {
         };
         let progs: Vec<&crate::filter::ebpf::Program> =
             self.prog.as_deref().into_iter().chain(remote).collect();
-        for d in &self.load.devmaps {
-            if !progs.iter().any(|p| p.map(&d.map).is_some()) {
+        let devmaps = self.load.devmaps.iter().map(|d| ("--devmap", &d.map));
+        let arrays = self
+            .load
+            .prog_arrays
+            .iter()
+            .map(|d| ("--prog-array", &d.map));
+        for (opt, map) in devmaps.chain(arrays) {
+            if !progs.iter().any(|p| p.map(map).is_some()) {
                 let names: Vec<String> = progs
                     .iter()
                     .flat_map(|p| p.maps.iter().map(|m| m.def.name.clone()))
                     .collect();
                 return Err(ConfigError::Args(format!(
-                    "--devmap {}: no loaded eBPF program has a map '{}' (they have: {})",
-                    d.map,
-                    d.map,
+                    "{opt} {map}: no loaded eBPF program has a map '{map}' (they have: {})",
                     listed(names)
                 )));
             }

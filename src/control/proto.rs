@@ -340,6 +340,42 @@ fn prog_map_update(h: &Handle, name: &str, key: &str, value: &str) -> Result<Val
     prog_map_write(h, name, key, value, false)
 }
 
+/// A PROG_ARRAY's value as `prog map update` takes it: the name of one of
+/// the object's tail programs (loaded with `--prog-array`), or `none` to
+/// empty the slot. Stored as the program's slot number.
+fn prog_array_value(
+    progs: &[std::sync::Arc<crate::filter::ebpf::Program>],
+    map: &str,
+    value: &str,
+) -> Result<Vec<u8>, CtlError> {
+    if value == "none" {
+        return Ok(0u32.to_le_bytes().to_vec());
+    }
+    let owner = progs
+        .iter()
+        .find(|p| p.map(map).is_some())
+        .expect("the caller found the map");
+    match owner.tails.iter().position(|t| t.name == value) {
+        Some(i) => Ok((i as u32 + 1).to_le_bytes().to_vec()),
+        None => Err(CtlError::new(
+            "EINVAL",
+            format!(
+                "'{map}' is a prog_array: its value is a tail program of the object ({}) or none",
+                if owner.tails.is_empty() {
+                    "it has none: load them with --prog-array".to_string()
+                } else {
+                    owner
+                        .tails
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        )),
+    }
+}
+
 /// `prog map update`, or with `dry_run` only its checks (the map exists, is
 /// not the cpumap, key and value parse at its sizes).
 pub(super) fn prog_map_write(
@@ -363,7 +399,11 @@ pub(super) fn prog_map_write(
         ));
     }
     let k = parse_bytes(key, map.def.key_size, "key")?;
-    let v = parse_bytes(value, map.def.value_size, "value")?;
+    let v = if map.def.kind == MapKind::ProgArray {
+        prog_array_value(&progs, name, value)?
+    } else {
+        parse_bytes(value, map.def.value_size, "value")?
+    };
     if dry_run {
         return Ok(Value::Null);
     }

@@ -23,6 +23,10 @@ pub struct LoadOptions {
     /// `--devmap MAP:INDEX=IFNAME`: DEVMAP entries filled at load, as a
     /// tool's loader fills them (xdp-bench's `tx_port` from `-D IF`).
     pub devmaps: Vec<DevmapSet>,
+    /// `--prog-array MAP:INDEX=PROG`: PROG_ARRAY entries filled at load
+    /// with a program of the same object (what a loader does with
+    /// `bpf_map_update_elem(map_fd, &index, &prog_fd)`).
+    pub prog_arrays: Vec<ProgArraySet>,
     /// The maps this run's objects share (none: every load makes its own).
     pub shared: SharedMaps,
 }
@@ -111,6 +115,37 @@ impl std::fmt::Debug for SharedMaps {
             None => f.write_str("SharedMaps(none)"),
             Some(m) => write!(f, "SharedMaps({} maps)", m.lock().map_or(0, |m| m.len())),
         }
+    }
+}
+
+/// One `MAP:INDEX=PROG`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgArraySet {
+    /// The PROG_ARRAY's name.
+    pub map: String,
+    /// The key.
+    pub index: u32,
+    /// An XDP program of the object that declares the map.
+    pub prog: String,
+}
+
+impl ProgArraySet {
+    /// Parses `MAP:INDEX=PROG`.
+    pub fn parse(s: &str) -> Result<ProgArraySet, String> {
+        let bad = |why: &str| format!("--prog-array '{s}': {why} (expected MAP:INDEX=PROG)");
+        let (left, prog) = s.split_once('=').ok_or_else(|| bad("no '='"))?;
+        let (map, index) = left.rsplit_once(':').ok_or_else(|| bad("no ':INDEX'"))?;
+        if map.is_empty() || prog.is_empty() {
+            return Err(bad("MAP and PROG must not be empty"));
+        }
+        let index = index
+            .parse::<u32>()
+            .map_err(|_| bad("INDEX must be a u32"))?;
+        Ok(ProgArraySet {
+            map: map.into(),
+            index,
+            prog: prog.into(),
+        })
     }
 }
 
@@ -227,6 +262,7 @@ pub fn options() -> LoadOptions {
             sets: Vec::new(),
             nr_cpus: possible_cpus(),
             devmaps: Vec::new(),
+            prog_arrays: Vec::new(),
             shared: SharedMaps::default(),
         })
 }

@@ -7,6 +7,9 @@
 //! would (the value's address, or 0 for an index out of range), so its
 //! proof still holds.
 //!
+//! A `bpf_tail_call` gets an exit after it (the JIT cannot leave a program
+//! from inside a helper).
+//!
 //! Every jump is re-targeted over the inserted instructions.
 
 use super::insn::*;
@@ -57,40 +60,88 @@ fn expansion(l: &ArrayLookup) -> [Insn; EXPANSION] {
     ]
 }
 
-/// Returns `code` with every lookup in `sites` expanded and the jumps
-/// re-targeted, or None when a site cannot be inlined (a constant that
-/// does not fit an immediate, not a lookup call) or a jump offset would
-/// overflow: the caller then keeps the helper call.
-pub fn inline_lookups(code: &[u8], sites: &[ArrayLookup]) -> Option<Vec<u8>> {
+/// `call bpf_tail_call` for the JIT: the call, then `if r0 ==
+/// TAIL_CALL_TAKEN exit` (the program ends on a taken call; the caller
+/// runs the next program). r0 is unspecified after a failed call, so the
+/// program cannot tell the difference.
+pub fn tail_call_exit() -> Vec<Insn> {
+    let taken = super::interp::TAIL_CALL_TAKEN;
+    vec![
+        Insn {
+            op: JMP | CALL,
+            dst: 0,
+            src: 0,
+            off: 0,
+            imm: helper::TAIL_CALL,
+        },
+        Insn {
+            op: JMP | JNE | K,
+            dst: 0,
+            src: 0,
+            off: 1,
+            imm: taken,
+        },
+        Insn {
+            op: JMP | EXIT,
+            dst: 0,
+            src: 0,
+            off: 0,
+            imm: 0,
+        },
+    ]
+}
+
+/// The array lookups of `sites` as expansions for [`expand`], or None when
+/// a site cannot be inlined (not a lookup call, a constant that does not
+/// fit an immediate).
+pub fn lookup_expansions(code: &[u8], sites: &[ArrayLookup]) -> Option<Vec<(usize, Vec<Insn>)>> {
     let n = code.len() / INSN_SIZE;
-    let mut site_at = vec![None; n];
-    for s in sites {
-        let call = (s.pc < n).then(|| Insn::at(code, s.pc))?;
-        if call.op != (JMP | CALL)
-            || call.src != 0
-            || call.imm != helper::MAP_LOOKUP_ELEM
-            || s.max_entries == 0
-            || s.max_entries > i32::MAX as u32
-            || s.stride > i32::MAX as u32
-        {
-            return None;
-        }
-        site_at[s.pc] = Some(*s);
+    sites
+        .iter()
+        .map(|s| {
+            let call = (s.pc < n).then(|| Insn::at(code, s.pc))?;
+            let ok = call.op == (JMP | CALL)
+                && call.src == 0
+                && call.imm == helper::MAP_LOOKUP_ELEM
+                && s.max_entries != 0
+                && s.max_entries <= i32::MAX as u32
+                && s.stride <= i32::MAX as u32;
+            ok.then(|| (s.pc, expansion(s).to_vec()))
+        })
+        .collect()
+}
+
+/// Returns `code` with every lookup in `sites` expanded and the jumps
+/// re-targeted, or None when a site cannot be inlined or a jump offset
+/// would overflow.
+#[cfg(test)]
+fn inline_lookups(code: &[u8], sites: &[ArrayLookup]) -> Option<Vec<u8>> {
+    expand(code, &lookup_expansions(code, sites)?)
+}
+
+/// Returns `code` with the instruction at each site's pc replaced by its
+/// expansion and every jump re-targeted, or None when a site is out of
+/// range or a jump offset would overflow.
+pub fn expand(code: &[u8], sites: &[(usize, Vec<Insn>)]) -> Option<Vec<u8>> {
+    let n = code.len() / INSN_SIZE;
+    let mut site_at: Vec<Option<&[Insn]>> = vec![None; n];
+    for (pc, e) in sites {
+        *site_at.get_mut(*pc)? = Some(e);
     }
     // new_pos[pc]: where old instruction pc starts in the new code.
     let mut new_pos = Vec::with_capacity(n + 1);
     let mut pos = 0usize;
     for s in &site_at {
         new_pos.push(pos);
-        pos += if s.is_some() { EXPANSION } else { 1 };
+        pos += s.map_or(1, |e| e.len());
     }
     new_pos.push(pos);
     let mut out = Vec::with_capacity(pos * INSN_SIZE);
     for pc in 0..n {
         let mut insn = Insn::at(code, pc);
-        if let Some(s) = &site_at[pc] {
-            for e in expansion(s) {
-                out.extend_from_slice(&e.encode());
+        if let Some(e) = site_at[pc] {
+            for i in e {
+                out.extend_from_slice(&i.encode());
             }
             continue;
         }

@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::insn::*;
 use super::maps::{self, Map};
-use crate::bpf_abi::errno::EINVAL;
+use crate::bpf_abi::errno::{EINVAL, ENOENT};
 use crate::bpf_abi::{helper, xdp};
 
 /// Instructions one run may execute (a verified program cannot reach it;
@@ -128,6 +128,54 @@ pub trait Env {
     fn cpumap_has(&self, key: u32) -> bool;
     /// Records where `XDP_REDIRECT` sends the frame.
     fn set_redirect(&mut self, to: RedirectTo);
+    /// `bpf_tail_call` through map `map` (an index into `maps()`) at
+    /// `index`, on the run's chain ([`Tail::call`]).
+    fn tail_call(&mut self, map: usize, index: u64) -> u64;
+}
+
+/// The kernel's MAX_TAIL_CALL_CNT: the 34th tail call of a chain fails.
+pub const MAX_TAIL_CALLS: u32 = 33;
+
+/// What a successful `bpf_tail_call` returns into the program (the JIT's
+/// expansion exits on it; a failed call returns a negative errno).
+pub const TAIL_CALL_TAKEN: i32 = 0x7a11_ca11;
+
+/// One run's tail-call chain: how many calls it made, the program the
+/// last one jumps to, and how many tail programs the object has.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tail {
+    /// Tail calls taken so far.
+    pub count: u32,
+    /// The tail program to run when this one exits.
+    pub next: Option<u32>,
+    /// The object's tail programs.
+    pub programs: u32,
+}
+
+impl Tail {
+    /// A chain over `programs` tail programs.
+    pub fn new(programs: usize) -> Tail {
+        Tail {
+            count: 0,
+            next: None,
+            programs: programs as u32,
+        }
+    }
+
+    /// `bpf_tail_call(ctx, map, index)`: TAIL_CALL_TAKEN when `map` holds
+    /// a program at `index` and the chain may grow, else -ENOENT.
+    #[inline]
+    pub fn call(&mut self, map: &Map, index: u64) -> u64 {
+        let slot = u32::try_from(index).ok().and_then(|i| map.prog_slot(i));
+        match slot {
+            Some(s) if s < self.programs && self.count < MAX_TAIL_CALLS => {
+                self.count += 1;
+                self.next = Some(s);
+                TAIL_CALL_TAKEN as u64
+            }
+            _ => (-ENOENT) as u64,
+        }
+    }
 }
 
 /// Where a program's `XDP_REDIRECT` goes (the kernel's `bpf_redirect_info`).
@@ -468,6 +516,11 @@ pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fau
                             pc: pc - 1,
                             id: i.imm,
                         })?;
+                        // A taken tail call ends this program; the caller
+                        // runs the next one.
+                        if i.imm == helper::TAIL_CALL && reg[0] == TAIL_CALL_TAKEN as u64 {
+                            return Ok(reg[0]);
+                        }
                     }
                     JA => pc = (pc as i64 + i.off as i64) as usize,
                     _ => {
@@ -545,12 +598,16 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
                 _ => m.delete(key) as u64,
             })
         }
+        helper::TAIL_CALL => {
+            let mi = map_index(reg[2], env.maps())?;
+            Some(env.tail_call(mi, reg[3]))
+        }
         helper::KTIME_GET_NS => Some(env.ktime_ns()),
         helper::KTIME_GET_BOOT_NS => Some(super::boot_ns()),
         helper::GET_PRANDOM_U32 => Some(super::prandom_u32() as u64),
         helper::XDP_ADJUST_TAIL => {
             let c = XdpCtx::from_bytes(mem.ctx);
-            match adjust_tail(c, reg[2] as i64) {
+            match adjust_tail(c, reg[2] as i32 as i64) {
                 Some(c) => {
                     *mem.ctx = c.to_bytes();
                     Some(0)
@@ -586,7 +643,12 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
         helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META => {
             let c = XdpCtx::from_bytes(mem.ctx);
             let start = mem.pkt.as_ptr() as u64;
-            let ok = match adjust(c, start, reg[2] as i64, id == helper::XDP_ADJUST_HEAD) {
+            let ok = match adjust(
+                c,
+                start,
+                reg[2] as i32 as i64,
+                id == helper::XDP_ADJUST_HEAD,
+            ) {
                 Some((c, mv)) => {
                     if let Some((from, to, len)) = mv {
                         mem.pkt.copy_within(from..from + len, to);

@@ -20,7 +20,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use super::interp::{self, CTX_SIZE, RedirectTo, XdpCtx};
+use super::interp::{self, CTX_SIZE, RedirectTo, Tail, XdpCtx};
 use super::maps::{self, Map};
 use super::{Program, inline};
 use crate::bpf_abi::errno::EINVAL;
@@ -35,6 +35,7 @@ struct RunState {
     /// Start of the frame's buffer (adjust_head's lower bound).
     buf_start: u64,
     ktime: fn() -> u64,
+    tail: Tail,
 }
 
 thread_local! {
@@ -156,7 +157,7 @@ fn h_prandom(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
 fn h_adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
     let mut b = [0u8; CTX_SIZE];
     copy_from(ctx, &mut b);
-    let Some(c) = interp::adjust_tail(XdpCtx::from_bytes(&b), delta as i64) else {
+    let Some(c) = interp::adjust_tail(XdpCtx::from_bytes(&b), delta as i32 as i64) else {
         return (-EINVAL) as u64;
     };
     let out = c.to_bytes();
@@ -208,12 +209,23 @@ fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
     .unwrap_or(xdp::ABORTED as u64)
 }
 
+fn h_tail_call(_ctx: u64, fd: u64, index: u64, _: u64, _: u64) -> u64 {
+    with_run(|st| {
+        // SAFETY: st.maps is the program's map slice, alive for the run.
+        let maps = unsafe { &*st.maps };
+        let i = fd.checked_sub(maps::MAP_FD_BASE as u64)? as usize;
+        Some(st.tail.call(maps.get(i)?, index))
+    })
+    .flatten()
+    .unwrap_or((-EINVAL) as u64)
+}
+
 fn adjust(ctx: u64, delta: u64, head: bool) -> u64 {
     with_run(|st| {
         let mut b = [0u8; CTX_SIZE];
         copy_from(ctx, &mut b);
         let c = XdpCtx::from_bytes(&b);
-        let Some((c, mv)) = interp::adjust(c, st.buf_start, delta as i64, head) else {
+        let Some((c, mv)) = interp::adjust(c, st.buf_start, delta as i32 as i64, head) else {
             return (-EINVAL) as u64;
         };
         if let Some((from, to, len)) = mv {
@@ -296,11 +308,18 @@ impl Jit {
                 "insn {pc}: atomic instructions are not compiled by the JIT (rbpf 0.3 has none); run this program without --jit"
             ));
         }
-        let sites = array_lookups(&prog, cpu);
-        let (owned, inlined) = match inline::inline_lookups(prog.code(), &sites) {
-            Some(code) => (code.into_boxed_slice(), sites.len()),
-            None => (prog.code().into(), 0),
-        };
+        let lookups = inline::lookup_expansions(prog.code(), &array_lookups(&prog, cpu));
+        let inlined = lookups.as_ref().map_or(0, |l| l.len());
+        let mut sites = lookups.unwrap_or_default();
+        for pc in 0..prog.insn_count() {
+            let i = super::insn::Insn::at(prog.code(), pc);
+            if i.op == (super::insn::JMP | super::insn::CALL) && i.imm == helper::TAIL_CALL {
+                sites.push((pc, inline::tail_call_exit()));
+            }
+        }
+        let owned = inline::expand(prog.code(), &sites)
+            .ok_or_else(|| "JIT: a jump does not fit its offset after expansion".to_string())?
+            .into_boxed_slice();
         // SAFETY: the bytes live in `owned`'s heap allocation, which the Jit
         // keeps alive (its `_code` field, dropped after `vm`); the VM only
         // reads them. The lifetime is erased because the VM type wants one.
@@ -324,6 +343,7 @@ impl Jit {
             (helper::KTIME_GET_BOOT_NS, h_boot_ns),
             (helper::GET_PRANDOM_U32, h_prandom),
             (helper::XDP_ADJUST_META, h_adjust_meta),
+            (helper::TAIL_CALL, h_tail_call),
         ] {
             vm.register_helper(id as u32, f)
                 .map_err(|e| e.to_string())?;
@@ -348,6 +368,7 @@ impl Jit {
         ktime: fn() -> u64,
         pkt: &mut [u8],
         ctx: &mut [u8; CTX_SIZE],
+        tail: &mut Tail,
     ) -> (u64, Option<RedirectTo>) {
         let mut st = RunState {
             maps: maps as *const [Arc<Map>],
@@ -363,6 +384,7 @@ impl Jit {
             },
             buf_start: pkt.as_ptr() as u64,
             ktime,
+            tail: *tail,
         };
         RUN.with(|r| r.set(&mut st));
         // SAFETY: the program passed our verifier, so every access it makes
@@ -370,6 +392,7 @@ impl Jit {
         // all alive for this call; helpers see `st` through RUN.
         let ret = unsafe { self.vm.execute_program_jit(pkt, ctx) }.unwrap_or(0);
         RUN.with(|r| r.set(std::ptr::null_mut()));
+        *tail = st.tail;
         (ret, st.redirect)
     }
 }

@@ -72,6 +72,11 @@ pub enum MapKind {
     LruHash,
     /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`: the same, one value per lcore.
     LruPerCpuHash,
+    /// `BPF_MAP_TYPE_PROG_ARRAY`: index -> a program of the same object for
+    /// `bpf_tail_call`, stored like an ARRAY of u32 (0: empty, n: the
+    /// object's tail program n - 1). Filled at load (`--prog-array`);
+    /// programs may only tail-call through it.
+    ProgArray,
 }
 
 impl MapKind {
@@ -88,6 +93,7 @@ impl MapKind {
             map_type::CPUMAP => Some(MapKind::CpuMap),
             map_type::LRU_HASH => Some(MapKind::LruHash),
             map_type::LRU_PERCPU_HASH => Some(MapKind::LruPerCpuHash),
+            map_type::PROG_ARRAY => Some(MapKind::ProgArray),
             _ => None,
         }
     }
@@ -105,6 +111,7 @@ impl MapKind {
             MapKind::CpuMap => "cpumap",
             MapKind::LruHash => "lru_hash",
             MapKind::LruPerCpuHash => "lru_percpu_hash",
+            MapKind::ProgArray => "prog_array",
         }
     }
 
@@ -112,7 +119,7 @@ impl MapKind {
     fn is_array(self) -> bool {
         matches!(
             self,
-            MapKind::Array | MapKind::PerCpuArray | MapKind::DevMap
+            MapKind::Array | MapKind::PerCpuArray | MapKind::DevMap | MapKind::ProgArray
         )
     }
 
@@ -320,6 +327,12 @@ impl Map {
         if def.kind != MapKind::CpuMap && (def.value_size == 0 || def.value_size > MAX_VALUE_SIZE) {
             return bad(format!(
                 "value size {} is not in 1..={MAX_VALUE_SIZE}",
+                def.value_size
+            ));
+        }
+        if def.kind == MapKind::ProgArray && def.value_size != 4 {
+            return bad(format!(
+                "prog_array values are 4 bytes (a program), not {}",
                 def.value_size
             ));
         }
@@ -548,6 +561,17 @@ impl Map {
         let w = self.lookup(&key.to_le_bytes(), 0)?;
         let ifindex = self.words[w].load(Ordering::Relaxed) as u32;
         (ifindex != 0).then_some(ifindex)
+    }
+
+    /// PROG_ARRAY: the tail program stored under `key` (an index into the
+    /// object's tail programs), None when empty or out of range.
+    #[inline]
+    pub fn prog_slot(&self, key: u32) -> Option<u32> {
+        if self.def.kind != MapKind::ProgArray || key >= self.def.max_entries {
+            return None;
+        }
+        let v = self.words[key as usize * self.vw].load(Ordering::Acquire) as u32;
+        v.checked_sub(1)
     }
 
     /// `bpf_map_update_elem`: 0 or a negative errno.

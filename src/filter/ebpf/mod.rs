@@ -80,6 +80,10 @@ pub struct Program {
     /// Where the object says it attaches (its section), which decides
     /// where the kernel lets it run.
     pub attach: Attach,
+    /// The object's programs its PROG_ARRAYs hold (`bpf_tail_call`
+    /// targets; slot n of an array holds tail n + 1). Each runs over the
+    /// same maps; their own `tails` are empty (this list serves the chain).
+    pub tails: Vec<Arc<Program>>,
 }
 
 /// An XDP program's expected attach type, from its section name.
@@ -185,6 +189,7 @@ impl Program {
             maps,
             verified,
             attach: Attach::Interface,
+            tails: Vec::new(),
         })
     }
 
@@ -302,7 +307,29 @@ pub fn parse_object_with(
     }))
     .map_err(|_| bad("malformed ELF object (its sections or symbols are inconsistent)".into()))?;
     let (obj, name, defs) = parsed.map_err(bad)?;
-    let prog = &obj.programs[&name];
+    let (code, attach) = program_code(&obj, &name).map_err(bad)?;
+    let maps = defs
+        .into_iter()
+        .map(|d| {
+            let pinned = d.pinned;
+            opts.shared.get_or_make(path, d, pinned)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|why| EbpfError::Load {
+            prog: name.clone(),
+            why,
+        })?;
+    let tails = tail_programs(&obj, &maps, &opts.prog_arrays).map_err(bad)?;
+    let mut p = Program::with_maps(&name, &code, maps)?;
+    p.attach = attach;
+    p.tails = tails?;
+    fill_devmaps(&p, &opts.devmaps).map_err(bad)?;
+    Ok(p)
+}
+
+/// Program `name`'s relocated instructions and where it attaches.
+fn program_code(obj: &aya_obj::Object, name: &str) -> Result<(Vec<u8>, Attach), String> {
+    let prog = &obj.programs[name];
     let attach = match prog.section {
         aya_obj::ProgramSection::Xdp {
             attach_type: aya_obj::programs::XdpAttachType::CpuMap,
@@ -317,7 +344,7 @@ pub fn parse_object_with(
     let f = obj
         .functions
         .get(&prog.function_key())
-        .ok_or_else(|| bad(format!("program '{name}' has no code")))?;
+        .ok_or_else(|| format!("program '{name}' has no code"))?;
     let mut code = Vec::with_capacity(f.instructions.len() * INSN_SIZE);
     for i in &f.instructions {
         code.extend_from_slice(
@@ -335,24 +362,85 @@ pub fn parse_object_with(
     for pc in 0..code.len() / INSN_SIZE {
         let i = Insn::at(&code, pc);
         if i.op == (LD | IMM | DW) && i.src == pseudo::MAP_FD && i.imm < MAP_FD_BASE {
-            return Err(bad(format!("insn {pc}: a map reference was not relocated")));
+            return Err(format!(
+                "program '{name}': insn {pc}: a map reference was not relocated"
+            ));
         }
     }
-    let maps = defs
-        .into_iter()
-        .map(|d| {
-            let pinned = d.pinned;
-            opts.shared.get_or_make(path, d, pinned)
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|why| EbpfError::Load {
-            prog: name.clone(),
-            why,
-        })?;
-    let mut p = Program::with_maps(&name, &code, maps)?;
-    p.attach = attach;
-    fill_devmaps(&p, &opts.devmaps).map_err(bad)?;
-    Ok(p)
+    Ok((code, attach))
+}
+
+/// `--prog-array`: the object's tail programs (the programs its
+/// PROG_ARRAYs hold, in name order, each verified over the object's maps)
+/// with the arrays filled. The outer error is the object's (a setting
+/// naming a program it lacks); the inner one a tail program's refusal. A
+/// setting naming a map the object lacks is for another object.
+fn tail_programs(
+    obj: &aya_obj::Object,
+    maps: &[Arc<Map>],
+    sets: &[globals::ProgArraySet],
+) -> Result<Result<Vec<Arc<Program>>, EbpfError>, String> {
+    let ours: Vec<&globals::ProgArraySet> = sets
+        .iter()
+        .filter(|s| maps.iter().any(|m| m.def.name == s.map))
+        .collect();
+    let mut names: Vec<&str> = ours.iter().map(|s| s.prog.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for s in &ours {
+        let m = maps.iter().find(|m| m.def.name == s.map).expect("filtered");
+        let what = format!("--prog-array {}:{}={}", s.map, s.index, s.prog);
+        if m.def.kind != MapKind::ProgArray {
+            return Err(format!(
+                "{what}: map '{}' is a {}, not a prog_array",
+                s.map,
+                m.def.kind.name()
+            ));
+        }
+        let xdp = obj
+            .programs
+            .get(&s.prog)
+            .is_some_and(|p| matches!(p.section, aya_obj::ProgramSection::Xdp { .. }));
+        if !xdp {
+            let mut have: Vec<&String> = obj
+                .programs
+                .iter()
+                .filter(|(_, p)| matches!(p.section, aya_obj::ProgramSection::Xdp { .. }))
+                .map(|(n, _)| n)
+                .collect();
+            have.sort();
+            return Err(format!(
+                "{what}: the object has no XDP program '{}' (it has: {})",
+                s.prog,
+                have.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let slot = names.iter().position(|n| *n == s.prog).expect("listed") as u32 + 1;
+        if m.update(
+            &s.index.to_le_bytes(),
+            &slot.to_le_bytes(),
+            crate::bpf_abi::update::ANY,
+            0,
+        ) != 0
+        {
+            return Err(format!(
+                "{what}: index {} is not below max_entries {}",
+                s.index, m.def.max_entries
+            ));
+        }
+    }
+    let mut tails = Vec::with_capacity(names.len());
+    for n in names {
+        let (code, _) = program_code(obj, n)?;
+        match Program::with_maps(n, &code, maps.to_vec()) {
+            Ok(p) => tails.push(Arc::new(p)),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(tails))
 }
 
 /// `--devmap`: the entries of this object's DEVMAPs the run fills at load
@@ -440,7 +528,7 @@ fn parse_and_relocate(
         let m = obj.maps.get_mut(n).expect("a listed map");
         let kind = MapKind::from_kernel(m.map_type()).ok_or_else(|| {
             bad(format!(
-                "map '{n}': type {} ({}) is not supported (hash, percpu_hash, array, percpu_array, devmap, devmap_hash, cpumap and global data are)",
+                "map '{n}': type {} ({}) is not supported (hash, percpu_hash, lru_hash, lru_percpu_hash, array, percpu_array, lpm_trie, prog_array, devmap, devmap_hash, cpumap and global data are)",
                 m.map_type(),
                 crate::bpf_abi::map_type::name(m.map_type())
             ))
@@ -623,6 +711,8 @@ pub struct Instance {
     stack: Box<[u8; STACK_SIZE]>,
     ctx: [u8; CTX_SIZE],
     jit: Option<jit::Jit>,
+    /// With `--jit`: the program's tail programs, compiled (same order).
+    tail_jits: Vec<jit::Jit>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -640,6 +730,7 @@ struct RunEnv<'a> {
     cpu: u32,
     has: &'a dyn Fn(u32) -> bool,
     redirect: Option<RedirectTo>,
+    tail: interp::Tail,
 }
 
 impl Env for RunEnv<'_> {
@@ -658,27 +749,33 @@ impl Env for RunEnv<'_> {
     fn set_redirect(&mut self, to: RedirectTo) {
         self.redirect = Some(to);
     }
+    fn tail_call(&mut self, map: usize, index: u64) -> u64 {
+        self.tail.call(&self.maps[map], index)
+    }
 }
 
 impl Instance {
     /// An instance for lcore `cpu`; `jit` compiles it.
     pub fn new(prog: Arc<Program>, cpu: u32, jit: bool) -> Result<Instance, EbpfError> {
-        let jit = if jit {
-            Some(
-                jit::Jit::compile(prog.clone(), cpu).map_err(|why| EbpfError::Load {
-                    prog: prog.name.clone(),
-                    why,
-                })?,
-            )
+        let compile = |p: &Arc<Program>| {
+            jit::Jit::compile(p.clone(), cpu).map_err(|why| EbpfError::Load {
+                prog: p.name.clone(),
+                why,
+            })
+        };
+        let (main, tail_jits) = if jit {
+            let tails = prog.tails.iter().map(compile).collect::<Result<_, _>>()?;
+            (Some(compile(&prog)?), tails)
         } else {
-            None
+            (None, Vec::new())
         };
         Ok(Instance {
             prog,
             cpu,
             stack: Box::new([0; STACK_SIZE]),
             ctx: [0; CTX_SIZE],
-            jit,
+            jit: main,
+            tail_jits,
         })
     }
 
@@ -690,6 +787,65 @@ impl Instance {
     /// Map lookups the JIT compiled inline (0 when interpreted).
     pub fn inlined_lookups(&self) -> usize {
         self.jit.as_ref().map_or(0, |j| j.inlined)
+    }
+
+    /// Runs the program, then the tail programs its `bpf_tail_call`s jump
+    /// to (the kernel's chain: same context and packet, at most
+    /// MAX_TAIL_CALLS jumps): the last program's return value and where a
+    /// redirect goes (the kernel's per-CPU redirect info outlives a tail
+    /// call). None when the interpreter faults.
+    #[inline]
+    fn run_chain(
+        &mut self,
+        buf: &mut [u8],
+        has: &dyn Fn(u32) -> bool,
+    ) -> Option<(u64, Option<RedirectTo>)> {
+        let mut tail = interp::Tail::new(self.prog.tails.len());
+        let mut redirect = None;
+        let mut current: Option<usize> = None;
+        loop {
+            let prog = match current {
+                None => &self.prog,
+                Some(t) => &self.prog.tails[t],
+            };
+            let jit = match current {
+                None => self.jit.as_ref(),
+                Some(t) => self.tail_jits.get(t),
+            };
+            let (ret, to) = match jit {
+                Some(j) => j.run(
+                    &prog.maps,
+                    self.cpu,
+                    has,
+                    ktime_ns,
+                    buf,
+                    &mut self.ctx,
+                    &mut tail,
+                ),
+                None => {
+                    let mut env = RunEnv {
+                        maps: &prog.maps,
+                        cpu: self.cpu,
+                        has,
+                        redirect: None,
+                        tail,
+                    };
+                    let mut mem = Mem {
+                        pkt: buf,
+                        ctx: &mut self.ctx,
+                        stack: &mut self.stack,
+                    };
+                    let r = interp::run(&prog.code, &mut mem, &mut env).ok()?;
+                    tail = env.tail;
+                    (r, env.redirect)
+                }
+            };
+            redirect = to.or(redirect);
+            match tail.next.take() {
+                Some(next) => current = Some(next as usize),
+                None => return Some((ret, redirect)),
+            }
+        }
     }
 
     /// Runs the program on `frame`. `has(key)`: the cpumap has an entry for
@@ -709,25 +865,8 @@ impl Instance {
             _pad: 0,
         };
         self.ctx = c.to_bytes();
-        let (ret, redirect) = match &self.jit {
-            Some(j) => j.run(&self.prog.maps, self.cpu, has, ktime_ns, buf, &mut self.ctx),
-            None => {
-                let mut env = RunEnv {
-                    maps: &self.prog.maps,
-                    cpu: self.cpu,
-                    has,
-                    redirect: None,
-                };
-                let mut mem = Mem {
-                    pkt: buf,
-                    ctx: &mut self.ctx,
-                    stack: &mut self.stack,
-                };
-                match interp::run(&self.prog.code, &mut mem, &mut env) {
-                    Ok(r) => (r, env.redirect),
-                    Err(_) => return Verdict::Aborted,
-                }
-            }
+        let Some((ret, redirect)) = self.run_chain(buf, has) else {
+            return Verdict::Aborted;
         };
         // Apply a moved start of data (bpf_xdp_adjust_head) and a shorter
         // end (bpf_xdp_adjust_tail).

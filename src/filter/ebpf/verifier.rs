@@ -1170,6 +1170,15 @@ impl Verifier<'_> {
                         ),
                     ));
                 }
+                if shape.kind == MapKind::ProgArray {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "{} on a prog_array: programs only tail-call through it (the kernel refuses this map type for that helper)",
+                            helper::name(id)
+                        ),
+                    ));
+                }
                 self.check_stack_arg(pc, st, 2, shape.key_size, "key")?;
                 if id == helper::MAP_LOOKUP_ELEM {
                     let seen = self.lookup_maps.entry(pc).or_insert(Some(map));
@@ -1211,6 +1220,19 @@ impl Verifier<'_> {
                 scalar(st, 2)?;
                 scalar(st, 3)?;
                 range(0, u32::MAX as u64)
+            }
+            helper::TAIL_CALL => {
+                if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
+                    return Err(err(pc, "bpf_tail_call needs the context in r1"));
+                }
+                match st.regs[2] {
+                    Reg::MapPtr { map } if self.maps[map as usize].kind == MapKind::ProgArray => {}
+                    _ => return Err(err(pc, "bpf_tail_call needs a prog_array in r2")),
+                }
+                scalar(st, 3)?;
+                // Reached only when the call fails (no program there, or
+                // the chain is 33 calls long): r0 is unspecified.
+                UNKNOWN
             }
             helper::REDIRECT => {
                 scalar(st, 1)?;
