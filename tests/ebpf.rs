@@ -1353,3 +1353,107 @@ fn tail_calls_jump_to_the_protocols_program_and_stop_at_the_kernels_limit() {
         );
     }
 }
+
+/// Runs cpumapd with `app` args over `n` generated frames and a control
+/// socket; once every frame is through, returns the summary and the named
+/// maps' values by key (`ctl prog map dump`), then stops it.
+fn run_and_dump(
+    source: &str,
+    app: &str,
+    n: u64,
+    maps: &[&str],
+) -> (serde_json::Value, Vec<Vec<u64>>) {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("ctl.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+        .args(common::args(&format!(
+            "--lcores 0@0,1@1 --vdev net_gen0,count={n},rate=200000,{source} -- --cpu 1 {app} --control {} --state-dir off --metrics off --interval 0 --linger 60",
+            sock.display()
+        )))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for_control(&sock);
+    let t0 = Instant::now();
+    let summary = loop {
+        let s: serde_json::Value =
+            serde_json::from_str(&common::ctl_ok(&sock, &["summary"])).unwrap();
+        if s["rx"].as_u64() == Some(n) && s["in_flight"].as_u64() == Some(0) {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "traffic did not end: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let values = maps
+        .iter()
+        .map(|m| {
+            let d: serde_json::Value =
+                serde_json::from_str(&common::ctl_ok(&sock, &["prog", "map", "dump", m])).unwrap();
+            d["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["value"].as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    common::sigterm(&child);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::assert_no_pool_leak(&o.stderr);
+    (summary, values)
+}
+
+#[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
+fn an_objects_rx_and_remote_programs_share_its_maps_and_the_rx_metadata() {
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let o = format!("{}/lb.o", dir.display());
+    let n = 20_000u64;
+    // UDP to 53 and 80 in turn (flows=2 alternates the port): all redirected
+    // by lb_udp, reached through the tail call.
+    let (s, v) = run_and_dump(
+        "flows=2,proto=udp,dport=53",
+        &format!(
+            "--prog {o}:lb_entry --prog-array jmp_table:0=lb_tcp --prog-array jmp_table:1=lb_udp --remote-action {o}:lb_remote"
+        ),
+        n,
+        &["lb_stats"],
+    );
+    let st = &v[0];
+    assert_eq!(s["redirect"].as_u64(), Some(n), "{s}");
+    assert_eq!(st[0], n, "lb_entry ran on every frame: {st:?}");
+    assert_eq!(st[2], n, "every frame went through lb_udp: {st:?}");
+    assert_eq!(st[3], 0, "no tail call fell through: {st:?}");
+    let processed = s["target_processed"].as_u64().unwrap();
+    assert_eq!(processed, n, "{s}");
+    assert_eq!(
+        st[4], processed,
+        "lb_remote counted into the RX program's map: {st:?}"
+    );
+    assert_eq!(
+        st[5], processed,
+        "and read lb_entry's metadata on every frame: {st:?}"
+    );
+    // Two objects, one map pinned by name: each counts into its half.
+    let (s, v) = run_and_dump(
+        "flows=4",
+        &format!(
+            "--prog {0}/pin_rx.o --remote-action {0}/pin_remote.o",
+            dir.display()
+        ),
+        n,
+        &["pin_hits", "local"],
+    );
+    assert_eq!(s["target_drops"].as_u64(), Some(n), "{s}");
+    assert_eq!(v[0], [n, n], "pin_rx and pin_remote share pin_hits");
+    assert_eq!(v[1], [n], "each object's own map: the RX program's");
+}

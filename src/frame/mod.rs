@@ -130,6 +130,8 @@ struct FrameHdr {
     port: u16,
     queue: u16,
     offload: Offload,
+    /// XDP metadata bytes in front of the data (at most 32).
+    meta_len: u8,
 }
 
 /// A frame's offload metadata (a virtio-net header), with its offsets
@@ -488,6 +490,7 @@ impl NativePool {
                     port: 0,
                     queue: 0,
                     offload: Offload::default(),
+                    meta_len: 0,
                 })
             };
         }
@@ -540,6 +543,7 @@ impl NativePool {
                 h.rss_hash = 0;
                 h.timestamp_ns = 0;
                 h.offload = Offload::default();
+                h.meta_len = 0;
             }
             out.push(Frame { hdr });
         }
@@ -830,6 +834,8 @@ impl Frame {
             return Err(bad());
         }
         self.set_geometry(new_off as usize, new_len as usize);
+        // Metadata no longer sits just in front of the data.
+        self.set_meta_len(0);
         Ok(())
     }
 
@@ -916,6 +922,31 @@ impl Frame {
             return unsafe { m.timestamp_ns() };
         }
         self.hdr().timestamp_ns
+    }
+
+    /// Bytes of XDP metadata just in front of the data: what the RX
+    /// program left with `bpf_xdp_adjust_meta`, which the remote program
+    /// sees as `data_meta`, as the kernel's xdp_frame carries its metasize
+    /// through a cpumap. Always 0 for DPDK mbufs (not carried there).
+    #[inline(always)]
+    pub fn meta_len(&self) -> usize {
+        #[cfg(feature = "dpdk")]
+        if self.mbuf().is_some() {
+            return 0;
+        }
+        self.hdr().meta_len as usize
+    }
+
+    /// Sets [`Frame::meta_len`] (at most 32 and the headroom; ignored for
+    /// DPDK mbufs).
+    #[inline(always)]
+    pub fn set_meta_len(&mut self, n: usize) {
+        #[cfg(feature = "dpdk")]
+        if self.mbuf().is_some() {
+            return;
+        }
+        let room = self.headroom().min(32);
+        self.hdr_mut().meta_len = n.min(room) as u8;
     }
 
     /// Records RX metadata (kept across the redirect, unlike the kernel's

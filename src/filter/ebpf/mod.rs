@@ -852,13 +852,15 @@ impl Instance {
     /// `key` (what `bpf_redirect_map` checks). Never panics; no allocation.
     #[inline]
     pub fn run(&mut self, frame: &mut Frame, has: &dyn Fn(u32) -> bool) -> Verdict {
-        let (port, queue) = (frame.port(), frame.queue());
+        let (port, queue, meta) = (frame.port(), frame.queue(), frame.meta_len());
         let (buf, off) = frame.xdp_buffer();
         let start = buf.as_ptr() as u64;
         let c = XdpCtx {
             data: start + off as u64,
             data_end: start + buf.len() as u64,
-            data_meta: start + off as u64,
+            // The RX program's metadata, for a remote program (meta_len is
+            // never more than the headroom).
+            data_meta: start + (off - meta.min(off)) as u64,
             ingress_ifindex: port as u32,
             rx_queue_index: queue as u32,
             egress_ifindex: 0,
@@ -880,6 +882,9 @@ impl Instance {
             if frame.set_len(len).is_err() {
                 return Verdict::Aborted;
             }
+        }
+        if after.data_meta != c.data_meta || delta != 0 {
+            frame.set_meta_len(after.data.saturating_sub(after.data_meta) as usize);
         }
         match u32::try_from(ret) {
             Ok(xdp::DROP) => Verdict::Drop,
