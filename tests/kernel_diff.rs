@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use cpumapd::filter::Verdict;
-use cpumapd::filter::ebpf::globals::{GlobalSet, LoadOptions};
+use cpumapd::filter::ebpf::globals::{GlobalSet, LoadOptions, ProgArraySet};
 use cpumapd::filter::ebpf::maps::MapKind;
 use cpumapd::filter::ebpf::{self, Instance, Program};
 use cpumapd::frame::Pool;
@@ -331,6 +331,17 @@ fn compare(
         let spec = format!("{}:{name}", obj.display());
         let ours = Arc::new(ebpf::load_object_with(&spec, opts).unwrap_or_else(|e| panic!("{e}")));
         let k = Kernel::load(obj, &ours, &format!("{name}{}", jit as u8), sized);
+        // PROG_ARRAY entries: the same program in the same slot.
+        for set in &opts.prog_arrays {
+            if ours.map(&set.map).is_some() {
+                let (p, prog) = (k.map_path(&set.map), k.progs.join(&set.prog));
+                let key = hex_args(&set.index.to_le_bytes());
+                let mut a = vec!["map", "update", "pinned", &p, "key"];
+                a.extend(key.iter().map(String::as_str));
+                a.extend(["value", "pinned", prog.to_str().unwrap()]);
+                bpftool(&a);
+            }
+        }
         // Targets 0 and 1 (CPUs the kernel's cpumap takes on this host).
         ours.fill_targets(&[TargetId(0), TargetId(1)]);
         if ours.map("cpus_available").is_some() {
@@ -378,7 +389,14 @@ fn compare(
                     "{name} (jit {jit}, only entry {only}) frame {i}: cpumapd {v:?}, kernel {}: {bytes:02x?}",
                     theirs[i].0
                 );
-                assert_eq!(f.data(), &theirs[i].1[..], "{name} frame {i}: output bytes");
+                // The kernel's data_out starts at data_meta.
+                let meta = f.meta_len();
+                let (buf, off) = f.xdp_buffer();
+                assert_eq!(
+                    &buf[off - meta..],
+                    &theirs[i].1[..],
+                    "{name} frame {i}: output bytes (metadata and data)"
+                );
             }
         }
         let redirecting = ours.uses_helper(cpumapd::bpf_abi::helper::REDIRECT_MAP);
@@ -686,6 +704,55 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             assert_ne!(&bss[0].1[8..16], &[0; 8], "some connections closed");
         },
     );
+    // lb.c: tail calls through PROG_ARRAYs (filled alike on both sides),
+    // metadata handed from the entry program to the protocol programs, and
+    // a chain stopped by the 33-call limit (.bss counts its runs).
+    let lb_opts = LoadOptions {
+        nr_cpus: 2,
+        prog_arrays: [
+            "jmp_table:0=lb_tcp",
+            "jmp_table:1=lb_udp",
+            "chain_table:0=lb_chain",
+        ]
+        .iter()
+        .map(|s| ProgArraySet::parse(s).unwrap())
+        .collect(),
+        ..Default::default()
+    };
+    for name in ["lb_entry", "lb_chain"] {
+        compare(
+            &dir.join("lb.o"),
+            name,
+            &lb_opts,
+            &[],
+            &frames,
+            tmp.path(),
+            &|k, ours| {
+                let theirs = k.dump("lb_stats");
+                for (key, v) in &theirs {
+                    assert_eq!(
+                        Some(v.clone()),
+                        ours_value(ours, "lb_stats", key, 0),
+                        "lb_stats {key:?}"
+                    );
+                }
+                let bss = k.dump(".bss");
+                assert_eq!(
+                    Some(bss[0].1.clone()),
+                    ours_value(ours, ".bss", &[0; 4], 0),
+                    ".bss"
+                );
+                if name == "lb_entry" {
+                    let tcp_udp = u64::from_le_bytes(theirs[1].1[..8].try_into().unwrap())
+                        + u64::from_le_bytes(theirs[2].1[..8].try_into().unwrap());
+                    assert!(tcp_udp > 0, "frames were tail-called: {theirs:?}");
+                } else {
+                    let runs = u64::from_le_bytes(bss[0].1[..8].try_into().unwrap());
+                    assert_eq!(runs % 34, 0, "34 runs per frame: {runs}");
+                }
+            },
+        );
+    }
 }
 
 #[test]
