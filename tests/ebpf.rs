@@ -1356,12 +1356,14 @@ fn tail_calls_jump_to_the_protocols_program_and_stop_at_the_kernels_limit() {
 
 /// Runs cpumapd with `app` args over `n` generated frames and a control
 /// socket; once every frame is through, returns the summary and the named
-/// maps' values by key (`ctl prog map dump`), then stops it.
+/// maps' values by key (`ctl prog map dump`), runs `then` with the
+/// socket, and stops it.
 fn run_and_dump(
     source: &str,
     app: &str,
     n: u64,
     maps: &[&str],
+    then: &dyn Fn(&Path),
 ) -> (serde_json::Value, Vec<Vec<u64>>) {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
@@ -1403,6 +1405,7 @@ fn run_and_dump(
                 .collect()
         })
         .collect();
+    then(&sock);
     common::sigterm(&child);
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1427,6 +1430,36 @@ fn an_objects_rx_and_remote_programs_share_its_maps_and_the_rx_metadata() {
         ),
         n,
         &["lb_stats"],
+        &|sock| {
+            // Tail programs are swapped by name; slot n holds tail n + 1
+            // (lb_tcp, lb_udp in name order).
+            let slots = |sock: &Path| -> Vec<u64> {
+                let d: serde_json::Value = serde_json::from_str(&common::ctl_ok(
+                    sock,
+                    &["prog", "map", "dump", "jmp_table"],
+                ))
+                .unwrap();
+                d["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["value"].as_u64().unwrap())
+                    .collect()
+            };
+            assert_eq!(slots(sock), [1, 2, 0, 0]);
+            common::ctl_ok(sock, &["prog", "map", "update", "jmp_table", "1", "none"]);
+            common::ctl_ok(sock, &["prog", "map", "update", "jmp_table", "2", "lb_tcp"]);
+            assert_eq!(slots(sock), [1, 0, 1, 0]);
+            let e = common::ctl(
+                sock,
+                &["prog", "map", "update", "jmp_table", "0", "lb_nope"],
+            );
+            let err = String::from_utf8_lossy(&e.stderr);
+            assert!(
+                !e.status.success() && err.contains("lb_tcp, lb_udp") && err.contains("EINVAL"),
+                "{err}"
+            );
+        },
     );
     let st = &v[0];
     assert_eq!(s["redirect"].as_u64(), Some(n), "{s}");
@@ -1452,8 +1485,98 @@ fn an_objects_rx_and_remote_programs_share_its_maps_and_the_rx_metadata() {
         ),
         n,
         &["pin_hits", "local"],
+        &|_| {},
     );
     assert_eq!(s["target_drops"].as_u64(), Some(n), "{s}");
     assert_eq!(v[0], [n, n], "pin_rx and pin_remote share pin_hits");
     assert_eq!(v[1], [n], "each object's own map: the RX program's");
+}
+
+#[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
+fn bad_prog_array_settings_get_an_error_naming_the_problem() {
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let prog = format!("{}/lb.o:lb_entry", dir.display());
+    for (set, want) in [
+        ("jmp_table", "--prog-array 'jmp_table': no '='"),
+        ("jmp_table:x=lb_tcp", "INDEX must be a u32"),
+        (
+            "lb_stats:0=lb_tcp",
+            "map 'lb_stats' is a array, not a prog_array",
+        ),
+        (
+            "jmp_table:0=lb_nope",
+            "the object has no XDP program 'lb_nope' (it has: lb_chain, lb_entry, lb_remote, lb_tcp, lb_udp)",
+        ),
+        ("jmp_table:9=lb_tcp", "index 9 is not below max_entries 4"),
+        (
+            "nope:0=lb_tcp",
+            "--prog-array nope: no loaded eBPF program has a map 'nope'",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+            .args([
+                "--lcores", "0@0,1@0", "--vdev", "net_gen0", "--", "--prog", &prog,
+            ])
+            .args(["--prog-array", set, "--control", "off", "--metrics", "off"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{set}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn programs_only_tail_call_through_a_prog_array() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    use cpumapd::filter::ebpf::maps::{MAP_FD_BASE, MapDef, MapKind};
+    let arr = || {
+        vec![
+            MapDef::new("jmp", MapKind::ProgArray, 4, 4, 4),
+            MapDef::new("a", MapKind::Array, 4, 8, 1),
+        ]
+    };
+    // A lookup on the prog_array (map fd 0): refused, as the kernel does.
+    let mut lookup = lookup_map0(0);
+    lookup.extend([mov_imm(0, 2), exit()]);
+    let e = Program::from_insns("t", &prog(&lookup), arr())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("on a prog_array"), "{e}");
+    // r2 = map `m`; r3 = 0; bpf_tail_call(ctx, r2, r3); return XDP_PASS.
+    let tail_through = |m: i32| {
+        prog(&[
+            i(
+                LD | IMM | DW,
+                2,
+                cpumapd::bpf_abi::pseudo::MAP_FD,
+                0,
+                MAP_FD_BASE + m,
+            ),
+            i(0, 0, 0, 0, 0),
+            mov_imm(3, 0),
+            call(12),
+            mov_imm(0, 2),
+            exit(),
+        ])
+    };
+    let e = Program::from_insns("t", &tail_through(1), arr())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs a prog_array in r2"), "{e}");
+    // Through the prog_array: accepted; the empty slot fails and the
+    // program goes on.
+    let p = Arc::new(Program::from_insns("t", &tail_through(0), arr()).unwrap());
+    for jit in [false, true] {
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        let mut pool = Pool::new("t", 2, 256, 2048).unwrap();
+        let mut f = pool.alloc().unwrap();
+        f.copy_from(&common::udp4([1, 1, 1, 1], [2, 2, 2, 2], 1, 2))
+            .unwrap();
+        assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
+    }
 }
