@@ -82,6 +82,18 @@ impl Topo {
     /// Runs cpumapd in A on va with `app` args appended; sends `frames`
     /// raw frames from S once it is up; returns its summary and stderr.
     fn run_with(&self, app: &[&str], frames: usize) -> (Value, String) {
+        let (s, e, _) = self.run_dumping(app, frames, &[]);
+        (s, e)
+    }
+
+    /// [`Topo::run_with`], and the eBPF maps `maps` (`ctl prog map dump`)
+    /// read before it stops.
+    fn run_dumping(
+        &self,
+        app: &[&str],
+        frames: usize,
+        maps: &[&str],
+    ) -> (Value, String, Vec<Value>) {
         let summary = self.dir.path().join("summary.json");
         let sock = self.dir.path().join("ctl.sock");
         let mut cmd = Command::new("ip");
@@ -124,6 +136,12 @@ impl Topo {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let dumps = maps
+            .iter()
+            .map(|m| {
+                serde_json::from_str(&common::ctl_ok(&sock, &["prog", "map", "dump", m])).unwrap()
+            })
+            .collect();
         common::sigterm(&child);
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -134,7 +152,7 @@ impl Topo {
         );
         common::assert_no_pool_leak(&out.stderr);
         let v = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-        (v, stderr)
+        (v, stderr, dumps)
     }
 }
 
@@ -314,5 +332,45 @@ fn xdp_benchs_own_cpumap_redirect_runs_unchanged_with_its_devmap_filled() {
         reason(&s, "remote_aborted"),
         n(&s, "target_processed"),
         "{s}"
+    );
+}
+
+#[test]
+#[ignore = "needs root (namespaces, veth, packet sockets) and bpf/ built: cargo test -- --include-ignored"]
+fn programs_see_the_interface_the_frame_came_in_on() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let Some(t) = Topo::new() else { return };
+    let o = Command::new("ip")
+        .args(["-n", &t.a, "-j", "link", "show", "va"])
+        .output()
+        .unwrap();
+    let link: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let va = link[0]["ifindex"].as_u64().unwrap();
+    let (rx, remote) = (
+        format!("{}/pin_rx.o", dir.display()),
+        format!("{}/pin_remote.o", dir.display()),
+    );
+    let (s, _, dumps) = t.run_dumping(
+        &["--prog", &rx, "--remote-action", &remote],
+        200,
+        &["pin_seen"],
+    );
+    assert_identity(&s);
+    assert!(n(&s, "target_processed") > 0, "{s}");
+    let seen: Vec<u64> = dumps[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["value"].as_u64().unwrap())
+        .collect();
+    // The RX program: va's ifindex, queue 0. The cpumap program: the same
+    // ifindex, and queue 0 as the kernel's cpumap reports it.
+    assert_eq!(
+        seen,
+        [va, 100, va, 100],
+        "ingress_ifindex, rx_queue_index + 100"
     );
 }

@@ -200,6 +200,9 @@ impl EthPort {
         }
         let di =
             dev_info(id).map_err(|rc| err(format!("rte_eth_dev_info_get: {}", rc_error(rc))))?;
+        // The kernel interface a PMD is bound to (net_tap, net_af_packet,
+        // net_af_xdp), what eBPF programs see as ingress_ifindex.
+        crate::port::set_ifindex(crate::ids::PortId(id), di.if_index);
         // SAFETY: reads a constant.
         let fast_free = unsafe { ffi::cpumapd_tx_offload_mbuf_fast_free() };
         if di.tx_offload_capa & fast_free != 0 {

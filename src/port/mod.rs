@@ -284,6 +284,31 @@ impl VdevSpec {
     }
 }
 
+/// Ports whose Linux ifindex [`ifindex`] knows.
+const IFINDEX_PORTS: usize = 256;
+
+/// Each port's Linux interface index (0: none), written when the port
+/// opens, read per frame by eBPF programs (`ingress_ifindex`).
+static IFINDEX: [std::sync::atomic::AtomicU32; IFINDEX_PORTS] =
+    [const { std::sync::atomic::AtomicU32::new(0) }; IFINDEX_PORTS];
+
+/// Records that `port` is the Linux interface `ifindex` (AF_PACKET and
+/// AF_XDP ports, DPDK ports bound to a kernel interface).
+pub fn set_ifindex(port: PortId, ifindex: u32) {
+    if let Some(slot) = IFINDEX.get(port.0 as usize) {
+        slot.store(ifindex, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The Linux ifindex of `port`, or 0 for a port with no interface
+/// (generator, pcap, null, most DPDK devices). No locks; one load.
+#[inline(always)]
+pub fn ifindex(port: u16) -> u32 {
+    IFINDEX
+        .get(port as usize)
+        .map_or(0, |s| s.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Opens a port with `nb_queues` queues (each to be owned by one lcore).
 pub fn open(
     spec: &VdevSpec,
@@ -300,6 +325,10 @@ pub fn open(
         });
     }
     let faults = fault::PortFaults::from_vdev(spec)?;
+    if matches!(spec.driver, Driver::AfPacket | Driver::AfXdp) {
+        let index = spec.get("iface").and_then(netdev::index).unwrap_or(0);
+        set_ifindex(port, index);
+    }
     let queues = match spec.driver {
         Driver::Gen => generator::open(spec, port, nb_queues),
         Driver::Null => null::open(spec, port, nb_queues),

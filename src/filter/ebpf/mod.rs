@@ -861,8 +861,16 @@ impl Instance {
             // The RX program's metadata, for a remote program (meta_len is
             // never more than the headroom).
             data_meta: start + (off - meta.min(off)) as u64,
-            ingress_ifindex: port as u32,
-            rx_queue_index: queue as u32,
+            // The Linux interface the frame came in on, as in the kernel
+            // (0 from ports without one: generator, pcap, most DPDK devices).
+            ingress_ifindex: crate::port::ifindex(port),
+            // The kernel's cpumap does not report the queue to an entry's
+            // program (cpu_map_bpf_prog_run_xdp leaves it 0).
+            rx_queue_index: if self.prog.attach == Attach::CpuMap {
+                0
+            } else {
+                queue as u32
+            },
             egress_ifindex: 0,
             _pad: 0,
         };
