@@ -1580,3 +1580,72 @@ fn programs_only_tail_call_through_a_prog_array() {
         assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
     }
 }
+
+#[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
+fn trace_printk_lines_reach_stderr_at_a_bounded_rate() {
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpumapd"))
+        .args(common::args(&format!(
+            "--lcores 0@0,1@1 --vdev net_gen0,count=3000,rate=1500,flows=1 -- --cpu 1 --prog {}/printk.o --control off --metrics off --state-dir off --interval 0 --summary-json -",
+            dir.display()
+        )))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("cpumapd: bpf_trace_printk: lcore0: "))
+        .collect();
+    assert!(
+        lines.contains(&"cpumapd: bpf_trace_printk: lcore0: len    64 proto 17  dport 0009"),
+        "{err}"
+    );
+    // Two formats per frame, 6000 calls over about 2 s: 10 lines a second.
+    let secs = 4;
+    assert!(
+        lines.len() >= 10 && lines.len() <= secs * printk_rate(),
+        "{} lines",
+        lines.len()
+    );
+    assert!(err.contains("earlier lines left out)"), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["pass"].as_u64(), Some(3000), "every frame passed: {s}");
+}
+
+fn printk_rate() -> usize {
+    cpumapd::filter::ebpf::printk::LINES_PER_SEC as usize
+}
+
+#[test]
+fn trace_printk_needs_its_format_in_memory_of_a_constant_size() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    // "%d\0" on the stack, size from the clock: refused; size 3: accepted.
+    let with_size = |size: [u8; 8]| {
+        prog(&[
+            st(W, 10, -4, i32::from_le_bytes(*b"%d\0\0")),
+            call(5),
+            mov(6, 0),
+            mov(1, 10),
+            add_imm(1, -4),
+            size,
+            mov_imm(3, 7),
+            call(6),
+            mov_imm(0, 2),
+            exit(),
+        ])
+    };
+    let e = Program::from_insns("t", &with_size(mov(2, 6)), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("format size (r2) must be a constant"), "{e}");
+    let e = Program::from_insns("t", &with_size(mov_imm(2, 8)), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the format (r1) of 8 bytes"), "{e}");
+    Program::from_insns("t", &with_size(mov_imm(2, 3)), vec![]).unwrap();
+}

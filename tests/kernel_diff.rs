@@ -704,6 +704,26 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             assert_ne!(&bss[0].1[8..16], &[0; 8], "some connections closed");
         },
     );
+    // printk.c: bpf_trace_printk's return values (the formatted lengths,
+    // summed) and a refused format, counted in .bss.
+    compare(
+        &dir.join("printk.o"),
+        "trace",
+        &opts,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            let bss = k.dump(".bss");
+            assert_ne!(&bss[0].1[..8], &[0; 8], "lines were formatted");
+            assert_ne!(&bss[0].1[8..16], &[0; 8], "the bad format was refused");
+            assert_eq!(
+                Some(bss[0].1.clone()),
+                ours_value(ours, ".bss", &[0; 4], 0),
+                ".bss: lengths returned, formats refused"
+            );
+        },
+    );
     // lb.c: tail calls through PROG_ARRAYs (filled alike on both sides),
     // metadata handed from the entry program to the protocol programs, and
     // a chain stopped by the 33-call limit (.bss counts its runs).

@@ -598,6 +598,13 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
                 _ => m.delete(key) as u64,
             })
         }
+        helper::TRACE_PRINTK => {
+            let mut fmt = [0u8; super::printk::FMT_MAX];
+            let n = (reg[2] as usize).min(fmt.len());
+            mem.read_into(env.maps(), reg[1], &mut fmt[..n])?;
+            let args = [reg[3], reg[4], reg[5]];
+            Some(super::printk::trace_printk(&fmt[..n], args, env.cpu(), super::ktime_ns) as u64)
+        }
         helper::TAIL_CALL => {
             let mi = map_index(reg[2], env.maps())?;
             Some(env.tail_call(mi, reg[3]))

@@ -209,6 +209,15 @@ fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
     .unwrap_or(xdp::ABORTED as u64)
 }
 
+fn h_trace_printk(fmt: u64, size: u64, a: u64, b: u64, c: u64) -> u64 {
+    let mut buf = [0u8; super::printk::FMT_MAX];
+    let n = (size as usize).min(buf.len());
+    // The verifier proved `size` bytes at `fmt` readable (stack or map value).
+    copy_from(fmt, &mut buf[..n]);
+    let cpu = with_run(|st| st.cpu).unwrap_or(0);
+    super::printk::trace_printk(&buf[..n], [a, b, c], cpu, super::ktime_ns) as u64
+}
+
 fn h_tail_call(_ctx: u64, fd: u64, index: u64, _: u64, _: u64) -> u64 {
     with_run(|st| {
         // SAFETY: st.maps is the program's map slice, alive for the run.
@@ -344,6 +353,7 @@ impl Jit {
             (helper::GET_PRANDOM_U32, h_prandom),
             (helper::XDP_ADJUST_META, h_adjust_meta),
             (helper::TAIL_CALL, h_tail_call),
+            (helper::TRACE_PRINTK, h_trace_printk),
         ] {
             vm.register_helper(id as u32, f)
                 .map_err(|e| e.to_string())?;

@@ -22,6 +22,7 @@ pub mod insn;
 pub mod interp;
 mod jit;
 pub mod maps;
+pub mod printk;
 pub mod verifier;
 
 use std::sync::Arc;

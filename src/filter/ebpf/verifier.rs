@@ -1221,6 +1221,29 @@ impl Verifier<'_> {
                 scalar(st, 3)?;
                 range(0, u32::MAX as u64)
             }
+            helper::TRACE_PRINTK => {
+                // The format: stack or map value bytes (a .rodata string),
+                // of a constant size; the three values are not checked (the
+                // kernel declares two arguments).
+                let size = match st.regs[2] {
+                    Reg::Scalar { min, max }
+                        if min == max && (1..=super::printk::FMT_MAX as u64).contains(&min) =>
+                    {
+                        min
+                    }
+                    _ => {
+                        return Err(err(
+                            pc,
+                            format!(
+                                "bpf_trace_printk: the format size (r2) must be a constant from 1 to {}",
+                                super::printk::FMT_MAX
+                            ),
+                        ));
+                    }
+                };
+                self.check_stack_arg(pc, st, 1, size as u32, "the format")?;
+                UNKNOWN
+            }
             helper::TAIL_CALL => {
                 if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
                     return Err(err(pc, "bpf_tail_call needs the context in r1"));
