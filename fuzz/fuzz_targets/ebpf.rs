@@ -3,7 +3,8 @@
 //! program the verifier accepts runs on a frame made of the input twice —
 //! interpreted and JIT-compiled — and both must agree on the verdict and
 //! the bytes: the JIT checks nothing, so a verifier hole shows up here as a
-//! crash or a disagreement.
+//! crash or a disagreement. Raw programs have a tail program (the second
+//! half of the input) and themselves in a prog_array.
 #![no_main]
 
 use std::sync::Arc;
@@ -31,7 +32,29 @@ fn defs() -> Vec<MapDef> {
         // Small, so random updates evict and reuse slots.
         d("lru", MapKind::LruHash, 4, 8, 2),
         d("lru_percpu", MapKind::LruPerCpuHash, 4, 8, 2),
+        // Slot 0: the tail program, slot 1: the program itself (a chain up
+        // to the 33-call limit).
+        d("jmp", MapKind::ProgArray, 4, 4, 4),
     ]
+}
+
+/// Raw instructions: the first half the program, the second half its tail
+/// program, both over the same maps, the prog_array filled.
+fn raw(code: &[u8]) -> Option<Program> {
+    let code = &code[..code.len() / 8 * 8];
+    let half = code.len() / 16 * 8;
+    let mut main = Program::from_insns("fuzz", code, defs()).ok()?;
+    if half > 0 {
+        if let Ok(tail) = Program::with_maps("tail", &code[half..], main.maps.clone()) {
+            let me = Program::with_maps("fuzz", code, main.maps.clone()).ok()?;
+            main.tails = vec![Arc::new(tail), Arc::new(me)];
+            let jmp = main.map("jmp").unwrap();
+            for (k, v) in [(0u32, 1u32), (1, 2)] {
+                jmp.update(&k.to_le_bytes(), &v.to_le_bytes(), 0, 0);
+            }
+        }
+    }
+    Some(main)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -44,10 +67,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&kind, rest)) = data.split_first() else { return };
     // Each run gets its own load (fresh maps), so both start equal.
     let load = || match kind {
-        0 => Program::from_insns("fuzz", &rest[..rest.len() / 8 * 8], defs()),
-        _ => parse_object("fuzz.o", rest, None),
+        0 => raw(rest),
+        _ => parse_object("fuzz.o", rest, None).ok(),
     };
-    let (Ok(a), Ok(b)) = (load(), load()) else { return };
+    let (Some(a), Some(b)) = (load(), load()) else { return };
     let mut pool = Pool::new("fuzz", 4, 128, 2048).unwrap();
     let frame: Vec<u8> = rest.iter().copied().cycle().take(rest.len().clamp(14, 1500)).collect();
     let mut out = Vec::new();
