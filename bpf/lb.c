@@ -6,11 +6,17 @@
  * the array (ICMP, anything else) falls through and passes. The cpumap
  * entry's program counts what reached the targets in the same object's
  * lb_stats, and reads the RX program's metadata. lb_chain tail-calls itself
- * until the kernel's limit (33 calls) stops it.
- * Loader: jmp_table 0 = lb_tcp, 1 = lb_udp; chain_table 0 = lb_chain. */
+ * until the kernel's limit (33 calls) stops it. lb_redirect (a cpumap
+ * entry's program) sends every frame out of lb_tx[0], whose egress program
+ * lb_egress records the interface and drops UDP/TCP from odd source ports.
+ * Loader: jmp_table 0 = lb_tcp, 1 = lb_udp; chain_table 0 = lb_chain;
+ * lb_tx 0 = an interface with lb_egress. */
 #include "common.h"
 
-enum { ST_RX, ST_TCP, ST_UDP, ST_FALLTHROUGH, ST_REMOTE, ST_REMOTE_META, ST_MAX };
+enum {
+	ST_RX, ST_TCP, ST_UDP, ST_FALLTHROUGH, ST_REMOTE, ST_REMOTE_META,
+	ST_EGRESS, ST_EGRESS_IF, ST_MAX
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -32,6 +38,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } chain_table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} lb_tx SEC(".maps");
 
 /* What the entry program found, in front of the frame. */
 struct lb_meta {
@@ -127,6 +140,28 @@ int lb_remote(struct xdp_md *ctx)
 	count(ST_REMOTE);
 	if (m && m->magic == LB_MAGIC)
 		count(ST_REMOTE_META);
+	return XDP_PASS;
+}
+
+SEC("xdp/cpumap")
+int lb_redirect(struct xdp_md *ctx)
+{
+	count(ST_REMOTE);
+	return bpf_redirect_map(&lb_tx, 0, 0);
+}
+
+SEC("xdp/devmap")
+int lb_egress(struct xdp_md *ctx)
+{
+	struct parsed r = parse(ctx);
+	__u32 i = ST_EGRESS_IF;
+	__u64 *v = bpf_map_lookup_elem(&lb_stats, &i);
+
+	if (v)
+		*v = ctx->egress_ifindex;
+	count(ST_EGRESS);
+	if (r.has_ports && (r.sport & 1))
+		return XDP_DROP;
 	return XDP_PASS;
 }
 

@@ -3,13 +3,14 @@
 //! measures in the kernel): `scripts/bench-ebpf-vs-kernel.sh` runs it
 //! beside `bpftool prog run ... repeat N` on the same object and frame.
 //!
-//! `cargo run --release --example ebpf_cost -- OBJ.o:PROG FRAME_FILE REPEAT [NAME=VALUE...]`
-//! prints `interp NS jit NS` (nanoseconds per run, best of 5).
+//! `cargo run --release --example ebpf_cost -- OBJ.o:PROG FRAME_FILE REPEAT [NAME=VALUE | MAP:INDEX=PROG ...]`
+//! (global variables set, PROG_ARRAY entries filled) prints `interp NS jit
+//! NS` (nanoseconds per run, best of 5).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use cpumapd::filter::ebpf::globals::{GlobalSet, LoadOptions};
+use cpumapd::filter::ebpf::globals::{GlobalSet, LoadOptions, ProgArraySet};
 use cpumapd::filter::ebpf::{Instance, load_object_with};
 use cpumapd::frame::Pool;
 use cpumapd::ids::TargetId;
@@ -17,13 +18,17 @@ use cpumapd::ids::TargetId;
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() < 3 {
-        eprintln!("usage: ebpf_cost OBJ.o:PROG FRAME_FILE REPEAT [NAME=VALUE...]");
+        eprintln!(
+            "usage: ebpf_cost OBJ.o:PROG FRAME_FILE REPEAT [NAME=VALUE | MAP:INDEX=PROG ...]"
+        );
         std::process::exit(2);
     }
+    let (arrays, sets): (Vec<&String>, Vec<&String>) = a[3..].iter().partition(|s| s.contains(':'));
     let opts = LoadOptions {
-        sets: a[3..]
+        sets: sets.iter().map(|s| GlobalSet::parse(s).unwrap()).collect(),
+        prog_arrays: arrays
             .iter()
-            .map(|s| GlobalSet::parse(s).unwrap())
+            .map(|s| ProgArraySet::parse(s).unwrap())
             .collect(),
         nr_cpus: 2,
         ..Default::default()

@@ -66,3 +66,17 @@ for _ in $(seq "$rounds"); do
     python3 -c "print('| $p | $k | $jit | $interp | %.2f |' % ($jit / max($k, 0.1)))"
   done
 done
+# Tail calls: bpf/lb.c's lb_chain runs, then tail-calls itself 33 times (the
+# kernel's limit) on every run: 34 programs and 33 tail calls per run.
+if make -s -C bpf lb.o >/dev/null 2>&1; then
+  lb="$pin"_lb
+  mkdir -p "${lb}_m"
+  bpftool prog loadall bpf/lb.o "$lb" pinmaps "${lb}_m"
+  bpftool map update pinned "${lb}_m/chain_table" key 0 0 0 0 value pinned "$lb/lb_chain"
+  for _ in $(seq "$rounds"); do
+    k=$(taskset -c 0 bpftool -j prog run pinned "$lb/lb_chain" data_in "$tmp/frame" repeat "$repeat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["duration"])')
+    read -r _ interp _ jit < <(taskset -c 0 "$cost" bpf/lb.o:lb_chain "$tmp/frame" "$repeat" chain_table:0=lb_chain 2>/dev/null)
+    python3 -c "print('| lb_chain (34 programs, 33 tail calls) | $k | $jit | $interp | %.2f |' % ($jit / max($k, 0.1)))"
+  done
+  rm -rf "$lb" "${lb}_m"
+fi

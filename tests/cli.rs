@@ -72,6 +72,10 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
         "--devmap tx_port: no loaded eBPF program has a map 'tx_port'",
     );
     fails_with(
+        &[lc, vgen, "--", "--devmap", "tx_port:0=lo,egress"],
+        "after IFNAME only ,prog=NAME",
+    );
+    fails_with(
         &[lc, vgen, "--", "--cpu", "7"],
         "target lcore 7 is not in the EAL lcore list",
     );
@@ -94,6 +98,10 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
     fails_with(&[lc, vgen, "--mode", "touch"], "go after `--`");
     fails_with(&[lc, vgen, "--", "--exception", "kni"], "KNI was removed");
     fails_with(&[lc, vgen, "--", "--rx", "(0,0"], "--rx");
+    fails_with(
+        &[lc, vgen, "--", "--prog-array", "jmp:0"],
+        "--prog-array 'jmp:0': no '='",
+    );
 }
 
 #[test]

@@ -19,8 +19,15 @@ fn buffer_sized_records() -> Vec<Vec<u8>> {
     frames
 }
 
+/// Loads with fresh maps: `load_object` takes the running pipeline's
+/// options, and a pipeline started in this process (another test) shares
+/// one object's maps between its loads.
 fn load(dir: &Path, spec: &str) -> Arc<Program> {
-    let p = ebpf::load_object(&format!("{}/{spec}", dir.display()))
+    let opts = cpumapd::filter::ebpf::globals::LoadOptions {
+        nr_cpus: cpumapd::filter::ebpf::globals::possible_cpus(),
+        ..Default::default()
+    };
+    let p = ebpf::load_object_with(&format!("{}/{spec}", dir.display()), &opts)
         .unwrap_or_else(|e| panic!("{spec}: {e}"));
     Arc::new(p)
 }
@@ -214,8 +221,8 @@ fn the_verifier_refuses_unsafe_programs_naming_the_instruction_and_the_reason() 
         ),
         (
             "unknown helper",
-            prog(&[call(6), mov_imm(0, 2), exit()]),
-            "insn 0: unknown or unsupported helper 6 (bpf_trace_printk)",
+            prog(&[call(69), mov_imm(0, 2), exit()]),
+            "insn 0: unknown or unsupported helper 69 (bpf_fib_lookup)",
         ),
         (
             "unbounded loop",
@@ -1500,6 +1507,14 @@ fn bad_prog_array_settings_get_an_error_naming_the_problem() {
     };
     let prog = format!("{}/lb.o:lb_entry", dir.display());
     for (set, want) in [
+        (
+            "--devmap lb_tx:0=lo,prog=lb_tcp",
+            "program 'lb_tcp' is a SEC(\"xdp\") program, not SEC(\"xdp/devmap\")",
+        ),
+        (
+            "--devmap lb_tx:0=lo,prog=lb_nope",
+            "no XDP program 'lb_nope'",
+        ),
         ("jmp_table", "--prog-array 'jmp_table': no '='"),
         ("jmp_table:x=lb_tcp", "INDEX must be a u32"),
         (
@@ -1508,7 +1523,7 @@ fn bad_prog_array_settings_get_an_error_naming_the_problem() {
         ),
         (
             "jmp_table:0=lb_nope",
-            "the object has no XDP program 'lb_nope' (it has: lb_chain, lb_entry, lb_remote, lb_tcp, lb_udp)",
+            "the object has no XDP program 'lb_nope' (it has: lb_chain, lb_egress, lb_entry, lb_redirect, lb_remote, lb_tcp, lb_udp)",
         ),
         ("jmp_table:9=lb_tcp", "index 9 is not below max_entries 4"),
         (
@@ -1520,7 +1535,11 @@ fn bad_prog_array_settings_get_an_error_naming_the_problem() {
             .args([
                 "--lcores", "0@0,1@0", "--vdev", "net_gen0", "--", "--prog", &prog,
             ])
-            .args(["--prog-array", set, "--control", "off", "--metrics", "off"])
+            .args(match set.split_once(' ') {
+                Some((opt, v)) => [opt, v],
+                None => ["--prog-array", set],
+            })
+            .args(["--control", "off", "--metrics", "off"])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

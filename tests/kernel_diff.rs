@@ -255,8 +255,9 @@ fn action(v: Verdict, only: u32) -> u32 {
         Verdict::Tx => 3,
         Verdict::Redirect(t) if t.0 == only => 4,
         Verdict::Redirect(_) => 0,
-        // BPF_PROG_TEST_RUN reports a devmap redirect as XDP_REDIRECT.
-        Verdict::RedirectDev(_) => 4,
+        // BPF_PROG_TEST_RUN reports a devmap redirect as XDP_REDIRECT (an
+        // egress program runs at transmission, which a test run skips).
+        Verdict::RedirectDev(_) | Verdict::EgressDrop => 4,
     }
 }
 

@@ -47,7 +47,9 @@ fn expected(mode: Mode, records: &[Vec<u8>]) -> (HashMap<u32, Vec<Vec<u8>>>, u64
             Verdict::Pass => pass += 1,
             Verdict::Drop => drop += 1,
             Verdict::Aborted => aborted += 1,
-            Verdict::Tx | Verdict::RedirectDev(_) => panic!("no built-in mode transmits"),
+            Verdict::Tx | Verdict::RedirectDev(_) | Verdict::EgressDrop => {
+                panic!("no built-in mode transmits")
+            }
         }
     }
     (per, pass, drop, aborted)

@@ -153,11 +153,14 @@ pub enum TargetDropReason {
     /// not send on (no such interface, its socket refused, or the send
     /// failed).
     RedirectFailed,
+    /// The devmap entry's egress program did not pass a frame the entry's
+    /// program redirected there (the kernel's devmap_xmit drops).
+    EgressDrop,
 }
 
 impl TargetDropReason {
     /// Every reason, in counter order.
-    pub const ALL: [TargetDropReason; 9] = [
+    pub const ALL: [TargetDropReason; 10] = [
         TargetDropReason::RemoteDrop,
         TargetDropReason::RemoteAborted,
         TargetDropReason::RemoteUnsupported,
@@ -167,6 +170,7 @@ impl TargetDropReason {
         TargetDropReason::OffloadRefused,
         TargetDropReason::GsoUnsupported,
         TargetDropReason::RedirectFailed,
+        TargetDropReason::EgressDrop,
     ];
 
     /// The reason's label (metrics, summary).
@@ -181,6 +185,7 @@ impl TargetDropReason {
             TargetDropReason::OffloadRefused => "offload_refused",
             TargetDropReason::GsoUnsupported => "gso_unsupported",
             TargetDropReason::RedirectFailed => "redirect_failed",
+            TargetDropReason::EgressDrop => "egress_drop",
         }
     }
 }

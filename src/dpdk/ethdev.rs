@@ -30,6 +30,9 @@ pub struct PortInfo {
     pub rss_offloads: u64,
     /// Its MAC address.
     pub mac: [u8; 6],
+    /// The kernel interface the PMD is bound to (net_tap, net_af_packet,
+    /// net_af_xdp), 0 for none.
+    pub if_index: u32,
 }
 
 fn dev_info(port: u16) -> Result<ffi::rte_eth_dev_info, i32> {
@@ -81,6 +84,7 @@ pub fn ports(_eal: &Eal) -> Vec<PortInfo> {
                 max_tx_queues: di.max_tx_queues,
                 rss_offloads: di.flow_type_rss_offloads,
                 mac: mac.addr_bytes,
+                if_index: di.if_index,
             });
         }
         // SAFETY: as above.
@@ -200,9 +204,6 @@ impl EthPort {
         }
         let di =
             dev_info(id).map_err(|rc| err(format!("rte_eth_dev_info_get: {}", rc_error(rc))))?;
-        // The kernel interface a PMD is bound to (net_tap, net_af_packet,
-        // net_af_xdp), what eBPF programs see as ingress_ifindex.
-        crate::port::set_ifindex(crate::ids::PortId(id), di.if_index);
         // SAFETY: reads a constant.
         let fast_free = unsafe { ffi::cpumapd_tx_offload_mbuf_fast_free() };
         if di.tx_offload_capa & fast_free != 0 {

@@ -53,6 +53,9 @@ pub enum Verdict {
     /// Out of the interface with this ifindex (an eBPF program's DEVMAP
     /// redirect or `bpf_redirect`; the target's transmit leg).
     RedirectDev(u32),
+    /// The devmap entry's egress program did not pass the frame (dropped,
+    /// counted as `egress_drop`).
+    EgressDrop,
     /// The program failed; the frame is dropped and counted as aborted.
     Aborted,
 }

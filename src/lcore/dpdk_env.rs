@@ -60,6 +60,9 @@ impl DpdkEnv {
                     spec.name()
                 )));
             };
+            // What eBPF programs see as ingress_ifindex for this port's
+            // frames (mbuf port = ethdev id).
+            crate::port::set_ifindex(crate::ids::PortId(info.id), info.if_index);
             let mut mine: Vec<_> = plan.rx.iter().filter(|r| r.port.0 as usize == p).collect();
             mine.sort_by_key(|r| r.queue);
             let n_rx = mine.len() as u16;

@@ -151,7 +151,7 @@ impl PollLoop for RxLcore {
                             dropped.push(f);
                         }
                         // RX lcores steer into the cpumap: a devmap redirect is a miss.
-                        Verdict::Aborted | Verdict::RedirectDev(_) => {
+                        Verdict::Aborted | Verdict::RedirectDev(_) | Verdict::EgressDrop => {
                             t.aborted += 1;
                             t.redirect_miss += matches!(v, Verdict::RedirectDev(_)) as u64;
                             dropped.push(f);

@@ -241,6 +241,7 @@ fn run_remote(
             }
             Verdict::Drop => TargetDropReason::RemoteDrop,
             Verdict::Aborted => TargetDropReason::RemoteAborted,
+            Verdict::EgressDrop => TargetDropReason::EgressDrop,
             // XDP_TX and a redirect into the cpumap are not for a
             // target, as in the kernel's cpumap.
             Verdict::Tx | Verdict::Redirect(_) => TargetDropReason::RemoteUnsupported,

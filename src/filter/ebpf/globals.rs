@@ -160,15 +160,25 @@ pub struct DevmapSet {
     pub ifname: String,
     /// Its index, resolved when parsed.
     pub ifindex: u32,
+    /// The entry's egress program (`,prog=NAME`): a SEC("xdp/devmap")
+    /// program of the same object, run on every frame sent there.
+    pub prog: Option<String>,
 }
 
 impl DevmapSet {
-    /// Parses `MAP:INDEX=IFNAME`; the interface must exist.
+    /// Parses `MAP:INDEX=IFNAME[,prog=NAME]`; the interface must exist.
     pub fn parse(s: &str) -> Result<DevmapSet, String> {
         let bad = |why: &str| format!("--devmap '{s}': {why}");
-        let (left, ifname) = s
+        let (left, right) = s
             .split_once('=')
-            .ok_or_else(|| bad("expected MAP:INDEX=IFNAME"))?;
+            .ok_or_else(|| bad("expected MAP:INDEX=IFNAME[,prog=NAME]"))?;
+        let (ifname, prog) = match right.split_once(',') {
+            None => (right, None),
+            Some((i, p)) => match p.strip_prefix("prog=") {
+                Some(n) if !n.is_empty() => (i, Some(n.to_string())),
+                _ => return Err(bad("after IFNAME only ,prog=NAME (an egress program)")),
+            },
+        };
         let (map, index) = left
             .rsplit_once(':')
             .ok_or_else(|| bad("expected MAP:INDEX=IFNAME"))?;
@@ -186,6 +196,7 @@ impl DevmapSet {
             index,
             ifname: ifname.into(),
             ifindex,
+            prog,
         })
     }
 }

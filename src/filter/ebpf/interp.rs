@@ -183,8 +183,10 @@ impl Tail {
 pub enum RedirectTo {
     /// A cpumap entry (its key).
     Cpu(u32),
-    /// An interface (its ifindex): a DEVMAP entry or `bpf_redirect`.
-    Dev(u32),
+    /// An interface (its ifindex): a DEVMAP entry or `bpf_redirect`; then
+    /// the entry's egress program (0: none, n: the object's egress program
+    /// n - 1).
+    Dev(u32, u32),
 }
 
 /// `bpf_redirect_map`'s answer for `map` (cpumap or DEVMAP/DEVMAP_HASH) and
@@ -195,7 +197,8 @@ pub fn redirect_target(map: &Map, key: u32, has: impl Fn(u32) -> bool) -> Option
     if map.def.kind == super::maps::MapKind::CpuMap {
         return has(key).then_some(RedirectTo::Cpu(key));
     }
-    map.devmap_ifindex(key).map(RedirectTo::Dev)
+    map.devmap_entry(key)
+        .map(|(ifindex, egress)| RedirectTo::Dev(ifindex, egress))
 }
 
 /// Most bytes `bpf_csum_diff` reads from each pointer in cpumapd (the
@@ -279,7 +282,7 @@ pub fn csum_diff_call(
 /// XDP_ABORTED for any flag (the kernel's bpf_xdp_redirect).
 #[inline]
 pub fn redirect_dev(ifindex: u64, flags: u64) -> Option<RedirectTo> {
-    (flags == 0).then_some(RedirectTo::Dev(ifindex as u32))
+    (flags == 0).then_some(RedirectTo::Dev(ifindex as u32, 0))
 }
 
 /// The memory a run may touch.

@@ -555,12 +555,22 @@ impl Map {
     /// kernel checks at update time that the interface exists; cpumapd
     /// finds out when it transmits (a counted redirect failure).
     pub fn devmap_ifindex(&self, key: u32) -> Option<u32> {
+        self.devmap_entry(key).map(|(ifindex, _)| ifindex)
+    }
+
+    /// DEVMAP / DEVMAP_HASH: the ifindex under `key` and the entry's egress
+    /// program (the second field of an 8-byte `struct bpf_devmap_val`, as
+    /// cpumapd stores it: 0 none, n the object's egress program n - 1).
+    #[inline]
+    pub fn devmap_entry(&self, key: u32) -> Option<(u32, u32)> {
         if !matches!(self.def.kind, MapKind::DevMap | MapKind::DevMapHash) {
             return None;
         }
         let w = self.lookup(&key.to_le_bytes(), 0)?;
-        let ifindex = self.words[w].load(Ordering::Relaxed) as u32;
-        (ifindex != 0).then_some(ifindex)
+        let v = self.words[w].load(Ordering::Relaxed);
+        let (ifindex, prog) = (v as u32, (v >> 32) as u32);
+        let prog = if self.def.value_size >= 8 { prog } else { 0 };
+        (ifindex != 0).then_some((ifindex, prog))
     }
 
     /// PROG_ARRAY: the tail program stored under `key` (an index into the

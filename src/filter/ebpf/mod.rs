@@ -85,6 +85,10 @@ pub struct Program {
     /// targets; slot n of an array holds tail n + 1). Each runs over the
     /// same maps; their own `tails` are empty (this list serves the chain).
     pub tails: Vec<Arc<Program>>,
+    /// The object's devmap egress programs its DEVMAP entries name (an
+    /// entry's program field n runs egress n - 1), run by a cpumap
+    /// program's instance on the frames it redirects there.
+    pub egress: Vec<Arc<Program>>,
 }
 
 /// An XDP program's expected attach type, from its section name.
@@ -191,6 +195,7 @@ impl Program {
             verified,
             attach: Attach::Interface,
             tails: Vec::new(),
+            egress: Vec::new(),
         })
     }
 
@@ -321,9 +326,11 @@ pub fn parse_object_with(
             why,
         })?;
     let tails = tail_programs(&obj, &maps, &opts.prog_arrays).map_err(bad)?;
+    let egress = egress_programs(&obj, &maps, &opts.devmaps).map_err(bad)?;
     let mut p = Program::with_maps(&name, &code, maps)?;
     p.attach = attach;
     p.tails = tails?;
+    p.egress = egress?;
     fill_devmaps(&p, &opts.devmaps).map_err(bad)?;
     Ok(p)
 }
@@ -398,27 +405,6 @@ fn tail_programs(
                 m.def.kind.name()
             ));
         }
-        let xdp = obj
-            .programs
-            .get(&s.prog)
-            .is_some_and(|p| matches!(p.section, aya_obj::ProgramSection::Xdp { .. }));
-        if !xdp {
-            let mut have: Vec<&String> = obj
-                .programs
-                .iter()
-                .filter(|(_, p)| matches!(p.section, aya_obj::ProgramSection::Xdp { .. }))
-                .map(|(n, _)| n)
-                .collect();
-            have.sort();
-            return Err(format!(
-                "{what}: the object has no XDP program '{}' (it has: {})",
-                s.prog,
-                have.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
         let slot = names.iter().position(|n| *n == s.prog).expect("listed") as u32 + 1;
         if m.update(
             &s.index.to_le_bytes(),
@@ -433,15 +419,69 @@ fn tail_programs(
             ));
         }
     }
-    let mut tails = Vec::with_capacity(names.len());
-    for n in names {
-        let (code, _) = program_code(obj, n)?;
+    programs_named(obj, maps, &names, None, "--prog-array")
+}
+
+/// The object's programs `names`, each verified over the object's maps
+/// (of attach type `attach` when given). The outer error names a program
+/// the object lacks (or of another type); the inner one is a refusal.
+fn programs_named(
+    obj: &aya_obj::Object,
+    maps: &[Arc<Map>],
+    names: &[&str],
+    attach: Option<Attach>,
+    opt: &str,
+) -> Result<Result<Vec<Arc<Program>>, EbpfError>, String> {
+    let xdp = |p: &aya_obj::Program| matches!(p.section, aya_obj::ProgramSection::Xdp { .. });
+    let mut out = Vec::with_capacity(names.len());
+    for &n in names {
+        if !obj.programs.get(n).is_some_and(xdp) {
+            let mut have: Vec<&str> = obj
+                .programs
+                .iter()
+                .filter(|(_, p)| xdp(p))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            have.sort();
+            return Err(format!(
+                "{opt} ...={n}: the object has no XDP program '{n}' (it has: {})",
+                have.join(", ")
+            ));
+        }
+        let (code, kind) = program_code(obj, n)?;
+        if let Some(want) = attach.filter(|&a| a != kind) {
+            return Err(format!(
+                "{opt} ...={n}: program '{n}' is a SEC(\"{}\") program, not SEC(\"{}\")",
+                kind.section(),
+                want.section()
+            ));
+        }
         match Program::with_maps(n, &code, maps.to_vec()) {
-            Ok(p) => tails.push(Arc::new(p)),
+            Ok(mut p) => {
+                p.attach = kind;
+                out.push(Arc::new(p));
+            }
             Err(e) => return Ok(Err(e)),
         }
     }
-    Ok(Ok(tails))
+    Ok(Ok(out))
+}
+
+/// The programs `--devmap ...,prog=NAME` names for this object's DEVMAPs,
+/// in name order (slot n of an entry's program field holds program n + 1).
+fn egress_programs(
+    obj: &aya_obj::Object,
+    maps: &[Arc<Map>],
+    sets: &[globals::DevmapSet],
+) -> Result<Result<Vec<Arc<Program>>, EbpfError>, String> {
+    let mut names: Vec<&str> = sets
+        .iter()
+        .filter(|s| maps.iter().any(|m| m.def.name == s.map))
+        .filter_map(|s| s.prog.as_deref())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    programs_named(obj, maps, &names, Some(Attach::DevMap), "--devmap")
 }
 
 /// `--devmap`: the entries of this object's DEVMAPs the run fills at load
@@ -461,10 +501,26 @@ fn fill_devmaps(p: &Program, sets: &[globals::DevmapSet]) -> Result<(), String> 
                 m.def.kind.name()
             ));
         }
-        // struct bpf_devmap_val: ifindex, then a program fd (none).
+        // struct bpf_devmap_val: ifindex, then the egress program (the
+        // kernel's program fd; here its slot + 1, 0 for none).
         let mut val = vec![0u8; m.def.value_size as usize];
         let n = val.len().min(4);
         val[..n].copy_from_slice(&d.ifindex.to_le_bytes()[..n]);
+        if let Some(prog) = &d.prog {
+            if val.len() < 8 {
+                return Err(format!(
+                    "--devmap {}:{}={},prog={prog}: map '{}' has {}-byte values, without the program field of struct bpf_devmap_val",
+                    d.map, d.index, d.ifname, d.map, m.def.value_size
+                ));
+            }
+            let slot = p
+                .egress
+                .iter()
+                .position(|e| &e.name == prog)
+                .expect("loaded") as u32
+                + 1;
+            val[4..8].copy_from_slice(&slot.to_le_bytes());
+        }
         let rc = m.update(&d.index.to_le_bytes(), &val, crate::bpf_abi::update::ANY, 0);
         if rc != 0 {
             return Err(format!(
@@ -714,6 +770,17 @@ pub struct Instance {
     jit: Option<jit::Jit>,
     /// With `--jit`: the program's tail programs, compiled (same order).
     tail_jits: Vec<jit::Jit>,
+    /// With `--jit`: its devmap egress programs, compiled (same order).
+    egress_jits: Vec<jit::Jit>,
+}
+
+/// Where a run starts: the program, one of its tail programs, or a devmap
+/// egress program (with the interface the frame goes out of).
+#[derive(Clone, Copy)]
+enum Start {
+    Main,
+    Tail(usize),
+    Egress(usize, u32),
 }
 
 impl std::fmt::Debug for Instance {
@@ -764,11 +831,12 @@ impl Instance {
                 why,
             })
         };
-        let (main, tail_jits) = if jit {
+        let (main, tail_jits, egress_jits) = if jit {
             let tails = prog.tails.iter().map(compile).collect::<Result<_, _>>()?;
-            (Some(compile(&prog)?), tails)
+            let egress = prog.egress.iter().map(compile).collect::<Result<_, _>>()?;
+            (Some(compile(&prog)?), tails, egress)
         } else {
-            (None, Vec::new())
+            (None, Vec::new(), Vec::new())
         };
         Ok(Instance {
             prog,
@@ -777,6 +845,7 @@ impl Instance {
             ctx: [0; CTX_SIZE],
             jit: main,
             tail_jits,
+            egress_jits,
         })
     }
 
@@ -800,18 +869,16 @@ impl Instance {
         &mut self,
         buf: &mut [u8],
         has: &dyn Fn(u32) -> bool,
+        start: Start,
     ) -> Option<(u64, Option<RedirectTo>)> {
         let mut tail = interp::Tail::new(self.prog.tails.len());
         let mut redirect = None;
-        let mut current: Option<usize> = None;
+        let mut current = start;
         loop {
-            let prog = match current {
-                None => &self.prog,
-                Some(t) => &self.prog.tails[t],
-            };
-            let jit = match current {
-                None => self.jit.as_ref(),
-                Some(t) => self.tail_jits.get(t),
+            let (prog, jit) = match current {
+                Start::Main => (&self.prog, self.jit.as_ref()),
+                Start::Tail(t) => (&self.prog.tails[t], self.tail_jits.get(t)),
+                Start::Egress(e, _) => (&self.prog.egress[e], self.egress_jits.get(e)),
             };
             let (ret, to) = match jit {
                 Some(j) => j.run(
@@ -843,7 +910,7 @@ impl Instance {
             };
             redirect = to.or(redirect);
             match tail.next.take() {
-                Some(next) => current = Some(next as usize),
+                Some(next) => current = Start::Tail(next as usize),
                 None => return Some((ret, redirect)),
             }
         }
@@ -853,15 +920,59 @@ impl Instance {
     /// `key` (what `bpf_redirect_map` checks). Never panics; no allocation.
     #[inline]
     pub fn run(&mut self, frame: &mut Frame, has: &dyn Fn(u32) -> bool) -> Verdict {
+        let Some((ret, redirect)) = self.run_on(frame, has, Start::Main) else {
+            return Verdict::Aborted;
+        };
+        match u32::try_from(ret) {
+            Ok(xdp::DROP) => Verdict::Drop,
+            Ok(xdp::PASS) => Verdict::Pass,
+            Ok(xdp::TX) => Verdict::Tx,
+            Ok(xdp::REDIRECT) => match redirect {
+                Some(RedirectTo::Cpu(k)) => Verdict::Redirect(TargetId(k)),
+                Some(RedirectTo::Dev(ifindex, 0)) => Verdict::RedirectDev(ifindex),
+                Some(RedirectTo::Dev(ifindex, e)) => self.egress(frame, ifindex, e - 1),
+                None => Verdict::Aborted,
+            },
+            _ => Verdict::Aborted,
+        }
+    }
+
+    /// A devmap entry's egress program on a frame redirected there, as the
+    /// kernel runs it before transmission (`dev_map_bpf_prog_run`, with
+    /// `egress_ifindex` set): XDP_PASS sends it, anything else drops it.
+    /// Only a cpumap entry's program gets here (an RX program's devmap
+    /// redirect is a miss).
+    #[cold]
+    fn egress(&mut self, frame: &mut Frame, ifindex: u32, e: u32) -> Verdict {
+        if self.prog.attach != Attach::CpuMap || e as usize >= self.prog.egress.len() {
+            return Verdict::RedirectDev(ifindex);
+        }
+        match self.run_on(frame, &|_| false, Start::Egress(e as usize, ifindex)) {
+            Some((ret, _)) if ret == xdp::PASS as u64 => Verdict::RedirectDev(ifindex),
+            _ => Verdict::EgressDrop,
+        }
+    }
+
+    /// Runs from `start` on `frame` (the context built from it, the frame
+    /// changed as the programs moved its data and metadata): the return
+    /// value and the redirect. None when a run faulted or moved the data
+    /// out of the buffer.
+    #[inline]
+    fn run_on(
+        &mut self,
+        frame: &mut Frame,
+        has: &dyn Fn(u32) -> bool,
+        start: Start,
+    ) -> Option<(u64, Option<RedirectTo>)> {
         let (port, queue, meta) = (frame.port(), frame.queue(), frame.meta_len());
         let (buf, off) = frame.xdp_buffer();
-        let start = buf.as_ptr() as u64;
+        let base = buf.as_ptr() as u64;
         let c = XdpCtx {
-            data: start + off as u64,
-            data_end: start + buf.len() as u64,
+            data: base + off as u64,
+            data_end: base + buf.len() as u64,
             // The RX program's metadata, for a remote program (meta_len is
             // never more than the headroom).
-            data_meta: start + (off - meta.min(off)) as u64,
+            data_meta: base + (off - meta.min(off)) as u64,
             // The Linux interface the frame came in on, as in the kernel
             // (0 from ports without one: generator, pcap, most DPDK devices).
             ingress_ifindex: crate::port::ifindex(port),
@@ -872,39 +983,28 @@ impl Instance {
             } else {
                 queue as u32
             },
-            egress_ifindex: 0,
+            egress_ifindex: match start {
+                Start::Egress(_, ifindex) => ifindex,
+                Start::Main | Start::Tail(_) => 0,
+            },
             _pad: 0,
         };
         self.ctx = c.to_bytes();
-        let Some((ret, redirect)) = self.run_chain(buf, has) else {
-            return Verdict::Aborted;
-        };
+        let out = self.run_chain(buf, has, start)?;
         // Apply a moved start of data (bpf_xdp_adjust_head) and a shorter
         // end (bpf_xdp_adjust_tail).
         let after = XdpCtx::from_bytes(&self.ctx);
         let delta = after.data as i64 - c.data as i64;
-        if delta != 0 && frame.adjust_head(delta as isize).is_err() {
-            return Verdict::Aborted;
+        if delta != 0 {
+            frame.adjust_head(delta as isize).ok()?;
         }
         if after.data_end != c.data_end {
             let len = after.data_end.saturating_sub(after.data) as usize;
-            if frame.set_len(len).is_err() {
-                return Verdict::Aborted;
-            }
+            frame.set_len(len).ok()?;
         }
         if after.data_meta != c.data_meta || delta != 0 {
             frame.set_meta_len(after.data.saturating_sub(after.data_meta) as usize);
         }
-        match u32::try_from(ret) {
-            Ok(xdp::DROP) => Verdict::Drop,
-            Ok(xdp::PASS) => Verdict::Pass,
-            Ok(xdp::TX) => Verdict::Tx,
-            Ok(xdp::REDIRECT) => match redirect {
-                Some(RedirectTo::Cpu(k)) => Verdict::Redirect(TargetId(k)),
-                Some(RedirectTo::Dev(ifindex)) => Verdict::RedirectDev(ifindex),
-                None => Verdict::Aborted,
-            },
-            _ => Verdict::Aborted,
-        }
+        Some(out)
     }
 }

@@ -1143,6 +1143,88 @@ impl Verifier<'_> {
         }
     }
 
+    /// bpf_map_lookup/update/delete_elem: the map (not the cpumap, not a
+    /// prog_array), the key and value on the stack or in a map value.
+    fn map_helper(&mut self, pc: usize, st: &State, id: i32) -> Result<Reg, VerifyError> {
+        let map = self.map_arg(pc, st, id)?;
+        let shape = self.maps[map as usize];
+        let refuse = |why: &str| err(pc, format!("{} on a {why}", helper::name(id)));
+        match shape.kind {
+            MapKind::CpuMap => {
+                return Err(refuse(
+                    "cpumap is not supported from a program (use bpf_redirect_map)",
+                ));
+            }
+            MapKind::ProgArray => {
+                return Err(refuse(
+                    "prog_array: programs only tail-call through it (the kernel refuses this map type for that helper)",
+                ));
+            }
+            _ => {}
+        }
+        self.check_stack_arg(pc, st, 2, shape.key_size, "key")?;
+        Ok(match id {
+            helper::MAP_LOOKUP_ELEM => {
+                let seen = self.lookup_maps.entry(pc).or_insert(Some(map));
+                if *seen != Some(map) {
+                    *seen = None;
+                }
+                Reg::ValueOrNull {
+                    map,
+                    id: self.fresh_id(),
+                }
+            }
+            helper::MAP_UPDATE_ELEM => {
+                self.check_stack_arg(pc, st, 3, shape.value_size, "value")?;
+                match st.regs[4] {
+                    Reg::Scalar { .. } => UNKNOWN,
+                    _ => {
+                        return Err(err(
+                            pc,
+                            "bpf_map_update_elem: the flags (r4) must be a number",
+                        ));
+                    }
+                }
+            }
+            _ => UNKNOWN,
+        })
+    }
+
+    /// bpf_trace_printk: the format in stack or map value bytes (a .rodata
+    /// string) of a constant size; the three values are not checked (the
+    /// kernel declares two arguments).
+    fn trace_printk_args(&self, pc: usize, st: &State) -> Result<Reg, VerifyError> {
+        let size = match st.regs[2] {
+            Reg::Scalar { min, max }
+                if min == max && (1..=super::printk::FMT_MAX as u64).contains(&min) =>
+            {
+                min
+            }
+            _ => {
+                return Err(err(
+                    pc,
+                    format!(
+                        "bpf_trace_printk: the format size (r2) must be a constant from 1 to {}",
+                        super::printk::FMT_MAX
+                    ),
+                ));
+            }
+        };
+        self.check_stack_arg(pc, st, 1, size as u32, "the format")?;
+        Ok(UNKNOWN)
+    }
+
+    /// bpf_tail_call: the context in r1, a prog_array in r2.
+    fn tail_call_args(&self, pc: usize, st: &State) -> Result<(), VerifyError> {
+        if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
+            return Err(err(pc, "bpf_tail_call needs the context in r1"));
+        }
+        match st.regs[2] {
+            Reg::MapPtr { map } if self.maps[map as usize].kind == MapKind::ProgArray => Ok(()),
+            _ => Err(err(pc, "bpf_tail_call needs a prog_array in r2")),
+        }
+    }
+
     fn call(&mut self, pc: usize, st: &mut State, id: i32) -> Result<(), VerifyError> {
         let scalar = |st: &State, r: usize| -> Result<(), VerifyError> {
             match st.regs[r] {
@@ -1159,45 +1241,7 @@ impl Verifier<'_> {
         };
         let ret = match id {
             helper::MAP_LOOKUP_ELEM | helper::MAP_UPDATE_ELEM | helper::MAP_DELETE_ELEM => {
-                let map = self.map_arg(pc, st, id)?;
-                let shape = self.maps[map as usize];
-                if shape.kind == MapKind::CpuMap {
-                    return Err(err(
-                        pc,
-                        format!(
-                            "{} on a cpumap is not supported from a program (use bpf_redirect_map)",
-                            helper::name(id)
-                        ),
-                    ));
-                }
-                if shape.kind == MapKind::ProgArray {
-                    return Err(err(
-                        pc,
-                        format!(
-                            "{} on a prog_array: programs only tail-call through it (the kernel refuses this map type for that helper)",
-                            helper::name(id)
-                        ),
-                    ));
-                }
-                self.check_stack_arg(pc, st, 2, shape.key_size, "key")?;
-                if id == helper::MAP_LOOKUP_ELEM {
-                    let seen = self.lookup_maps.entry(pc).or_insert(Some(map));
-                    if *seen != Some(map) {
-                        *seen = None;
-                    }
-                }
-                match id {
-                    helper::MAP_LOOKUP_ELEM => Reg::ValueOrNull {
-                        map,
-                        id: self.fresh_id(),
-                    },
-                    helper::MAP_UPDATE_ELEM => {
-                        self.check_stack_arg(pc, st, 3, shape.value_size, "value")?;
-                        scalar(st, 4)?;
-                        UNKNOWN
-                    }
-                    _ => UNKNOWN,
-                }
+                self.map_helper(pc, st, id)?
             }
             helper::KTIME_GET_NS | helper::KTIME_GET_BOOT_NS | helper::GET_SMP_PROCESSOR_ID => {
                 UNKNOWN
@@ -1221,37 +1265,9 @@ impl Verifier<'_> {
                 scalar(st, 3)?;
                 range(0, u32::MAX as u64)
             }
-            helper::TRACE_PRINTK => {
-                // The format: stack or map value bytes (a .rodata string),
-                // of a constant size; the three values are not checked (the
-                // kernel declares two arguments).
-                let size = match st.regs[2] {
-                    Reg::Scalar { min, max }
-                        if min == max && (1..=super::printk::FMT_MAX as u64).contains(&min) =>
-                    {
-                        min
-                    }
-                    _ => {
-                        return Err(err(
-                            pc,
-                            format!(
-                                "bpf_trace_printk: the format size (r2) must be a constant from 1 to {}",
-                                super::printk::FMT_MAX
-                            ),
-                        ));
-                    }
-                };
-                self.check_stack_arg(pc, st, 1, size as u32, "the format")?;
-                UNKNOWN
-            }
+            helper::TRACE_PRINTK => self.trace_printk_args(pc, st)?,
             helper::TAIL_CALL => {
-                if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
-                    return Err(err(pc, "bpf_tail_call needs the context in r1"));
-                }
-                match st.regs[2] {
-                    Reg::MapPtr { map } if self.maps[map as usize].kind == MapKind::ProgArray => {}
-                    _ => return Err(err(pc, "bpf_tail_call needs a prog_array in r2")),
-                }
+                self.tail_call_args(pc, st)?;
                 scalar(st, 3)?;
                 // Reached only when the call fails (no program there, or
                 // the chain is 33 calls long): r0 is unspecified.
