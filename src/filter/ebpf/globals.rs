@@ -208,6 +208,9 @@ pub struct GlobalSet {
     pub name: String,
     /// Its value, as written.
     pub value: i128,
+    /// `aa:bb:...`: bytes for a byte array of exactly that size (a MAC
+    /// address, as xdp-bench's loader writes `tx_mac_addr`).
+    pub raw: Option<Vec<u8>>,
 }
 
 impl GlobalSet {
@@ -219,6 +222,18 @@ impl GlobalSet {
             .ok_or_else(|| bad("expected NAME=VALUE"))?;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(bad("NAME must be a C identifier"));
+        }
+        if v.contains(':') {
+            let raw = v
+                .split(':')
+                .map(|b| u8::from_str_radix(b, 16).ok().filter(|_| b.len() == 2))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| bad("a byte VALUE is two-digit hex bytes separated by ':'"))?;
+            return Ok(GlobalSet {
+                name: name.into(),
+                value: 0,
+                raw: Some(raw),
+            });
         }
         let (neg, digits) = match v.strip_prefix('-') {
             Some(d) => (true, d),
@@ -235,12 +250,28 @@ impl GlobalSet {
         Ok(GlobalSet {
             name: name.into(),
             value: if neg { -mag } else { mag },
+            raw: None,
         })
     }
 
+    /// The value as written (for messages).
+    pub fn shown(&self) -> String {
+        match &self.raw {
+            Some(b) => b
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+            None => self.value.to_string(),
+        }
+    }
+
     /// The value as `size` little-endian bytes, if it fits (signed or
-    /// unsigned).
+    /// unsigned); byte values only for exactly their size.
     pub fn bytes(&self, size: usize) -> Option<Vec<u8>> {
+        if let Some(raw) = &self.raw {
+            return (raw.len() == size).then(|| raw.clone());
+        }
         if !matches!(size, 1 | 2 | 4 | 8) {
             return None;
         }
@@ -436,9 +467,22 @@ mod tests {
         let n = GlobalSet::parse("delta=-1").unwrap();
         assert_eq!(n.bytes(8).unwrap(), vec![0xff; 8]);
         assert!(n.bytes(3).is_none(), "only 1/2/4/8-byte variables");
-        for bad in ["x", "=1", "a-b=1", "x=one", "x=0xg"] {
+        for bad in [
+            "x",
+            "=1",
+            "a-b=1",
+            "x=one",
+            "x=0xg",
+            "m=02:1:03",
+            "m=02:zz",
+            "m=0203:04",
+        ] {
             assert!(GlobalSet::parse(bad).is_err(), "{bad}");
         }
+        let mac = GlobalSet::parse("tx_mac_addr=02:aa:bb:cc:dd:0e").unwrap();
+        assert_eq!(mac.bytes(6).unwrap(), [2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e]);
+        assert!(mac.bytes(8).is_none(), "exactly its size");
+        assert_eq!(mac.shown(), "02:aa:bb:cc:dd:0e");
         assert!(possible_cpus() >= 1);
     }
 }

@@ -654,6 +654,7 @@ fn apply_globals(
         sets.push(globals::GlobalSet {
             name: "nr_cpus".into(),
             value: opts.nr_cpus as i128,
+            raw: None,
         });
     }
     for set in &sets {
@@ -664,8 +665,8 @@ fn apply_globals(
         };
         let b = set.bytes(v.size).ok_or_else(|| {
             format!(
-                "--prog-set {}={}: '{}' is a {}-byte variable in {}; only 1, 2, 4 or 8-byte integers that hold the value can be set",
-                set.name, set.value, v.name, v.size, v.section
+                "--prog-set {}={}: '{}' is a {}-byte variable in {}; only 1, 2, 4 or 8-byte integers that hold the value, or byte arrays given as exactly that many bytes (aa:bb:..), can be set",
+                set.name, set.shown(), v.name, v.size, v.section
             )
         })?;
         let map = obj
