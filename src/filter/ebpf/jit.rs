@@ -30,12 +30,17 @@ use crate::bpf_abi::{helper, xdp};
 struct RunState {
     maps: *const [Arc<Map>],
     cpu: u32,
-    redirect: Option<RedirectTo>,
+    /// Where XDP_REDIRECT goes, packed into one word ([`pack`]): a
+    /// 12-byte Option written field by field and read whole stalled every
+    /// run on store forwarding.
+    redirect: u64,
     has: *const dyn Fn(u32) -> bool,
     /// Start of the frame's buffer (adjust_head's lower bound).
     buf_start: u64,
     ktime: fn() -> u64,
-    tail: Tail,
+    /// The chain's state, the caller's (not copied in and out: a copy
+    /// cost a store-forwarding stall on every run).
+    tail: *mut Tail,
 }
 
 thread_local! {
@@ -171,6 +176,26 @@ fn h_smp_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| st.cpu as u64).unwrap_or(0)
 }
 
+/// A redirect target as one word: bits 62-63 the kind (0: none, 1: cpumap,
+/// 2: interface), 32-61 an interface's egress program, 0-31 the key or
+/// ifindex.
+fn pack(to: RedirectTo) -> u64 {
+    match to {
+        RedirectTo::Cpu(k) => 1 << 62 | k as u64,
+        RedirectTo::Dev(ifindex, egress) => {
+            2 << 62 | ((egress as u64) & 0x3fff_ffff) << 32 | ifindex as u64
+        }
+    }
+}
+
+fn unpack(w: u64) -> Option<RedirectTo> {
+    match w >> 62 {
+        1 => Some(RedirectTo::Cpu(w as u32)),
+        2 => Some(RedirectTo::Dev(w as u32, (w >> 32) as u32 & 0x3fff_ffff)),
+        _ => None,
+    }
+}
+
 fn h_redirect_map(fd: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
     with_run(|st| {
         let m = map_of(st, fd)?;
@@ -178,7 +203,7 @@ fn h_redirect_map(fd: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
         let has = unsafe { &*st.has };
         match interp::redirect_target(m, key as u32, has) {
             Some(to) => {
-                st.redirect = Some(to);
+                st.redirect = pack(to);
                 Some(xdp::REDIRECT as u64)
             }
             None => Some(flags & 0x3),
@@ -201,7 +226,7 @@ fn h_csum_diff(from: u64, fs: u64, to: u64, ts: u64, seed: u64) -> u64 {
 fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| match interp::redirect_dev(ifindex, flags) {
         Some(to) => {
-            st.redirect = Some(to);
+            st.redirect = pack(to);
             xdp::REDIRECT as u64
         }
         None => xdp::ABORTED as u64,
@@ -223,7 +248,10 @@ fn h_tail_call(_ctx: u64, fd: u64, index: u64, _: u64, _: u64) -> u64 {
         // SAFETY: st.maps is the program's map slice, alive for the run.
         let maps = unsafe { &*st.maps };
         let i = fd.checked_sub(maps::MAP_FD_BASE as u64)? as usize;
-        Some(st.tail.call(maps.get(i)?, index))
+        // SAFETY: st.tail is the &mut Tail Jit::run was given, alive and
+        // not otherwise borrowed for the run.
+        let tail = unsafe { &mut *st.tail };
+        Some(tail.call(maps.get(i)?, index))
     })
     .flatten()
     .unwrap_or((-EINVAL) as u64)
@@ -383,7 +411,7 @@ impl Jit {
         let mut st = RunState {
             maps: maps as *const [Arc<Map>],
             cpu,
-            redirect: None,
+            redirect: 0,
             // SAFETY: the lifetime is erased only for the duration of this
             // call; RUN is cleared before `has` goes out of scope.
             has: unsafe {
@@ -394,7 +422,7 @@ impl Jit {
             },
             buf_start: pkt.as_ptr() as u64,
             ktime,
-            tail: *tail,
+            tail: tail as *mut Tail,
         };
         RUN.with(|r| r.set(&mut st));
         // SAFETY: the program passed our verifier, so every access it makes
@@ -402,7 +430,6 @@ impl Jit {
         // all alive for this call; helpers see `st` through RUN.
         let ret = unsafe { self.vm.execute_program_jit(pkt, ctx) }.unwrap_or(0);
         RUN.with(|r| r.set(std::ptr::null_mut()));
-        *tail = st.tail;
-        (ret, st.redirect)
+        (ret, unpack(st.redirect))
     }
 }

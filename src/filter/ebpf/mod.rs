@@ -991,7 +991,22 @@ impl Instance {
             _pad: 0,
         };
         self.ctx = c.to_bytes();
-        let out = self.run_chain(buf, has, start)?;
+        // Without tail programs there is no chain: one JIT run.
+        let out = match (&self.jit, start) {
+            (Some(j), Start::Main) if self.prog.tails.is_empty() => {
+                let mut none = interp::Tail::new(0);
+                j.run(
+                    &self.prog.maps,
+                    self.cpu,
+                    has,
+                    ktime_ns,
+                    buf,
+                    &mut self.ctx,
+                    &mut none,
+                )
+            }
+            _ => self.run_chain(buf, has, start)?,
+        };
         // Apply a moved start of data (bpf_xdp_adjust_head) and a shorter
         // end (bpf_xdp_adjust_tail).
         let after = XdpCtx::from_bytes(&self.ctx);
