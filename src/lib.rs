@@ -12,7 +12,7 @@
 //!  [entry ring of t]  MPSC, rte_ring-like, tail drop      ring/
 //!     |  dequeue_burst (32)
 //!  [target lcore t]   remote program (drop | pass | redirect)  lcore/target.rs
-//!     v                              \ RedirectDev(if): sendmmsg  port/devtx.rs
+//!     v                              \ RedirectDev(if): [egress prog], sendmmsg  port/devtx.rs
 //!  exception path: drop | pcap | TAP | DPDK net_tap | virtio-user  exception/
 //! ```
 //!
