@@ -1286,19 +1286,7 @@ fn adjust_tail_shrinks_and_refuses_to_grow() {
 
 /// bpf/lb.c with its PROG_ARRAYs filled as its loader would.
 fn load_lb(dir: &Path, name: &str) -> Arc<Program> {
-    use cpumapd::filter::ebpf::globals::{LoadOptions, ProgArraySet};
-    let opts = LoadOptions {
-        nr_cpus: 2,
-        prog_arrays: [
-            "jmp_table:0=lb_tcp",
-            "jmp_table:1=lb_udp",
-            "chain_table:0=lb_chain",
-        ]
-        .iter()
-        .map(|s| ProgArraySet::parse(s).unwrap())
-        .collect(),
-        ..Default::default()
-    };
+    let opts = common::lb_load_options();
     let p = ebpf::load_object_with(&format!("{}/lb.o:{name}", dir.display()), &opts)
         .unwrap_or_else(|e| panic!("lb.o:{name}: {e}"));
     p.fill_targets(&[TargetId(1), TargetId(2)]);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -82,41 +82,7 @@ impl Ns {
 
     /// A packet socket on vb: what it sends arrives on va.
     fn sender(&self) -> OwnedFd {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            // SAFETY: plain socket(2), checked.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW,
-                    (libc::ETH_P_ALL as u16).to_be() as i32,
-                )
-            };
-            assert!(fd >= 0);
-            // SAFETY: a fresh descriptor, owned from here on.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let name = std::ffi::CString::new("vb").unwrap();
-            // SAFETY: zero is a valid sockaddr_ll; the name is NUL-terminated.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-            // SAFETY: as above.
-            sll.sll_ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
-            // SAFETY: sll is a valid sockaddr_ll of the size passed.
-            let r = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            assert_eq!(r, 0);
-            fd
-        })
-        .join()
-        .unwrap()
+        common::packet_socket_in(&self.name, "vb")
     }
 
     fn stop(&self, child: Child) -> Value {

@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use cpumapd::filter::Verdict;
-use cpumapd::filter::ebpf::globals::{GlobalSet, LoadOptions, ProgArraySet};
+use cpumapd::filter::ebpf::globals::{GlobalSet, LoadOptions};
 use cpumapd::filter::ebpf::maps::MapKind;
 use cpumapd::filter::ebpf::{self, Instance, Program};
 use cpumapd::frame::Pool;
@@ -728,18 +728,7 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
     // lb.c: tail calls through PROG_ARRAYs (filled alike on both sides),
     // metadata handed from the entry program to the protocol programs, and
     // a chain stopped by the 33-call limit (.bss counts its runs).
-    let lb_opts = LoadOptions {
-        nr_cpus: 2,
-        prog_arrays: [
-            "jmp_table:0=lb_tcp",
-            "jmp_table:1=lb_udp",
-            "chain_table:0=lb_chain",
-        ]
-        .iter()
-        .map(|s| ProgArraySet::parse(s).unwrap())
-        .collect(),
-        ..Default::default()
-    };
+    let lb_opts = common::lb_load_options();
     for name in ["lb_entry", "lb_chain"] {
         compare(
             &dir.join("lb.o"),

@@ -216,57 +216,23 @@ fn send_raw(ns: &str, dev: &str, n: usize) {
 /// Captures frames arriving on `dev` in namespace `ns` (up to `max`, for at
 /// most `secs` seconds) on a thread; join it for their bytes.
 fn capture(ns: &str, dev: &str, max: usize, secs: u64) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
-    let path = format!("/var/run/netns/{ns}");
-    let dev = std::ffi::CString::new(dev).unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        // SAFETY: plain socket(2), checked; owned below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                (libc::ETH_P_ALL as u16).to_be() as i32,
-            )
-        };
-        assert!(
-            fd >= 0,
-            "packet socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: fd is new and ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_ll is plain data.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: dev is a NUL-terminated name.
-        sa.sll_ifindex = unsafe { libc::if_nametoindex(dev.as_ptr()) } as i32;
-        // SAFETY: sa is valid for the call.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 200_000,
-        };
-        // SAFETY: tv is a valid timeval for SO_RCVTIMEO.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as u32,
-            )
-        };
-        ready_tx.send(()).unwrap();
+    // Bound before this returns: nothing sent after it is missed.
+    let fd = common::packet_socket_in(ns, dev);
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: tv is a valid timeval for SO_RCVTIMEO, of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        )
+    };
+    std::thread::spawn(move || {
         let (mut out, t0) = (Vec::new(), Instant::now());
         let mut buf = [0u8; 2048];
         while out.len() < max && t0.elapsed() < Duration::from_secs(secs) {
@@ -277,9 +243,7 @@ fn capture(ns: &str, dev: &str, max: usize, secs: u64) -> std::thread::JoinHandl
             }
         }
         out
-    });
-    ready_rx.recv().unwrap();
-    h
+    })
 }
 
 fn n(v: &Value, k: &str) -> u64 {
@@ -428,12 +392,7 @@ fn programs_see_the_interface_the_frame_came_in_on() {
         return;
     };
     let Some(t) = Topo::new() else { return };
-    let o = Command::new("ip")
-        .args(["-n", &t.a, "-j", "link", "show", "va"])
-        .output()
-        .unwrap();
-    let link: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let va = link[0]["ifindex"].as_u64().unwrap();
+    let va = common::ifindex_in(&t.a, "va");
     let (rx, remote) = (
         format!("{}/pin_rx.o", dir.display()),
         format!("{}/pin_remote.o", dir.display()),
@@ -468,13 +427,7 @@ fn a_devmap_entrys_egress_program_runs_on_what_goes_out() {
         return;
     };
     let Some(t) = Topo::new() else { return };
-    let o = Command::new("ip")
-        .args(["-n", &t.a, "-j", "link", "show", "b0"])
-        .output()
-        .unwrap();
-    let b0 = serde_json::from_slice::<Value>(&o.stdout).unwrap()[0]["ifindex"]
-        .as_u64()
-        .unwrap();
+    let b0 = common::ifindex_in(&t.a, "b0");
     let remote = format!("{}/lb.o:lb_redirect", dir.display());
     let before = t.stat(&t.b, "b1", "rx_packets");
     let (s, _, dumps) = t.run_dumping(

@@ -221,3 +221,73 @@ pub fn ctl_ok(sock: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A packet socket (ETH_P_ALL) bound to `dev` in network namespace `ns`:
+/// what it sends leaves by `dev`, what arrives there it reads. Opened on a
+/// thread that enters the namespace; the descriptor works from any thread.
+pub fn packet_socket_in(ns: &str, dev: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let path = format!("/var/run/netns/{ns}");
+    let dev = std::ffi::CString::new(dev).unwrap();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let all = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2), checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, all as i32) };
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh descriptor, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = all;
+        // SAFETY: dev is a NUL-terminated name.
+        sll.sll_ifindex = unsafe { libc::if_nametoindex(dev.as_ptr()) } as i32;
+        // SAFETY: sll is a valid sockaddr_ll of the size passed.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        fd
+    })
+    .join()
+    .unwrap()
+}
+
+/// The ifindex of `dev` in network namespace `ns` (`ip -j link show`).
+pub fn ifindex_in(ns: &str, dev: &str) -> u64 {
+    let o = std::process::Command::new("ip")
+        .args(["-n", ns, "-j", "link", "show", dev])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0]["ifindex"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {dev} in {ns}"))
+}
+
+/// Load options for bpf/lb.c with its PROG_ARRAYs filled as its loader
+/// would (jmp_table 0 = lb_tcp, 1 = lb_udp; chain_table 0 = lb_chain).
+pub fn lb_load_options() -> cpumapd::filter::ebpf::globals::LoadOptions {
+    use cpumapd::filter::ebpf::globals::{LoadOptions, ProgArraySet};
+    LoadOptions {
+        nr_cpus: 2,
+        prog_arrays: [
+            "jmp_table:0=lb_tcp",
+            "jmp_table:1=lb_udp",
+            "chain_table:0=lb_chain",
+        ]
+        .iter()
+        .map(|s| ProgArraySet::parse(s).unwrap())
+        .collect(),
+        ..Default::default()
+    }
+}
