@@ -204,6 +204,9 @@ pub mod pseudo {
     pub const MAP_VALUE: u8 = 2;
     /// `BPF_PSEUDO_CALL`: a `call` to a bpf-to-bpf function.
     pub const CALL: u8 = 1;
+    /// `BPF_PSEUDO_FUNC`: an `ld_imm64` of a function's address (a
+    /// callback for `bpf_loop` and the like).
+    pub const FUNC: u8 = 4;
 }
 
 /// Kernel error numbers helpers return (negated).

@@ -1656,3 +1656,139 @@ fn trace_printk_needs_its_format_in_memory_of_a_constant_size() {
     assert!(e.contains("the format (r1) of 8 bytes"), "{e}");
     Program::from_insns("t", &with_size(mov_imm(2, 3)), vec![]).unwrap();
 }
+
+#[test]
+fn bpf_to_bpf_calls_keep_frames_and_r6_r9_apart_and_errors_name_the_function() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    let local_call = |rel: i32| i(JMP | CALL, 0, 1, 0, rel);
+    let add = |d: u8, s: u8| i(ALU64 | ADD | X, d, s, 0, 0);
+    let code = prog(&[
+        // main: its own r10-8 and r6, r7 (a pointer into its frame) must
+        // come back from f as they were; PASS if r0 = 5 + 7 + 1 + 1.
+        st(DW, 10, -8, 1),
+        mov_imm(6, 7),
+        mov(7, 10),
+        add_imm(7, -8),
+        local_call(10), // f (15)
+        add(0, 6),
+        ldx(DW, 1, 7, 0),
+        add(0, 1),
+        ldx(DW, 1, 10, -8),
+        add(0, 1),
+        jmp_imm(JEQ, 0, 14, 2),
+        mov_imm(0, 1),
+        exit(),
+        mov_imm(0, 2),
+        exit(),
+        // f (15): writes its own r10-8, r6 and r7; g must leave its r6.
+        st(DW, 10, -8, 100),
+        mov_imm(6, 1000),
+        mov_imm(7, 0),
+        local_call(4), // g (23)
+        add(0, 6),
+        add_imm(0, -1000),
+        add_imm(0, 4),
+        exit(),
+        // g (23): a pointer to its own frame in r6; returns 9 - 8.
+        st(DW, 10, -16, 9),
+        mov(6, 10),
+        add_imm(6, -16),
+        ldx(DW, 0, 6, 0),
+        add_imm(0, -8),
+        exit(),
+    ]);
+    let p = Arc::new(Program::from_insns("calls", &code, Vec::new()).unwrap());
+    assert!(p.insn_count() > 29, "inlined: {}", p.insn_count());
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    let mut f = pool.alloc().unwrap();
+    f.copy_from(&[0u8; 60]).unwrap();
+    for jit in [false, true] {
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        assert_eq!(
+            inst.run(&mut f, &|_| true),
+            Verdict::Pass,
+            "jit {jit}: r6, r7 and the frames survived the calls"
+        );
+    }
+    // A bad access inside g: the error names g's instruction and the call
+    // that brought it in.
+    let mut bad = code.clone();
+    bad[26 * 8..27 * 8].copy_from_slice(&ldx(DW, 0, 1, 0));
+    let e = rejected("an 8-byte context read in a called function", &bad);
+    assert!(
+        e.contains("insn 26") && e.contains("called at insn 18"),
+        "{e}"
+    );
+    // Recursion: refused at the call.
+    let mut rec = code.clone();
+    rec[18 * 8..19 * 8].copy_from_slice(&local_call(-4));
+    let e = rejected("a function calling itself", &rec);
+    assert!(e.contains("insn 18") && e.contains("recursive"), "{e}");
+}
+
+#[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
+fn an_object_with_noinline_functions_loads_and_runs_them() {
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let frames: [(Vec<u8>, Verdict); 5] = [
+        (
+            common::udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 9),
+            Verdict::Drop,
+        ),
+        (
+            common::udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 80),
+            Verdict::Pass,
+        ),
+        (
+            common::udp4([10, 0, 0, 1], [10, 0, 0, 2], 53, 80),
+            Verdict::Redirect(TargetId(0)),
+        ),
+        (vec![0xff; 10], Verdict::Drop),
+        (
+            [vec![0xff; 12], vec![0x08, 0x06], vec![0; 28]].concat(),
+            Verdict::Pass,
+        ),
+    ];
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    for jit in [false, true] {
+        let p = load(&dir, "calls.o");
+        p.fill_targets(&[TargetId(0)]);
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        for (bytes, want) in &frames {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(bytes).unwrap();
+            assert_eq!(
+                inst.run(&mut f, &|_| true),
+                *want,
+                "jit {jit}: {bytes:02x?}"
+            );
+        }
+        // count() (a global function) counted each verdict once, and
+        // count_flow's five keys per call landed for the three IPv4 frames.
+        let verdicts = p.map("verdicts").unwrap().dump();
+        let n = |a: u32| {
+            let v = &verdicts
+                .iter()
+                .find(|(k, _)| k[..] == a.to_le_bytes())
+                .unwrap()
+                .1[0];
+            u64::from_le_bytes(v[..8].try_into().unwrap())
+        };
+        assert_eq!((n(1), n(2), n(4)), (2, 2, 1), "jit {jit}");
+        let flows: u64 = p
+            .map("flows")
+            .unwrap()
+            .dump()
+            .iter()
+            .map(|(_, v)| u64::from_le_bytes(v[0][..8].try_into().unwrap()))
+            .sum();
+        assert_eq!(
+            flows,
+            5 * 4,
+            "jit {jit}: 3 frames counted once, the passed one twice"
+        );
+    }
+}

@@ -725,6 +725,41 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             );
         },
     );
+    // calls.c: bpf-to-bpf calls (__noinline functions three deep, a
+    // cursor of packet pointers in the caller's frame, a global function),
+    // which cpumapd inlines; the verdicts, the per-flow counts and .bss.
+    compare(
+        &dir.join("calls.o"),
+        "calls",
+        &opts,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            for map in ["verdicts", "flows", ".bss"] {
+                let theirs = k.dump(map);
+                assert!(!theirs.is_empty(), "{map}");
+                assert_eq!(
+                    theirs.len(),
+                    ours.map(map).unwrap().dump().len(),
+                    "{map}: entries"
+                );
+                for (key, v) in &theirs {
+                    assert_eq!(
+                        Some(v.clone()),
+                        ours_value(ours, map, key, 0),
+                        "{map} {key:?}"
+                    );
+                }
+            }
+            let verdicts = k.dump("verdicts");
+            let n = |a: usize| u64::from_le_bytes(verdicts[a].1[..8].try_into().unwrap());
+            assert!(
+                n(1) > 0 && n(2) > 0 && n(4) > 0,
+                "drop, pass and redirect: {verdicts:?}"
+            );
+        },
+    );
     // lb.c: tail calls through PROG_ARRAYs (filled alike on both sides),
     // metadata handed from the entry program to the protocol programs, and
     // a chain stopped by the 33-call limit (.bss counts its runs).

@@ -16,6 +16,7 @@
 //! A run that faults (interpreter) or returns an unknown action is
 //! `Aborted`. No allocation per frame.
 
+mod calls;
 pub mod globals;
 mod inline;
 pub mod insn;
@@ -150,11 +151,15 @@ impl Program {
                 readonly: m.def.readonly,
             })
             .collect();
-        let verified = verifier::verify(code, &shapes).map_err(|err| EbpfError::Rejected {
+        let rejected = |err| EbpfError::Rejected {
             prog: name.into(),
             err,
-        })?;
-        let mut code = code.to_vec();
+        };
+        let flat = calls::flatten(code, &shapes).map_err(rejected)?;
+        let verified = verifier::verify_stack(&flat.code, &shapes, STACK_SIZE, &flat.moves)
+            .map_err(|e| rejected(flat.error(e)))?
+            .0;
+        let mut code = flat.code;
         for &(pc, field, base_off) in &verified.ctx_loads {
             let mut i = Insn::at(&code, pc);
             let (op, off) = match field {
@@ -621,7 +626,9 @@ fn parse_and_relocate(
             sized.join(", ")
         ));
     }
-    let text = std::collections::HashSet::new();
+    // Sections holding functions (.text): calls and function references
+    // into them are relocated as libbpf does.
+    let text: std::collections::HashSet<usize> = obj.functions.keys().map(|k| k.0).collect();
     let obj_maps = obj.maps.clone();
     obj.relocate_maps(
         names
@@ -631,8 +638,10 @@ fn parse_and_relocate(
         &text,
     )
     .map_err(|e| bad(format!("map relocation: {e}")))?;
-    obj.relocate_calls(&text)
-        .map_err(|e| bad(format!("call relocation: {e}")))?;
+    obj.relocate_calls(&text).map_err(|e| {
+        let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+        bad(format!("call relocation: {e}{cause}"))
+    })?;
     Ok((obj, name, defs))
 }
 

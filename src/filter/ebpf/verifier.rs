@@ -167,24 +167,32 @@ enum Slot {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct State {
     regs: [Reg; 11],
-    slots: [Slot; STACK_SIZE / 8],
-    /// Bit i: stack byte (frame - 512 + i) was written.
-    init: [u64; STACK_SIZE / 64],
+    /// One per 8 bytes of the stack, lowest address first.
+    slots: Box<[Slot]>,
+    /// Bit i: stack byte (frame - stack size + i) was written.
+    init: Box<[u64]>,
     /// Proven ranges: (meta?, id, bytes readable from the id's base).
     ranges: Vec<(bool, u32, i64)>,
 }
 
 impl State {
-    fn entry() -> State {
+    /// The state at the program's start, with `stack` bytes of stack (a
+    /// multiple of 64).
+    fn entry(stack: usize) -> State {
         let mut regs = [Reg::Uninit; 11];
         regs[1] = Reg::Ctx { off: 0 };
         regs[10] = Reg::Stack { off: 0 };
         State {
             regs,
-            slots: [Slot::Misc; STACK_SIZE / 8],
-            init: [0; STACK_SIZE / 64],
+            slots: vec![Slot::Misc; stack / 8].into_boxed_slice(),
+            init: vec![0; stack / 64].into_boxed_slice(),
             ranges: Vec::new(),
         }
+    }
+
+    /// Bytes of stack below r10.
+    fn stack_size(&self) -> usize {
+        self.slots.len() * 8
     }
 
     fn range_of(&self, meta: bool, id: u32) -> i64 {
@@ -246,6 +254,11 @@ struct Verifier<'a> {
     seen: HashSet<(usize, State)>,
     targets: Vec<bool>,
     back_edge: Option<(usize, usize)>,
+    /// Bit i: some path wrote stack byte (frame - stack size + i).
+    written: Vec<u64>,
+    /// Instructions that save or restore a register around an inlined
+    /// call: they move any register, even one not written yet.
+    moves: Vec<bool>,
 }
 
 fn err(pc: usize, why: impl Into<String>) -> VerifyError {
@@ -258,6 +271,21 @@ fn err(pc: usize, why: impl Into<String>) -> VerifyError {
 /// Verifies `prog` (raw instructions, maps already relocated to
 /// `MAP_FD_BASE + index`).
 pub fn verify(prog: &[u8], maps: &[MapShape]) -> Result<Verified, VerifyError> {
+    verify_stack(prog, maps, STACK_SIZE, &[]).map(|(v, _)| v)
+}
+
+/// [`verify`] with `stack` bytes of stack below r10 (a multiple of 64;
+/// the loader sizes called functions' frames with a larger one), and
+/// `moves`: the 8-byte stack stores and loads (with r10 as the base) that
+/// keep a caller's register across an inlined call, which may move a
+/// register not written yet (it stays unwritten). Also returns which stack
+/// bytes some path wrote (bit i: byte `r10 - stack + i`).
+pub fn verify_stack(
+    prog: &[u8],
+    maps: &[MapShape],
+    stack: usize,
+    moves: &[usize],
+) -> Result<(Verified, Vec<u64>), VerifyError> {
     if prog.is_empty() || !prog.len().is_multiple_of(INSN_SIZE) {
         return Err(err(
             0,
@@ -282,16 +310,27 @@ pub fn verify(prog: &[u8], maps: &[MapShape]) -> Result<Verified, VerifyError> {
         seen: HashSet::new(),
         targets: vec![false; n],
         back_edge: None,
+        written: vec![0; stack / 64],
+        moves: vec![false; n],
     };
+    for &pc in moves {
+        let i = Insn::at(prog, pc.min(n - 1));
+        let save = i.op == (STX | MEM | DW) && i.dst == 10;
+        let restore = i.op == (LDX | MEM | DW) && i.src == 10;
+        if pc >= n || !(save || restore) || i.off % 8 != 0 {
+            return Err(err(pc, "not a register save or restore"));
+        }
+        v.moves[pc] = true;
+    }
     v.check_static()?;
-    let mut work = vec![(0usize, State::entry(), HashSet::new())];
+    let mut work = vec![(0usize, State::entry(stack), HashSet::new())];
     while let Some((pc, st, path)) = work.pop() {
         v.run_path(pc, st, path, &mut work)?;
     }
     let mut ctx_loads = v.ctx_loads;
     ctx_loads.sort_by_key(|c| c.0);
     ctx_loads.dedup_by_key(|c| c.0);
-    Ok(Verified {
+    let verified = Verified {
         ctx_loads,
         lookup_sites: v
             .lookup_maps
@@ -299,7 +338,8 @@ pub fn verify(prog: &[u8], maps: &[MapShape]) -> Result<Verified, VerifyError> {
             .filter_map(|(pc, m)| Some((pc, m?)))
             .collect(),
         explored: v.explored,
-    })
+    };
+    Ok((verified, v.written))
 }
 
 impl Verifier<'_> {
@@ -464,6 +504,18 @@ impl Verifier<'_> {
         Ok(())
     }
 
+    /// A restore (see `moves`) of a register that was saved unwritten.
+    fn restore(&self, st: &State, i: &Insn, pc: usize) -> Option<Reg> {
+        if !self.moves[pc] {
+            return None;
+        }
+        let lo = i.off as i64 + st.stack_size() as i64;
+        match st.slots.get(usize::try_from(lo).ok()? / 8) {
+            Some(Slot::Spill(Reg::Uninit)) => Some(Reg::Uninit),
+            _ => None,
+        }
+    }
+
     fn fresh_id(&mut self) -> u32 {
         self.next_id += 1;
         self.next_id
@@ -583,7 +635,10 @@ impl Verifier<'_> {
             }
             LDX => {
                 let base = self.read(pc, st, i.src)?;
-                let val = self.access(pc, st, base, i.off, i.size(), None)?;
+                let val = match self.restore(st, &i, pc) {
+                    Some(v) => v,
+                    None => self.access(pc, st, base, i.off, i.size(), None)?,
+                };
                 if writes_r10 {
                     return Err(err(pc, "r10 (the frame pointer) is read-only"));
                 }
@@ -594,9 +649,22 @@ impl Verifier<'_> {
                 self.atomic(pc, st, &i)?;
                 Ok(Some(pc + 1))
             }
+            STX if self.moves[pc] && st.regs[i.src as usize] == Reg::Uninit => {
+                // Saving a register the caller never wrote: the slot
+                // holds nothing readable.
+                let lo = usize::try_from(i.off as i64 + st.stack_size() as i64)
+                    .map_err(|_| err(pc, "register save outside the stack"))?;
+                st.slots[lo / 8] = Slot::Spill(Reg::Uninit);
+                for b in lo..lo + 8 {
+                    st.init[b / 64] &= !(1 << (b % 64));
+                }
+                Ok(Some(pc + 1))
+            }
             ST | STX => {
                 let base = self.read(pc, st, i.dst)?;
-                let val = if i.class() == STX {
+                let val = if self.moves[pc] {
+                    st.regs[i.src as usize]
+                } else if i.class() == STX {
                     self.read(pc, st, i.src)?
                 } else {
                     konst(i.imm as i64 as u64)
@@ -763,7 +831,16 @@ impl Verifier<'_> {
         };
         match base {
             Reg::Ctx { off: o } => self.ctx_access(pc, o + off, size, store.is_some(), o),
-            Reg::Stack { off: o } => stack_access(pc, st, o + off, size, store),
+            Reg::Stack { off: o } => {
+                let r = stack_access(pc, st, o + off, size, store)?;
+                if store.is_some() {
+                    let lo = (o + off + st.stack_size() as i64) as usize;
+                    for b in lo..lo + size {
+                        self.written[b / 64] |= 1 << (b % 64);
+                    }
+                }
+                Ok(r)
+            }
             Reg::Pkt {
                 meta,
                 id,
@@ -1062,7 +1139,7 @@ impl Verifier<'_> {
     ) -> Result<(), VerifyError> {
         match st.regs[r as usize] {
             Reg::Stack { off } => {
-                let lo = off + STACK_SIZE as i64;
+                let lo = off + st.stack_size() as i64;
                 if off + len as i64 > 0 || lo < 0 {
                     return Err(err(
                         pc,
@@ -1387,15 +1464,16 @@ fn stack_access(
     size: usize,
     store: Option<Reg>,
 ) -> Result<Reg, VerifyError> {
-    if at < -(STACK_SIZE as i64) || at + size as i64 > 0 {
+    let stack = st.stack_size() as i64;
+    if at < -stack || at + size as i64 > 0 {
         return Err(err(
             pc,
             format!(
-                "stack access out of bounds: offset {at} size {size} (the stack is 512 bytes below r10)"
+                "stack access out of bounds: offset {at} size {size} (the stack is {stack} bytes below r10)"
             ),
         ));
     }
-    let lo = (at + STACK_SIZE as i64) as usize;
+    let lo = (at + stack) as usize;
     let slot = lo / 8;
     let whole = size == 8 && lo.is_multiple_of(8);
     let Some(v) = store else {
