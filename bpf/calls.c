@@ -8,7 +8,8 @@
  *   stack of their own (a map key), values kept in r6-r9 across calls;
  * - a global function (count), which the kernel verifies on its own
  *   with only its argument types known;
- * - the same function called from two places.
+ * - bpf_loop with a callback that reads the frame through pointers in the
+ *   caller's frame.
  *
  * Verdicts: runts and cut headers drop, non-IP passes, UDP/TCP port 9
  * drops, port 53 goes to a target by flow hash, the rest passes. Each
@@ -46,6 +47,8 @@ struct {
 } flows SEC(".maps");
 
 __u64 deepest;	/* .bss: frames that reached flow_ports */
+__u64 loop_sum;	/* .bss: the words bpf_loop's callback summed */
+__u64 loop_runs;	/* .bss: bpf_loop's return values, summed */
 
 /* Ethernet and up to two VLAN tags; the EtherType in *type. */
 static __noinline int parse_eth(struct cursor *c, __u16 *type)
@@ -152,8 +155,26 @@ static __noinline int classify(struct cursor *c)
 		return XDP_DROP;
 	if (f.dport == 53 || f.sport == 53)
 		return to_target(h);
-	count_flow(h * 31 + f.proto);
 	return XDP_PASS;
+}
+
+struct words {
+	const __u8 *data;
+	const void *end;
+	__u64 sum;
+};
+
+/* bpf_loop's callback: adds 16-bit word i of the frame; stops (1) at the
+ * frame's end. */
+static int add_word(__u32 i, void *arg)
+{
+	struct words *w = arg;
+	const __u8 *p = w->data + (i & 63) * 2;
+
+	if ((const void *)(p + 2) > w->end)
+		return 1;
+	w->sum += be16(p);
+	return 0;
 }
 
 /* Global: the kernel verifies it once, for any verdict. */
@@ -185,6 +206,13 @@ int calls(struct xdp_md *ctx)
 	else
 		act = classify(&c);
 	count(act);
+	/* The frame's first 24 words (fewer in a shorter frame). */
+	struct words w = {
+		.data = (const __u8 *)(long)ctx->data,
+		.end = (const void *)(long)ctx->data_end,
+	};
+	loop_runs += bpf_loop(24, add_word, &w, 0);
+	loop_sum += w.sum;
 	return act;
 }
 

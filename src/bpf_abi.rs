@@ -168,6 +168,10 @@ pub mod helper {
     pub const FIB_LOOKUP: i32 = 69;
     /// `bpf_ktime_get_boot_ns`.
     pub const KTIME_GET_BOOT_NS: i32 = 125;
+    /// `bpf_loop` (expanded at load into a loop around its callback).
+    pub const LOOP: i32 = 181;
+    /// bpf_loop's largest iteration count (the kernel's BPF_MAX_LOOPS).
+    pub const MAX_LOOPS: i32 = 1 << 23;
 
     /// The helper's C name, for messages ("unknown" if none).
     pub fn name(id: i32) -> &'static str {
@@ -190,6 +194,7 @@ pub mod helper {
             XDP_ADJUST_TAIL => "bpf_xdp_adjust_tail",
             FIB_LOOKUP => "bpf_fib_lookup",
             KTIME_GET_BOOT_NS => "bpf_ktime_get_boot_ns",
+            LOOP => "bpf_loop",
             _ => "unknown",
         }
     }

@@ -726,8 +726,9 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         },
     );
     // calls.c: bpf-to-bpf calls (__noinline functions three deep, a
-    // cursor of packet pointers in the caller's frame, a global function),
-    // which cpumapd inlines; the verdicts, the per-flow counts and .bss.
+    // cursor of packet pointers in the caller's frame, a global function)
+    // and bpf_loop, which cpumapd inlines; the verdicts, the per-flow
+    // counts and .bss (bpf_loop's return values and what it summed).
     compare(
         &dir.join("calls.o"),
         "calls",
@@ -758,6 +759,8 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
                 n(1) > 0 && n(2) > 0 && n(4) > 0,
                 "drop, pass and redirect: {verdicts:?}"
             );
+            let bss = k.dump(".bss");
+            assert_ne!(&bss[0].1[..8], &[0; 8], "bpf_loop ran its callback");
         },
     );
     // lb.c: tail calls through PROG_ARRAYs (filled alike on both sides),

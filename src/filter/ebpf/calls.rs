@@ -25,9 +25,11 @@
 //! r10 as an ALU or comparison operand inside a called function (its
 //! value there would be the caller's frame pointer).
 
+use std::collections::BTreeMap;
+
 use super::insn::*;
 use super::verifier::{self, MAX_INSNS, MapShape, VerifyError};
-use crate::bpf_abi::pseudo;
+use crate::bpf_abi::{errno, helper, pseudo};
 
 /// The kernel's MAX_CALL_FRAMES: the program and seven nested calls.
 const MAX_FRAMES: usize = 8;
@@ -42,6 +44,8 @@ pub struct Flat {
     /// Per instruction of `code`, where it came from (empty when the
     /// program had no calls: `code` is the original).
     origin: Vec<Origin>,
+    /// The `call bpf_loop` instructions (original numbering).
+    loops: Vec<usize>,
 }
 
 /// An instruction of the flat program, in terms of the original.
@@ -59,11 +63,27 @@ impl Flat {
         let Some(o) = self.origin.get(e.pc) else {
             return e;
         };
+        let mut why = e.why;
+        if let Some(rest) = why.strip_prefix("loop back to insn ") {
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            if let Some(t) = rest[..digits]
+                .parse()
+                .ok()
+                .and_then(|t: usize| self.origin.get(t))
+            {
+                why = format!("loop back to insn {}{}", t.pc, &rest[digits..]);
+            }
+        }
+        if self.loops.contains(&o.pc) {
+            why = format!(
+                "bpf_loop: cpumapd unrolls the loop to verify it, so its count must be a constant or a small range: {why}"
+            );
+        }
         match o.call {
-            None => VerifyError { pc: o.pc, ..e },
+            None => VerifyError { pc: o.pc, why },
             Some(c) => VerifyError {
                 pc: o.pc,
-                why: format!("{} (in the function called at insn {c})", e.why),
+                why: format!("{why} (in the function called at insn {c})"),
             },
         }
     }
@@ -84,15 +104,66 @@ fn is_local_call(i: &Insn) -> bool {
     i.op == (JMP | CALL) && i.src == pseudo::CALL
 }
 
+/// The register an instruction writes, if any (calls: r0-r5).
+fn written(i: &Insn) -> Option<u8> {
+    match i.class() {
+        LD | LDX | ALU | ALU64 => Some(i.dst),
+        STX if i.op & 0xe0 == ATOMIC && i.imm == CMPXCHG => Some(0),
+        STX if i.op & 0xe0 == ATOMIC && i.imm & FETCH != 0 => Some(i.src),
+        _ => None,
+    }
+}
+
 /// Registers r6-r9 an instruction writes (bit r).
 fn writes(i: &Insn) -> u16 {
-    let r = match i.class() {
-        LD | LDX | ALU | ALU64 => i.dst,
-        STX if i.op & 0xe0 == ATOMIC && i.imm == CMPXCHG => 0,
-        STX if i.op & 0xe0 == ATOMIC && i.imm & FETCH != 0 => i.src,
-        _ => return 0,
+    match written(i) {
+        Some(r) if (6..=9).contains(&r) => 1 << r,
+        _ => 0,
+    }
+}
+
+/// Instructions some jump lands on.
+fn jump_targets(insns: &[Insn]) -> Vec<bool> {
+    let mut t = vec![false; insns.len()];
+    let mut pc = 0;
+    while pc < insns.len() {
+        let i = insns[pc];
+        if is_jump(&i) {
+            let to = pc as i64 + 1 + i.off as i64;
+            if (0..insns.len() as i64).contains(&to) {
+                t[to as usize] = true;
+            }
+        }
+        pc += if i.op == (LD | IMM | DW) { 2 } else { 1 };
+    }
+    t
+}
+
+/// The `call bpf_loop` whose callback is the function address loaded at
+/// `pc`: it must go into r2 and reach the next call in straight-line code
+/// (as clang emits it), so the callback is known where the call is.
+fn loop_call(insns: &[Insn], targets: &[bool], pc: usize) -> Result<usize, VerifyError> {
+    let refuse = || {
+        err(
+            pc,
+            "a function's address is supported only as bpf_loop's callback, loaded into r2 before the call (bpf_for_each_map_elem, timers and other callbacks are not)",
+        )
     };
-    if (6..=9).contains(&r) { 1 << r } else { 0 }
+    if insns[pc].dst != 2 {
+        return Err(refuse());
+    }
+    let mut k = pc + 2;
+    while k < insns.len() && !targets[k] {
+        let i = insns[k];
+        if i.op == (JMP | CALL) && i.src == 0 && i.imm == helper::LOOP {
+            return Ok(k);
+        }
+        if matches!(i.class(), JMP | JMP32) || written(&i) == Some(2) {
+            break;
+        }
+        k += if i.op == (LD | IMM | DW) { 2 } else { 1 };
+    }
+    Err(refuse())
 }
 
 /// The program cut into functions, with what flattening needs of each.
@@ -102,6 +173,8 @@ struct Funcs {
     starts: Vec<usize>,
     /// Per function: r6-r9 it or anything it calls writes.
     clobbers: Vec<u16>,
+    /// `call bpf_loop` instructions and their callback's first instruction.
+    loops: BTreeMap<usize, usize>,
 }
 
 impl Funcs {
@@ -114,23 +187,35 @@ impl Funcs {
         self.starts.partition_point(|&s| s <= pc) - 1
     }
 
-    fn callee(&self, pc: usize) -> usize {
-        self.func_at((pc as i64 + 1 + self.insns[pc].imm as i64) as usize)
+    /// The function a local call or a bpf_loop at `pc` runs, if either.
+    fn callee(&self, pc: usize) -> Option<usize> {
+        if let Some(&cb) = self.loops.get(&pc) {
+            return Some(self.func_at(cb));
+        }
+        let i = self.insns[pc];
+        is_local_call(&i).then(|| self.func_at((pc as i64 + 1 + i.imm as i64) as usize))
     }
 
     /// Cuts `insns` at every call target; None when nothing is called.
     fn cut(insns: Vec<Insn>) -> Result<Option<Funcs>, VerifyError> {
         let n = insns.len();
         let mut starts = vec![0];
+        let mut loops = BTreeMap::new();
+        let targets = jump_targets(&insns);
         let mut pc = 0;
         while pc < n {
             let i = insns[pc];
             if i.op == (LD | IMM | DW) {
                 if i.src == pseudo::FUNC {
-                    return Err(err(
-                        pc,
-                        "a function's address (a callback for bpf_loop, bpf_for_each_map_elem or a timer) is not supported",
-                    ));
+                    let cb = pc as i64 + 1 + i.imm as i64;
+                    if cb <= 0 || cb >= n as i64 {
+                        return Err(err(
+                            pc,
+                            format!("function address {cb} outside the program"),
+                        ));
+                    }
+                    loops.insert(loop_call(&insns, &targets, pc)?, cb as usize);
+                    starts.push(cb as usize);
                 }
                 pc += 2;
                 continue;
@@ -155,6 +240,7 @@ impl Funcs {
             insns,
             clobbers: vec![0; starts.len()],
             starts,
+            loops,
         };
         for g in 0..f.starts.len() {
             f.check_body(g)?;
@@ -218,10 +304,9 @@ impl Funcs {
         for pc in s..e {
             let i = self.insns[pc];
             clob |= writes(&i);
-            if !is_local_call(&i) {
+            let Some(g) = self.callee(pc) else {
                 continue;
-            }
-            let g = self.callee(pc);
+            };
             if g == f || chain.iter().any(|&(_, c)| c == g) {
                 return Err(err(
                     pc,
@@ -238,8 +323,12 @@ impl Funcs {
                 ));
             }
             chain.push((pc, f));
-            clob |= self.walk(g, chain)?;
+            let inner = self.walk(g, chain)?;
             chain.pop();
+            // bpf_loop's expansion keeps every r6-r9 of its caller.
+            if !self.loops.contains_key(&pc) {
+                clob |= inner;
+            }
         }
         self.clobbers[f] = clob;
         Ok(clob)
@@ -265,6 +354,10 @@ fn uses_r10_as_operand(i: &Insn) -> bool {
         _ => false,
     }
 }
+
+/// Where generated instructions come from: the instruction they stand
+/// for and the call that inlined it.
+type Loc = (usize, Option<usize>);
 
 /// One flattening with given frame sizes.
 struct Emit<'a> {
@@ -312,15 +405,25 @@ impl Emit<'_> {
             let mut i = self.f.insns[pc];
             pc += 1;
             if i.op == (LD | IMM | DW) && pc < e {
+                let mut hi = self.f.insns[pc];
+                if i.src == pseudo::FUNC {
+                    // bpf_loop's callback: inlined where the call is.
+                    (i.src, i.imm, hi.imm) = (0, 0, 0);
+                }
                 self.push(i, pc - 1, call)?;
                 newpos[pc - s] = self.out.len();
-                self.push(self.f.insns[pc], pc, call)?;
+                self.push(hi, pc, call)?;
                 pc += 1;
                 continue;
             }
             let pc = pc - 1;
+            if self.f.loops.contains_key(&pc) {
+                self.bpf_loop(f, base, pc, call)?;
+                continue;
+            }
             if is_local_call(&i) {
-                self.call(f, base, pc, call)?;
+                let g = self.f.callee(pc).expect("a local call");
+                self.inline_at(g, base - self.frames[f], pc, call)?;
                 continue;
             }
             if i.op == (JMP | EXIT) && call.is_some() {
@@ -350,59 +453,141 @@ impl Emit<'_> {
             self.push(i, pc, call)?;
         }
         let end = self.out.len();
-        let retarget = |out: &mut [Insn], at: usize, to: usize, pc: usize| {
-            let off = to as i64 - at as i64 - 1;
-            out[at].off = i16::try_from(off)
-                .map_err(|_| err(pc, "jump too long after inlining the called functions"))?;
-            Ok::<(), VerifyError>(())
-        };
         for (at, t) in jumps {
-            retarget(&mut self.out, at, newpos[t - s], self.origin[at].pc)?;
+            self.patch(at, newpos[t - s])?;
         }
         for at in exits {
-            retarget(&mut self.out, at, end, self.origin[at].pc)?;
+            self.patch(at, end)?;
         }
         Ok(())
     }
 
-    /// The call at `pc` in function `f` (frame at `base`): the caller's
-    /// r6-r9 the callee writes saved below the caller's frame, the callee
-    /// below them, the registers restored.
-    fn call(
+    /// Points the jump at `at` to instruction `to`.
+    fn patch(&mut self, at: usize, to: usize) -> Result<(), VerifyError> {
+        let off = to as i64 - at as i64 - 1;
+        self.out[at].off = i16::try_from(off).map_err(|_| {
+            err(
+                self.origin[at].pc,
+                "jump too long after inlining the called functions",
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Appends `op dst, src/imm` for the instruction at `pc` and returns
+    /// where it is (for a jump to patch).
+    fn emit(&mut self, op: u8, dst: u8, src: u8, imm: i32, at: Loc) -> Result<usize, VerifyError> {
+        let here = self.out.len();
+        self.push(
+            Insn {
+                op,
+                dst,
+                src,
+                off: 0,
+                imm,
+            },
+            at.0,
+            at.1,
+        )?;
+        Ok(here)
+    }
+
+    /// A save (or restore) of register `r` at `off` below r10.
+    fn mov_slot(&mut self, save: bool, r: u8, off: i64, at: Loc) -> Result<(), VerifyError> {
+        let off = off as i16;
+        let i = if save {
+            Insn {
+                op: STX | MEM | DW,
+                dst: 10,
+                src: r,
+                off,
+                imm: 0,
+            }
+        } else {
+            Insn {
+                op: LDX | MEM | DW,
+                dst: r,
+                src: 10,
+                off,
+                imm: 0,
+            }
+        };
+        self.moves.push(self.out.len());
+        self.push(i, at.0, at.1)
+    }
+
+    /// `call bpf_loop` at `pc` in function `f` (frame at `base`), as the
+    /// kernel inlines it: -EINVAL for flags, -E2BIG past BPF_MAX_LOOPS,
+    /// else the callback (r1 = index, r2 = the context argument) run until
+    /// it returns non-zero or the count is reached; r0 is the iterations
+    /// run. The count, index and context live in r6-r8, the caller's kept
+    /// below its frame.
+    fn bpf_loop(
         &mut self,
         f: usize,
         base: i64,
         pc: usize,
+        call: Option<usize>,
+    ) -> Result<(), VerifyError> {
+        let at = (pc, call);
+        let g = self.f.callee(pc).expect("a bpf_loop");
+        let below = base - self.frames[f];
+        let slot = |k: usize| below - 8 * (k as i64 + 1);
+        let flags = self.emit(JMP | JNE | K, 4, 0, 0, at)?;
+        let count = self.emit(JMP | JGT | K, 1, 0, helper::MAX_LOOPS, at)?;
+        for (k, r) in [6u8, 7, 8].into_iter().enumerate() {
+            self.mov_slot(true, r, slot(k), at)?;
+        }
+        self.emit(ALU64 | MOV | X, 6, 1, 0, at)?;
+        self.emit(ALU64 | MOV | K, 7, 0, 0, at)?;
+        self.emit(ALU64 | MOV | X, 8, 3, 0, at)?;
+        let head = self.emit(JMP | JGE | X, 7, 6, 0, at)?;
+        self.emit(ALU64 | MOV | X, 1, 7, 0, at)?;
+        self.emit(ALU64 | MOV | X, 2, 8, 0, at)?;
+        self.inline_at(g, slot(2), pc, call)?;
+        self.emit(ALU64 | ADD | K, 7, 0, 1, at)?;
+        let stop = self.emit(JMP | JNE | K, 0, 0, 0, at)?;
+        let back = self.emit(JMP | JA, 0, 0, 0, at)?;
+        self.patch(back, head)?;
+        let done = self.emit(ALU64 | MOV | X, 0, 7, 0, at)?;
+        self.patch(head, done)?;
+        self.patch(stop, done)?;
+        for (k, r) in [6u8, 7, 8].into_iter().enumerate().rev() {
+            self.mov_slot(false, r, slot(k), at)?;
+        }
+        let out1 = self.emit(JMP | JA, 0, 0, 0, at)?;
+        let einval = self.emit(ALU64 | MOV | K, 0, 0, -errno::EINVAL as i32, at)?;
+        self.patch(flags, einval)?;
+        let out2 = self.emit(JMP | JA, 0, 0, 0, at)?;
+        let e2big = self.emit(ALU64 | MOV | K, 0, 0, -errno::E2BIG as i32, at)?;
+        self.patch(count, e2big)?;
+        let end = self.out.len();
+        self.patch(out1, end)?;
+        self.patch(out2, end)?;
+        self.low = self.low.min(slot(2));
+        Ok(())
+    }
+
+    /// Function `g` for the call at `pc`: the caller's r6-r9 that `g`
+    /// writes saved from `below` down, `g`'s frame under them, the
+    /// registers restored.
+    fn inline_at(
+        &mut self,
+        g: usize,
+        below: i64,
+        pc: usize,
         ctx: Option<usize>,
     ) -> Result<(), VerifyError> {
-        let g = self.f.callee(pc);
         let saved: Vec<u8> = (6..=9)
             .filter(|r| self.f.clobbers[g] & (1 << r) != 0)
             .collect();
-        let slots = base - self.frames[f];
-        let slot = |k: usize| (slots - 8 * (k as i64 + 1)) as i16;
+        let slot = |k: usize| below - 8 * (k as i64 + 1);
         for (k, &r) in saved.iter().enumerate() {
-            let st = Insn {
-                op: STX | MEM | DW,
-                dst: 10,
-                src: r,
-                off: slot(k),
-                imm: 0,
-            };
-            self.moves.push(self.out.len());
-            self.push(st, pc, ctx)?;
+            self.mov_slot(true, r, slot(k), (pc, ctx))?;
         }
-        self.function(g, slots - 8 * saved.len() as i64, Some(pc))?;
+        self.function(g, below - 8 * saved.len() as i64, Some(pc))?;
         for (k, &r) in saved.iter().enumerate() {
-            let ld = Insn {
-                op: LDX | MEM | DW,
-                dst: r,
-                src: 10,
-                off: slot(k),
-                imm: 0,
-            };
-            self.moves.push(self.out.len());
-            self.push(ld, pc, ctx)?;
+            self.mov_slot(false, r, slot(k), (pc, ctx))?;
         }
         Ok(())
     }
@@ -433,6 +618,7 @@ pub fn flatten(code: &[u8], maps: &[MapShape]) -> Result<Flat, VerifyError> {
         code: code.to_vec(),
         moves: Vec::new(),
         origin: Vec::new(),
+        loops: Vec::new(),
     };
     if code.is_empty() || !code.len().is_multiple_of(INSN_SIZE) {
         return Ok(unchanged()); // the verifier says what is wrong
@@ -448,10 +634,12 @@ pub fn flatten(code: &[u8], maps: &[MapShape]) -> Result<Flat, VerifyError> {
     let full = vec![STACK_SIZE as i64; funcs.starts.len()];
     let wide = emit(&funcs, &full)?;
     let stack = (-wide.low as usize).next_multiple_of(64);
+    let loops: Vec<usize> = funcs.loops.keys().copied().collect();
     let flat = Flat {
         code: encode(&wide.out),
         moves: wide.moves.clone(),
         origin: wide.origin.clone(),
+        loops: loops.clone(),
     };
     let (_, written) =
         verifier::verify_stack(&flat.code, maps, stack, &flat.moves).map_err(|e| flat.error(e))?;
@@ -486,6 +674,7 @@ pub fn flatten(code: &[u8], maps: &[MapShape]) -> Result<Flat, VerifyError> {
         code: encode(&tight.out),
         moves: tight.moves,
         origin: tight.origin,
+        loops,
     })
 }
 

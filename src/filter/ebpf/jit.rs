@@ -315,6 +315,35 @@ fn array_lookups(prog: &Program, cpu: u32) -> Vec<inline::ArrayLookup> {
         .collect()
 }
 
+thread_local! {
+    /// Set while this thread compiles: a panic then is rbpf's, caught.
+    static COMPILING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `vm.jit_compile()`, with rbpf 0.3's panic on a program larger than its
+/// fixed 4 KiB of machine code (an assertion in its emitter) turned into an
+/// error, and the panic's message kept off stderr.
+fn compile_quietly(vm: &mut rbpf::EbpfVmMbuff<'static>, insns: usize) -> Result<(), String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !COMPILING.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
+    COMPILING.with(|c| c.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.jit_compile()));
+    COMPILING.with(|c| c.set(false));
+    match r {
+        Ok(r) => r.map_err(|e| format!("JIT: {e}")),
+        Err(_) => Err(format!(
+            "JIT: the program ({insns} instructions after inlining its calls) compiles to more than the 4 KiB of machine code rbpf 0.3's JIT holds; run it without --jit"
+        )),
+    }
+}
+
 /// A JIT-compiled program, one per lcore. It holds the program (whose maps
 /// the code addresses) and its own copy of the instructions (which the VM
 /// borrows), and drops the VM first (field order).
@@ -386,7 +415,7 @@ impl Jit {
             vm.register_helper(id as u32, f)
                 .map_err(|e| e.to_string())?;
         }
-        vm.jit_compile().map_err(|e| format!("JIT: {e}"))?;
+        compile_quietly(&mut vm, prog.insn_count())?;
         Ok(Jit {
             vm,
             inlined,

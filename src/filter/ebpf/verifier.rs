@@ -33,6 +33,12 @@ use crate::bpf_abi::{helper, pseudo};
 pub const MAX_INSNS: usize = 65_536;
 /// Instructions the exploration may visit over all paths.
 pub const MAX_EXPLORED: usize = 1_000_000;
+/// States kept at once (explored at jump targets, and paths waiting):
+/// bounds the verifier's memory (a state is about 1.5 KiB).
+pub const MAX_STATES: usize = 65_536;
+/// Jump targets copied with the paths that wait (each path remembers the
+/// ones it went through, to tell a loop).
+const MAX_PATH_COPIES: usize = 16_000_000;
 /// Largest packet offset a program may compute (the kernel's MAX_PACKET_OFF).
 const MAX_PACKET_OFF: u64 = 0xffff;
 
@@ -259,6 +265,8 @@ struct Verifier<'a> {
     /// Instructions that save or restore a register around an inlined
     /// call: they move any register, even one not written yet.
     moves: Vec<bool>,
+    /// Path entries copied so far (against [`MAX_PATH_COPIES`]).
+    path_copies: usize,
 }
 
 fn err(pc: usize, why: impl Into<String>) -> VerifyError {
@@ -312,6 +320,7 @@ pub fn verify_stack(
         back_edge: None,
         written: vec![0; stack / 64],
         moves: vec![false; n],
+        path_copies: 0,
     };
     for &pc in moves {
         let i = Insn::at(prog, pc.min(n - 1));
@@ -588,6 +597,9 @@ impl Verifier<'_> {
         if !self.seen.insert((pc, st.clone())) {
             return Ok(false);
         }
+        if self.seen.len() > MAX_STATES {
+            return Err(self.too_complex(pc, format!("kept {MAX_STATES} states")));
+        }
         path.insert((pc, h));
         Ok(true)
     }
@@ -598,18 +610,37 @@ impl Verifier<'_> {
         if self.explored <= MAX_EXPLORED {
             return Ok(());
         }
-        Err(match self.back_edge {
+        Err(self.too_complex(pc, format!("explored {MAX_EXPLORED} instructions")))
+    }
+
+    /// The error for an exploration out of budget (`spent`: which one),
+    /// at the last back edge if there is one.
+    fn too_complex(&self, pc: usize, spent: String) -> VerifyError {
+        match self.back_edge {
             Some((from, to)) => err(
                 from,
-                format!(
-                    "loop back to insn {to} is not provably bounded (explored {MAX_EXPLORED} instructions)"
-                ),
+                format!("loop back to insn {to} is not provably bounded ({spent})"),
             ),
-            None => err(
-                pc,
-                format!("program too complex (explored {MAX_EXPLORED} instructions)"),
-            ),
-        })
+            None => err(pc, format!("program too complex ({spent})")),
+        }
+    }
+
+    /// Queues the other side of a branch, within the memory budget.
+    fn fork(
+        &mut self,
+        pc: usize,
+        item: (usize, State, &Path),
+        work: &mut Vec<(usize, State, Path)>,
+    ) -> Result<(), VerifyError> {
+        self.path_copies += item.2.len() + 1;
+        if self.path_copies > MAX_PATH_COPIES {
+            return Err(self.too_complex(pc, format!("copied {MAX_PATH_COPIES} path entries")));
+        }
+        if work.len() + self.seen.len() >= MAX_STATES {
+            return Err(self.too_complex(pc, format!("kept {MAX_STATES} states")));
+        }
+        work.push((item.0, item.1, item.2.clone()));
+        Ok(())
     }
 
     /// Checks instruction `pc` in state `st` and applies it. Returns the
@@ -696,7 +727,7 @@ impl Verifier<'_> {
                     let target = self.jump(pc, &i);
                     Ok(match self.branch(pc, st, &i)? {
                         (Some(t), Some(f)) => {
-                            work.push((target, t, path.clone()));
+                            self.fork(pc, (target, t, path), work)?;
                             *st = f;
                             Some(pc + 1)
                         }
