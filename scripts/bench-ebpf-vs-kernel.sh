@@ -80,3 +80,21 @@ if make -s -C bpf lb.o >/dev/null 2>&1; then
   done
   rm -rf "$lb" "${lb}_m"
 fi
+# bpf-to-bpf calls and bpf_loop: bpf/calls.c's classifier (the kernel calls
+# its functions; cpumapd inlines them). The frame goes to a target by hash
+# through five calls and a 21-iteration bpf_loop.
+if make -s -C bpf calls.o >/dev/null 2>&1; then
+  cl="$pin"_calls
+  mkdir -p "${cl}_m"
+  bpftool prog loadall bpf/calls.o "$cl" pinmaps "${cl}_m"
+  for i in 0 1; do
+    bpftool map update pinned "${cl}_m/cpus_available" key $i 0 0 0 value $i 0 0 0
+  done
+  bpftool map update pinned "${cl}_m/cpus_count" key 0 0 0 0 value 2 0 0 0
+  for _ in $(seq "$rounds"); do
+    k=$(taskset -c 0 bpftool -j prog run pinned "$cl/calls" data_in "$tmp/frame" repeat "$repeat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["duration"])')
+    read -r _ interp _ jit < <(taskset -c 0 "$cost" bpf/calls.o:calls "$tmp/frame" "$repeat" 2>/dev/null)
+    python3 -c "print('| calls (5 calls, bpf_loop x21) | $k | $jit | $interp | %.2f |' % ($jit / max($k, 0.1)))"
+  done
+  rm -rf "$cl" "${cl}_m"
+fi
