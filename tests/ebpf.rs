@@ -1240,11 +1240,11 @@ fn atomics_run_on_map_values_and_are_refused_elsewhere() {
     assert!(e.contains("map value or the stack only"), "{e}");
 }
 
-/// bpf_xdp_adjust_tail: shrinking trims the frame (interpreted and JIT),
-/// growing past the data is -EINVAL (cpumapd gives programs no tailroom),
-/// and so is a frame shorter than an Ethernet header.
+/// bpf_xdp_adjust_tail: shrinking trims the frame, growing extends it into
+/// the buffer's tailroom with zeros (interpreted and JIT); growing past the
+/// buffer is -EINVAL, and so is a frame shorter than an Ethernet header.
 #[test]
-fn adjust_tail_shrinks_and_refuses_to_grow() {
+fn adjust_tail_shrinks_and_grows_within_the_buffer() {
     use asm::*;
     use cpumapd::filter::ebpf::insn::*;
     // r0 = adjust_tail(ctx, DELTA); return r0 == 0 ? PASS : DROP
@@ -1267,19 +1267,35 @@ fn adjust_tail_shrinks_and_refuses_to_grow() {
         )
     };
     let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    let tailroom = {
+        let mut f = pool.alloc().unwrap();
+        f.copy_from(&[0; 60]).unwrap();
+        let (buf, off, len) = f.xdp_buffer_whole();
+        (buf.len() - off - len) as i32
+    };
+    assert!(tailroom > 1000, "{tailroom}");
     for jit in [false, true] {
         for (delta, want, len) in [
             (-20, Verdict::Pass, 40),
-            (4, Verdict::Drop, 60),
+            (4, Verdict::Pass, 64),
+            (tailroom, Verdict::Pass, 60 + tailroom as usize),
+            (tailroom + 1, Verdict::Drop, 60),
             (-47, Verdict::Drop, 60),
             (-46, Verdict::Pass, 14),
         ] {
             let mut f = pool.alloc().unwrap();
+            // Old bytes in the tailroom must not show through.
+            f.xdp_buffer_whole().0.fill(0xaa);
             f.copy_from(&(0..60u8).collect::<Vec<_>>()).unwrap();
             let mut inst = Instance::new(p(delta), 0, jit).unwrap();
             assert_eq!(inst.run(&mut f, &|_| true), want, "delta {delta} jit {jit}");
             assert_eq!(f.len(), len, "delta {delta} jit {jit}");
-            assert_eq!(f.data(), &(0..len as u8).collect::<Vec<_>>()[..]);
+            let kept = len.min(60);
+            assert_eq!(&f.data()[..kept], &(0..kept as u8).collect::<Vec<_>>()[..]);
+            assert!(
+                f.data()[kept..].iter().all(|&b| b == 0),
+                "delta {delta} jit {jit}: grown bytes are zeros"
+            );
         }
     }
 }
@@ -1442,6 +1458,16 @@ fn an_objects_rx_and_remote_programs_share_its_maps_and_the_rx_metadata() {
                     .collect()
             };
             assert_eq!(slots(sock), [1, 2, 0, 0]);
+            let d: serde_json::Value =
+                serde_json::from_str(&common::ctl_ok(sock, &["prog", "map", "dump", "jmp_table"]))
+                    .unwrap();
+            let names: Vec<Option<&str>> = d["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["program"].as_str())
+                .collect();
+            assert_eq!(names, [Some("lb_tcp"), Some("lb_udp"), None, None], "{d}");
             common::ctl_ok(sock, &["prog", "map", "update", "jmp_table", "1", "none"]);
             common::ctl_ok(sock, &["prog", "map", "update", "jmp_table", "2", "lb_tcp"]);
             assert_eq!(slots(sock), [1, 0, 1, 0]);

@@ -763,6 +763,27 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             assert_ne!(&bss[0].1[..8], &[0; 8], "bpf_loop ran its callback");
         },
     );
+    // trailer.c: bpf_xdp_adjust_tail growing every frame by 6 bytes (the
+    // grown bytes written by the program; output bytes compared), the
+    // sequence number in .bss.
+    compare(
+        &dir.join("trailer.o"),
+        "trailer",
+        &opts,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            let bss = k.dump(".bss");
+            // .bss as clang lays it out: no_room (u64), then seq.
+            assert_ne!(&bss[0].1[8..12], &[0; 4], "frames were tagged");
+            assert_eq!(
+                Some(bss[0].1.clone()),
+                ours_value(ours, ".bss", &[0; 4], 0),
+                ".bss: frames tagged, growths refused"
+            );
+        },
+    );
     // lb.c: tail calls through PROG_ARRAYs (filled alike on both sides),
     // metadata handed from the entry program to the protocol programs, and
     // a chain stopped by the 33-call limit (.bss counts its runs).

@@ -468,6 +468,16 @@ fn prog_map_dump(h: &Handle, name: &str) -> Result<Value, CtlError> {
                     .filter_map(|v| number_or_hex(v).as_u64())
                     .fold(0u64, |a, b| a.wrapping_add(b));
                 json!({ "key": number_or_hex(&k), "per_lcore": per, "sum": sum })
+            } else if map.def.kind == crate::filter::ebpf::maps::MapKind::ProgArray {
+                // The value is a slot into the object's tail programs: name it.
+                let slot = vals[0].get(..4).map_or(0, |b| {
+                    u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+                });
+                let tail = slot
+                    .checked_sub(1)
+                    .and_then(|i| prog.tails.get(i))
+                    .map(|t| t.name.clone());
+                json!({ "key": number_or_hex(&k), "value": slot, "program": tail })
             } else {
                 json!({ "key": number_or_hex(&k), "value": number_or_hex(&vals[0]) })
             }

@@ -852,6 +852,20 @@ impl Frame {
         )
     }
 
+    /// The whole buffer (headroom, data, tailroom), the data's offset and
+    /// its length: what an XDP program may grow the data into.
+    pub fn xdp_buffer_whole(&mut self) -> (&mut [u8], usize, usize) {
+        let (buf, off, len, buf_len) = self.geometry();
+        // SAFETY: buf_len bytes from buf are this frame's buffer (its slot
+        // in the pool, or the mbuf's data room); &mut self gives exclusive
+        // access.
+        (
+            unsafe { std::slice::from_raw_parts_mut(buf, buf_len) },
+            off,
+            len,
+        )
+    }
+
     /// Headroom in front of the data.
     pub fn headroom(&self) -> usize {
         self.geometry().1

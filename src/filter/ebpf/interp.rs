@@ -287,7 +287,8 @@ pub fn redirect_dev(ifindex: u64, flags: u64) -> Option<RedirectTo> {
 
 /// The memory a run may touch.
 pub struct Mem<'a> {
-    /// The frame's buffer from its start (headroom) to the end of the data.
+    /// The frame's whole buffer: headroom, data and tailroom (the verifier
+    /// keeps the program's accesses inside the data).
     pub pkt: &'a mut [u8],
     /// The context (`struct xdp_md` as 64-bit pointers).
     pub ctx: &'a mut [u8; CTX_SIZE],
@@ -615,16 +616,7 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
         helper::KTIME_GET_NS => Some(env.ktime_ns()),
         helper::KTIME_GET_BOOT_NS => Some(super::boot_ns()),
         helper::GET_PRANDOM_U32 => Some(super::prandom_u32() as u64),
-        helper::XDP_ADJUST_TAIL => {
-            let c = XdpCtx::from_bytes(mem.ctx);
-            match adjust_tail(c, reg[2] as i32 as i64) {
-                Some(c) => {
-                    *mem.ctx = c.to_bytes();
-                    Some(0)
-                }
-                None => Some(neg(EINVAL)),
-            }
-        }
+        helper::XDP_ADJUST_TAIL => Some(adjust_tail_call(mem, reg[2] as i32 as i64)),
         helper::GET_SMP_PROCESSOR_ID => Some(env.cpu() as u64),
         helper::REDIRECT_MAP => {
             let m = &env.maps()[map_index(reg[1], env.maps())?];
@@ -674,13 +666,32 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
     }
 }
 
-/// `bpf_xdp_adjust_tail` by `delta` on context `c`: the new context, or
-/// None when the frame would be shorter than an Ethernet header or grow
-/// (cpumapd hands programs no tailroom: growing is -EINVAL, shrinking is
-/// what programs do, e.g. to truncate before an ICMP reply).
-pub fn adjust_tail(mut c: XdpCtx, delta: i64) -> Option<XdpCtx> {
-    let end = c.data_end.wrapping_add_signed(delta);
-    if delta > 0 || end < c.data.saturating_add(14) {
+/// `bpf_xdp_adjust_tail(ctx, delta)` on the run's context and frame: 0, or
+/// -EINVAL.
+fn adjust_tail_call(mem: &mut Mem<'_>, delta: i64) -> u64 {
+    let c = XdpCtx::from_bytes(mem.ctx);
+    let start = mem.pkt.as_ptr() as u64;
+    let Some(after) = adjust_tail(c, delta, start + mem.pkt.len() as u64) else {
+        return (-EINVAL) as u64;
+    };
+    // Grown bytes read as zeros, as the kernel clears them.
+    let (from, to) = (c.data_end - start, after.data_end - start);
+    if let Some(grown) = mem.pkt.get_mut(from as usize..to as usize) {
+        grown.fill(0);
+    }
+    *mem.ctx = after.to_bytes();
+    0
+}
+
+/// `bpf_xdp_adjust_tail` by `delta` on context `c` whose buffer ends at
+/// `buf_end`: the new context, or None when the frame would be shorter
+/// than an Ethernet header or grow past its buffer (the kernel's limit is
+/// the frame's tailroom less the skb_shared_info it keeps there; cpumapd
+/// builds no skb in the buffer, so its tailroom is the buffer's rest). The
+/// caller zeroes grown bytes.
+pub fn adjust_tail(mut c: XdpCtx, delta: i64, buf_end: u64) -> Option<XdpCtx> {
+    let end = c.data_end.checked_add_signed(delta)?;
+    if end > buf_end || end < c.data.saturating_add(14) {
         return None;
     }
     c.data_end = end;

@@ -37,6 +37,8 @@ struct RunState {
     has: *const dyn Fn(u32) -> bool,
     /// Start of the frame's buffer (adjust_head's lower bound).
     buf_start: u64,
+    /// End of the frame's buffer (adjust_tail's upper bound).
+    buf_end: u64,
     ktime: fn() -> u64,
     /// The chain's state, the caller's (not copied in and out: a copy
     /// cost a store-forwarding stall on every run).
@@ -162,9 +164,25 @@ fn h_prandom(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
 fn h_adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
     let mut b = [0u8; CTX_SIZE];
     copy_from(ctx, &mut b);
-    let Some(c) = interp::adjust_tail(XdpCtx::from_bytes(&b), delta as i32 as i64) else {
+    let before = XdpCtx::from_bytes(&b);
+    let Some(buf_end) = with_run(|st| st.buf_end) else {
         return (-EINVAL) as u64;
     };
+    let Some(c) = interp::adjust_tail(before, delta as i32 as i64, buf_end) else {
+        return (-EINVAL) as u64;
+    };
+    if c.data_end > before.data_end {
+        // SAFETY: [before.data_end, c.data_end) is inside the frame's
+        // buffer (adjust_tail bounds it by buf_end, the buffer Jit::run
+        // was given), which this run owns.
+        unsafe {
+            std::ptr::write_bytes(
+                before.data_end as *mut u8,
+                0,
+                (c.data_end - before.data_end) as usize,
+            )
+        };
+    }
     let out = c.to_bytes();
     // SAFETY: ctx is the context buffer Jit::run passed as mbuff (the
     // verifier requires r1 == ctx for this helper); CTX_SIZE bytes.
@@ -450,6 +468,7 @@ impl Jit {
                 >(has as *const dyn Fn(u32) -> bool)
             },
             buf_start: pkt.as_ptr() as u64,
+            buf_end: pkt.as_ptr() as u64 + pkt.len() as u64,
             ktime,
             tail: tail as *mut Tail,
         };

@@ -975,11 +975,11 @@ impl Instance {
         start: Start,
     ) -> Option<(u64, Option<RedirectTo>)> {
         let (port, queue, meta) = (frame.port(), frame.queue(), frame.meta_len());
-        let (buf, off) = frame.xdp_buffer();
+        let (buf, off, len) = frame.xdp_buffer_whole();
         let base = buf.as_ptr() as u64;
         let c = XdpCtx {
             data: base + off as u64,
-            data_end: base + buf.len() as u64,
+            data_end: base + (off + len) as u64,
             // The RX program's metadata, for a remote program (meta_len is
             // never more than the headroom).
             data_meta: base + (off - meta.min(off)) as u64,
@@ -1016,7 +1016,7 @@ impl Instance {
             }
             _ => self.run_chain(buf, has, start)?,
         };
-        // Apply a moved start of data (bpf_xdp_adjust_head) and a shorter
+        // Apply a moved start of data (bpf_xdp_adjust_head) and a moved
         // end (bpf_xdp_adjust_tail).
         let after = XdpCtx::from_bytes(&self.ctx);
         let delta = after.data as i64 - c.data as i64;

@@ -1206,25 +1206,15 @@ impl Verifier<'_> {
     /// CSUM_DIFF_MAX), each pointer NULL with size 0 or stack/map value
     /// bytes of that size (packet bytes are refused: copy them first).
     fn csum_diff_args(&self, pc: usize, st: &State) -> Result<(), VerifyError> {
-        for (p, n, what) in [(1u8, 2usize, "from"), (3, 4, "to")] {
-            let size = match st.regs[n] {
-                Reg::Scalar { min, max } if min == max => min,
-                _ => {
-                    return Err(err(
-                        pc,
-                        format!("bpf_csum_diff: the {what} size (r{n}) must be a constant"),
-                    ));
-                }
-            };
-            if size > super::interp::CSUM_DIFF_MAX as u64 {
-                return Err(err(
-                    pc,
-                    format!(
-                        "bpf_csum_diff: {size} bytes of {what} (r{n}); cpumapd sums at most {}",
-                        super::interp::CSUM_DIFF_MAX
-                    ),
-                ));
-            }
+        for (p, n, what) in [(1u8, 2u8, "from"), (3, 4, "to")] {
+            let max = super::interp::CSUM_DIFF_MAX as u64;
+            let size = const_size(
+                pc,
+                st,
+                n,
+                0..=max,
+                &format!("bpf_csum_diff: the {what} size"),
+            )?;
             match st.regs[p as usize] {
                 Reg::Scalar { min: 0, max: 0 } if size == 0 => {}
                 Reg::Pkt { .. } => {
@@ -1302,22 +1292,8 @@ impl Verifier<'_> {
     /// string) of a constant size; the three values are not checked (the
     /// kernel declares two arguments).
     fn trace_printk_args(&self, pc: usize, st: &State) -> Result<Reg, VerifyError> {
-        let size = match st.regs[2] {
-            Reg::Scalar { min, max }
-                if min == max && (1..=super::printk::FMT_MAX as u64).contains(&min) =>
-            {
-                min
-            }
-            _ => {
-                return Err(err(
-                    pc,
-                    format!(
-                        "bpf_trace_printk: the format size (r2) must be a constant from 1 to {}",
-                        super::printk::FMT_MAX
-                    ),
-                ));
-            }
-        };
+        let max = super::printk::FMT_MAX as u64;
+        let size = const_size(pc, st, 2, 1..=max, "bpf_trace_printk: the format size")?;
         self.check_stack_arg(pc, st, 1, size as u32, "the format")?;
         Ok(UNKNOWN)
     }
@@ -1539,6 +1515,28 @@ fn stack_access(
     }
     st.mark_written(lo, size);
     Ok(UNKNOWN)
+}
+
+/// A helper's size argument in register `r`: a constant in `ok` (the
+/// helpers whose memory arguments cpumapd bounds by a constant size).
+fn const_size(
+    pc: usize,
+    st: &State,
+    r: u8,
+    ok: std::ops::RangeInclusive<u64>,
+    what: &str,
+) -> Result<u64, VerifyError> {
+    match st.regs[r as usize] {
+        Reg::Scalar { min, max } if min == max && ok.contains(&min) => Ok(min),
+        _ => Err(err(
+            pc,
+            format!(
+                "{what} (r{r}) must be a constant from {} to {}",
+                ok.start(),
+                ok.end()
+            ),
+        )),
+    }
 }
 
 fn resolve_null(st: &mut State, id: u32, map: Option<u32>) {
