@@ -172,6 +172,19 @@ pub mod helper {
     pub const LOOP: i32 = 181;
     /// bpf_loop's largest iteration count (the kernel's BPF_MAX_LOOPS).
     pub const MAX_LOOPS: i32 = 1 << 23;
+    /// The kfunc `bpf_xdp_metadata_rx_timestamp` (cpumapd's own id: the
+    /// loader rewrites the object's calls of the kfunc into this helper).
+    pub const XDP_RX_TIMESTAMP: i32 = 0x7f00_0001;
+    /// The kfunc `bpf_xdp_metadata_rx_hash` (cpumapd's own id).
+    pub const XDP_RX_HASH: i32 = 0x7f00_0002;
+    /// The kfunc `bpf_xdp_metadata_rx_vlan_tag` (cpumapd's own id).
+    pub const XDP_RX_VLAN_TAG: i32 = 0x7f00_0003;
+    /// The kfuncs cpumapd provides, by name.
+    pub const KFUNCS: [(&str, i32); 3] = [
+        ("bpf_xdp_metadata_rx_timestamp", XDP_RX_TIMESTAMP),
+        ("bpf_xdp_metadata_rx_hash", XDP_RX_HASH),
+        ("bpf_xdp_metadata_rx_vlan_tag", XDP_RX_VLAN_TAG),
+    ];
 
     /// The helper's C name, for messages ("unknown" if none).
     pub fn name(id: i32) -> &'static str {
@@ -195,6 +208,9 @@ pub mod helper {
             FIB_LOOKUP => "bpf_fib_lookup",
             KTIME_GET_BOOT_NS => "bpf_ktime_get_boot_ns",
             LOOP => "bpf_loop",
+            XDP_RX_TIMESTAMP => "bpf_xdp_metadata_rx_timestamp",
+            XDP_RX_HASH => "bpf_xdp_metadata_rx_hash",
+            XDP_RX_VLAN_TAG => "bpf_xdp_metadata_rx_vlan_tag",
             _ => "unknown",
         }
     }
@@ -224,6 +240,10 @@ pub mod errno {
     pub const EEXIST: i64 = 17;
     /// `EINVAL`.
     pub const EINVAL: i64 = 22;
+    /// `ENODATA`.
+    pub const ENODATA: i64 = 61;
+    /// `EOPNOTSUPP`.
+    pub const EOPNOTSUPP: i64 = 95;
 }
 
 #[cfg(test)]

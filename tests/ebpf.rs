@@ -1912,3 +1912,68 @@ fn bpf_loop_runs_its_callback_with_the_kernels_return_values() {
         "{e}"
     );
 }
+
+#[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
+fn the_xdp_metadata_kfuncs_give_the_ports_hash_and_the_kernels_errors() {
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    let frame = common::udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 2000);
+    for jit in [false, true] {
+        let p = load(&dir, "rx_meta.o");
+        p.fill_targets(&[TargetId(0), TargetId(1)]);
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        let bss = |p: &Program| p.map(".bss").unwrap().dump()[0].1[0].clone();
+        // .bss as clang lays it out: hash_ret, vlan_ret, ts_ret (s64),
+        // last_hash (u32, padded), hashed (u64); found by symbol below.
+        let globals = ebpf::object_globals(&format!("{}/rx_meta.o", dir.display())).unwrap();
+        let at = |name: &str| globals.iter().find(|g| g.name == name).unwrap().offset;
+        let read = |b: &[u8], name: &str, n: usize| {
+            let o = at(name);
+            let mut w = [0u8; 8];
+            w[..n].copy_from_slice(&b[o..o + n]);
+            i64::from_le_bytes(w)
+        };
+        // A frame with a hash from its port: the kfunc gives it.
+        let mut f = pool.alloc().unwrap();
+        f.copy_from(&frame).unwrap();
+        f.set_rx_meta(0, 0, 0x1234_5677);
+        let v = inst.run(&mut f, &|_| true);
+        assert_eq!(
+            v,
+            Verdict::Redirect(TargetId(1)),
+            "jit {jit}: steered by the hash"
+        );
+        let b = bss(&p);
+        assert_eq!(read(&b, "hash_ret", 8), 0, "jit {jit}");
+        assert_eq!(read(&b, "last_hash", 4), 0x1234_5677, "jit {jit}");
+        assert_eq!(
+            read(&b, "vlan_ret", 8),
+            -95,
+            "jit {jit}: no stripped tag (EOPNOTSUPP)"
+        );
+        assert_eq!(
+            read(&b, "ts_ret", 8),
+            -95,
+            "jit {jit}: no timestamp (EOPNOTSUPP)"
+        );
+        // Without one: -EOPNOTSUPP, as the kernel answers for a driver
+        // that has none.
+        let mut f = pool.alloc().unwrap();
+        f.copy_from(&frame).unwrap();
+        f.set_rx_meta(0, 0, 0);
+        assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
+        let b = bss(&p);
+        assert_eq!(read(&b, "hash_ret", 8), -95, "jit {jit}");
+        assert_eq!(read(&b, "hashed", 8), 1, "jit {jit}");
+    }
+    // A kfunc cpumapd does not provide: the load names it.
+    let e = ebpf::load_object(&format!("{}/bad_kfunc.o", dir.display())).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("'bpf_dynptr_from_xdp'") && e.contains("does not provide"),
+        "{e}"
+    );
+}

@@ -394,6 +394,54 @@ pub fn globals(bytes: &[u8]) -> Result<Vec<Global>, String> {
     Ok(out)
 }
 
+/// Links the object's calls of kfuncs (extern functions, `__ksym`) to
+/// cpumapd's helpers for them, as libbpf resolves them against the
+/// kernel's BTF: each such `call` (clang emits a bpf-to-bpf call with a
+/// relocation to the undefined symbol) becomes a call of the helper id
+/// [`crate::bpf_abi::helper::KFUNCS`] gives its name. None when the object
+/// calls none; an error names a kfunc cpumapd does not provide.
+pub fn link_kfuncs(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    use crate::bpf_abi::helper::KFUNCS;
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+    let Ok(f) = object::File::parse(bytes) else {
+        return Ok(None); // the parser says what is wrong
+    };
+    let mut out: Option<Vec<u8>> = None;
+    for sec in f.sections() {
+        let Some((base, size)) = sec.file_range() else {
+            continue;
+        };
+        for (off, rel) in sec.relocations() {
+            let RelocationTarget::Symbol(idx) = rel.target() else {
+                continue;
+            };
+            let Ok(sym) = f.symbol_by_index(idx) else {
+                continue;
+            };
+            let at = base as usize + off as usize;
+            let is_call = off + 8 <= size && bytes.get(at) == Some(&0x85);
+            if !sym.is_undefined() || !is_call {
+                continue;
+            }
+            let name = sym.name().unwrap_or("?");
+            let id = KFUNCS
+                .iter()
+                .find(|k| k.0 == name)
+                .map(|k| k.1)
+                .ok_or_else(|| {
+                    format!(
+                        "calls '{name}', an extern function (kfunc) cpumapd does not provide (it provides {})",
+                        KFUNCS.map(|k| k.0).join(", ")
+                    )
+                })?;
+            let b = out.get_or_insert_with(|| bytes.to_vec());
+            b[at + 1] &= 0x0f; // src: a helper, not a bpf-to-bpf call
+            b[at + 4..at + 8].copy_from_slice(&id.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
 /// A copy of an object with global `set.name` set to `set.value` in its
 /// section's bytes (a `.rodata`/`.data` variable; `.bss` has no bytes in
 /// the file). For loading the same settings into the kernel with a tool

@@ -68,8 +68,9 @@ pub struct XdpCtx {
     pub rx_queue_index: u32,
     /// The egress ifindex (devmap programs).
     pub egress_ifindex: u32,
-    /// Padding to 40 bytes.
-    pub _pad: u32,
+    /// The port's hash of the frame, 0 for none (not in `xdp_md`: read by
+    /// `bpf_xdp_metadata_rx_hash`).
+    pub rx_hash: u32,
 }
 
 /// Offset of `data` as the program sees it (`struct xdp_md`).
@@ -97,6 +98,7 @@ impl XdpCtx {
         b[24..28].copy_from_slice(&self.ingress_ifindex.to_le_bytes());
         b[28..32].copy_from_slice(&self.rx_queue_index.to_le_bytes());
         b[32..36].copy_from_slice(&self.egress_ifindex.to_le_bytes());
+        b[36..40].copy_from_slice(&self.rx_hash.to_le_bytes());
         b
     }
 
@@ -111,7 +113,7 @@ impl XdpCtx {
             ingress_ifindex: d(24),
             rx_queue_index: d(28),
             egress_ifindex: d(32),
-            _pad: 0,
+            rx_hash: d(36),
         }
     }
 }
@@ -617,6 +619,16 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
         helper::KTIME_GET_BOOT_NS => Some(super::boot_ns()),
         helper::GET_PRANDOM_U32 => Some(super::prandom_u32() as u64),
         helper::XDP_ADJUST_TAIL => Some(adjust_tail_call(mem, reg[2] as i32 as i64)),
+        helper::XDP_RX_HASH | helper::XDP_RX_VLAN_TAG | helper::XDP_RX_TIMESTAMP => {
+            match rx_metadata(id, &XdpCtx::from_bytes(mem.ctx)) {
+                Ok(hash) => {
+                    mem.store(env.maps(), reg[2], 4, hash as u64)?;
+                    mem.store(env.maps(), reg[3], 4, 0)?; // XDP_RSS_TYPE_NONE
+                    Some(0)
+                }
+                Err(e) => Some(e),
+            }
+        }
         helper::GET_SMP_PROCESSOR_ID => Some(env.cpu() as u64),
         helper::REDIRECT_MAP => {
             let m = &env.maps()[map_index(reg[1], env.maps())?];
@@ -663,6 +675,21 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
             if ok { Some(0) } else { Some(neg(EINVAL)) }
         }
         _ => None,
+    }
+}
+
+/// One of the XDP metadata kfuncs (helper `id`) on context `c`: its return
+/// result: the hash `bpf_xdp_metadata_rx_hash` writes (with rss_type
+/// XDP_RSS_TYPE_NONE: the hash's inputs are not known), or the negative
+/// error it returns. cpumapd's ports give a hash (AF_PACKET: the kernel's
+/// skb hash; DPDK: the RSS hash; the generator: its flow) and no stripped
+/// VLAN tag (tags stay in the frame) or timestamp; what a port does not
+/// have is -EOPNOTSUPP, the kernel's answer for a driver without the
+/// operation.
+pub fn rx_metadata(id: i32, c: &XdpCtx) -> Result<u32, u64> {
+    match id {
+        helper::XDP_RX_HASH if c.rx_hash != 0 => Ok(c.rx_hash),
+        _ => Err((-crate::bpf_abi::errno::EOPNOTSUPP) as u64),
     }
 }
 

@@ -190,6 +190,38 @@ fn h_adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
     0
 }
 
+/// The XDP metadata kfuncs, one per id (rbpf's helpers do not know their
+/// own id).
+fn h_rx_hash(ctx: u64, hash: u64, rss_type: u64, _: u64, _: u64) -> u64 {
+    rx_metadata(helper::XDP_RX_HASH, ctx, hash, rss_type)
+}
+
+fn h_rx_vlan_tag(ctx: u64, proto: u64, tci: u64, _: u64, _: u64) -> u64 {
+    rx_metadata(helper::XDP_RX_VLAN_TAG, ctx, proto, tci)
+}
+
+fn h_rx_timestamp(ctx: u64, ts: u64, _: u64, _: u64, _: u64) -> u64 {
+    rx_metadata(helper::XDP_RX_TIMESTAMP, ctx, ts, 0)
+}
+
+fn rx_metadata(id: i32, ctx: u64, a: u64, b: u64) -> u64 {
+    let mut c = [0u8; CTX_SIZE];
+    copy_from(ctx, &mut c);
+    match interp::rx_metadata(id, &XdpCtx::from_bytes(&c)) {
+        Ok(hash) => {
+            // SAFETY: the verifier proved a and b point at 4 writable
+            // bytes of the stack or a map value (the kfunc's arguments),
+            // live during the run.
+            unsafe {
+                std::ptr::write_unaligned(a as *mut u32, hash);
+                std::ptr::write_unaligned(b as *mut u32, 0); // XDP_RSS_TYPE_NONE
+            }
+            0
+        }
+        Err(e) => e,
+    }
+}
+
 fn h_smp_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| st.cpu as u64).unwrap_or(0)
 }
@@ -429,6 +461,9 @@ impl Jit {
             (helper::XDP_ADJUST_META, h_adjust_meta),
             (helper::TAIL_CALL, h_tail_call),
             (helper::TRACE_PRINTK, h_trace_printk),
+            (helper::XDP_RX_HASH, h_rx_hash),
+            (helper::XDP_RX_VLAN_TAG, h_rx_vlan_tag),
+            (helper::XDP_RX_TIMESTAMP, h_rx_timestamp),
         ] {
             vm.register_helper(id as u32, f)
                 .map_err(|e| e.to_string())?;

@@ -310,6 +310,8 @@ pub fn parse_object_with(
         why,
     };
     globals::check_sections(bytes).map_err(bad)?;
+    let linked = globals::link_kfuncs(bytes).map_err(bad)?;
+    let bytes = linked.as_deref().unwrap_or(bytes);
     // aya-obj 0.3 indexes section data by symbol addresses without checking
     // them, and panics on some malformed objects (found by fuzz/ebpf): a
     // panic while parsing is a bad object, reported as such.
@@ -975,6 +977,7 @@ impl Instance {
         start: Start,
     ) -> Option<(u64, Option<RedirectTo>)> {
         let (port, queue, meta) = (frame.port(), frame.queue(), frame.meta_len());
+        let rx_hash = frame.rss_hash();
         let (buf, off, len) = frame.xdp_buffer_whole();
         let base = buf.as_ptr() as u64;
         let c = XdpCtx {
@@ -997,7 +1000,7 @@ impl Instance {
                 Start::Egress(_, ifindex) => ifindex,
                 Start::Main | Start::Tail(_) => 0,
             },
-            _pad: 0,
+            rx_hash,
         };
         self.ctx = c.to_bytes();
         // Without tail programs there is no chain: one JIT run.

@@ -1298,6 +1298,35 @@ impl Verifier<'_> {
         Ok(UNKNOWN)
     }
 
+    /// The XDP metadata kfuncs: the context in r1, then pointers to what
+    /// they write (the stack or a writable map value, its bytes set
+    /// before: a kfunc that fails writes nothing): rx_hash a u32 hash and a
+    /// u32 rss_type, rx_vlan_tag a __be16 protocol and a u16 tci,
+    /// rx_timestamp a u64.
+    fn metadata_kfunc_args(&self, pc: usize, st: &State, id: i32) -> Result<Reg, VerifyError> {
+        let name = helper::name(id);
+        if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
+            return Err(err(pc, format!("{name} needs the context in r1")));
+        }
+        let outs: &[(u8, u32, &str)] = match id {
+            helper::XDP_RX_HASH => &[(2, 4, "the hash"), (3, 4, "the rss_type")],
+            helper::XDP_RX_VLAN_TAG => &[(2, 2, "the vlan_proto"), (3, 2, "the vlan_tci")],
+            _ => &[(2, 8, "the timestamp")],
+        };
+        for &(r, len, what) in outs {
+            if let Reg::Value { map, .. } = st.regs[r as usize]
+                && self.maps[map as usize].readonly
+            {
+                return Err(err(
+                    pc,
+                    format!("{name}: {what} (r{r}) points into .rodata"),
+                ));
+            }
+            self.check_stack_arg(pc, st, r, len, &format!("{name}: {what}"))?;
+        }
+        Ok(UNKNOWN)
+    }
+
     /// bpf_tail_call: the context in r1, a prog_array in r2.
     fn tail_call_args(&self, pc: usize, st: &State) -> Result<(), VerifyError> {
         if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
@@ -1367,6 +1396,9 @@ impl Verifier<'_> {
                 scalar(st, 5)?;
                 // A 16-bit sum, or -EINVAL for sizes not in whole words.
                 UNKNOWN
+            }
+            helper::XDP_RX_HASH | helper::XDP_RX_VLAN_TAG | helper::XDP_RX_TIMESTAMP => {
+                self.metadata_kfunc_args(pc, st, id)?
             }
             helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META | helper::XDP_ADJUST_TAIL => {
                 if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
