@@ -428,13 +428,7 @@ impl Emit<'_> {
             }
             if i.op == (JMP | EXIT) && call.is_some() {
                 exits.push(self.out.len());
-                i = Insn {
-                    op: JMP | JA,
-                    dst: 0,
-                    src: 0,
-                    off: 0,
-                    imm: 0,
-                };
+                i = Insn::new(JMP | JA, 0, 0, 0, 0);
             } else if is_jump(&i) {
                 jumps.push((self.out.len(), (pc as i64 + 1 + i.off as i64) as usize));
             } else if base != 0 && frame_access(&i) {
@@ -442,13 +436,7 @@ impl Emit<'_> {
             } else if base != 0 && i.op == (ALU64 | MOV | X) && i.src == 10 {
                 // rX = r10 - the frame's distance below the real r10.
                 self.push(i, pc, call)?;
-                i = Insn {
-                    op: ALU64 | ADD | K,
-                    dst: i.dst,
-                    src: 0,
-                    off: 0,
-                    imm: base as i32,
-                };
+                i = Insn::new(ALU64 | ADD | K, i.dst, 0, 0, base as i32);
             }
             self.push(i, pc, call)?;
         }
@@ -478,17 +466,7 @@ impl Emit<'_> {
     /// where it is (for a jump to patch).
     fn emit(&mut self, op: u8, dst: u8, src: u8, imm: i32, at: Loc) -> Result<usize, VerifyError> {
         let here = self.out.len();
-        self.push(
-            Insn {
-                op,
-                dst,
-                src,
-                off: 0,
-                imm,
-            },
-            at.0,
-            at.1,
-        )?;
+        self.push(Insn::new(op, dst, src, 0, imm), at.0, at.1)?;
         Ok(here)
     }
 
@@ -496,21 +474,9 @@ impl Emit<'_> {
     fn mov_slot(&mut self, save: bool, r: u8, off: i64, at: Loc) -> Result<(), VerifyError> {
         let off = off as i16;
         let i = if save {
-            Insn {
-                op: STX | MEM | DW,
-                dst: 10,
-                src: r,
-                off,
-                imm: 0,
-            }
+            Insn::new(STX | MEM | DW, 10, r, off, 0)
         } else {
-            Insn {
-                op: LDX | MEM | DW,
-                dst: r,
-                src: 10,
-                off,
-                imm: 0,
-            }
+            Insn::new(LDX | MEM | DW, r, 10, off, 0)
         };
         self.moves.push(self.out.len());
         self.push(i, at.0, at.1)
@@ -607,10 +573,6 @@ fn emit<'a>(f: &'a Funcs, frames: &'a [i64]) -> Result<Emit<'a>, VerifyError> {
     Ok(e)
 }
 
-fn encode(insns: &[Insn]) -> Vec<u8> {
-    insns.iter().flat_map(|i| i.encode()).collect()
-}
-
 /// `code` with every bpf-to-bpf call inlined (unchanged when it has
 /// none). Errors name the original instruction.
 pub fn flatten(code: &[u8], maps: &[MapShape]) -> Result<Flat, VerifyError> {
@@ -682,27 +644,11 @@ pub fn flatten(code: &[u8], maps: &[MapShape]) -> Result<Flat, VerifyError> {
 mod tests {
     use super::*;
 
-    fn i(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-        Insn {
-            op,
-            dst,
-            src,
-            off,
-            imm,
-        }
-    }
-
     fn call(rel: i32) -> Insn {
-        i(JMP | CALL, 0, pseudo::CALL, 0, rel)
+        Insn::new(JMP | CALL, 0, pseudo::CALL, 0, rel)
     }
 
-    const EXIT_: Insn = Insn {
-        op: JMP | EXIT,
-        dst: 0,
-        src: 0,
-        off: 0,
-        imm: 0,
-    };
+    const EXIT_: Insn = Insn::new(JMP | EXIT, 0, 0, 0, 0);
 
     fn flat(p: &[Insn]) -> Result<Vec<Insn>, VerifyError> {
         let code = encode(p);
@@ -714,7 +660,7 @@ mod tests {
 
     #[test]
     fn a_program_without_calls_is_unchanged() {
-        let p = [i(ALU64 | MOV | K, 0, 0, 0, 2), EXIT_];
+        let p = [Insn::new(ALU64 | MOV | K, 0, 0, 0, 2), EXIT_];
         assert_eq!(flat(&p).unwrap(), p);
     }
 
@@ -723,30 +669,30 @@ mod tests {
         // main: *(u64 *)(r10 - 8) = 1; r6 = 7; call f; r0 += r6; r0 += *(r10 - 8); exit
         // f:    *(u64 *)(r10 - 16) = 5; r6 = *(r10 - 16); r0 = r6; exit
         let p = [
-            i(ST | MEM | DW, 10, 0, -8, 1),
-            i(ALU64 | MOV | K, 6, 0, 0, 7),
+            Insn::new(ST | MEM | DW, 10, 0, -8, 1),
+            Insn::new(ALU64 | MOV | K, 6, 0, 0, 7),
             call(4),
-            i(ALU64 | ADD | X, 0, 6, 0, 0),
-            i(LDX | MEM | DW, 1, 10, -8, 0),
-            i(ALU64 | ADD | X, 0, 1, 0, 0),
+            Insn::new(ALU64 | ADD | X, 0, 6, 0, 0),
+            Insn::new(LDX | MEM | DW, 1, 10, -8, 0),
+            Insn::new(ALU64 | ADD | X, 0, 1, 0, 0),
             EXIT_,
-            i(ST | MEM | DW, 10, 0, -16, 5),
-            i(LDX | MEM | DW, 6, 10, -16, 0),
-            i(ALU64 | MOV | X, 0, 6, 0, 0),
+            Insn::new(ST | MEM | DW, 10, 0, -16, 5),
+            Insn::new(LDX | MEM | DW, 6, 10, -16, 0),
+            Insn::new(ALU64 | MOV | X, 0, 6, 0, 0),
             EXIT_,
         ];
         let out = flat(&p).unwrap();
         // The caller's frame is 8 bytes, r6 is saved at -16, the callee's
         // frame starts at -16 and its -16 is -32.
-        assert_eq!(out[2], i(STX | MEM | DW, 10, 6, -16, 0), "{out:#?}");
-        assert_eq!(out[3], i(ST | MEM | DW, 10, 0, -32, 5));
-        assert_eq!(out[4], i(LDX | MEM | DW, 6, 10, -32, 0));
+        assert_eq!(out[2], Insn::new(STX | MEM | DW, 10, 6, -16, 0), "{out:#?}");
+        assert_eq!(out[3], Insn::new(ST | MEM | DW, 10, 0, -32, 5));
+        assert_eq!(out[4], Insn::new(LDX | MEM | DW, 6, 10, -32, 0));
         assert_eq!(
             out[6],
-            i(JMP | JA, 0, 0, 0, 0),
+            Insn::new(JMP | JA, 0, 0, 0, 0),
             "the exit goes to the restore"
         );
-        assert_eq!(out[7], i(LDX | MEM | DW, 6, 10, -16, 0));
+        assert_eq!(out[7], Insn::new(LDX | MEM | DW, 6, 10, -16, 0));
         assert_eq!(out.len(), 12);
         assert!(!out.iter().any(is_local_call));
     }
@@ -758,8 +704,8 @@ mod tests {
         assert_eq!(e.pc, 2);
         assert!(e.why.contains("recursive"), "{e}");
         let p = [
-            i(LD | IMM | DW, 2, pseudo::FUNC, 0, 1),
-            i(0, 0, 0, 0, 0),
+            Insn::new(LD | IMM | DW, 2, pseudo::FUNC, 0, 1),
+            Insn::new(0, 0, 0, 0, 0),
             EXIT_,
         ];
         let e = flat(&p).unwrap_err();
@@ -771,11 +717,11 @@ mod tests {
     #[test]
     fn a_function_may_not_jump_into_another() {
         let p = [
-            i(ALU64 | MOV | K, 0, 0, 0, 0),
-            i(JMP | JA, 0, 0, 2, 0),
+            Insn::new(ALU64 | MOV | K, 0, 0, 0, 0),
+            Insn::new(JMP | JA, 0, 0, 2, 0),
             call(1),
             EXIT_,
-            i(ALU64 | MOV | K, 0, 0, 0, 1),
+            Insn::new(ALU64 | MOV | K, 0, 0, 0, 1),
             EXIT_,
         ];
         let e = flat(&p).unwrap_err();
@@ -787,14 +733,14 @@ mod tests {
     fn frames_deeper_than_the_stack_together_are_refused() {
         // Each function uses 256 bytes; main -> f -> g needs 768.
         let p = [
-            i(ST | MEM | DW, 10, 0, -256, 0),
+            Insn::new(ST | MEM | DW, 10, 0, -256, 0),
             call(1),
             EXIT_,
-            i(ST | MEM | DW, 10, 0, -256, 0),
+            Insn::new(ST | MEM | DW, 10, 0, -256, 0),
             call(1),
             EXIT_,
-            i(ST | MEM | DW, 10, 0, -256, 0),
-            i(ALU64 | MOV | K, 0, 0, 0, 0),
+            Insn::new(ST | MEM | DW, 10, 0, -256, 0),
+            Insn::new(ALU64 | MOV | K, 0, 0, 0, 0),
             EXIT_,
         ];
         let e = flat(&p).unwrap_err();
@@ -806,18 +752,18 @@ mod tests {
         // main: *(r10-8) = 0; r1 = r10; r1 += -8; call f; r0 = *(r10-8); exit
         // f:    *(u64 *)(r1 + 0) = 42; r0 = 0; exit
         let p = [
-            i(ST | MEM | DW, 10, 0, -8, 0),
-            i(ALU64 | MOV | X, 1, 10, 0, 0),
-            i(ALU64 | ADD | K, 1, 0, 0, -8),
+            Insn::new(ST | MEM | DW, 10, 0, -8, 0),
+            Insn::new(ALU64 | MOV | X, 1, 10, 0, 0),
+            Insn::new(ALU64 | ADD | K, 1, 0, 0, -8),
             call(2),
-            i(LDX | MEM | DW, 0, 10, -8, 0),
+            Insn::new(LDX | MEM | DW, 0, 10, -8, 0),
             EXIT_,
-            i(ST | MEM | DW, 1, 0, 0, 42),
-            i(ALU64 | MOV | K, 0, 0, 0, 0),
+            Insn::new(ST | MEM | DW, 1, 0, 0, 42),
+            Insn::new(ALU64 | MOV | K, 0, 0, 0, 0),
             EXIT_,
         ];
         let out = flat(&p).unwrap();
         // Nothing to save, nothing moved: the callee writes through r1.
-        assert_eq!(out[3], i(ST | MEM | DW, 1, 0, 0, 42));
+        assert_eq!(out[3], Insn::new(ST | MEM | DW, 1, 0, 0, 42));
     }
 }

@@ -34,13 +34,7 @@ const EXPANSION: usize = 8;
 /// argument), r0 gets the value's address or 0, r1 is clobbered (as any
 /// call clobbers r1-r5).
 fn expansion(l: &ArrayLookup) -> [Insn; EXPANSION] {
-    let i = |op, dst, src, off, imm| Insn {
-        op,
-        dst,
-        src,
-        off,
-        imm,
-    };
+    let i = Insn::new;
     [
         // r0 = *(u32 *)(r2 + 0)
         i(LDX | MEM | W, 0, 2, 0, 0),
@@ -67,27 +61,9 @@ fn expansion(l: &ArrayLookup) -> [Insn; EXPANSION] {
 pub fn tail_call_exit() -> Vec<Insn> {
     let taken = super::interp::TAIL_CALL_TAKEN;
     vec![
-        Insn {
-            op: JMP | CALL,
-            dst: 0,
-            src: 0,
-            off: 0,
-            imm: helper::TAIL_CALL,
-        },
-        Insn {
-            op: JMP | JNE | K,
-            dst: 0,
-            src: 0,
-            off: 1,
-            imm: taken,
-        },
-        Insn {
-            op: JMP | EXIT,
-            dst: 0,
-            src: 0,
-            off: 0,
-            imm: 0,
-        },
+        Insn::new(JMP | CALL, 0, 0, 0, helper::TAIL_CALL),
+        Insn::new(JMP | JNE | K, 0, 0, 1, taken),
+        Insn::new(JMP | EXIT, 0, 0, 0, 0),
     ]
 }
 
@@ -162,18 +138,6 @@ pub fn expand(code: &[u8], sites: &[(usize, Vec<Insn>)]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn prog(insns: &[Insn]) -> Vec<u8> {
-        insns.iter().flat_map(|i| i.encode()).collect()
-    }
-    fn i(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-        Insn {
-            op,
-            dst,
-            src,
-            off,
-            imm,
-        }
-    }
     fn site(pc: usize) -> ArrayLookup {
         ArrayLookup {
             pc,
@@ -185,13 +149,13 @@ mod tests {
 
     #[test]
     fn jumps_across_an_expansion_are_retargeted_both_ways() {
-        let call = i(JMP | CALL, 0, 0, 0, 1);
-        let code = prog(&[
-            i(JMP | JEQ | K, 3, 0, 2, 7),   // 0: -> 3, over the call at 2
-            i(ALU64 | MOV | K, 0, 0, 0, 1), // 1
-            call,                           // 2
-            i(JMP | JA, 0, 0, -4, 0),       // 3: -> 0, back over the call
-            i(JMP | EXIT, 0, 0, 0, 0),      // 4
+        let call = Insn::new(JMP | CALL, 0, 0, 0, 1);
+        let code = encode(&[
+            Insn::new(JMP | JEQ | K, 3, 0, 2, 7), // 0: -> 3, over the call at 2
+            Insn::new(ALU64 | MOV | K, 0, 0, 0, 1), // 1
+            call,                                 // 2
+            Insn::new(JMP | JA, 0, 0, -4, 0),     // 3: -> 0, back over the call
+            Insn::new(JMP | EXIT, 0, 0, 0, 0),    // 4
         ]);
         let out = inline_lookups(&code, &[site(2)]).unwrap();
         assert_eq!(out.len() / INSN_SIZE, 5 + EXPANSION - 1);
@@ -201,22 +165,25 @@ mod tests {
         assert_eq!(Insn::at(&out, 10).op, JMP | JA);
         assert_eq!(Insn::at(&out, 10).off, -11);
         // The expansion: key load, bounds check to its null arm, base.
-        assert_eq!(Insn::at(&out, 2), i(LDX | MEM | W, 0, 2, 0, 0));
+        assert_eq!(Insn::at(&out, 2), Insn::new(LDX | MEM | W, 0, 2, 0, 0));
         let jge = Insn::at(&out, 3);
         assert_eq!((jge.op, jge.imm), (JMP | JGE | K, 4));
         assert_eq!(
             Insn::at(&out, 3 + 1 + jge.off as usize),
-            i(ALU64 | MOV | K, 0, 0, 0, 0)
+            Insn::new(ALU64 | MOV | K, 0, 0, 0, 0)
         );
         assert_eq!(Insn::at(&out, 5).imm as u32, 0x5566_7788);
         assert_eq!(Insn::at(&out, 6).imm as u32, 0x1122_3344);
         // Instructions after the expansion are unchanged.
-        assert_eq!(Insn::at(&out, 11), i(JMP | EXIT, 0, 0, 0, 0));
+        assert_eq!(Insn::at(&out, 11), Insn::new(JMP | EXIT, 0, 0, 0, 0));
     }
 
     #[test]
     fn what_cannot_be_inlined_is_refused() {
-        let code = prog(&[i(JMP | CALL, 0, 0, 0, 1), i(JMP | EXIT, 0, 0, 0, 0)]);
+        let code = encode(&[
+            Insn::new(JMP | CALL, 0, 0, 0, 1),
+            Insn::new(JMP | EXIT, 0, 0, 0, 0),
+        ]);
         // Not a call of the lookup helper.
         assert!(inline_lookups(&code, &[site(1)]).is_none());
         assert!(inline_lookups(&code, &[site(9)]).is_none());
@@ -227,10 +194,13 @@ mod tests {
         };
         assert!(inline_lookups(&code, &[big]).is_none());
         // A jump whose offset no longer fits.
-        let mut long = vec![i(JMP | JA, 0, 0, 32766, 0)];
-        long.extend(std::iter::repeat_n(i(JMP | CALL, 0, 0, 0, 1), 32767));
-        long.push(i(JMP | EXIT, 0, 0, 0, 0));
-        let code = prog(&long);
+        let mut long = vec![Insn::new(JMP | JA, 0, 0, 32766, 0)];
+        long.extend(std::iter::repeat_n(
+            Insn::new(JMP | CALL, 0, 0, 0, 1),
+            32767,
+        ));
+        long.push(Insn::new(JMP | EXIT, 0, 0, 0, 0));
+        let code = encode(&long);
         assert!(inline_lookups(&code, &[site(1)]).is_none());
         assert!(inline_lookups(&code, &[]).is_some());
     }

@@ -136,6 +136,17 @@ pub struct Insn {
 }
 
 impl Insn {
+    /// An instruction from its fields.
+    pub const fn new(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn {
+            op,
+            dst,
+            src,
+            off,
+            imm,
+        }
+    }
+
     /// Decodes instruction `pc` of `prog` (which the caller bounds).
     #[inline(always)]
     pub fn at(prog: &[u8], pc: usize) -> Insn {
@@ -175,6 +186,11 @@ impl Insn {
             _ => 8,
         }
     }
+}
+
+/// The encoding of a sequence of instructions.
+pub fn encode(insns: &[Insn]) -> Vec<u8> {
+    insns.iter().flat_map(|i| i.encode()).collect()
 }
 
 /// The operation's name, for messages.
