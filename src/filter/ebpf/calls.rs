@@ -605,10 +605,7 @@ pub fn flatten(code: &[u8], maps: &[MapShape]) -> Result<Flat, VerifyError> {
     };
     let (_, written) =
         verifier::verify_stack(&flat.code, maps, stack, &flat.moves).map_err(|e| flat.error(e))?;
-    let is_written = |at: i64| {
-        let b = (at + stack as i64) as usize;
-        written[b / 64] & (1 << (b % 64)) != 0
-    };
+    let is_written = |at: i64| verifier::byte_bit(&written, (at + stack as i64) as usize);
     let mut frames = vec![0i64; funcs.starts.len()];
     for &(g, base) in &wide.instances {
         let depth = (1..=STACK_SIZE as i64)

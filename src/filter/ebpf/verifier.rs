@@ -216,13 +216,11 @@ impl State {
     }
 
     fn stack_written(&self, lo: usize, n: usize) -> bool {
-        (lo..lo + n).all(|b| self.init[b / 64] & (1 << (b % 64)) != 0)
+        (lo..lo + n).all(|b| byte_bit(&self.init, b))
     }
 
     fn mark_written(&mut self, lo: usize, n: usize) {
-        for b in lo..lo + n {
-            self.init[b / 64] |= 1 << (b % 64);
-        }
+        set_byte_bits(&mut self.init, lo, n, true);
     }
 
     /// After a helper that may move packet data: every packet pointer,
@@ -686,9 +684,7 @@ impl Verifier<'_> {
                 let lo = usize::try_from(i.off as i64 + st.stack_size() as i64)
                     .map_err(|_| err(pc, "register save outside the stack"))?;
                 st.slots[lo / 8] = Slot::Spill(Reg::Uninit);
-                for b in lo..lo + 8 {
-                    st.init[b / 64] &= !(1 << (b % 64));
-                }
+                set_byte_bits(&mut st.init, lo, 8, false);
                 Ok(Some(pc + 1))
             }
             ST | STX => {
@@ -866,9 +862,7 @@ impl Verifier<'_> {
                 let r = stack_access(pc, st, o + off, size, store)?;
                 if store.is_some() {
                     let lo = (o + off + st.stack_size() as i64) as usize;
-                    for b in lo..lo + size {
-                        self.written[b / 64] |= 1 << (b % 64);
-                    }
+                    set_byte_bits(&mut self.written, lo, size, true);
                 }
                 Ok(r)
             }
@@ -1547,6 +1541,22 @@ fn stack_access(
     }
     st.mark_written(lo, size);
     Ok(UNKNOWN)
+}
+
+/// Bit `b` of a bitmap of stack bytes (bit i: byte r10 - stack size + i).
+pub fn byte_bit(bits: &[u64], b: usize) -> bool {
+    bits[b / 64] & (1 << (b % 64)) != 0
+}
+
+/// Sets (`on`) or clears bits `lo..lo + n` of a bitmap of stack bytes.
+fn set_byte_bits(bits: &mut [u64], lo: usize, n: usize, on: bool) {
+    for b in lo..lo + n {
+        if on {
+            bits[b / 64] |= 1 << (b % 64);
+        } else {
+            bits[b / 64] &= !(1 << (b % 64));
+        }
+    }
 }
 
 /// A helper's size argument in register `r`: a constant in `ok` (the
