@@ -438,6 +438,26 @@ fn with_global(obj: &Path, set: &str, tmp: &Path) -> (PathBuf, LoadOptions) {
     )
 }
 
+/// The kernel's map `map` after a run, asserted equal to cpumapd's entry
+/// by entry (cpumapd's copy 0 of a per-CPU map: bpftool runs on CPU 0),
+/// and returned for the checks of each program.
+fn same_map(k: &Kernel, ours: &Program, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let theirs = k.dump(map);
+    assert_eq!(
+        theirs.len(),
+        ours.map(map).unwrap().dump().len(),
+        "{map}: entries"
+    );
+    for (key, v) in &theirs {
+        assert_eq!(
+            Some(v.clone()),
+            ours_value(ours, map, key, 0),
+            "{map} {key:02x?}"
+        );
+    }
+    theirs
+}
+
 /// Value bytes of key `key` in cpumapd's map, copy `cpu`.
 fn ours_value(p: &Program, map: &str, key: &[u8], cpu: usize) -> Option<Vec<u8>> {
     p.map(map)
@@ -501,15 +521,7 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         &frames,
         tmp.path(),
         &|k, ours| {
-            let theirs = k.dump("counters");
-            assert_eq!(theirs.len(), 4);
-            for (key, v) in theirs {
-                assert_eq!(
-                    Some(v),
-                    ours_value(ours, "counters", &key, 0),
-                    "counter {key:?}"
-                );
-            }
+            assert_eq!(same_map(k, ours, "counters").len(), 4);
         },
     );
     // bpf_xdp_adjust_tail: the same truncated bytes out of both (the
@@ -623,26 +635,8 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         &frames,
         tmp.path(),
         &|k, ours| {
-            let theirs = k.dump("flows");
-            assert!(!theirs.is_empty());
-            assert_eq!(
-                theirs.len(),
-                ours.map("flows").unwrap().dump().len(),
-                "flows"
-            );
-            for (key, v) in theirs {
-                assert_eq!(
-                    Some(v),
-                    ours_value(ours, "flows", &key, 0),
-                    "flow {key:02x?}"
-                );
-            }
-            let bss = k.dump(".bss");
-            assert_eq!(
-                Some(bss[0].1.clone()),
-                ours_value(ours, ".bss", &[0; 4], 0),
-                ".bss"
-            );
+            assert!(!same_map(k, ours, "flows").is_empty());
+            same_map(k, ours, ".bss");
         },
     );
     // nat.c: bpf_csum_diff rewriting addresses and checksums; the output
@@ -655,13 +649,10 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         &frames,
         tmp.path(),
         &|k, ours| {
-            let bss = k.dump(".bss");
+            // .bss: raw bpf_csum_diff results (mixed in order, summed) and
+            // the count.
+            let bss = same_map(k, ours, ".bss");
             assert!(bss[0].1.iter().any(|&b| b != 0), "frames were rewritten");
-            assert_eq!(
-                Some(bss[0].1.clone()),
-                ours_value(ours, ".bss", &[0; 4], 0),
-                ".bss: raw bpf_csum_diff results (mixed in order, summed) and the count"
-            );
         },
     );
     // conntrack.c: LRU_HASH and LRU_PERCPU_HASH. The connection table and
@@ -679,28 +670,19 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         tmp.path(),
         &|k, ours| {
             for m in ["conns", "per_source"] {
-                let theirs = k.dump(m);
-                assert!(!theirs.is_empty(), "{m}");
-                assert_eq!(theirs.len(), ours.map(m).unwrap().dump().len(), "{m}");
-                for (key, v) in theirs {
-                    assert_eq!(Some(v), ours_value(ours, m, &key, 0), "{m} {key:02x?}");
-                }
+                assert!(!same_map(k, ours, m).is_empty(), "{m}");
             }
             let recent = (
                 k.dump("recent").len(),
                 ours.map("recent").unwrap().dump().len(),
             );
             assert!(recent.0 <= 16 && recent.1 == 16, "recent: {recent:?}");
-            let bss = k.dump(".bss");
+            // .bss: update_failures and connections closed.
+            let bss = same_map(k, ours, ".bss");
             assert_eq!(
                 &bss[0].1[..8],
                 &[0; 8],
                 "the kernel's LRU updates all succeeded"
-            );
-            assert_eq!(
-                Some(bss[0].1.clone()),
-                ours_value(ours, ".bss", &[0; 4], 0),
-                ".bss: update_failures and connections closed"
             );
             assert_ne!(&bss[0].1[8..16], &[0; 8], "some connections closed");
         },
@@ -715,14 +697,10 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         &frames,
         tmp.path(),
         &|k, ours| {
-            let bss = k.dump(".bss");
+            // .bss: lengths returned, formats refused.
+            let bss = same_map(k, ours, ".bss");
             assert_ne!(&bss[0].1[..8], &[0; 8], "lines were formatted");
             assert_ne!(&bss[0].1[8..16], &[0; 8], "the bad format was refused");
-            assert_eq!(
-                Some(bss[0].1.clone()),
-                ours_value(ours, ".bss", &[0; 4], 0),
-                ".bss: lengths returned, formats refused"
-            );
         },
     );
     // calls.c: bpf-to-bpf calls (__noinline functions three deep, a
@@ -738,20 +716,7 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         tmp.path(),
         &|k, ours| {
             for map in ["verdicts", "flows", ".bss"] {
-                let theirs = k.dump(map);
-                assert!(!theirs.is_empty(), "{map}");
-                assert_eq!(
-                    theirs.len(),
-                    ours.map(map).unwrap().dump().len(),
-                    "{map}: entries"
-                );
-                for (key, v) in &theirs {
-                    assert_eq!(
-                        Some(v.clone()),
-                        ours_value(ours, map, key, 0),
-                        "{map} {key:?}"
-                    );
-                }
+                assert!(!same_map(k, ours, map).is_empty(), "{map}");
             }
             let verdicts = k.dump("verdicts");
             let n = |a: usize| u64::from_le_bytes(verdicts[a].1[..8].try_into().unwrap());
@@ -774,14 +739,9 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
         &frames,
         tmp.path(),
         &|k, ours| {
-            let bss = k.dump(".bss");
             // .bss as clang lays it out: no_room (u64), then seq.
+            let bss = same_map(k, ours, ".bss");
             assert_ne!(&bss[0].1[8..12], &[0; 4], "frames were tagged");
-            assert_eq!(
-                Some(bss[0].1.clone()),
-                ours_value(ours, ".bss", &[0; 4], 0),
-                ".bss: frames tagged, growths refused"
-            );
         },
     );
     // lb.c: tail calls through PROG_ARRAYs (filled alike on both sides),
@@ -797,20 +757,8 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             &frames,
             tmp.path(),
             &|k, ours| {
-                let theirs = k.dump("lb_stats");
-                for (key, v) in &theirs {
-                    assert_eq!(
-                        Some(v.clone()),
-                        ours_value(ours, "lb_stats", key, 0),
-                        "lb_stats {key:?}"
-                    );
-                }
-                let bss = k.dump(".bss");
-                assert_eq!(
-                    Some(bss[0].1.clone()),
-                    ours_value(ours, ".bss", &[0; 4], 0),
-                    ".bss"
-                );
+                let theirs = same_map(k, ours, "lb_stats");
+                let bss = same_map(k, ours, ".bss");
                 if name == "lb_entry" {
                     let tcp_udp = u64::from_le_bytes(theirs[1].1[..8].try_into().unwrap())
                         + u64::from_le_bytes(theirs[2].1[..8].try_into().unwrap());
