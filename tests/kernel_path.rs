@@ -327,16 +327,7 @@ fn udp_sink(t: &Topo, port: u16) -> UdpSocket {
     in_netns(&t.a, move || {
         let s = UdpSocket::bind(addr).unwrap();
         let big: libc::c_int = 16 << 20;
-        // SAFETY: setsockopt with a c_int option value of the size passed.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as u32,
-            );
-        }
+        common::set_sock_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &big);
         s
     })
 }
@@ -464,13 +455,7 @@ fn ping(t: &Topo, seq: u16) -> bool {
         let mut buf = [0u8; 64];
         // SAFETY: valid buffers and lengths for each call; fd closed at the end.
         let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as u32,
-            );
+            common::set_sock_opt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv);
             libc::sendto(
                 fd,
                 req.as_ptr().cast(),
@@ -934,7 +919,7 @@ fn packet_socket(ns: &str, dev: &str) -> std::os::fd::OwnedFd {
             tv_sec: 0,
             tv_usec: 200_000,
         };
-        // SAFETY: valid option values of the sizes passed; sll outlives bind.
+        // SAFETY: sll is a valid sockaddr_ll of the size passed.
         unsafe {
             assert_eq!(
                 libc::bind(
@@ -944,21 +929,9 @@ fn packet_socket(ns: &str, dev: &str) -> std::os::fd::OwnedFd {
                 ),
                 0
             );
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_AUXDATA,
-                (&one as *const libc::c_int).cast(),
-                4,
-            );
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as u32,
-            );
         }
+        common::set_sock_opt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, &one);
+        common::set_sock_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv);
         fd
     })
 }
@@ -1111,16 +1084,7 @@ fn uso_super_datagrams_reach_a_socket_as_the_datagrams_sent() {
     let sink = in_netns(&t.a, || {
         let s = UdpSocket::bind("0.0.0.0:9").unwrap();
         let big: libc::c_int = 64 << 20;
-        // SAFETY: setsockopt with a c_int option value of the size passed.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                4,
-            );
-        }
+        common::set_sock_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &big);
         s
     });
     const N: u64 = 20_000;
@@ -1301,16 +1265,7 @@ fn dpdk_gso_frames_net_af_packet_cuts_are_counted_not_delivered() {
     in_netns(&t.s, move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         let seg: libc::c_int = 1000;
-        // SAFETY: setsockopt with a c_int option value of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                (&seg as *const libc::c_int).cast(),
-                4,
-            )
-        };
+        let rc = common::set_sock_opt(s.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, &seg);
         assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
         for _ in 0..N {
             // One 8000-byte send: a GSO super-frame of 8 segments.

@@ -222,16 +222,7 @@ fn capture(ns: &str, dev: &str, max: usize, secs: u64) -> std::thread::JoinHandl
         tv_sec: 0,
         tv_usec: 200_000,
     };
-    // SAFETY: tv is a valid timeval for SO_RCVTIMEO, of the size passed.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as u32,
-        )
-    };
+    common::set_sock_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv);
     std::thread::spawn(move || {
         let (mut out, t0) = (Vec::new(), Instant::now());
         let mut buf = [0u8; 2048];

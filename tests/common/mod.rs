@@ -222,6 +222,21 @@ pub fn ctl_ok(sock: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// setsockopt(2) of option `name` at `level` with value `v` (the option's
+/// length is `T`'s size): the call's return value.
+pub fn set_sock_opt<T>(fd: std::os::fd::RawFd, level: i32, name: i32, v: &T) -> i32 {
+    // SAFETY: `v` is a live T; the kernel reads size_of::<T>() bytes of it.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (v as *const T).cast(),
+            size_of::<T>() as u32,
+        )
+    }
+}
+
 /// A packet socket (ETH_P_ALL) bound to `dev` in network namespace `ns`:
 /// what it sends leaves by `dev`, what arrives there it reads. Opened on a
 /// thread that enters the namespace; the descriptor works from any thread.
