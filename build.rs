@@ -142,6 +142,7 @@ mod dpdk {
             "RTE_ETH_MQ_RX_.*",
             "RTE_ETH_MQ_TX_.*",
             "RTE_MBUF_F_RX_.*",
+            "RTE_MBUF_F_TX_.*",
             "RTE_PTYPE_.*",
             "RTE_MAX_ETHPORTS",
             "RTE_MAX_LCORE",

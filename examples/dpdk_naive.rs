@@ -45,6 +45,7 @@ fn main() {
             tx_desc: 1024,
             rx_pools: vec![pool.clone()],
             tx_l4_csum: false,
+            tx_tso: false,
         },
     )
     .unwrap();

@@ -470,6 +470,140 @@ mod with_dpdk {
         );
     }
 
+    /// testpmd's port 0 "RX-bytes" from `show port stats all`.
+    fn testpmd_rx_bytes(out: &str) -> Option<u64> {
+        let block = out.split("NIC statistics for port 0").nth(1)?;
+        let i = block.find("RX-bytes:")?;
+        block[i + 9..].split_whitespace().next()?.parse().ok()
+    }
+
+    /// Two TCP flows' segments interleaved in runs of 5 (1502-byte frames,
+    /// checksums valid, as a NIC without offloads receives them).
+    fn tcp_flows(segments: u32) -> Vec<Vec<u8>> {
+        let seg = |sport: u16, k: u32| {
+            let mut ip = etherparse::Ipv4Header::new(
+                0,
+                64,
+                etherparse::IpNumber::TCP,
+                [10, 9, 0, 1],
+                [10, 9, 0, 2],
+            )
+            .unwrap();
+            ip.identification = k as u16;
+            ip.dont_fragment = true;
+            let mut v = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+                .tcp(sport, 5201, 1 + k * 1448, 512)
+                .ack(1)
+                .write(&mut v, &[(k % 251) as u8; 1448])
+                .unwrap();
+            v
+        };
+        (0..segments)
+            .map(|k| seg(if (k / 5) % 2 == 0 { 40000 } else { 40001 }, k))
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "needs dpdk-testpmd, root and 512 free 2 MB hugepages: cargo test --features dpdk --test dpdk -- --include-ignored"]
+    fn virtio_user_gro_sends_tso_super_frames_the_backend_takes_whole() {
+        let _g = serial();
+        if !have("dpdk-testpmd") {
+            skip("needs dpdk-testpmd (apt-get install dpdk)");
+            return;
+        }
+        if hugepages_free() < 256 {
+            skip("vhost-user needs memory the backend can map: cannot reserve 2 MB hugepages");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let frames = tcp_flows(4000);
+        let pcap = dir.path().join("tcp.pcap");
+        write_pcap(&pcap, &frames);
+        for gro in ["on", "off"] {
+            let sock = dir.path().join(format!("vhost-{gro}.sock"));
+            // The backend offers TSO (tso=1): VIRTIO_NET_F_HOST_TSO4/6.
+            let testpmd = testpmd_serving(
+                &format!(
+                    "--lcores 0@0,1@0 --in-memory --single-file-segments -m 256 --no-pci --file-prefix {} --log-level 4 --vdev=net_vhost0,iface={},queues=1,tso=1 -- -i --forward-mode=rxonly --auto-start --nb-cores=1 --total-num-mbufs=32768",
+                    prefix(),
+                    sock.display()
+                ),
+                &sock,
+            );
+            // Verbose: lines per packet received, its length and flags;
+            // vhost marks a GSO packet RTE_MBUF_F_RX_LRO (compliant offload
+            // flags). Read as it comes so testpmd never blocks on the pipe.
+            let mut testpmd = testpmd;
+            let stdout = testpmd.stdout.take().unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut out = String::new();
+                let _ = std::io::Read::read_to_string(&mut { stdout }, &mut out);
+                out
+            });
+            {
+                use std::io::Write;
+                let tp = testpmd.stdin.as_mut().unwrap();
+                tp.write_all(b"set verbose 1\n").unwrap();
+            }
+            let s = summary(&format!(
+                "--lcores 0@1,1@1,2@1 --in-memory --single-file-segments -m 256 --no-pci --file-prefix {} --log-level 4 --vdev=net_pcap0,rx_pcap={} -- --mode no-touch --cpu 2 --qsize 16384 --duration 2 --exception virtio-user:{},gro={gro}",
+                prefix(),
+                pcap.display(),
+                sock.display()
+            ));
+            let tp_out = {
+                use std::io::Write;
+                let mut tp = testpmd;
+                std::thread::sleep(Duration::from_millis(300));
+                tp.stdin
+                    .as_mut()
+                    .unwrap()
+                    .write_all(b"show port stats all\n")
+                    .unwrap();
+                testpmd_stop(tp, Duration::from_millis(300));
+                reader.join().unwrap()
+            };
+            let gso_packets = tp_out.matches(" RTE_MBUF_F_RX_LRO ").count() as u64;
+            assert_identity(&s);
+            let t = &s["targets"][0];
+            let delivered = n(&s, "delivered");
+            // A backend that falls behind fills the virtio ring: those
+            // frames are counted as busy, never lost unseen.
+            assert_eq!(
+                delivered + n(&t["drop_reasons"], "exception_busy"),
+                frames.len() as u64,
+                "{s}"
+            );
+            // The backend (testpmd printing every packet on the other CPU)
+            // falls behind: its ring fills and frames are busy.
+            assert!(delivered >= 500, "{s}");
+            let (segs, supers) = (n(t, "gro_segments"), n(t, "gro_frames"));
+            let got = testpmd_rx_packets(&tp_out)
+                .unwrap_or_else(|| panic!("no RX-packets in testpmd's output:\n{tp_out}"));
+            let bytes = testpmd_rx_bytes(&tp_out)
+                .unwrap_or_else(|| panic!("no RX-bytes in testpmd's output:\n{tp_out}"));
+            eprintln!(
+                "gro={gro}: {delivered} delivered, {segs} merged into {supers}; the backend got {got} packets ({gso_packets} GSO), {bytes} bytes"
+            );
+            // Each super-frame reached the backend as one GSO packet with
+            // the flow's segment size.
+            assert_eq!(gso_packets, supers, "{s}");
+            if gro == "off" {
+                assert_eq!((segs, supers), (0, 0), "{s}");
+            } else {
+                // Most segments travel merged (runs of 5 per flow).
+                assert!(segs * 10 > delivered * 7 && supers * 2 <= segs, "{s}");
+            }
+            // What the backend received: one packet per super-frame, and
+            // every byte (all frames are 1502 bytes), less the 54 header
+            // bytes each merged segment after a group's first shared.
+            assert_eq!(got, delivered - segs + supers, "{s}");
+            assert_eq!(bytes, delivered * 1502 - (segs - supers) * 54, "{s}");
+        }
+    }
+
     #[test]
     fn virtio_user_into_vhost_user_needs_shareable_memory() {
         let _g = serial();

@@ -423,13 +423,20 @@ pub fn check(args: &[String]) -> Result<Checked, ConfigError> {
     let topology = Topology::detect();
     let mut warnings = eal.as_ref().map(|e| e.warnings.clone()).unwrap_or_default();
     warnings.extend(placement_warnings(&plan, &topology));
-    if let ExceptionSpec::VirtioUser(dev) = &plan.exception
-        && !dev.exists()
+    if let ExceptionSpec::VirtioUser(v) = &plan.exception
+        && !v.path.exists()
     {
-        warnings.push(format!(
-            "{} does not exist on this host (no vhost-net module): virtio-user will fail to start; use tap:IFNAME",
-            dev.display()
-        ));
+        warnings.push(if v.path == Path::new("/dev/vhost-net") {
+            format!(
+                "{} does not exist on this host (no vhost-net module): virtio-user will fail to start; use tap:IFNAME",
+                v.path.display()
+            )
+        } else {
+            format!(
+                "{} does not exist yet: start the vhost-user backend before cpumapd",
+                v.path.display()
+            )
+        });
     }
     if backend == Backend::Dpdk && !cfg!(feature = "dpdk") {
         warnings.push(
@@ -712,8 +719,18 @@ impl Checked {
             (ExceptionSpec::Tap(t), Backend::Native) => {
                 format!("tap:{}, multi-queue, a queue per target", t.ifname)
             }
-            (ExceptionSpec::VirtioUser(d), _) => {
-                format!("virtio-user on {} (vhost-kernel)", d.display())
+            (ExceptionSpec::VirtioUser(v), _) => {
+                let backend = if v.path == Path::new("/dev/vhost-net") {
+                    "vhost-kernel"
+                } else {
+                    "vhost-user"
+                };
+                let gro = if v.gro {
+                    "GRO with TSO where the backend offers it"
+                } else {
+                    "gro=off"
+                };
+                format!("virtio-user on {} ({backend}; {gro})", v.path.display())
             }
             (e, _) => e.backend().to_string(),
         };

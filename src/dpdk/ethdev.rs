@@ -143,6 +143,10 @@ pub struct PortSetup {
     /// Turn on TCP/UDP checksum offload on transmit where the device has
     /// it (an exception device, which finishes partial checksums).
     pub tx_l4_csum: bool,
+    /// Turn on TCP segmentation offload (and chained mbufs) on transmit
+    /// where the device has it, with checksum offload (GRO's super-frames
+    /// towards virtio-user's backend).
+    pub tx_tso: bool,
 }
 
 /// A configured, started port. Stopped and closed on drop (after every
@@ -158,6 +162,8 @@ pub struct EthPort {
     pub tx_queues: u16,
     /// TCP/UDP checksum offload on transmit is on.
     pub tx_l4_csum: bool,
+    /// TCP segmentation offload on transmit is on (chained mbufs too).
+    pub tx_tso: bool,
     /// Pools its RX queues refill from: kept alive while the port runs.
     _pools: Vec<Arc<Mempool>>,
 }
@@ -215,6 +221,17 @@ impl EthPort {
         if tx_l4_csum {
             conf.txmode.offloads |= l4_csum;
         }
+        // SAFETY: reads constants.
+        let (tso, segs) = unsafe {
+            (
+                ffi::cpumapd_tx_offload_tcp_tso(),
+                ffi::cpumapd_tx_offload_multi_segs(),
+            )
+        };
+        let tx_tso = setup.tx_tso && tx_l4_csum && di.tx_offload_capa & (tso | segs) == tso | segs;
+        if tx_tso {
+            conf.txmode.offloads |= tso | segs;
+        }
         // SAFETY: id is a probed port; conf is fully initialised.
         let rc = unsafe { ffi::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf) };
         if rc != 0 {
@@ -270,6 +287,7 @@ impl EthPort {
             rx_queues: setup.rx_queues,
             tx_queues: setup.tx_queues,
             tx_l4_csum,
+            tx_tso,
             _pools: setup.rx_pools,
         }))
     }

@@ -50,6 +50,10 @@ const RX_VLAN: u64 = ffi::RTE_MBUF_F_RX_VLAN as u64;
 const RX_VLAN_STRIPPED: u64 = ffi::RTE_MBUF_F_RX_VLAN_STRIPPED as u64;
 const RX_L4_CKSUM_MASK: u64 = ffi::RTE_MBUF_F_RX_L4_CKSUM_MASK as u64;
 const RX_L4_CKSUM_GOOD: u64 = ffi::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64;
+/// `ol_flags`: TCP segmentation asked of the driver.
+pub const TX_TCP_SEG: u64 = ffi::RTE_MBUF_F_TX_TCP_SEG;
+/// `ol_flags`: the packet to transmit is IPv4.
+pub const TX_IPV4: u64 = ffi::RTE_MBUF_F_TX_IPV4;
 
 /// A raw, copyable handle to one single-segment mbuf.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -199,6 +203,67 @@ impl Mbuf {
                 tcp as i32,
             )
         };
+    }
+
+    /// Appends `tail` to this mbuf's chain, without its first `skip`
+    /// bytes (a GRO member's headers, the head keeps its own). On error
+    /// (`skip` past tail's first segment, too many segments) neither mbuf
+    /// changes and the caller still owns `tail`.
+    /// # Safety
+    /// The caller owns both mbufs; on success the head owns `tail`.
+    #[inline(always)]
+    pub unsafe fn chain_payload(self, tail: Mbuf, skip: u16) -> Result<(), i32> {
+        // SAFETY: both are live mbufs the caller owns.
+        let rc = unsafe { ffi::cpumapd_mbuf_chain_payload(self.0.as_ptr(), tail.0.as_ptr(), skip) };
+        if rc == 0 { Ok(()) } else { Err(-rc) }
+    }
+
+    /// Asks the transmitting driver to cut this (chained) TCP super-frame
+    /// into segments of `mss` bytes: the L2, L3 and L4 header lengths and
+    /// the TX flags. The TCP checksum field must hold the pseudo-header
+    /// sum without the length (DPDK's convention for TSO).
+    /// # Safety
+    /// The caller owns the mbuf.
+    #[inline(always)]
+    pub unsafe fn request_tso(self, lens: [u16; 3], ipv6: bool, mss: u16) {
+        // SAFETY: the caller owns the mbuf; the shim writes its fields.
+        unsafe {
+            ffi::cpumapd_mbuf_tx_tso(self.0.as_ptr(), lens[0], lens[1], lens[2], ipv6 as i32, mss)
+        };
+    }
+
+    /// The segment size [`request_tso`](Self::request_tso) set.
+    /// # Safety
+    /// The caller owns the mbuf.
+    pub unsafe fn tso_segsz(self) -> u16 {
+        // SAFETY: the caller owns the mbuf.
+        unsafe { ffi::cpumapd_mbuf_tso_segsz(self.0.as_ptr()) }
+    }
+
+    /// The TX offload flags (`ol_flags`).
+    /// # Safety
+    /// The caller owns the mbuf.
+    pub unsafe fn ol_flags(self) -> u64 {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
+        unsafe { self.m().ol_flags }
+    }
+
+    /// The whole packet, every segment of the chain, copied out (tests and
+    /// tools; allocates).
+    /// # Safety
+    /// The caller owns the mbuf.
+    pub unsafe fn to_vec(self) -> Vec<u8> {
+        // SAFETY: the caller owns the mbuf (this fn's contract).
+        let len = unsafe { self.m().pkt_len };
+        let mut v = vec![0u8; len as usize];
+        // SAFETY: v has len bytes; rte_pktmbuf_read copies into it when
+        // the bytes span segments, else points into the first one.
+        let p = unsafe { ffi::cpumapd_mbuf_read(self.0.as_ptr(), 0, len, v.as_mut_ptr().cast()) };
+        if !p.is_null() && p != v.as_ptr().cast() {
+            // SAFETY: contiguous in the first segment: len bytes at p.
+            v.copy_from_slice(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) });
+        }
+        v
     }
 
     /// Forgets a stripped VLAN tag (it was put back in the data).
@@ -476,7 +541,7 @@ impl Drop for Mempool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, OnceLock};
 
     use arrayvec::ArrayVec;

@@ -62,3 +62,35 @@ void cpumapd_mbuf_tx_l4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_l
 	m->ol_flags |= (ipv6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4) |
 		       (tcp ? RTE_MBUF_F_TX_TCP_CKSUM : RTE_MBUF_F_TX_UDP_CKSUM);
 }
+
+uint64_t cpumapd_tx_offload_tcp_tso(void) { return RTE_ETH_TX_OFFLOAD_TCP_TSO; }
+
+uint64_t cpumapd_tx_offload_multi_segs(void) { return RTE_ETH_TX_OFFLOAD_MULTI_SEGS; }
+
+int cpumapd_mbuf_chain_payload(struct rte_mbuf *head, struct rte_mbuf *tail, uint16_t skip)
+{
+	if (skip > tail->data_len)
+		return -EINVAL;
+	if (head->nb_segs + tail->nb_segs > RTE_MBUF_MAX_NB_SEGS)
+		return -EOVERFLOW;
+	rte_pktmbuf_adj(tail, skip);
+	return rte_pktmbuf_chain(head, tail);
+}
+
+void cpumapd_mbuf_tx_tso(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len, uint16_t l4_len, int ipv6, uint16_t mss)
+{
+	m->l2_len = l2_len;
+	m->l3_len = l3_len;
+	m->l4_len = l4_len;
+	m->tso_segsz = mss;
+	m->ol_flags &= ~(RTE_MBUF_F_TX_L4_MASK | RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IPV6 |
+			 RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_UDP_SEG);
+	m->ol_flags |= RTE_MBUF_F_TX_TCP_SEG | (ipv6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4);
+}
+
+uint16_t cpumapd_mbuf_tso_segsz(const struct rte_mbuf *m) { return m->tso_segsz; }
+
+const void *cpumapd_mbuf_read(const struct rte_mbuf *m, uint32_t off, uint32_t len, void *buf)
+{
+	return rte_pktmbuf_read(m, off, len, buf);
+}

@@ -38,6 +38,22 @@ uint64_t cpumapd_tx_offload_l4_cksum(void);
  * l4_len must be the L4 header's. */
 void cpumapd_mbuf_tx_l4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len, uint16_t l4_len, int ipv6, int tcp);
 
+/* TCP segmentation offload on transmit, and chained mbufs (its input). */
+uint64_t cpumapd_tx_offload_tcp_tso(void);
+uint64_t cpumapd_tx_offload_multi_segs(void);
+/* Appends tail to head's chain after dropping tail's first skip bytes (a
+ * GRO member's headers): 0, or a negative errno (skip past tail's first
+ * segment, too many segments) with both mbufs unchanged. */
+int cpumapd_mbuf_chain_payload(struct rte_mbuf *head, struct rte_mbuf *tail, uint16_t skip);
+/* Asks the driver to segment m as TCP with segment size mss: L2/L3/L4
+ * header lengths and the TX flags; the TCP checksum field holds the
+ * pseudo-header sum without the length (DPDK's convention for TSO). */
+void cpumapd_mbuf_tx_tso(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len, uint16_t l4_len, int ipv6, uint16_t mss);
+uint16_t cpumapd_mbuf_tso_segsz(const struct rte_mbuf *m);
+/* rte_pktmbuf_read: len bytes from off across the chain (into buf when
+ * they are not contiguous), or NULL past the packet's end. */
+const void *cpumapd_mbuf_read(const struct rte_mbuf *m, uint32_t off, uint32_t len, void *buf);
+
 /* rte_ring, for the peer benchmarks (MP enqueue, SC dequeue). */
 unsigned cpumapd_ring_mp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
 unsigned cpumapd_ring_sc_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);

@@ -227,6 +227,11 @@ pub struct Emit {
     pub members: ArrayVec<u8, MAX_BURST>,
     /// Where the payload of the members after the first starts.
     pub hdr_len: usize,
+    /// A super-frame's offload record (also set on its first frame; an
+    /// mbuf cannot keep it); empty for a frame that goes alone.
+    pub gso: VnetHdr,
+    /// Where a super-frame's IP header starts (0 for a frame alone).
+    pub l3: usize,
 }
 
 /// GRO state of one target (reused across bursts; no allocation).
@@ -243,11 +248,29 @@ impl Gro {
     /// super-frames made (groups of two or more).
     /// Context: the owning target lcore; allocates nothing.
     pub fn plan(&mut self, frames: &mut [Frame]) -> usize {
+        self.plan_with(frames, true, |f| {
+            let o = f.offload();
+            !o.is_gso() && o.flags & (F_DATA_VALID | F_NEEDS_CSUM) != 0
+        })
+    }
+
+    /// [`plan`](Self::plan) for a device whose own view of a frame's
+    /// checksum is not its offload record (a DPDK mbuf keeps only
+    /// `DATA_VALID`): `checked(f)` says the frame's checksum is known good
+    /// or left to offload and it carries no GSO of its own; `udp` lets UDP
+    /// datagrams merge (a device without USO takes TCP only).
+    /// Context: the owning target lcore; allocates nothing.
+    pub fn plan_with(
+        &mut self,
+        frames: &mut [Frame],
+        udp: bool,
+        checked: impl Fn(&Frame) -> bool,
+    ) -> usize {
         self.emits.clear();
         self.open.clear();
         let mut supers = 0;
         for i in 0..frames.len() {
-            let cand = mergeable(&frames[i]);
+            let cand = segment(frames[i].data()).filter(|s| (udp || !s.udp) && checked(&frames[i]));
             let d = frames[i].data();
             let Some(s) = cand else {
                 // Close this flow's group, if any, before it goes alone.
@@ -321,7 +344,7 @@ impl Gro {
         members.push(i as u8);
         self.emits.push(Emit {
             members,
-            hdr_len: 0,
+            ..Default::default()
         });
     }
 
@@ -347,35 +370,29 @@ impl Gro {
         let grp = self.open.remove(g);
         let hdr_len = grp.first.hdr_len;
         let merged = grp.members.len() > 1;
+        let mut gso = VnetHdr::default();
         if merged {
             let psh = !grp.first.udp
                 && grp
                     .members
                     .iter()
                     .any(|&m| frames[m as usize].data()[grp.first.l4 + 13] & TCP_PSH != 0);
-            fix_first(&mut frames[grp.members[0] as usize], &grp, psh);
+            gso = fix_first(&mut frames[grp.members[0] as usize], &grp, psh);
         }
         self.emits.push(Emit {
             members: grp.members,
             hdr_len,
+            gso,
+            l3: if merged { grp.first.l3 } else { 0 },
         });
         merged as usize
     }
 }
 
-/// A frame's GRO candidacy: a TCP segment whose checksum is known good or
-/// left to offload, and no GSO of its own.
-fn mergeable(f: &Frame) -> Option<Seg> {
-    let o = f.offload();
-    if o.is_gso() || o.flags & (F_DATA_VALID | F_NEEDS_CSUM) == 0 {
-        return None;
-    }
-    segment(f.data())
-}
-
 /// Rewrites the first frame of a merged group into the super-frame's
-/// headers and records its offload (the others' payloads follow it).
-fn fix_first(f: &mut Frame, grp: &Group, psh: bool) {
+/// headers and records its offload (the others' payloads follow it);
+/// returns that record.
+fn fix_first(f: &mut Frame, grp: &Group, psh: bool) -> VnetHdr {
     let s = grp.first;
     let ip_len = s.hdr_len - s.l3 + grp.payload;
     let l4_len = ip_len - (s.l4 - s.l3);
@@ -417,14 +434,37 @@ fn fix_first(f: &mut Frame, grp: &Group, psh: bool) {
     };
     let at = s.l4 + csum_offset;
     d[at..at + 2].copy_from_slice(&seed.to_be_bytes());
-    f.set_offload(VnetHdr {
+    let v = VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type,
         hdr_len: s.hdr_len as u16,
         gso_size: grp.mss as u16,
         csum_start: s.l4 as u16,
         csum_offset: csum_offset as u16,
-    });
+    };
+    f.set_offload(v);
+    v
+}
+
+/// Turns a TCP super-frame's checksum seed (the pseudo-header sum with the
+/// merged length, Linux's convention for `NEEDS_CSUM`) into DPDK's for TSO:
+/// the same sum without the length, which the driver adds per segment.
+/// `d` is the super-frame's first member after [`Gro::plan`] fixed it.
+pub fn tso_seed(d: &mut [u8], e: &Emit) {
+    let l4 = e.gso.csum_start as usize;
+    let l4_len = if e.gso.gso_type == GSO_TCPV6 {
+        u16::from_be_bytes([d[e.l3 + 4], d[e.l3 + 5]])
+    } else {
+        u16::from_be_bytes([d[e.l3 + 2], d[e.l3 + 3]]) - (l4 - e.l3) as u16
+    };
+    let at = l4 + e.gso.csum_offset as usize;
+    let seed = u16::from_be_bytes([d[at], d[at + 1]]);
+    // One's complement subtraction: add the complement, fold the carry.
+    let mut acc = seed as u32 + !l4_len as u32;
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    d[at..at + 2].copy_from_slice(&(acc as u16).to_be_bytes());
 }
 
 /// Copies a planned write into one contiguous byte vector (tests and

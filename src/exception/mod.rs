@@ -79,8 +79,47 @@ pub enum ExceptionSpec {
     Tap(TapSpec),
     /// The null stack with injected refusals and delay.
     Fault(FaultSpec),
-    /// `virtio-user:/dev/vhost-net` (DPDK backend only).
-    VirtioUser(PathBuf),
+    /// `virtio-user:PATH[,gro=on|off]` (DPDK backend only).
+    VirtioUser(VirtioSpec),
+}
+
+/// `virtio-user:PATH[,gro=on|off]`: `/dev/vhost-net` (vhost-kernel) or a
+/// vhost-user backend's socket. `gro` (default on) merges each burst's TCP
+/// segments into chained super-frames sent with TSO, where the backend
+/// offers it (VIRTIO_NET_F_HOST_TSO4/6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtioSpec {
+    /// The vhost-net device or the vhost-user socket.
+    pub path: PathBuf,
+    /// Merge TCP segments into TSO super-frames.
+    pub gro: bool,
+}
+
+impl VirtioSpec {
+    /// Parses `PATH[,gro=on|off]`.
+    pub fn parse(rest: &str) -> Result<Self, ExceptionError> {
+        let mut parts = rest.split(',');
+        let path = parts.next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(ExceptionError::Unknown(format!("virtio-user:{rest}")));
+        }
+        let mut spec = VirtioSpec {
+            path: PathBuf::from(path),
+            gro: true,
+        };
+        for kv in parts {
+            spec.gro = match kv {
+                "gro=on" => true,
+                "gro=off" => false,
+                _ => {
+                    return Err(ExceptionError::Tap(format!(
+                        "--exception virtio-user:{rest}: unknown option '{kv}' (expected gro=on|off)"
+                    )));
+                }
+            };
+        }
+        Ok(spec)
+    }
 }
 
 /// `fault:busy=N,down=M,error=K,delay_us=D`: the null stack with injected
@@ -185,8 +224,8 @@ impl ExceptionSpec {
             _ if s.starts_with("pcap:") && s.len() > 5 => Ok(Self::Pcap(PathBuf::from(&s[5..]))),
             _ if s.starts_with("tap:") => Ok(Self::Tap(TapSpec::parse(&s[4..])?)),
             _ if s.starts_with("fault:") => Ok(Self::Fault(FaultSpec::parse(&s[6..])?)),
-            _ if s.starts_with("virtio-user:") && s.len() > 12 => {
-                Ok(Self::VirtioUser(PathBuf::from(&s[12..])))
+            _ if s.starts_with("virtio-user:") => {
+                Ok(Self::VirtioUser(VirtioSpec::parse(&s[12..])?))
             }
             _ if s.starts_with("virtio-user") => Err(ExceptionError::Unknown(s.into())),
             _ => Err(ExceptionError::Unknown(s.into())),
@@ -249,8 +288,8 @@ impl ExceptionSpec {
         let queues = senders.len() as u16;
         let dev = match self {
             Self::Tap(spec) => dpdk::DpdkException::tap(eal, spec, kernel_mac, queues, pool)?,
-            Self::VirtioUser(path) => {
-                dpdk::DpdkException::virtio_user(eal, path, kernel_mac, queues, pool)?
+            Self::VirtioUser(spec) => {
+                dpdk::DpdkException::virtio_user(eal, spec, kernel_mac, queues, pool)?
             }
             _ => return self.prepare(kernel_mac, false),
         };
@@ -509,7 +548,26 @@ mod tests {
             ExceptionSpec::Tap(_)
         ));
         let v = ExceptionSpec::parse("virtio-user:/dev/vhost-net").unwrap();
-        assert_eq!(v, ExceptionSpec::VirtioUser("/dev/vhost-net".into()));
+        assert_eq!(
+            v,
+            ExceptionSpec::VirtioUser(VirtioSpec {
+                path: "/dev/vhost-net".into(),
+                gro: true
+            })
+        );
+        assert_eq!(
+            ExceptionSpec::parse("virtio-user:/tmp/v.sock,gro=off").unwrap(),
+            ExceptionSpec::VirtioUser(VirtioSpec {
+                path: "/tmp/v.sock".into(),
+                gro: false
+            })
+        );
+        let e = ExceptionSpec::parse("virtio-user:/tmp/v.sock,tso=1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'tso=1'") && e.contains("gro=on|off"), "{e}");
+        assert!(ExceptionSpec::parse("virtio-user:").is_err());
+        assert!(ExceptionSpec::parse("virtio-user:,gro=on").is_err());
         // Natively it is refused when prepared, with the way out named.
         let e = v
             .prepare(KernelMac::Rewrite, false)

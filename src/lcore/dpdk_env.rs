@@ -81,6 +81,7 @@ impl DpdkEnv {
                     tx_desc: TX_DESC,
                     rx_pools,
                     tx_l4_csum: false,
+                    tx_tso: false,
                 },
             )
             .map_err(err)?;
