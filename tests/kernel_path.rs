@@ -762,9 +762,12 @@ fn kernel_path_errors_name_the_interface_and_the_fix() {
     let e = start(&format!("net_af_packet0,iface={}", t.va), "drop");
     assert!(e.contains("is down") && e.contains("ip link set"), "{e}");
     run("ip", &["-n", &t.a, "link", "set", &t.va, "up"]);
-    run("ip", &["-n", &t.a, "link", "set", &t.va, "mtu", "9000"]);
-    let e = start(&format!("net_af_packet0,iface={}", t.va), "drop");
-    assert!(e.contains("MTU 9000") && e.contains("mtu 1500"), "{e}");
+    // Jumbo frames are taken (a large buffer each); past one, refused.
+    run("ip", &["-n", &t.a, "link", "set", &t.va, "mtu", "65535"]);
+    for vdev in ["net_af_packet0", "net_af_xdp0"] {
+        let e = start(&format!("{vdev},iface={}", t.va), "drop");
+        assert!(e.contains("MTU 65535") && e.contains("mtu 1500"), "{e}");
+    }
     run("ip", &["-n", &t.a, "link", "set", &t.va, "mtu", "1500"]);
     // An existing interface that is not a TAP.
     let e = start("net_gen0", &format!("tap:{}", t.va));
@@ -815,8 +818,19 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 /// default offloads (TSO, GSO, checksum offload on the veth) and returns
 /// what A's socket received, whole.
 fn tcp_transfer(t: &Topo, port_no: u16, data: Vec<u8>) -> Vec<u8> {
-    let bind = SocketAddrV4::new(t.addr(1), port_no);
-    let listener = in_netns(&t.a, move || std::net::TcpListener::bind(bind).unwrap());
+    tcp_between(t, false, port_no, data)
+}
+
+/// A TCP transfer from S to A's TAP address, or (`from_a`) from A out
+/// through the TAP's reverse path to S's address; what the receiver got.
+fn tcp_between(t: &Topo, from_a: bool, port_no: u16, data: Vec<u8>) -> Vec<u8> {
+    let (rx_ns, tx_ns, rx_addr) = if from_a {
+        (t.s.clone(), t.a.clone(), t.addr(2))
+    } else {
+        (t.a.clone(), t.s.clone(), t.addr(1))
+    };
+    let bind = SocketAddrV4::new(rx_addr, port_no);
+    let listener = in_netns(&rx_ns, move || std::net::TcpListener::bind(bind).unwrap());
     let server = std::thread::spawn(move || {
         use std::io::Read;
         let (mut c, _) = listener.accept().unwrap();
@@ -825,8 +839,8 @@ fn tcp_transfer(t: &Topo, port_no: u16, data: Vec<u8>) -> Vec<u8> {
         c.read_to_end(&mut got).unwrap();
         got
     });
-    let dst = SocketAddrV4::new(t.addr(1), port_no);
-    in_netns(&t.s, move || {
+    let dst = SocketAddrV4::new(rx_addr, port_no);
+    in_netns(&tx_ns, move || {
         use std::io::Write;
         let mut c =
             std::net::TcpStream::connect_timeout(&dst.into(), Duration::from_secs(10)).unwrap();
@@ -887,6 +901,159 @@ fn tcp_with_the_senders_default_offloads_crosses_af_packet_whole_and_in_order() 
 #[ignore = "needs root, iproute2, ethtool and /dev/net/tun: cargo test -- --include-ignored"]
 fn tcp_with_the_senders_default_offloads_crosses_af_xdp_whole_and_in_order() {
     tcp_with_offloads(Port::AfXdp);
+}
+
+/// Jumbo frames (MTU 9000 on the veth and the TAP), TCP both ways, every
+/// byte checked. Over AF_XDP each frame spans five 2 KiB UMEM chunks,
+/// received as one multi-buffer packet (XDP_USE_SG, a frags-aware redirect
+/// program) and gathered into a large buffer; over AF_PACKET the ring holds
+/// it whole. The kernel's jumbo segments leave through the TAP's reverse
+/// path.
+fn jumbo_frames_through(port: Port) {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let t = Topo::new();
+    for (ns, dev) in [(&t.s, &t.vs), (&t.a, &t.va)] {
+        run("ip", &["-n", ns, "link", "set", dev, "mtu", "9000"]);
+    }
+    let child = t.start_on(port, &[]);
+    run("ip", &["-n", &t.a, "link", "set", &t.tap, "mtu", "9000"]);
+    const LEN: usize = 8 << 20;
+    let up = pattern(0x1234, LEN);
+    let got = tcp_between(&t, false, 5203, up.clone());
+    assert!(
+        got == up,
+        "{port:?}: S -> A: {} of {LEN} bytes, in order",
+        got.len()
+    );
+    let down = pattern(0x4321, LEN);
+    let got = tcp_between(&t, true, 5204, down.clone());
+    assert!(
+        got == down,
+        "{port:?}: A -> S: {} of {LEN} bytes, in order",
+        got.len()
+    );
+    let s = sigterm_and_summary(&t, child);
+    assert_identity(&s);
+    let p = &s["ports"][0];
+    // Jumbo frames came in (the mean frame is past one 2 KiB buffer) and
+    // went out (S's veth received them from cpumapd's transmits).
+    assert!(n(p, "ibytes") > n(p, "ipackets") * 2048, "{s}");
+    let (rx_bytes, rx_packets) = (
+        t.stat(&t.s, &t.vs, "rx_bytes"),
+        t.stat(&t.s, &t.vs, "rx_packets"),
+    );
+    assert!(
+        rx_bytes > rx_packets * 2048,
+        "{rx_bytes} B in {rx_packets} frames"
+    );
+    assert!(n(&s, "reverse_tx") > 0, "{s}");
+    assert_eq!(
+        n(p, "rx_oversize") + n(p, "ierrors") + n(p, "oerrors") + n(&s, "reverse_drops"),
+        0,
+        "{s}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, iproute2 and /dev/net/tun: cargo test -- --include-ignored"]
+fn jumbo_frames_cross_af_xdp_both_ways_whole() {
+    jumbo_frames_through(Port::AfXdp);
+}
+
+#[test]
+#[ignore = "needs root, iproute2 and /dev/net/tun: cargo test -- --include-ignored"]
+fn jumbo_frames_cross_af_packet_both_ways_whole() {
+    jumbo_frames_through(Port::AfPacket);
+}
+
+/// AF_XDP multi-buffer at the port itself, byte for byte: a 9014-byte frame
+/// cpumapd transmits leaves in five descriptors and reaches the peer whole;
+/// one the peer sends arrives in five and is gathered whole.
+#[test]
+#[ignore = "needs root, iproute2 and /dev/net/tun: cargo test -- --include-ignored"]
+fn af_xdp_multi_buffer_frames_cross_the_port_both_ways_byte_for_byte() {
+    use cpumapd::frame::{Burst, Pool};
+    use cpumapd::ids::PortId;
+    use cpumapd::port::VdevSpec;
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let t = Topo::new();
+    for (ns, dev) in [(&t.s, &t.vs), (&t.a, &t.va)] {
+        run("ip", &["-n", ns, "link", "set", dev, "mtu", "9000"]);
+    }
+    // A local experimental ethertype, so stray IPv6 frames are told apart.
+    let frame = |seed: u64| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x88, 0xb5]);
+        f.extend(pattern(seed, 9000));
+        f
+    };
+    let (out, back) = (frame(7), frame(8));
+    let peer = common::packet_socket_in(&t.s, &t.vs);
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    common::set_sock_opt(peer.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv);
+    let spec = VdevSpec::parse(&format!("net_af_xdp0,iface={}", t.va)).unwrap();
+    let (sent_out, got_back) = in_netns(&t.a, move || {
+        let mut q = cpumapd::port::open(&spec, PortId(0), 1).unwrap().remove(0);
+        let mut pool = Pool::new("mb", 64, 256, 2048)
+            .unwrap()
+            .with_large(4)
+            .unwrap();
+        let mut f = pool.alloc_large().unwrap();
+        f.copy_from(&out).unwrap();
+        let mut b = Burst::new();
+        b.push(f);
+        assert_eq!(q.tx_burst(&mut b), 1, "taken whole");
+        // What the peer read, and the frame it sends back.
+        let mut buf = vec![0u8; 16384];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::recv(peer.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 14 && buf[12..14] == [0x88, 0xb5] {
+                seen = buf[..n as usize].to_vec();
+                break;
+            }
+        }
+        // SAFETY: back is readable for its length.
+        let n = unsafe { libc::send(peer.as_raw_fd(), back.as_ptr().cast(), back.len(), 0) };
+        assert_eq!(
+            n as usize,
+            back.len(),
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        let mut got = Vec::new();
+        while Instant::now() < deadline && got.is_empty() {
+            let mut b = Burst::new();
+            q.rx_burst(&mut pool, &mut b);
+            for f in b.drain(..) {
+                if f.data().len() > 14 && f.data()[12..14] == [0x88, 0xb5] {
+                    got = f.data().to_vec();
+                }
+            }
+        }
+        let c = q.counters();
+        assert_eq!(
+            (c.oerrors.get(), c.rx_oversize.get(), c.ierrors.get()),
+            (0, 0, 0)
+        );
+        (seen, got)
+    });
+    assert_eq!(sent_out.len(), 9014, "the peer got the whole frame");
+    assert!(sent_out == frame(7), "the peer got it unchanged");
+    assert_eq!(got_back.len(), 9014, "gathered whole");
+    assert!(
+        got_back == frame(8),
+        "gathered unchanged, fragments in order"
+    );
 }
 
 /// A packet socket on interface `dev` of namespace `ns` with

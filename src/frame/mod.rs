@@ -820,6 +820,16 @@ impl Frame {
         Ok(())
     }
 
+    /// Appends a copy of `bytes` to the packet (a multi-buffer packet's
+    /// next fragment); unchanged when it does not fit.
+    #[inline]
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        let at = self.len();
+        self.set_len(at + bytes.len())?;
+        self.data_mut()[at..].copy_from_slice(bytes);
+        Ok(())
+    }
+
     /// Moves the start of the data by `delta` bytes (negative grows the
     /// packet into the headroom, like `bpf_xdp_adjust_head`).
     pub fn adjust_head(&mut self, delta: isize) -> Result<(), FrameError> {

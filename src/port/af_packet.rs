@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{Burst, MAX_BURST, PortError, PortQueue, VdevSpec, netdev};
 use crate::counters::PortQueueCounters;
-use crate::frame::{DEFAULT_DATA_ROOM, Frame, Pool};
+use crate::frame::{Frame, LARGE_DATA_ROOM, Pool};
 use crate::wire::vnet::{F_NEEDS_CSUM, HDR_LEN as VNET_HDR_LEN, VnetHdr};
 
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
@@ -212,7 +212,7 @@ pub(super) fn open(
         vdev: spec.name.clone(),
         why,
     };
-    let (_, ifindex) = netdev::port_iface(spec, DEFAULT_DATA_ROOM as usize)?;
+    let (_, ifindex) = netdev::port_iface(spec, LARGE_DATA_ROOM as usize)?;
     let block_size: usize = spec.num("blocksz", 1 << 20)?;
     let frame_size: usize = spec.num("framesz", 2048)?;
     let frame_count: usize = spec.num("framecnt", 4096)?;

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::{Burst, PortError, PortQueue, VdevSpec, bpf, netdev};
 use crate::bpf_abi::{helper, map_type, xdp};
 use crate::counters::PortQueueCounters;
-use crate::frame::{DEFAULT_DATA_ROOM, Pool, free_burst};
+use crate::frame::{Frame, LARGE_DATA_ROOM, Pool, free_burst};
 use crate::ids::PortId;
 
 /// UMEM chunks per queue, and their size (32 MiB per queue).
@@ -59,6 +59,12 @@ const CHUNK: u32 = 2048;
 const NDESC: u32 = 8192;
 /// Polls between XDP_STATISTICS reads.
 const STATS_EVERY: u32 = 1024;
+/// Headroom the kernel keeps in front of a frame in each chunk (copy mode):
+/// a frame longer than `CHUNK - XDP_PACKET_HEADROOM` takes several chunks.
+const XDP_PACKET_HEADROOM: u32 = 256;
+/// Descriptors one packet may take on transmit (the kernel's
+/// MAX_SKB_FRAGS + 1).
+const MAX_TX_DESCS: usize = 18;
 
 /// The XSKMAP, the redirect program and the link attaching it. Shared by
 /// the queues of a port; the last one dropped detaches the program.
@@ -71,7 +77,10 @@ struct XdpProgram {
 }
 
 impl XdpProgram {
-    fn load(ifindex: u32, queues: u32) -> io::Result<Self> {
+    /// `frags`: the interface's frames need several chunks (multi-buffer:
+    /// the program says it handles fragments, the sockets bind with
+    /// XDP_USE_SG).
+    fn load(ifindex: u32, queues: u32, frags: bool) -> io::Result<Self> {
         let map = bpf::map_create(map_type::XSKMAP, 4, 4, queues)?;
         // r2 = ctx->rx_queue_index; r1 = &xsks_map; r3 = XDP_PASS (on a
         // miss); return bpf_redirect_map(r1, r2, r3).
@@ -84,7 +93,8 @@ impl XdpProgram {
             bpf::insn(0x85, 0, 0, 0, helper::REDIRECT_MAP),
             bpf::insn(0x95, 0, 0, 0, 0), // exit
         ];
-        let prog = bpf::prog_load(bpf::PROG_TYPE_XDP, 0, &prog, "cpumapd_xsk")?;
+        let flags = if frags { bpf::F_XDP_HAS_FRAGS } else { 0 };
+        let prog = bpf::prog_load_flags(bpf::PROG_TYPE_XDP, 0, &prog, "cpumapd_xsk", flags)?;
         let (link, mode) = bpf::link_xdp(&prog, ifindex)?;
         Ok(Self {
             map,
@@ -228,6 +238,87 @@ struct AfXdpQueue {
     polls: u32,
     seen_missed: u64,
     counters: Arc<PortQueueCounters>,
+    /// Bound with XDP_USE_SG: packets may span descriptors.
+    sg: bool,
+    /// The multi-buffer packet being gathered.
+    gather: Gather,
+}
+
+/// A multi-buffer packet being gathered: its descriptors so far (it may
+/// span two polls when a burst ends inside it), or the skipping of one that
+/// cannot be kept.
+#[derive(Default)]
+struct Gather {
+    partial: Option<Frame>,
+    /// The rest of the packet is skipped (already counted once: no large
+    /// buffer free, longer than one, or a bad descriptor).
+    skipping: bool,
+}
+
+impl Gather {
+    /// One descriptor of a multi-buffer packet (`more`: others follow):
+    /// the first takes a large buffer, each is appended; the last returns
+    /// the whole packet. A packet that cannot be kept is skipped to its
+    /// end and counted once.
+    fn push(
+        &mut self,
+        c: &PortQueueCounters,
+        pool: &mut Pool,
+        data: Option<&[u8]>,
+        more: bool,
+    ) -> Option<Frame> {
+        if !self.skipping {
+            let Some(data) = data else {
+                c.ierrors.add(1);
+                self.partial = None;
+                self.skipping = more;
+                return None;
+            };
+            match self.partial.as_mut() {
+                None => match pool.alloc_large() {
+                    Some(mut f) => {
+                        // A large buffer holds more than any chunk.
+                        let _ = f.copy_from(data);
+                        self.partial = Some(f);
+                    }
+                    None if pool.large_room() == 0 => {
+                        c.rx_oversize.add(1);
+                        self.skipping = true;
+                    }
+                    None => {
+                        c.rx_nombuf.add(1);
+                        self.skipping = true;
+                    }
+                },
+                Some(f) => {
+                    if f.append(data).is_err() {
+                        c.rx_oversize.add(1);
+                        self.partial = None;
+                        self.skipping = true;
+                    }
+                }
+            }
+        }
+        if more {
+            return None;
+        }
+        self.skipping = false;
+        self.partial.take()
+    }
+}
+
+/// The bytes of descriptor (`addr`, `len`) inside the UMEM, or None for a
+/// descriptor the kernel should never give (past the UMEM or a chunk).
+#[inline(always)]
+fn chunk(umem: &Mapping, addr: u64, len: usize) -> Option<&[u8]> {
+    let end = addr as usize + len;
+    if end > umem.len || len > CHUNK as usize {
+        return None;
+    }
+    // SAFETY: [addr, end) is inside the UMEM (checked); the kernel wrote
+    // it before publishing the descriptor (X1) and does not touch it
+    // until the chunk is back in the fill ring.
+    Some(unsafe { std::slice::from_raw_parts(umem.base.as_ptr().add(addr as usize), len) })
 }
 
 fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T) -> io::Result<()> {
@@ -239,12 +330,20 @@ fn getsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &mut T) -> io::Result<()> {
 }
 
 /// Validates the arguments and the interface without attaching anything.
+/// Frames up to a large buffer are taken: one longer than a chunk arrives
+/// in several (AF_XDP multi-buffer, Linux 6.6).
 pub(super) fn check(spec: &VdevSpec) -> Result<(String, u32), PortError> {
-    let (iface, ifindex) =
-        netdev::port_iface(spec, (CHUNK as usize).min(DEFAULT_DATA_ROOM as usize))?;
+    let (iface, ifindex) = netdev::port_iface(spec, LARGE_DATA_ROOM as usize)?;
     spec.num::<u32>("start_queue", 0)?;
     spec.num::<u32>("queue_count", 1)?;
     Ok((iface, ifindex))
+}
+
+/// True when frames of `iface` (its MTU, an Ethernet header and two VLAN
+/// tags) can exceed one chunk.
+fn multi_buffer(iface: &str) -> bool {
+    netdev::mtu(iface)
+        .is_ok_and(|mtu| mtu as usize + 14 + 8 > (CHUNK - XDP_PACKET_HEADROOM) as usize)
 }
 
 pub(super) fn open(
@@ -253,6 +352,7 @@ pub(super) fn open(
     nb_queues: u16,
 ) -> Result<Vec<Box<dyn PortQueue>>, PortError> {
     let (iface, ifindex) = check(spec)?;
+    let sg = multi_buffer(&iface);
     let start: u32 = spec.num("start_queue", 0)?;
     let count: u32 = spec.num("queue_count", nb_queues as u32)?;
     let mut o = Opening {
@@ -261,6 +361,7 @@ pub(super) fn open(
         ifindex,
         port,
         force_copy: spec.get("force_copy") == Some("1"),
+        sg,
         prog: None,
     };
     if count != nb_queues as u32 {
@@ -268,8 +369,16 @@ pub(super) fn open(
             "queue_count={count} but --rx polls {nb_queues} queue(s) of this port"
         )));
     }
-    let prog = XdpProgram::load(ifindex, start + count)
-        .map_err(|e| o.perm("loading the XDP redirect program", e))?;
+    let prog = XdpProgram::load(ifindex, start + count, sg).map_err(|e| {
+        o.perm(
+            if sg {
+                "loading the XDP redirect program for multi-buffer frames (BPF_F_XDP_HAS_FRAGS: Linux 6.0; or lower the MTU to 1500)"
+            } else {
+                "loading the XDP redirect program"
+            },
+            e,
+        )
+    })?;
     o.prog = Some(Arc::new(prog));
     let mut out: Vec<Box<dyn PortQueue>> = Vec::new();
     for i in 0..count {
@@ -285,6 +394,8 @@ struct Opening<'a> {
     ifindex: u32,
     port: PortId,
     force_copy: bool,
+    /// Frames may take several chunks: sockets bind with XDP_USE_SG.
+    sg: bool,
     /// The redirect program (loaded before the first queue).
     prog: Option<Arc<XdpProgram>>,
 }
@@ -346,9 +457,10 @@ impl Opening<'_> {
         prog.insert(qid, &xsk)
             .map_err(|e| self.perm("XSKMAP update", e))?;
         eprintln!(
-            "cpumapd: {} queue {qid}: AF_XDP {} mode, XDP program {}",
+            "cpumapd: {} queue {qid}: AF_XDP {} mode{}, XDP program {}",
             self.spec.name,
             if zc { "zero-copy" } else { "copy" },
+            if self.sg { ", multi-buffer" } else { "" },
             prog.mode
         );
         Ok(AfXdpQueue {
@@ -365,6 +477,8 @@ impl Opening<'_> {
             polls: 0,
             seen_missed: 0,
             counters: Arc::default(),
+            sg: self.sg,
+            gather: Gather::default(),
         })
     }
 
@@ -400,10 +514,11 @@ impl Opening<'_> {
         } else {
             &[libc::XDP_ZEROCOPY, libc::XDP_COPY]
         };
+        let sg = if self.sg { libc::XDP_USE_SG } else { 0 };
         for &flags in modes {
             let sxdp = libc::sockaddr_xdp {
                 sxdp_family: libc::AF_XDP as u16,
-                sxdp_flags: flags,
+                sxdp_flags: flags | sg,
                 sxdp_ifindex: self.ifindex,
                 sxdp_queue_id: qid,
                 sxdp_shared_umem_fd: 0,
@@ -420,7 +535,15 @@ impl Opening<'_> {
                 return Ok(flags == libc::XDP_ZEROCOPY);
             }
         }
-        Err(self.perm(&format!("bind to queue {qid}"), io::Error::last_os_error()))
+        let what = if self.sg {
+            format!(
+                "bind to queue {qid} with XDP_USE_SG (multi-buffer: Linux 6.6, or lower {}'s MTU to 1500)",
+                self.iface
+            )
+        } else {
+            format!("bind to queue {qid}")
+        };
+        Err(self.perm(&what, io::Error::last_os_error()))
     }
 }
 
@@ -437,18 +560,6 @@ impl AfXdpQueue {
                 .add(missed.saturating_sub(self.seen_missed));
             self.seen_missed = missed;
         }
-    }
-
-    #[inline(always)]
-    fn chunk(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let end = addr as usize + len;
-        if end > self.umem.len || len > CHUNK as usize {
-            return None;
-        }
-        // SAFETY: [addr, end) is inside the UMEM (checked); the kernel wrote
-        // it before publishing the descriptor (X1) and does not touch it
-        // until the chunk is back in the fill ring.
-        Some(unsafe { std::slice::from_raw_parts(self.umem.base.as_ptr().add(addr as usize), len) })
     }
 
     /// Takes back TX chunks the kernel has sent.
@@ -491,19 +602,33 @@ impl PortQueue for AfXdpQueue {
             // SAFETY: descriptor published by the kernel (X1).
             let d = unsafe { *self.rx.desc_slot(self.rx.local) };
             self.rx.local = self.rx.local.wrapping_add(1);
-            match (self.chunk(d.addr, d.len as usize), pool.alloc()) {
-                (Some(data), Some(mut f)) => {
-                    if f.copy_from(data).is_ok() {
-                        f.set_rx_meta(self.port, self.queue, 0);
-                        bytes += d.len as u64;
-                        out.push(f);
-                        got += 1;
-                    } else {
-                        errors += 1;
-                    }
+            let more = d.options & libc::XDP_PKT_CONTD != 0;
+            let g = &self.gather;
+            if self.sg && (more || g.partial.is_some() || g.skipping) {
+                // A multi-buffer packet (only with XDP_USE_SG): gathered
+                // into a large buffer; it occupies one burst slot at most.
+                let data = chunk(&self.umem, d.addr, d.len as usize);
+                if let Some(mut f) = self.gather.push(&self.counters, pool, data, more) {
+                    f.set_rx_meta(self.port, self.queue, 0);
+                    bytes += f.len() as u64;
+                    out.push(f);
+                    got += 1;
                 }
-                (None, _) => errors += 1,
-                (_, None) => nombuf += 1,
+            } else {
+                match (chunk(&self.umem, d.addr, d.len as usize), pool.alloc()) {
+                    (Some(data), Some(mut f)) => {
+                        if f.copy_from(data).is_ok() {
+                            f.set_rx_meta(self.port, self.queue, 0);
+                            bytes += d.len as u64;
+                            out.push(f);
+                            got += 1;
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    (None, _) => errors += 1,
+                    (_, None) => nombuf += 1,
+                }
             }
             // The chunk goes straight back to the fill ring. In aligned
             // mode the kernel may hand out an address inside the chunk.
@@ -524,34 +649,54 @@ impl PortQueue for AfXdpQueue {
         got
     }
 
-    /// Context: the owning lcore. One sendto(2) kick per burst.
+    /// Context: the owning lcore. One sendto(2) kick per burst. A frame
+    /// longer than a chunk goes in several descriptors (XDP_PKT_CONTD)
+    /// when the socket is multi-buffer; without it, or past the kernel's
+    /// fragment limit, it is counted in `oerrors` and freed, never cut.
     fn tx_burst(&mut self, frames: &mut Burst) -> usize {
         self.reap();
         // X3: Acquire; the TX slots we are about to write were consumed.
         let cons = self.tx.cons().load(Ordering::Acquire);
-        let room = (NDESC - self.tx.local.wrapping_sub(cons)) as usize;
-        let n = frames.len().min(room).min(self.tx_free.len());
-        let mut bytes = 0u64;
-        for f in frames[..n].iter() {
-            let addr = self.tx_free.pop().expect("n <= tx_free.len()");
-            let len = f.len().min(CHUNK as usize);
-            // SAFETY: addr is a free chunk of ours inside the UMEM; len <= CHUNK.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    f.data().as_ptr(),
-                    self.umem.base.as_ptr().add(addr as usize),
-                    len,
-                );
-                *self.tx.desc_slot(self.tx.local) = libc::xdp_desc {
-                    addr,
-                    len: len as u32,
-                    options: 0,
-                };
+        let mut room = (NDESC - self.tx.local.wrapping_sub(cons)) as usize;
+        let (mut sent, mut bytes, mut refused) = (0usize, 0u64, 0u64);
+        let mut i = 0;
+        while i < frames.len() {
+            let len = frames[i].len();
+            let descs = len.div_ceil(CHUNK as usize).max(1);
+            if descs > 1 && (!self.sg || descs > MAX_TX_DESCS) {
+                drop(frames.remove(i));
+                refused += 1;
+                continue;
             }
-            self.tx.local = self.tx.local.wrapping_add(1);
+            if descs > room || descs > self.tx_free.len() {
+                break;
+            }
+            let data = frames[i].data();
+            for (k, piece) in data.chunks(CHUNK as usize).enumerate() {
+                let addr = self.tx_free.pop().expect("descs <= tx_free.len()");
+                let more = k + 1 < descs;
+                // SAFETY: addr is a free chunk of ours inside the UMEM;
+                // piece.len() <= CHUNK.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        piece.as_ptr(),
+                        self.umem.base.as_ptr().add(addr as usize),
+                        piece.len(),
+                    );
+                    *self.tx.desc_slot(self.tx.local) = libc::xdp_desc {
+                        addr,
+                        len: piece.len() as u32,
+                        options: if more { libc::XDP_PKT_CONTD } else { 0 },
+                    };
+                }
+                self.tx.local = self.tx.local.wrapping_add(1);
+            }
+            room -= descs;
             bytes += len as u64;
+            sent += 1;
+            i += 1;
         }
-        if n > 0 {
+        if sent > 0 {
             // X4: Release; descriptors and chunk contents were written above.
             self.tx.prod().store(self.tx.local, Ordering::Release);
             // SAFETY: a kick with no data; errors (EAGAIN/EBUSY) only delay.
@@ -566,12 +711,12 @@ impl PortQueue for AfXdpQueue {
                 );
             }
         }
-        let mut done: Burst = frames.drain(..n).collect();
+        let mut done: Burst = frames.drain(..sent).collect();
         free_burst(&mut done);
-        self.counters.opackets.add(n as u64);
+        self.counters.opackets.add(sent as u64);
         self.counters.obytes.add(bytes);
-        self.counters.oerrors.add(frames.len() as u64);
-        n
+        self.counters.oerrors.add(refused + frames.len() as u64);
+        sent
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -149,6 +149,21 @@ pub fn prog_load(
     insns: &[Insn],
     name: &str,
 ) -> io::Result<OwnedFd> {
+    prog_load_flags(prog_type, expected_attach_type, insns, name, 0)
+}
+
+/// `BPF_F_XDP_HAS_FRAGS`: an XDP program that handles multi-buffer frames
+/// (the kernel then attaches it to devices whose MTU exceeds a page).
+pub const F_XDP_HAS_FRAGS: u32 = 1 << 5;
+
+/// [`prog_load`] with `prog_flags` (e.g. [`F_XDP_HAS_FRAGS`]).
+pub fn prog_load_flags(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[Insn],
+    name: &str,
+    prog_flags: u32,
+) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut log = vec![0u8; 16 * 1024];
     let mut a = ProgLoadAttr {
@@ -160,6 +175,7 @@ pub fn prog_load(
         log_size: log.len() as u32,
         log_buf: log.as_mut_ptr() as u64,
         expected_attach_type,
+        prog_flags,
         ..Default::default()
     };
     for (d, s) in a.prog_name.iter_mut().zip(name.bytes().take(15)) {
