@@ -325,9 +325,7 @@ mod with_dpdk {
 
     /// testpmd's accumulated "TX-packets" from its exit statistics.
     fn testpmd_tx_packets(out: &str) -> Option<u64> {
-        let block = out.split("Accumulated forward statistics").nth(1)?;
-        let i = block.find("TX-packets:")?;
-        block[i + 11..].split_whitespace().next()?.parse().ok()
+        testpmd_stat(out, "Accumulated forward statistics", "TX-packets:")
     }
 
     /// Starts an interactive dpdk-testpmd with `cmdline` and waits for the
@@ -424,23 +422,42 @@ mod with_dpdk {
 
     /// testpmd's accumulated "RX-packets" from its exit statistics.
     fn testpmd_rx_packets(out: &str) -> Option<u64> {
-        let block = out.split("Accumulated forward statistics").nth(1)?;
-        let i = block.find("RX-packets:")?;
-        block[i + 11..].split_whitespace().next()?.parse().ok()
+        testpmd_stat(out, "Accumulated forward statistics", "RX-packets:")
+    }
+
+    /// The number after `key` in the first block of testpmd's output that
+    /// follows `heading`.
+    fn testpmd_stat(out: &str, heading: &str, key: &str) -> Option<u64> {
+        let block = out.split(heading).nth(1)?;
+        let i = block.find(key)?;
+        block[i + key.len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// The serial lock, when testpmd and the hugepages a vhost-user backend
+    /// needs are there (else a skip: a failure in CI).
+    fn vhost_user_ready() -> Option<std::sync::MutexGuard<'static, ()>> {
+        let g = serial();
+        if !have("dpdk-testpmd") {
+            skip("needs dpdk-testpmd (apt-get install dpdk)");
+            return None;
+        }
+        if hugepages_free() < 256 {
+            skip("vhost-user needs memory the backend can map: cannot reserve 2 MB hugepages");
+            return None;
+        }
+        Some(g)
     }
 
     #[test]
     #[ignore = "needs dpdk-testpmd, root and 512 free 2 MB hugepages: cargo test --features dpdk --test dpdk -- --include-ignored"]
     fn virtio_user_into_a_vhost_user_backend_counts_exactly_on_both_sides() {
-        let _g = serial();
-        if !have("dpdk-testpmd") {
-            skip("needs dpdk-testpmd (apt-get install dpdk)");
+        let Some(_g) = vhost_user_ready() else {
             return;
-        }
-        if hugepages_free() < 256 {
-            skip("vhost-user needs memory the backend can map: cannot reserve 2 MB hugepages");
-            return;
-        }
+        };
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("vhost.sock");
         // testpmd is the vhost-user backend (server), counting what it
@@ -472,9 +489,7 @@ mod with_dpdk {
 
     /// testpmd's port 0 "RX-bytes" from `show port stats all`.
     fn testpmd_rx_bytes(out: &str) -> Option<u64> {
-        let block = out.split("NIC statistics for port 0").nth(1)?;
-        let i = block.find("RX-bytes:")?;
-        block[i + 9..].split_whitespace().next()?.parse().ok()
+        testpmd_stat(out, "NIC statistics for port 0", "RX-bytes:")
     }
 
     /// Two TCP flows' segments interleaved in runs of 5 (1502-byte frames,
@@ -508,15 +523,9 @@ mod with_dpdk {
     #[test]
     #[ignore = "needs dpdk-testpmd, root and 512 free 2 MB hugepages: cargo test --features dpdk --test dpdk -- --include-ignored"]
     fn virtio_user_gro_sends_tso_super_frames_the_backend_takes_whole() {
-        let _g = serial();
-        if !have("dpdk-testpmd") {
-            skip("needs dpdk-testpmd (apt-get install dpdk)");
+        let Some(_g) = vhost_user_ready() else {
             return;
-        }
-        if hugepages_free() < 256 {
-            skip("vhost-user needs memory the backend can map: cannot reserve 2 MB hugepages");
-            return;
-        }
+        };
         let dir = tempfile::tempdir().unwrap();
         let frames = tcp_flows(4000);
         let pcap = dir.path().join("tcp.pcap");

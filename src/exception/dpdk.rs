@@ -586,26 +586,11 @@ mod tests {
     use crate::wire::{CsumState, checksum_state};
 
     fn tcp(seq: u32, payload: &[u8], psh: bool, id: u16) -> Vec<u8> {
-        let mut ip = etherparse::Ipv4Header::new(
-            0,
-            64,
-            etherparse::IpNumber::TCP,
-            [10, 0, 0, 1],
-            [10, 0, 0, 2],
-        )
-        .unwrap();
-        ip.identification = id;
-        ip.dont_fragment = true;
-        let mut t = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
-            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
-            .tcp(4000, 80, seq, 1000)
-            .ack(77);
-        if psh {
-            t = t.psh();
-        }
-        let mut v = Vec::new();
-        t.write(&mut v, payload).unwrap();
-        v
+        let flow = gro::tests::Flow {
+            sport: 4000,
+            v6: false,
+        };
+        gro::tests::tcp(&flow, seq, payload, psh, id)
     }
 
     #[test]

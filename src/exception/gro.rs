@@ -478,18 +478,21 @@ pub fn flatten(frames: &[Frame], e: &Emit) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::frame::Pool;
     use crate::wire::{CsumState, checksum_state};
     use etherparse::PacketBuilder;
 
-    struct Flow {
-        sport: u16,
-        v6: bool,
+    /// A test flow: 10.0.0.1 (or [1; 16]) port `sport` to 10.0.0.2 (or
+    /// [2; 16]) port 80.
+    pub(crate) struct Flow {
+        pub(crate) sport: u16,
+        pub(crate) v6: bool,
     }
 
-    fn tcp(flow: &Flow, seq: u32, payload: &[u8], psh: bool, id: u16) -> Vec<u8> {
+    /// One segment of `flow` (ACK 77, window 1000, DF, IPv4 ID `id`).
+    pub(crate) fn tcp(flow: &Flow, seq: u32, payload: &[u8], psh: bool, id: u16) -> Vec<u8> {
         let mut v = Vec::new();
         let b = PacketBuilder::ethernet2([2; 6], [4; 6]);
         let b = if flow.v6 {
