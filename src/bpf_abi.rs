@@ -48,6 +48,10 @@ pub mod map_type {
     pub const CPUMAP: u32 = 16;
     /// `BPF_MAP_TYPE_XSKMAP`.
     pub const XSKMAP: u32 = 17;
+    /// `BPF_MAP_TYPE_QUEUE`.
+    pub const QUEUE: u32 = 22;
+    /// `BPF_MAP_TYPE_STACK`.
+    pub const STACK: u32 = 23;
     /// `BPF_MAP_TYPE_DEVMAP_HASH`.
     pub const DEVMAP_HASH: u32 = 25;
     /// `BPF_MAP_TYPE_RINGBUF`.
@@ -68,6 +72,8 @@ pub mod map_type {
             DEVMAP => "devmap",
             CPUMAP => "cpumap",
             XSKMAP => "xskmap",
+            QUEUE => "queue",
+            STACK => "stack",
             DEVMAP_HASH => "devmap_hash",
             RINGBUF => "ringbuf",
             _ => "unknown",
@@ -166,6 +172,12 @@ pub mod helper {
     pub const XDP_ADJUST_TAIL: i32 = 65;
     /// `bpf_fib_lookup`.
     pub const FIB_LOOKUP: i32 = 69;
+    /// `bpf_map_push_elem` (QUEUE, STACK).
+    pub const MAP_PUSH_ELEM: i32 = 87;
+    /// `bpf_map_pop_elem` (QUEUE, STACK).
+    pub const MAP_POP_ELEM: i32 = 88;
+    /// `bpf_map_peek_elem` (QUEUE, STACK).
+    pub const MAP_PEEK_ELEM: i32 = 89;
     /// `bpf_ktime_get_boot_ns`.
     pub const KTIME_GET_BOOT_NS: i32 = 125;
     /// `bpf_loop` (expanded at load into a loop around its callback).
@@ -207,6 +219,9 @@ pub mod helper {
             XDP_ADJUST_TAIL => "bpf_xdp_adjust_tail",
             FIB_LOOKUP => "bpf_fib_lookup",
             KTIME_GET_BOOT_NS => "bpf_ktime_get_boot_ns",
+            MAP_PUSH_ELEM => "bpf_map_push_elem",
+            MAP_POP_ELEM => "bpf_map_pop_elem",
+            MAP_PEEK_ELEM => "bpf_map_peek_elem",
             LOOP => "bpf_loop",
             XDP_RX_TIMESTAMP => "bpf_xdp_metadata_rx_timestamp",
             XDP_RX_HASH => "bpf_xdp_metadata_rx_hash",

@@ -1977,3 +1977,117 @@ fn the_xdp_metadata_kfuncs_give_the_ports_hash_and_the_kernels_errors() {
         "{e}"
     );
 }
+
+#[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
+fn queue_and_stack_maps_push_pop_and_peek_as_the_kernels_do() {
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let mut pool = Pool::new("t", 4, 128, 2048).unwrap();
+    for jit in [false, true] {
+        let p = load(&dir, "queue.o");
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        let globals = ebpf::object_globals(&format!("{}/queue.o", dir.display())).unwrap();
+        let bss = |name: &str| {
+            let b = p.map(".bss").unwrap().dump()[0].1[0].clone();
+            let o = globals.iter().find(|g| g.name == name).unwrap().offset;
+            u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+        };
+        let mut verdicts = Vec::new();
+        for len in [60u16, 61, 62, 63, 64, 65] {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(&vec![0u8; len as usize]).unwrap();
+            verdicts.push(inst.run(&mut f, &|_| true));
+        }
+        // Frame 1 finds no token: three are pushed (1, 2, 3; the fourth
+        // is -E2BIG) and it is dropped. Frames 2-4 spend 3, 2, 1 (LIFO),
+        // peeking 2, 1, then nothing; frame 5 refills; frame 6 spends 3
+        // and peeks 2.
+        use Verdict::{Drop, Pass};
+        assert_eq!(verdicts, [Drop, Pass, Pass, Pass, Drop, Pass], "jit {jit}");
+        assert_eq!(
+            (bss("spent"), bss("peek_sum"), bss("refills"), bss("full")),
+            (3 + 2 + 1 + 3, 2 + 1 + 2, 2, 2),
+            "jit {jit}"
+        );
+        // The queue kept the four newest lengths, oldest first (BPF_EXIST
+        // dropped the oldest each time it was full).
+        let recent: Vec<u32> = p
+            .map("recent")
+            .unwrap()
+            .queued()
+            .iter()
+            .map(|v| u32::from_le_bytes(v[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(recent, [62, 63, 64, 65], "jit {jit}");
+        let tokens = p.map("tokens").unwrap().queued();
+        assert_eq!(tokens.len(), 2, "jit {jit}: 1 and 2 are left");
+    }
+}
+
+#[test]
+fn queue_helpers_are_checked_at_load() {
+    use asm::*;
+    use cpumapd::filter::ebpf::maps::{MapDef, MapKind};
+    let q = MapDef::new("q", MapKind::Queue, 0, 8, 4);
+    let h = MapDef::new("h", MapKind::Hash, 4, 8, 4);
+    let ld_map = |m: i32| {
+        let fd = cpumapd::filter::ebpf::maps::MAP_FD_BASE + m;
+        [i(0x18, 1, 1, 0, fd), i(0, 0, 0, 0, 0)]
+    };
+    let with = |body: &[[u8; 8]]| {
+        let mut v = Vec::new();
+        v.extend_from_slice(&ld_map(0));
+        v.extend_from_slice(body);
+        v.extend_from_slice(&[mov_imm(0, 2), exit()]);
+        prog(&v)
+    };
+    let load = |code: Vec<u8>, maps: Vec<MapDef>| Program::from_insns("t", &code, maps).map(|_| ());
+    // pop into stack bytes never written: accepted (MEM_UNINIT), and the
+    // bytes may be read after it.
+    let ok = with(&[mov(2, 10), add_imm(2, -8), call(88), ldx(0x18, 3, 10, -8)]);
+    load(ok, vec![q.clone()]).unwrap();
+    // push of stack bytes never written: refused.
+    let e = load(
+        with(&[mov(2, 10), add_imm(2, -8), mov_imm(3, 0), call(87)]),
+        vec![q.clone()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not written"), "{e}");
+    // push/pop on a hash map, lookup on a queue: refused naming both.
+    let e = load(
+        with(&[mov(2, 10), add_imm(2, -8), call(88)]),
+        vec![h.clone()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bpf_map_pop_elem on a hash"), "{e}");
+    let e = load(
+        with(&[st(0x18, 10, -8, 0), mov(2, 10), add_imm(2, -8), call(1)]),
+        vec![q.clone()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bpf_map_lookup_elem on a queue"), "{e}");
+    // A stack pointer spilled to the stack: filled back, it may be
+    // dereferenced; once a pop has overwritten its slot it is a number
+    // and using it as a pointer is refused (the JIT checks no bounds).
+    let spilled = |pop: bool| {
+        let mut body = vec![
+            st(0x18, 10, -16, 0),
+            mov(4, 10),
+            add_imm(4, -16),
+            stx(0x18, 10, 4, -8),
+        ];
+        if pop {
+            body.extend_from_slice(&[mov(2, 10), add_imm(2, -8), call(88)]);
+        }
+        body.extend_from_slice(&[ldx(0x18, 5, 10, -8), ldx(0x18, 0, 5, 0)]);
+        with(&body)
+    };
+    load(spilled(false), vec![q.clone()]).unwrap();
+    let e = load(spilled(true), vec![q]).unwrap_err().to_string();
+    assert!(e.contains("insn 10: memory access through a number"), "{e}");
+}

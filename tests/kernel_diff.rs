@@ -186,6 +186,34 @@ impl Kernel {
         bpftool(&a);
     }
 
+    /// A QUEUE/STACK map's values in the order it gives them up, emptying
+    /// it (`bpftool map dequeue` until it has none).
+    fn drain(&self, map: &str) -> Vec<Vec<u8>> {
+        let path = self.map_path(map);
+        let mut out = Vec::new();
+        loop {
+            let o = Command::new("bpftool")
+                .args(["-j", "map", "dequeue", "pinned", &path])
+                .output()
+                .unwrap();
+            if !o.status.success() {
+                return out;
+            }
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            out.push(
+                v["value"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| {
+                        u8::from_str_radix(h.as_str().unwrap().trim_start_matches("0x"), 16)
+                            .unwrap()
+                    })
+                    .collect(),
+            );
+        }
+    }
+
     /// Every entry as (key, CPU 0's value or the value).
     fn dump(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         let v = bpftool(&["map", "dump", "pinned", &self.map_path(map)]);
@@ -742,6 +770,28 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             // .bss as clang lays it out: no_room (u64), then seq.
             let bss = same_map(k, ours, ".bss");
             assert_ne!(&bss[0].1[8..12], &[0; 4], "frames were tagged");
+        },
+    );
+    // queue.c: a QUEUE pushed with BPF_EXIST, a STACK popped (into stack
+    // bytes never written), peeked and refilled until -E2BIG; .bss counts.
+    compare(
+        &dir.join("queue.o"),
+        "queue_stack",
+        &opts,
+        &[],
+        &frames,
+        tmp.path(),
+        &|k, ours| {
+            let bss = same_map(k, ours, ".bss");
+            assert_ne!(&bss[0].1[16..24], &[0; 8], "the stack was refilled");
+            for (map, lifo) in [("recent", false), ("tokens", true)] {
+                let mut theirs = k.drain(map);
+                if lifo {
+                    // bpftool pops a stack newest first.
+                    theirs.reverse();
+                }
+                assert_eq!(ours.map(map).unwrap().queued(), theirs, "{map}");
+            }
         },
     );
     // lb.c: tail calls through PROG_ARRAYs (filled alike on both sides),

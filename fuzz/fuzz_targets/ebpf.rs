@@ -35,6 +35,9 @@ fn defs() -> Vec<MapDef> {
         // Slot 0: the tail program, slot 1: the program itself (a chain up
         // to the 33-call limit).
         d("jmp", MapKind::ProgArray, 4, 4, 4),
+        // Small, so pushes fill them and BPF_EXIST drops the oldest.
+        d("queue", MapKind::Queue, 0, 8, 4),
+        d("stack", MapKind::Stack, 0, 16, 2),
     ]
 }
 

@@ -425,6 +425,19 @@ impl Mem<'_> {
         Some(())
     }
 
+    /// Writes `src` at `addr` (a helper's output; never the context).
+    fn write_from(&mut self, maps: &[Arc<Map>], addr: u64, src: &[u8]) -> Option<()> {
+        let ctx = self.ctx.as_ptr() as u64;
+        if addr >= ctx && addr < ctx + CTX_SIZE as u64 {
+            return None; // read-only
+        }
+        match self.region(maps, addr, src.len())? {
+            (Region::Bytes(s), o) => s[o..o + src.len()].copy_from_slice(src),
+            (Region::Words(w), o) => maps::write_bytes(w, o, src)?,
+        }
+        Some(())
+    }
+
     /// Copies `out.len()` bytes at `addr` (a helper's key or value).
     fn read_into(&mut self, maps: &[Arc<Map>], addr: u64, out: &mut [u8]) -> Option<()> {
         match self.region(maps, addr, out.len())? {
@@ -560,6 +573,34 @@ fn map_index(fd: u64, maps: &[Arc<Map>]) -> Option<usize> {
     (i < maps.len()).then_some(i)
 }
 
+/// bpf_map_push_elem / pop / peek on a QUEUE or STACK map.
+fn queue_call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Option<u64> {
+    let mi = map_index(reg[1], env.maps())?;
+    let vs = env.maps()[mi].def.value_size as usize;
+    let mut small = [0u8; 64];
+    let mut big;
+    let val: &mut [u8] = if vs <= 64 {
+        &mut small[..vs]
+    } else {
+        big = [0u8; maps::MAX_VALUE_SIZE as usize];
+        big.get_mut(..vs)?
+    };
+    if id == helper::MAP_PUSH_ELEM {
+        mem.read_into(env.maps(), reg[2], val)?;
+        return Some(env.maps()[mi].push(val, reg[3]) as u64);
+    }
+    let m = &env.maps()[mi];
+    let r = if id == helper::MAP_POP_ELEM {
+        m.pop(val)
+    } else {
+        m.peek(val)
+    };
+    if r == 0 {
+        mem.write_from(env.maps(), reg[2], val)?;
+    }
+    Some(r as u64)
+}
+
 /// Runs helper `id`; None for an unknown helper or a bad argument.
 fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Option<u64> {
     let neg = |e: i64| (-e) as u64;
@@ -603,6 +644,9 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
                 }
                 _ => m.delete(key) as u64,
             })
+        }
+        helper::MAP_PUSH_ELEM | helper::MAP_POP_ELEM | helper::MAP_PEEK_ELEM => {
+            queue_call(id, reg, mem, env)
         }
         helper::TRACE_PRINTK => {
             let mut fmt = [0u8; super::printk::FMT_MAX];

@@ -149,6 +149,50 @@ fn h_delete(fd: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     .unwrap_or((-EINVAL) as u64)
 }
 
+fn h_push(fd: u64, value: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_run(|st| {
+        let m = map_of(st, fd)?;
+        with_bytes(value, m.def.value_size as usize, |v| {
+            m.push(v, flags) as u64
+        })
+    })
+    .flatten()
+    .unwrap_or((-EINVAL) as u64)
+}
+
+fn h_pop(fd: u64, value: u64, _: u64, _: u64, _: u64) -> u64 {
+    queue_take(fd, value, Map::pop)
+}
+
+fn h_peek(fd: u64, value: u64, _: u64, _: u64, _: u64) -> u64 {
+    queue_take(fd, value, Map::peek)
+}
+
+/// bpf_map_pop_elem / peek: the value into a buffer, then to `value`.
+fn queue_take(fd: u64, value: u64, take: fn(&Map, &mut [u8]) -> i64) -> u64 {
+    with_run(|st| {
+        let m = map_of(st, fd)?;
+        let len = m.def.value_size as usize;
+        let mut small = [0u8; 64];
+        let mut big;
+        let buf: &mut [u8] = if len <= 64 {
+            &mut small[..len]
+        } else {
+            big = [0u8; maps::MAX_VALUE_SIZE as usize];
+            big.get_mut(..len)?
+        };
+        let r = take(m, buf);
+        if r == 0 {
+            // SAFETY: the verifier proved `len` writable bytes at `value`
+            // (the stack or a writable map value), live during the run.
+            unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), value as *mut u8, len) };
+        }
+        Some(r as u64)
+    })
+    .flatten()
+    .unwrap_or((-EINVAL) as u64)
+}
+
 fn h_ktime(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_run(|st| (st.ktime)()).unwrap_or(0)
 }
@@ -449,6 +493,9 @@ impl Jit {
             (helper::MAP_LOOKUP_ELEM, h_lookup as rbpf::Helper),
             (helper::MAP_UPDATE_ELEM, h_update),
             (helper::MAP_DELETE_ELEM, h_delete),
+            (helper::MAP_PUSH_ELEM, h_push),
+            (helper::MAP_POP_ELEM, h_pop),
+            (helper::MAP_PEEK_ELEM, h_peek),
             (helper::KTIME_GET_NS, h_ktime),
             (helper::GET_SMP_PROCESSOR_ID, h_smp_id),
             (helper::REDIRECT_MAP, h_redirect_map),

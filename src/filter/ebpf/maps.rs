@@ -77,6 +77,11 @@ pub enum MapKind {
     /// object's tail program n - 1). Filled at load (`--prog-array`);
     /// programs may only tail-call through it.
     ProgArray,
+    /// `BPF_MAP_TYPE_QUEUE`: FIFO of values (no keys), `bpf_map_push_elem`
+    /// / `pop` / `peek`; see [`Map::push`].
+    Queue,
+    /// `BPF_MAP_TYPE_STACK`: the same, LIFO.
+    Stack,
 }
 
 impl MapKind {
@@ -94,6 +99,8 @@ impl MapKind {
             map_type::LRU_HASH => Some(MapKind::LruHash),
             map_type::LRU_PERCPU_HASH => Some(MapKind::LruPerCpuHash),
             map_type::PROG_ARRAY => Some(MapKind::ProgArray),
+            map_type::QUEUE => Some(MapKind::Queue),
+            map_type::STACK => Some(MapKind::Stack),
             _ => None,
         }
     }
@@ -112,6 +119,8 @@ impl MapKind {
             MapKind::LruHash => "lru_hash",
             MapKind::LruPerCpuHash => "lru_percpu_hash",
             MapKind::ProgArray => "prog_array",
+            MapKind::Queue => "queue",
+            MapKind::Stack => "stack",
         }
     }
 
@@ -134,6 +143,11 @@ impl MapKind {
                 | MapKind::LruHash
                 | MapKind::LruPerCpuHash
         )
+    }
+
+    /// Values only, pushed and popped (no keys).
+    pub fn is_queue_or_stack(self) -> bool {
+        matches!(self, MapKind::Queue | MapKind::Stack)
     }
 
     /// Evicts instead of refusing when full.
@@ -338,7 +352,21 @@ impl Map {
         }
         let (vw, kw) = (words_for(def.value_size), words_for(def.key_size));
         let copies = if def.kind.per_cpu() { MAX_LCORES } else { 1 };
-        let (words, slots) = if def.kind.is_array() {
+        let (words, slots) = if def.kind.is_queue_or_stack() {
+            if def.key_size != 0 {
+                return bad(format!(
+                    "{} maps have no keys: key size must be 0, not {}",
+                    def.kind.name(),
+                    def.key_size
+                ));
+            }
+            if def.max_entries > 1 << 30 {
+                return bad(format!("max_entries {} is above 2^30", def.max_entries));
+            }
+            // The ends word, a sequence word per slot, the values.
+            let cap = def.max_entries as usize;
+            (1 + cap + cap * vw, 0)
+        } else if def.kind.is_array() {
             if def.key_size != 4 {
                 return bad(format!(
                     "{} keys are 4 bytes, not {}",
@@ -383,6 +411,12 @@ impl Map {
         }
         let words: Box<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(0)).collect();
         write_bytes(&words, 0, &def.init);
+        if def.kind.is_queue_or_stack() {
+            // Slot i is free for position i.
+            for (i, w) in words[1..=def.max_entries as usize].iter().enumerate() {
+                w.store(i as u64, Ordering::Relaxed);
+            }
+        }
         let lengths = (0..(LPM_MAX_DATA * 8 + 1).div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -398,6 +432,173 @@ impl Map {
             hand: AtomicUsize::new(0),
             lengths,
         })
+    }
+
+    // QUEUE and STACK: words[0] packs the head position (low 32 bits,
+    // the oldest element) and the tail (high 32, one past the newest);
+    // positions count up and wrap. Slot `pos % cap` has a sequence word:
+    // `pos` when it is free for position `pos`, `pos + 1` once the value
+    // pushed at `pos` is in it. Vyukov's bounded queue with both ends in one
+    // word, so that a STACK pops at the tail and BPF_EXIST drops the oldest
+    // at the head with the same compare-exchange: a push claims position
+    // `tail` only when its slot is free, a pop claims one only when its
+    // value is in, and gives the slot back (`pos` for the stack's next push
+    // there, `pos + cap` for the queue's) after copying the value out.
+    // Nothing allocates and nothing locks; a thread preempted between its
+    // claim and its sequence store holds up the ones that need that slot
+    // (rte_ring's multi-producer mode has the same property). The kernel
+    // takes a spinlock for these maps.
+
+    fn qs_ends(&self) -> &AtomicU64 {
+        &self.words[0]
+    }
+
+    fn qs_seq(&self, pos: u32) -> &AtomicU64 {
+        &self.words[1 + (pos % self.def.max_entries) as usize]
+    }
+
+    fn qs_value(&self, pos: u32) -> &[AtomicU64] {
+        let cap = self.def.max_entries as usize;
+        let at = 1 + cap + (pos as usize % cap) * self.vw;
+        &self.words[at..at + self.vw]
+    }
+
+    /// `bpf_map_push_elem`: 0, -E2BIG when full (unless `flags` is
+    /// BPF_EXIST: the oldest element makes room), -EINVAL for other flags
+    /// or a value of the wrong size.
+    /// Context: any lcore; allocates nothing.
+    pub fn push(&self, value: &[u8], flags: u64) -> i64 {
+        use crate::bpf_abi::{errno, update};
+        if flags & update::NOEXIST != 0
+            || flags > update::EXIST
+            || value.len() != self.def.value_size as usize
+            || !self.def.kind.is_queue_or_stack()
+        {
+            return -errno::EINVAL;
+        }
+        let cap = self.def.max_entries;
+        loop {
+            let e = self.qs_ends().load(Ordering::Acquire);
+            let (h, t) = (e as u32, (e >> 32) as u32);
+            if t.wrapping_sub(h) >= cap {
+                if flags & update::EXIST == 0 {
+                    return -errno::E2BIG;
+                }
+                let _ = self.take(false, None);
+                continue;
+            }
+            let seq = self.qs_seq(t);
+            if seq.load(Ordering::Acquire) != t as u64 {
+                // A pop is still copying the slot's value out.
+                std::hint::spin_loop();
+                continue;
+            }
+            let next = (h as u64) | ((t.wrapping_add(1) as u64) << 32);
+            if self
+                .qs_ends()
+                .compare_exchange_weak(e, next, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // A peek that reads these words while they change sees the
+            // sequence move on (its acquire fence pairs with this one).
+            std::sync::atomic::fence(Ordering::Release);
+            write_bytes(self.qs_value(t), 0, value);
+            seq.store(t.wrapping_add(1) as u64, Ordering::Release);
+            return 0;
+        }
+    }
+
+    /// `bpf_map_pop_elem`: the oldest (QUEUE) or newest (STACK) value into
+    /// `out`, removed; -ENOENT when empty.
+    /// Context: any lcore; allocates nothing.
+    pub fn pop(&self, out: &mut [u8]) -> i64 {
+        if out.len() != self.def.value_size as usize || !self.def.kind.is_queue_or_stack() {
+            return -crate::bpf_abi::errno::EINVAL;
+        }
+        self.take(self.def.kind == MapKind::Stack, Some(out))
+    }
+
+    /// Removes the newest (`lifo`) or oldest element, its value copied to
+    /// `out`.
+    fn take(&self, lifo: bool, mut out: Option<&mut [u8]>) -> i64 {
+        let cap = self.def.max_entries;
+        loop {
+            let e = self.qs_ends().load(Ordering::Acquire);
+            let (h, t) = (e as u32, (e >> 32) as u32);
+            if h == t {
+                return -crate::bpf_abi::errno::ENOENT;
+            }
+            let pos = if lifo { t.wrapping_sub(1) } else { h };
+            let seq = self.qs_seq(pos);
+            if seq.load(Ordering::Acquire) != pos.wrapping_add(1) as u64 {
+                // Its push has claimed it but not finished writing.
+                std::hint::spin_loop();
+                continue;
+            }
+            let next = if lifo {
+                (h as u64) | ((pos as u64) << 32)
+            } else {
+                (h.wrapping_add(1) as u64) | ((t as u64) << 32)
+            };
+            if self
+                .qs_ends()
+                .compare_exchange_weak(e, next, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if let Some(out) = out.as_deref_mut() {
+                read_bytes(self.qs_value(pos), 0, out);
+            }
+            let free = if lifo { pos } else { pos.wrapping_add(cap) };
+            seq.store(free as u64, Ordering::Release);
+            return 0;
+        }
+    }
+
+    /// `bpf_map_peek_elem`: the value pop would return, left in place;
+    /// -ENOENT when empty. A seqlock read: the value is copied, then the
+    /// slot's sequence is checked unchanged.
+    /// Context: any lcore; allocates nothing.
+    pub fn peek(&self, out: &mut [u8]) -> i64 {
+        if out.len() != self.def.value_size as usize || !self.def.kind.is_queue_or_stack() {
+            return -crate::bpf_abi::errno::EINVAL;
+        }
+        let lifo = self.def.kind == MapKind::Stack;
+        loop {
+            let e = self.qs_ends().load(Ordering::Acquire);
+            let (h, t) = (e as u32, (e >> 32) as u32);
+            if h == t {
+                return -crate::bpf_abi::errno::ENOENT;
+            }
+            let pos = if lifo { t.wrapping_sub(1) } else { h };
+            let seq = self.qs_seq(pos);
+            let s = seq.load(Ordering::Acquire);
+            if s != pos.wrapping_add(1) as u64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            read_bytes(self.qs_value(pos), 0, out);
+            std::sync::atomic::fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == s {
+                return 0;
+            }
+        }
+    }
+
+    /// QUEUE/STACK: the values held, oldest first (control plane, tests).
+    pub fn queued(&self) -> Vec<Vec<u8>> {
+        let e = self.qs_ends().load(Ordering::Acquire);
+        let (h, t) = (e as u32, (e >> 32) as u32);
+        (0..t.wrapping_sub(h))
+            .map(|k| {
+                let mut v = vec![0u8; self.def.value_size as usize];
+                read_bytes(self.qs_value(h.wrapping_add(k)), 0, &mut v);
+                v
+            })
+            .collect()
     }
 
     /// The whole storage, for address translation by the interpreter.
@@ -797,6 +998,12 @@ impl Map {
                     .collect();
                 out.push((k, vals));
             }
+        } else if self.def.kind.is_queue_or_stack() {
+            // No keys: the position from the oldest, as `bpftool map dump`
+            // cannot show them at all.
+            for (i, v) in self.queued().into_iter().enumerate() {
+                out.push(((i as u32).to_le_bytes().to_vec(), vec![v]));
+            }
         }
         out
     }
@@ -1111,5 +1318,116 @@ mod tests {
         assert!(h.dump().len() <= 8, "only shared keys may remain");
         assert_eq!(lru.len.load(Ordering::Relaxed) as usize, lru.dump().len());
         assert!(lru.dump().len() <= 64);
+    }
+
+    #[test]
+    fn queue_is_fifo_stack_is_lifo_and_exist_drops_the_oldest() {
+        use crate::bpf_abi::errno::{E2BIG, EINVAL, ENOENT};
+        let v = |x: u32| x.to_le_bytes();
+        for kind in [MapKind::Queue, MapKind::Stack] {
+            let m = Map::new(def(kind, 0, 4, 3)).unwrap();
+            let mut out = [0u8; 4];
+            assert_eq!(m.pop(&mut out), -ENOENT);
+            assert_eq!(m.peek(&mut out), -ENOENT);
+            for x in 1..=3 {
+                assert_eq!(m.push(&v(x), 0), 0);
+            }
+            assert_eq!(m.push(&v(4), 0), -E2BIG, "{kind:?}: full");
+            assert_eq!(m.push(&v(4), 1), -EINVAL, "BPF_NOEXIST is refused");
+            assert_eq!(m.push(&v(4), 3), -EINVAL);
+            // BPF_EXIST: the oldest (1) makes room, for both kinds.
+            assert_eq!(m.push(&v(4), 2), 0);
+            assert_eq!(
+                m.queued(),
+                vec![v(2).to_vec(), v(3).to_vec(), v(4).to_vec()]
+            );
+            let order: &[u32] = if kind == MapKind::Queue {
+                &[2, 3, 4]
+            } else {
+                &[4, 3, 2]
+            };
+            for &want in order {
+                assert_eq!(m.peek(&mut out), 0);
+                assert_eq!(u32::from_le_bytes(out), want, "{kind:?} peek");
+                assert_eq!(m.pop(&mut out), 0);
+                assert_eq!(u32::from_le_bytes(out), want, "{kind:?} pop");
+            }
+            assert_eq!(m.pop(&mut out), -ENOENT);
+            // Around the ring many times.
+            for x in 0..1000u32 {
+                assert_eq!(m.push(&v(x), 0), 0);
+                assert_eq!(m.push(&v(x + 1), 0), 0);
+                assert_eq!(m.pop(&mut out), 0);
+                let want = if kind == MapKind::Queue { x } else { x + 1 };
+                assert_eq!(u32::from_le_bytes(out), want);
+                assert_eq!(m.pop(&mut out), 0);
+            }
+        }
+        assert!(
+            Map::new(def(MapKind::Queue, 4, 4, 3)).is_err(),
+            "keys are refused"
+        );
+    }
+
+    #[test]
+    fn queue_under_four_threads_loses_and_duplicates_nothing() {
+        // Two producers push distinct values, two consumers pop (peeking
+        // in between); every value comes out exactly once, whole.
+        for kind in [MapKind::Queue, MapKind::Stack] {
+            let m = std::sync::Arc::new(Map::new(def(kind, 0, 16, 64)).unwrap());
+            const N: u64 = 20_000;
+            let producers: Vec<_> = (0..2u64)
+                .map(|p| {
+                    let m = m.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..N {
+                            let x = p * N + i;
+                            let mut val = [0u8; 16];
+                            val[..8].copy_from_slice(&x.to_le_bytes());
+                            val[8..].copy_from_slice(&(!x).to_le_bytes());
+                            while m.push(&val, 0) != 0 {
+                                std::hint::spin_loop();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let consumers: Vec<_> = (0..2)
+                .map(|_| {
+                    let m = m.clone();
+                    std::thread::spawn(move || {
+                        let mut got = Vec::new();
+                        let mut out = [0u8; 16];
+                        let mut idle = 0;
+                        while idle < 2_000_000 {
+                            if m.peek(&mut out) == 0 {
+                                let x = u64::from_le_bytes(out[..8].try_into().unwrap());
+                                let y = u64::from_le_bytes(out[8..].try_into().unwrap());
+                                assert_eq!(y, !x, "a peek saw a torn value");
+                            }
+                            if m.pop(&mut out) == 0 {
+                                let x = u64::from_le_bytes(out[..8].try_into().unwrap());
+                                let y = u64::from_le_bytes(out[8..].try_into().unwrap());
+                                assert_eq!(y, !x, "a pop saw a torn value");
+                                got.push(x);
+                                idle = 0;
+                            } else {
+                                idle += 1;
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            for p in producers {
+                p.join().unwrap();
+            }
+            let mut all: Vec<u64> = consumers
+                .into_iter()
+                .flat_map(|c| c.join().unwrap())
+                .collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..2 * N).collect::<Vec<_>>(), "{kind:?}");
+        }
     }
 }

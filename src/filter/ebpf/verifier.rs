@@ -1252,6 +1252,12 @@ impl Verifier<'_> {
                     "prog_array: programs only tail-call through it (the kernel refuses this map type for that helper)",
                 ));
             }
+            MapKind::Queue | MapKind::Stack => {
+                return Err(refuse(&format!(
+                    "{}: it has no keys (use bpf_map_push_elem, bpf_map_pop_elem, bpf_map_peek_elem)",
+                    shape.kind.name()
+                )));
+            }
             _ => {}
         }
         self.check_stack_arg(pc, st, 2, shape.key_size, "key")?;
@@ -1282,6 +1288,68 @@ impl Verifier<'_> {
         })
     }
 
+    /// bpf_map_push_elem / pop / peek: a QUEUE or STACK map in r1; push
+    /// reads the value at r2 (written stack bytes or a map value) and takes
+    /// flags in r3; pop and peek write the value to r2 (stack bytes, written
+    /// or not, or a writable map value), as the kernel's MEM_UNINIT.
+    fn queue_helper(&mut self, pc: usize, st: &mut State, id: i32) -> Result<Reg, VerifyError> {
+        let map = self.map_arg(pc, st, id)?;
+        let shape = self.maps[map as usize];
+        let name = helper::name(id);
+        if !shape.kind.is_queue_or_stack() {
+            return Err(err(
+                pc,
+                format!(
+                    "{name} on a {}: it takes a queue or a stack",
+                    shape.kind.name()
+                ),
+            ));
+        }
+        if id == helper::MAP_PUSH_ELEM {
+            self.check_stack_arg(pc, st, 2, shape.value_size, &format!("{name}: the value"))?;
+            if !matches!(st.regs[3], Reg::Scalar { .. }) {
+                return Err(err(pc, format!("{name}: the flags (r3) must be a number")));
+            }
+        } else {
+            self.out_arg(pc, st, 2, shape.value_size, &format!("{name}: the value"))?;
+        }
+        Ok(UNKNOWN)
+    }
+
+    /// A helper's output: `len` bytes at r`r` on the stack (their slots
+    /// become plain written bytes: a pointer spilled there is gone) or in a
+    /// writable map value.
+    fn out_arg(
+        &self,
+        pc: usize,
+        st: &mut State,
+        r: u8,
+        len: u32,
+        what: &str,
+    ) -> Result<(), VerifyError> {
+        match st.regs[r as usize] {
+            Reg::Stack { off } => {
+                let lo = off + st.stack_size() as i64;
+                if off + len as i64 > 0 || lo < 0 {
+                    return Err(err(
+                        pc,
+                        format!("{what} (r{r}) of {len} bytes is outside the stack"),
+                    ));
+                }
+                let lo = lo as usize;
+                for s in lo / 8..(lo + len as usize).div_ceil(8) {
+                    st.slots[s] = Slot::Misc;
+                }
+                st.mark_written(lo, len as usize);
+                Ok(())
+            }
+            Reg::Value { map, .. } if self.maps[map as usize].readonly => {
+                Err(err(pc, format!("{what} (r{r}) points into .rodata")))
+            }
+            _ => self.check_stack_arg(pc, st, r, len, what),
+        }
+    }
+
     /// bpf_trace_printk: the format in stack or map value bytes (a .rodata
     /// string) of a constant size; the three values are not checked (the
     /// kernel declares two arguments).
@@ -1297,7 +1365,7 @@ impl Verifier<'_> {
     /// before: a kfunc that fails writes nothing): rx_hash a u32 hash and a
     /// u32 rss_type, rx_vlan_tag a __be16 protocol and a u16 tci,
     /// rx_timestamp a u64.
-    fn metadata_kfunc_args(&self, pc: usize, st: &State, id: i32) -> Result<Reg, VerifyError> {
+    fn metadata_kfunc_args(&self, pc: usize, st: &mut State, id: i32) -> Result<Reg, VerifyError> {
         let name = helper::name(id);
         if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
             return Err(err(pc, format!("{name} needs the context in r1")));
@@ -1316,7 +1384,9 @@ impl Verifier<'_> {
                     format!("{name}: {what} (r{r}) points into .rodata"),
                 ));
             }
-            self.check_stack_arg(pc, st, r, len, &format!("{name}: {what}"))?;
+            let what = format!("{name}: {what}");
+            self.check_stack_arg(pc, st, r, len, &what)?;
+            self.out_arg(pc, st, r, len, &what)?;
         }
         Ok(UNKNOWN)
     }
@@ -1393,6 +1463,9 @@ impl Verifier<'_> {
             }
             helper::XDP_RX_HASH | helper::XDP_RX_VLAN_TAG | helper::XDP_RX_TIMESTAMP => {
                 self.metadata_kfunc_args(pc, st, id)?
+            }
+            helper::MAP_PUSH_ELEM | helper::MAP_POP_ELEM | helper::MAP_PEEK_ELEM => {
+                self.queue_helper(pc, st, id)?
             }
             helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META | helper::XDP_ADJUST_TAIL => {
                 if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
