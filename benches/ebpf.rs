@@ -89,8 +89,56 @@ fn builtin_modes(c: &mut Criterion) {
     g.finish();
 }
 
+/// QUEUE map push + pop of an 8-byte value on one thread (what a program's
+/// pair of helper calls costs past the call), beside crossbeam's
+/// ArrayQueue (lock-free, values owned) and a Mutex<VecDeque> (the
+/// kernel's spinlock design, in userspace).
+fn queue_map(c: &mut Criterion) {
+    use cpumapd::filter::ebpf::maps::{Map, MapDef, MapKind};
+    const N: u64 = 1024;
+    let mut g = c.benchmark_group("queue_push_pop");
+    g.throughput(Throughput::Elements(N));
+    let m = Map::new(MapDef::new("q", MapKind::Queue, 0, 8, 64)).unwrap();
+    g.bench_function("cpumapd_queue_map", |b| {
+        b.iter(|| {
+            let mut out = [0u8; 8];
+            let mut sum = 0u64;
+            for i in 0..N {
+                m.push(&i.to_le_bytes(), 0);
+                m.pop(&mut out);
+                sum = sum.wrapping_add(u64::from_le_bytes(out));
+            }
+            sum
+        })
+    });
+    let q = crossbeam_queue::ArrayQueue::<u64>::new(64);
+    g.bench_function("crossbeam_arrayqueue", |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            for i in 0..N {
+                let _ = q.push(i);
+                sum = sum.wrapping_add(q.pop().unwrap_or(0));
+            }
+            sum
+        })
+    });
+    let l = std::sync::Mutex::new(std::collections::VecDeque::<u64>::with_capacity(64));
+    g.bench_function("mutex_vecdeque", |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            for i in 0..N {
+                l.lock().unwrap().push_back(i);
+                sum = sum.wrapping_add(l.lock().unwrap().pop_front().unwrap_or(0));
+            }
+            sum
+        })
+    });
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
     builtin_modes(c);
+    queue_map(c);
     let Some(dir) = common::bpf_objects() else {
         return;
     };

@@ -244,7 +244,8 @@ pub struct Map {
     kw: usize,
     /// Values per element: MAX_LCORES for PERCPU kinds, else 1.
     copies: usize,
-    /// HASH: slots (a power of two) and live entries.
+    /// HASH: slots (a power of two) and live entries; QUEUE/STACK: slots
+    /// (max_entries rounded up to a power of two).
     slots: usize,
     len: AtomicU32,
     /// HASH: the farthest from its home slot any insert placed a key (a
@@ -363,9 +364,10 @@ impl Map {
             if def.max_entries > 1 << 30 {
                 return bad(format!("max_entries {} is above 2^30", def.max_entries));
             }
-            // The ends word, a sequence word per slot, the values.
-            let cap = def.max_entries as usize;
-            (1 + cap + cap * vw, 0)
+            // The ends word, a sequence word per slot, the values; slots a
+            // power of two (a mask, not a division, finds one).
+            let slots = (def.max_entries as usize).next_power_of_two();
+            (1 + slots + slots * vw, slots)
         } else if def.kind.is_array() {
             if def.key_size != 4 {
                 return bad(format!(
@@ -413,7 +415,7 @@ impl Map {
         write_bytes(&words, 0, &def.init);
         if def.kind.is_queue_or_stack() {
             // Slot i is free for position i.
-            for (i, w) in words[1..=def.max_entries as usize].iter().enumerate() {
+            for (i, w) in words[1..=slots].iter().enumerate() {
                 w.store(i as u64, Ordering::Relaxed);
             }
         }
@@ -436,14 +438,16 @@ impl Map {
 
     // QUEUE and STACK: words[0] packs the head position (low 32 bits,
     // the oldest element) and the tail (high 32, one past the newest);
-    // positions count up and wrap. Slot `pos % cap` has a sequence word:
-    // `pos` when it is free for position `pos`, `pos + 1` once the value
-    // pushed at `pos` is in it. Vyukov's bounded queue with both ends in one
+    // positions count up and wrap. Slot `pos % slots` (slots: max_entries
+    // rounded up to a power of two) has a sequence word: `pos` when it is
+    // free for position `pos`, `pos + 1` once the value pushed at `pos` is
+    // in it; at most max_entries positions are live, so they never share a
+    // slot. Vyukov's bounded queue with both ends in one
     // word, so that a STACK pops at the tail and BPF_EXIST drops the oldest
     // at the head with the same compare-exchange: a push claims position
     // `tail` only when its slot is free, a pop claims one only when its
     // value is in, and gives the slot back (`pos` for the stack's next push
-    // there, `pos + cap` for the queue's) after copying the value out.
+    // there, `pos + slots` for the queue's) after copying the value out.
     // Nothing allocates and nothing locks; a thread preempted between its
     // claim and its sequence store holds up the ones that need that slot
     // (rte_ring's multi-producer mode has the same property). The kernel
@@ -454,12 +458,11 @@ impl Map {
     }
 
     fn qs_seq(&self, pos: u32) -> &AtomicU64 {
-        &self.words[1 + (pos % self.def.max_entries) as usize]
+        &self.words[1 + (pos as usize & (self.slots - 1))]
     }
 
     fn qs_value(&self, pos: u32) -> &[AtomicU64] {
-        let cap = self.def.max_entries as usize;
-        let at = 1 + cap + (pos as usize % cap) * self.vw;
+        let at = 1 + self.slots + (pos as usize & (self.slots - 1)) * self.vw;
         &self.words[at..at + self.vw]
     }
 
@@ -523,7 +526,7 @@ impl Map {
     /// Removes the newest (`lifo`) or oldest element, its value copied to
     /// `out`.
     fn take(&self, lifo: bool, mut out: Option<&mut [u8]>) -> i64 {
-        let cap = self.def.max_entries;
+        let lap = self.slots as u32;
         loop {
             let e = self.qs_ends().load(Ordering::Acquire);
             let (h, t) = (e as u32, (e >> 32) as u32);
@@ -552,7 +555,7 @@ impl Map {
             if let Some(out) = out.as_deref_mut() {
                 read_bytes(self.qs_value(pos), 0, out);
             }
-            let free = if lifo { pos } else { pos.wrapping_add(cap) };
+            let free = if lifo { pos } else { pos.wrapping_add(lap) };
             seq.store(free as u64, Ordering::Release);
             return 0;
         }
