@@ -75,6 +75,15 @@ fn bpftool(args: &[&str]) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
 }
 
+/// bpftool's JSON bytes (["0x3c", "0x00", ...]).
+fn hex_bytes(x: &Value) -> Vec<u8> {
+    x.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| u8::from_str_radix(h.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect()
+}
+
 fn hex_args(b: &[u8]) -> Vec<String> {
     b.iter().map(|x| x.to_string()).collect()
 }
@@ -200,32 +209,14 @@ impl Kernel {
                 return out;
             }
             let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-            out.push(
-                v["value"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|h| {
-                        u8::from_str_radix(h.as_str().unwrap().trim_start_matches("0x"), 16)
-                            .unwrap()
-                    })
-                    .collect(),
-            );
+            out.push(hex_bytes(&v["value"]));
         }
     }
 
     /// Every entry as (key, CPU 0's value or the value).
     fn dump(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         let v = bpftool(&["map", "dump", "pinned", &self.map_path(map)]);
-        let bytes = |x: &Value| -> Vec<u8> {
-            x.as_array()
-                .unwrap()
-                .iter()
-                .map(|h| {
-                    u8::from_str_radix(h.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-                })
-                .collect()
-        };
+        let bytes = hex_bytes;
         v.as_array()
             .unwrap()
             .iter()

@@ -577,28 +577,22 @@ fn map_index(fd: u64, maps: &[Arc<Map>]) -> Option<usize> {
 fn queue_call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Option<u64> {
     let mi = map_index(reg[1], env.maps())?;
     let vs = env.maps()[mi].def.value_size as usize;
-    let mut small = [0u8; 64];
-    let mut big;
-    let val: &mut [u8] = if vs <= 64 {
-        &mut small[..vs]
-    } else {
-        big = [0u8; maps::MAX_VALUE_SIZE as usize];
-        big.get_mut(..vs)?
-    };
-    if id == helper::MAP_PUSH_ELEM {
-        mem.read_into(env.maps(), reg[2], val)?;
-        return Some(env.maps()[mi].push(val, reg[3]) as u64);
-    }
-    let m = &env.maps()[mi];
-    let r = if id == helper::MAP_POP_ELEM {
-        m.pop(val)
-    } else {
-        m.peek(val)
-    };
-    if r == 0 {
-        mem.write_from(env.maps(), reg[2], val)?;
-    }
-    Some(r as u64)
+    maps::with_scratch(vs, |val| {
+        if id == helper::MAP_PUSH_ELEM {
+            mem.read_into(env.maps(), reg[2], val)?;
+            return Some(env.maps()[mi].push(val, reg[3]) as u64);
+        }
+        let m = &env.maps()[mi];
+        let r = if id == helper::MAP_POP_ELEM {
+            m.pop(val)
+        } else {
+            m.peek(val)
+        };
+        if r == 0 {
+            mem.write_from(env.maps(), reg[2], val)?;
+        }
+        Some(r as u64)
+    })?
 }
 
 /// Runs helper `id`; None for an unknown helper or a bad argument.
@@ -629,19 +623,11 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
                     Some(w) => m.words()[w..].as_ptr() as u64,
                     None => 0,
                 },
-                helper::MAP_UPDATE_ELEM => {
-                    let mut vsmall = [0u8; 64];
-                    let mut vbig;
-                    let val: &mut [u8] = if vs <= 64 {
-                        &mut vsmall[..vs]
-                    } else {
-                        vbig = [0u8; maps::MAX_VALUE_SIZE as usize];
-                        vbig.get_mut(..vs)?
-                    };
+                helper::MAP_UPDATE_ELEM => maps::with_scratch(vs, |val| {
                     mem.read_into(env.maps(), reg[3], val)?;
                     let m = &env.maps()[mi];
-                    m.update(key, val, reg[4], cpu) as u64
-                }
+                    Some(m.update(key, val, reg[4], cpu) as u64)
+                })??,
                 _ => m.delete(key) as u64,
             })
         }

@@ -173,21 +173,16 @@ fn queue_take(fd: u64, value: u64, take: fn(&Map, &mut [u8]) -> i64) -> u64 {
     with_run(|st| {
         let m = map_of(st, fd)?;
         let len = m.def.value_size as usize;
-        let mut small = [0u8; 64];
-        let mut big;
-        let buf: &mut [u8] = if len <= 64 {
-            &mut small[..len]
-        } else {
-            big = [0u8; maps::MAX_VALUE_SIZE as usize];
-            big.get_mut(..len)?
-        };
-        let r = take(m, buf);
-        if r == 0 {
-            // SAFETY: the verifier proved `len` writable bytes at `value`
-            // (the stack or a writable map value), live during the run.
-            unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), value as *mut u8, len) };
-        }
-        Some(r as u64)
+        maps::with_scratch(len, |buf| {
+            let r = take(m, buf);
+            if r == 0 {
+                // SAFETY: the verifier proved `len` writable bytes at
+                // `value` (the stack or a writable map value), live
+                // during the run.
+                unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), value as *mut u8, len) };
+            }
+            r as u64
+        })
     })
     .flatten()
     .unwrap_or((-EINVAL) as u64)

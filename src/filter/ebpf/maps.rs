@@ -313,6 +313,25 @@ pub fn write_bytes(w: &[AtomicU64], off: usize, src: &[u8]) -> Option<()> {
     Some(())
 }
 
+/// Calls `f` with `len` zeroed scratch bytes (a helper's copy of a value):
+/// a 64-byte buffer for the usual sizes, a MAX_VALUE_SIZE one (out of
+/// line) otherwise; None past that.
+#[inline(always)]
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+    if len <= 64 {
+        let mut b = [0u8; 64];
+        Some(f(&mut b[..len]))
+    } else {
+        with_large_scratch(len, f)
+    }
+}
+
+#[inline(never)]
+fn with_large_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+    let mut b = [0u8; MAX_VALUE_SIZE as usize];
+    Some(f(b.get_mut(..len)?))
+}
+
 /// Zeroes the bits of `data` past its first `plen` (an LPM prefix).
 fn mask_prefix(data: &mut [u8], plen: usize) {
     for (i, b) in data.iter_mut().enumerate() {
@@ -528,18 +547,10 @@ impl Map {
     fn take(&self, lifo: bool, mut out: Option<&mut [u8]>) -> i64 {
         let lap = self.slots as u32;
         loop {
-            let e = self.qs_ends().load(Ordering::Acquire);
-            let (h, t) = (e as u32, (e >> 32) as u32);
-            if h == t {
+            let Some((e, pos, _)) = self.qs_end(lifo) else {
                 return -crate::bpf_abi::errno::ENOENT;
-            }
-            let pos = if lifo { t.wrapping_sub(1) } else { h };
-            let seq = self.qs_seq(pos);
-            if seq.load(Ordering::Acquire) != pos.wrapping_add(1) as u64 {
-                // Its push has claimed it but not finished writing.
-                std::hint::spin_loop();
-                continue;
-            }
+            };
+            let (h, t) = (e as u32, (e >> 32) as u32);
             let next = if lifo {
                 (h as u64) | ((pos as u64) << 32)
             } else {
@@ -556,8 +567,28 @@ impl Map {
                 read_bytes(self.qs_value(pos), 0, out);
             }
             let free = if lifo { pos } else { pos.wrapping_add(lap) };
-            seq.store(free as u64, Ordering::Release);
+            self.qs_seq(pos).store(free as u64, Ordering::Release);
             return 0;
+        }
+    }
+
+    /// The element a pop at this end takes (the newest for `lifo`), once
+    /// its push has finished writing it: the ends word as read, its
+    /// position and its slot's sequence. None when empty.
+    fn qs_end(&self, lifo: bool) -> Option<(u64, u32, u64)> {
+        loop {
+            let e = self.qs_ends().load(Ordering::Acquire);
+            let (h, t) = (e as u32, (e >> 32) as u32);
+            if h == t {
+                return None;
+            }
+            let pos = if lifo { t.wrapping_sub(1) } else { h };
+            let s = self.qs_seq(pos).load(Ordering::Acquire);
+            if s == pos.wrapping_add(1) as u64 {
+                return Some((e, pos, s));
+            }
+            // Its push has claimed it but not finished writing.
+            std::hint::spin_loop();
         }
     }
 
@@ -569,23 +600,13 @@ impl Map {
         if out.len() != self.def.value_size as usize || !self.def.kind.is_queue_or_stack() {
             return -crate::bpf_abi::errno::EINVAL;
         }
-        let lifo = self.def.kind == MapKind::Stack;
         loop {
-            let e = self.qs_ends().load(Ordering::Acquire);
-            let (h, t) = (e as u32, (e >> 32) as u32);
-            if h == t {
+            let Some((_, pos, s)) = self.qs_end(self.def.kind == MapKind::Stack) else {
                 return -crate::bpf_abi::errno::ENOENT;
-            }
-            let pos = if lifo { t.wrapping_sub(1) } else { h };
-            let seq = self.qs_seq(pos);
-            let s = seq.load(Ordering::Acquire);
-            if s != pos.wrapping_add(1) as u64 {
-                std::hint::spin_loop();
-                continue;
-            }
+            };
             read_bytes(self.qs_value(pos), 0, out);
             std::sync::atomic::fence(Ordering::Acquire);
-            if seq.load(Ordering::Relaxed) == s {
+            if self.qs_seq(pos).load(Ordering::Relaxed) == s {
                 return 0;
             }
         }

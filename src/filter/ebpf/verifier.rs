@@ -1164,14 +1164,8 @@ impl Verifier<'_> {
     ) -> Result<(), VerifyError> {
         match st.regs[r as usize] {
             Reg::Stack { off } => {
-                let lo = off + st.stack_size() as i64;
-                if off + len as i64 > 0 || lo < 0 {
-                    return Err(err(
-                        pc,
-                        format!("{what} (r{r}) of {len} bytes is outside the stack"),
-                    ));
-                }
-                if !st.stack_written(lo as usize, len as usize) {
+                let lo = stack_span(pc, st, off, r, len, what)?;
+                if !st.stack_written(lo, len as usize) {
                     return Err(err(
                         pc,
                         format!("{what} (r{r}) points at stack bytes not written yet"),
@@ -1329,14 +1323,7 @@ impl Verifier<'_> {
     ) -> Result<(), VerifyError> {
         match st.regs[r as usize] {
             Reg::Stack { off } => {
-                let lo = off + st.stack_size() as i64;
-                if off + len as i64 > 0 || lo < 0 {
-                    return Err(err(
-                        pc,
-                        format!("{what} (r{r}) of {len} bytes is outside the stack"),
-                    ));
-                }
-                let lo = lo as usize;
+                let lo = stack_span(pc, st, off, r, len, what)?;
                 for s in lo / 8..(lo + len as usize).div_ceil(8) {
                     st.slots[s] = Slot::Misc;
                 }
@@ -1558,6 +1545,26 @@ fn loaded_range(size: usize) -> Reg {
             (1u64 << (size * 8)) - 1
         },
     )
+}
+
+/// Where `len` bytes at stack offset `off` (a helper argument in r`r`)
+/// start in the stack's byte map, or an error if they leave the stack.
+fn stack_span(
+    pc: usize,
+    st: &State,
+    off: i64,
+    r: u8,
+    len: u32,
+    what: &str,
+) -> Result<usize, VerifyError> {
+    let lo = off + st.stack_size() as i64;
+    if off + len as i64 > 0 || lo < 0 {
+        return Err(err(
+            pc,
+            format!("{what} (r{r}) of {len} bytes is outside the stack"),
+        ));
+    }
+    Ok(lo as usize)
 }
 
 /// A load or store of `size` bytes at stack offset `at` (below r10): in
