@@ -500,6 +500,7 @@ impl Map {
         }
         let cap = self.def.max_entries;
         loop {
+            // Q1: Acquire; pairs with Q3/Q5 (the last claim's release).
             let e = self.qs_ends().load(Ordering::Acquire);
             let (h, t) = (e as u32, (e >> 32) as u32);
             if t.wrapping_sub(h) >= cap {
@@ -510,12 +511,15 @@ impl Map {
                 continue;
             }
             let seq = self.qs_seq(t);
+            // Q2: Acquire; pairs with Q6 (the pop that freed the slot
+            // finished reading it).
             if seq.load(Ordering::Acquire) != t as u64 {
                 // A pop is still copying the slot's value out.
                 std::hint::spin_loop();
                 continue;
             }
             let next = (h as u64) | ((t.wrapping_add(1) as u64) << 32);
+            // Q3: AcqRel; the claim of position t.
             if self
                 .qs_ends()
                 .compare_exchange_weak(e, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -523,10 +527,11 @@ impl Map {
             {
                 continue;
             }
-            // A peek that reads these words while they change sees the
-            // sequence move on (its acquire fence pairs with this one).
+            // Q8': Release fence; pairs with Q8: a peek that reads these
+            // words while they change sees the sequence move on.
             std::sync::atomic::fence(Ordering::Release);
             write_bytes(self.qs_value(t), 0, value);
+            // Q4: Release; pairs with Q7 (the value is in).
             seq.store(t.wrapping_add(1) as u64, Ordering::Release);
             return 0;
         }
@@ -556,6 +561,7 @@ impl Map {
             } else {
                 (h.wrapping_add(1) as u64) | ((t as u64) << 32)
             };
+            // Q5: AcqRel; the claim of position pos.
             if self
                 .qs_ends()
                 .compare_exchange_weak(e, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -567,6 +573,7 @@ impl Map {
                 read_bytes(self.qs_value(pos), 0, out);
             }
             let free = if lifo { pos } else { pos.wrapping_add(lap) };
+            // Q6: Release; pairs with Q2 (the value was read out).
             self.qs_seq(pos).store(free as u64, Ordering::Release);
             return 0;
         }
@@ -577,12 +584,14 @@ impl Map {
     /// position and its slot's sequence. None when empty.
     fn qs_end(&self, lifo: bool) -> Option<(u64, u32, u64)> {
         loop {
+            // Q1 as in push.
             let e = self.qs_ends().load(Ordering::Acquire);
             let (h, t) = (e as u32, (e >> 32) as u32);
             if h == t {
                 return None;
             }
             let pos = if lifo { t.wrapping_sub(1) } else { h };
+            // Q7: Acquire; pairs with Q4 (the pushed value is visible).
             let s = self.qs_seq(pos).load(Ordering::Acquire);
             if s == pos.wrapping_add(1) as u64 {
                 return Some((e, pos, s));
@@ -605,6 +614,8 @@ impl Map {
                 return -crate::bpf_abi::errno::ENOENT;
             };
             read_bytes(self.qs_value(pos), 0, out);
+            // Q8: Acquire fence; pairs with the push's release fence, so a
+            // value read mid-rewrite shows as a changed sequence here.
             std::sync::atomic::fence(Ordering::Acquire);
             if self.qs_seq(pos).load(Ordering::Relaxed) == s {
                 return 0;
