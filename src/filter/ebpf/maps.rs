@@ -257,6 +257,17 @@ pub struct Map {
     lengths: Box<[AtomicU64]>,
 }
 
+/// A held QUEUE/STACK spinlock; released on drop.
+struct QsGuard<'a>(&'a AtomicU64);
+
+impl Drop for QsGuard<'_> {
+    fn drop(&mut self) {
+        // Q2: Release; pairs with Q1 (the next holder sees the ends and
+        // values written under the lock).
+        self.0.store(0, Ordering::Release);
+    }
+}
+
 /// Largest LPM_TRIE key data (an IPv6 address and then some).
 const LPM_MAX_DATA: usize = 32;
 
@@ -383,10 +394,10 @@ impl Map {
             if def.max_entries > 1 << 30 {
                 return bad(format!("max_entries {} is above 2^30", def.max_entries));
             }
-            // The ends word, a sequence word per slot, the values; slots a
-            // power of two (a mask, not a division, finds one).
+            // The lock word, the ends word, the values; slots a power of
+            // two (a mask, not a division, finds one).
             let slots = (def.max_entries as usize).next_power_of_two();
-            (1 + slots + slots * vw, slots)
+            (2 + slots * vw, slots)
         } else if def.kind.is_array() {
             if def.key_size != 4 {
                 return bad(format!(
@@ -432,12 +443,6 @@ impl Map {
         }
         let words: Box<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(0)).collect();
         write_bytes(&words, 0, &def.init);
-        if def.kind.is_queue_or_stack() {
-            // Slot i is free for position i.
-            for (i, w) in words[1..=slots].iter().enumerate() {
-                w.store(i as u64, Ordering::Relaxed);
-            }
-        }
         let lengths = (0..(LPM_MAX_DATA * 8 + 1).div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -455,40 +460,47 @@ impl Map {
         })
     }
 
-    // QUEUE and STACK: words[0] packs the head position (low 32 bits,
-    // the oldest element) and the tail (high 32, one past the newest);
-    // positions count up and wrap. Slot `pos % slots` (slots: max_entries
-    // rounded up to a power of two) has a sequence word: `pos` when it is
-    // free for position `pos`, `pos + 1` once the value pushed at `pos` is
-    // in it; at most max_entries positions are live, so they never share a
-    // slot. Vyukov's bounded queue with both ends in one
-    // word, so that a STACK pops at the tail and BPF_EXIST drops the oldest
-    // at the head with the same compare-exchange: a push claims position
-    // `tail` only when its slot is free, a pop claims one only when its
-    // value is in, and gives the slot back (`pos` for the stack's next push
-    // there, `pos + slots` for the queue's) after copying the value out.
-    // Nothing allocates and nothing locks; a thread preempted between its
-    // claim and its sequence store holds up the ones that need that slot
-    // (rte_ring's multi-producer mode has the same property). The kernel
-    // takes a spinlock for these maps.
+    // QUEUE and STACK, as the kernel's queue_stack_maps.c: a ring of
+    // `slots` values (max_entries rounded up to a power of two) with its
+    // head (the oldest, low 32 bits of words[1]) and tail (one past the
+    // newest, high 32), under a per-map spinlock (words[0]) held for one
+    // value's copy. The kernel takes a raw spinlock here too; it is the one
+    // lock on a program's path, and only programs that use these maps take
+    // it. A lock-free ring does not fit a STACK: its positions are reused
+    // at once (pop, then push at the same place), and a thread that read
+    // the ends before the pop and the push cannot tell. A thread preempted
+    // holding the lock stalls the others for its time slice (the kernel
+    // disables preemption; pinned lcores on their own CPUs rarely are).
 
-    fn qs_ends(&self) -> &AtomicU64 {
-        &self.words[0]
+    fn qs_lock(&self) -> QsGuard<'_> {
+        // Q1: Acquire; pairs with Q2 (what the last holder wrote).
+        while self.words[0]
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        QsGuard(&self.words[0])
     }
 
-    fn qs_seq(&self, pos: u32) -> &AtomicU64 {
-        &self.words[1 + (pos as usize & (self.slots - 1))]
+    fn qs_ends(&self) -> (u32, u32) {
+        let e = self.words[1].load(Ordering::Relaxed);
+        (e as u32, (e >> 32) as u32)
+    }
+
+    fn qs_set_ends(&self, h: u32, t: u32) {
+        self.words[1].store(h as u64 | (t as u64) << 32, Ordering::Relaxed);
     }
 
     fn qs_value(&self, pos: u32) -> &[AtomicU64] {
-        let at = 1 + self.slots + (pos as usize & (self.slots - 1)) * self.vw;
+        let at = 2 + (pos as usize & (self.slots - 1)) * self.vw;
         &self.words[at..at + self.vw]
     }
 
     /// `bpf_map_push_elem`: 0, -E2BIG when full (unless `flags` is
     /// BPF_EXIST: the oldest element makes room), -EINVAL for other flags
     /// or a value of the wrong size.
-    /// Context: any lcore; allocates nothing.
+    /// Context: any lcore; allocates nothing; takes the map's spinlock.
     pub fn push(&self, value: &[u8], flags: u64) -> i64 {
         use crate::bpf_abi::{errno, update};
         if flags & update::NOEXIST != 0
@@ -498,135 +510,60 @@ impl Map {
         {
             return -errno::EINVAL;
         }
-        let cap = self.def.max_entries;
-        loop {
-            // Q1: Acquire; pairs with Q3/Q5 (the last claim's release).
-            let e = self.qs_ends().load(Ordering::Acquire);
-            let (h, t) = (e as u32, (e >> 32) as u32);
-            if t.wrapping_sub(h) >= cap {
-                if flags & update::EXIST == 0 {
-                    return -errno::E2BIG;
-                }
-                let _ = self.take(false, None);
-                continue;
+        let _g = self.qs_lock();
+        let (mut h, t) = self.qs_ends();
+        if t.wrapping_sub(h) >= self.def.max_entries {
+            if flags & update::EXIST == 0 {
+                return -errno::E2BIG;
             }
-            let seq = self.qs_seq(t);
-            // Q2: Acquire; pairs with Q6 (the pop that freed the slot
-            // finished reading it).
-            if seq.load(Ordering::Acquire) != t as u64 {
-                // A pop is still copying the slot's value out.
-                std::hint::spin_loop();
-                continue;
-            }
-            let next = (h as u64) | ((t.wrapping_add(1) as u64) << 32);
-            // Q3: AcqRel; the claim of position t.
-            if self
-                .qs_ends()
-                .compare_exchange_weak(e, next, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            // Q8': Release fence; pairs with Q8: a peek that reads these
-            // words while they change sees the sequence move on.
-            std::sync::atomic::fence(Ordering::Release);
-            write_bytes(self.qs_value(t), 0, value);
-            // Q4: Release; pairs with Q7 (the value is in).
-            seq.store(t.wrapping_add(1) as u64, Ordering::Release);
-            return 0;
+            // The oldest makes room, for both kinds (as the kernel).
+            h = h.wrapping_add(1);
         }
+        write_bytes(self.qs_value(t), 0, value);
+        self.qs_set_ends(h, t.wrapping_add(1));
+        0
     }
 
     /// `bpf_map_pop_elem`: the oldest (QUEUE) or newest (STACK) value into
     /// `out`, removed; -ENOENT when empty.
-    /// Context: any lcore; allocates nothing.
+    /// Context: any lcore; allocates nothing; takes the map's spinlock.
     pub fn pop(&self, out: &mut [u8]) -> i64 {
-        if out.len() != self.def.value_size as usize || !self.def.kind.is_queue_or_stack() {
-            return -crate::bpf_abi::errno::EINVAL;
-        }
-        self.take(self.def.kind == MapKind::Stack, Some(out))
-    }
-
-    /// Removes the newest (`lifo`) or oldest element, its value copied to
-    /// `out`.
-    fn take(&self, lifo: bool, mut out: Option<&mut [u8]>) -> i64 {
-        let lap = self.slots as u32;
-        loop {
-            let Some((e, pos, _)) = self.qs_end(lifo) else {
-                return -crate::bpf_abi::errno::ENOENT;
-            };
-            let (h, t) = (e as u32, (e >> 32) as u32);
-            let next = if lifo {
-                (h as u64) | ((pos as u64) << 32)
-            } else {
-                (h.wrapping_add(1) as u64) | ((t as u64) << 32)
-            };
-            // Q5: AcqRel; the claim of position pos.
-            if self
-                .qs_ends()
-                .compare_exchange_weak(e, next, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            if let Some(out) = out.as_deref_mut() {
-                read_bytes(self.qs_value(pos), 0, out);
-            }
-            let free = if lifo { pos } else { pos.wrapping_add(lap) };
-            // Q6: Release; pairs with Q2 (the value was read out).
-            self.qs_seq(pos).store(free as u64, Ordering::Release);
-            return 0;
-        }
-    }
-
-    /// The element a pop at this end takes (the newest for `lifo`), once
-    /// its push has finished writing it: the ends word as read, its
-    /// position and its slot's sequence. None when empty.
-    fn qs_end(&self, lifo: bool) -> Option<(u64, u32, u64)> {
-        loop {
-            // Q1 as in push.
-            let e = self.qs_ends().load(Ordering::Acquire);
-            let (h, t) = (e as u32, (e >> 32) as u32);
-            if h == t {
-                return None;
-            }
-            let pos = if lifo { t.wrapping_sub(1) } else { h };
-            // Q7: Acquire; pairs with Q4 (the pushed value is visible).
-            let s = self.qs_seq(pos).load(Ordering::Acquire);
-            if s == pos.wrapping_add(1) as u64 {
-                return Some((e, pos, s));
-            }
-            // Its push has claimed it but not finished writing.
-            std::hint::spin_loop();
-        }
+        self.qs_take(out, true)
     }
 
     /// `bpf_map_peek_elem`: the value pop would return, left in place;
-    /// -ENOENT when empty. A seqlock read: the value is copied, then the
-    /// slot's sequence is checked unchanged.
-    /// Context: any lcore; allocates nothing.
+    /// -ENOENT when empty.
+    /// Context: any lcore; allocates nothing; takes the map's spinlock.
     pub fn peek(&self, out: &mut [u8]) -> i64 {
+        self.qs_take(out, false)
+    }
+
+    fn qs_take(&self, out: &mut [u8], remove: bool) -> i64 {
         if out.len() != self.def.value_size as usize || !self.def.kind.is_queue_or_stack() {
             return -crate::bpf_abi::errno::EINVAL;
         }
-        loop {
-            let Some((_, pos, s)) = self.qs_end(self.def.kind == MapKind::Stack) else {
-                return -crate::bpf_abi::errno::ENOENT;
-            };
-            read_bytes(self.qs_value(pos), 0, out);
-            // Q8: Acquire fence; pairs with the push's release fence, so a
-            // value read mid-rewrite shows as a changed sequence here.
-            std::sync::atomic::fence(Ordering::Acquire);
-            if self.qs_seq(pos).load(Ordering::Relaxed) == s {
-                return 0;
+        let _g = self.qs_lock();
+        let (h, t) = self.qs_ends();
+        if h == t {
+            return -crate::bpf_abi::errno::ENOENT;
+        }
+        let lifo = self.def.kind == MapKind::Stack;
+        let pos = if lifo { t.wrapping_sub(1) } else { h };
+        read_bytes(self.qs_value(pos), 0, out);
+        if remove {
+            if lifo {
+                self.qs_set_ends(h, pos);
+            } else {
+                self.qs_set_ends(h.wrapping_add(1), t);
             }
         }
+        0
     }
 
     /// QUEUE/STACK: the values held, oldest first (control plane, tests).
     pub fn queued(&self) -> Vec<Vec<u8>> {
-        let e = self.qs_ends().load(Ordering::Acquire);
-        let (h, t) = (e as u32, (e >> 32) as u32);
+        let _g = self.qs_lock();
+        let (h, t) = self.qs_ends();
         (0..t.wrapping_sub(h))
             .map(|k| {
                 let mut v = vec![0u8; self.def.value_size as usize];
