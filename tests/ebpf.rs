@@ -77,14 +77,7 @@ mod asm {
     use cpumapd::filter::ebpf::insn::*;
 
     pub fn i(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
-        Insn {
-            op,
-            dst,
-            src,
-            off,
-            imm,
-        }
-        .encode()
+        Insn::new(op, dst, src, off, imm).encode()
     }
     pub fn prog(insns: &[[u8; 8]]) -> Vec<u8> {
         insns.concat()

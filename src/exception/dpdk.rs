@@ -307,11 +307,6 @@ impl DpdkException {
             gro: self.gro.then(Box::<Gro>::default),
         })
     }
-
-    /// True when the sinks merge TCP segments into TSO super-frames.
-    pub fn gro(&self) -> bool {
-        self.gro
-    }
 }
 
 /// One lcore's TX queue on the exception device, and the RX queues it

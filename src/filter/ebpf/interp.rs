@@ -413,16 +413,7 @@ impl Mem<'_> {
     }
 
     fn store(&mut self, maps: &[Arc<Map>], addr: u64, size: usize, v: u64) -> Option<()> {
-        let b = v.to_le_bytes();
-        let ctx = self.ctx.as_ptr() as u64;
-        if addr >= ctx && addr < ctx + CTX_SIZE as u64 {
-            return None; // read-only
-        }
-        match self.region(maps, addr, size)? {
-            (Region::Bytes(s), o) => s[o..o + size].copy_from_slice(&b[..size]),
-            (Region::Words(w), o) => maps::write_bytes(w, o, &b[..size])?,
-        }
-        Some(())
+        self.write_from(maps, addr, v.to_le_bytes().get(..size)?)
     }
 
     /// Writes `src` at `addr` (a helper's output; never the context).

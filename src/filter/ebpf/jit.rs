@@ -80,36 +80,20 @@ fn copy_from(addr: u64, out: &mut [u8]) {
     unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) };
 }
 
-/// Calls `f` with a copy of the `len` bytes at `addr`: on a small buffer
-/// for the usual keys and values, a large one (out of line) otherwise.
+/// Calls `f` with a copy of the `len` bytes at `addr` (in
+/// [`maps::with_scratch`]'s buffers; None past MAX_VALUE_SIZE).
 #[inline(always)]
 fn with_bytes<R>(addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     if len == 4 {
         // The common key (u32 index or address): no buffer to clear.
         let mut b = [0u8; 4];
         copy_from(addr, &mut b);
-        Some(f(&b))
-    } else if len <= 64 {
-        let mut b = [0u8; 64];
-        copy_from(addr, &mut b[..len]);
-        Some(f(&b[..len]))
-    } else {
-        with_large_bytes(addr, len, f)
+        return Some(f(&b));
     }
-}
-
-/// `with_bytes` for values up to MAX_VALUE_SIZE. Kept out of line: a 4 KiB
-/// buffer in the helpers' own frames made every call probe the stack page
-/// by page (two thirds of a JIT run's time before this was split off).
-#[cold]
-#[inline(never)]
-fn with_large_bytes<R>(addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-    if len > maps::MAX_VALUE_SIZE as usize {
-        return None;
-    }
-    let mut b = [0u8; maps::MAX_VALUE_SIZE as usize];
-    copy_from(addr, &mut b[..len]);
-    Some(f(&b[..len]))
+    maps::with_scratch(len, |b| {
+        copy_from(addr, b);
+        f(b)
+    })
 }
 
 fn h_lookup(fd: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
