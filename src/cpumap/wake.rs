@@ -14,18 +14,19 @@
 //! stores, so each needs a full barrier between its store and its load (W1
 //! with W2), else both loads can miss both stores (x86 reorders a later
 //! load before an earlier store) and a frame waits in a ring while its
-//! target sleeps. Flushes are frequent and sleeps rare, so the barrier is
-//! asymmetric where the kernel offers it: the sleeper issues
-//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which runs a full barrier
-//! on every CPU running one of our threads, and the flush pays only a
-//! compiler barrier and one relaxed load while targets are awake. Without
-//! membarrier, both sides use a SeqCst fence. The loom model
-//! (`loom_tests::sleep_wake_*`) checks the handshake with the barriers as
-//! AcqRel read-modify-writes of one word (loom treats SeqCst fences as
-//! AcqRel, too weak to express Dekker): the later of the two synchronises
-//! with the earlier, which is what membarrier guarantees — for every other
-//! thread there is a point in its program order where a full barrier runs
-//! between the sleeper's store and its load.
+//! target sleeps. Both sides use a SeqCst fence.
+//!
+//! An asymmetric barrier (the sleeper's `membarrier(PRIVATE_EXPEDITED)`,
+//! a compiler barrier on the flush side) was used until request/response
+//! traffic was measured: there a target sleeps once per request, and the
+//! membarrier's IPI to every CPU running a cpumapd thread was 7.5% of
+//! cpumapd's cycles under nginx + wrk (`smp_call_function_many_cond`),
+//! against one fence per flush (tens of cycles for a burst of frames). The
+//! loom model (`loom_tests::sleep_wake_*`) checks the handshake with the
+//! barriers as AcqRel read-modify-writes of one word (loom treats SeqCst
+//! fences as AcqRel, too weak to express Dekker): the later of the two
+//! synchronises with the earlier, which is what a pair of SeqCst fences
+//! guarantees.
 
 #![allow(unsafe_code)]
 
@@ -37,49 +38,20 @@ use crate::sync::{AtomicU32, Ordering};
 
 #[cfg(not(loom))]
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-#[cfg(not(loom))]
-use std::sync::atomic::AtomicBool;
-
-/// True when `membarrier(PRIVATE_EXPEDITED)` is registered for this
-/// process: flushes then need only a compiler barrier. Decided once, when
-/// the first map is built, before any lcore runs.
-#[cfg(not(loom))]
-static ASYMMETRIC: AtomicBool = AtomicBool::new(false);
-#[cfg(not(loom))]
-static INIT: std::sync::Once = std::sync::Once::new();
-
-#[cfg(not(loom))]
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-#[cfg(not(loom))]
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
-
-#[cfg(not(loom))]
-fn membarrier(cmd: libc::c_int) -> bool {
-    // SAFETY: membarrier(2) takes (cmd, flags, cpu_id) by value.
-    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 }
-}
 
 /// The flush side's barrier between publishing frames and loading
 /// `sleeping` (W1).
 #[cfg(not(loom))]
 #[inline(always)]
-fn light_barrier(_w: &Waker) {
-    if ASYMMETRIC.load(std::sync::atomic::Ordering::Relaxed) {
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-    } else {
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-    }
+fn flush_barrier(_w: &Waker) {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 /// The sleeper's barrier between storing `sleeping` and re-checking its
 /// rings (W2).
 #[cfg(not(loom))]
-fn heavy_barrier(_w: &Waker) {
-    if !(ASYMMETRIC.load(std::sync::atomic::Ordering::Relaxed)
-        && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
-    {
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-    }
+fn sleep_barrier(_w: &Waker) {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Under loom, both barriers are an AcqRel read-modify-write of one word:
@@ -87,12 +59,12 @@ fn heavy_barrier(_w: &Waker) {
 /// earlier, which is the guarantee the real barriers give (loom models
 /// SeqCst fences only as AcqRel, which cannot express Dekker's handshake).
 #[cfg(loom)]
-fn light_barrier(w: &Waker) {
+fn flush_barrier(w: &Waker) {
     w.barrier.fetch_add(0, Ordering::AcqRel);
 }
 
 #[cfg(loom)]
-fn heavy_barrier(w: &Waker) {
+fn sleep_barrier(w: &Waker) {
     w.barrier.fetch_add(0, Ordering::AcqRel);
 }
 
@@ -121,14 +93,10 @@ impl std::fmt::Debug for Waker {
 
 impl Waker {
     /// A waker with its eventfd (non-blocking; the sleeper blocks in
-    /// poll(2)). Registers the asymmetric barrier on first use.
+    /// poll(2)).
     pub fn new() -> io::Result<Self> {
         #[cfg(not(loom))]
         {
-            INIT.call_once(|| {
-                let ok = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
-                ASYMMETRIC.store(ok, std::sync::atomic::Ordering::Relaxed);
-            });
             // SAFETY: plain eventfd(2); checked.
             let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
             if fd < 0 {
@@ -150,14 +118,14 @@ impl Waker {
     }
 
     /// The flush side: call after frames were published into one of this
-    /// target's rings. One load while the target is awake (SeqCst, which
-    /// on x86 is a plain load; the loom model needs it to rule out a stale
-    /// read the barrier already excludes).
+    /// target's rings. One fence and one load while the target is awake
+    /// (SeqCst, which on x86 is a plain load; the loom model needs it to
+    /// rule out a stale read the barrier already excludes).
     /// Returns true when it woke the target.
     /// Context: any RX lcore, after its enqueue.
     #[inline(always)]
     pub fn notify(&self) -> bool {
-        light_barrier(self);
+        flush_barrier(self);
         // W1: the load after the barrier; pairs with W2.
         if self.sleeping.load(Ordering::SeqCst) == 0 {
             return false;
@@ -199,7 +167,7 @@ impl Waker {
     pub fn prepare_sleep(&self) {
         self.sleeping.store(1, Ordering::SeqCst);
         // W2: the store before the barrier; pairs with W1.
-        heavy_barrier(self);
+        sleep_barrier(self);
     }
 
     /// The re-check found work: no sleep.

@@ -5,10 +5,27 @@
 //! # General idea
 //!
 //! One socket per queue pair, each owned by one lcore. RX uses a
-//! PACKET_MMAP TPACKET_V3 ring: the kernel fills blocks of frames and hands
-//! a block over by setting its status to TP_STATUS_USER; the lcore copies
-//! each frame into a pool buffer (the ring memory belongs to the kernel, as
-//! in DPDK's PMD) and returns the block with TP_STATUS_KERNEL. With more
+//! PACKET_MMAP ring, of one of two kinds (`ring=v2|v3`):
+//!
+//! * TPACKET_V2 (the default): a status word per frame slot. The kernel
+//!   hands each frame over by itself (TP_STATUS_USER) and wakes a poll(2)er
+//!   per frame, so a lone frame is seen at once. Slots are sized to the
+//!   interface's MTU; a frame larger than its slot (a GSO super-frame, a
+//!   GRO'd one) is queued whole on the socket as well (PACKET_COPY_THRESH;
+//!   the slot says TP_STATUS_COPY) and read from there with recvmsg(2)
+//!   into a 64 KiB buffer, in order. This is DPDK's af_packet PMD's ring
+//!   kind.
+//! * TPACKET_V3: frames packed into blocks; the kernel hands over (and
+//!   wakes readers for) a whole block when it is full or when its retire
+//!   timer fires (`tp_retire_blk_tov`, 1 ms, the least it takes). A lone
+//!   frame waits for that timer: half a millisecond on average, added to
+//!   every request/response round trip. Kept for what it does carry (the
+//!   skb's flow hash for `bpf_xdp_metadata_rx_hash`) and for comparison
+//!   (docs/PERFORMANCE.md, scripts/bench-rr.sh).
+//!
+//! Either way the lcore copies each frame into a pool buffer (the ring
+//! memory belongs to the kernel, as in DPDK's PMD) and returns the slot or
+//! block with TP_STATUS_KERNEL. With more
 //! than one queue the sockets join one PACKET_FANOUT_HASH group, so the
 //! kernel spreads flows across RX lcores like RSS. Outgoing frames are
 //! ignored on the RX side (PACKET_IGNORE_OUTGOING), so our own transmits do
@@ -23,10 +40,11 @@
 //! because the ring was full are read from PACKET_STATISTICS (`tp_drops`)
 //! and counted as `imissed`, so the accounting reaches the wire.
 //!
-//! Memory ordering with the kernel: K1: Acquire load of a block's status,
-//! pairing with the kernel's smp_wmb + status store when it retires the
-//! block; K2: Release store of TP_STATUS_KERNEL after the last read of the
-//! block, pairing with the kernel's read of the status before reuse.
+//! Memory ordering with the kernel: K1: Acquire load of a block's (V3) or a
+//! slot's (V2) status, pairing with the kernel's smp_wmb + status store
+//! when it hands the block or slot over; K2: Release store of
+//! TP_STATUS_KERNEL after the last read of the block or slot, pairing with
+//! the kernel's read of the status before reuse.
 
 #![allow(unsafe_code)]
 
@@ -59,6 +77,23 @@ const PKT_VLAN_TCI: usize = 32;
 const PKT_VLAN_TPID: usize = 36;
 /// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: the sockaddr_ll follows.
 const PKT_SLL: usize = 48;
+/// Offsets inside `tpacket2_hdr` (a V2 slot starts with it).
+const V2_STATUS: usize = 0;
+const V2_LEN: usize = 4;
+const V2_SNAPLEN: usize = 8;
+const V2_MAC: usize = 12;
+const V2_VLAN_TCI: usize = 24;
+const V2_VLAN_TPID: usize = 26;
+/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: the sockaddr_ll follows.
+const V2_SLL: usize = 32;
+/// `TP_STATUS_COPY`: the frame did not fit its slot; the whole of it waits
+/// on the socket's receive queue.
+const TP_STATUS_COPY: u32 = libc::TP_STATUS_COPY;
+/// The socket's receive buffer for frames too large for a V2 slot (each a
+/// GSO super-frame of up to 64 KiB).
+const COPY_RCVBUF: libc::c_int = 8 << 20;
+/// A V2 ring's default size in bytes (the V3 default's: 4096 x 2 KiB).
+const V2_RING_BYTES: usize = 8 << 20;
 const SLL_PKTTYPE: usize = 10;
 
 /// `PACKET_VNET_HDR` (linux/if_packet.h).
@@ -123,14 +158,59 @@ fn packet_socket(spec: &VdevSpec, ifindex: u32) -> Result<OwnedFd, PortError> {
     })
 }
 
-/// The mmap'ed TPACKET_V3 RX ring of one socket.
+/// The RX ring kinds (`ring=v2|v3`); see the module comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingKind {
+    /// TPACKET_V2: a status per frame, each frame handed over at once.
+    V2,
+    /// TPACKET_V3: blocks handed over when full or when the retire timer
+    /// fires.
+    V3,
+}
+
+impl RingKind {
+    /// The default: V2. Measured (docs/PERFORMANCE.md): V3's block timer
+    /// adds ~0.5 ms to every round trip, and V2 moves as much in bulk.
+    pub const DEFAULT: Self = Self::V2;
+
+    /// From the vdev's `ring=` (default [`Self::DEFAULT`]).
+    pub fn of(spec: &VdevSpec) -> Result<Self, PortError> {
+        match spec.get("ring") {
+            None => Ok(Self::DEFAULT),
+            Some("v2") => Ok(Self::V2),
+            Some("v3") => Ok(Self::V3),
+            Some(v) => Err(PortError::BadVdev {
+                vdev: spec.name.clone(),
+                why: format!(
+                    "ring={v}: expected v2 (a frame handed over at once) or v3 (blocks, 1 ms retire timer)"
+                ),
+            }),
+        }
+    }
+
+    /// As the vdev and the summary spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V2 => "v2",
+            Self::V3 => "v3",
+        }
+    }
+}
+
+/// The mmap'ed RX ring of one socket.
 struct RxRing {
     base: NonNull<u8>,
     len: usize,
+    kind: RingKind,
     block_size: usize,
     blocks: usize,
-    /// Block being read, packet index in it, and that packet's offset.
+    /// V2: slot size, slots per block and in all.
+    frame_size: usize,
+    frames_per_block: usize,
+    frames: usize,
+    /// V3: the block being read; V2: the slot being read.
     cur: usize,
+    /// V3: packet index in the block, and that packet's offset.
     pkt_idx: u32,
     pkt_off: usize,
 }
@@ -154,11 +234,21 @@ impl RxRing {
         unsafe { self.base.as_ptr().add(b * self.block_size) }
     }
 
+    /// V2: slot `i` (slots never straddle blocks).
     #[inline(always)]
-    fn status(&self, b: usize) -> &AtomicU32 {
-        // SAFETY: block_status is an aligned u32 inside the mapping, shared
-        // with the kernel, accessed only atomically here.
-        unsafe { AtomicU32::from_ptr(self.block(b).add(BLK_STATUS).cast()) }
+    fn slot(&self, i: usize) -> *mut u8 {
+        let (b, k) = (i / self.frames_per_block, i % self.frames_per_block);
+        // SAFETY: i < frames, so the slot lies inside block b's mapping.
+        unsafe { self.block(b).add(k * self.frame_size) }
+    }
+
+    /// The status word at `p` (a V3 block's, a V2 slot's).
+    #[inline(always)]
+    fn status_at(p: *mut u8) -> &'static AtomicU32 {
+        // SAFETY: p is an aligned u32 inside the mapping, shared with the
+        // kernel, accessed only atomically here; the mapping outlives every
+        // use (each within one rx_burst).
+        unsafe { AtomicU32::from_ptr(p.cast()) }
     }
 
     #[inline(always)]
@@ -203,6 +293,161 @@ fn enable_vnet(spec: &VdevSpec, fd: &OwnedFd) -> bool {
     }
 }
 
+/// A ring's shape: blocks of `block_size` bytes, each holding
+/// `block_size / frame_size` slots (V2) or frames packed up to its end (V3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    block_size: usize,
+    blocks: usize,
+    frame_size: usize,
+}
+
+/// What a V2 slot holds before the frame: `tpacket2_hdr`, the
+/// `sockaddr_ll`, alignment and a virtio-net header (the kernel's `macoff`
+/// is 76 with one), rounded up.
+const V2_SLOT_OVERHEAD: usize = 128;
+
+impl Geometry {
+    /// From the vdev's `blocksz`, `framesz` and `framecnt`, each defaulting
+    /// per ring kind: V3 packs 4096 frames' worth of 2 KiB into 1 MiB
+    /// blocks; V2 sizes its slots to the interface's MTU (a power of two,
+    /// at least 2 KiB: a 1500-byte MTU fits) and keeps the ring at
+    /// [`V2_RING_BYTES`].
+    fn of(spec: &VdevSpec, kind: RingKind, mtu: usize) -> Result<Self, PortError> {
+        let (block_d, frame_d) = match kind {
+            RingKind::V3 => (1 << 20, 2048),
+            RingKind::V2 => {
+                let f = (mtu + 14 + 8 + V2_SLOT_OVERHEAD).next_power_of_two().max(2048);
+                (f.max(4096), f)
+            }
+        };
+        let block_size: usize = spec.num("blocksz", block_d)?;
+        let frame_size: usize = spec.num("framesz", frame_d)?;
+        let count_d = match kind {
+            RingKind::V3 => 4096,
+            RingKind::V2 => V2_RING_BYTES / frame_size.max(1),
+        };
+        let frame_count: usize = spec.num("framecnt", count_d)?;
+        if frame_size < 64
+            || !frame_size.is_multiple_of(16)
+            || !block_size.is_power_of_two()
+            || block_size < 4096
+            || !block_size.is_multiple_of(frame_size)
+        {
+            return Err(PortError::BadVdev {
+                vdev: spec.name.clone(),
+                why: format!(
+                    "blocksz={block_size} must be a power of two >= 4096 and a multiple of framesz={frame_size} (>= 64, a multiple of 16)"
+                ),
+            });
+        }
+        let blocks = (frame_count * frame_size).div_ceil(block_size).max(2);
+        Ok(Self {
+            block_size,
+            blocks,
+            frame_size,
+        })
+    }
+
+    fn frames_per_block(&self) -> usize {
+        self.block_size / self.frame_size
+    }
+}
+
+/// Sets up `fd`'s RX ring of `kind` and maps it.
+fn map_ring(
+    spec: &VdevSpec,
+    fd: &OwnedFd,
+    kind: RingKind,
+    geo: Geometry,
+) -> Result<RxRing, PortError> {
+    let bad = |why: String| PortError::BadVdev {
+        vdev: spec.name.clone(),
+        why,
+    };
+    let Geometry {
+        block_size,
+        blocks,
+        frame_size,
+    } = geo;
+    let frames = geo.frames_per_block() * blocks;
+    let version = match kind {
+        RingKind::V2 => libc::tpacket_versions::TPACKET_V2,
+        RingKind::V3 => libc::tpacket_versions::TPACKET_V3,
+    } as libc::c_int;
+    netdev::setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
+        .map_err(|e| bad(format!("PACKET_VERSION {}: {e}", kind.name())))?;
+    let r = match kind {
+        RingKind::V3 => {
+            let req = libc::tpacket_req3 {
+                tp_block_size: block_size as u32,
+                tp_block_nr: blocks as u32,
+                tp_frame_size: frame_size as u32,
+                tp_frame_nr: frames as u32,
+                tp_retire_blk_tov: 1,
+                tp_sizeof_priv: 0,
+                tp_feature_req_word: libc::TP_FT_REQ_FILL_RXHASH,
+            };
+            netdev::setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+        }
+        RingKind::V2 => {
+            // A frame larger than a slot is queued whole on the socket too
+            // (TP_STATUS_COPY), with room for a burst of GSO super-frames;
+            // without the room (a non-root user's rmem_max) the clone is
+            // skipped and the frame counted as rx_oversize.
+            let one: libc::c_int = 1;
+            netdev::setsockopt(fd, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, &one)
+                .map_err(|e| bad(format!("PACKET_COPY_THRESH: {e}")))?;
+            if netdev::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &COPY_RCVBUF)
+                .is_err()
+            {
+                let _ = netdev::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &COPY_RCVBUF);
+            }
+            let req = libc::tpacket_req {
+                tp_block_size: block_size as u32,
+                tp_block_nr: blocks as u32,
+                tp_frame_size: frame_size as u32,
+                tp_frame_nr: frames as u32,
+            };
+            netdev::setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+        }
+    };
+    r.map_err(|e| {
+        bad(format!(
+            "PACKET_RX_RING {} ({blocks} x {block_size} B, {frame_size} B frames): {e}",
+            kind.name()
+        ))
+    })?;
+    let len = blocks * block_size;
+    // SAFETY: mapping the ring the kernel just allocated for this socket.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(os_err(spec, "mmap of the RX ring"));
+    }
+    Ok(RxRing {
+        base: NonNull::new(base.cast()).expect("mmap returned non-null"),
+        len,
+        kind,
+        block_size,
+        blocks,
+        frame_size,
+        frames_per_block: geo.frames_per_block(),
+        frames,
+        cur: 0,
+        pkt_idx: 0,
+        pkt_off: 0,
+    })
+}
+
 pub(super) fn open(
     spec: &VdevSpec,
     port: PortId,
@@ -212,20 +457,10 @@ pub(super) fn open(
         vdev: spec.name.clone(),
         why,
     };
-    let (_, ifindex) = netdev::port_iface(spec, LARGE_DATA_ROOM as usize)?;
-    let block_size: usize = spec.num("blocksz", 1 << 20)?;
-    let frame_size: usize = spec.num("framesz", 2048)?;
-    let frame_count: usize = spec.num("framecnt", 4096)?;
-    if frame_size < 64
-        || !block_size.is_power_of_two()
-        || block_size < 4096
-        || !block_size.is_multiple_of(frame_size)
-    {
-        return Err(bad(format!(
-            "blocksz={block_size} must be a power of two >= 4096 and a multiple of framesz={frame_size} (>= 64)"
-        )));
-    }
-    let blocks = (frame_count * frame_size).div_ceil(block_size).max(2);
+    let (iface, ifindex) = netdev::port_iface(spec, LARGE_DATA_ROOM as usize)?;
+    let kind = RingKind::of(spec)?;
+    let mtu = netdev::mtu(&iface).map_err(|e| bad(format!("{iface}: {e}")))? as usize;
+    let geo = Geometry::of(spec, kind, mtu)?;
     let bypass = spec.get("qdisc_bypass") != Some("0");
     let group = (std::process::id() as u16) ^ (port.0.wrapping_mul(0x9e37));
     let mut out: Vec<Box<dyn PortQueue>> = Vec::new();
@@ -239,44 +474,7 @@ pub(super) fn open(
                 .map_err(|e| bad(format!("PACKET_QDISC_BYPASS: {e}")))?;
         }
         let vnet = vnet_hdr(spec) && enable_vnet(spec, &fd);
-        let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-        netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)
-            .map_err(|e| bad(format!("TPACKET_V3: {e}")))?;
-        let req = libc::tpacket_req3 {
-            tp_block_size: block_size as u32,
-            tp_block_nr: blocks as u32,
-            tp_frame_size: frame_size as u32,
-            tp_frame_nr: (block_size / frame_size * blocks) as u32,
-            tp_retire_blk_tov: 1,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: libc::TP_FT_REQ_FILL_RXHASH,
-        };
-        netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
-            .map_err(|e| bad(format!("PACKET_RX_RING ({blocks} x {block_size} B): {e}")))?;
-        let len = blocks * block_size;
-        // SAFETY: mapping the ring the kernel just allocated for this socket.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(os_err(spec, "mmap of the RX ring"));
-        }
-        let ring = RxRing {
-            base: NonNull::new(base.cast()).expect("mmap returned non-null"),
-            len,
-            block_size,
-            blocks,
-            cur: 0,
-            pkt_idx: 0,
-            pkt_off: 0,
-        };
+        let ring = map_ring(spec, &fd, kind, geo)?;
         if nb_queues > 1 {
             let arg: u32 = group as u32 | (libc::PACKET_FANOUT_HASH << 16);
             netdev::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
@@ -390,6 +588,13 @@ impl AfPacketQueue {
             });
         };
         f.copy_from(data).map_err(|_| RxRefusal::Error)?;
+        Self::finish(q, f, vnet, m)
+    }
+
+    /// A received frame, in its buffer: its offload metadata, its VLAN tag
+    /// back in place, its RX metadata.
+    #[inline]
+    fn finish(q: TakeCtx<'_>, mut f: Frame, vnet: VnetHdr, m: RxMeta) -> Result<Frame, RxRefusal> {
         if q.vnet {
             f.set_offload(vnet);
         } else if m.status & libc::TP_STATUS_CSUMNOTREADY != 0 {
@@ -428,9 +633,240 @@ impl AfPacketQueue {
     }
 }
 
+/// One rx_burst's byte and error tallies (published once).
+#[derive(Default)]
+struct RxTally {
+    bytes: u64,
+    errors: u64,
+}
+
+/// One received frame as its ring slot describes it. `data` is what the
+/// ring holds of it (`snaplen` bytes), `len` its length on the wire side.
+struct Slot<'a> {
+    data: &'a [u8],
+    len: usize,
+    vnet: VnetHdr,
+    meta: RxMeta,
+}
+
+/// The virtio-net header the kernel wrote right before the frame at `p +
+/// mac` (PACKET_VNET_HDR), or none.
+#[inline(always)]
+fn vnet_before(vnet: bool, p: *const u8, mac: usize, hdr_end: usize) -> VnetHdr {
+    if vnet && mac >= hdr_end + VNET_HDR_LEN {
+        // SAFETY: with PACKET_VNET_HDR the kernel writes the header in the
+        // VNET_HDR_LEN bytes before the frame, inside the slot or block.
+        let h = unsafe { &*p.add(mac - VNET_HDR_LEN).cast::<[u8; VNET_HDR_LEN]>() };
+        VnetHdr::parse(h)
+    } else {
+        VnetHdr::default()
+    }
+}
+
+/// Takes one frame into `out`, or counts why not.
+#[inline(always)]
+fn accept(q: TakeCtx<'_>, pool: &mut Pool, out: &mut Burst, s: Slot<'_>, t: &mut RxTally) {
+    match AfPacketQueue::take(q, pool, s.data, s.len, s.vnet, s.meta) {
+        Ok(f) => {
+            t.bytes += s.data.len() as u64;
+            out.push(f);
+        }
+        Err(RxRefusal::NoBuffer) => q.counters.rx_nombuf.add(1),
+        Err(RxRefusal::Oversize) => q.counters.rx_oversize.add(1),
+        Err(RxRefusal::BadOffload) => q.counters.rx_bad_offload.add(1),
+        Err(RxRefusal::Error) => t.errors += 1,
+    }
+}
+
+/// TPACKET_V3: whole blocks, frame after frame. Context: the owning lcore.
+#[inline]
+fn rx_v3(ring: &mut RxRing, q: TakeCtx<'_>, pool: &mut Pool, out: &mut Burst, t: &mut RxTally) {
+    while out.len() < MAX_BURST {
+        let b = ring.cur;
+        let blk = ring.block(b);
+        // K1: Acquire; pairs with the kernel's release of the block.
+        let status = RxRing::status_at(blk.wrapping_add(BLK_STATUS));
+        if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+            break;
+        }
+        let num = RxRing::read_u32(blk, BLK_NUM_PKTS);
+        if ring.pkt_idx == 0 {
+            ring.pkt_off = RxRing::read_u32(blk, BLK_FIRST) as usize;
+        }
+        if ring.pkt_idx >= num {
+            // K2: Release; every read of this block happened before.
+            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            ring.cur = (b + 1) % ring.blocks;
+            ring.pkt_idx = 0;
+            continue;
+        }
+        // SAFETY: pkt_off comes from the kernel's block layout
+        // (offset_to_first_pkt / tp_next_offset) and stays in the block.
+        let p = unsafe { blk.add(ring.pkt_off) };
+        let next = RxRing::read_u32(p, PKT_NEXT) as usize;
+        ring.pkt_idx += 1;
+        ring.pkt_off += next;
+        // SAFETY: the sockaddr_ll follows the header inside the block.
+        if unsafe { *p.add(PKT_SLL + SLL_PKTTYPE) } == libc::PACKET_OUTGOING {
+            continue;
+        }
+        let snap = RxRing::read_u32(p, PKT_SNAPLEN) as usize;
+        let mac = RxRing::read_u16(p, PKT_MAC) as usize;
+        // SAFETY: [mac, mac + snap) is the frame inside the block.
+        let data = unsafe { std::slice::from_raw_parts(p.add(mac), snap) };
+        let slot = Slot {
+            data,
+            len: RxRing::read_u32(p, PKT_LEN) as usize,
+            vnet: vnet_before(q.vnet, p, mac, PKT_SLL),
+            meta: RxMeta {
+                status: RxRing::read_u32(p, PKT_STATUS),
+                hash: RxRing::read_u32(p, PKT_RXHASH),
+                tci: RxRing::read_u32(p, PKT_VLAN_TCI) as u16,
+                tpid: RxRing::read_u16(p, PKT_VLAN_TPID),
+            },
+        };
+        accept(q, pool, out, slot, t);
+    }
+}
+
+/// TPACKET_V2: slot after slot, each handed over by itself. A slot marked
+/// TP_STATUS_COPY holds the head of a frame too large for it; the whole
+/// frame is read from the socket's receive queue (where the kernel queued
+/// it, in order, before it set the slot's status). Context: the owning
+/// lcore.
+#[inline]
+fn rx_v2(
+    ring: &mut RxRing,
+    q: TakeCtx<'_>,
+    fd: &OwnedFd,
+    pool: &mut Pool,
+    out: &mut Burst,
+    t: &mut RxTally,
+) {
+    while out.len() < MAX_BURST {
+        let p = ring.slot(ring.cur);
+        // K1: Acquire; pairs with the kernel's release of the slot.
+        let status_word = RxRing::status_at(p.wrapping_add(V2_STATUS));
+        let status = status_word.load(Ordering::Acquire);
+        if status & libc::TP_STATUS_USER == 0 {
+            break;
+        }
+        // SAFETY: the sockaddr_ll follows the header inside the slot.
+        let outgoing = unsafe { *p.add(V2_SLL + SLL_PKTTYPE) } == libc::PACKET_OUTGOING;
+        let meta = RxMeta {
+            status,
+            hash: 0,
+            tci: RxRing::read_u16(p, V2_VLAN_TCI),
+            tpid: RxRing::read_u16(p, V2_VLAN_TPID),
+        };
+        if status & TP_STATUS_COPY != 0 {
+            take_copied(q, fd, pool, out, meta, t);
+        } else if !outgoing {
+            let snap = RxRing::read_u32(p, V2_SNAPLEN) as usize;
+            let mac = RxRing::read_u16(p, V2_MAC) as usize;
+            let snap = snap.min(ring.frame_size.saturating_sub(mac));
+            // SAFETY: [mac, mac + snap) lies inside the slot (clamped).
+            let data = unsafe { std::slice::from_raw_parts(p.add(mac), snap) };
+            let slot = Slot {
+                data,
+                len: RxRing::read_u32(p, V2_LEN) as usize,
+                vnet: vnet_before(q.vnet, p, mac, V2_SLL),
+                meta,
+            };
+            accept(q, pool, out, slot, t);
+        }
+        // K2: Release; every read of this slot happened before.
+        status_word.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        ring.cur = (ring.cur + 1) % ring.frames;
+    }
+}
+
+/// A frame too large for its V2 slot, read whole from the socket's
+/// receive queue into a 64 KiB buffer: recvmsg(2) with the virtio-net
+/// header (on a vnet socket) in front. A frame that cannot be kept is still
+/// taken off the queue, so the next COPY slot reads its own. Cold: GSO
+/// super-frames and frames past the MTU only. Context: the owning lcore.
+#[cold]
+fn take_copied(
+    q: TakeCtx<'_>,
+    fd: &OwnedFd,
+    pool: &mut Pool,
+    out: &mut Burst,
+    meta: RxMeta,
+    t: &mut RxTally,
+) {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    let mut f = pool.alloc_large();
+    let mut scratch = [0u8; 1];
+    let (base, room) = match f.as_mut() {
+        Some(f) => {
+            let room = f.room();
+            if f.set_len(room).is_err() {
+                t.errors += 1;
+                return;
+            }
+            (f.data_mut().as_mut_ptr(), room)
+        }
+        // No buffer: read into one byte, so the frame leaves the queue.
+        None => (scratch.as_mut_ptr(), scratch.len()),
+    };
+    let mut iov = [
+        libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: VNET_HDR_LEN,
+        },
+        libc::iovec {
+            iov_base: base.cast(),
+            iov_len: room,
+        },
+    ];
+    let iov = if q.vnet { &mut iov[..] } else { &mut iov[1..] };
+    // SAFETY: a zeroed msghdr is valid plain data (no name, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: the iovecs point at `hdr` and a buffer of `room` bytes, both
+    // alive for the call.
+    let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    let got = (r.max(0) as usize).saturating_sub(if q.vnet { VNET_HDR_LEN } else { 0 });
+    let Some(mut f) = f else {
+        q.counters.rx_nombuf.add(1);
+        return;
+    };
+    if r < 0 {
+        t.errors += 1;
+        return;
+    }
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
+        q.counters.rx_oversize.add(1);
+        return;
+    }
+    if f.set_len(got).is_err() {
+        t.errors += 1;
+        return;
+    }
+    let vnet = if q.vnet {
+        VnetHdr::parse(&hdr)
+    } else {
+        VnetHdr::default()
+    };
+    if vnet.check_frame(f.data()).is_err() {
+        q.counters.rx_bad_offload.add(1);
+        return;
+    }
+    match AfPacketQueue::finish(q, f, vnet, meta) {
+        Ok(f) => {
+            t.bytes += got as u64;
+            out.push(f);
+        }
+        Err(_) => t.errors += 1,
+    }
+}
+
 impl PortQueue for AfPacketQueue {
-    /// Context: the owning lcore. Copies frames out of kernel-owned blocks;
-    /// no allocation, no syscall (stats every STATS_EVERY polls aside).
+    /// Context: the owning lcore. Copies frames out of kernel-owned slots
+    /// or blocks; no allocation, no syscall (stats every STATS_EVERY polls
+    /// and a V2 frame too large for its slot aside).
     fn rx_burst(&mut self, pool: &mut Pool, out: &mut Burst) -> usize {
         self.polls = self.polls.wrapping_add(1);
         if self.polls.is_multiple_of(STATS_EVERY) {
@@ -440,79 +876,21 @@ impl PortQueue for AfPacketQueue {
             return 0;
         };
         let start = out.len();
-        let (mut bytes, mut errors) = (0u64, 0u64);
-        while out.len() < MAX_BURST {
-            let b = ring.cur;
-            // K1: Acquire; pairs with the kernel's release of the block.
-            if ring.status(b).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
-                break;
-            }
-            let blk = ring.block(b);
-            let num = RxRing::read_u32(blk, BLK_NUM_PKTS);
-            if ring.pkt_idx == 0 {
-                ring.pkt_off = RxRing::read_u32(blk, BLK_FIRST) as usize;
-            }
-            if ring.pkt_idx >= num {
-                // K2: Release; every read of this block happened before.
-                ring.status(b)
-                    .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-                ring.cur = (b + 1) % ring.blocks;
-                ring.pkt_idx = 0;
-                continue;
-            }
-            // SAFETY: pkt_off comes from the kernel's block layout
-            // (offset_to_first_pkt / tp_next_offset) and stays in the block.
-            let p = unsafe { blk.add(ring.pkt_off) };
-            let snap = RxRing::read_u32(p, PKT_SNAPLEN) as usize;
-            let status = RxRing::read_u32(p, PKT_STATUS);
-            let mac = RxRing::read_u16(p, PKT_MAC) as usize;
-            let hash = RxRing::read_u32(p, PKT_RXHASH);
-            // SAFETY: the sockaddr_ll follows the header inside the block.
-            let pkttype = unsafe { *p.add(PKT_SLL + SLL_PKTTYPE) };
-            let next = RxRing::read_u32(p, PKT_NEXT) as usize;
-            ring.pkt_idx += 1;
-            ring.pkt_off += next;
-            if pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            let len = RxRing::read_u32(p, PKT_LEN) as usize;
-            // SAFETY: [mac, mac + snap) is the frame inside the block.
-            let data = unsafe { std::slice::from_raw_parts(p.add(mac), snap) };
-            let vnet = if self.vnet && mac >= VNET_HDR_LEN {
-                // SAFETY: with PACKET_VNET_HDR the kernel writes the header
-                // in the VNET_HDR_LEN bytes before the frame, inside the block.
-                let h = unsafe { &*p.add(mac - VNET_HDR_LEN).cast::<[u8; VNET_HDR_LEN]>() };
-                VnetHdr::parse(h)
-            } else {
-                VnetHdr::default()
-            };
-            let meta = RxMeta {
-                status,
-                hash,
-                tci: RxRing::read_u32(p, PKT_VLAN_TCI) as u16,
-                tpid: RxRing::read_u16(p, PKT_VLAN_TPID),
-            };
-            let ctx = TakeCtx {
-                port: self.port,
-                queue: self.queue,
-                vnet: self.vnet,
-                counters: &self.counters,
-            };
-            match Self::take(ctx, pool, data, len, vnet, meta) {
-                Ok(f) => {
-                    bytes += snap as u64;
-                    out.push(f);
-                }
-                Err(RxRefusal::NoBuffer) => self.counters.rx_nombuf.add(1),
-                Err(RxRefusal::Oversize) => self.counters.rx_oversize.add(1),
-                Err(RxRefusal::BadOffload) => self.counters.rx_bad_offload.add(1),
-                Err(RxRefusal::Error) => errors += 1,
-            }
+        let mut t = RxTally::default();
+        let ctx = TakeCtx {
+            port: self.port,
+            queue: self.queue,
+            vnet: self.vnet,
+            counters: &self.counters,
+        };
+        match ring.kind {
+            RingKind::V2 => rx_v2(ring, ctx, &self.fd, pool, out, &mut t),
+            RingKind::V3 => rx_v3(ring, ctx, pool, out, &mut t),
         }
         let n = out.len() - start;
         self.counters.ipackets.add(n as u64);
-        self.counters.ibytes.add(bytes);
-        self.counters.ierrors.add(errors);
+        self.counters.ibytes.add(t.bytes);
+        self.counters.ierrors.add(t.errors);
         n
     }
 
@@ -581,9 +959,9 @@ impl PortQueue for AfPacketQueue {
         Ok(())
     }
 
-    /// The socket: poll(2) says POLLIN when the kernel retires a ring
-    /// block (full, or after its 1 ms timeout: TPACKET_V3 wakes readers per
-    /// block, not per frame).
+    /// The socket: poll(2) says POLLIN when the kernel hands over a V2 slot
+    /// (each frame, at once) or retires a V3 block (full, or after its 1 ms
+    /// timeout: V3 wakes readers per block, not per frame).
     fn idle_wait(&self) -> super::IdleWait {
         match self.ring {
             Some(_) => super::IdleWait::Fd(self.fd.as_raw_fd()),

@@ -148,7 +148,7 @@ pub enum Driver {
     Pcap,
     /// `net_null`: endless frames, never written.
     Null,
-    /// `net_af_packet`: a Linux interface through TPACKET_V3.
+    /// `net_af_packet`: a Linux interface through a TPACKET_V2 or V3 ring.
     AfPacket,
     /// `net_af_xdp`: a Linux interface's queues through AF_XDP.
     AfXdp,
@@ -220,6 +220,8 @@ impl VdevSpec {
                 "framesz",
                 "framecnt",
                 "qdisc_bypass",
+                "ring",
+                "vnet_hdr",
             ],
             Driver::AfXdp => &["iface", "start_queue", "queue_count", "force_copy"],
         }
