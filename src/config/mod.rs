@@ -30,7 +30,8 @@ use crate::exception::tap::KernelMac;
 pub enum IdlePolicy {
     /// Poll without pause (every CPU an lcore has stays busy).
     Spin,
-    /// Spin while work keeps coming, then block until it arrives.
+    /// Poll while work keeps coming (by the recent gaps between work, up to
+    /// 50 us after the last), then block until it arrives.
     #[default]
     Adaptive,
     /// Block as soon as a poll finds nothing.
@@ -45,17 +46,6 @@ impl std::str::FromStr for IdlePolicy {
             "adaptive" => Ok(Self::Adaptive),
             "sleep" => Ok(Self::Sleep),
             _ => Err(format!("--idle '{s}': expected spin, adaptive or sleep")),
-        }
-    }
-}
-
-impl IdlePolicy {
-    /// Idle polls before blocking (None: never blocks).
-    pub fn spins_before_block(self) -> Option<u32> {
-        match self {
-            Self::Spin => None,
-            Self::Adaptive => Some(256),
-            Self::Sleep => Some(0),
         }
     }
 }

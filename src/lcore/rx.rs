@@ -86,6 +86,8 @@ impl PollLoop for RxLcore {
             self.sink.wait_fd(),
         );
         let mut streak = Streak::new(self.idle);
+        // A sleep just ended: the TAP may be what woke it.
+        let mut woke = false;
         while !stop.load(Ordering::Relaxed) {
             laps.start();
             polls = polls.wrapping_add(1);
@@ -172,7 +174,7 @@ impl PollLoop for RxLcore {
             self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
             self.yield_to_colocated(&t, &streak);
             laps.lap(RxStage::Flush as usize);
-            if (t.rx == 0 && !streak.blocks()) || polls.is_multiple_of(REVERSE_EVERY) {
+            if (t.rx == 0 && (!streak.blocks() || woke)) || polls.is_multiple_of(REVERSE_EVERY) {
                 self.reverse(&mut t, &mut rev);
             }
             self.publish(&t);
@@ -184,7 +186,7 @@ impl PollLoop for RxLcore {
             if exhausted == self.queues.len() {
                 break;
             }
-            self.rest(&t, &mut wait, &mut streak, stop);
+            woke = self.rest(&t, &mut wait, &mut streak, stop);
         }
         self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
         self.reader.offline();
@@ -194,25 +196,33 @@ impl PollLoop for RxLcore {
 
 impl RxLcore {
     /// Idle long enough: block on every queue (QSBR-offline meanwhile; the
-    /// bulk queues were flushed), or nap. Context: the RX lcore, between
-    /// polls.
+    /// bulk queues were flushed), or nap. Returns true when it blocked and
+    /// something became readable. Context: the RX lcore, between polls.
     #[inline]
-    fn rest(&mut self, t: &Tally, wait: &mut RxWait, streak: &mut Streak, stop: &AtomicBool) {
+    fn rest(
+        &mut self,
+        t: &Tally,
+        wait: &mut RxWait,
+        streak: &mut Streak,
+        stop: &AtomicBool,
+    ) -> bool {
         if t.rx != 0 || t.reverse_rx != 0 {
             streak.busy();
         } else if streak.idle() && !stop.load(Ordering::Relaxed) {
-            self.block(wait, streak);
+            return self.block(wait, streak);
         }
+        false
     }
 
     #[cold]
-    fn block(&mut self, wait: &mut RxWait, streak: &mut Streak) {
+    fn block(&mut self, wait: &mut RxWait, streak: &mut Streak) -> bool {
         let c = &self.stats.counters;
         match wait {
-            RxWait::Never => {}
+            RxWait::Never => false,
             RxWait::Nap => {
                 streak.nap();
                 c.sleeps.add(1);
+                false
             }
             RxWait::Block(fds) => {
                 self.reader.sleep();
@@ -220,14 +230,16 @@ impl RxLcore {
                 self.reader.wake();
                 c.sleeps.add(1);
                 c.wakeups.add(woke as u64);
+                woke
             }
         }
     }
 
     /// Frames the kernel sent back through this lcore's sink go out of its
     /// first port queue. Called every poll while idle under --idle spin,
-    /// otherwise every REVERSE_EVERY polls (a sleep wakes on the TAP's
-    /// descriptor), so an idle spin costs no read(2) per poll.
+    /// otherwise every REVERSE_EVERY polls and at once after a sleep ends
+    /// (a sleep wakes on the TAP's descriptor), so an idle spin costs no
+    /// read(2) per poll.
     #[inline]
     fn reverse(&mut self, t: &mut Tally, rev: &mut Burst) {
         let q = self.queues.first_mut();

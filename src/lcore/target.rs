@@ -103,6 +103,8 @@ impl PollLoop for TargetLcore {
         let mut fds = target_fds(self.waker.fd(), self.sink.wait_fd());
         let mut rev = Burst::new();
         let mut loops = 0u32;
+        // A sleep just ended: the TAP may be what woke it.
+        let mut woke = false;
         let mut laps = Laps::<{ TargetStage::N }, TIMED>::new(self.stage_clock.take());
         let c = &self.stats.counters;
         loop {
@@ -115,7 +117,8 @@ impl PollLoop for TargetLcore {
             let taken = self.view.poll(&mut batch, MAX_BURST);
             laps.lap(TargetStage::Dequeue as usize);
             if let Some(r) = self.reverse.as_mut()
-                && ((taken.count == 0 && !streak.blocks()) || loops.is_multiple_of(REVERSE_EVERY))
+                && ((taken.count == 0 && (!streak.blocks() || woke))
+                    || loops.is_multiple_of(REVERSE_EVERY))
                 && let Some(m) =
                     reverse_pass(self.sink.as_mut(), &mut r.pool, r.tx.as_mut(), &mut rev)
             {
@@ -123,7 +126,9 @@ impl PollLoop for TargetLcore {
                 c.reverse_tx.add(m.tx);
                 c.reverse_drops.add(m.drops);
                 backoff.reset();
+                streak.busy();
             }
+            woke = false;
             if taken.count == 0 {
                 laps.publish(TargetStage::Other as usize, false, &c.stages);
                 if stopping {
@@ -142,7 +147,7 @@ impl PollLoop for TargetLcore {
                         c.sched.add(1);
                     }
                 } else if streak.idle() {
-                    self.rest(stop, &mut fds);
+                    woke = self.rest(stop, &mut fds);
                 } else {
                     std::hint::spin_loop();
                 }
@@ -195,20 +200,22 @@ impl PollLoop for TargetLcore {
 impl TargetLcore {
     /// Idle long enough: announce the sleep, re-check the rings (and the
     /// map and the stop flag), then wait for a flush's wake-up or the
-    /// kernel's reverse traffic. Context: the target lcore.
+    /// kernel's reverse traffic. Returns true when it blocked and
+    /// something became readable. Context: the target lcore.
     #[cold]
-    fn rest(&self, stop: &AtomicBool, fds: &mut [libc::pollfd]) {
+    fn rest(&self, stop: &AtomicBool, fds: &mut [libc::pollfd]) -> bool {
         let c = &self.stats.counters;
         self.waker.prepare_sleep();
         if !self.view.is_empty() || self.view.changed() || stop.load(Ordering::Acquire) {
             self.waker.cancel();
-            return;
+            return false;
         }
-        block_on(fds, MAX_BLOCK_MS);
+        let readable = block_on(fds, MAX_BLOCK_MS);
         let woke = self.waker.woken();
         c.sleeps.add(1);
         c.sched.add(1);
         c.wakeups.add(woke as u64);
+        readable
     }
 }
 
