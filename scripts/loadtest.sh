@@ -6,13 +6,14 @@
 #
 #   scripts/loadtest.sh [--source trafgen|testpmd] [--backend native|dpdk]
 #                       [--rates 100k,300k,1M,max] [--secs S] [--mode MODE]
-#                       [--targets N] [--qsize N]
+#                       [--targets N] [--qsize N] [--vdev-args K=V,...]
 #
 #   trafgen  (default; root) netsniff-ng's trafgen sends 64 B UDP, random
 #            source ports, from a throwaway namespace over a veth pair at
 #            each --rates step (pps; "max" = unpaced). cpumapd reads the
 #            other end with its AF_PACKET port (native) or DPDK's
-#            net_af_packet (--backend dpdk).
+#            net_af_packet (--backend dpdk); --vdev-args appends kvargs
+#            to its vdev (ring=v3: the AF_PACKET ring kinds side by side).
 #   testpmd  (needs a cpumapd built with --features dpdk) dpdk-testpmd
 #            --forward-mode=txonly as the memif server, cpumapd the client.
 #            testpmd has no software pacing: one step at its full rate.
@@ -24,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-source=trafgen backend=native rates="100k,300k,1M,max" secs=5 mode=l4-hash targets=1 qsize=2048
+source=trafgen backend=native rates="100k,300k,1M,max" secs=5 mode=l4-hash targets=1 qsize=2048 vdev_args=
 die() { echo "loadtest: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -35,7 +36,8 @@ while [ $# -gt 0 ]; do
         --mode) mode=$2; shift 2 ;;
         --targets) targets=$2; shift 2 ;;
         --qsize) qsize=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --vdev-args) vdev_args=$2; shift 2 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (--help lists them)" ;;
     esac
 done
@@ -147,7 +149,7 @@ if [ "$source" = trafgen ]; then
 TG
     # The same vdev string for both backends: cpumapd's own AF_PACKET port
     # natively, DPDK's net_af_packet with --backend dpdk.
-    port=(--vdev "net_af_packet0,iface=$vd")
+    port=(--vdev "net_af_packet0,iface=$vd${vdev_args:+,$vdev_args}")
     IFS=, read -r -a steps <<<"$rates"
     for r in "${steps[@]}"; do
         case "$r" in

@@ -107,7 +107,7 @@ EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
                          --vdev net_gen0[,flows=N,size=B,rate=PPS,count=N,proto=udp|tcp|mix,dport=P]
                          --vdev net_pcap0,rx_pcap=FILE[,tx_pcap=FILE][,infinite_rx=1]
                          --vdev net_null0[,size=B]
-                         --vdev net_af_packet0,iface=IF[,qpairs=N][,blocksz=B][,framecnt=N][,qdisc_bypass=0]
+                         --vdev net_af_packet0,iface=IF[,qpairs=N][,ring=v2|v3][,blocksz=B][,framecnt=N][,qdisc_bypass=0]
                          accepted and ignored: -n -m --no-huge --no-pci --no-shconf --in-memory --file-prefix
 app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
           --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --idle spin|adaptive|sleep --duration S --interval S --summary-json FILE|- --config FILE

@@ -202,3 +202,49 @@ impl Streak {
         self.nap_us = (self.nap_us * 2).min(NAP_MAX_US);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_gap(gap_ns: u64) -> Streak {
+        let mut s = Streak::new(IdlePolicy::Adaptive);
+        s.gap_ns = gap_ns;
+        s
+    }
+
+    #[test]
+    fn adaptive_polls_for_twice_the_recent_gap_within_its_bounds() {
+        assert_eq!(with_gap(1_000).spin_budget_ns(), SPIN_MIN_NS);
+        assert_eq!(with_gap(10_000).spin_budget_ns(), 20_000);
+        assert_eq!(with_gap(SPIN_MAX_NS).spin_budget_ns(), SPIN_MAX_NS);
+        // Sparse traffic, or none: block soon after the last work.
+        assert_eq!(with_gap(SPIN_MAX_NS + 1).spin_budget_ns(), SPIN_MIN_NS);
+        assert_eq!(with_gap(u64::MAX / 16).spin_budget_ns(), SPIN_MIN_NS);
+    }
+
+    #[test]
+    fn the_gap_average_follows_the_traffic() {
+        let mut s = Streak::new(IdlePolicy::Adaptive);
+        // Busy periods 2 ms apart: the average leaves the spin range.
+        for _ in 0..32 {
+            assert!(!s.idle(), "the first idle poll never blocks");
+            std::thread::sleep(Duration::from_millis(2));
+            s.busy();
+        }
+        assert!(s.gap_ns > SPIN_MAX_NS, "{}", s.gap_ns);
+        assert_eq!(s.spin_budget_ns(), SPIN_MIN_NS);
+        // An idle streak past the budget blocks.
+        let _ = s.idle();
+        std::thread::sleep(Duration::from_micros(2 * SPIN_MIN_NS / 1000));
+        assert!((0..CLOCK_EVERY).any(|_| s.idle()));
+    }
+
+    #[test]
+    fn sleep_blocks_at_once_and_spin_never() {
+        let mut sleep = Streak::new(IdlePolicy::Sleep);
+        assert!(sleep.idle());
+        let mut spin = Streak::new(IdlePolicy::Spin);
+        assert!((0..10_000).all(|_| !spin.idle()));
+    }
+}

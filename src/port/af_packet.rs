@@ -317,7 +317,9 @@ impl Geometry {
         let (block_d, frame_d) = match kind {
             RingKind::V3 => (1 << 20, 2048),
             RingKind::V2 => {
-                let f = (mtu + 14 + 8 + V2_SLOT_OVERHEAD).next_power_of_two().max(2048);
+                let f = (mtu + 14 + 8 + V2_SLOT_OVERHEAD)
+                    .next_power_of_two()
+                    .max(2048);
                 (f.max(4096), f)
             }
         };
@@ -398,8 +400,7 @@ fn map_ring(
             let one: libc::c_int = 1;
             netdev::setsockopt(fd, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, &one)
                 .map_err(|e| bad(format!("PACKET_COPY_THRESH: {e}")))?;
-            if netdev::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &COPY_RCVBUF)
-                .is_err()
+            if netdev::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &COPY_RCVBUF).is_err()
             {
                 let _ = netdev::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &COPY_RCVBUF);
             }
@@ -971,5 +972,66 @@ impl PortQueue for AfPacketQueue {
 
     fn counters(&self) -> &Arc<PortQueueCounters> {
         &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(s: &str) -> VdevSpec {
+        VdevSpec::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_ring_kind_defaults_to_v2_and_a_bad_one_is_named() {
+        assert_eq!(
+            RingKind::of(&spec("net_af_packet0,iface=x")).unwrap(),
+            RingKind::V2
+        );
+        assert_eq!(
+            RingKind::of(&spec("net_af_packet0,iface=x,ring=v3")).unwrap(),
+            RingKind::V3
+        );
+        let e = RingKind::of(&spec("net_af_packet0,iface=x,ring=v4"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ring=v4") && e.contains("v2") && e.contains("v3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn v2_slots_hold_an_mtu_frame_and_the_ring_keeps_its_size() {
+        let s = spec("net_af_packet0,iface=x");
+        let g = Geometry::of(&s, RingKind::V2, 1500).unwrap();
+        assert_eq!(g.frame_size, 2048);
+        // The kernel's macoff with a virtio-net header (76) + the frame.
+        assert!(76 + 1514 + 4 <= g.frame_size);
+        assert_eq!(g.block_size * g.blocks, V2_RING_BYTES);
+        let j = Geometry::of(&s, RingKind::V2, 9000).unwrap();
+        assert_eq!(j.frame_size, 16384);
+        assert!(j.frame_size >= 9000 + 14 + 8 + V2_SLOT_OVERHEAD);
+        assert_eq!(j.block_size * j.blocks, V2_RING_BYTES);
+        let v3 = Geometry::of(&s, RingKind::V3, 1500).unwrap();
+        assert_eq!(
+            (v3.block_size, v3.blocks, v3.frame_size),
+            (1 << 20, 8, 2048)
+        );
+    }
+
+    #[test]
+    fn a_bad_geometry_is_refused_naming_the_values() {
+        for kv in ["framesz=100", "blocksz=5000", "framesz=4096,blocksz=2048"] {
+            let s = spec(&format!("net_af_packet0,iface=x,{kv}"));
+            for kind in [RingKind::V2, RingKind::V3] {
+                let e = Geometry::of(&s, kind, 1500).unwrap_err().to_string();
+                assert!(
+                    e.contains("blocksz=") && e.contains("framesz="),
+                    "{kv}: {e}"
+                );
+            }
+        }
     }
 }
