@@ -80,14 +80,12 @@ impl PollLoop for RxLcore {
         let mut rev = Burst::new();
         let mut verdicts = [Verdict::Drop; MAX_BURST];
         let mut laps = Laps::<{ RxStage::N }, TIMED>::new(self.stage_clock.take());
-        let mut polls = 0u32;
+        let (mut polls, mut woke) = (0u32, false); // woke: a sleep ended (the TAP's?)
         let mut wait = RxWait::of(
             self.queues.iter().map(|q| q.idle_wait()),
             self.sink.wait_fd(),
         );
         let mut streak = Streak::new(self.idle);
-        // A sleep just ended: the TAP may be what woke it.
-        let mut woke = false;
         while !stop.load(Ordering::Relaxed) {
             laps.start();
             polls = polls.wrapping_add(1);
