@@ -39,32 +39,21 @@ use crate::sync::{AtomicU32, Ordering};
 #[cfg(not(loom))]
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// The flush side's barrier between publishing frames and loading
-/// `sleeping` (W1).
+/// The barrier each side runs between its store and its load: the flush
+/// between publishing frames and loading `sleeping` (W1), the sleeper
+/// between storing `sleeping` and re-checking its rings (W2).
 #[cfg(not(loom))]
 #[inline(always)]
-fn flush_barrier(_w: &Waker) {
+fn barrier(_w: &Waker) {
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
-/// The sleeper's barrier between storing `sleeping` and re-checking its
-/// rings (W2).
-#[cfg(not(loom))]
-fn sleep_barrier(_w: &Waker) {
-    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Under loom, both barriers are an AcqRel read-modify-write of one word:
+/// Under loom, the barrier is an AcqRel read-modify-write of one word:
 /// the two RMWs are ordered, and the later one synchronises with the
 /// earlier, which is the guarantee the real barriers give (loom models
 /// SeqCst fences only as AcqRel, which cannot express Dekker's handshake).
 #[cfg(loom)]
-fn flush_barrier(w: &Waker) {
-    w.barrier.fetch_add(0, Ordering::AcqRel);
-}
-
-#[cfg(loom)]
-fn sleep_barrier(w: &Waker) {
+fn barrier(w: &Waker) {
     w.barrier.fetch_add(0, Ordering::AcqRel);
 }
 
@@ -125,7 +114,7 @@ impl Waker {
     /// Context: any RX lcore, after its enqueue.
     #[inline(always)]
     pub fn notify(&self) -> bool {
-        flush_barrier(self);
+        barrier(self);
         // W1: the load after the barrier; pairs with W2.
         if self.sleeping.load(Ordering::SeqCst) == 0 {
             return false;
@@ -167,7 +156,7 @@ impl Waker {
     pub fn prepare_sleep(&self) {
         self.sleeping.store(1, Ordering::SeqCst);
         // W2: the store before the barrier; pairs with W1.
-        sleep_barrier(self);
+        barrier(self);
     }
 
     /// The re-check found work: no sleep.

@@ -86,9 +86,6 @@ const V2_VLAN_TCI: usize = 24;
 const V2_VLAN_TPID: usize = 26;
 /// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: the sockaddr_ll follows.
 const V2_SLL: usize = 32;
-/// `TP_STATUS_COPY`: the frame did not fit its slot; the whole of it waits
-/// on the socket's receive queue.
-const TP_STATUS_COPY: u32 = libc::TP_STATUS_COPY;
 /// The socket's receive buffer for frames too large for a V2 slot (each a
 /// GSO super-frame of up to 64 KiB).
 const COPY_RCVBUF: libc::c_int = 8 << 20;
@@ -200,13 +197,9 @@ impl RingKind {
 /// The mmap'ed RX ring of one socket.
 struct RxRing {
     base: NonNull<u8>,
-    len: usize,
     kind: RingKind,
-    block_size: usize,
-    blocks: usize,
-    /// V2: slot size, slots per block and in all.
-    frame_size: usize,
-    frames_per_block: usize,
+    geo: Geometry,
+    /// V2: slots in all (`geo.frames()`, kept for the wrap).
     frames: usize,
     /// V3: the block being read; V2: the slot being read.
     cur: usize,
@@ -222,7 +215,7 @@ impl Drop for RxRing {
     fn drop(&mut self) {
         // SAFETY: base/len are the mapping made in AfPacketQueue::open, unmapped once.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
+            libc::munmap(self.base.as_ptr().cast(), self.geo.len());
         }
     }
 }
@@ -231,15 +224,17 @@ impl RxRing {
     #[inline(always)]
     fn block(&self, b: usize) -> *mut u8 {
         // SAFETY: b < blocks, so the offset is inside the mapping.
-        unsafe { self.base.as_ptr().add(b * self.block_size) }
+        unsafe { self.base.as_ptr().add(b * self.geo.block_size) }
     }
 
-    /// V2: slot `i` (slots never straddle blocks).
+    /// V2: slot `i`. The kernel puts slot i at block i / per-block, offset
+    /// (i % per-block) x frame size; blocks are mapped back to back and a
+    /// block holds a whole number of slots (Geometry::of checks it), so
+    /// that is i x frame size from the start, no division.
     #[inline(always)]
     fn slot(&self, i: usize) -> *mut u8 {
-        let (b, k) = (i / self.frames_per_block, i % self.frames_per_block);
-        // SAFETY: i < frames, so the slot lies inside block b's mapping.
-        unsafe { self.block(b).add(k * self.frame_size) }
+        // SAFETY: i < frames, so the slot lies inside the mapping.
+        unsafe { self.base.as_ptr().add(i * self.geo.frame_size) }
     }
 
     /// The status word at `p` (a V3 block's, a V2 slot's).
@@ -351,8 +346,14 @@ impl Geometry {
         })
     }
 
-    fn frames_per_block(&self) -> usize {
-        self.block_size / self.frame_size
+    /// Bytes mapped.
+    fn len(&self) -> usize {
+        self.blocks * self.block_size
+    }
+
+    /// V2 slots in all (every block holds a whole number of them).
+    fn frames(&self) -> usize {
+        self.len() / self.frame_size
     }
 }
 
@@ -372,7 +373,7 @@ fn map_ring(
         blocks,
         frame_size,
     } = geo;
-    let frames = geo.frames_per_block() * blocks;
+    let frames = geo.frames();
     let version = match kind {
         RingKind::V2 => libc::tpacket_versions::TPACKET_V2,
         RingKind::V3 => libc::tpacket_versions::TPACKET_V3,
@@ -419,12 +420,11 @@ fn map_ring(
             kind.name()
         ))
     })?;
-    let len = blocks * block_size;
     // SAFETY: mapping the ring the kernel just allocated for this socket.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            len,
+            geo.len(),
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
@@ -436,12 +436,8 @@ fn map_ring(
     }
     Ok(RxRing {
         base: NonNull::new(base.cast()).expect("mmap returned non-null"),
-        len,
         kind,
-        block_size,
-        blocks,
-        frame_size,
-        frames_per_block: geo.frames_per_block(),
+        geo,
         frames,
         cur: 0,
         pkt_idx: 0,
@@ -697,7 +693,7 @@ fn rx_v3(ring: &mut RxRing, q: TakeCtx<'_>, pool: &mut Pool, out: &mut Burst, t:
         if ring.pkt_idx >= num {
             // K2: Release; every read of this block happened before.
             status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            ring.cur = (b + 1) % ring.blocks;
+            ring.cur = (b + 1) % ring.geo.blocks;
             ring.pkt_idx = 0;
             continue;
         }
@@ -760,12 +756,14 @@ fn rx_v2(
             tci: RxRing::read_u16(p, V2_VLAN_TCI),
             tpid: RxRing::read_u16(p, V2_VLAN_TPID),
         };
-        if status & TP_STATUS_COPY != 0 {
+        // TP_STATUS_COPY: the frame did not fit its slot; the whole of it
+        // waits on the socket's receive queue.
+        if status & libc::TP_STATUS_COPY != 0 {
             take_copied(q, fd, pool, out, meta, t);
         } else if !outgoing {
             let snap = RxRing::read_u32(p, V2_SNAPLEN) as usize;
             let mac = RxRing::read_u16(p, V2_MAC) as usize;
-            let snap = snap.min(ring.frame_size.saturating_sub(mac));
+            let snap = snap.min(ring.geo.frame_size.saturating_sub(mac));
             // SAFETY: [mac, mac + snap) lies inside the slot (clamped).
             let data = unsafe { std::slice::from_raw_parts(p.add(mac), snap) };
             let slot = Slot {
@@ -778,7 +776,10 @@ fn rx_v2(
         }
         // K2: Release; every read of this slot happened before.
         status_word.store(libc::TP_STATUS_KERNEL, Ordering::Release);
-        ring.cur = (ring.cur + 1) % ring.frames;
+        ring.cur += 1;
+        if ring.cur == ring.frames {
+            ring.cur = 0;
+        }
     }
 }
 
@@ -1014,6 +1015,14 @@ mod tests {
         assert_eq!(j.frame_size, 16384);
         assert!(j.frame_size >= 9000 + 14 + 8 + V2_SLOT_OVERHEAD);
         assert_eq!(j.block_size * j.blocks, V2_RING_BYTES);
+        // RxRing::slot addresses slot i as i x frame size: true only while
+        // a block holds a whole number of slots.
+        let g = Geometry::of(
+            &spec("net_af_packet0,iface=x,blocksz=16384,framesz=3072"),
+            RingKind::V2,
+            1500,
+        );
+        assert!(g.is_err(), "a block must hold a whole number of slots");
         let v3 = Geometry::of(&s, RingKind::V3, 1500).unwrap();
         assert_eq!(
             (v3.block_size, v3.blocks, v3.frame_size),
