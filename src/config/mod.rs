@@ -1121,11 +1121,15 @@ impl Plan {
             .lcores()
             .into_iter()
             .filter(|&l| l != main)
-            .map(|id| LcoreSpec { id, cpus: vec![] })
+            .map(|id| LcoreSpec {
+                id,
+                cpus: eal.cpus_of(id),
+            })
             .collect();
         let ports = ports.into_iter().map(PortSpec::Dpdk).collect();
         let mut plan = Self::resolve_eal_lcores(p, main, lcores, ports)?;
-        // The EAL pins each worker lcore itself.
+        // The EAL pins each worker lcore itself: `pin` says whether we do;
+        // the CPUs above still tell which lcores share one.
         plan.pin = false;
         Ok(plan)
     }

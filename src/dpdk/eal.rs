@@ -131,6 +131,20 @@ impl Eal {
             .collect()
     }
 
+    /// The CPUs the EAL pinned `lcore`'s thread to (`--lcores 1@(2,3)`:
+    /// 2 and 3; `-l 1`: 1).
+    pub fn cpus_of(&self, lcore: LcoreId) -> Vec<usize> {
+        let mut cpus = [0u32; 64];
+        // SAFETY: EAL is initialised; the shim writes at most `cpus.len()`
+        // entries and reads the lcore's config (a disabled lcore's set is
+        // empty).
+        let n = unsafe { ffi::cpumapd_lcore_cpus(lcore.0, cpus.as_mut_ptr(), cpus.len() as i32) };
+        cpus[..(n.max(0) as usize).min(cpus.len())]
+            .iter()
+            .map(|&c| c as usize)
+            .collect()
+    }
+
     /// NUMA socket of `lcore`.
     pub fn socket_of(&self, lcore: LcoreId) -> u32 {
         // SAFETY: EAL is initialised; the id was checked by the caller's

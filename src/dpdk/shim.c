@@ -1,3 +1,5 @@
+/* cpu_set_t (rte_cpuset_t) and its macros are GNU extensions. */
+#define _GNU_SOURCE
 /* Exported wrappers for DPDK's static-inline functions, so Rust can call
  * them. Each is one call; none adds state. */
 #include "shim.h"
@@ -5,6 +7,20 @@
 int cpumapd_errno(void) { return rte_errno; }
 
 unsigned cpumapd_lcore_id(void) { return rte_lcore_id(); }
+
+int cpumapd_lcore_cpus(unsigned lcore, uint32_t *cpus, int max)
+{
+	rte_cpuset_t set = rte_lcore_cpuset(lcore);
+	int n = 0;
+	for (int c = 0; c < CPU_SETSIZE; c++) {
+		if (!CPU_ISSET(c, &set))
+			continue;
+		if (n < max)
+			cpus[n] = (uint32_t)c;
+		n++;
+	}
+	return n;
+}
 
 uint64_t cpumapd_tsc(void) { return rte_get_tsc_cycles(); }
 

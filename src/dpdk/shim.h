@@ -17,6 +17,9 @@
 
 int cpumapd_errno(void);
 unsigned cpumapd_lcore_id(void);
+/* The CPUs the EAL pinned `lcore` to (its --lcores cpuset), written to
+ * cpus[0..max); returns how many there are (may exceed max). */
+int cpumapd_lcore_cpus(unsigned lcore, uint32_t *cpus, int max);
 uint64_t cpumapd_tsc(void);
 
 uint16_t cpumapd_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

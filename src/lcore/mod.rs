@@ -607,7 +607,6 @@ fn rx_setups(
             colocated: plan
                 .targets
                 .iter()
-                .filter(|_| plan.pin)
                 .filter(|&&t| {
                     let mine = plan.cpus_of(lcore);
                     plan.cpus_of(t).iter().any(|c| mine.contains(c))

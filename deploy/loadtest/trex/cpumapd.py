@@ -17,27 +17,29 @@ Mixes (frame sizes without the 4-byte FCS, as TRex counts them):
           443; with bpf/ddos_filter.o set its port: ctl prog map update
           ddos_config 0 <port>
 
-The packets are plain scapy, built by `streams(mix)`; TRex's own API is only
-imported inside `get_streams`, so the module imports and builds its packets
-wherever scapy is installed. Without TRex, `python3 cpumapd.py --pcap DIR`
-writes each mix as a pcap (the field engine's ranges walked in order), which
-tcpreplay or cpumapd's net_pcap port can replay; tests/deploy.rs runs those
-through cpumapd.
+The base packets are scapy, built by `streams(mix)`; TRex's own API is only
+imported inside `get_streams`. Without a TRex server, TRex's stateless
+simulator writes what TRex would send for a mix, field engine applied:
+
+    cd trex-core/scripts && ./stl-sim -f .../cpumapd.py -o ddos.pcap -l 3200 -t --mix ddos
+
+scripts/loadtest.sh --source trex replays those through cpumapd and checks
+every frame's fate (tests/deploy.rs does too).
 """
 
 import argparse
 import ipaddress
-import os
 import sys
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
-from scapy.utils import wrpcap
 
 MIXES = ("udp64", "tcpudp", "imix", "ddos")
 DST_MAC = "02:00:00:00:00:01"
 SRC_MAC = "02:00:00:00:00:02"
 DST_IP = "198.18.0.1"
+# The profile's own packet rate (all streams together) before TRex's -m.
+PPS = 1000
 
 
 class Stream:
@@ -45,6 +47,7 @@ class Stream:
     fields the field engine varies (name -> (offset, size, min, max))."""
 
     def __init__(self, pkt, share, vary=None):
+        # share: of the profile's packets (the streams' shares sum to 1).
         self.pkt = pkt
         self.share = share
         self.vary = vary or {}
@@ -93,38 +96,6 @@ def streams(mix, ddos_port=9):
     raise ValueError("mix '%s': expected one of %s" % (mix, ", ".join(MIXES)))
 
 
-def _nth(stream, n):
-    """The stream's n-th packet as the field engine would write it (every
-    varied field incremented in step, each wrapping in its own range)."""
-    pkt = stream.pkt.copy()
-    for name, (field, _size, lo, hi) in stream.vary.items():
-        layer, attr = field.split(".")
-        v = lo + n % (hi - lo + 1)
-        if layer == "IP" and attr == "src":
-            v = str(ipaddress.IPv4Address(v))
-        setattr(pkt[layer], attr, v)
-    # Recompute checksums and lengths on rebuild.
-    del pkt[IP].chksum
-    if pkt.haslayer(UDP):
-        del pkt[UDP].chksum
-    if pkt.haslayer(TCP):
-        del pkt[TCP].chksum
-    return Ether(bytes(pkt))
-
-
-def expand(mix, count, ddos_port=9):
-    """`count` packets of the mix, streams interleaved by their shares."""
-    ss = streams(mix, ddos_port)
-    out, sent = [], [0] * len(ss)
-    for i in range(count):
-        # The stream furthest behind its share sends next (a deterministic
-        # stand-in for TRex's rate-based interleaving).
-        k = min(range(len(ss)), key=lambda j: (sent[j] / ss[j].share, j))
-        out.append(_nth(ss[k], sent[k]))
-        sent[k] += 1
-    return out
-
-
 class STLcpumapd:
     """The profile TRex loads (`register()`)."""
 
@@ -152,7 +123,11 @@ class STLcpumapd:
             out.append(
                 STLStream(
                     packet=STLPktBuilder(pkt=s.pkt, vm=vm),
-                    mode=STLTXCont(percentage=100.0 * s.share),
+                    # Shares are of packets, so each stream gets its share
+                    # of the packet rate (TRex's -m scales them together;
+                    # a percentage would be of the line's bits, which
+                    # weights by size).
+                    mode=STLTXCont(pps=PPS * s.share),
                 )
             )
         return out
@@ -163,18 +138,12 @@ def register():
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Write the mixes as pcaps (no TRex needed).")
-    ap.add_argument("--pcap", required=True, help="directory for <mix>.pcap")
-    ap.add_argument("--count", type=int, default=1600)
-    ap.add_argument("--ddos-port", type=int, default=9)
+    ap = argparse.ArgumentParser(description="Lists each mix's streams (what TRex would be asked to send).")
     ap.add_argument("--mix", action="append", choices=MIXES)
     a = ap.parse_args()
-    os.makedirs(a.pcap, exist_ok=True)
     for mix in a.mix or MIXES:
-        pkts = expand(mix, a.count, a.ddos_port)
-        path = os.path.join(a.pcap, mix + ".pcap")
-        wrpcap(path, pkts)
-        print("%s: %d packets" % (path, len(pkts)))
+        for s in streams(mix):
+            print("%s: %d B, share %.4f of the packets, varies %s" % (mix, len(s.pkt), s.share, ", ".join(sorted(s.vary)) or "nothing"))
 
 
 if __name__ == "__main__":
