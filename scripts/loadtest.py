@@ -136,9 +136,10 @@ def append_row(rows, row):
     # kpps over a timed step; frames for a replayed pcap.
     v = (lambda x: f"{x / row['secs'] / 1e3:,.1f}") if row["secs"] else (lambda x: f"{x:.0f}")
     drops = " | ".join(v(row["drops"][r]) for r in DROP_REASONS)
+    cpu = f"{100 * row['cpu']:.0f}%" if row["secs"] else "-"
     print(f"| {row['source']} {row['mix']} {row['step']} | {v(row['offered'])} | {v(row['rx'])} | "
           f"{v(row['delivered'])} | {drops} | {row['ring_p99']:.0f} / {row['ring_cap']:.0f} | "
-          f"{100 * row['cpu']:.0f}% | {'ok' if row['ok'] else 'FAILED'} |", flush=True)
+          f"{cpu} | {'ok' if row['ok'] else 'FAILED'} |", flush=True)
     for c in row["checks"]:
         if c.startswith("FAILED"):
             print(f"  {c}", file=sys.stderr)
@@ -319,6 +320,8 @@ def trex(streams_json, pcap, summary, source, mix, mode, rows):
 
 def report(rows_path, outdir):
     rows = [json.loads(line) for line in open(rows_path) if line.strip()]
+    if not rows:
+        die(f"{rows_path}: no step was measured")
     os.makedirs(outdir, exist_ok=True)
     json.dump(rows, open(os.path.join(outdir, "loadtest.json"), "w"), indent=1)
     k = lambda x: f"{x / 1e3:,.1f}"
@@ -328,9 +331,10 @@ def report(rows_path, outdir):
     for r in rows:
         per = (lambda x: k(x / r["secs"])) if r["secs"] else (lambda x: f"{x:.0f} frames")
         off = k(r["offered_pps"]) if r["secs"] else f"{r['offered']:.0f} frames"
+        cpu = f"{100 * r['cpu']:.0f}%" if r["secs"] else "-"
         md.append(f"| {r['source']} | {r['mix']} | {r['mode']} | {r['step']} | {off} | {per(r['rx'])} | "
                   f"{per(r['delivered'])} | " + " | ".join(per(r["drops"][d]) for d in DROP_REASONS)
-                  + f" | {r['ring_p99']:.0f} / {r['ring_cap']:.0f} | {100 * r['cpu']:.0f}% | "
+                  + f" | {r['ring_p99']:.0f} / {r['ring_cap']:.0f} | {cpu} | "
                   f"{'ok' if r['ok'] else 'FAILED'} ({len(r['checks'])}) |")
     md.append("")
     for r in rows:

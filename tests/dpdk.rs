@@ -182,6 +182,28 @@ mod with_dpdk {
         assert_eq!(s["targets"].as_array().unwrap().len(), 2);
     }
 
+    /// The EAL pins lcores; cpumapd must still know which share a CPU, so
+    /// that the RX lcore yields to a target on its own CPU once the
+    /// target's ring is half full (as natively). Before, a DPDK plan had no
+    /// CPUs: nothing yielded and a burst tail-dropped at the ring.
+    #[test]
+    fn rx_lcore_yields_to_a_target_the_eal_put_on_its_cpu() {
+        let _g = serial();
+        let s = summary(&format!(
+            "--lcores 0@1,1@1,2@1 --no-huge -m 512 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_null0 -- --cpu 2 --duration 1 --mode no-touch --remote-action drop",
+            prefix()
+        ));
+        assert_identity(&s);
+        let rx = &s["rx_lcores"][0];
+        assert!(n(rx, "yields") > 0, "the RX lcore never yielded: {s}");
+        // The other order: apart, nothing to yield to.
+        let s = summary(&format!(
+            "--lcores 0@0,1@0,2@1 --no-huge -m 512 --no-shconf --no-pci --file-prefix {} --log-level 4 --vdev=net_null0 -- --cpu 2 --duration 1 --mode no-touch --remote-action drop",
+            prefix()
+        ));
+        assert_eq!(n(&s["rx_lcores"][0], "yields"), 0, "{s}");
+    }
+
     #[test]
     fn two_rx_queues_on_two_rx_lcores_l3fwd_style() {
         let _g = serial();
