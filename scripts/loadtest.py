@@ -130,7 +130,9 @@ def make_row(source, mix, mode, step, secs, offered, d, ring, cpu, checks):
     }
 
 
-def append_row(rows, row):
+def append_row(rows, row, out=sys.stdout):
+    """Adds a row to the ROWS file and prints it (and its failed checks)
+    to `out`."""
     with open(rows, "a") as f:
         f.write(json.dumps(row) + "\n")
     # kpps over a timed step; frames for a replayed pcap.
@@ -139,10 +141,10 @@ def append_row(rows, row):
     cpu = f"{100 * row['cpu']:.0f}%" if row["secs"] else "-"
     print(f"| {row['source']} {row['mix']} {row['step']} | {v(row['offered'])} | {v(row['rx'])} | "
           f"{v(row['delivered'])} | {drops} | {row['ring_p99']:.0f} / {row['ring_cap']:.0f} | "
-          f"{cpu} | {'ok' if row['ok'] else 'FAILED'} |", flush=True)
+          f"{cpu} | {'ok' if row['ok'] else 'FAILED'} |", file=out, flush=True)
     for c in row["checks"]:
         if c.startswith("FAILED"):
-            print(f"  {c}", file=sys.stderr)
+            print(f"  {c}", file=out, flush=True)
 
 
 def window(secs, offered_cmd, source, mix, mode, step, rows):
@@ -235,7 +237,10 @@ def hook(state, what, mix, rate, step_ms, *rest):
     # CPU over the step: the drain and pktgen's settling after it are idle.
     row = make_row("pktgen", mix, env["mode"], f"{rate}%", secs, opackets, d, p99(ring),
                    (cpu_seconds(env["pid"]) - b0["cpu"]) / secs, checks)
-    append_row(env["rows"], row)
+    # pktgen owns this process's stdout (its screen): loadtest.sh prints
+    # the table lines it finds here.
+    with open(os.path.join(state, "table.txt"), "a") as out:
+        append_row(env["rows"], row, out)
     sys.exit(0 if row["ok"] else 1)
 
 

@@ -247,6 +247,7 @@ pktgen)
             "$(echo "$cpus" | sed 's/,/", "lcore/g')" >"$state/env.json"
         rc=0; wait "$gen_pid" || rc=$?
         gen_pid=
+        cat "$state/table.txt" 2>/dev/null || true
         # pktgen draws a screen: keep its script's lines.
         tr -d '\033' <"$work/pktgen.log" | grep -aoE "cpumapd (load|\.lua): .*|rate +[0-9.]+%: .*" | sed 's/^/  pktgen: /' || true
         if [ "$rc" != 0 ] || ! grep -aq "cpumapd.lua: done" "$work/pktgen.log"; then
