@@ -58,6 +58,7 @@ pub mod exception;
 pub mod filter;
 pub mod frame;
 pub mod ids;
+pub mod kv;
 pub mod lcore;
 pub mod port;
 pub mod ring;

@@ -11,7 +11,7 @@ use syn::visit::Visit;
 
 /// Bottom up: a module may use modules of its own layer or below, never above.
 const LAYERS: &[&[&str]] = &[
-    &["ids", "sync", "wire", "bpf_abi", "counters"],
+    &["ids", "sync", "wire", "bpf_abi", "counters", "kv"],
     &["ring", "dpdk"],
     &["frame"],
     &["port", "exception", "filter"],

@@ -6,6 +6,7 @@
 //! command line wins over the file. Every check that can fail happens here,
 //! before any thread starts, and names the offending value.
 
+pub mod args;
 pub mod check;
 pub mod eal;
 pub mod topology;
@@ -55,6 +56,7 @@ use crate::frame::{DEFAULT_DATA_ROOM, DEFAULT_HEADROOM};
 use crate::ids::{LcoreId, PortId};
 use crate::port::{PortError, VdevSpec};
 
+pub use args::AppArgs;
 pub use eal::{EalArgs, LcoreSpec};
 
 #[derive(Debug, Error)]
@@ -117,159 +119,6 @@ app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remo
           --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
 control: cpumapd ctl [--control PATH] map dump|lookup|update|delete|apply, mode set, stats, summary
 modes: no-touch touch round-robin l4-proto l4-filter l4-hash l4-sport l4-dport (default l4-hash)";
-
-/// Application arguments (after `--`).
-#[derive(Parser, Debug, Default, Clone)]
-#[command(name = "cpumapd", no_binary_name = true, disable_version_flag = true)]
-pub struct AppArgs {
-    /// RX queue to lcore mapping, l3fwd style: "(port,queue,lcore)[,...]".
-    #[arg(long)]
-    pub rx: Option<String>,
-    /// Target lcore (repeatable, or comma separated): one cpumap entry each.
-    #[arg(long = "cpu", value_delimiter = ',')]
-    pub cpu: Vec<u32>,
-    /// Queue size of each cpumap entry (1..=16384).
-    #[arg(long)]
-    pub qsize: Option<u32>,
-    /// Redirect mode (xdp-bench redirect-cpu names).
-    #[arg(long)]
-    pub mode: Option<String>,
-    /// Program run on the target before the exception path: drop or pass.
-    #[arg(long = "remote-action")]
-    pub remote_action: Option<String>,
-    /// Exception path: drop, pcap:FILE or tap:IFNAME[,mac=..][,up=0].
-    #[arg(long)]
-    pub exception: Option<String>,
-    /// TAP exception path: rewrite the destination MAC of unicast frames to
-    /// the TAP's (default) or keep it.
-    #[arg(long = "kernel-mac")]
-    pub kernel_mac: Option<String>,
-    /// What an lcore does with nothing to do: spin (poll without pause),
-    /// adaptive (spin a while, then block until work arrives; default) or
-    /// sleep (block at once).
-    #[arg(long)]
-    pub idle: Option<String>,
-    /// Stop after this many seconds (fractions allowed).
-    #[arg(long, allow_negative_numbers = true)]
-    pub duration: Option<f64>,
-    /// Live table interval in seconds (0 turns it off).
-    #[arg(long, allow_negative_numbers = true)]
-    pub interval: Option<f64>,
-    /// Write the JSON summary to FILE ("-" for stdout).
-    #[arg(long = "summary-json")]
-    pub summary_json: Option<String>,
-    /// TOML config file.
-    #[arg(long)]
-    pub config: Option<String>,
-    /// Frames per bulk queue before a flush (1..=32, default 8).
-    #[arg(long = "bulk-size")]
-    pub bulk_size: Option<usize>,
-    /// Buffers per RX lcore pool (default: enough to fill every target ring).
-    #[arg(long = "pool-size")]
-    pub pool_size: Option<u32>,
-    /// Keys in the cpumap (default 128).
-    #[arg(long = "max-entries")]
-    pub max_entries: Option<u32>,
-    /// Do not pin lcore threads to their CPUs.
-    #[arg(long = "no-pin")]
-    pub no_pin: bool,
-    /// Prometheus endpoint: ADDR:PORT (default 127.0.0.1:9419) or off.
-    #[arg(long)]
-    pub metrics: Option<String>,
-    /// Control socket: PATH (default /run/cpumapd.sock as root) or off.
-    #[arg(long)]
-    pub control: Option<String>,
-    /// After finite sources end, keep serving metrics and control this many
-    /// seconds (or until SIGINT/SIGTERM) before shutting down.
-    #[arg(long, allow_negative_numbers = true)]
-    pub linger: Option<f64>,
-    /// Packet I/O: dpdk (EAL, ethdev, mbufs; the default when built with
-    /// the `dpdk` feature) or native (cpumapd's own ports and pools).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// eBPF XDP object run as the RX filter instead of --mode:
-    /// FILE.o[:PROGRAM] (built with clang -O2 -g -target bpf).
-    #[arg(long)]
-    pub prog: Option<String>,
-    /// JIT-compile eBPF programs (rbpf, after our verifier accepted them).
-    #[arg(long)]
-    pub jit: bool,
-    /// Set a global variable of the eBPF objects before load, as libbpf's
-    /// skeleton does (`const volatile` in .rodata, or .data/.bss):
-    /// NAME=VALUE, repeatable.
-    #[arg(long = "prog-set", value_name = "NAME=VALUE")]
-    pub prog_set: Vec<String>,
-    /// Fill a DEVMAP entry of the eBPF objects at load, as a tool's loader
-    /// does (xdp-bench's tx_port from -D IF): MAP:INDEX=IFNAME, repeatable.
-    #[arg(long = "devmap", value_name = "MAP:INDEX=IFNAME")]
-    pub devmap: Vec<String>,
-    /// Fill a PROG_ARRAY entry of the eBPF objects at load with a program
-    /// of the same object, for bpf_tail_call: MAP:INDEX=PROG, repeatable.
-    #[arg(long = "prog-array", value_name = "MAP:INDEX=PROG")]
-    pub prog_array: Vec<String>,
-    /// Measure RX-to-target latency: RX lcores stamp each burst, targets
-    /// record every frame (percentiles in the summary).
-    #[arg(long)]
-    pub latency: bool,
-    /// Count TSC cycles per poll stage on every lcore (cycles per packet
-    /// per stage in the summary). Costs a few cycles per packet.
-    #[arg(long)]
-    pub stage_cycles: bool,
-    /// Keep what ctl changes across restarts in DIR (default /var/lib/cpumapd
-    /// as root, else $XDG_RUNTIME_DIR/cpumapd), or off.
-    #[arg(long = "state-dir")]
-    pub state_dir: Option<String>,
-}
-
-impl AppArgs {
-    /// The options of this command line over those of a profile's `[app]`
-    /// table: each option the command line gives wins, the file fills the
-    /// rest (`--cpu` as a whole list; a flag is on if either sets it).
-    pub fn merged_with(self, f: FileApp) -> AppArgs {
-        AppArgs {
-            rx: self.rx.or(f.rx),
-            cpu: if self.cpu.is_empty() { f.cpu } else { self.cpu },
-            qsize: self.qsize.or(f.qsize),
-            mode: self.mode.or(f.mode),
-            remote_action: self.remote_action.or(f.remote_action),
-            exception: self.exception.or(f.exception),
-            kernel_mac: self.kernel_mac.or(f.kernel_mac),
-            idle: self.idle.or(f.idle),
-            duration: self.duration.or(f.duration),
-            interval: self.interval.or(f.interval),
-            summary_json: self.summary_json.or(f.summary_json),
-            config: self.config,
-            bulk_size: self.bulk_size.or(f.bulk_size),
-            pool_size: self.pool_size.or(f.pool_size),
-            max_entries: self.max_entries.or(f.max_entries),
-            no_pin: self.no_pin || f.no_pin.unwrap_or(false),
-            metrics: self.metrics.or(f.metrics),
-            control: self.control.or(f.control),
-            linger: self.linger.or(f.linger),
-            backend: self.backend.or(f.backend),
-            prog: self.prog.or(f.prog),
-            jit: self.jit || f.jit.unwrap_or(false),
-            prog_set: if self.prog_set.is_empty() {
-                f.prog_set.unwrap_or_default()
-            } else {
-                self.prog_set
-            },
-            devmap: if self.devmap.is_empty() {
-                f.devmap.unwrap_or_default()
-            } else {
-                self.devmap
-            },
-            prog_array: if self.prog_array.is_empty() {
-                f.prog_array.unwrap_or_default()
-            } else {
-                self.prog_array
-            },
-            latency: self.latency || f.latency.unwrap_or(false),
-            stage_cycles: self.stage_cycles || f.stage_cycles.unwrap_or(false),
-            state_dir: self.state_dir.or(f.state_dir),
-        }
-    }
-}
 
 /// Which packet I/O layer runs the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,11 +231,28 @@ impl Parsed {
         if eal.iter().any(|a| a == "-h" || a == "--help") {
             return Err(ConfigError::Help(USAGE.to_string()));
         }
-        let app = AppArgs::try_parse_from(app).map_err(|e| match e.kind() {
+        let clap_err = |e: clap::Error| match e.kind() {
             clap::error::ErrorKind::DisplayHelp => ConfigError::Help(format!("{USAGE}\n{e}")),
             _ => ConfigError::Args(e.to_string()),
-        })?;
-        let file = app.config.as_deref().map(FileConfig::load).transpose()?;
+        };
+        // The command line alone first: it names the profile.
+        let given = AppArgs::try_parse_from(app).map_err(clap_err)?;
+        let path = given.config.clone();
+        let file = path.as_deref().map(FileConfig::load).transpose()?;
+        let app = match (&file, &path) {
+            (Some(f), Some(path)) => {
+                let bad = |why: String| ConfigError::File {
+                    path: path.clone(),
+                    why,
+                };
+                let file_args = args::file_argv(&f.app).map_err(bad)?;
+                args::merge(&file_args, app).map_err(|e| match e {
+                    args::MergeError::File(e) => bad(e.to_string()),
+                    args::MergeError::Cmdline(e) => clap_err(e),
+                })?
+            }
+            _ => given,
+        };
         let mut eal_args = Vec::new();
         if let Some(f) = &file {
             if let Some(l) = &f.eal.lcores {
@@ -400,11 +266,7 @@ impl Parsed {
             eal_args.extend(f.eal.args.iter().cloned());
         }
         eal_args.extend(eal.iter().cloned());
-        let backend = Backend::parse(
-            app.backend
-                .as_deref()
-                .or(file.as_ref().and_then(|f| f.app.backend.as_deref())),
-        )?;
+        let backend = Backend::parse(app.backend.as_deref())?;
         Ok(Parsed {
             eal_args,
             app,
@@ -422,8 +284,10 @@ pub struct FileConfig {
     /// The `[eal]` table.
     pub eal: FileEal,
     #[serde(default)]
-    /// The `[app]` table.
-    pub app: FileApp,
+    /// The `[app]` table: the app options' long names without their
+    /// dashes (`prog-set = ["nr_cpus=4"]`, `no-pin = true`), read by
+    /// [`args::file_argv`].
+    pub app: toml::Table,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -440,67 +304,6 @@ pub struct FileEal {
     /// Other EAL args, passed as on the command line.
     #[serde(default)]
     pub args: Vec<String>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-/// A profile's `[app]` table: the app arguments' names and meanings.
-pub struct FileApp {
-    /// `--rx`.
-    pub rx: Option<String>,
-    #[serde(default)]
-    /// `--cpu`.
-    pub cpu: Vec<u32>,
-    /// `--qsize`.
-    pub qsize: Option<u32>,
-    /// `--mode`.
-    pub mode: Option<String>,
-    /// `--remote-action`.
-    pub remote_action: Option<String>,
-    /// `--exception`.
-    pub exception: Option<String>,
-    /// `--kernel-mac`.
-    pub kernel_mac: Option<String>,
-    /// `--idle`.
-    pub idle: Option<String>,
-    /// `--duration` (seconds).
-    pub duration: Option<f64>,
-    /// `--interval` (seconds).
-    pub interval: Option<f64>,
-    /// `--summary-json`.
-    pub summary_json: Option<String>,
-    /// `--bulk-size`.
-    pub bulk_size: Option<usize>,
-    /// `--pool-size`.
-    pub pool_size: Option<u32>,
-    /// `--max-entries`.
-    pub max_entries: Option<u32>,
-    /// `--no-pin`.
-    pub no_pin: Option<bool>,
-    /// `--metrics`.
-    pub metrics: Option<String>,
-    /// `--control`.
-    pub control: Option<String>,
-    /// `--linger` (seconds).
-    pub linger: Option<f64>,
-    /// `--prog`.
-    pub prog: Option<String>,
-    /// `--jit`.
-    pub jit: Option<bool>,
-    /// `--prog-set` (`prog_set = ["nr_cpus=4"]`).
-    pub prog_set: Option<Vec<String>>,
-    /// `--devmap` (`devmap = ["tx_port:0=eth1"]`).
-    pub devmap: Option<Vec<String>>,
-    /// `--prog-array` (`prog_array = ["jmp_table:0=lb_tcp"]`).
-    pub prog_array: Option<Vec<String>>,
-    /// `native` or `dpdk`: a profile says which build runs it.
-    pub backend: Option<String>,
-    /// `--latency`.
-    pub latency: Option<bool>,
-    /// `--stage-cycles`.
-    pub stage_cycles: Option<bool>,
-    /// `--state-dir`.
-    pub state_dir: Option<String>,
 }
 
 impl FileConfig {
@@ -1104,7 +907,7 @@ impl Plan {
             .iter()
             .map(|v| VdevSpec::parse(v).map(PortSpec::Native))
             .collect::<Result<Vec<_>, _>>()?;
-        Self::resolve_with(lcores, ports, app.merged_with(f.app), None)
+        Self::resolve_with(lcores, ports, app, None)
     }
 
     /// Resolves a DPDK run after `rte_eal_init`: the lcores are the EAL's
@@ -1153,7 +956,7 @@ impl Plan {
                 "the EAL probed no ports: allow a NIC with -a PCI_ADDR (bound to vfio-pci) or add a --vdev (e.g. --vdev net_null0)",
             ));
         }
-        let app = p.app.merged_with(p.file.unwrap_or_default().app);
+        let app = p.app;
         let rx = app.rx.as_deref().map(parse_rx).transpose()?;
         if rx.iter().flatten().any(|r| r.lcore == main) || app.cpu.contains(&main.0) {
             return Err(plan_err(format!(
@@ -1507,6 +1310,40 @@ mod tests {
         let e = plan(&format!("-- --config {}", path.display()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown field `qsise`"), "{e}");
+        assert!(e.contains("[app] qsise: unknown key"), "{e}");
+        assert!(e.contains("prog-set"), "the error lists the keys: {e}");
+        // A list on the command line replaces the file's whole; a flag is
+        // on if either side sets it; the file is parsed as the command line.
+        std::fs::write(
+            &path,
+            "[eal]\nlcores = \"0@0,1@0,2@0,3@0\"\nvdev = [\"net_gen0\"]\n[app]\ncpu = [1, 2]\nno-pin = true\nduration = 0.5\n",
+        )
+        .unwrap();
+        let p = plan(&format!("-- --config {} --cpu 3", path.display())).unwrap();
+        assert_eq!(p.targets, vec![LcoreId(3)]);
+        assert!(!p.pin);
+        assert_eq!(p.duration, Some(Duration::from_millis(500)));
+        let p = plan(&format!("-- --config {}", path.display())).unwrap();
+        assert_eq!(p.targets, vec![LcoreId(1), LcoreId(2)]);
+        for (body, want) in [
+            (
+                "[app]\nprog_set = [\"a=1\"]\n",
+                "[app] prog_set: unknown key",
+            ),
+            (
+                "[app]\nno-pin = 1\n",
+                "[app] no-pin: expected true or false",
+            ),
+            ("[app]\nqsize = [1, 2]\n", "[app] qsize: takes one value"),
+            ("[app]\nqsize = \"many\"\n", "many"),
+            ("[app]\nconfig = \"x.toml\"\n", "[app] config: unknown key"),
+        ] {
+            std::fs::write(&path, body).unwrap();
+            let e = plan(&format!("--vdev net_gen0 -- --config {}", path.display()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{body}: {e}");
+            assert!(e.contains("c.toml"), "names the file: {e}");
+        }
     }
 }

@@ -45,6 +45,7 @@ use super::gro::{Emit, Gro};
 use super::{Delivery, ExceptionError, ExceptionSink, ReverseRx};
 use crate::frame::{Burst, Frame, MAX_BURST};
 use crate::frame::{Pool, free_burst};
+use crate::kv::{self, Key};
 use crate::port::netdev;
 use crate::wire::vnet::{F_DATA_VALID, F_NEEDS_CSUM, HDR_LEN as VNET_HDR_LEN, VnetHdr};
 use crate::wire::{CsumState, checksum_state};
@@ -112,12 +113,46 @@ pub enum Steer {
     Flow,
 }
 
+/// The options of `--exception tap:IFNAME[,key=value...]`.
+pub const TAP_KEYS: &[Key] = &[
+    Key {
+        name: "mac",
+        value: "MAC",
+        help: "the TAP's MAC address (default: the kernel's)",
+    },
+    Key {
+        name: "up",
+        value: "on|off",
+        help: "bring the TAP up (default on)",
+    },
+    Key {
+        name: "offload",
+        value: "on|off",
+        help: "virtio-net headers: checksum state and GSO to the kernel (default on)",
+    },
+    Key {
+        name: "gro",
+        value: "on|off",
+        help: "merge a flow's segments into super-frames before the write (default on; needs offload)",
+    },
+    Key {
+        name: "napi",
+        value: "on|off",
+        help: "IFF_NAPI: the kernel's GRO on the TAP's queues (default off)",
+    },
+    Key {
+        name: "steer",
+        value: "hash|flow",
+        help: "replies to the queue of: the flow's hash (default), or the queue that last wrote the flow",
+    },
+];
+
 impl TapSpec {
-    /// Parses `IFNAME[,mac=..][,up=0|1]`.
+    /// Parses `IFNAME[,key=value...]` ([`TAP_KEYS`]).
     pub fn parse(rest: &str) -> Result<Self, ExceptionError> {
         let bad = |why: String| ExceptionError::Tap(format!("--exception tap:{rest}: {why}"));
-        let mut parts = rest.split(',');
-        let ifname = parts.next().unwrap_or("").to_string();
+        let (ifname, opts) = rest.split_once(',').unwrap_or((rest, ""));
+        let ifname = ifname.to_string();
         netdev::check_name(&ifname).map_err(bad)?;
         let mut spec = TapSpec {
             ifname,
@@ -128,28 +163,17 @@ impl TapSpec {
             napi: false,
             steer: Steer::Hash,
         };
-        let on_off = |k: &str, v: &str| match v {
-            "on" | "1" => Ok(true),
-            "off" | "0" => Ok(false),
-            _ => Err(bad(format!("{k}={v}: expected on or off"))),
-        };
-        for kv in parts {
-            match kv.split_once('=') {
-                Some(("mac", m)) => spec.mac = Some(netdev::parse_mac(m).map_err(bad)?),
-                Some(("up", v)) => spec.up = on_off("up", v)?,
-                Some(("offload", v)) => spec.offload = on_off("offload", v)?,
-                Some(("gro", v)) => spec.gro = on_off("gro", v)?,
-                Some(("napi", v)) => spec.napi = on_off("napi", v)?,
-                Some(("steer", "hash")) => spec.steer = Steer::Hash,
-                Some(("steer", "flow")) => spec.steer = Steer::Flow,
-                Some(("steer", v)) => {
-                    return Err(bad(format!("steer={v}: expected hash or flow")));
-                }
-                _ => {
-                    return Err(bad(format!(
-                        "unknown option '{kv}' (expected mac=02:..:.., up=0|1, offload=on|off, gro=on|off, napi=on|off, steer=hash|flow)"
-                    )));
-                }
+        let on_off = |k: &str, v: &str| kv::on_off(k, v).map_err(&bad);
+        for (k, v) in kv::parse(opts, &[TAP_KEYS]).map_err(|e| bad(e.to_string()))? {
+            match (k, v) {
+                ("mac", m) => spec.mac = Some(netdev::parse_mac(m).map_err(bad)?),
+                ("up", v) => spec.up = on_off("up", v)?,
+                ("offload", v) => spec.offload = on_off("offload", v)?,
+                ("gro", v) => spec.gro = on_off("gro", v)?,
+                ("napi", v) => spec.napi = on_off("napi", v)?,
+                ("steer", "hash") => spec.steer = Steer::Hash,
+                ("steer", "flow") => spec.steer = Steer::Flow,
+                (k, v) => return Err(bad(format!("{k}={v}: expected hash or flow"))),
             }
         }
         if spec.gro && !spec.offload {
@@ -779,7 +803,7 @@ mod tests {
         let e = TapSpec::parse("t0,napi=maybe").unwrap_err().to_string();
         assert!(e.contains("napi=maybe: expected on or off"), "{e}");
         let e = TapSpec::parse("x,speed=fast").unwrap_err().to_string();
-        assert!(e.contains("unknown option 'speed=fast'"), "{e}");
+        assert!(e.contains("unknown option 'speed'"), "{e}");
         let e = TapSpec::parse("").unwrap_err().to_string();
         assert!(e.contains("interface name"), "{e}");
         let e = TapSpec::parse("t0,mac=01:00:00:00:00:01")

@@ -25,14 +25,35 @@ use std::time::Duration;
 use super::{Burst, PortError, PortQueue, VdevSpec};
 use crate::counters::PortQueueCounters;
 use crate::frame::Pool;
+use crate::kv::Key;
 
 /// The devargs this wrapper takes, on any native driver.
-pub const FAULT_KEYS: &[&str] = &[
-    "fault_drop",
-    "fault_truncate",
-    "fault_corrupt",
-    "fault_dup",
-    "fault_delay_us",
+pub const FAULT_KEYS: &[Key] = &[
+    Key {
+        name: "fault_drop",
+        value: "N",
+        help: "drop every Nth frame before the RX lcore sees it (counted)",
+    },
+    Key {
+        name: "fault_truncate",
+        value: "N",
+        help: "truncate every Nth frame",
+    },
+    Key {
+        name: "fault_corrupt",
+        value: "N",
+        help: "corrupt a byte of every Nth frame",
+    },
+    Key {
+        name: "fault_dup",
+        value: "N",
+        help: "duplicate every Nth frame",
+    },
+    Key {
+        name: "fault_delay_us",
+        value: "US",
+        help: "delay every burst this long",
+    },
 ];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

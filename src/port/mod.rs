@@ -31,6 +31,7 @@ use thiserror::Error;
 use crate::counters::PortQueueCounters;
 use crate::frame::Pool;
 use crate::ids::PortId;
+use crate::kv::{self, Key};
 
 pub use generator::{GenConfig, GenProto};
 pub use pcap::PcapTrace;
@@ -154,6 +155,115 @@ pub enum Driver {
     AfXdp,
 }
 
+const fn key(name: &'static str, value: &'static str, help: &'static str) -> Key {
+    Key { name, value, help }
+}
+
+impl Driver {
+    /// Every native driver.
+    pub const ALL: [Driver; 5] = [
+        Driver::Gen,
+        Driver::Pcap,
+        Driver::Null,
+        Driver::AfPacket,
+        Driver::AfXdp,
+    ];
+
+    /// The vdev name without its number (`net_gen`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Gen => "net_gen",
+            Driver::Pcap => "net_pcap",
+            Driver::Null => "net_null",
+            Driver::AfPacket => "net_af_packet",
+            Driver::AfXdp => "net_af_xdp",
+        }
+    }
+
+    /// What the driver is, one line.
+    pub fn about(self) -> &'static str {
+        match self {
+            Driver::Gen => "built-in generator (testpmd txonly as a port); count= makes it finite",
+            Driver::Pcap => "replay a capture once (or endlessly); Tx verdicts to tx_pcap",
+            Driver::Null => "DPDK's null PMD: endless frames, not written",
+            Driver::AfPacket => {
+                "a Linux interface through TPACKET rings, PACKET_FANOUT_HASH across queues (CAP_NET_RAW)"
+            }
+            Driver::AfXdp => {
+                "a Linux interface's queues through AF_XDP, cpumapd's own XSKMAP program (root)"
+            }
+        }
+    }
+
+    /// The keys the driver takes (besides [`fault::FAULT_KEYS`]).
+    pub fn keys(self) -> &'static [Key] {
+        match self {
+            Driver::Gen => {
+                const {
+                    &[
+                        key("flows", "N", "distinct flows (default 64)"),
+                        key("size", "B", "frame size (default 64)"),
+                        key(
+                            "rate",
+                            "PPS",
+                            "pace to this many frames per second (default: unpaced)",
+                        ),
+                        key("count", "N", "stop after N frames (0: endless)"),
+                        key("proto", "udp|tcp|mix", "L4 protocol (default udp)"),
+                        key("dport", "P", "destination port (default 9)"),
+                    ]
+                }
+            }
+            Driver::Pcap => {
+                const {
+                    &[
+                        key("rx_pcap", "FILE", "the capture to replay"),
+                        key("tx_pcap", "FILE", "where Tx verdicts go"),
+                        key("infinite_rx", "0|1", "replay endlessly"),
+                    ]
+                }
+            }
+            Driver::Null => const { &[key("size", "B", "frame size (default 64)")] },
+            Driver::AfPacket => {
+                const {
+                    &[
+                        key("iface", "IF", "the interface"),
+                        key(
+                            "qpairs",
+                            "N",
+                            "RX queues: one socket each, fanned out by hash",
+                        ),
+                        key(
+                            "ring",
+                            "v2|v3",
+                            "v2 (default): a status word per frame, slots sized to the MTU, 8 MiB; v3: 1 MiB blocks, 1 ms retire timer",
+                        ),
+                        key("blocksz", "B", "ring block size"),
+                        key("framesz", "B", "ring frame (slot) size"),
+                        key("framecnt", "N", "ring frames"),
+                        key("qdisc_bypass", "0|1", "TX around the qdisc (default 1)"),
+                        key(
+                            "vnet_hdr",
+                            "0|1",
+                            "read virtio-net headers: GSO and checksum state (default 1)",
+                        ),
+                    ]
+                }
+            }
+            Driver::AfXdp => {
+                const {
+                    &[
+                        key("iface", "IF", "the interface"),
+                        key("start_queue", "Q", "first queue (default 0)"),
+                        key("queue_count", "N", "queues, one socket each (default 1)"),
+                        key("force_copy", "0|1", "copy mode even where zero-copy works"),
+                    ]
+                }
+            }
+        }
+    }
+}
+
 /// Drivers DPDK has that the native build does not.
 const DPDK_ONLY: &[&str] = &[
     "net_tap",
@@ -173,76 +283,34 @@ impl VdevSpec {
             vdev: s.to_string(),
             why: why.to_string(),
         };
-        let mut parts = s.split(',');
-        let name = parts.next().unwrap_or("").trim().to_string();
+        let name = s.split(',').next().unwrap_or("").trim().to_string();
         if name.is_empty() {
             return Err(bad("empty device name"));
         }
         let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
-        let driver = match base {
-            "net_gen" => Driver::Gen,
-            "net_pcap" => Driver::Pcap,
-            "net_null" => Driver::Null,
-            "net_af_packet" | "eth_af_packet" => Driver::AfPacket,
-            "net_af_xdp" => Driver::AfXdp,
-            d if DPDK_ONLY.contains(&d) => return Err(PortError::NeedsDpdk(s.to_string())),
-            _ => {
+        let base = if base == "eth_af_packet" {
+            "net_af_packet"
+        } else {
+            base
+        };
+        let driver = match Driver::ALL.into_iter().find(|d| d.name() == base) {
+            Some(d) => d,
+            None if DPDK_ONLY.contains(&base) => {
+                return Err(PortError::NeedsDpdk(s.to_string()));
+            }
+            None => {
                 return Err(bad(
                     "unknown driver: expected net_gen<N>, net_pcap<N>, net_null<N>, net_af_packet<N> or net_af_xdp<N>",
                 ));
             }
         };
-        let mut args = Vec::new();
-        for kv in parts {
-            let kv = kv.trim();
-            if kv.is_empty() {
-                continue;
-            }
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| bad(&format!("'{kv}' is not key=value")))?;
-            args.push((k.to_string(), v.to_string()));
-        }
-        let spec = Self { name, driver, args };
-        spec.check_keys()?;
-        Ok(spec)
-    }
-
-    fn allowed_keys(&self) -> &'static [&'static str] {
-        match self.driver {
-            Driver::Gen => &["flows", "size", "rate", "count", "proto", "dport"],
-            Driver::Pcap => &["rx_pcap", "tx_pcap", "infinite_rx"],
-            Driver::Null => &["size"],
-            Driver::AfPacket => &[
-                "iface",
-                "qpairs",
-                "blocksz",
-                "framesz",
-                "framecnt",
-                "qdisc_bypass",
-                "ring",
-                "vnet_hdr",
-            ],
-            Driver::AfXdp => &["iface", "start_queue", "queue_count", "force_copy"],
-        }
-    }
-
-    fn check_keys(&self) -> Result<(), PortError> {
-        for (k, _) in &self.args {
-            if !self.allowed_keys().contains(&k.as_str())
-                && !fault::FAULT_KEYS.contains(&k.as_str())
-            {
-                return Err(PortError::BadVdev {
-                    vdev: self.name.clone(),
-                    why: format!(
-                        "unknown argument '{k}' (known: {}, and on any port {})",
-                        self.allowed_keys().join(", "),
-                        fault::FAULT_KEYS.join(", ")
-                    ),
-                });
-            }
-        }
-        Ok(())
+        let rest = s.split_once(',').map_or("", |(_, r)| r);
+        let args = kv::parse(rest, &[driver.keys(), fault::FAULT_KEYS])
+            .map_err(|e| bad(&e.to_string()))?
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(Self { name, driver, args })
     }
 
     /// The value of argument `key`.
@@ -425,13 +493,13 @@ mod tests {
         let e = VdevSpec::parse("net_af_xdp0,iface=x,zero_copy=1")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown argument 'zero_copy'"), "{e}");
+        assert!(e.contains("unknown option 'zero_copy'"), "{e}");
         let e = VdevSpec::parse("net_bogus0").unwrap_err().to_string();
         assert!(e.contains("unknown driver"), "{e}");
         let e = VdevSpec::parse("net_gen0,flows").unwrap_err().to_string();
         assert!(e.contains("not key=value"), "{e}");
         let e = VdevSpec::parse("net_gen0,speed=9").unwrap_err().to_string();
-        assert!(e.contains("unknown argument 'speed'"), "{e}");
+        assert!(e.contains("unknown option 'speed'"), "{e}");
         let e = check(&VdevSpec::parse("net_gen0,flows=lots").unwrap(), PortId(0))
             .unwrap_err()
             .to_string();

@@ -1,0 +1,225 @@
+//! The application's command line (after `--`) and a profile's `[app]`
+//! table: one set of options, [`AppArgs`]. A profile's keys are the long
+//! options without their dashes; [`merge`] reads the file's table and the
+//! command line with the same parser, and for each option keeps what the
+//! command line gave, else what the file gave (a list as a whole).
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+
+/// Application arguments (after `--`).
+#[derive(Parser, Debug, Default, Clone)]
+#[command(name = "cpumapd", no_binary_name = true, disable_version_flag = true)]
+pub struct AppArgs {
+    /// RX queue to lcore mapping, l3fwd style: "(port,queue,lcore)[,...]".
+    #[arg(long)]
+    pub rx: Option<String>,
+    /// Target lcore (repeatable, or comma separated): one cpumap entry each.
+    #[arg(long = "cpu", value_delimiter = ',')]
+    pub cpu: Vec<u32>,
+    /// Queue size of each cpumap entry (1..=16384).
+    #[arg(long)]
+    pub qsize: Option<u32>,
+    /// Redirect mode (xdp-bench redirect-cpu names).
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Program run on the target before the exception path: drop or pass.
+    #[arg(long = "remote-action")]
+    pub remote_action: Option<String>,
+    /// Exception path: drop, pcap:FILE or tap:IFNAME[,mac=..][,up=0].
+    #[arg(long)]
+    pub exception: Option<String>,
+    /// TAP exception path: rewrite the destination MAC of unicast frames to
+    /// the TAP's (default) or keep it.
+    #[arg(long = "kernel-mac")]
+    pub kernel_mac: Option<String>,
+    /// What an lcore does with nothing to do: spin (poll without pause),
+    /// adaptive (spin a while, then block until work arrives; default) or
+    /// sleep (block at once).
+    #[arg(long)]
+    pub idle: Option<String>,
+    /// Stop after this many seconds (fractions allowed).
+    #[arg(long, allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+    /// Live table interval in seconds (0 turns it off).
+    #[arg(long, allow_negative_numbers = true)]
+    pub interval: Option<f64>,
+    /// Write the JSON summary to FILE ("-" for stdout).
+    #[arg(long = "summary-json")]
+    pub summary_json: Option<String>,
+    /// TOML config file.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Frames per bulk queue before a flush (1..=32, default 8).
+    #[arg(long = "bulk-size")]
+    pub bulk_size: Option<usize>,
+    /// Buffers per RX lcore pool (default: enough to fill every target ring).
+    #[arg(long = "pool-size")]
+    pub pool_size: Option<u32>,
+    /// Keys in the cpumap (default 128).
+    #[arg(long = "max-entries")]
+    pub max_entries: Option<u32>,
+    /// Do not pin lcore threads to their CPUs.
+    #[arg(long = "no-pin")]
+    pub no_pin: bool,
+    /// Prometheus endpoint: ADDR:PORT (default 127.0.0.1:9419) or off.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Control socket: PATH (default /run/cpumapd.sock as root) or off.
+    #[arg(long)]
+    pub control: Option<String>,
+    /// After finite sources end, keep serving metrics and control this many
+    /// seconds (or until SIGINT/SIGTERM) before shutting down.
+    #[arg(long, allow_negative_numbers = true)]
+    pub linger: Option<f64>,
+    /// Packet I/O: dpdk (EAL, ethdev, mbufs; the default when built with
+    /// the `dpdk` feature) or native (cpumapd's own ports and pools).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// eBPF XDP object run as the RX filter instead of --mode:
+    /// FILE.o[:PROGRAM] (built with clang -O2 -g -target bpf).
+    #[arg(long)]
+    pub prog: Option<String>,
+    /// JIT-compile eBPF programs (rbpf, after our verifier accepted them).
+    #[arg(long)]
+    pub jit: bool,
+    /// Set a global variable of the eBPF objects before load, as libbpf's
+    /// skeleton does (`const volatile` in .rodata, or .data/.bss):
+    /// NAME=VALUE, repeatable.
+    #[arg(long = "prog-set", value_name = "NAME=VALUE")]
+    pub prog_set: Vec<String>,
+    /// Fill a DEVMAP entry of the eBPF objects at load, as a tool's loader
+    /// does (xdp-bench's tx_port from -D IF): MAP:INDEX=IFNAME, repeatable.
+    #[arg(long = "devmap", value_name = "MAP:INDEX=IFNAME")]
+    pub devmap: Vec<String>,
+    /// Fill a PROG_ARRAY entry of the eBPF objects at load with a program
+    /// of the same object, for bpf_tail_call: MAP:INDEX=PROG, repeatable.
+    #[arg(long = "prog-array", value_name = "MAP:INDEX=PROG")]
+    pub prog_array: Vec<String>,
+    /// Measure RX-to-target latency: RX lcores stamp each burst, targets
+    /// record every frame (percentiles in the summary).
+    #[arg(long)]
+    pub latency: bool,
+    /// Count TSC cycles per poll stage on every lcore (cycles per packet
+    /// per stage in the summary). Costs a few cycles per packet.
+    #[arg(long)]
+    pub stage_cycles: bool,
+    /// Keep what ctl changes across restarts in DIR (default /var/lib/cpumapd
+    /// as root, else $XDG_RUNTIME_DIR/cpumapd), or off.
+    #[arg(long = "state-dir")]
+    pub state_dir: Option<String>,
+}
+
+/// A profile's `[app]` table as command-line arguments: `qsize = 2048` is
+/// `--qsize 2048`, `no-pin = true` is `--no-pin` (false: absent), a list
+/// is the option once per item. Errors name the key.
+pub fn file_argv(app: &toml::Table) -> Result<Vec<String>, String> {
+    let cmd = AppArgs::command();
+    let keys = || {
+        cmd.get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|&l| l != "config")
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut argv = Vec::new();
+    for (key, value) in app {
+        let Some(arg) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config")
+        else {
+            return Err(format!(
+                "[app] {key}: unknown key (the keys are the long options without their dashes: {})",
+                keys()
+            ));
+        };
+        let flag = matches!(arg.get_action(), ArgAction::SetTrue);
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            _ => Err(format!(
+                "[app] {key}: expected a string or a number, not a {}",
+                v.type_str()
+            )),
+        };
+        match value {
+            toml::Value::Boolean(on) if flag => {
+                if *on {
+                    argv.push(format!("--{key}"));
+                }
+            }
+            _ if flag => {
+                return Err(format!(
+                    "[app] {key}: expected true or false, not a {}",
+                    value.type_str()
+                ));
+            }
+            toml::Value::Array(items) => {
+                if !matches!(arg.get_action(), ArgAction::Append) {
+                    return Err(format!("[app] {key}: takes one value, not a list"));
+                }
+                for item in items {
+                    argv.push(format!("--{key}"));
+                    argv.push(scalar(item)?);
+                }
+            }
+            v => {
+                argv.push(format!("--{key}"));
+                argv.push(scalar(v)?);
+            }
+        }
+    }
+    Ok(argv)
+}
+
+/// The options of the command line `cmdline` over those of a profile's
+/// (`file`, from [`file_argv`]): each option the command line gives wins
+/// whole (a list too), the file fills the rest. Both go through the same
+/// parser, so a profile is checked exactly as the command line is.
+pub fn merge(file: &[String], cmdline: &[String]) -> Result<AppArgs, MergeError> {
+    let cmd = AppArgs::command();
+    let from_file = cmd
+        .clone()
+        .try_get_matches_from(file)
+        .map_err(MergeError::File)?;
+    let from_cmdline = cmd
+        .clone()
+        .try_get_matches_from(cmdline)
+        .map_err(MergeError::Cmdline)?;
+    let given =
+        |m: &clap::ArgMatches, id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    let mut argv = Vec::new();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else { continue };
+        let m = if given(&from_cmdline, id) {
+            &from_cmdline
+        } else if given(&from_file, id) {
+            &from_file
+        } else {
+            continue;
+        };
+        if matches!(arg.get_action(), ArgAction::SetTrue) {
+            argv.push(format!("--{long}"));
+            continue;
+        }
+        for v in m.get_raw(id).into_iter().flatten() {
+            argv.push(format!("--{long}"));
+            argv.push(v.to_string_lossy().into_owned());
+        }
+    }
+    let m = cmd
+        .try_get_matches_from(argv)
+        .map_err(MergeError::Cmdline)?;
+    AppArgs::from_arg_matches(&m).map_err(MergeError::Cmdline)
+}
+
+/// Which side of [`merge`] a parse error came from.
+#[derive(Debug)]
+pub enum MergeError {
+    /// The profile's `[app]` table.
+    File(clap::Error),
+    /// The command line.
+    Cmdline(clap::Error),
+}
