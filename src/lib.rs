@@ -26,29 +26,19 @@
 //!
 //! # Layers
 //!
-//! One crate, layered bottom up; a module uses its own layer and those
-//! below, never one above (`tests/architecture.rs` checks every
-//! `use crate::`):
-//!
-//! | layer | modules | what |
-//! |---|---|---|
-//! | L0 | [`ids`], `sync`, [`wire`], [`bpf_abi`], [`counters`] | ids that print as `lcore3`; the std/loom shim; header views; the kernel's BPF numbers; every counter block |
-//! | L1 | [`ring`], [`dpdk`] | the rte_ring-like ring; DPDK bindings, EAL, ethdev, mbufs (feature `dpdk`; its sizing constants always) |
-//! | L2 | [`frame`] | the owned frame and its pool |
-//! | L3 | [`port`], [`exception`], [`filter`] | RX/TX backends; the path into the kernel; verdicts, modes, eBPF |
-//! | L4 | [`cpumap`] | the map, QSBR entry swap, bulk queues, target views |
-//! | L5 | [`config`] | command line + TOML + EAL args -> one validated [`config::Plan`] |
-//! | L6 | [`lcore`] | a run built from a plan ([`lcore::StatsSet`]: what it has), its loops, shutdown |
-//! | L7 | [`telemetry`], [`control`] | summary and accounting check, live table, `/metrics`; control socket and `ctl` |
-//!
-//! Lower layers hand upward what they measure (counter blocks, device
-//! statistics) and never reach up for a handle. With DPDK a frame is an
-//! `rte_mbuf` end to end and pools are per-socket mempools.
-//! `unsafe` lives only in `ring/`, `frame/`, `dpdk/`, and the system-call
-//! and driver edges in `port/` and `exception/` (and the eBPF JIT's entry).
+//! One crate, layered bottom up (L0 `ids`, `wire`, `counters`, `kv`, ...
+//! to L7 `telemetry`, `control`, `cli`); a module uses its own layer and
+//! those below, never one above. The layer table, the invariants, the
+//! accounting identities and the memory-ordering labels are in
+//! docs/ARCHITECTURE.md, which `tests/architecture.rs` checks against the
+//! code. With DPDK a frame is an `rte_mbuf` end to end and pools are
+//! per-socket mempools. `unsafe` lives only in `ring/`, `frame/`, `dpdk/`,
+//! the system-call and driver edges in `port/` and `exception/`, and the
+//! eBPF JIT's entry.
 #![deny(unsafe_code)]
 
 pub mod bpf_abi;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod counters;

@@ -44,8 +44,8 @@ fn main() -> ExitCode {
     };
     let (plan, eal) = match started {
         Ok(p) => p,
-        Err(ConfigError::Help(text)) => {
-            println!("{text}");
+        Err(ConfigError::Help) => {
+            print!("{}", cpumapd::cli::help());
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -1,5 +1,6 @@
-//! The architecture, checked: the layer order of `src/`'s modules (DESIGN.md,
-//! "Layout") and the length of non-test functions.
+//! The architecture, checked: the layer order of `src/`'s modules
+//! (docs/ARCHITECTURE.md, "Layers", which must list the same layers), the
+//! length of non-test functions, and the index of memory-ordering labels.
 //!
 //! Both read the source with `syn`, so a `use crate::…` inside a brace group,
 //! a path in an expression and a path inside a macro call all count.
@@ -18,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["cpumap"],
     &["config"],
     &["lcore"],
-    &["telemetry", "control"],
+    &["telemetry", "control", "cli"],
 ];
 
 /// Longest non-test function, in lines (signature to closing brace).
@@ -214,8 +215,9 @@ fn no_module_imports_a_layer_above_it() {
         }
         let module = module_path(&file);
         let Some(me) = module.first() else { continue };
-        let my_layer = layer_of(me)
-            .unwrap_or_else(|| panic!("module {me} is in no layer of LAYERS (and DESIGN.md)"));
+        let my_layer = layer_of(me).unwrap_or_else(|| {
+            panic!("module {me} is in no layer of LAYERS (and docs/ARCHITECTURE.md)")
+        });
         let mut v = Uses {
             module: &module,
             found: BTreeSet::new(),
@@ -323,5 +325,130 @@ fn no_function_is_longer_than_the_limit() {
         long.is_empty(),
         "functions over {MAX_FN_LINES} lines (split them into named steps):\n{}",
         long.join("\n")
+    );
+}
+
+fn architecture_md() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ARCHITECTURE.md"))
+        .expect("docs/ARCHITECTURE.md")
+}
+
+#[test]
+fn the_architecture_page_lists_the_layers_this_test_enforces() {
+    let doc = architecture_md();
+    let mut rows = Vec::new();
+    for line in doc.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | L3 | `port`, `exception`, `filter` | what |
+        if cells.len() > 3 && cells[1].starts_with('L') && cells[1][1..].parse::<usize>().is_ok() {
+            let mods: Vec<String> = cells[2]
+                .split(',')
+                .map(|m| m.trim().trim_matches('`').to_string())
+                .collect();
+            rows.push((cells[1].to_string(), mods));
+        }
+    }
+    let want: Vec<(String, Vec<String>)> = LAYERS
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("L{i}"), l.iter().map(|m| m.to_string()).collect()))
+        .collect();
+    assert_eq!(
+        rows, want,
+        "docs/ARCHITECTURE.md's layer table and LAYERS differ"
+    );
+}
+
+#[test]
+fn every_memory_ordering_label_is_in_the_index() {
+    // `// R1: Release; pairs with ...`: a label is letters and digits
+    // before a colon, then an ordering.
+    let doc = architecture_md();
+    let mut missing = Vec::new();
+    let mut found = 0;
+    for file in src_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let rel = file
+            .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+            .display()
+            .to_string();
+        for line in text.lines() {
+            let Some((_, c)) = line.split_once("// ") else {
+                continue;
+            };
+            let Some((label, rest)) = c.split_once(": ") else {
+                continue;
+            };
+            let is_label = (2..=4).contains(&label.len())
+                && label
+                    .chars()
+                    .next()
+                    .is_some_and(|ch| ch.is_ascii_uppercase())
+                && label[1..].chars().all(|ch| ch.is_ascii_digit())
+                && label.len() > 1;
+            let ordering = ["Release", "Acquire", "SeqCst", "AcqRel"]
+                .iter()
+                .any(|o| rest.starts_with(o));
+            if !(is_label && ordering) {
+                continue;
+            }
+            found += 1;
+            let row = doc.lines().find(|l| l.starts_with(&format!("| `{rel}` |")));
+            let listed = row.is_some_and(|r| {
+                r.split('|').nth(2).is_some_and(|cell| {
+                    cell.split_whitespace()
+                        .any(|w| w.trim_end_matches(',') == label)
+                })
+            });
+            if !listed {
+                missing.push(format!("{rel}: {label}"));
+            }
+        }
+    }
+    assert!(found > 20, "the label scan finds the labels ({found})");
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "labels missing from docs/ARCHITECTURE.md's index: {missing:?}"
+    );
+}
+
+#[test]
+fn docs_links_resolve_and_the_test_table_lists_every_test_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            pages.push(p);
+        }
+    }
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for (i, _) in text.match_indices("](") {
+            let target = text[i + 2..].split([')', '#']).next().unwrap_or("");
+            if target.is_empty() || target.contains("://") {
+                continue;
+            }
+            if !page.parent().unwrap().join(target).exists() {
+                broken.push(format!("{}: {target}", page.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links to nothing: {broken:?}");
+    let table = std::fs::read_to_string(root.join("docs/TESTS.md")).unwrap();
+    let mut missing = Vec::new();
+    for e in std::fs::read_dir(root.join("tests")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".rs") && !table.contains(&format!("`tests/{name}`")) {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/TESTS.md does not list {missing:?}"
     );
 }

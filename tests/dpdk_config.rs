@@ -144,7 +144,11 @@ fn broken_profiles_are_refused_with_the_reason() {
             "[eal]\nl = \"0-2\"\nvdev = [\"net_null0\"]\n[app]\nbackend = \"vpp\"\n",
             "--backend 'vpp'",
         ),
-        ("[app]\nqsise = 1\n", "unknown field `qsise`"),
+        ("[app]\nqsise = 1\n", "[app] qsise: unknown key"),
+        (
+            "[app]\nqsize = \"big\"\n",
+            "invalid value 'big' for '--qsize",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let f = dir.path().join(format!("bad{i}.toml"));

@@ -1083,7 +1083,7 @@ fn xdp_benchs_own_object_classifies_like_the_built_in_modes() {
     assert!(e.contains("runs SEC(\"xdp/cpumap\") programs only"), "{e}");
 }
 
-/// The README's "runs unchanged" command, in the pipeline: xdp-bench's own
+/// docs/EBPF.md's "runs unchanged" command, in the pipeline: xdp-bench's own
 /// object as the RX filter (l4-hash and round-robin, interpreted and JIT)
 /// and its cpumap programs as every entry's program. The counts equal the
 /// built-in mode's; cpumap_drop's frames are counted as remote drops,

@@ -79,11 +79,17 @@ fn a_slow_exception_path_costs_counted_tail_drops_not_rx_or_buffers() {
 
 #[test]
 fn bad_fault_specs_get_a_clear_error() {
-    for bad in [
-        "fault:busy",
-        "fault:busy=x",
-        "fault:often=3",
-        "fault:delay_us=99999999",
+    for (bad, want) in [
+        ("fault:busy", "'busy' is not key=value"),
+        ("fault:busy=x", "busy=x is not a number"),
+        (
+            "fault:often=3",
+            "unknown option 'often' (known: busy, down, error, delay_us, lcore)",
+        ),
+        (
+            "fault:delay_us=99999999",
+            "delay_us=99999999 is out of range",
+        ),
     ] {
         let args: Vec<String> = format!("--lcores 0@0,1@0 --vdev net_gen0 -- --exception {bad}")
             .split_whitespace()
@@ -92,7 +98,7 @@ fn bad_fault_specs_get_a_clear_error() {
         let e = cpumapd::config::Plan::from_args(&args)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("expected busy=N"), "{bad}: {e}");
+        assert!(e.contains(want) && e.contains(bad), "{bad}: {e}");
     }
 }
 

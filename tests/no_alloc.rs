@@ -89,7 +89,7 @@ fn lcores_allocate_nothing_while_traffic_flows() {
     let s = cpumapd::telemetry::Summary::at_shutdown(running).unwrap();
     s.check_identities(true).unwrap();
     assert!(
-        rx_after - rx_before > 100_000,
+        rx_after - rx_before > 10_000,
         "traffic flowed: {}",
         rx_after - rx_before
     );

@@ -20,13 +20,17 @@ pub struct AppArgs {
     /// Queue size of each cpumap entry (1..=16384).
     #[arg(long)]
     pub qsize: Option<u32>,
-    /// Redirect mode (xdp-bench redirect-cpu names).
+    /// The built-in RX filter: an xdp-bench redirect-cpu mode (below).
     #[arg(long)]
     pub mode: Option<String>,
-    /// Program run on the target before the exception path: drop or pass.
+    /// The cpumap entries' program, run on the target before the exception
+    /// path: drop, pass, redirect:IF (out of interface IF, xdp-bench's -r
+    /// redirect -D IF) or an eBPF object FILE.o[:PROGRAM].
     #[arg(long = "remote-action")]
     pub remote_action: Option<String>,
-    /// Exception path: drop, pcap:FILE or tap:IFNAME[,mac=..][,up=0].
+    /// Where targets hand frames to the kernel: drop, pcap:FILE,
+    /// tap:IFNAME[,key=value...], virtio-user:PATH[,key=value...] or
+    /// fault:key=value,... (keys below).
     #[arg(long)]
     pub exception: Option<String>,
     /// TAP exception path: rewrite the destination MAC of unicast frames to
@@ -89,7 +93,8 @@ pub struct AppArgs {
     #[arg(long = "prog-set", value_name = "NAME=VALUE")]
     pub prog_set: Vec<String>,
     /// Fill a DEVMAP entry of the eBPF objects at load, as a tool's loader
-    /// does (xdp-bench's tx_port from -D IF): MAP:INDEX=IFNAME, repeatable.
+    /// does (xdp-bench's tx_port from -D IF): MAP:INDEX=IFNAME[,prog=NAME]
+    /// (NAME: the object's devmap egress program), repeatable.
     #[arg(long = "devmap", value_name = "MAP:INDEX=IFNAME")]
     pub devmap: Vec<String>,
     /// Fill a PROG_ARRAY entry of the eBPF objects at load with a program

@@ -75,7 +75,7 @@ pub const FLAGS: &[&str] = &[
 
 /// EAL options that change nothing natively (memory, PCI, process model).
 /// Every other option DPDK knows needs the DPDK backend.
-const NATIVE_NO_OP: &[&str] = &[
+pub const NATIVE_NO_OP: &[&str] = &[
     "-n",
     "-m",
     "--file-prefix",

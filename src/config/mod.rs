@@ -88,37 +88,14 @@ pub enum ConfigError {
     #[error("{0}")]
     /// A plan whose parts do not fit together.
     Plan(String),
-    /// `--help` was asked for: the text to print, then exit 0.
-    #[error("{0}")]
-    Help(String),
+    /// `--help` was asked for: print `cpumapd::cli::help()`, exit 0.
+    #[error("--help: see cpumapd::cli::help()")]
+    Help,
 }
 
 fn plan_err(s: impl Into<String>) -> ConfigError {
     ConfigError::Plan(s.into())
 }
-
-/// Top-level usage, printed for `-h`/`--help`.
-pub const USAGE: &str = "\
-cpumapd: the BPF cpumap as a poll-mode dataplane
-
-usage: cpumapd                              run the demo (generator -> l4-hash -> targets -> drop)
-       cpumapd [EAL args] -- [app args]
-       cpumapd --check-config FILE [EAL args] [-- app args]   validate a profile, print its plan
-
-EAL args (native build): -l LIST | --lcores 0@0,1@1,2@0   lcores and their CPUs
-                         --vdev net_gen0[,flows=N,size=B,rate=PPS,count=N,proto=udp|tcp|mix,dport=P]
-                         --vdev net_pcap0,rx_pcap=FILE[,tx_pcap=FILE][,infinite_rx=1]
-                         --vdev net_null0[,size=B]
-                         --vdev net_af_packet0,iface=IF[,qpairs=N][,ring=v2|v3][,blocksz=B][,framecnt=N][,qdisc_bypass=0]
-                         accepted and ignored: -n -m --no-huge --no-pci --no-shconf --in-memory --file-prefix
-app args: --rx (port,queue,lcore)[,...] --cpu LCORE --qsize N --mode MODE --remote-action drop|pass
-          --exception drop|pcap:FILE|tap:IFNAME[,mac=M][,up=0] --kernel-mac rewrite|keep --idle spin|adaptive|sleep --duration S --interval S --summary-json FILE|- --config FILE
-          --bulk-size N --pool-size N --max-entries N --no-pin --linger S --latency --stage-cycles
-          --prog FILE.o[:PROGRAM] [--jit] [--prog-set NAME=VALUE] [--devmap MAP:INDEX=IFNAME] [--prog-array MAP:INDEX=PROG]   an eBPF XDP program as the RX filter (see bpf/)
-          --remote-action drop|pass|redirect:IF|FILE.o[:PROGRAM]   the cpumap entries' program
-          --metrics ADDR:PORT|off (default 127.0.0.1:9419)  --control PATH|off (default /run/cpumapd.sock)
-control: cpumapd ctl [--control PATH] map dump|lookup|update|delete|apply, mode set, stats, summary
-modes: no-touch touch round-robin l4-proto l4-filter l4-hash l4-sport l4-dport (default l4-hash)";
 
 /// Which packet I/O layer runs the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,10 +206,10 @@ impl Parsed {
     pub fn parse_any_backend(args: &[String]) -> Result<Self, ConfigError> {
         let (eal, app) = split_args(args);
         if eal.iter().any(|a| a == "-h" || a == "--help") {
-            return Err(ConfigError::Help(USAGE.to_string()));
+            return Err(ConfigError::Help);
         }
         let clap_err = |e: clap::Error| match e.kind() {
-            clap::error::ErrorKind::DisplayHelp => ConfigError::Help(format!("{USAGE}\n{e}")),
+            clap::error::ErrorKind::DisplayHelp => ConfigError::Help,
             _ => ConfigError::Args(e.to_string()),
         };
         // The command line alone first: it names the profile.

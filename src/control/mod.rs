@@ -1,6 +1,6 @@
 //! The control plane beside the dataplane: the control socket and its
 //! `cpumapd ctl` client. (The Prometheus endpoint, the other service thread,
-//! is `metrics::exporter`.)
+//! is `telemetry::exporter`.)
 //!
 //! # General idea
 //!

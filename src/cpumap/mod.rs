@@ -666,7 +666,7 @@ impl MapReader {
     /// Context: owning RX lcore, between polls. One shared load when idle.
     #[inline(always)]
     pub fn refresh(&mut self) {
-        // G1: Acquire; pairs with G0 (the SeqCst bump in CpuMap::replace), so the
+        // G1: Acquire; pairs with G0 (the SeqCst bump in CpuMap::commit), so the
         // slot loads below see the swapped-in entry.
         let g = self.map.generation.load(Ordering::Acquire);
         if g != self.generation {

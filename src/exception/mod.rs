@@ -110,7 +110,8 @@ impl VirtioSpec {
         if path.is_empty() {
             return Err(ExceptionError::Unknown(format!("virtio-user:{rest}")));
         }
-        let bad = |why: String| ExceptionError::Tap(format!("--exception virtio-user:{rest}: {why}"));
+        let bad =
+            |why: String| ExceptionError::Tap(format!("--exception virtio-user:{rest}: {why}"));
         let mut spec = VirtioSpec {
             path: PathBuf::from(path),
             gro: true,

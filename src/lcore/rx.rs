@@ -248,8 +248,8 @@ impl RxLcore {
         }
     }
 
-    /// Gives the CPU to a target sharing it once that target's ring is an
-    /// eighth full: without it, the scheduler lets this lcore fill the ring
+    /// Gives the CPU to a target sharing it once that target's ring is
+    /// half full: without it, the scheduler lets this lcore fill the ring
     /// for a whole slice (and tail-drop) while the target waits to run.
     #[inline]
     fn yield_to_colocated(&self, tally: &Tally, streak: &Streak) {

@@ -12,7 +12,7 @@
 //! copy mode (veth). The link and the map live as long as any queue: when
 //! cpumapd exits, or crashes, the kernel detaches the program by itself.
 //!
-//! Each queue owns its UMEM (4096 chunks of 2 KiB): the first half is kept
+//! Each queue owns its UMEM ([`CHUNKS`] chunks of 2 KiB): the first half is kept
 //! in the fill ring for RX, the second half is a free stack for TX. RX
 //! copies each frame into a pool buffer and gives the chunk straight back to
 //! the fill ring (so RX never runs dry while the pool has buffers); TX copies

@@ -366,7 +366,61 @@ impl Summary {
         }
     }
 
-    /// Checks the accounting identities of DESIGN.md. `at_rest` adds the
+    /// [`Summary::check_identities`] on a summary read back from its JSON
+    /// (`--summary-json`): tests of the binary check it with the same code.
+    pub fn check_json(v: &serde_json::Value, at_rest: bool) -> Result<(), String> {
+        let n = |v: &serde_json::Value, k: &str| {
+            v[k].as_u64()
+                .ok_or_else(|| format!("summary JSON: '{k}' missing or not a count"))
+        };
+        let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+        let mut s = Summary {
+            rx: n(v, "rx")?,
+            pass: n(v, "pass")?,
+            drop: n(v, "drop")?,
+            tx: n(v, "tx")?,
+            redirect: n(v, "redirect")?,
+            aborted: n(v, "aborted")?,
+            enqueued: n(v, "enqueued")?,
+            enqueue_drops: n(v, "enqueue_drops")?,
+            target_processed: n(v, "target_processed")?,
+            delivered: n(v, "delivered")?,
+            remote_redirect: n(v, "remote_redirect")?,
+            target_drops: n(v, "target_drops")?,
+            reverse_rx: n(v, "reverse_rx")?,
+            reverse_tx: n(v, "reverse_tx")?,
+            reverse_drops: n(v, "reverse_drops")?,
+            in_flight: n(v, "in_flight")?,
+            pool_in_use: n(v, "pool_in_use")?,
+            ..Summary::default()
+        };
+        for r in list("rx_lcores") {
+            s.rx_lcores.push(RxSummary {
+                lcore: LcoreId(n(&r, "lcore")? as u32),
+                rx: n(&r, "rx")?,
+                pass: n(&r, "pass")?,
+                drop: n(&r, "drop")?,
+                tx: n(&r, "tx")?,
+                redirect: n(&r, "redirect")?,
+                aborted: n(&r, "aborted")?,
+                ..RxSummary::default()
+            });
+        }
+        for t in list("targets") {
+            s.targets.push(TargetSummary {
+                target: TargetId(n(&t, "target")? as u32),
+                enqueued: n(&t, "enqueued")?,
+                processed: n(&t, "processed")?,
+                delivered: n(&t, "delivered")?,
+                remote_redirect: n(&t, "remote_redirect")?,
+                drops: n(&t, "drops")?,
+                ..TargetSummary::default()
+            });
+        }
+        s.check_identities(at_rest)
+    }
+
+    /// Checks the accounting identities of docs/ARCHITECTURE.md. `at_rest` adds the
     /// ones that hold only after a clean shutdown (nothing in flight, every
     /// pool full).
     pub fn check_identities(&self, at_rest: bool) -> Result<(), String> {

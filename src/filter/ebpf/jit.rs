@@ -13,7 +13,7 @@
 //! thread-local pointer set for the duration of one run on the owning lcore.
 //!
 //! This file is the one place under `filter/` with `unsafe` (a deviation
-//! from DESIGN.md's list, where the JIT boundary has no home): the call into
+//! from docs/ARCHITECTURE.md's list, where the JIT boundary has no home): the call into
 //! JIT-compiled code and the helpers' pointer reads.
 #![allow(unsafe_code)]
 
