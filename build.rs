@@ -121,6 +121,9 @@ mod dpdk {
             "rte_eth_link_get_nowait",
             "rte_eth_macaddr_get",
             "rte_eth_dev_set_mtu",
+            "rte_eth_dev_rx_intr_enable",
+            "rte_eth_dev_rx_intr_disable",
+            "rte_eth_dev_rx_intr_ctl_q_get_fd",
         ] {
             b = b.allowlist_function(f);
         }

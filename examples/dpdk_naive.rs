@@ -46,6 +46,8 @@ fn main() {
             rx_pools: vec![pool.clone()],
             tx_l4_csum: false,
             tx_tso: false,
+            // A benchmark loop: it never sleeps.
+            rx_intr: false,
         },
     )
     .unwrap();

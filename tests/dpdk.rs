@@ -720,6 +720,91 @@ mod with_dpdk {
         }
     }
 
+    /// A PMD with RX interrupts (net_tap here; NICs under vfio-pci too):
+    /// the idle RX lcore arms them and blocks on the queue's descriptor, so
+    /// a lone frame wakes it at once instead of waiting out a nap. Wake-ups
+    /// are counted only when poll(2) on a descriptor returned, which a
+    /// napping lcore never does: the check sees the mode, not a timing.
+    #[test]
+    #[ignore = "needs root and /dev/net/tun: cargo test --features dpdk --test dpdk -- --include-ignored"]
+    fn net_tap_port_rx_interrupts_wake_the_idle_rx_lcore() {
+        let _g = serial();
+        if !nix::unistd::geteuid().is_root() || !Path::new("/dev/net/tun").exists() {
+            skip("needs root and /dev/net/tun for net_tap in a network namespace");
+            return;
+        }
+        let ns = Netns(format!("cpmi{}", std::process::id()));
+        run("ip", &["netns", "add", &ns.0]);
+        let tap = "cpmdintr0";
+        let ex = |a: &[&str]| {
+            let mut v = vec!["netns", "exec", &ns.0];
+            v.extend_from_slice(a);
+            run("ip", &v)
+        };
+        ex(&[
+            "ip",
+            "tuntap",
+            "add",
+            "mode",
+            "tap",
+            "multi_queue",
+            "name",
+            tap,
+        ]);
+        ex(&["ip", "addr", "add", "10.78.0.1/24", "dev", tap]);
+        ex(&["ip", "link", "set", tap, "up"]);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_cpumapd")])
+            .args(args(&format!(
+                "{} --vdev net_tap0,iface={tap} -- --mode l4-hash --remote-action drop --duration 4 --metrics off --control off --interval 0 --summary-json -",
+                eal("")
+            )))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        // No ARP: the kernel sends each datagram at once. (Added once
+        // net_tap has set the TAP's MAC, which flushes its neighbours.)
+        ex(&[
+            "ip",
+            "neigh",
+            "replace",
+            "10.78.0.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            tap,
+        ]);
+        let nsname = ns.0.clone();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/var/run/netns/{nsname}")).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let s = UdpSocket::bind("10.78.0.1:0").unwrap();
+            for _ in 0..20 {
+                s.send_to(b"lone", "10.78.0.2:9999").unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .join()
+        .unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("(net_tap0): RX interrupts on 1 of 1 queue(s)"),
+            "the start line says which wait each port gets: {err}"
+        );
+        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_identity(&s);
+        let rx = &s["rx_lcores"][0];
+        assert!(n(&s, "rx") >= 20, "every datagram arrived: {s}");
+        assert!(
+            n(rx, "wakeups") >= 10,
+            "the idle RX lcore blocked on the interrupt and woke for the datagrams: {s}"
+        );
+    }
+
     #[test]
     #[ignore = "needs root and /dev/net/tun: cargo test --features dpdk --test dpdk -- --include-ignored"]
     fn net_tap_exception_hands_frames_to_a_kernel_socket_in_a_netns() {

@@ -34,6 +34,43 @@
 //!   at it. The target checks that, drains the entry to empty, and only then
 //!   lets go of it. Nothing in flight is lost: every frame is delivered or
 //!   counted where it dropped.
+//!
+//! ```
+//! use arrayvec::ArrayVec;
+//! use cpumapd::counters::RxStats;
+//! use cpumapd::cpumap::{BPF_ANY, CpuMap, EntryValue, BulkQueues, CPU_MAP_BULK_SIZE};
+//! use cpumapd::frame::{Frame, Pool};
+//! use cpumapd::ids::{LcoreId, TargetId};
+//!
+//! // A map of 8 keys; target lcore 1 may be an entry; one RX lcore reads it.
+//! let map = CpuMap::new(8, &[TargetId(1)], 1).unwrap();
+//! map.update(1, EntryValue { qsize: 4, prog: None }, BPF_ANY).unwrap();
+//!
+//! // The RX lcore: its reader (QSBR), bulk queues, counters and pool.
+//! let mut reader = map.reader().unwrap();
+//! let mut bulk = BulkQueues::new(8, CPU_MAP_BULK_SIZE);
+//! let stats = RxStats::new(LcoreId(0), 8);
+//! let mut pool = Pool::new("rx0", 16, 128, 2048).unwrap();
+//! reader.refresh(); // a poll starts: the quiescent point
+//! for _ in 0..6 {
+//!     let frame = pool.alloc().unwrap();
+//!     bulk.enqueue(&reader, TargetId(1), frame, &stats, &mut pool).unwrap();
+//! }
+//! // No entry under key 2: the frame comes back (the caller counts an abort).
+//! let f = pool.alloc().unwrap();
+//! assert!(bulk.enqueue(&reader, TargetId(2), f, &stats, &mut pool).is_err());
+//! bulk.flush(&reader, &stats, &mut pool); // the poll ends: into the ring
+//! let c = &stats.enqueue[1];
+//! assert_eq!((c.enqueued.get(), c.drops.get()), (4, 2)); // qsize 4: 2 tail drops
+//!
+//! // The target lcore drains its entries in bursts.
+//! let mut view = map.target_view(TargetId(1));
+//! view.refresh();
+//! let mut out: ArrayVec<Frame, 32> = ArrayVec::new();
+//! assert_eq!(view.poll(&mut out, 32).count, 4);
+//! drop(out); // delivered (here: freed)
+//! assert_eq!(pool.in_use(), 0, "every buffer home");
+//! ```
 
 mod qsbr;
 pub mod wake;

@@ -147,6 +147,10 @@ pub struct PortSetup {
     /// where the device has it, with checksum offload (GRO's super-frames
     /// towards virtio-user's backend).
     pub tx_tso: bool,
+    /// Ask for RX interrupts (`intr_conf.rxq`), so an idle lcore can block
+    /// on a queue's event descriptor instead of napping. A PMD that has
+    /// none, or refuses them, runs without.
+    pub rx_intr: bool,
 }
 
 /// A configured, started port. Stopped and closed on drop (after every
@@ -164,6 +168,9 @@ pub struct EthPort {
     pub tx_l4_csum: bool,
     /// TCP segmentation offload on transmit is on (chained mbufs too).
     pub tx_tso: bool,
+    /// Each RX queue's interrupt event descriptor, where the PMD gave one
+    /// (`rte_eth_dev_rx_intr_ctl_q_get_fd`).
+    rx_intr_fds: Vec<Option<std::os::fd::RawFd>>,
     /// Pools its RX queues refill from: kept alive while the port runs.
     _pools: Vec<Arc<Mempool>>,
 }
@@ -182,6 +189,25 @@ impl EthPort {
     /// when it has more than one RX queue and the device hashes, queues set
     /// up on their pools' sockets, promiscuous on, started.
     pub fn start(info: PortInfo, setup: PortSetup) -> Result<Arc<EthPort>, DpdkError> {
+        if setup.rx_intr {
+            // A PMD without RX interrupts may refuse intr_conf.rxq at
+            // configure or at start: then the port runs without them.
+            match Self::bring_up(&info, &setup, true) {
+                Ok(p) => return Ok(Arc::new(p)),
+                // SAFETY: a probed port; stopping a port that did not
+                // start is a no-op.
+                Err(_) => unsafe {
+                    ffi::rte_eth_dev_stop(info.id);
+                },
+            }
+        }
+        Ok(Arc::new(Self::bring_up(&info, &setup, false)?))
+    }
+
+    /// Configures, sets up every queue and starts the port, with or without
+    /// RX interrupts.
+    fn bring_up(info: &PortInfo, setup: &PortSetup, rx_intr: bool) -> Result<EthPort, DpdkError> {
+        let (info, setup) = (info.clone(), setup.clone());
         let id = info.id;
         let err = |why: String| DpdkError::Port {
             port: id,
@@ -201,6 +227,7 @@ impl EthPort {
             )));
         }
         let mut conf = ffi::rte_eth_conf::default();
+        conf.intr_conf.set_rxq(rx_intr as u32);
         // SAFETY: reads a constant.
         let want_rss = unsafe { ffi::cpumapd_rss_ip_l4() } & info.rss_offloads;
         let rss = setup.rx_queues > 1 && want_rss != 0;
@@ -281,15 +308,29 @@ impl EthPort {
         if rc != 0 {
             return Err(err(format!("rte_eth_dev_start: {}", rc_error(rc))));
         }
-        Ok(Arc::new(EthPort {
+        let rx_intr_fds = (0..setup.rx_queues)
+            .map(|q| {
+                // SAFETY: a started port and a configured queue.
+                let fd = rx_intr.then(|| unsafe { ffi::rte_eth_dev_rx_intr_ctl_q_get_fd(id, q) });
+                fd.filter(|&fd| fd >= 0)
+            })
+            .collect();
+        Ok(EthPort {
             info,
             rss,
             rx_queues: setup.rx_queues,
             tx_queues: setup.tx_queues,
             tx_l4_csum,
             tx_tso,
+            rx_intr_fds,
             _pools: setup.rx_pools,
-        }))
+        })
+    }
+
+    /// Which RX queues have an interrupt descriptor (None: the PMD has no
+    /// RX interrupts, or they were refused).
+    pub fn rx_intr(&self) -> &[Option<std::os::fd::RawFd>] {
+        &self.rx_intr_fds
     }
 
     /// The ethdev port id.
@@ -410,6 +451,28 @@ impl EthQueue {
     /// The port.
     pub fn port(&self) -> &Arc<EthPort> {
         &self.port
+    }
+
+    /// The RX queue's interrupt descriptor, when its PMD gave one.
+    pub fn rx_intr_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.rx
+            .and_then(|q| self.port.rx_intr_fds.get(q as usize).copied().flatten())
+    }
+
+    /// Arms (`on`) or disarms the RX queue's interrupt. Context: the owning
+    /// lcore, between polls. Returns the PMD's error code, if any.
+    pub fn set_rx_intr(&self, on: bool) -> Result<(), i32> {
+        let Some(q) = self.rx else { return Ok(()) };
+        let id = self.port.info.id;
+        // SAFETY: a started port and this handle's own RX queue.
+        let rc = unsafe {
+            if on {
+                ffi::rte_eth_dev_rx_intr_enable(id, q)
+            } else {
+                ffi::rte_eth_dev_rx_intr_disable(id, q)
+            }
+        };
+        if rc == 0 { Ok(()) } else { Err(rc) }
     }
 
     /// The RX queue this handle polls (None: transmit-only).

@@ -186,6 +186,9 @@ impl DpdkException {
                 tx_desc: DESC,
                 rx_pools: vec![pool],
                 tx_l4_csum: true,
+                // Its RX queues carry the kernel's reverse frames, polled
+                // beside the data path: no interrupts asked for.
+                rx_intr: false,
                 // net_tap would cut a super-frame back in software (its
                 // TSO is rte_gso) before the write: GRO gains nothing there.
                 tx_tso: gro,

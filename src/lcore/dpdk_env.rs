@@ -81,10 +81,24 @@ impl DpdkEnv {
                     tx_desc: TX_DESC,
                     rx_pools,
                     tx_l4_csum: false,
+                    rx_intr: true,
                     tx_tso: false,
                 },
             )
             .map_err(err)?;
+            // Which idle wait this port's RX lcores get (docs/DPDK.md).
+            let with_intr = port.rx_intr().iter().filter(|f| f.is_some()).count();
+            eprintln!(
+                "cpumapd: port{p} ({}): {}",
+                info.name,
+                match with_intr {
+                    0 => "no RX interrupts in this PMD: idle RX lcores nap (20 us to 1 ms)"
+                        .to_string(),
+                    n => format!(
+                        "RX interrupts on {n} of {n_rx} queue(s): idle RX lcores block on them"
+                    ),
+                }
+            );
             ports.push(port);
             rx_queues.push(n_rx);
         }

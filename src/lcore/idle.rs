@@ -42,9 +42,45 @@ pub(super) enum RxWait {
     /// Never sleeps.
     Never,
     /// poll(2) on these.
-    Block(Vec<libc::pollfd>),
+    Block(Blocking),
     /// Naps of growing length.
     Nap,
+}
+
+/// The descriptors an RX lcore blocks on, and the RX interrupts among them.
+pub(super) struct Blocking {
+    /// Every queue's descriptor, then the sink's.
+    pub fds: Vec<libc::pollfd>,
+    /// Indexes (into the lcore's queues) of the queues whose descriptor is
+    /// an RX interrupt, armed before a block and disarmed after work.
+    pub intr: Vec<usize>,
+    /// Per descriptor: an eventfd whose count must be read once it fired
+    /// (net_memif's interrupts), else level-triggered data (net_tap's fd).
+    pub counted: Vec<bool>,
+    /// The interrupts are armed.
+    pub armed: bool,
+}
+
+impl Blocking {
+    /// Reads the count of every eventfd that fired, so the next poll(2)
+    /// blocks until it fires again. Context: the RX lcore, after a block.
+    pub fn drain(&mut self) {
+        for (f, &counted) in self.fds.iter().zip(&self.counted) {
+            if counted && f.revents & libc::POLLIN != 0 {
+                let mut n = 0u64;
+                // SAFETY: reads 8 bytes into a u64 from an eventfd that
+                // poll(2) said is readable (so the read does not block).
+                unsafe { libc::read(f.fd, (&raw mut n).cast(), 8) };
+            }
+        }
+    }
+}
+
+/// True when `fd` is an eventfd (`/proc/self/fd/N` names
+/// `anon_inode:[eventfd]`).
+fn is_eventfd(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|p| p.as_os_str() == "anon_inode:[eventfd]")
 }
 
 impl RxWait {
@@ -53,11 +89,16 @@ impl RxWait {
     /// never when any queue is self-paced.
     pub(super) fn of(kinds: impl Iterator<Item = IdleWait>, sink: Option<RawFd>) -> Self {
         let mut fds = Vec::new();
+        let mut intr = Vec::new();
         let mut nap = false;
-        for k in kinds {
+        for (i, k) in kinds.enumerate() {
             match k {
                 IdleWait::Never => return Self::Never,
                 IdleWait::Fd(fd) => fds.push(pollfd(fd)),
+                IdleWait::Interrupt(fd) => {
+                    fds.push(pollfd(fd));
+                    intr.push(i);
+                }
                 IdleWait::Nap => nap = true,
             }
         }
@@ -65,7 +106,13 @@ impl RxWait {
             return Self::Nap;
         }
         fds.extend(sink.map(pollfd));
-        Self::Block(fds)
+        let counted = fds.iter().map(|f| is_eventfd(f.fd)).collect();
+        Self::Block(Blocking {
+            fds,
+            intr,
+            counted,
+            armed: false,
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use crate::ids::TargetId;
 use crate::port::{PortQueue, free_all};
 
 use super::PollLoop;
-use super::idle::{MAX_BLOCK_MS, RxWait, Streak, block_on};
+use super::idle::{Blocking, MAX_BLOCK_MS, RxWait, Streak, block_on};
 use super::target::{REVERSE_EVERY, reverse_pass};
 use crate::config::IdlePolicy;
 
@@ -206,6 +206,11 @@ impl RxLcore {
     ) -> bool {
         if t.rx != 0 || t.reverse_rx != 0 {
             streak.busy();
+            if let RxWait::Block(b) = wait
+                && b.armed
+            {
+                self.arm(b, false);
+            }
         } else if streak.idle() && !stop.load(Ordering::Relaxed) {
             return self.block(wait, streak);
         }
@@ -222,15 +227,32 @@ impl RxLcore {
                 c.sleeps.add(1);
                 false
             }
-            RxWait::Block(fds) => {
+            RxWait::Block(b) => {
+                if !b.intr.is_empty() && !b.armed {
+                    // Armed, then polled once more before blocking: a frame
+                    // that arrived before the arming raised no interrupt.
+                    self.arm(b, true);
+                    return false;
+                }
                 self.reader.sleep();
-                let woke = block_on(fds, MAX_BLOCK_MS);
+                let woke = block_on(&mut b.fds, MAX_BLOCK_MS);
+                b.drain();
                 self.reader.wake();
                 c.sleeps.add(1);
                 c.wakeups.add(woke as u64);
                 woke
             }
         }
+    }
+
+    /// Arms or disarms the RX interrupts of the queues that have them (DPDK
+    /// l3fwd-power's turn_on_off_intr).
+    #[cold]
+    fn arm(&mut self, b: &mut Blocking, on: bool) {
+        for &i in &b.intr {
+            self.queues[i].set_interrupt(on);
+        }
+        b.armed = on;
     }
 
     /// Frames the kernel sent back through this lcore's sink go out of its

@@ -20,6 +20,8 @@ pub struct DpdkQueue {
     counters: Arc<PortQueueCounters>,
     /// The cut-short warning was given.
     warned: bool,
+    /// The interrupt-arming warning was given.
+    intr_warned: bool,
 }
 
 impl DpdkQueue {
@@ -30,6 +32,7 @@ impl DpdkQueue {
             q,
             counters: Arc::default(),
             warned: false,
+            intr_warned: false,
         }
     }
 }
@@ -136,10 +139,28 @@ impl PortQueue for DpdkQueue {
         sent
     }
 
-    /// No RX interrupts are armed (rte_eth_dev_rx_intr_enable needs a PMD
-    /// and an EAL interrupt mode the virtual devices lack): nap.
+    /// Block on the queue's RX interrupt where its PMD has one (net_memif,
+    /// net_tap, NICs with vfio-pci MSI-X), else nap.
     fn idle_wait(&self) -> super::IdleWait {
-        super::IdleWait::Nap
+        match self.q.rx_intr_fd() {
+            Some(fd) => super::IdleWait::Interrupt(fd),
+            None => super::IdleWait::Nap,
+        }
+    }
+
+    fn set_interrupt(&mut self, on: bool) {
+        if let Err(rc) = self.q.set_rx_intr(on) {
+            // The lcore then finds the queue by its timeout, not its
+            // interrupt: slower, never lost.
+            if !self.intr_warned {
+                self.intr_warned = true;
+                eprintln!(
+                    "cpumapd: RX queue {}: rte_eth_dev_rx_intr_{}: error {rc}; idle waits end by timeout",
+                    self.queue,
+                    if on { "enable" } else { "disable" }
+                );
+            }
+        }
     }
 
     fn counters(&self) -> &Arc<PortQueueCounters> {

@@ -111,6 +111,10 @@ pub trait PortQueue: Send {
         IdleWait::Never
     }
 
+    /// Arms (`on`) or disarms the queue's RX interrupt, for a queue whose
+    /// [`PortQueue::idle_wait`] is [`IdleWait::Interrupt`].
+    fn set_interrupt(&mut self, _on: bool) {}
+
     /// The queue's counters.
     fn counters(&self) -> &Arc<PortQueueCounters>;
 }
@@ -124,6 +128,10 @@ pub enum IdleWait {
     /// poll(2) this descriptor for POLLIN (AF_XDP's socket, AF_PACKET's
     /// ring).
     Fd(std::os::fd::RawFd),
+    /// An RX interrupt's event descriptor (a DPDK queue whose PMD has RX
+    /// interrupts): armed with [`PortQueue::set_interrupt`] before the lcore
+    /// blocks on it, disarmed when work returns.
+    Interrupt(std::os::fd::RawFd),
     /// No descriptor to block on (a DPDK PMD without RX interrupts): nap
     /// in growing steps instead.
     Nap,

@@ -27,6 +27,32 @@
 //! Modes in method names follow DPDK: `*_bulk` moves all `n` or nothing,
 //! `*_burst` moves as many as fit and returns the count.
 //!
+//! ```
+//! use arrayvec::ArrayVec;
+//! use cpumapd::ring;
+//!
+//! // A cpumap entry's ring: qsize 4, two RX lcores producing, one target.
+//! let (rx0, mut target) = ring::mpsc::<u32>(4).unwrap();
+//! let rx1 = rx0.clone();
+//! std::thread::spawn(move || assert!(rx1.enqueue_one(10).is_ok()))
+//!     .join()
+//!     .unwrap();
+//!
+//! // A bulk queue's flush: as many as fit move, the rest stay with the
+//! // caller (the RX lcore counts them as enqueue drops and frees them).
+//! let mut bulk: ArrayVec<u32, 8> = (0..5).collect();
+//! assert_eq!(rx0.enqueue_burst(&mut bulk), 3);
+//! assert_eq!(bulk.as_slice(), &[3, 4]);
+//! // All or nothing: the ring is full.
+//! assert!(!rx0.enqueue_bulk(&mut bulk));
+//!
+//! // The target drains in bursts, oldest first.
+//! let mut out: ArrayVec<u32, 32> = ArrayVec::new();
+//! assert_eq!(target.dequeue_burst(&mut out), 4);
+//! assert_eq!(out.as_slice(), &[10, 0, 1, 2]);
+//! assert!(target.is_empty());
+//! ```
+//!
 //! Memory-ordering pairs (labels used at each site):
 //! * R1/A2: producer's Release store of `prod.tail` / consumer's Acquire load
 //!   of it — slot writes happen-before the consumer reads them.
