@@ -1,11 +1,15 @@
-//! The application's command line (after `--`) and a profile's `[app]`
-//! table: one set of options, [`AppArgs`]. A profile's keys are the long
+//! The command line and the profile file, parsed but not yet resolved
+//! ([`Parsed`]): the EAL arguments, and the application's options (after
+//! `--`) and a profile's `[app]` table as one set of options, [`AppArgs`]. A profile's keys are the long
 //! options without their dashes; [`merge`] reads the file's table and the
 //! command line with the same parser, and for each option keeps what the
 //! command line gave, else what the file gave (a list as a whole).
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use serde::Deserialize;
+
+use super::{Backend, ConfigError};
 
 /// Application arguments (after `--`).
 #[derive(Parser, Debug, Default, Clone)]
@@ -227,4 +231,152 @@ pub enum MergeError {
     File(clap::Error),
     /// The command line.
     Cmdline(clap::Error),
+}
+
+/// Command line and file, parsed but not yet resolved: a DPDK run gives
+/// `eal_args` to `rte_eal_init` before the plan is resolved against the
+/// ports it probed (as l3fwd parses its own arguments after EAL init).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The file's `[eal]` arguments, then the command line's.
+    pub eal_args: Vec<String>,
+    /// The application arguments (after `--`).
+    pub app: AppArgs,
+    /// The `--config` file, when given.
+    pub file: Option<FileConfig>,
+    /// The backend the run asks for.
+    pub backend: Backend,
+}
+
+impl Parsed {
+    /// Parses a command line for this build: `--backend dpdk` (or the
+    /// file's `backend = "dpdk"`) needs the `dpdk` feature.
+    pub fn parse(args: &[String]) -> Result<Self, ConfigError> {
+        let p = Self::parse_any_backend(args)?;
+        if p.backend == Backend::Dpdk && !cfg!(feature = "dpdk") {
+            return Err(ConfigError::Args(
+                "--backend dpdk: this cpumapd was built without DPDK (cargo build --features dpdk)"
+                    .into(),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Parses a command line whatever backend it names.
+    pub fn parse_any_backend(args: &[String]) -> Result<Self, ConfigError> {
+        let (eal, app) = split_args(args);
+        if eal.iter().any(|a| a == "-h" || a == "--help") {
+            return Err(ConfigError::Help);
+        }
+        let clap_err = |e: clap::Error| match e.kind() {
+            clap::error::ErrorKind::DisplayHelp => ConfigError::Help,
+            _ => ConfigError::Args(e.to_string()),
+        };
+        // The command line alone first: it names the profile.
+        let given = AppArgs::try_parse_from(app).map_err(clap_err)?;
+        let path = given.config.clone();
+        let file = path.as_deref().map(FileConfig::load).transpose()?;
+        let app = match (&file, &path) {
+            (Some(f), Some(path)) => {
+                let bad = |why: String| ConfigError::File {
+                    path: path.clone(),
+                    why,
+                };
+                let file_args = file_argv(&f.app).map_err(bad)?;
+                merge(&file_args, app).map_err(|e| match e {
+                    MergeError::File(e) => bad(e.to_string()),
+                    MergeError::Cmdline(e) => clap_err(e),
+                })?
+            }
+            _ => given,
+        };
+        let mut eal_args = Vec::new();
+        if let Some(f) = &file {
+            if let Some(l) = &f.eal.lcores {
+                eal_args.extend(["--lcores".to_string(), l.clone()]);
+            } else if let Some(l) = &f.eal.l {
+                eal_args.extend(["-l".to_string(), l.clone()]);
+            }
+            for v in &f.eal.vdev {
+                eal_args.extend(["--vdev".to_string(), v.clone()]);
+            }
+            eal_args.extend(f.eal.args.iter().cloned());
+        }
+        eal_args.extend(eal.iter().cloned());
+        let backend = Backend::parse(app.backend.as_deref())?;
+        Ok(Parsed {
+            eal_args,
+            app,
+            file,
+            backend,
+        })
+    }
+}
+
+/// The TOML file: `[eal]` and `[app]` tables.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    /// The `[eal]` table.
+    pub eal: FileEal,
+    #[serde(default)]
+    /// The `[app]` table: the app options' long names without their
+    /// dashes (`prog-set = ["nr_cpus=4"]`, `no-pin = true`), read by
+    /// [`args::file_argv`].
+    pub app: toml::Table,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+/// A profile's `[eal]` table.
+pub struct FileEal {
+    /// `-l` syntax.
+    pub l: Option<String>,
+    /// `--lcores` syntax.
+    pub lcores: Option<String>,
+    #[serde(default)]
+    /// `--vdev` arguments.
+    pub vdev: Vec<String>,
+    /// Other EAL args, passed as on the command line.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+impl FileConfig {
+    /// Reads a regular file of at most 1 MiB (a device, FIFO or directory
+    /// given as a config file is refused, not read forever).
+    pub fn load(path: &str) -> Result<Self, ConfigError> {
+        let err = |why: String| ConfigError::File {
+            path: path.into(),
+            why,
+        };
+        let md = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        if !md.is_file() {
+            return Err(err("not a regular file".into()));
+        }
+        if md.len() > 1 << 20 {
+            return Err(err(format!(
+                "{} bytes is too large for a config file",
+                md.len()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.into(),
+            why: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.into(),
+            why: e.to_string(),
+        })
+    }
+}
+
+/// Splits `argv[1..]` at the first `--` into EAL and app args. Without a
+/// `--` everything is EAL.
+pub fn split_args(args: &[String]) -> (&[String], &[String]) {
+    match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[]),
+    }
 }

@@ -9,14 +9,13 @@
 pub mod args;
 pub mod check;
 pub mod eal;
+pub mod endpoint;
 pub mod topology;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-use serde::Deserialize;
 use thiserror::Error;
 
 use crate::cpumap::{CPU_MAP_BULK_SIZE, MAX_BULK, MAX_QSIZE};
@@ -56,8 +55,12 @@ use crate::frame::{DEFAULT_DATA_ROOM, DEFAULT_HEADROOM};
 use crate::ids::{LcoreId, PortId};
 use crate::port::{PortError, VdevSpec};
 
-pub use args::AppArgs;
+pub use args::{AppArgs, FileConfig, FileEal, Parsed, split_args};
 pub use eal::{EalArgs, LcoreSpec};
+pub use endpoint::{
+    DEFAULT_METRICS, Endpoint, default_control_path, default_state_dir, parse_control,
+    parse_metrics, parse_state_dir,
+};
 
 #[derive(Debug, Error)]
 /// A command line, profile or plan that cannot run, with what is wrong.
@@ -173,145 +176,6 @@ impl PortSpec {
     }
 }
 
-/// Command line and file, parsed but not yet resolved: a DPDK run gives
-/// `eal_args` to `rte_eal_init` before the plan is resolved against the
-/// ports it probed (as l3fwd parses its own arguments after EAL init).
-#[derive(Debug)]
-pub struct Parsed {
-    /// The file's `[eal]` arguments, then the command line's.
-    pub eal_args: Vec<String>,
-    /// The application arguments (after `--`).
-    pub app: AppArgs,
-    /// The `--config` file, when given.
-    pub file: Option<FileConfig>,
-    /// The backend the run asks for.
-    pub backend: Backend,
-}
-
-impl Parsed {
-    /// Parses a command line for this build: `--backend dpdk` (or the
-    /// file's `backend = "dpdk"`) needs the `dpdk` feature.
-    pub fn parse(args: &[String]) -> Result<Self, ConfigError> {
-        let p = Self::parse_any_backend(args)?;
-        if p.backend == Backend::Dpdk && !cfg!(feature = "dpdk") {
-            return Err(ConfigError::Args(
-                "--backend dpdk: this cpumapd was built without DPDK (cargo build --features dpdk)"
-                    .into(),
-            ));
-        }
-        Ok(p)
-    }
-
-    /// Parses a command line whatever backend it names.
-    pub fn parse_any_backend(args: &[String]) -> Result<Self, ConfigError> {
-        let (eal, app) = split_args(args);
-        if eal.iter().any(|a| a == "-h" || a == "--help") {
-            return Err(ConfigError::Help);
-        }
-        let clap_err = |e: clap::Error| match e.kind() {
-            clap::error::ErrorKind::DisplayHelp => ConfigError::Help,
-            _ => ConfigError::Args(e.to_string()),
-        };
-        // The command line alone first: it names the profile.
-        let given = AppArgs::try_parse_from(app).map_err(clap_err)?;
-        let path = given.config.clone();
-        let file = path.as_deref().map(FileConfig::load).transpose()?;
-        let app = match (&file, &path) {
-            (Some(f), Some(path)) => {
-                let bad = |why: String| ConfigError::File {
-                    path: path.clone(),
-                    why,
-                };
-                let file_args = args::file_argv(&f.app).map_err(bad)?;
-                args::merge(&file_args, app).map_err(|e| match e {
-                    args::MergeError::File(e) => bad(e.to_string()),
-                    args::MergeError::Cmdline(e) => clap_err(e),
-                })?
-            }
-            _ => given,
-        };
-        let mut eal_args = Vec::new();
-        if let Some(f) = &file {
-            if let Some(l) = &f.eal.lcores {
-                eal_args.extend(["--lcores".to_string(), l.clone()]);
-            } else if let Some(l) = &f.eal.l {
-                eal_args.extend(["-l".to_string(), l.clone()]);
-            }
-            for v in &f.eal.vdev {
-                eal_args.extend(["--vdev".to_string(), v.clone()]);
-            }
-            eal_args.extend(f.eal.args.iter().cloned());
-        }
-        eal_args.extend(eal.iter().cloned());
-        let backend = Backend::parse(app.backend.as_deref())?;
-        Ok(Parsed {
-            eal_args,
-            app,
-            file,
-            backend,
-        })
-    }
-}
-
-/// The TOML file: `[eal]` and `[app]` tables.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    /// The `[eal]` table.
-    pub eal: FileEal,
-    #[serde(default)]
-    /// The `[app]` table: the app options' long names without their
-    /// dashes (`prog-set = ["nr_cpus=4"]`, `no-pin = true`), read by
-    /// [`args::file_argv`].
-    pub app: toml::Table,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-/// A profile's `[eal]` table.
-pub struct FileEal {
-    /// `-l` syntax.
-    pub l: Option<String>,
-    /// `--lcores` syntax.
-    pub lcores: Option<String>,
-    #[serde(default)]
-    /// `--vdev` arguments.
-    pub vdev: Vec<String>,
-    /// Other EAL args, passed as on the command line.
-    #[serde(default)]
-    pub args: Vec<String>,
-}
-
-impl FileConfig {
-    /// Reads a regular file of at most 1 MiB (a device, FIFO or directory
-    /// given as a config file is refused, not read forever).
-    pub fn load(path: &str) -> Result<Self, ConfigError> {
-        let err = |why: String| ConfigError::File {
-            path: path.into(),
-            why,
-        };
-        let md = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        if !md.is_file() {
-            return Err(err("not a regular file".into()));
-        }
-        if md.len() > 1 << 20 {
-            return Err(err(format!(
-                "{} bytes is too large for a config file",
-                md.len()
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.into(),
-            why: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.into(),
-            why: e.to_string(),
-        })
-    }
-}
-
 /// One RX queue and the lcore that polls it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RxAssign {
@@ -400,78 +264,6 @@ pub struct DpdkPlan {
     pub main_lcore: LcoreId,
 }
 
-/// A service endpoint: off, the default, or one the user gave. A default
-/// that cannot be opened is a warning (the dataplane still runs); one the
-/// user gave is an error.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint<T> {
-    /// Turned off.
-    Off,
-    /// Not given: the default, which may fail with a warning only.
-    Default(T),
-    /// Given: must open, or the run fails.
-    Given(T),
-}
-
-impl<T> Endpoint<T> {
-    /// The endpoint, unless off.
-    pub fn get(&self) -> Option<&T> {
-        match self {
-            Endpoint::Off => None,
-            Endpoint::Default(t) | Endpoint::Given(t) => Some(t),
-        }
-    }
-
-    /// True when the user gave it (a failure to open is then an error).
-    pub fn is_given(&self) -> bool {
-        matches!(self, Endpoint::Given(_))
-    }
-}
-
-/// Default Prometheus endpoint (the port is cpumapd's own, next to
-/// node_exporter's 9100 family).
-pub const DEFAULT_METRICS: &str = "127.0.0.1:9419";
-
-/// Parses `--metrics`: `off` or `ADDR:PORT`.
-pub fn parse_metrics(v: Option<&str>) -> Result<Endpoint<SocketAddr>, ConfigError> {
-    match v {
-        Some("off") => Ok(Endpoint::Off),
-        Some(s) => s.parse().map(Endpoint::Given).map_err(|_| {
-            ConfigError::Args(format!(
-                "--metrics '{s}': expected ADDR:PORT (e.g. {DEFAULT_METRICS}, [::1]:9419) or off"
-            ))
-        }),
-        None => Ok(Endpoint::Default(
-            DEFAULT_METRICS.parse().expect("the default parses"),
-        )),
-    }
-}
-
-/// The control socket when `--control` is not given: `/run/cpumapd.sock`
-/// for root, else `$XDG_RUNTIME_DIR/cpumapd.sock` (or `/tmp/cpumapd-UID.sock`).
-pub fn default_control_path() -> PathBuf {
-    per_user_default("/run/cpumapd.sock", "cpumapd.sock", ".sock")
-}
-
-/// The state directory when `--state-dir` is not given: `/var/lib/cpumapd`
-/// for root, else `$XDG_RUNTIME_DIR/cpumapd` (or `/tmp/cpumapd-UID`).
-pub fn default_state_dir() -> PathBuf {
-    per_user_default("/var/lib/cpumapd", "cpumapd", "")
-}
-
-/// A default path: `for_root` as root; else `name` in `$XDG_RUNTIME_DIR`,
-/// or `/tmp/cpumapd-UID` with `tmp_suffix` without it.
-fn per_user_default(for_root: &str, name: &str, tmp_suffix: &str) -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        return PathBuf::from(for_root);
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => Path::new(&d).join(name),
-        _ => PathBuf::from(format!("/tmp/cpumapd-{uid}{tmp_suffix}")),
-    }
-}
-
 /// How this run loads eBPF objects: `--prog-set` values, and the CPUs
 /// programs see (`bpf_get_smp_processor_id()` is the lcore id, so at least
 /// the highest lcore id + 1).
@@ -552,30 +344,6 @@ fn check_prog_sets(
         }
     }
     Ok(())
-}
-
-/// Parses `--state-dir`: `off` or a directory.
-pub fn parse_state_dir(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> {
-    match v {
-        Some("off") => Ok(Endpoint::Off),
-        Some("") => Err(ConfigError::Args(
-            "--state-dir '': expected a directory or off".into(),
-        )),
-        Some(s) => Ok(Endpoint::Given(PathBuf::from(s))),
-        None => Ok(Endpoint::Default(default_state_dir())),
-    }
-}
-
-/// Parses `--control`: `off` or a socket path.
-pub fn parse_control(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> {
-    match v {
-        Some("off") => Ok(Endpoint::Off),
-        Some("") => Err(ConfigError::Args(
-            "--control '': expected a socket path or off".into(),
-        )),
-        Some(s) => Ok(Endpoint::Given(PathBuf::from(s))),
-        None => Ok(Endpoint::Default(default_control_path())),
-    }
 }
 
 /// The RX queue assignment (`--rx`, else every port's queue 0 on the first
@@ -700,15 +468,6 @@ fn check_rx_queues(rx: &[RxAssign], ports: &[PortSpec]) -> Result<(), ConfigErro
         }
     }
     Ok(())
-}
-
-/// Splits `argv[1..]` at the first `--` into EAL and app args. Without a
-/// `--` everything is EAL.
-pub fn split_args(args: &[String]) -> (&[String], &[String]) {
-    match args.iter().position(|a| a == "--") {
-        Some(i) => (&args[..i], &args[i + 1..]),
-        None => (args, &[]),
-    }
 }
 
 /// Parses `"(0,0,1),(0,1,2)"`.

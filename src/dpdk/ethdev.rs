@@ -308,13 +308,11 @@ impl EthPort {
         if rc != 0 {
             return Err(err(format!("rte_eth_dev_start: {}", rc_error(rc))));
         }
-        let rx_intr_fds = (0..setup.rx_queues)
-            .map(|q| {
-                // SAFETY: a started port and a configured queue.
-                let fd = rx_intr.then(|| unsafe { ffi::rte_eth_dev_rx_intr_ctl_q_get_fd(id, q) });
-                fd.filter(|&fd| fd >= 0)
-            })
-            .collect();
+        let rx_intr_fds = if rx_intr {
+            intr_fds(id, setup.rx_queues)
+        } else {
+            Vec::new()
+        };
         Ok(EthPort {
             info,
             rss,
@@ -435,6 +433,16 @@ impl DeviceStats for EthPort {
     }
 }
 
+/// Each RX queue's interrupt event descriptor, where the PMD has one.
+fn intr_fds(id: u16, rx_queues: u16) -> Vec<Option<std::os::fd::RawFd>> {
+    (0..rx_queues)
+        .map(|q| {
+            // SAFETY: a started port and a configured queue.
+            let fd = unsafe { ffi::rte_eth_dev_rx_intr_ctl_q_get_fd(id, q) };
+            (fd >= 0).then_some(fd)
+        })
+        .collect()
+}
 /// One lcore's RX and/or TX queue of a port.
 pub struct EthQueue {
     port: Arc<EthPort>,
