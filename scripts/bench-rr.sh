@@ -17,7 +17,10 @@
 #   scripts/bench-rr.sh [SECONDS] [ROUNDS]
 # Environment:
 #   PORTS="af_packet af_xdp"       the cpumapd ports to run (vdev kvargs may
-#                                  follow a colon: "af_packet:ring=v3")
+#                                  follow a colon: "af_packet:ring=v3");
+#                                  "dpdk:af_packet" runs DPDK's PMD in the
+#                                  DPDK build (CPUMAPD_DPDK=BIN, else built
+#                                  into target/dpdk), the same TAP
 #   ARGS="--idle spin"             extra cpumapd app args (all cpumapd rows)
 #   ROWS=$'af_packet|ring=v3|--idle spin\naf_xdp||'
 #                                  cpumapd rows as port|vdev kvargs|app args,
@@ -38,6 +41,11 @@ ports=${PORTS:-"af_packet af_xdp"}
 workloads=${WORKLOADS:-"udp tcp http httpclose"}
 bin=${CPUMAPD:-target/release/cpumapd}
 [ -n "${CPUMAPD:-}" ] || cargo build --release --quiet
+# Rows "dpdk:PMD" run the DPDK build (CPUMAPD_DPDK, else built here).
+dpdk_bin=${CPUMAPD_DPDK:-target/dpdk/release/cpumapd}
+if [[ "${PORTS:-} ${ROWS:-}" == *dpdk:* ]] && [ -z "${CPUMAPD_DPDK:-}" ]; then
+  cargo build --release --quiet --features dpdk --target-dir target/dpdk
+fi
 for t in sockperf nginx wrk; do
   command -v "$t" >/dev/null || { echo "bench-rr: $t is missing (apt-get install sockperf nginx-light wrk)" >&2; exit 1; }
 done
@@ -160,16 +168,28 @@ for _ in $(seq "$rounds"); do
   rows=${ROWS:-}
   if [ -z "$rows" ]; then
     for p in $ports; do
+      pre=""; [ "${p#dpdk:}" != "$p" ] && { pre="dpdk:"; p=${p#dpdk:}; }
       port=${p%%:*}; kv=""; [ "$p" != "$port" ] && kv="${p#*:}"
-      rows+="$port|$kv|${ARGS:-}"$'\n'
+      rows+="$pre$port|$kv|${ARGS:-}"$'\n'
     done
   fi
   while IFS='|' read -r port kv args; do
     [ -n "$port" ] || continue
     [ -n "$kv" ] && kv=",$kv"
-    ip netns exec "$a" "$bin" -l 0-1 --vdev "net_${port}0,iface=$va$kv" -- \
-      --rx "(0,0,0)" --cpu 1 "${mode[@]}" --exception "tap:$tap" --interval 0 --metrics off \
-      --control off --state-dir off $args >"$tmp/cpumapd.log" 2>&1 </dev/null &
+    if [ "${port#dpdk:}" != "$port" ]; then
+      # The DPDK build: its PMD on the veth (the main lcore beside the RX
+      # lcore on CPU 0), the same TAP into the kernel.
+      port=${port#dpdk:}
+      ip netns exec "$a" "$dpdk_bin" --lcores 0@0,1@0,2@1 --no-huge -m 512 --no-shconf --no-pci \
+        --file-prefix "cmr$$" --log-level 4 --vdev "net_${port}0,iface=$va$kv" -- \
+        --rx "(0,0,1)" --cpu 2 "${mode[@]}" --exception "tap:$tap" --interval 0 --metrics off \
+        --control off --state-dir off $args >"$tmp/cpumapd.log" 2>&1 </dev/null &
+      port="$port (DPDK build)"
+    else
+      ip netns exec "$a" "$bin" -l 0-1 --vdev "net_${port}0,iface=$va$kv" -- \
+        --rx "(0,0,0)" --cpu 1 "${mode[@]}" --exception "tap:$tap" --interval 0 --metrics off \
+        --control off --state-dir off $args >"$tmp/cpumapd.log" 2>&1 </dev/null &
+    fi
     d=$!
     for _ in $(seq 100); do ip -n "$a" link show "$tap" >/dev/null 2>&1 && break; sleep 0.05; done
     ip -n "$a" addr add "$srv/24" dev "$tap"
