@@ -720,24 +720,24 @@ mod with_dpdk {
         }
     }
 
-    /// A PMD with RX interrupts (net_tap here; NICs under vfio-pci too):
-    /// the idle RX lcore arms them and blocks on the queue's descriptor, so
-    /// a lone frame wakes it at once instead of waiting out a nap. Wake-ups
-    /// are counted only when poll(2) on a descriptor returned, which a
-    /// napping lcore never does: the check sees the mode, not a timing.
-    #[test]
-    #[ignore = "needs root and /dev/net/tun: cargo test --features dpdk --test dpdk -- --include-ignored"]
-    fn net_tap_port_rx_interrupts_wake_the_idle_rx_lcore() {
-        let _g = serial();
+    /// A network namespace (`PREFIX` + pid, deleted on drop) holding a
+    /// persistent multi-queue TAP `tap` with address `cidr`, up; and a
+    /// runner of `ip netns exec` in it. None (after saying why: a failure
+    /// under --include-ignored) without root or /dev/net/tun.
+    fn netns_with_tap(
+        prefix: &str,
+        tap: &str,
+        cidr: &str,
+    ) -> Option<(Netns, impl Fn(&[&str]) -> Output)> {
         if !nix::unistd::geteuid().is_root() || !Path::new("/dev/net/tun").exists() {
             skip("needs root and /dev/net/tun for net_tap in a network namespace");
-            return;
+            return None;
         }
-        let ns = Netns(format!("cpmi{}", std::process::id()));
+        let ns = Netns(format!("{prefix}{}", std::process::id()));
         run("ip", &["netns", "add", &ns.0]);
-        let tap = "cpmdintr0";
-        let ex = |a: &[&str]| {
-            let mut v = vec!["netns", "exec", &ns.0];
+        let name = ns.0.clone();
+        let ex = move |a: &[&str]| {
+            let mut v = vec!["netns", "exec", name.as_str()];
             v.extend_from_slice(a);
             run("ip", &v)
         };
@@ -751,8 +751,24 @@ mod with_dpdk {
             "name",
             tap,
         ]);
-        ex(&["ip", "addr", "add", "10.78.0.1/24", "dev", tap]);
+        ex(&["ip", "addr", "add", cidr, "dev", tap]);
         ex(&["ip", "link", "set", tap, "up"]);
+        Some((ns, ex))
+    }
+
+    /// A PMD with RX interrupts (net_tap here; NICs under vfio-pci too):
+    /// the idle RX lcore arms them and blocks on the queue's descriptor, so
+    /// a lone frame wakes it at once instead of waiting out a nap. Wake-ups
+    /// are counted only when poll(2) on a descriptor returned, which a
+    /// napping lcore never does: the check sees the mode, not a timing.
+    #[test]
+    #[ignore = "needs root and /dev/net/tun: cargo test --features dpdk --test dpdk -- --include-ignored"]
+    fn net_tap_port_rx_interrupts_wake_the_idle_rx_lcore() {
+        let _g = serial();
+        let Some((ns, ex)) = netns_with_tap("cpmi", "cpmdintr0", "10.78.0.1/24") else {
+            return;
+        };
+        let tap = "cpmdintr0";
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_cpumapd")])
             .args(args(&format!(
@@ -809,32 +825,12 @@ mod with_dpdk {
     #[ignore = "needs root and /dev/net/tun: cargo test --features dpdk --test dpdk -- --include-ignored"]
     fn net_tap_exception_hands_frames_to_a_kernel_socket_in_a_netns() {
         let _g = serial();
-        if !nix::unistd::geteuid().is_root() || !Path::new("/dev/net/tun").exists() {
-            skip("needs root and /dev/net/tun for net_tap in a network namespace");
-            return;
-        }
-        let ns = Netns(format!("cpmd{}", std::process::id()));
-        run("ip", &["netns", "add", &ns.0]);
         // A persistent multi-queue TAP with an address, which net_tap
         // attaches to: the kernel is ready before the first frame.
-        let tap = "cpmdtap0";
-        let ex = |a: &[&str]| {
-            let mut v = vec!["netns", "exec", &ns.0];
-            v.extend_from_slice(a);
-            run("ip", &v)
+        let Some((ns, _ex)) = netns_with_tap("cpmd", "cpmdtap0", "10.77.0.1/24") else {
+            return;
         };
-        ex(&[
-            "ip",
-            "tuntap",
-            "add",
-            "mode",
-            "tap",
-            "multi_queue",
-            "name",
-            tap,
-        ]);
-        ex(&["ip", "addr", "add", "10.77.0.1/24", "dev", tap]);
-        ex(&["ip", "link", "set", tap, "up"]);
+        let tap = "cpmdtap0";
         // The kernel checks the IPv4 header checksum (UDP's 0 means none).
         let frames: Vec<Vec<u8>> = (0..200u16)
             .map(|i| {
