@@ -81,24 +81,27 @@ fn per_user_default(for_root: &str, name: &str, tmp_suffix: &str) -> PathBuf {
 
 /// Parses `--state-dir`: `off` or a directory.
 pub fn parse_state_dir(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> {
-    match v {
-        Some("off") => Ok(Endpoint::Off),
-        Some("") => Err(ConfigError::Args(
-            "--state-dir '': expected a directory or off".into(),
-        )),
-        Some(s) => Ok(Endpoint::Given(PathBuf::from(s))),
-        None => Ok(Endpoint::Default(default_state_dir())),
-    }
+    parse_path(v, "--state-dir", "a directory", default_state_dir)
 }
 
 /// Parses `--control`: `off` or a socket path.
 pub fn parse_control(v: Option<&str>) -> Result<Endpoint<PathBuf>, ConfigError> {
+    parse_path(v, "--control", "a socket path", default_control_path)
+}
+
+/// A path endpoint: `off`, the path given, or `default()` when absent.
+fn parse_path(
+    v: Option<&str>,
+    flag: &str,
+    what: &str,
+    default: fn() -> PathBuf,
+) -> Result<Endpoint<PathBuf>, ConfigError> {
     match v {
         Some("off") => Ok(Endpoint::Off),
-        Some("") => Err(ConfigError::Args(
-            "--control '': expected a socket path or off".into(),
-        )),
+        Some("") => Err(ConfigError::Args(format!(
+            "{flag} '': expected {what} or off"
+        ))),
         Some(s) => Ok(Endpoint::Given(PathBuf::from(s))),
-        None => Ok(Endpoint::Default(default_control_path())),
+        None => Ok(Endpoint::Default(default())),
     }
 }
