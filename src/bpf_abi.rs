@@ -105,6 +105,39 @@ pub const SK_BUFF_HASH: i16 = 68;
 /// `BPF_F_RDONLY_PROG`: programs may only read the map (libbpf's
 /// `.rodata`).
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+/// `BPF_F_WRONLY_PROG`: programs may only write the map.
+pub const BPF_F_WRONLY_PROG: u32 = 1 << 8;
+
+/// The `map_flags` bits by name (uapi bpf.h), for messages.
+pub const MAP_FLAGS: &[(u32, &str)] = &[
+    (1 << 0, "BPF_F_NO_PREALLOC"),
+    (1 << 1, "BPF_F_NO_COMMON_LRU"),
+    (1 << 2, "BPF_F_NUMA_NODE"),
+    (1 << 3, "BPF_F_RDONLY"),
+    (1 << 4, "BPF_F_WRONLY"),
+    (1 << 5, "BPF_F_STACK_BUILD_ID"),
+    (1 << 6, "BPF_F_ZERO_SEED"),
+    (1 << 7, "BPF_F_RDONLY_PROG"),
+    (1 << 8, "BPF_F_WRONLY_PROG"),
+    (1 << 9, "BPF_F_CLONE"),
+    (1 << 10, "BPF_F_MMAPABLE"),
+    (1 << 11, "BPF_F_PRESERVE_ELEMS"),
+    (1 << 12, "BPF_F_INNER_MAP"),
+    (1 << 13, "BPF_F_LINK"),
+    (1 << 14, "BPF_F_PATH_FD"),
+    (1 << 15, "BPF_F_VTYPE_BTF_OBJ_FD"),
+    (1 << 16, "BPF_F_TOKEN_FD"),
+    (1 << 17, "BPF_F_SEGV_ON_FAULT"),
+    (1 << 18, "BPF_F_NO_USER_CONV"),
+];
+
+/// The `map_flags` cpumapd honours: what changes nothing a program or
+/// cpumapd's maps can observe (preallocation, LRU lists, NUMA placement,
+/// hash seeding, mmap-ability), and the program-side access flags its
+/// verifier enforces. The syscall-side BPF_F_RDONLY/WRONLY and the rest
+/// are refused by name.
+pub const MAP_FLAGS_HONOURED: u32 =
+    1 | (1 << 1) | (1 << 2) | (1 << 6) | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG | (1 << 10);
 
 /// Attach types (`enum bpf_attach_type`).
 pub mod attach {

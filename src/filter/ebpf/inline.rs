@@ -87,6 +87,79 @@ pub fn lookup_expansions(code: &[u8], sites: &[ArrayLookup]) -> Option<Vec<(usiz
         .collect()
 }
 
+/// What rbpf 0.3's JIT gets wrong or lacks, in forms it compiles right, as
+/// expansions for [`expand`]:
+/// - its `mov32` of a register and its `le16`/`le32` keep the upper bits,
+///   where the ISA (and the verifier's proof) zero-extends: each gets an
+///   explicit zero-extension (found by the kernel's verifier suite,
+///   tests/verifier_suite.rs, whose `__retval`s the JIT failed);
+/// - ISA v4: `bswap16/32/64` is `be16/32/64` on this little-endian host;
+///   `movsx` is a move, a left shift and an arithmetic right shift; `ldsx`
+///   a load and the same two shifts (`gotol` was made `ja` before
+///   verification). Signed division and modulo have no short exact form
+///   without a free register: such programs are refused here and run
+///   interpreted.
+pub fn jit_expansions(code: &[u8]) -> Result<Vec<(usize, Vec<Insn>)>, String> {
+    let mut out = Vec::new();
+    let mut pc = 0;
+    while pc < code.len() / INSN_SIZE {
+        let i = Insn::at(code, pc);
+        let (c, o) = (i.class(), i.op & 0xf0);
+        // Sign-extend the low `bits` of dst: shifts of the class's width.
+        let sx = |is64: bool, bits: u32| {
+            let (class, sh) = if is64 {
+                (ALU64, 64 - bits)
+            } else {
+                (ALU, 32 - bits)
+            };
+            [
+                Insn::new(class | LSH | K, i.dst, 0, 0, sh as i32),
+                Insn::new(class | ARSH | K, i.dst, 0, 0, sh as i32),
+            ]
+        };
+        // Clear the upper `64 - bits` bits of dst.
+        let zx = |bits: i32| {
+            [
+                Insn::new(ALU64 | LSH | K, i.dst, 0, 0, 64 - bits),
+                Insn::new(ALU64 | RSH | K, i.dst, 0, 0, 64 - bits),
+            ]
+        };
+        match c {
+            LD if i.op == (LD | IMM | DW) => pc += 1,
+            ALU if o == MOV && i.op & X == X && i.off == 0 => {
+                let mut e = vec![i];
+                e.extend(zx(32));
+                out.push((pc, e));
+            }
+            ALU if o == END && i.op & X == K && i.imm < 64 => out.push((pc, zx(i.imm).to_vec())),
+            ALU | ALU64 if (o == DIV || o == MOD) && i.off == SIGNED_DIV => {
+                return Err(format!(
+                    "insn {pc}: signed division (ISA v4 sdiv/smod) is not compiled by the JIT (rbpf 0.3 has none); run this program without --jit"
+                ));
+            }
+            ALU64 if o == END => {
+                out.push((pc, vec![Insn::new(ALU | END | X, i.dst, 0, 0, i.imm)]));
+            }
+            ALU | ALU64 if o == MOV && i.off != 0 => {
+                let mut e = vec![Insn::new(c | MOV | X, i.dst, i.src, 0, 0)];
+                e.extend(sx(c == ALU64, i.off as u32));
+                if c == ALU {
+                    e.extend(zx(32));
+                }
+                out.push((pc, e));
+            }
+            LDX if i.op & 0xe0 == MEMSX => {
+                let mut e = vec![Insn::new(LDX | MEM | (i.op & 0x18), i.dst, i.src, i.off, 0)];
+                e.extend(sx(true, i.size() as u32 * 8));
+                out.push((pc, e));
+            }
+            _ => {}
+        }
+        pc += 1;
+    }
+    Ok(out)
+}
+
 /// Returns `code` with every lookup in `sites` expanded and the jumps
 /// re-targeted, or None when a site cannot be inlined or a jump offset
 /// would overflow.

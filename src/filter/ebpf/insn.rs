@@ -45,6 +45,8 @@ pub const ABS: u8 = 0x20;
 pub const IND: u8 = 0x40;
 /// Mode: memory.
 pub const MEM: u8 = 0x60;
+/// Mode: memory, sign-extending load (ISA v4 `ldsx`: B, H and W only).
+pub const MEMSX: u8 = 0x80;
 /// Mode: atomic read-modify-write.
 pub const ATOMIC: u8 = 0xc0;
 /// Atomic operation flag (in imm): also load the old value into src.
@@ -213,6 +215,50 @@ pub fn alu_name(op: u8) -> &'static str {
     }
 }
 
+/// `off` of a DIV or MOD that makes it signed (ISA v4 `sdiv`/`smod`).
+pub const SIGNED_DIV: i16 = 1;
+
+/// Is `i` ISA v4's `gotol` (JMP32 | JA: the offset is `imm`)?
+pub fn is_gotol(i: &Insn) -> bool {
+    i.op == (JMP32 | JA)
+}
+
+/// The exact result of `sdiv` (`op` DIV) or `smod` (MOD) on known operands,
+/// as the kernel defines them: dividing by 0 gives 0 and the remainder by
+/// 0 leaves the dividend; by -1, the quotient is the negation (wrapping:
+/// MIN stays MIN) and the remainder 0. The 32-bit forms work on the low
+/// halves and zero-extend.
+pub fn alu_signed(op: u8, is64: bool, a: u64, b: u64) -> u64 {
+    if is64 {
+        let (x, y) = (a as i64, b as i64);
+        (match (op, y) {
+            (DIV, 0) => 0,
+            (MOD, 0) => x,
+            (DIV, -1) => x.wrapping_neg(),
+            (MOD, -1) => 0,
+            (DIV, _) => x / y,
+            _ => x % y,
+        }) as u64
+    } else {
+        let (x, y) = (a as u32 as i32, b as u32 as i32);
+        (match (op, y) {
+            (DIV, 0) => 0,
+            (MOD, 0) => x,
+            (DIV, -1) => x.wrapping_neg(),
+            (MOD, -1) => 0,
+            (DIV, _) => x / y,
+            _ => x % y,
+        }) as u32 as u64
+    }
+}
+
+/// The low `bits` (8, 16 or 32) of `v`, sign-extended to 64 bits (ISA v4's
+/// `movsx` and `ldsx`).
+pub fn sign_extend(v: u64, bits: u32) -> u64 {
+    let sh = 64 - bits;
+    (((v << sh) as i64) >> sh) as u64
+}
+
 /// The exact ALU result for known operands (the interpreter's semantics,
 /// which are rbpf's and the kernel's: division by zero gives 0, modulo by
 /// zero leaves the dividend). `op` is the operation nibble; byte swaps are
@@ -255,9 +301,10 @@ pub fn alu_exact(op: u8, is64: bool, a: u64, b: u64) -> u64 {
 }
 
 /// `le16/32/64` (source bit K) or `be16/32/64` (source bit X) of the
-/// instruction opcode `insn_op`, on this little-endian host.
+/// instruction opcode `insn_op`, on this little-endian host; in the ALU64
+/// class (ISA v4 `bswap16/32/64`), an unconditional swap.
 pub fn byte_swap(a: u64, bits: i32, insn_op: u8) -> u64 {
-    let be = insn_op & X == X;
+    let be = insn_op & X == X || insn_op & 0x07 == ALU64;
     match (bits, be) {
         (16, false) => a as u16 as u64,
         (32, false) => a as u32 as u64,

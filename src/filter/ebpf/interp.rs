@@ -439,6 +439,21 @@ impl Mem<'_> {
     }
 }
 
+/// One ALU instruction's result on dst `a` and source `b`.
+#[inline(always)]
+fn alu(i: &Insn, op: u8, is64: bool, a: u64, b: u64) -> u64 {
+    match op {
+        // movsx (ISA v4): the low `off` bits, sign-extended.
+        MOV if i.off != 0 && is64 => sign_extend(b, i.off as u32),
+        MOV if i.off != 0 => sign_extend(b, i.off as u32) as u32 as u64,
+        MOV if is64 => b,
+        MOV => b as u32 as u64,
+        END => byte_swap(a, i.imm, i.op),
+        DIV | MOD if i.off == SIGNED_DIV => alu_signed(op, is64, a, b),
+        _ => alu_exact(op, is64, a, b),
+    }
+}
+
 /// Runs `prog` (verified and rewritten) once. R1 = the context.
 pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fault> {
     let n = prog.len() / INSN_SIZE;
@@ -469,9 +484,14 @@ pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fau
             }
             LDX => {
                 let addr = reg[s].wrapping_add(i.off as i64 as u64);
-                reg[d] = mem
+                let v = mem
                     .load(env.maps(), addr, i.size())
                     .ok_or(Fault::BadAccess { pc: pc - 1, addr })?;
+                reg[d] = if i.op & 0xe0 == MEMSX {
+                    sign_extend(v, i.size() as u32 * 8)
+                } else {
+                    v
+                };
             }
             STX if i.op & 0xe0 == ATOMIC => {
                 let addr = reg[d].wrapping_add(i.off as i64 as u64);
@@ -510,12 +530,7 @@ pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fau
                 } else {
                     i.imm as u32 as u64
                 };
-                reg[d] = match op {
-                    MOV if is64 => b,
-                    MOV => b as u32 as u64,
-                    END => byte_swap(reg[d], i.imm, i.op),
-                    _ => alu_exact(op, is64, reg[d], b),
-                };
+                reg[d] = alu(&i, op, is64, reg[d], b);
             }
             JMP | JMP32 => {
                 let op = i.op & 0xf0;

@@ -450,6 +450,7 @@ impl Jit {
         let lookups = inline::lookup_expansions(prog.code(), &array_lookups(&prog, cpu));
         let inlined = lookups.as_ref().map_or(0, |l| l.len());
         let mut sites = lookups.unwrap_or_default();
+        sites.extend(inline::jit_expansions(prog.code())?);
         for pc in 0..prog.insn_count() {
             let i = super::insn::Insn::at(prog.code(), pc);
             if i.op == (super::insn::JMP | super::insn::CALL) && i.imm == helper::TAIL_CALL {

@@ -149,13 +149,15 @@ impl Program {
                 key_size: m.def.key_size,
                 value_size: m.def.value_size,
                 readonly: m.def.readonly,
+                writeonly: m.def.flags & crate::bpf_abi::BPF_F_WRONLY_PROG != 0,
             })
             .collect();
         let rejected = |err| EbpfError::Rejected {
             prog: name.into(),
             err,
         };
-        let flat = calls::flatten(code, &shapes).map_err(rejected)?;
+        let code = verifier::gotol_as_ja(code).map_err(rejected)?;
+        let flat = calls::flatten(&code, &shapes).map_err(rejected)?;
         let verified = verifier::verify_stack(&flat.code, &shapes, STACK_SIZE, &flat.moves)
             .map_err(|e| rejected(flat.error(e)))?
             .0;
@@ -202,6 +204,30 @@ impl Program {
             tails: Vec::new(),
             egress: Vec::new(),
         })
+    }
+
+    /// What the kernel lets a program of this attach type read: xdp_md's
+    /// `egress_ifindex` only in a SEC("xdp/devmap") program
+    /// (xdp_is_valid_access).
+    fn check_attach(&self) -> Result<(), EbpfError> {
+        match self
+            .verified
+            .ctx_loads
+            .iter()
+            .find(|l| l.1 == CtxField::EgressIfindex)
+        {
+            Some(&(pc, ..)) if self.attach != Attach::DevMap => Err(EbpfError::Rejected {
+                prog: self.name.clone(),
+                err: verifier::VerifyError {
+                    pc,
+                    why: format!(
+                        "invalid context access: egress_ifindex is readable only in a SEC(\"xdp/devmap\") program, not SEC(\"{}\")",
+                        self.attach.section()
+                    ),
+                },
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The verified, rewritten instructions.
@@ -336,10 +362,33 @@ pub fn parse_object_with(
     let egress = egress_programs(&obj, &maps, &opts.devmaps).map_err(bad)?;
     let mut p = Program::with_maps(&name, &code, maps)?;
     p.attach = attach;
+    p.check_attach()?;
     p.tails = tails?;
     p.egress = egress?;
     fill_devmaps(&p, &opts.devmaps).map_err(bad)?;
     Ok(p)
+}
+
+/// Map `name`'s `map_flags`: those cpumapd honours, or an error naming the
+/// rest.
+fn check_map_flags(name: &str, flags: u32) -> Result<(), String> {
+    let unknown = flags & !crate::bpf_abi::MAP_FLAGS_HONOURED;
+    if unknown == 0 {
+        return Ok(());
+    }
+    let names: Vec<&str> = crate::bpf_abi::MAP_FLAGS
+        .iter()
+        .filter(|(bit, _)| unknown & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    Err(format!(
+        "map '{name}': map_flags {unknown:#x} ({}) are not supported",
+        if names.is_empty() {
+            "unknown bits".to_string()
+        } else {
+            names.join(", ")
+        }
+    ))
 }
 
 /// Program `name`'s relocated instructions and where it attaches.
@@ -466,6 +515,9 @@ fn programs_named(
         match Program::with_maps(n, &code, maps.to_vec()) {
             Ok(mut p) => {
                 p.attach = kind;
+                if let Err(e) = p.check_attach() {
+                    return Ok(Err(e));
+                }
                 out.push(Arc::new(p));
             }
             Err(e) => return Ok(Err(e)),
@@ -597,6 +649,7 @@ fn parse_and_relocate(
                 crate::bpf_abi::map_type::name(m.map_type())
             ))
         })?;
+        check_map_flags(n, m.map_flags()).map_err(bad)?;
         let data = matches!(
             m.section_kind(),
             aya_obj::EbpfSectionKind::Data
@@ -949,6 +1002,14 @@ impl Instance {
         }
     }
 
+    /// Runs the program on `frame` and returns what it returned (None when
+    /// it faulted): what BPF_PROG_TEST_RUN reports as `retval`, for
+    /// checking a program's arithmetic against the kernel's. The frame is
+    /// changed as [`run`](Self::run) changes it.
+    pub fn test_run(&mut self, frame: &mut Frame, has: &dyn Fn(u32) -> bool) -> Option<u64> {
+        self.run_on(frame, has, Start::Main).map(|(ret, _)| ret)
+    }
+
     /// A devmap entry's egress program on a frame redirected there, as the
     /// kernel runs it before transmission (`dev_map_bpf_prog_run`, with
     /// `egress_ifindex` set): XDP_PASS sends it, anything else drops it.
@@ -1034,5 +1095,26 @@ impl Instance {
             frame.set_meta_len(after.data.saturating_sub(after.data_meta) as usize);
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_map_flags;
+    use crate::bpf_abi::{BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG};
+
+    #[test]
+    fn map_flags_cpumapd_does_not_honour_are_refused_by_name() {
+        // Honoured: preallocation, NUMA, mmap-ability, program-side access.
+        for ok in [0, 1, 1 << 2, 1 << 10, BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG] {
+            assert_eq!(check_map_flags("m", ok), Ok(()), "{ok:#x}");
+        }
+        let e = check_map_flags("m", (1 << 12) | (1 << 3)).unwrap_err();
+        assert_eq!(
+            e,
+            "map 'm': map_flags 0x1008 (BPF_F_RDONLY, BPF_F_INNER_MAP) are not supported"
+        );
+        let e = check_map_flags("m", 1 << 30).unwrap_err();
+        assert!(e.contains("0x40000000 (unknown bits)"), "{e}");
     }
 }

@@ -112,6 +112,8 @@ pub struct MapShape {
     pub value_size: u32,
     /// Programs may not write its values (`.rodata`).
     pub readonly: bool,
+    /// Programs may not read its values (`BPF_F_WRONLY_PROG`).
+    pub writeonly: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -412,13 +414,21 @@ impl Verifier<'_> {
 
     /// The kernel's "uses reserved fields" checks: every field an
     /// instruction does not use must be zero (so nothing reads a field one
-    /// engine ignores and another interprets: the ISA v4 forms, signed
-    /// div/mod and movsx, put a value in `off`, and cpumapd has none).
+    /// engine ignores and another interprets; the ISA v4 forms, signed
+    /// div/mod and movsx, put their meaning in `off`).
     fn reserved_fields(&self, pc: usize, i: &Insn) -> Result<(), VerifyError> {
         let x = i.op & X == X;
         let (c, o) = (i.class(), i.op & 0xf0);
         let clean = match c {
             ALU | ALU64 if o == END => i.src == 0 && i.off == 0,
+            // ISA v4: off 1 makes div and mod signed; a register move's
+            // off 8/16/32 sign-extends (movsx, 32 in ALU64 only).
+            ALU | ALU64 if o == DIV || o == MOD => {
+                matches!(i.off, 0 | SIGNED_DIV) && if x { i.imm == 0 } else { i.src == 0 }
+            }
+            ALU | ALU64 if o == MOV && x => {
+                i.imm == 0 && (matches!(i.off, 0 | 8 | 16) || (c == ALU64 && i.off == 32))
+            }
             ALU | ALU64 => i.off == 0 && if x { i.imm == 0 } else { i.src == 0 },
             LDX => i.imm == 0,
             ST => i.src == 0,
@@ -453,12 +463,14 @@ impl Verifier<'_> {
         let op = i.op;
         let ok = match i.class() {
             LD => false, // only ld_imm64 (handled by the caller); LD_ABS/IND are socket-filter only
-            LDX => op & 0xe0 == MEM,
+            // ISA v4's ldsx sign-extends 1, 2 or 4 bytes.
+            LDX => op & 0xe0 == MEM || (op & 0xe0 == MEMSX && op & 0x18 != DW),
             ST => op & 0xe0 == MEM,
             STX => op & 0xe0 == MEM || op & 0xe0 == ATOMIC,
             ALU | ALU64 => {
                 let o = op & 0xf0;
-                (o <= ARSH || o == END) && (o != END || i.class() == ALU)
+                // ALU64 | END | K is ISA v4's unconditional bswap.
+                (o <= ARSH || o == END) && (o != END || i.class() == ALU || op & X == 0)
             }
             JMP => {
                 let o = op & 0xf0;
@@ -507,6 +519,22 @@ impl Verifier<'_> {
             && ![16, 32, 64].contains(&i.imm)
         {
             return Err(err(pc, format!("byte swap of {} bits", i.imm)));
+        }
+        // The kernel's static ALU checks (check_alu_op): a constant
+        // divisor of 0 and a constant shift past the width are refused
+        // wherever they are, whatever they would do at run time.
+        if (i.class() == ALU || i.class() == ALU64) && op & X == K {
+            let o = op & 0xf0;
+            let bits = if i.class() == ALU64 { 64 } else { 32 };
+            if (o == DIV || o == MOD) && i.imm == 0 {
+                return Err(err(pc, "div by zero (a constant divisor of 0)"));
+            }
+            if matches!(o, LSH | RSH | ARSH) && !(0..bits).contains(&i.imm) {
+                return Err(err(
+                    pc,
+                    format!("invalid shift {} (the count must be below {bits})", i.imm),
+                ));
+            }
         }
         Ok(())
     }
@@ -664,9 +692,18 @@ impl Verifier<'_> {
             }
             LDX => {
                 let base = self.read(pc, st, i.src)?;
+                let sx = i.op & 0xe0 == MEMSX;
+                if sx && matches!(base, Reg::Ctx { .. }) {
+                    return Err(err(pc, "sign-extending load (ldsx) from the context"));
+                }
                 let val = match self.restore(st, &i, pc) {
                     Some(v) => v,
                     None => self.access(pc, st, base, i.off, i.size(), None)?,
+                };
+                let val = if sx {
+                    sign_extended(val, i.size() as u32 * 8, u64::MAX)
+                } else {
+                    val
                 };
                 if writes_r10 {
                     return Err(err(pc, "r10 (the frame pointer) is read-only"));
@@ -892,6 +929,12 @@ impl Verifier<'_> {
             }
             Reg::Value { map, off: o } => {
                 no_ptr_store("a map value")?;
+                if store.is_none() && self.maps[map as usize].writeonly {
+                    return Err(err(
+                        pc,
+                        "read from a write-only map value (BPF_F_WRONLY_PROG)",
+                    ));
+                }
                 if store.is_some() && self.maps[map as usize].readonly {
                     return Err(err(
                         pc,
@@ -971,6 +1014,18 @@ impl Verifier<'_> {
         } else {
             konst(i.imm as u32 as u64)
         };
+        if op == MOV && i.off != 0 {
+            // movsx: sign-extends the low 8/16/32 bits of a number.
+            let Reg::Scalar { .. } = src else {
+                return Err(err(
+                    pc,
+                    format!("sign extension (movsx) of pointer r{}", i.src),
+                ));
+            };
+            let lim = if is64 { u64::MAX } else { u32::MAX as u64 };
+            st.regs[i.dst as usize] = sign_extended(src, i.off as u32, lim);
+            return Ok(());
+        }
         if op == MOV {
             st.regs[i.dst as usize] = match (is64, src) {
                 (true, v) => v,
@@ -983,15 +1038,15 @@ impl Verifier<'_> {
         let dst = self.read(pc, st, i.dst)?;
         let out = match (dst, src) {
             (Reg::Scalar { min: a0, max: a1 }, Reg::Scalar { min: b0, max: b1 }) => {
-                scalar_alu(i.op, is64, (a0, a1), (b0, b1), i.imm)
+                scalar_alu(i, is64, (a0, a1), (b0, b1))
             }
-            (p, Reg::Scalar { min, max }) if op == ADD || op == SUB => {
+            (p, Reg::Scalar { min, max }) if (op == ADD || op == SUB) && i.off == 0 => {
                 if !is64 {
                     return Err(err(pc, "32-bit arithmetic on a pointer"));
                 }
                 self.ptr_offset(pc, p, op, min, max)?
             }
-            (Reg::Scalar { min, max }, p) if op == ADD && is64 => {
+            (Reg::Scalar { min, max }, p) if op == ADD && is64 && i.off == 0 => {
                 self.ptr_offset(pc, p, ADD, min, max)?
             }
             (Reg::Pkt { .. } | Reg::PktEnd, Reg::Pkt { .. } | Reg::PktEnd) if op == SUB && is64 => {
@@ -1030,6 +1085,13 @@ impl Verifier<'_> {
             }
             Ok(n)
         };
+        if op == SUB && matches!(p, Reg::Stack { .. }) {
+            // As the kernel: JITs may not handle it (write r10 + -N).
+            return Err(err(
+                pc,
+                "subtraction from the stack pointer is not allowed (add a negative number)",
+            ));
+        }
         Ok(match (p, konst) {
             (Reg::Ctx { off }, Some(c)) => Reg::Ctx { off: bump(off, c)? },
             (Reg::Stack { off }, Some(c)) => Reg::Stack { off: bump(off, c)? },
@@ -1174,6 +1236,12 @@ impl Verifier<'_> {
                 Ok(())
             }
             Reg::Value { map, off } => {
+                if self.maps[map as usize].writeonly {
+                    return Err(err(
+                        pc,
+                        format!("{what} (r{r}) reads a write-only map value (BPF_F_WRONLY_PROG)"),
+                    ));
+                }
                 let vs = self.maps[map as usize].value_size as i64;
                 if off < 0 || off + len as i64 > vs {
                     return Err(err(
@@ -1525,6 +1593,57 @@ fn pkt_bound(a: Reg, b: Reg) -> Option<(bool, u32, i64, bool)> {
         ) => Some((true, id, off, false)),
         _ => None,
     }
+    // As the kernel (find_good_pkt_pointers): a pointer past MAX_PACKET_OFF
+    // proves no range.
+    .filter(|&(_, _, off, _)| (0..=MAX_PACKET_OFF as i64).contains(&off))
+}
+
+/// A number's low `bits` sign-extended (ISA v4 `movsx`, `ldsx`), cut to
+/// `lim` (the 32-bit movsx zero-extends its 32-bit result): exact for a
+/// constant, the same range when the sign bit cannot be set, else unknown.
+fn sign_extended(v: Reg, bits: u32, lim: u64) -> Reg {
+    match v {
+        Reg::Scalar { min, max } if min == max => konst(sign_extend(min, bits) & lim),
+        Reg::Scalar { min, max } if max < 1 << (bits - 1) => range(min, max),
+        _ => range(0, lim),
+    }
+}
+
+/// `code` with ISA v4's `gotol` (JMP32 | JA, the offset in imm) as `ja`
+/// (the offset in off): every later stage (function flattening, this
+/// verifier, the interpreter, the JIT) knows one unconditional jump. A
+/// gotol whose offset does not fit 16 bits (programs over 32K
+/// instructions) is refused.
+pub fn gotol_as_ja(code: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, VerifyError> {
+    let n = code.len() / INSN_SIZE;
+    if !(0..n).any(|pc| is_gotol(&Insn::at(code, pc))) {
+        return Ok(std::borrow::Cow::Borrowed(code));
+    }
+    let mut out = code.to_vec();
+    for pc in 0..n {
+        let i = Insn::at(code, pc);
+        if !is_gotol(&i) {
+            continue;
+        }
+        if i.dst != 0 || i.src != 0 || i.off != 0 {
+            return Err(err(
+                pc,
+                "gotol uses reserved fields (dst, src and off must be 0)",
+            ));
+        }
+        let off = i16::try_from(i.imm).map_err(|_| {
+            err(
+                pc,
+                format!(
+                    "gotol of {} instructions: cpumapd takes jumps of at most 32767",
+                    i.imm
+                ),
+            )
+        })?;
+        let ja = Insn::new(JMP | JA, 0, 0, off, 0);
+        out[pc * INSN_SIZE..(pc + 1) * INSN_SIZE].copy_from_slice(&ja.encode());
+    }
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// What a load of `size` bytes may hold.
@@ -1672,7 +1791,8 @@ fn resolve_null(st: &mut State, id: u32, map: Option<u32>) {
     }
 }
 
-fn scalar_alu(insn_op: u8, is64: bool, a: (u64, u64), b: (u64, u64), imm: i32) -> Reg {
+fn scalar_alu(i: &Insn, is64: bool, a: (u64, u64), b: (u64, u64)) -> Reg {
+    let (insn_op, imm) = (i.op, i.imm);
     let op = insn_op & 0xf0;
     if op == END {
         return if a.0 == a.1 {
@@ -1681,10 +1801,23 @@ fn scalar_alu(insn_op: u8, is64: bool, a: (u64, u64), b: (u64, u64), imm: i32) -
             range(0, if imm >= 64 { u64::MAX } else { (1 << imm) - 1 })
         };
     }
+    let lim = if is64 { u64::MAX } else { u32::MAX as u64 };
+    // A shift count that may reach the width: the kernel calls the result
+    // unknown (x86 masks the count, other JITs need not).
+    let bits = if is64 { 64 } else { 32 };
+    if matches!(op, LSH | RSH | ARSH) && b.1 >= bits {
+        return range(0, lim);
+    }
+    if (op == DIV || op == MOD) && i.off == SIGNED_DIV {
+        return if a.0 == a.1 && b.0 == b.1 {
+            konst(alu_signed(op, is64, a.0, b.0))
+        } else {
+            range(0, lim)
+        };
+    }
     if a.0 == a.1 && b.0 == b.1 {
         return konst(alu_exact(op, is64, a.0, b.0));
     }
-    let lim = if is64 { u64::MAX } else { u32::MAX as u64 };
     let (a0, a1, b0, b1) = (a.0, a.1, b.0, b.1);
     let r = match op {
         ADD => a1
