@@ -206,9 +206,10 @@ impl Program {
         })
     }
 
-    /// What the kernel lets a program of this attach type read: xdp_md's
-    /// `egress_ifindex` only in a SEC("xdp/devmap") program
-    /// (xdp_is_valid_access).
+    /// What the kernel lets a program of this attach type do: read
+    /// xdp_md's `egress_ifindex` only in a SEC("xdp/devmap") program
+    /// (xdp_is_valid_access); return a pointer only from SEC("xdp")
+    /// (a cpumap or devmap program's return value is checked).
     fn check_attach(&self) -> Result<(), EbpfError> {
         match self
             .verified
@@ -226,7 +227,19 @@ impl Program {
                     ),
                 },
             }),
-            _ => Ok(()),
+            _ => match self.verified.pointer_exit {
+                Some(pc) if self.attach != Attach::Interface => Err(EbpfError::Rejected {
+                    prog: self.name.clone(),
+                    err: verifier::VerifyError {
+                        pc,
+                        why: format!(
+                            "r0 at exit must be a number (an XDP action) in a SEC(\"{}\") program, not a pointer",
+                            self.attach.section()
+                        ),
+                    },
+                }),
+                _ => Ok(()),
+            },
         }
     }
 

@@ -99,6 +99,10 @@ pub struct Verified {
     pub lookup_sites: Vec<(usize, u32)>,
     /// Instructions visited over all paths.
     pub explored: usize,
+    /// An exit whose r0 may be a pointer: the kernel lets an XDP program
+    /// return one (it is no action: XDP_ABORTED here), not a cpumap or
+    /// devmap program (checked at load, where the attach type is known).
+    pub pointer_exit: Option<usize>,
 }
 
 /// What the verifier needs to know of each map (index = fd - base).
@@ -256,6 +260,7 @@ struct Verifier<'a> {
     /// Map of r1 at each bpf_map_lookup_elem call; None where paths
     /// disagree (the kernel's "poisoned" map_ptr_state).
     lookup_maps: BTreeMap<usize, Option<u32>>,
+    pointer_exit: Option<usize>,
     /// States already explored at jump targets (where paths join).
     seen: HashSet<(usize, State)>,
     targets: Vec<bool>,
@@ -315,6 +320,7 @@ pub fn verify_stack(
         explored: 0,
         ctx_loads: Vec::new(),
         lookup_maps: BTreeMap::new(),
+        pointer_exit: None,
         seen: HashSet::new(),
         targets: vec![false; n],
         back_edge: None,
@@ -347,6 +353,7 @@ pub fn verify_stack(
             .filter_map(|(pc, m)| Some((pc, m?)))
             .collect(),
         explored: v.explored,
+        pointer_exit: v.pointer_exit,
     };
     Ok((verified, v.written))
 }
@@ -744,13 +751,12 @@ impl Verifier<'_> {
                 Ok(Some(pc + 1))
             }
             JMP | JMP32 => match i.op & 0xf0 {
-                EXIT => match self.read(pc, st, 0)? {
-                    Reg::Scalar { .. } => Ok(None),
-                    _ => Err(err(
-                        pc,
-                        "r0 at exit must be a number (an XDP action), not a pointer",
-                    )),
-                },
+                EXIT => {
+                    if !matches!(self.read(pc, st, 0)?, Reg::Scalar { .. }) {
+                        self.pointer_exit.get_or_insert(pc);
+                    }
+                    Ok(None)
+                }
                 CALL => {
                     self.call(pc, st, i.imm)?;
                     Ok(Some(pc + 1))
@@ -1190,15 +1196,24 @@ impl Verifier<'_> {
             (a, b) if is64 && pkt_bound(a, b).is_some() => {
                 // p OP data_end (or data OP meta pointer), either way round:
                 // the side on which p stays below its bound proves it.
+                // Where that side says p < bound (not <=), one more byte
+                // is proven, as the kernel's find_good_pkt_pointers counts
+                // a right-open range (never from off 0, as there).
                 let (meta, id, off, ptr_left) = pkt_bound(a, b).expect("matched");
-                let below = match op {
-                    JGT | JGE if ptr_left => &mut f,
-                    JGT | JGE => &mut t,
-                    JLT | JLE if ptr_left => &mut t,
-                    JLT | JLE => &mut f,
+                let (below, strict) = match (op, ptr_left) {
+                    (JGT, true) => (&mut f, false),
+                    (JGE, true) => (&mut f, true),
+                    (JGT, false) => (&mut t, true),
+                    (JGE, false) => (&mut t, false),
+                    (JLT, true) => (&mut t, true),
+                    (JLE, true) => (&mut t, false),
+                    (JLT, false) => (&mut f, false),
+                    (JLE, false) => (&mut f, true),
                     _ => return Ok((Some(t), Some(f))),
                 };
-                below.prove(meta, id, off);
+                if !(strict && off == 0) {
+                    below.prove(meta, id, off + i64::from(strict));
+                }
             }
             (Reg::ValueOrNull { map, id }, Reg::Scalar { min: 0, max: 0 })
                 if is64 && (op == JEQ || op == JNE) =>
