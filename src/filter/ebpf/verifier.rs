@@ -1163,10 +1163,27 @@ impl Verifier<'_> {
         };
         let (mut t, mut f) = (st.clone(), st.clone());
         match (a, b) {
-            (Reg::Scalar { min, max }, Reg::Scalar { min: k0, max: k1 }) if k0 == k1 && is64 => {
-                let k = k0;
-                let (tr, fr) = refine(op, min, max, k);
+            (Reg::Scalar { min, max }, Reg::Scalar { min: k0, max: k1 })
+                if k0 == k1 && (min != max || is64) =>
+            {
+                let (tr, fr) = refine_cmp(op, is64, min, max, k0);
                 let reg = i.dst as usize;
+                let taken = tr.map(|(lo, hi)| {
+                    t.regs[reg] = range(lo, hi);
+                    t
+                });
+                let fall = fr.map(|(lo, hi)| {
+                    f.regs[reg] = range(lo, hi);
+                    f
+                });
+                return Ok((taken, fall));
+            }
+            (Reg::Scalar { min: k0, max: k1 }, Reg::Scalar { min, max })
+                if k0 == k1 && min != max =>
+            {
+                // k OP x is x OP' k.
+                let (tr, fr) = refine_cmp(mirror(op), is64, min, max, k0);
+                let reg = i.src as usize;
                 let taken = tr.map(|(lo, hi)| {
                     t.regs[reg] = range(lo, hi);
                     t
@@ -1860,10 +1877,72 @@ fn scalar_alu(i: &Insn, is64: bool, a: (u64, u64), b: (u64, u64)) -> Reg {
     }
 }
 
+/// A number's range on the taken and the fall-through side of a jump
+/// (None: that side cannot happen).
+type Sides = (Option<(u64, u64)>, Option<(u64, u64)>);
+
+/// The comparison `k OP x` written as `x OP' k`.
+fn mirror(op: u8) -> u8 {
+    match op {
+        JGT => JLT,
+        JGE => JLE,
+        JLT => JGT,
+        JLE => JGE,
+        JSGT => JSLT,
+        JSGE => JSLE,
+        JSLT => JSGT,
+        JSLE => JSGE,
+        other => other, // JEQ, JNE, JSET are symmetric
+    }
+}
+
+/// Ranges of `x in [lo, hi]` (unsigned) on the taken and fall-through
+/// sides of `x OP k`, for 64-bit jumps and for JMP32 ones on a number
+/// that fits 32 bits (its low half is then all of it; otherwise nothing
+/// is refined). Signed comparisons flip the sign bit, which turns signed
+/// order into unsigned order, refine each half of the range that lies on
+/// one side of the sign boundary, and keep the hull of what is left.
+fn refine_cmp(
+    op: u8,
+    is64: bool,
+    lo: u64,
+    hi: u64,
+    k: u64,
+) -> Sides {
+    let (k, half) = if is64 {
+        (k, 1u64 << 63)
+    } else if hi <= u32::MAX as u64 {
+        (k as u32 as u64, 1u64 << 31)
+    } else {
+        return (Some((lo, hi)), Some((lo, hi)));
+    };
+    let unsigned = match op {
+        JSGT => JGT,
+        JSGE => JGE,
+        JSLT => JLT,
+        JSLE => JLE,
+        _ => return refine(op, lo, hi, k),
+    };
+    // The parts of [lo, hi] below and from the sign bit, each in flipped
+    // (signed-as-unsigned) order, refined, flipped back.
+    let parts = [(lo, hi.min(half - 1)), (lo.max(half), hi)];
+    let hull = |a: Option<(u64, u64)>, b: Option<(u64, u64)>| match (a, b) {
+        (Some(x), Some(y)) => Some((x.0.min(y.0), x.1.max(y.1))),
+        (x, None) | (None, x) => x,
+    };
+    let (mut taken, mut fall) = (None, None);
+    for (a, b) in parts.into_iter().filter(|(a, b)| a <= b) {
+        let (t, f) = refine(unsigned, a ^ half, b ^ half, k ^ half);
+        let back = |r: Option<(u64, u64)>| r.map(|(x, y)| (x ^ half, y ^ half));
+        taken = hull(taken, back(t));
+        fall = hull(fall, back(f));
+    }
+    (taken, fall)
+}
+
 /// Ranges of `x in [lo, hi]` on the taken and fall-through sides of
-/// `x OP k` (unsigned; signed ops and JSET are not refined).
-#[allow(clippy::type_complexity)]
-fn refine(op: u8, lo: u64, hi: u64, k: u64) -> (Option<(u64, u64)>, Option<(u64, u64)>) {
+/// `x OP k` (unsigned; JSET is not refined).
+fn refine(op: u8, lo: u64, hi: u64, k: u64) -> Sides {
     let ok = |a: u64, b: u64| (a <= b).then_some((a, b));
     match op {
         JEQ => (
@@ -1905,6 +1984,50 @@ fn refine(op: u8, lo: u64, hi: u64, k: u64) -> (Option<(u64, u64)>, Option<(u64,
             } else {
                 (Some((lo, hi)), Some((lo, hi)))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Values that make ranges cross the boundaries that matter: 0, the
+    /// 32-bit sign bit and end, the 64-bit sign bit and end.
+    fn edgy() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            (0u64..64),
+            (0x7fff_ffc0u64..0x8000_0040),
+            (0xffff_ffc0u64..0x1_0000_0040),
+            (0x7fff_ffff_ffff_ffc0u64..=0x8000_0000_0000_0040),
+            (0xffff_ffff_ffff_ffc0u64..=u64::MAX),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        /// Soundness of branch refinement: whichever way a value in the
+        /// range makes the jump go, that side's range still holds it.
+        #[test]
+        fn a_refined_side_keeps_every_value_that_takes_it(
+            a in edgy(), b in edgy(), x in edgy(), k in edgy(),
+            op in prop::sample::select(vec![JEQ, JNE, JGT, JGE, JLT, JLE, JSET, JSGT, JSGE, JSLT, JSLE]),
+            is64 in any::<bool>(),
+        ) {
+            let (mut lo, mut hi) = (a.min(b), a.max(b));
+            if !is64 && lo > u32::MAX as u64 {
+                lo &= u32::MAX as u64;
+                hi = hi.max(lo);
+            }
+            let x = lo + x % (hi - lo).saturating_add(1).max(1);
+            let x = x.min(hi);
+            let (t, f) = refine_cmp(op, is64, lo, hi, k);
+            let side = if eval_jump(op, x, k, is64) { t } else { f };
+            let (s0, s1) = side.unwrap_or_else(|| panic!("x {x:#x} in [{lo:#x}, {hi:#x}] has no side for op {op:#x} k {k:#x} is64 {is64}"));
+            prop_assert!(s0 <= x && x <= s1, "x {:#x} outside [{:#x}, {:#x}] (range [{:#x}, {:#x}], op {:#x}, k {:#x}, is64 {})", x, s0, s1, lo, hi, op, k, is64);
         }
     }
 }
