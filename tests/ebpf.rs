@@ -2327,3 +2327,74 @@ fn isa_v4_runs_as_the_kernel_defines_it_interpreted_and_jit() {
     );
     assert!(e.contains("subtraction from the stack pointer"), "{e}");
 }
+
+#[test]
+fn variable_offsets_into_a_map_value_are_bounded_and_run() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    use cpumapd::filter::ebpf::maps::{MapDef, MapKind};
+    // value = lookup(array of 16-byte values, 0); idx = data[0] & MASK;
+    // return *(u8 *)(value + idx) (the byte the frame's first byte picks).
+    let program = |mask: i32, sub: bool| {
+        let mut p = vec![mov(8, 1)];
+        p.extend(lookup_map0(0));
+        p.extend([
+            jmp_imm(JNE, 0, 0, 2),
+            mov_imm(0, 0),
+            exit(),
+            mov(7, 0),
+            ldx(W, 2, 8, 0),
+            ldx(W, 3, 8, 4),
+            mov(4, 2),
+            add_imm(4, 1),
+            jmp(JGT, 4, 3, 5),
+            ldx(B, 5, 2, 0),
+            i(ALU64 | AND | K, 5, 0, 0, mask),
+        ]);
+        if sub {
+            // value + 15 - idx: the other way round.
+            p.extend([add_imm(7, 15), i(ALU64 | SUB | X, 7, 5, 0, 0)]);
+        } else {
+            p.push(i(ALU64 | ADD | X, 7, 5, 0, 0));
+        }
+        p.extend([ldx(B, 0, 7, 0), exit()]);
+        p.extend([mov_imm(0, 0), exit()]);
+        prog(&p)
+    };
+    let defs = || vec![MapDef::new("values", MapKind::Array, 4, 16, 1)];
+    for sub in [false, true] {
+        let p = Arc::new(
+            Program::from_insns("var", &program(15, sub), defs()).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let value: Vec<u8> = (100..116).collect();
+        p.maps[0].update(&0u32.to_le_bytes(), &value, 0, 0);
+        let mut pool = Pool::new("var", 2, 128, 2048).unwrap();
+        for jit in [false, true] {
+            let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+            for first in [0u8, 7, 15, 0xff] {
+                let mut f = pool.alloc().unwrap();
+                f.copy_from(&[first; 60]).unwrap();
+                let idx = (first & 15) as usize;
+                let want = if sub { value[15 - idx] } else { value[idx] };
+                assert_eq!(
+                    inst.test_run(&mut f, &|_| false),
+                    Some(want as u64),
+                    "sub {sub} jit {jit} first {first}"
+                );
+            }
+        }
+    }
+    // 0..=16 reaches one byte past the value.
+    let e = Program::from_insns("var", &program(16, false), defs())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("map value access out of bounds: offset 0..=16 size 1, value size 16"),
+        "{e}"
+    );
+    // A whole byte reaches far past it.
+    let e = Program::from_insns("var", &program(-1, false), defs())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("offset 0..=255 size 1, value size 16"), "{e}");
+}

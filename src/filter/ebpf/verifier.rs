@@ -41,6 +41,9 @@ pub const MAX_STATES: usize = 65_536;
 const MAX_PATH_COPIES: usize = 16_000_000;
 /// Largest packet offset a program may compute (the kernel's MAX_PACKET_OFF).
 const MAX_PACKET_OFF: u64 = 0xffff;
+/// The largest variable part of a pointer's offset (the kernel's
+/// BPF_MAX_VAR_OFF).
+const MAX_VAR_OFF: u64 = 1 << 29;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 /// Why the verifier refused a program.
@@ -145,9 +148,11 @@ enum Reg {
     MapPtr {
         map: u32,
     },
+    /// A map value pointer at `off + [0, var]`.
     Value {
         map: u32,
         off: i64,
+        var: u64,
     },
     ValueOrNull {
         map: u32,
@@ -818,6 +823,7 @@ impl Verifier<'_> {
                 Ok(Reg::Value {
                     map: idx as u32,
                     off: hi as i64,
+                    var: 0,
                 })
             }
             s => Err(err(pc, format!("ld_imm64 source {s} is not supported"))),
@@ -846,6 +852,12 @@ impl Verifier<'_> {
             return Err(err(pc, "cmpxchg compares r0, which must be a number"));
         }
         let at = match base {
+            Reg::Value { var: 1.., .. } => {
+                return Err(err(
+                    pc,
+                    "atomic operation at a variable offset into a map value",
+                ));
+            }
             Reg::Value { off, .. } | Reg::Stack { off } => off + i.off as i64,
             _ => {
                 return Err(err(
@@ -933,7 +945,7 @@ impl Verifier<'_> {
                 }
                 Ok(if store.is_some() { UNKNOWN } else { loaded })
             }
-            Reg::Value { map, off: o } => {
+            Reg::Value { map, off: o, var } => {
                 no_ptr_store("a map value")?;
                 if store.is_none() && self.maps[map as usize].writeonly {
                     return Err(err(
@@ -949,7 +961,12 @@ impl Verifier<'_> {
                 }
                 let at = o + off;
                 let vs = self.maps[map as usize].value_size as i64;
-                if at < 0 || at + sz > vs {
+                if at < 0 || at + var as i64 + sz > vs {
+                    let at = if var == 0 {
+                        format!("{at}")
+                    } else {
+                        format!("{at}..={}", at + var as i64)
+                    };
                     return Err(err(
                         pc,
                         format!(
@@ -1101,10 +1118,30 @@ impl Verifier<'_> {
         Ok(match (p, konst) {
             (Reg::Ctx { off }, Some(c)) => Reg::Ctx { off: bump(off, c)? },
             (Reg::Stack { off }, Some(c)) => Reg::Stack { off: bump(off, c)? },
-            (Reg::Value { map, off }, Some(c)) => Reg::Value {
+            (Reg::Value { map, off, var }, Some(c)) => Reg::Value {
                 map,
                 off: bump(off, c)?,
+                var,
             },
+            (Reg::Value { map, off, var }, None) => {
+                // off + [min, max] (or - [min, max]): the lowest offset
+                // moves, the spread grows; bounded as the kernel bounds
+                // variable offsets (BPF_MAX_VAR_OFF).
+                let v = var.saturating_add(max - min);
+                if max > MAX_VAR_OFF || v > MAX_VAR_OFF {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "variable offset into a map value may reach {max}: bound it first (e.g. & 0xff, or compare it)"
+                        ),
+                    ));
+                }
+                Reg::Value {
+                    map,
+                    off: bump(off, if op == SUB { max } else { min } as i64)?,
+                    var: v,
+                }
+            }
             (Reg::Pkt { meta, id, off, var }, Some(c)) => Reg::Pkt {
                 meta,
                 id,
@@ -1128,10 +1165,10 @@ impl Verifier<'_> {
                     var: v,
                 }
             }
-            (Reg::Stack { .. } | Reg::Ctx { .. } | Reg::Value { .. }, None) => {
+            (Reg::Stack { .. } | Reg::Ctx { .. }, None) => {
                 return Err(err(
                     pc,
-                    "variable offset into the stack, context or a map value is not supported",
+                    "variable offset into the stack or the context is not supported",
                 ));
             }
             (Reg::PktEnd, _) => return Err(err(pc, "arithmetic on data_end is not allowed")),
@@ -1267,7 +1304,7 @@ impl Verifier<'_> {
                 }
                 Ok(())
             }
-            Reg::Value { map, off } => {
+            Reg::Value { map, off, var } => {
                 if self.maps[map as usize].writeonly {
                     return Err(err(
                         pc,
@@ -1275,7 +1312,7 @@ impl Verifier<'_> {
                     ));
                 }
                 let vs = self.maps[map as usize].value_size as i64;
-                if off < 0 || off + len as i64 > vs {
+                if off < 0 || off + var as i64 + len as i64 > vs {
                     return Err(err(
                         pc,
                         format!("{what} (r{r}) of {len} bytes is outside the map value"),
@@ -1810,7 +1847,11 @@ fn resolve_null(st: &mut State, id: u32, map: Option<u32>) {
             && x == id
         {
             *r = match map {
-                Some(map) => Reg::Value { map, off: 0 },
+                Some(map) => Reg::Value {
+                    map,
+                    off: 0,
+                    var: 0,
+                },
                 None => konst(0),
             };
         }
@@ -1902,13 +1943,7 @@ fn mirror(op: u8) -> u8 {
 /// is refined). Signed comparisons flip the sign bit, which turns signed
 /// order into unsigned order, refine each half of the range that lies on
 /// one side of the sign boundary, and keep the hull of what is left.
-fn refine_cmp(
-    op: u8,
-    is64: bool,
-    lo: u64,
-    hi: u64,
-    k: u64,
-) -> Sides {
+fn refine_cmp(op: u8, is64: bool, lo: u64, hi: u64, k: u64) -> Sides {
     let (k, half) = if is64 {
         (k, 1u64 << 63)
     } else if hi <= u32::MAX as u64 {
