@@ -126,9 +126,13 @@ pub struct MapShape {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Reg {
     Uninit,
+    /// A number in [min, max] (unsigned) whose low 32 bits are in
+    /// [lo32, hi32] (what a JMP32 proved; kept consistent by [`scalar`]).
     Scalar {
         min: u64,
         max: u64,
+        lo32: u32,
+        hi32: u32,
     },
     Ctx {
         off: i64,
@@ -165,14 +169,47 @@ enum Reg {
 const UNKNOWN: Reg = Reg::Scalar {
     min: 0,
     max: u64::MAX,
+    lo32: 0,
+    hi32: u32::MAX,
 };
 
 fn konst(v: u64) -> Reg {
-    Reg::Scalar { min: v, max: v }
+    Reg::Scalar {
+        min: v,
+        max: v,
+        lo32: v as u32,
+        hi32: v as u32,
+    }
 }
 
 fn range(min: u64, max: u64) -> Reg {
-    Reg::Scalar { min, max }
+    scalar(min, max, 0, u32::MAX).expect("min <= max")
+}
+
+/// A number in [min, max] whose low half is in [lo32, hi32], each range
+/// narrowed by what the other says; None when nothing is in both.
+fn scalar(mut min: u64, mut max: u64, lo32: u32, hi32: u32) -> Option<Reg> {
+    const LOW: u64 = u32::MAX as u64;
+    let (mut lo, mut hi) = (lo32 as u64, hi32 as u64);
+    if min > max {
+        return None;
+    }
+    let upper = min & !LOW;
+    if max & !LOW == upper {
+        // One upper half: the low half runs from min's to max's.
+        lo = lo.max(min & LOW);
+        hi = hi.min(max & LOW);
+        if lo > hi {
+            return None;
+        }
+        (min, max) = (upper | lo, upper | hi);
+    }
+    Some(Reg::Scalar {
+        min,
+        max,
+        lo32: lo as u32,
+        hi32: hi as u32,
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1052,24 +1089,42 @@ impl Verifier<'_> {
         if op == MOV {
             st.regs[i.dst as usize] = match (is64, src) {
                 (true, v) => v,
-                (false, Reg::Scalar { min, max }) if max <= u32::MAX as u64 => range(min, max),
-                (false, Reg::Scalar { .. }) => range(0, u32::MAX as u64),
+                (false, Reg::Scalar { lo32, hi32, .. }) => range(lo32 as u64, hi32 as u64),
                 (false, _) => range(0, u32::MAX as u64),
             };
             return Ok(());
         }
         let dst = self.read(pc, st, i.dst)?;
         let out = match (dst, src) {
-            (Reg::Scalar { min: a0, max: a1 }, Reg::Scalar { min: b0, max: b1 }) => {
-                scalar_alu(i, is64, (a0, a1), (b0, b1))
+            (
+                Reg::Scalar {
+                    min: a0,
+                    max: a1,
+                    lo32: al,
+                    hi32: ah,
+                },
+                Reg::Scalar {
+                    min: b0,
+                    max: b1,
+                    lo32: bl,
+                    hi32: bh,
+                },
+            ) => {
+                // A 32-bit operation reads the low halves only (a byte
+                // swap in the ALU class may swap all 64 bits: be64).
+                if is64 || op == END {
+                    scalar_alu(i, is64, (a0, a1), (b0, b1))
+                } else {
+                    scalar_alu(i, is64, (al as u64, ah as u64), (bl as u64, bh as u64))
+                }
             }
-            (p, Reg::Scalar { min, max }) if (op == ADD || op == SUB) && i.off == 0 => {
+            (p, Reg::Scalar { min, max, .. }) if (op == ADD || op == SUB) && i.off == 0 => {
                 if !is64 {
                     return Err(err(pc, "32-bit arithmetic on a pointer"));
                 }
                 self.ptr_offset(pc, p, op, min, max)?
             }
-            (Reg::Scalar { min, max }, p) if op == ADD && is64 && i.off == 0 => {
+            (Reg::Scalar { min, max, .. }, p) if op == ADD && is64 && i.off == 0 => {
                 self.ptr_offset(pc, p, ADD, min, max)?
             }
             (Reg::Pkt { .. } | Reg::PktEnd, Reg::Pkt { .. } | Reg::PktEnd) if op == SUB && is64 => {
@@ -1200,40 +1255,53 @@ impl Verifier<'_> {
         };
         let (mut t, mut f) = (st.clone(), st.clone());
         match (a, b) {
-            (Reg::Scalar { min, max }, Reg::Scalar { min: k0, max: k1 })
-                if k0 == k1 && (min != max || is64) =>
-            {
-                let (tr, fr) = refine_cmp(op, is64, min, max, k0);
+            (
+                x @ Reg::Scalar { min, max, .. },
+                Reg::Scalar {
+                    min: k0, max: k1, ..
+                },
+            ) if k0 == k1 && (min != max || is64) => {
+                let (tr, fr) = refine_reg(op, is64, x, k0);
                 let reg = i.dst as usize;
-                let taken = tr.map(|(lo, hi)| {
-                    t.regs[reg] = range(lo, hi);
-                    t
-                });
-                let fall = fr.map(|(lo, hi)| {
-                    f.regs[reg] = range(lo, hi);
-                    f
-                });
-                return Ok((taken, fall));
+                return Ok((
+                    tr.map(|r| {
+                        t.regs[reg] = r;
+                        t
+                    }),
+                    fr.map(|r| {
+                        f.regs[reg] = r;
+                        f
+                    }),
+                ));
             }
-            (Reg::Scalar { min: k0, max: k1 }, Reg::Scalar { min, max })
-                if k0 == k1 && min != max =>
-            {
+            (
+                Reg::Scalar {
+                    min: k0, max: k1, ..
+                },
+                x @ Reg::Scalar { min, max, .. },
+            ) if k0 == k1 && min != max => {
                 // k OP x is x OP' k.
-                let (tr, fr) = refine_cmp(mirror(op), is64, min, max, k0);
+                let (tr, fr) = refine_reg(mirror(op), is64, x, k0);
                 let reg = i.src as usize;
-                let taken = tr.map(|(lo, hi)| {
-                    t.regs[reg] = range(lo, hi);
-                    t
-                });
-                let fall = fr.map(|(lo, hi)| {
-                    f.regs[reg] = range(lo, hi);
-                    f
-                });
-                return Ok((taken, fall));
+                return Ok((
+                    tr.map(|r| {
+                        t.regs[reg] = r;
+                        t
+                    }),
+                    fr.map(|r| {
+                        f.regs[reg] = r;
+                        f
+                    }),
+                ));
             }
-            (Reg::Scalar { min: a0, max: a1 }, Reg::Scalar { min: b0, max: b1 })
-                if a0 == a1 && b0 == b1 =>
-            {
+            (
+                Reg::Scalar {
+                    min: a0, max: a1, ..
+                },
+                Reg::Scalar {
+                    min: b0, max: b1, ..
+                },
+            ) if a0 == a1 && b0 == b1 => {
                 // Both known (JMP32 or reg-reg): one side only.
                 let (x, y) = if is64 {
                     (a0, b0)
@@ -1269,7 +1337,7 @@ impl Verifier<'_> {
                     below.prove(meta, id, off + i64::from(strict));
                 }
             }
-            (Reg::ValueOrNull { map, id }, Reg::Scalar { min: 0, max: 0 })
+            (Reg::ValueOrNull { map, id }, Reg::Scalar { min: 0, max: 0, .. })
                 if is64 && (op == JEQ || op == JNE) =>
             {
                 let (null, nonnull) = if op == JEQ {
@@ -1341,7 +1409,7 @@ impl Verifier<'_> {
                 &format!("bpf_csum_diff: the {what} size"),
             )?;
             match st.regs[p as usize] {
-                Reg::Scalar { min: 0, max: 0 } if size == 0 => {}
+                Reg::Scalar { min: 0, max: 0, .. } if size == 0 => {}
                 Reg::Pkt { .. } => {
                     return Err(err(
                         pc,
@@ -1672,8 +1740,8 @@ fn pkt_bound(a: Reg, b: Reg) -> Option<(bool, u32, i64, bool)> {
 /// constant, the same range when the sign bit cannot be set, else unknown.
 fn sign_extended(v: Reg, bits: u32, lim: u64) -> Reg {
     match v {
-        Reg::Scalar { min, max } if min == max => konst(sign_extend(min, bits) & lim),
-        Reg::Scalar { min, max } if max < 1 << (bits - 1) => range(min, max),
+        Reg::Scalar { min, max, .. } if min == max => konst(sign_extend(min, bits) & lim),
+        Reg::Scalar { min, max, .. } if max < 1 << (bits - 1) => range(min, max),
         _ => range(0, lim),
     }
 }
@@ -1829,7 +1897,7 @@ fn const_size(
     what: &str,
 ) -> Result<u64, VerifyError> {
     match st.regs[r as usize] {
-        Reg::Scalar { min, max } if min == max && ok.contains(&min) => Ok(min),
+        Reg::Scalar { min, max, .. } if min == max && ok.contains(&min) => Ok(min),
         _ => Err(err(
             pc,
             format!(
@@ -1916,6 +1984,36 @@ fn scalar_alu(i: &Insn, is64: bool, a: (u64, u64), b: (u64, u64)) -> Reg {
         Some((lo, hi)) if lo <= hi => range(lo, hi),
         _ => range(0, lim),
     }
+}
+
+/// The number `x` on the taken and the fall-through side of `x OP k`
+/// (None: that side cannot happen): a 64-bit jump refines its range, a
+/// JMP32 one the range of its low half; each then narrows the other.
+fn refine_reg(op: u8, is64: bool, x: Reg, k: u64) -> (Option<Reg>, Option<Reg>) {
+    let Reg::Scalar {
+        min,
+        max,
+        lo32,
+        hi32,
+    } = x
+    else {
+        return (Some(x), Some(x));
+    };
+    let (t, f) = if is64 {
+        refine_cmp(op, true, min, max, k)
+    } else {
+        refine_cmp(op, false, lo32 as u64, hi32 as u64, k)
+    };
+    let side = |r: Option<(u64, u64)>| {
+        r.and_then(|(a, b)| {
+            if is64 {
+                scalar(a, b, lo32, hi32)
+            } else {
+                scalar(min, max, a as u32, b as u32)
+            }
+        })
+    };
+    (side(t), side(f))
 }
 
 /// A number's range on the taken and the fall-through side of a jump
@@ -2063,6 +2161,28 @@ mod tests {
             let side = if eval_jump(op, x, k, is64) { t } else { f };
             let (s0, s1) = side.unwrap_or_else(|| panic!("x {x:#x} in [{lo:#x}, {hi:#x}] has no side for op {op:#x} k {k:#x} is64 {is64}"));
             prop_assert!(s0 <= x && x <= s1, "x {:#x} outside [{:#x}, {:#x}] (range [{:#x}, {:#x}], op {:#x}, k {:#x}, is64 {})", x, s0, s1, lo, hi, op, k, is64);
+        }
+
+        /// The same for a number with a 64-bit range and a range of its
+        /// low half: after any jump, the side it takes still holds it in
+        /// both.
+        #[test]
+        fn a_refined_number_keeps_its_value_in_both_ranges(
+            x in edgy(), d in (edgy(), edgy(), any::<u32>(), any::<u32>()), k in edgy(),
+            op in prop::sample::select(vec![JEQ, JNE, JGT, JGE, JLT, JLE, JSET, JSGT, JSGE, JSLT, JSLE]),
+            is64 in any::<bool>(),
+        ) {
+            let (min, max) = (x.saturating_sub(d.0 % 5000), x.saturating_add(d.1 % (1 << 40)));
+            let lo = (x as u32).saturating_sub(d.2 % 300);
+            let hi = (x as u32).saturating_add(d.3 % 300);
+            let r = scalar(min, max, lo, hi).expect("x is in both");
+            let (t, f) = refine_reg(op, is64, r, k);
+            let side = if eval_jump(op, x, k, is64) { t } else { f };
+            let Some(Reg::Scalar { min, max, lo32, hi32 }) = side else {
+                panic!("x {x:#x} in {r:?} has no side for op {op:#x} k {k:#x} is64 {is64}");
+            };
+            prop_assert!(min <= x && x <= max && lo32 <= x as u32 && x as u32 <= hi32,
+                "x {:#x} outside {:?} (from {:?}, op {:#x}, k {:#x}, is64 {})", x, side, r, op, k, is64);
         }
     }
 }
