@@ -2398,3 +2398,66 @@ fn variable_offsets_into_a_map_value_are_bounded_and_run() {
         .to_string();
     assert!(e.contains("offset 0..=255 size 1, value size 16"), "{e}");
 }
+
+#[test]
+fn variable_offsets_into_the_stack_read_only_written_bytes() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    // Writes 0x1122334455667788 at r10-8 (or only its low 4 bytes), then
+    // returns the byte at r10 - 8 + (data[0] & MASK).
+    let program = |mask: i32, whole: bool| {
+        let mut p = vec![
+            data(2),
+            data_end(3),
+            mov(4, 2),
+            add_imm(4, 1),
+            jmp(JGT, 4, 3, 10),
+        ];
+        p.extend(ld64(6, 0x1122_3344_5566_7788));
+        p.push(if whole {
+            stx(DW, 10, 6, -8)
+        } else {
+            stx(W, 10, 6, -8)
+        });
+        p.extend([
+            ldx(B, 5, 2, 0),
+            i(ALU64 | AND | K, 5, 0, 0, mask),
+            mov(7, 10),
+            add_imm(7, -8),
+            i(ALU64 | ADD | X, 7, 5, 0, 0),
+            ldx(B, 0, 7, 0),
+            exit(),
+            mov_imm(0, 0),
+            exit(),
+        ]);
+        prog(&p)
+    };
+    let p = Arc::new(
+        Program::from_insns("stack", &program(7, true), Vec::new())
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut pool = Pool::new("stack", 2, 128, 2048).unwrap();
+    for jit in [false, true] {
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        for first in [0u8, 3, 7, 0xfe] {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(&[first; 60]).unwrap();
+            let want = 0x1122_3344_5566_7788u64.to_le_bytes()[(first & 7) as usize];
+            assert_eq!(
+                inst.test_run(&mut f, &|_| false),
+                Some(want as u64),
+                "jit {jit} first {first}"
+            );
+        }
+    }
+    let e = rejected("past r10", &program(15, true));
+    assert!(
+        e.contains("stack access out of bounds: offset -8..=7 size 1"),
+        "{e}"
+    );
+    let e = rejected("half written", &program(7, false));
+    assert!(
+        e.contains("read at stack offset -8..=-1 size 1: not every byte it may read was written"),
+        "{e}"
+    );
+}

@@ -137,9 +137,11 @@ enum Reg {
     Ctx {
         off: i64,
     },
-    /// Offset from the frame pointer (R10), so negative for the frame.
+    /// Offset from the frame pointer (R10), so negative for the frame,
+    /// plus [0, var].
     Stack {
         off: i64,
+        var: u64,
     },
     /// `data + [0, var] + off`; `meta` for pointers from `data_meta`.
     Pkt {
@@ -235,7 +237,7 @@ impl State {
     fn entry(stack: usize) -> State {
         let mut regs = [Reg::Uninit; 11];
         regs[1] = Reg::Ctx { off: 0 };
-        regs[10] = Reg::Stack { off: 0 };
+        regs[10] = Reg::Stack { off: 0, var: 0 };
         State {
             regs,
             slots: vec![Slot::Misc; stack / 8].into_boxed_slice(),
@@ -889,13 +891,10 @@ impl Verifier<'_> {
             return Err(err(pc, "cmpxchg compares r0, which must be a number"));
         }
         let at = match base {
-            Reg::Value { var: 1.., .. } => {
-                return Err(err(
-                    pc,
-                    "atomic operation at a variable offset into a map value",
-                ));
+            Reg::Value { var: 1.., .. } | Reg::Stack { var: 1.., .. } => {
+                return Err(err(pc, "atomic operation at a variable offset"));
             }
-            Reg::Value { off, .. } | Reg::Stack { off } => off + i.off as i64,
+            Reg::Value { off, .. } | Reg::Stack { off, .. } => off + i.off as i64,
             _ => {
                 return Err(err(
                     pc,
@@ -950,11 +949,20 @@ impl Verifier<'_> {
         };
         match base {
             Reg::Ctx { off: o } => self.ctx_access(pc, o + off, size, store.is_some(), o),
-            Reg::Stack { off: o } => {
+            Reg::Stack { off: o, var: 0 } => {
                 let r = stack_access(pc, st, o + off, size, store)?;
                 if store.is_some() {
                     let lo = (o + off + st.stack_size() as i64) as usize;
                     set_byte_bits(&mut self.written, lo, size, true);
+                }
+                Ok(r)
+            }
+            Reg::Stack { off: o, var } => {
+                let r = stack_access_var(pc, st, o + off, var, size, store)?;
+                if store.is_some() {
+                    // The frame's depth counts every byte it may write.
+                    let lo = (o + off + st.stack_size() as i64) as usize;
+                    set_byte_bits(&mut self.written, lo, var as usize + size, true);
                 }
                 Ok(r)
             }
@@ -1172,7 +1180,26 @@ impl Verifier<'_> {
         }
         Ok(match (p, konst) {
             (Reg::Ctx { off }, Some(c)) => Reg::Ctx { off: bump(off, c)? },
-            (Reg::Stack { off }, Some(c)) => Reg::Stack { off: bump(off, c)? },
+            (Reg::Stack { off, var }, Some(c)) => Reg::Stack {
+                off: bump(off, c)?,
+                var,
+            },
+            (Reg::Stack { off, var }, None) => {
+                // r10 + [min, max]: checked where it is dereferenced.
+                let v = var.saturating_add(max - min);
+                if max > MAX_VAR_OFF || v > MAX_VAR_OFF {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "variable offset into the stack may reach {max}: bound it first (e.g. & 0xff, or compare it)"
+                        ),
+                    ));
+                }
+                Reg::Stack {
+                    off: bump(off, min as i64)?,
+                    var: v,
+                }
+            }
             (Reg::Value { map, off, var }, Some(c)) => Reg::Value {
                 map,
                 off: bump(off, c)?,
@@ -1220,11 +1247,8 @@ impl Verifier<'_> {
                     var: v,
                 }
             }
-            (Reg::Stack { .. } | Reg::Ctx { .. }, None) => {
-                return Err(err(
-                    pc,
-                    "variable offset into the stack or the context is not supported",
-                ));
+            (Reg::Ctx { .. }, None) => {
+                return Err(err(pc, "variable offset into the context"));
             }
             (Reg::PktEnd, _) => return Err(err(pc, "arithmetic on data_end is not allowed")),
             (Reg::MapPtr { .. } | Reg::ValueOrNull { .. }, _) => {
@@ -1362,9 +1386,9 @@ impl Verifier<'_> {
         what: &str,
     ) -> Result<(), VerifyError> {
         match st.regs[r as usize] {
-            Reg::Stack { off } => {
-                let lo = stack_span(pc, st, off, r, len, what)?;
-                if !st.stack_written(lo, len as usize) {
+            Reg::Stack { off, var } => {
+                let lo = stack_span(pc, st, off, r, len + var as u32, what)?;
+                if !st.stack_written(lo, len as usize + var as usize) {
                     return Err(err(
                         pc,
                         format!("{what} (r{r}) points at stack bytes not written yet"),
@@ -1527,7 +1551,13 @@ impl Verifier<'_> {
         what: &str,
     ) -> Result<(), VerifyError> {
         match st.regs[r as usize] {
-            Reg::Stack { off } => {
+            Reg::Stack { var: 1.., .. } => Err(err(
+                pc,
+                format!(
+                    "{what} (r{r}) is at a variable offset into the stack: a helper writes at a known one"
+                ),
+            )),
+            Reg::Stack { off, .. } => {
                 let lo = stack_span(pc, st, off, r, len, what)?;
                 for s in lo / 8..(lo + len as usize).div_ceil(8) {
                     st.slots[s] = Slot::Misc;
@@ -1813,6 +1843,53 @@ fn stack_span(
         ));
     }
     Ok(lo as usize)
+}
+
+/// A load or store of `size` bytes at stack offset `at + [0, var]`: every
+/// byte it may touch in bounds; a load reads only written bytes (a number:
+/// spilled pointers' bytes included, as the kernel lets a privileged
+/// program); a store is of a number, turns the slots it may touch into
+/// numbers, and marks nothing written (it may miss any one byte).
+fn stack_access_var(
+    pc: usize,
+    st: &mut State,
+    at: i64,
+    var: u64,
+    size: usize,
+    store: Option<Reg>,
+) -> Result<Reg, VerifyError> {
+    let stack = st.stack_size() as i64;
+    let span = var as i64 + size as i64;
+    if at < -stack || at + span > 0 {
+        return Err(err(
+            pc,
+            format!(
+                "stack access out of bounds: offset {at}..={} size {size} (the stack is {stack} bytes below r10)",
+                at + var as i64
+            ),
+        ));
+    }
+    let lo = (at + stack) as usize;
+    match store {
+        None if !st.stack_written(lo, span as usize) => Err(err(
+            pc,
+            format!(
+                "read at stack offset {at}..={} size {size}: not every byte it may read was written",
+                at + var as i64
+            ),
+        )),
+        None => Ok(loaded_range(size)),
+        Some(Reg::Scalar { .. }) => {
+            for s in lo / 8..(lo + span as usize).div_ceil(8) {
+                st.slots[s] = Slot::Misc;
+            }
+            Ok(UNKNOWN)
+        }
+        Some(_) => Err(err(
+            pc,
+            "a pointer may not be stored at a variable stack offset",
+        )),
+    }
 }
 
 /// A load or store of `size` bytes at stack offset `at` (below r10): in
