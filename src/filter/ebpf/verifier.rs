@@ -884,11 +884,11 @@ impl Verifier<'_> {
         let size = i.size();
         let base = self.read(pc, st, i.dst)?;
         let val = self.read(pc, st, i.src)?;
-        if !matches!(val, Reg::Scalar { .. }) {
-            return Err(err(pc, "an atomic operation's operand must be a number"));
-        }
-        if i.imm == CMPXCHG && !matches!(self.read(pc, st, 0)?, Reg::Scalar { .. }) {
-            return Err(err(pc, "cmpxchg compares r0, which must be a number"));
+        // A pointer operand is its address, a number, as the kernel lets a
+        // privileged program use it (allow_ptr_leaks).
+        let _ = val;
+        if i.imm == CMPXCHG {
+            self.read(pc, st, 0)?;
         }
         let at = match base {
             Reg::Value { var: 1.., .. } | Reg::Stack { var: 1.., .. } => {
@@ -941,12 +941,9 @@ impl Verifier<'_> {
         let off = off as i64;
         let sz = size as i64;
         let loaded = loaded_range(size);
-        let no_ptr_store = |what: &str| -> Result<(), VerifyError> {
-            match store {
-                Some(Reg::Scalar { .. }) | None => Ok(()),
-                Some(_) => Err(err(pc, format!("cannot store a pointer into {what}"))),
-            }
-        };
+        // A pointer stored into the packet or a map value is its address,
+        // a number from then on (the kernel's allow_ptr_leaks, which a
+        // privileged loader has); only the stack keeps spilled pointers.
         match base {
             Reg::Ctx { off: o } => self.ctx_access(pc, o + off, size, store.is_some(), o),
             Reg::Stack { off: o, var: 0 } => {
@@ -972,11 +969,6 @@ impl Verifier<'_> {
                 off: o,
                 var: _,
             } => {
-                no_ptr_store(if meta {
-                    "packet metadata"
-                } else {
-                    "the packet"
-                })?;
                 let at = o + off;
                 let proven = st.range_of(meta, id);
                 if at < 0 || at + sz > proven {
@@ -991,7 +983,6 @@ impl Verifier<'_> {
                 Ok(if store.is_some() { UNKNOWN } else { loaded })
             }
             Reg::Value { map, off: o, var } => {
-                no_ptr_store("a map value")?;
                 if store.is_none() && self.maps[map as usize].writeonly {
                     return Err(err(
                         pc,
@@ -1135,9 +1126,8 @@ impl Verifier<'_> {
             (Reg::Scalar { min, max, .. }, p) if op == ADD && is64 && i.off == 0 => {
                 self.ptr_offset(pc, p, ADD, min, max)?
             }
-            (Reg::Pkt { .. } | Reg::PktEnd, Reg::Pkt { .. } | Reg::PktEnd) if op == SUB && is64 => {
-                UNKNOWN
-            }
+            // pointer - pointer: a number (the kernel's allow_ptr_leaks).
+            (a, b) if op == SUB && is64 && i.off == 0 && is_pointer(a) && is_pointer(b) => UNKNOWN,
             _ => {
                 return Err(err(
                     pc,
@@ -1412,16 +1402,33 @@ impl Verifier<'_> {
                 }
                 Ok(())
             }
+            Reg::Pkt { meta, id, off, .. } => {
+                // Packet bytes as the kernel's check_helper_mem_access
+                // takes them: inside the range proven for this pointer.
+                let proven = st.range_of(meta, id);
+                if off < 0 || off + len as i64 > proven {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "{what} (r{r}) of {len} bytes at packet offset {off}: only {proven} bytes are checked against {}",
+                            if meta { "data" } else { "data_end" }
+                        ),
+                    ));
+                }
+                Ok(())
+            }
             _ => Err(err(
                 pc,
-                format!("{what} (r{r}) must point to the stack or a map value"),
+                format!(
+                    "{what} (r{r}) must point to the stack, a map value or checked packet bytes"
+                ),
             )),
         }
     }
 
     /// bpf_csum_diff's pointers and sizes: each size a constant (at most
-    /// CSUM_DIFF_MAX), each pointer NULL with size 0 or stack/map value
-    /// bytes of that size (packet bytes are refused: copy them first).
+    /// CSUM_DIFF_MAX), each pointer NULL with size 0 or stack, map value
+    /// or checked packet bytes of that size.
     fn csum_diff_args(&self, pc: usize, st: &State) -> Result<(), VerifyError> {
         for (p, n, what) in [(1u8, 2u8, "from"), (3, 4, "to")] {
             let max = super::interp::CSUM_DIFF_MAX as u64;
@@ -1434,14 +1441,6 @@ impl Verifier<'_> {
             )?;
             match st.regs[p as usize] {
                 Reg::Scalar { min: 0, max: 0, .. } if size == 0 => {}
-                Reg::Pkt { .. } => {
-                    return Err(err(
-                        pc,
-                        format!(
-                            "bpf_csum_diff: {what} (r{p}) points into the packet; cpumapd sums stack or map value bytes (copy them to the stack first)"
-                        ),
-                    ));
-                }
                 _ => self.check_stack_arg(pc, st, p, size as u32, what)?,
             }
         }
@@ -1811,6 +1810,11 @@ pub fn gotol_as_ja(code: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, VerifyErro
         out[pc * INSN_SIZE..(pc + 1) * INSN_SIZE].copy_from_slice(&ja.encode());
     }
     Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Is `r` a pointer (of any kind) rather than a number?
+fn is_pointer(r: Reg) -> bool {
+    !matches!(r, Reg::Scalar { .. } | Reg::Uninit | Reg::Stale)
 }
 
 /// What a load of `size` bytes may hold.
