@@ -2508,3 +2508,63 @@ fn a_map_key_may_be_checked_packet_bytes() {
         "{e}"
     );
 }
+
+#[test]
+fn a_compare_of_a_copy_bounds_the_original() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    use cpumapd::filter::ebpf::maps::{MapDef, MapKind};
+    // idx = data[0]; copy = idx; [copy += 0 when BREAK]; if copy > 15
+    // return 0; return *(u8 *)(value + idx): only the copy was compared.
+    let program = |brk: bool| {
+        let mut p = vec![mov(8, 1)];
+        p.extend(lookup_map0(0));
+        p.extend([
+            jmp_imm(JNE, 0, 0, 2),
+            mov_imm(0, 0),
+            exit(),
+            mov(7, 0),
+            ldx(W, 2, 8, 0),
+            ldx(W, 3, 8, 4),
+            mov(4, 2),
+            add_imm(4, 1),
+            jmp(JGT, 4, 3, 8),
+            ldx(B, 5, 2, 0),
+            mov(6, 5),
+            if brk { add_imm(6, 0) } else { mov(6, 6) },
+            jmp_imm(JGT, 6, 15, 4),
+            i(ALU64 | ADD | X, 7, 5, 0, 0),
+            ldx(B, 0, 7, 0),
+            exit(),
+            mov_imm(0, 0),
+            mov_imm(0, 0),
+            exit(),
+        ]);
+        prog(&p)
+    };
+    let defs = || vec![MapDef::new("values", MapKind::Array, 4, 16, 1)];
+    let p = Arc::new(
+        Program::from_insns("linked", &program(false), defs()).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let value: Vec<u8> = (100..116).collect();
+    p.maps[0].update(&0u32.to_le_bytes(), &value, 0, 0);
+    let mut pool = Pool::new("linked", 2, 128, 2048).unwrap();
+    for jit in [false, true] {
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        for (first, want) in [(0u8, 100u64), (15, 115), (16, 0), (0xff, 0)] {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(&[first; 60]).unwrap();
+            assert_eq!(
+                inst.test_run(&mut f, &|_| false),
+                Some(want),
+                "jit {jit} first {first}"
+            );
+        }
+    }
+    // Arithmetic on the copy makes it another number: the compare proves
+    // nothing of the original.
+    let e = Program::from_insns("linked", &program(true), defs())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("offset 0..=255 size 1, value size 16"), "{e}");
+}

@@ -128,11 +128,14 @@ enum Reg {
     Uninit,
     /// A number in [min, max] (unsigned) whose low 32 bits are in
     /// [lo32, hi32] (what a JMP32 proved; kept consistent by [`scalar`]).
+    /// Registers with the same non-zero `id` hold the same number (copies
+    /// made by a 64-bit move): what a branch proves of one holds for all.
     Scalar {
         min: u64,
         max: u64,
         lo32: u32,
         hi32: u32,
+        id: u32,
     },
     Ctx {
         off: i64,
@@ -173,6 +176,7 @@ const UNKNOWN: Reg = Reg::Scalar {
     max: u64::MAX,
     lo32: 0,
     hi32: u32::MAX,
+    id: 0,
 };
 
 fn konst(v: u64) -> Reg {
@@ -181,6 +185,7 @@ fn konst(v: u64) -> Reg {
         max: v,
         lo32: v as u32,
         hi32: v as u32,
+        id: 0,
     }
 }
 
@@ -211,6 +216,7 @@ fn scalar(mut min: u64, mut max: u64, lo32: u32, hi32: u32) -> Option<Reg> {
         max,
         lo32: lo as u32,
         hi32: hi as u32,
+        id: 0,
     })
 }
 
@@ -231,7 +237,81 @@ struct State {
     ranges: Vec<(bool, u32, i64)>,
 }
 
+/// Scalar ids a move links get this bit, apart from the packet and NULL
+/// check ids of the same counter (which never meet a scalar's) and from
+/// the small ids [`State::canonical`] gives.
+const LINK_ID: u32 = 1 << 31;
+
 impl State {
+    /// Register `r` (a number) is now `to`: so are the registers that
+    /// hold the same number (its id).
+    fn narrow(&mut self, r: usize, to: Reg) {
+        let id = match self.regs[r] {
+            Reg::Scalar { id, .. } => id,
+            _ => 0,
+        };
+        let Reg::Scalar {
+            min,
+            max,
+            lo32,
+            hi32,
+            ..
+        } = to
+        else {
+            self.regs[r] = to;
+            return;
+        };
+        let linked = Reg::Scalar {
+            min,
+            max,
+            lo32,
+            hi32,
+            id,
+        };
+        if id == 0 {
+            self.regs[r] = linked;
+            return;
+        }
+        for reg in self.regs.iter_mut() {
+            if matches!(reg, Reg::Scalar { id: x, .. } if *x == id) {
+                *reg = linked;
+            }
+        }
+    }
+
+    /// Renumbers link ids by first appearance (1, 2, ...) and drops an id
+    /// only one register holds, so that two states that link the same
+    /// registers compare equal whatever ids the moves drew (as the
+    /// kernel's check_ids and its unique-id pruning do).
+    fn canonical(&mut self) {
+        let mut seen: [(u32, u32, u32); 11] = [(0, 0, 0); 11]; // (old, new, count)
+        let mut n = 0;
+        for reg in &self.regs {
+            if let Reg::Scalar { id, .. } = *reg
+                && id != 0
+            {
+                match seen[..n].iter_mut().find(|e| e.0 == id) {
+                    Some(e) => e.2 += 1,
+                    None => {
+                        seen[n] = (id, n as u32 + 1, 1);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        for reg in self.regs.iter_mut() {
+            if let Reg::Scalar { id, .. } = reg
+                && *id != 0
+            {
+                let e = seen[..n].iter().find(|e| e.0 == *id).expect("counted");
+                *id = if e.2 > 1 { e.1 } else { 0 };
+            }
+        }
+        // Renumbered ids must stay unique in this state: the small ones
+        // never collide with LINK_ID ones drawn later.
+        debug_assert!(n < LINK_ID as usize);
+    }
+
     /// The state at the program's start, with `stack` bytes of stack (a
     /// multiple of 64).
     fn entry(stack: usize) -> State {
@@ -632,7 +712,7 @@ impl Verifier<'_> {
         work: &mut Vec<(usize, State, Path)>,
     ) -> Result<(), VerifyError> {
         loop {
-            if self.targets[pc] && !self.enter_jump_target(pc, &st, &mut path)? {
+            if self.targets[pc] && !self.enter_jump_target(pc, &mut st, &mut path)? {
                 return Ok(()); // explored already from another path
             }
             self.count_explored(pc)?;
@@ -654,9 +734,10 @@ impl Verifier<'_> {
     fn enter_jump_target(
         &mut self,
         pc: usize,
-        st: &State,
+        st: &mut State,
         path: &mut Path,
     ) -> Result<bool, VerifyError> {
+        st.canonical();
         let h = {
             use std::hash::{Hash, Hasher};
             let mut hs = std::collections::hash_map::DefaultHasher::new();
@@ -1087,6 +1168,21 @@ impl Verifier<'_> {
         }
         if op == MOV {
             st.regs[i.dst as usize] = match (is64, src) {
+                // A copy of a number not known exactly: both registers
+                // get one id, so a later compare of either narrows both.
+                (
+                    true,
+                    Reg::Scalar {
+                        min, max, id: 0, ..
+                    },
+                ) if i.op & X == X && min != max => {
+                    let id = self.fresh_id() | LINK_ID;
+                    let Reg::Scalar { id: slot, .. } = &mut st.regs[i.src as usize] else {
+                        unreachable!("src was read as a number");
+                    };
+                    *slot = id;
+                    st.regs[i.src as usize]
+                }
                 (true, v) => v,
                 (false, Reg::Scalar { lo32, hi32, .. }) => range(lo32 as u64, hi32 as u64),
                 (false, _) => range(0, u32::MAX as u64),
@@ -1101,12 +1197,14 @@ impl Verifier<'_> {
                     max: a1,
                     lo32: al,
                     hi32: ah,
+                    ..
                 },
                 Reg::Scalar {
                     min: b0,
                     max: b1,
                     lo32: bl,
                     hi32: bh,
+                    ..
                 },
             ) => {
                 // A 32-bit operation reads the low halves only (a byte
@@ -1279,11 +1377,11 @@ impl Verifier<'_> {
                 let reg = i.dst as usize;
                 return Ok((
                     tr.map(|r| {
-                        t.regs[reg] = r;
+                        t.narrow(reg, r);
                         t
                     }),
                     fr.map(|r| {
-                        f.regs[reg] = r;
+                        f.narrow(reg, r);
                         f
                     }),
                 ));
@@ -1299,11 +1397,11 @@ impl Verifier<'_> {
                 let reg = i.src as usize;
                 return Ok((
                     tr.map(|r| {
-                        t.regs[reg] = r;
+                        t.narrow(reg, r);
                         t
                     }),
                     fr.map(|r| {
-                        f.regs[reg] = r;
+                        f.narrow(reg, r);
                         f
                     }),
                 ));
@@ -2076,6 +2174,7 @@ fn refine_reg(op: u8, is64: bool, x: Reg, k: u64) -> (Option<Reg>, Option<Reg>) 
         max,
         lo32,
         hi32,
+        ..
     } = x
     else {
         return (Some(x), Some(x));
@@ -2259,7 +2358,7 @@ mod tests {
             let r = scalar(min, max, lo, hi).expect("x is in both");
             let (t, f) = refine_reg(op, is64, r, k);
             let side = if eval_jump(op, x, k, is64) { t } else { f };
-            let Some(Reg::Scalar { min, max, lo32, hi32 }) = side else {
+            let Some(Reg::Scalar { min, max, lo32, hi32, .. }) = side else {
                 panic!("x {x:#x} in {r:?} has no side for op {op:#x} k {k:#x} is64 {is64}");
             };
             prop_assert!(min <= x && x <= max && lo32 <= x as u32 && x as u32 <= hi32,
