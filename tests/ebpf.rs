@@ -2568,3 +2568,33 @@ fn a_compare_of_a_copy_bounds_the_original() {
         .to_string();
     assert!(e.contains("offset 0..=255 size 1, value size 16"), "{e}");
 }
+
+#[test]
+#[ignore = "needs clang and libbpf-dev to build bpf/: cargo test -- --include-ignored"]
+fn a_map_type_cpumapd_lacks_refuses_only_the_programs_that_use_it() {
+    let Some(dir) = common::bpf_objects() else {
+        return;
+    };
+    let obj = format!("{}/ringbuf_events.o", dir.display());
+    // pass_all loads and runs although its object declares a RINGBUF.
+    let p =
+        Arc::new(ebpf::load_object(&format!("{obj}:pass_all")).unwrap_or_else(|e| panic!("{e}")));
+    assert!(p.map("events").is_none(), "the stand-in is no map to name");
+    assert_eq!(p.usable_maps().count(), p.maps.len() - 1, "all but the stand-in");
+    let mut pool = Pool::new("rb", 2, 128, 2048).unwrap();
+    let mut f = pool.alloc().unwrap();
+    f.copy_from(&[0u8; 60]).unwrap();
+    for jit in [false, true] {
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
+    }
+    // log_events uses it: refused, naming the map, its type and the insn.
+    let e = ebpf::load_object(&format!("{obj}:log_events"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("program 'log_events': insn ")
+            && e.contains("map 'events': type 27 (ringbuf) is not supported"),
+        "{e}"
+    );
+}

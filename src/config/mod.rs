@@ -833,7 +833,7 @@ impl Plan {
             if !progs.iter().any(|p| p.map(map).is_some()) {
                 let names: Vec<String> = progs
                     .iter()
-                    .flat_map(|p| p.maps.iter().map(|m| m.def.name.clone()))
+                    .flat_map(|p| p.usable_maps().map(|m| m.def.name.clone()))
                     .collect();
                 return Err(ConfigError::Args(format!(
                     "{opt} {map}: no loaded eBPF program has a map '{map}' (they have: {})",

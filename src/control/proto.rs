@@ -440,7 +440,10 @@ fn prog_map_dump(h: &Handle, name: &str) -> Result<Value, CtlError> {
     else {
         let names: Vec<String> = progs
             .iter()
-            .flat_map(|p| p.maps.iter().map(|m| format!("{}/{}", p.name, m.def.name)))
+            .flat_map(|p| {
+                p.usable_maps()
+                    .map(|m| format!("{}/{}", p.name, m.def.name))
+            })
             .collect();
         return Err(CtlError::new(
             "ENOENT",

@@ -199,6 +199,11 @@ pub struct MapDef {
     /// Initial contents of element 0 (a global data section's bytes, after
     /// the values set before load); empty for other maps.
     pub init: Vec<u8>,
+    /// A map of a type cpumapd does not have, declared by an object: why.
+    /// It keeps its place (its fd) in the object's map list as a one-entry
+    /// array no program may reference, so the object's other programs
+    /// still load.
+    pub unsupported: Option<String>,
 }
 
 impl MapDef {
@@ -220,6 +225,7 @@ impl MapDef {
             flags: 0,
             pinned: false,
             init: Vec::new(),
+            unsupported: None,
         }
     }
 }

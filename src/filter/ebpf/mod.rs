@@ -156,6 +156,23 @@ impl Program {
             prog: name.into(),
             err,
         };
+        // A map of a type cpumapd lacks refuses the programs that use it.
+        for pc in 0..code.len() / INSN_SIZE {
+            let i = Insn::at(code, pc);
+            let fd = (i.op == (LD | IMM | DW)
+                && matches!(i.src, pseudo::MAP_FD | pseudo::MAP_VALUE))
+            .then(|| i.imm.checked_sub(MAP_FD_BASE))
+            .flatten();
+            if let Some(why) = fd
+                .and_then(|fd| maps.get(fd as usize))
+                .and_then(|m| m.def.unsupported.as_ref())
+            {
+                return Err(EbpfError::Load {
+                    prog: name.into(),
+                    why: format!("insn {pc}: {why}"),
+                });
+            }
+        }
         let code = verifier::gotol_as_ja(code).map_err(rejected)?;
         let flat = calls::flatten(&code, &shapes).map_err(rejected)?;
         let verified = verifier::verify_stack(&flat.code, &shapes, STACK_SIZE, &flat.moves)
@@ -263,7 +280,13 @@ impl Program {
 
     /// The map `name`.
     pub fn map(&self, name: &str) -> Option<&Arc<Map>> {
-        self.maps.iter().find(|m| m.def.name == name)
+        self.usable_maps().find(|m| m.def.name == name)
+    }
+
+    /// Its maps but the stand-ins for types cpumapd lacks (which no loaded
+    /// program uses): what the control plane and settings may name.
+    pub fn usable_maps(&self) -> impl Iterator<Item = &Arc<Map>> {
+        self.maps.iter().filter(|m| m.def.unsupported.is_none())
     }
 
     /// xdp-bench's convention: when the program has `cpus_available`
@@ -655,13 +678,17 @@ fn parse_and_relocate(
     let mut sized = Vec::new();
     for n in &names {
         let m = obj.maps.get_mut(n).expect("a listed map");
-        let kind = MapKind::from_kernel(m.map_type()).ok_or_else(|| {
-            bad(format!(
+        let Some(kind) = MapKind::from_kernel(m.map_type()) else {
+            // Refused in the programs that use it (Program::with_maps).
+            let mut def = MapDef::new(n, MapKind::Array, 4, 8, 1);
+            def.unsupported = Some(format!(
                 "map '{n}': type {} ({}) is not supported (hash, percpu_hash, lru_hash, lru_percpu_hash, array, percpu_array, lpm_trie, prog_array, devmap, devmap_hash, cpumap and global data are)",
                 m.map_type(),
                 crate::bpf_abi::map_type::name(m.map_type())
-            ))
-        })?;
+            ));
+            defs.push(def);
+            continue;
+        };
         check_map_flags(n, m.map_flags()).map_err(bad)?;
         let data = matches!(
             m.section_kind(),
@@ -685,6 +712,7 @@ fn parse_and_relocate(
             flags: m.map_flags(),
             pinned: m.pinning() == aya_obj::maps::PinningType::ByName,
             init: if data { m.data().to_vec() } else { Vec::new() },
+            unsupported: None,
         });
     }
     if !sized.is_empty() {
