@@ -2580,7 +2580,11 @@ fn a_map_type_cpumapd_lacks_refuses_only_the_programs_that_use_it() {
     let p =
         Arc::new(ebpf::load_object(&format!("{obj}:pass_all")).unwrap_or_else(|e| panic!("{e}")));
     assert!(p.map("events").is_none(), "the stand-in is no map to name");
-    assert_eq!(p.usable_maps().count(), p.maps.len() - 1, "all but the stand-in");
+    assert_eq!(
+        p.usable_maps().count(),
+        p.maps.len() - 1,
+        "all but the stand-in"
+    );
     let mut pool = Pool::new("rb", 2, 128, 2048).unwrap();
     let mut f = pool.alloc().unwrap();
     f.copy_from(&[0u8; 60]).unwrap();
@@ -2597,4 +2601,61 @@ fn a_map_type_cpumapd_lacks_refuses_only_the_programs_that_use_it() {
             && e.contains("map 'events': type 27 (ringbuf) is not supported"),
         "{e}"
     );
+}
+
+#[test]
+fn a_spilled_number_keeps_its_range_and_its_link() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    use cpumapd::filter::ebpf::maps::{MapDef, MapKind};
+    // idx = data[0] spilled to r10-16 and filled into r6; if r6 > 15
+    // return 0; return *(u8 *)(value + idx): the fill's compare bounds
+    // the register spilled. Then the low byte of a spilled constant.
+    let mut p = vec![mov(8, 1)];
+    p.extend(lookup_map0(0));
+    p.extend([
+        jmp_imm(JNE, 0, 0, 2),
+        mov_imm(0, 0),
+        exit(),
+        mov(7, 0),
+        ldx(W, 2, 8, 0),
+        ldx(W, 3, 8, 4),
+        mov(4, 2),
+        add_imm(4, 1),
+        jmp(JGT, 4, 3, 13),
+        ldx(B, 5, 2, 0),
+        stx(DW, 10, 5, -16),
+        ldx(DW, 6, 10, -16),
+        jmp_imm(JGT, 6, 15, 9),
+        i(ALU64 | ADD | X, 7, 5, 0, 0),
+        // *(u64 *)(r10 - 24) = 0x0102; r1 = *(u8 *)(r10 - 24): 2, exactly.
+        mov_imm(1, 0x0102),
+        stx(DW, 10, 1, -24),
+        ldx(B, 1, 10, -24),
+        jmp_imm(JNE, 1, 2, 2),
+        ldx(B, 0, 7, 0),
+        exit(),
+        ldx(DW, 0, 10, -32), // unwritten: refused unless proven dead
+        exit(),
+        mov_imm(0, 0),
+        exit(),
+    ]);
+    let defs = vec![MapDef::new("values", MapKind::Array, 4, 16, 1)];
+    let p =
+        Arc::new(Program::from_insns("spill", &prog(&p), defs).unwrap_or_else(|e| panic!("{e}")));
+    let value: Vec<u8> = (100..116).collect();
+    p.maps[0].update(&0u32.to_le_bytes(), &value, 0, 0);
+    let mut pool = Pool::new("spill", 2, 128, 2048).unwrap();
+    for jit in [false, true] {
+        let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
+        for (first, want) in [(3u8, 103u64), (15, 115), (16, 0)] {
+            let mut f = pool.alloc().unwrap();
+            f.copy_from(&[first; 60]).unwrap();
+            assert_eq!(
+                inst.test_run(&mut f, &|_| false),
+                Some(want),
+                "jit {jit} first {first}"
+            );
+        }
+    }
 }

@@ -272,7 +272,11 @@ impl State {
             self.regs[r] = linked;
             return;
         }
-        for reg in self.regs.iter_mut() {
+        let slots = self.slots.iter_mut().filter_map(|s| match s {
+            Slot::Spill(r) => Some(r),
+            Slot::Misc => None,
+        });
+        for reg in self.regs.iter_mut().chain(slots) {
             if matches!(reg, Reg::Scalar { id: x, .. } if *x == id) {
                 *reg = linked;
             }
@@ -284,32 +288,35 @@ impl State {
     /// registers compare equal whatever ids the moves drew (as the
     /// kernel's check_ids and its unique-id pruning do).
     fn canonical(&mut self) {
-        let mut seen: [(u32, u32, u32); 11] = [(0, 0, 0); 11]; // (old, new, count)
-        let mut n = 0;
-        for reg in &self.regs {
-            if let Reg::Scalar { id, .. } = *reg
-                && id != 0
-            {
-                match seen[..n].iter_mut().find(|e| e.0 == id) {
-                    Some(e) => e.2 += 1,
-                    None => {
-                        seen[n] = (id, n as u32 + 1, 1);
-                        n += 1;
-                    }
-                }
-            }
-        }
-        for reg in self.regs.iter_mut() {
-            if let Reg::Scalar { id, .. } = reg
+        // (old, new, holders), in order of first appearance: registers,
+        // then stack slots.
+        let mut seen: Vec<(u32, u32, u32)> = Vec::new();
+        self.for_each_id(|id| match seen.iter_mut().find(|e| e.0 == *id) {
+            Some(e) => e.2 += 1,
+            None => seen.push((*id, seen.len() as u32 + 1, 1)),
+        });
+        self.for_each_id(|id| {
+            let e = seen.iter().find(|e| e.0 == *id).expect("counted");
+            *id = if e.2 > 1 { e.1 } else { 0 };
+        });
+        // Renumbered ids stay unique in this state: the small ones never
+        // meet LINK_ID ones drawn later.
+        debug_assert!(seen.len() < LINK_ID as usize);
+    }
+
+    /// Calls `f` on every non-zero link id: registers, then spilled slots.
+    fn for_each_id(&mut self, mut f: impl FnMut(&mut u32)) {
+        let slots = self.slots.iter_mut().filter_map(|s| match s {
+            Slot::Spill(r) => Some(r),
+            Slot::Misc => None,
+        });
+        for r in self.regs.iter_mut().chain(slots) {
+            if let Reg::Scalar { id, .. } = r
                 && *id != 0
             {
-                let e = seen[..n].iter().find(|e| e.0 == *id).expect("counted");
-                *id = if e.2 > 1 { e.1 } else { 0 };
+                f(id);
             }
         }
-        // Renumbered ids must stay unique in this state: the small ones
-        // never collide with LINK_ID ones drawn later.
-        debug_assert!(n < LINK_ID as usize);
     }
 
     /// The state at the program's start, with `stack` bytes of stack (a
@@ -864,6 +871,27 @@ impl Verifier<'_> {
                     self.read(pc, st, i.src)?
                 } else {
                     konst(i.imm as i64 as u64)
+                };
+                // A whole spill of a number not known exactly links the
+                // slot and the register, as a move does (the kernel's
+                // spill assigns an id): a compare of either, or of what
+                // is filled from the slot, narrows all.
+                let val = match val {
+                    Reg::Scalar {
+                        min, max, id: 0, ..
+                    } if i.class() == STX
+                        && i.size() == 8
+                        && min != max
+                        && !self.moves[pc]
+                        && matches!(base, Reg::Stack { var: 0, .. }) =>
+                    {
+                        let id = self.fresh_id() | LINK_ID;
+                        if let Reg::Scalar { id: slot, .. } = &mut st.regs[i.src as usize] {
+                            *slot = id;
+                        }
+                        st.regs[i.src as usize]
+                    }
+                    v => v,
                 };
                 self.access(pc, st, base, i.off, i.size(), Some(val))?;
                 Ok(Some(pc + 1))
@@ -2025,15 +2053,20 @@ fn stack_access(
         }
         return match st.slots[slot] {
             Slot::Spill(p) if whole => Ok(p),
+            // Part of a spilled constant, within its slot: those bytes.
+            Slot::Spill(Reg::Scalar { min, max, .. }) if min == max && (lo % 8) + size <= 8 => {
+                let mut b = [0u8; 8];
+                b[..size].copy_from_slice(&min.to_le_bytes()[lo % 8..lo % 8 + size]);
+                Ok(konst(u64::from_le_bytes(b)))
+            }
+            Slot::Spill(Reg::Scalar { .. }) => Ok(loaded_range(size)),
             Slot::Spill(_) => Err(err(pc, "partial read of a spilled pointer")),
             _ => Ok(loaded_range(size)),
         };
     };
     if whole {
-        st.slots[slot] = match v {
-            Reg::Scalar { .. } => Slot::Misc,
-            p => Slot::Spill(p),
-        };
+        // Spilled numbers keep their range and link id.
+        st.slots[slot] = Slot::Spill(v);
     } else {
         if !matches!(v, Reg::Scalar { .. }) {
             return Err(err(
