@@ -96,11 +96,14 @@ pub fn lookup_expansions(code: &[u8], sites: &[ArrayLookup]) -> Option<Vec<(usiz
 /// - ISA v4: `bswap16/32/64` is `be16/32/64` on this little-endian host;
 ///   `movsx` is a move, a left shift and an arithmetic right shift; `ldsx`
 ///   a load and the same two shifts (`gotol` was made `ja` before
-///   verification). Signed division and modulo have no short exact form
-///   without a free register: such programs are refused here and run
+///   verification). Signed division and modulo become unsigned ones on
+///   the operands' magnitudes with the signs fixed around them
+///   ([`signed_div`]), which takes a register dead after the instruction
+///   ([`live_out`]); with none free the program is refused here and runs
 ///   interpreted.
 pub fn jit_expansions(code: &[u8]) -> Result<Vec<(usize, Vec<Insn>)>, String> {
     let mut out = Vec::new();
+    let mut live: Option<Vec<u16>> = None;
     let mut pc = 0;
     while pc < code.len() / INSN_SIZE {
         let i = Insn::at(code, pc);
@@ -133,9 +136,17 @@ pub fn jit_expansions(code: &[u8]) -> Result<Vec<(usize, Vec<Insn>)>, String> {
             }
             ALU if o == END && i.op & X == K && i.imm < 64 => out.push((pc, zx(i.imm).to_vec())),
             ALU | ALU64 if (o == DIV || o == MOD) && i.off == SIGNED_DIV => {
-                return Err(format!(
-                    "insn {pc}: signed division (ISA v4 sdiv/smod) is not compiled by the JIT (rbpf 0.3 has none); run this program without --jit"
-                ));
+                let live = live.get_or_insert_with(|| live_out(code));
+                let busy = live[pc]
+                    | (1 << i.dst)
+                    | (1 << 10)
+                    | if i.op & X == X { 1 << i.src } else { 0 };
+                let Some(t) = (0..10u8).find(|r| busy & (1 << r) == 0) else {
+                    return Err(format!(
+                        "insn {pc}: signed division (ISA v4 sdiv/smod) needs a register the program does not use after it for the JIT (rbpf 0.3 has no signed division); run this program without --jit"
+                    ));
+                };
+                out.push((pc, signed_div(&i, t)));
             }
             ALU64 if o == END => {
                 out.push((pc, vec![Insn::new(ALU | END | X, i.dst, 0, 0, i.imm)]));
@@ -158,6 +169,170 @@ pub fn jit_expansions(code: &[u8]) -> Result<Vec<(usize, Vec<Insn>)>, String> {
         pc += 1;
     }
     Ok(out)
+}
+
+/// ISA v4's `sdiv`/`smod` (dst, src or imm) in instructions rbpf 0.3
+/// compiles, with `t` as scratch (a register nothing reads after it): the
+/// unsigned quotient or remainder of the magnitudes, negated where the
+/// kernel's result is negative (the quotient when the signs differ, the
+/// remainder when the dividend is negative). By 0 the quotient is 0 and
+/// the remainder the dividend; by -1 the magnitudes give the kernel's
+/// results (MIN / -1 is MIN, MIN % -1 is 0). The 32-bit forms work on the
+/// low halves and end in a 32-bit operation, which zero-extends.
+pub fn signed_div(i: &Insn, t: u8) -> Vec<Insn> {
+    let n = Insn::new;
+    let (c, j) = if i.class() == ALU64 {
+        (ALU64, JMP)
+    } else {
+        (ALU, JMP32)
+    };
+    let (d, is_mod) = (i.dst, i.op & 0xf0 == MOD);
+    if i.op & X == X && i.src == d {
+        // x / x is 1 (0 for 0, zero-extended in the 32-bit form), x % x
+        // is 0.
+        return match (is_mod, c) {
+            (true, _) => vec![n(c | MOV | K, d, 0, 0, 0)],
+            (false, ALU64) => vec![n(j | JEQ | K, d, 0, 1, 0), n(c | MOV | K, d, 0, 0, 1)],
+            (false, _) => vec![
+                n(j | JEQ | K, d, 0, 1, 0),
+                n(c | MOV | K, d, 0, 0, 1),
+                n(ALU64 | LSH | K, d, 0, 0, 32),
+                n(ALU64 | RSH | K, d, 0, 0, 32),
+            ],
+        };
+    }
+    let load_t = if i.op & X == X {
+        n(ALU64 | MOV | X, t, i.src, 0, 0)
+    } else {
+        n(ALU64 | MOV | K, t, 0, 0, i.imm)
+    };
+    let (neg_d, neg_t) = (n(c | NEG, d, 0, 0, 0), n(c | NEG, t, 0, 0, 0));
+    let div = n(c | if is_mod { MOD } else { DIV } | X, d, t, 0, 0);
+    // The four sign cases: dividend >= 0 or < 0 (then made positive
+    // first), divisor >= 0 or < 0 (then made positive in the block).
+    let pp = vec![div];
+    let pn = if is_mod {
+        vec![neg_t, div]
+    } else {
+        vec![neg_t, div, neg_d]
+    };
+    let np = vec![div, neg_d];
+    let nn = if is_mod {
+        vec![neg_t, div, neg_d]
+    } else {
+        vec![neg_t, div]
+    };
+    let by_zero = match (is_mod, c) {
+        (false, _) => vec![n(c | MOV | K, d, 0, 0, 0)],
+        (true, ALU) => vec![
+            n(ALU64 | LSH | K, d, 0, 0, 32),
+            n(ALU64 | RSH | K, d, 0, 0, 32),
+        ],
+        (true, _) => Vec::new(),
+    };
+    // 0: t = divisor; 1: if t == 0 goto ZERO; 2: if d s< 0 goto NEG;
+    // 3: if t s< 0 goto PN; PP; goto END; PN; goto END; NEG: d = -d;
+    // if t s< 0 goto NN; NP; goto END; NN; goto END; ZERO; END.
+    let len = |v: &Vec<Insn>| v.len() as i16;
+    let p_pp = 4;
+    let p_pn = p_pp + len(&pp) + 1;
+    let p_neg = p_pn + len(&pn) + 1;
+    let p_np = p_neg + 2;
+    let p_nn = p_np + len(&np) + 1;
+    let p_zero = p_nn + len(&nn) + 1;
+    let p_end = p_zero + len(&by_zero);
+    let jump = |op: u8, r: u8, at: i16, to: i16| n(op, r, 0, to - at - 1, 0);
+    let mut e = vec![
+        load_t,
+        jump(j | JEQ | K, t, 1, p_zero),
+        jump(j | JSLT | K, d, 2, p_neg),
+        jump(j | JSLT | K, t, 3, p_pn),
+    ];
+    e.extend(&pp);
+    e.push(jump(JMP | JA, 0, p_pn - 1, p_end));
+    e.extend(&pn);
+    e.push(jump(JMP | JA, 0, p_neg - 1, p_end));
+    e.push(neg_d);
+    e.push(jump(j | JSLT | K, t, p_neg + 1, p_nn));
+    e.extend(&np);
+    e.push(jump(JMP | JA, 0, p_nn - 1, p_end));
+    e.extend(&nn);
+    e.push(jump(JMP | JA, 0, p_zero - 1, p_end));
+    e.extend(by_zero);
+    debug_assert_eq!(e.len() as i16, p_end);
+    e
+}
+
+/// For each instruction, the registers (bit n: rn) some path may read
+/// after it before writing them: what a rewrite there must preserve.
+pub fn live_out(code: &[u8]) -> Vec<u16> {
+    let n = code.len() / INSN_SIZE;
+    // (reads, writes, successors) per instruction.
+    let mut facts = Vec::with_capacity(n);
+    let mut pc = 0;
+    while pc < n {
+        let i = Insn::at(code, pc);
+        let (d, s) = (1u16 << i.dst, 1u16 << i.src);
+        let x = i.op & X == X;
+        let o = i.op & 0xf0;
+        let next = |k: usize| pc + k;
+        let (reads, writes, succ): (u16, u16, [Option<usize>; 2]) = match i.class() {
+            LD if i.op == (LD | IMM | DW) => (0, d, [Some(next(2)), None]),
+            LDX => (s, d, [Some(next(1)), None]),
+            ST => (d, 0, [Some(next(1)), None]),
+            STX if i.op & 0xe0 == ATOMIC => {
+                let (r, w) = if i.imm == CMPXCHG {
+                    (d | s | 1, 1)
+                } else if i.imm & FETCH != 0 {
+                    (d | s, s)
+                } else {
+                    (d | s, 0)
+                };
+                (r, w, [Some(next(1)), None])
+            }
+            STX => (d | s, 0, [Some(next(1)), None]),
+            ALU | ALU64 if o == MOV => (if x { s } else { 0 }, d, [Some(next(1)), None]),
+            ALU | ALU64 => (d | if x { s } else { 0 }, d, [Some(next(1)), None]),
+            JMP if o == EXIT => (1, 0, [None, None]),
+            JMP if o == CALL => (0b11_1110, 0b11_1111, [Some(next(1)), None]),
+            JMP | JMP32 => {
+                let to = (pc as i64 + 1 + i.off as i64) as usize;
+                if o == JA {
+                    (0, 0, [Some(to), None])
+                } else {
+                    (d | if x { s } else { 0 }, 0, [Some(next(1)), Some(to)])
+                }
+            }
+            _ => (0, 0, [Some(next(1)), None]),
+        };
+        facts.push((pc, reads, writes, succ));
+        if i.op == (LD | IMM | DW) {
+            facts.push((pc + 1, 0, 0, [None, None]));
+            pc += 1;
+        }
+        pc += 1;
+    }
+    let mut live_in = vec![0u16; n + 2];
+    let mut out = vec![0u16; n];
+    loop {
+        let mut changed = false;
+        for &(pc, reads, writes, succ) in facts.iter().rev() {
+            let o = succ
+                .iter()
+                .flatten()
+                .filter(|&&t| t < n)
+                .fold(0, |a, &t| a | live_in[t]);
+            let li = reads | (o & !writes);
+            if out[pc] != o || live_in[pc] != li {
+                out[pc] = o;
+                live_in[pc] = li;
+                changed = true;
+            }
+        }
+        if !changed {
+            return out;
+        }
+    }
 }
 
 /// Returns `code` with every lookup in `sites` expanded and the jumps
