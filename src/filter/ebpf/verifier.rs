@@ -864,36 +864,7 @@ impl Verifier<'_> {
                 Ok(Some(pc + 1))
             }
             ST | STX => {
-                let base = self.read(pc, st, i.dst)?;
-                let val = if self.moves[pc] {
-                    st.regs[i.src as usize]
-                } else if i.class() == STX {
-                    self.read(pc, st, i.src)?
-                } else {
-                    konst(i.imm as i64 as u64)
-                };
-                // A whole spill of a number not known exactly links the
-                // slot and the register, as a move does (the kernel's
-                // spill assigns an id): a compare of either, or of what
-                // is filled from the slot, narrows all.
-                let val = match val {
-                    Reg::Scalar {
-                        min, max, id: 0, ..
-                    } if i.class() == STX
-                        && i.size() == 8
-                        && min != max
-                        && !self.moves[pc]
-                        && matches!(base, Reg::Stack { var: 0, .. }) =>
-                    {
-                        let id = self.fresh_id() | LINK_ID;
-                        if let Reg::Scalar { id: slot, .. } = &mut st.regs[i.src as usize] {
-                            *slot = id;
-                        }
-                        st.regs[i.src as usize]
-                    }
-                    v => v,
-                };
-                self.access(pc, st, base, i.off, i.size(), Some(val))?;
+                self.store(pc, st, &i)?;
                 Ok(Some(pc + 1))
             }
             ALU | ALU64 => {
@@ -937,6 +908,41 @@ impl Verifier<'_> {
             },
             _ => unreachable!("check_static refused unknown classes"),
         }
+    }
+
+    /// A store (ST, or STX but an atomic) of an immediate or a register.
+    fn store(&mut self, pc: usize, st: &mut State, i: &Insn) -> Result<(), VerifyError> {
+        let base = self.read(pc, st, i.dst)?;
+        let val = if self.moves[pc] {
+            st.regs[i.src as usize]
+        } else if i.class() == STX {
+            self.read(pc, st, i.src)?
+        } else {
+            konst(i.imm as i64 as u64)
+        };
+        // A whole spill of a number not known exactly links the
+        // slot and the register, as a move does (the kernel's
+        // spill assigns an id): a compare of either, or of what
+        // is filled from the slot, narrows all.
+        let val = match val {
+            Reg::Scalar {
+                min, max, id: 0, ..
+            } if i.class() == STX
+                && i.size() == 8
+                && min != max
+                && !self.moves[pc]
+                && matches!(base, Reg::Stack { var: 0, .. }) =>
+            {
+                let id = self.fresh_id() | LINK_ID;
+                if let Reg::Scalar { id: slot, .. } = &mut st.regs[i.src as usize] {
+                    *slot = id;
+                }
+                st.regs[i.src as usize]
+            }
+            v => v,
+        };
+        self.access(pc, st, base, i.off, i.size(), Some(val))?;
+        Ok(())
     }
 
     /// The value an `ld_imm64` at `pc` loads: a number or a map pointer.
