@@ -439,23 +439,84 @@ impl Mem<'_> {
     }
 }
 
-/// One ALU instruction's result on dst `a` and source `b`.
-#[inline(always)]
-fn alu(i: &Insn, op: u8, is64: bool, a: u64, b: u64) -> u64 {
+/// ISA v4's ALU forms, which carry their meaning in `off` (movsx, sdiv,
+/// smod): apart, so that the common instructions pay one test of `off`.
+#[cold]
+#[inline(never)]
+fn alu_v4(i: &Insn, op: u8, is64: bool, a: u64, b: u64) -> u64 {
     match op {
-        // movsx (ISA v4): the low `off` bits, sign-extended.
-        MOV if i.off != 0 && is64 => sign_extend(b, i.off as u32),
-        MOV if i.off != 0 => sign_extend(b, i.off as u32) as u32 as u64,
-        MOV if is64 => b,
-        MOV => b as u32 as u64,
-        END => byte_swap(a, i.imm, i.op),
-        DIV | MOD if i.off == SIGNED_DIV => alu_signed(op, is64, a, b),
-        _ => alu_exact(op, is64, a, b),
+        // movsx: the low `off` bits, sign-extended.
+        MOV if is64 => sign_extend(b, i.off as u32),
+        MOV => sign_extend(b, i.off as u32) as u32 as u64,
+        _ => alu_signed(op, is64, a, b),
     }
 }
 
-/// Runs `prog` (verified and rewritten) once. R1 = the context.
-pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fault> {
+/// ISA v4's ldsx: a load of 1, 2 or 4 bytes, sign-extended.
+#[cold]
+#[inline(never)]
+fn ldsx(
+    mem: &mut Mem<'_>,
+    env: &mut dyn Env,
+    i: &Insn,
+    base: u64,
+    pc: usize,
+) -> Result<u64, Fault> {
+    let addr = base.wrapping_add(i.off as i64 as u64);
+    let v = mem
+        .load(env.maps(), addr, i.size())
+        .ok_or(Fault::BadAccess { pc, addr })?;
+    Ok(sign_extend(v, i.size() as u32 * 8))
+}
+
+/// One atomic instruction at `pc` (its fetched value into src, or r0 for
+/// cmpxchg).
+#[inline(always)]
+fn atomic(
+    i: &Insn,
+    reg: &mut [u64; 11],
+    mem: &mut Mem<'_>,
+    env: &mut dyn Env,
+    pc: usize,
+) -> Result<(), Fault> {
+    let (d, s) = (i.dst as usize, i.src as usize);
+    let addr = reg[d].wrapping_add(i.off as i64 as u64);
+    let (old, ok) = mem
+        .atomic(env.maps(), addr, i.size(), i.imm, reg[s], reg[0])
+        .ok_or(Fault::BadAccess { pc, addr })?;
+    if !ok {
+        return Err(Fault::BadInsn { pc });
+    }
+    if i.imm == CMPXCHG {
+        reg[0] = old;
+    } else if i.imm & FETCH != 0 {
+        reg[s] = old;
+    }
+    Ok(())
+}
+
+/// Does `prog` use ISA v4's movsx, sdiv, smod or ldsx (the forms the
+/// interpreter runs only in [`run`]'s `V4` instance)?
+pub fn uses_v4(prog: &[u8]) -> bool {
+    (0..prog.len() / INSN_SIZE).any(|pc| {
+        let i = Insn::at(prog, pc);
+        match i.class() {
+            ALU | ALU64 => i.off != 0 && matches!(i.op & 0xf0, MOV | DIV | MOD),
+            LDX => i.op & 0xe0 == MEMSX,
+            _ => false,
+        }
+    })
+}
+
+/// Runs `prog` (verified and rewritten) once. R1 = the context. `V4`:
+/// the program uses ISA v4's forms ([`uses_v4`]); without them the loop
+/// tests nothing for them (one such test per instruction cost the
+/// interpreter 10-15%, measured with benches/ebpf.rs).
+pub fn run<const V4: bool>(
+    prog: &[u8],
+    mem: &mut Mem<'_>,
+    env: &mut dyn Env,
+) -> Result<u64, Fault> {
     let n = prog.len() / INSN_SIZE;
     let mut reg = [0u64; 11];
     reg[1] = mem.ctx.as_ptr() as u64;
@@ -482,31 +543,14 @@ pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fau
                 reg[d] = (i.imm as u32 as u64) | (hi << 32);
                 pc += 1;
             }
-            LDX => {
+            LDX if !V4 || i.op & 0xe0 == MEM => {
                 let addr = reg[s].wrapping_add(i.off as i64 as u64);
-                let v = mem
+                reg[d] = mem
                     .load(env.maps(), addr, i.size())
                     .ok_or(Fault::BadAccess { pc: pc - 1, addr })?;
-                reg[d] = if i.op & 0xe0 == MEMSX {
-                    sign_extend(v, i.size() as u32 * 8)
-                } else {
-                    v
-                };
             }
-            STX if i.op & 0xe0 == ATOMIC => {
-                let addr = reg[d].wrapping_add(i.off as i64 as u64);
-                let (old, ok) = mem
-                    .atomic(env.maps(), addr, i.size(), i.imm, reg[s], reg[0])
-                    .ok_or(Fault::BadAccess { pc: pc - 1, addr })?;
-                if !ok {
-                    return Err(Fault::BadInsn { pc: pc - 1 });
-                }
-                if i.imm == CMPXCHG {
-                    reg[0] = old;
-                } else if i.imm & FETCH != 0 {
-                    reg[s] = old;
-                }
-            }
+            LDX => reg[d] = ldsx(mem, env, &i, reg[s], pc - 1)?,
+            STX if i.op & 0xe0 == ATOMIC => atomic(&i, &mut reg, mem, env, pc - 1)?,
             ST | STX => {
                 if i.op & 0xe0 != MEM {
                     return Err(Fault::BadInsn { pc: pc - 1 });
@@ -530,7 +574,15 @@ pub fn run(prog: &[u8], mem: &mut Mem<'_>, env: &mut dyn Env) -> Result<u64, Fau
                 } else {
                     i.imm as u32 as u64
                 };
-                reg[d] = alu(&i, op, is64, reg[d], b);
+                // `off` is 0 but for ISA v4's movsx, sdiv and smod (the
+                // verifier's reserved-field check).
+                reg[d] = match op {
+                    MOV | DIV | MOD if V4 && i.off != 0 => alu_v4(&i, op, is64, reg[d], b),
+                    MOV if is64 => b,
+                    MOV => b as u32 as u64,
+                    END => byte_swap(reg[d], i.imm, i.op),
+                    _ => alu_exact(op, is64, reg[d], b),
+                };
             }
             JMP | JMP32 => {
                 let op = i.op & 0xf0;

@@ -75,6 +75,9 @@ pub struct Program {
     pub name: String,
     /// Verified and rewritten instructions.
     code: Box<[u8]>,
+    /// The code uses ISA v4's movsx, sdiv, smod or ldsx: the interpreter's
+    /// instance that runs them.
+    v4: bool,
     /// Its maps, in fd order.
     pub maps: Vec<Arc<Map>>,
     /// What the verifier proved.
@@ -214,6 +217,7 @@ impl Program {
         }
         Ok(Program {
             name: name.into(),
+            v4: interp::uses_v4(&code),
             code: code.into_boxed_slice(),
             maps,
             verified,
@@ -1009,7 +1013,12 @@ impl Instance {
                         ctx: &mut self.ctx,
                         stack: &mut self.stack,
                     };
-                    let r = interp::run(&prog.code, &mut mem, &mut env).ok()?;
+                    let r = if prog.v4 {
+                        interp::run::<true>(&prog.code, &mut mem, &mut env)
+                    } else {
+                        interp::run::<false>(&prog.code, &mut mem, &mut env)
+                    }
+                    .ok()?;
                     tail = env.tail;
                     (r, env.redirect)
                 }
