@@ -38,6 +38,36 @@ mod dpdk {
             .collect()
     }
 
+    /// bindgen loads the newest libclang it finds but takes the compiler
+    /// headers (emmintrin.h...) of the `clang` on PATH: with two LLVMs
+    /// installed (Debian's clang 14 and clang-19, which the verifier suite
+    /// needs) the pair disagrees and DPDK's headers fail to parse. Unless
+    /// LIBCLANG_PATH is set, take the libclang of that `clang`'s LLVM.
+    fn match_libclang_to_clang() {
+        println!("cargo::rerun-if-env-changed=LIBCLANG_PATH");
+        if env::var_os("LIBCLANG_PATH").is_some() {
+            return;
+        }
+        let Ok(out) = Command::new("clang").arg("--version").output() else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(major) = text
+            .split("version ")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let dir = format!("/usr/lib/llvm-{major}/lib");
+        if std::path::Path::new(&dir).exists() {
+            // SAFETY: the build script is single-threaded here; nothing
+            // else reads or writes the environment concurrently.
+            unsafe { env::set_var("LIBCLANG_PATH", &dir) };
+        }
+    }
+
     pub fn build() {
         println!("cargo::rerun-if-changed=src/dpdk/shim.c");
         println!("cargo::rerun-if-changed=src/dpdk/shim.h");
@@ -67,6 +97,7 @@ mod dpdk {
             }
         }
 
+        match_libclang_to_clang();
         let mut b = bindgen::Builder::default()
             .header("src/dpdk/shim.h")
             .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))

@@ -229,27 +229,22 @@ pub fn is_gotol(i: &Insn) -> bool {
 /// MIN stays MIN) and the remainder 0. The 32-bit forms work on the low
 /// halves and zero-extend.
 pub fn alu_signed(op: u8, is64: bool, a: u64, b: u64) -> u64 {
-    if is64 {
-        let (x, y) = (a as i64, b as i64);
-        (match (op, y) {
-            (DIV, 0) => 0,
-            (MOD, 0) => x,
-            (DIV, -1) => x.wrapping_neg(),
-            (MOD, -1) => 0,
-            (DIV, _) => x / y,
-            _ => x % y,
-        }) as u64
+    // The 32-bit forms' operands, sign-extended, divide alike in i64 (the
+    // one overflow, MIN / -1, is the -1 arm).
+    let (x, y) = if is64 {
+        (a as i64, b as i64)
     } else {
-        let (x, y) = (a as u32 as i32, b as u32 as i32);
-        (match (op, y) {
-            (DIV, 0) => 0,
-            (MOD, 0) => x,
-            (DIV, -1) => x.wrapping_neg(),
-            (MOD, -1) => 0,
-            (DIV, _) => x / y,
-            _ => x % y,
-        }) as u32 as u64
-    }
+        (a as u32 as i32 as i64, b as u32 as i32 as i64)
+    };
+    let r = match (op, y) {
+        (DIV, 0) => 0,
+        (MOD, 0) => x,
+        (DIV, -1) => x.wrapping_neg(),
+        (MOD, -1) => 0,
+        (DIV, _) => x / y,
+        _ => x % y,
+    };
+    if is64 { r as u64 } else { r as u32 as u64 }
 }
 
 /// The low `bits` (8, 16 or 32) of `v`, sign-extended to 64 bits (ISA v4's

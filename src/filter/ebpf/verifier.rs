@@ -1407,18 +1407,7 @@ impl Verifier<'_> {
                     min: k0, max: k1, ..
                 },
             ) if k0 == k1 && (min != max || is64) => {
-                let (tr, fr) = refine_reg(op, is64, x, k0);
-                let reg = i.dst as usize;
-                return Ok((
-                    tr.map(|r| {
-                        t.narrow(reg, r);
-                        t
-                    }),
-                    fr.map(|r| {
-                        f.narrow(reg, r);
-                        f
-                    }),
-                ));
+                return Ok(narrowed(t, f, i.dst, refine_reg(op, is64, x, k0)));
             }
             (
                 Reg::Scalar {
@@ -1427,18 +1416,7 @@ impl Verifier<'_> {
                 x @ Reg::Scalar { min, max, .. },
             ) if k0 == k1 && min != max => {
                 // k OP x is x OP' k.
-                let (tr, fr) = refine_reg(mirror(op), is64, x, k0);
-                let reg = i.src as usize;
-                return Ok((
-                    tr.map(|r| {
-                        t.narrow(reg, r);
-                        t
-                    }),
-                    fr.map(|r| {
-                        f.narrow(reg, r);
-                        f
-                    }),
-                ));
+                return Ok(narrowed(t, f, i.src, refine_reg(mirror(op), is64, x, k0)));
             }
             (
                 Reg::Scalar {
@@ -2202,6 +2180,25 @@ fn scalar_alu(i: &Insn, is64: bool, a: (u64, u64), b: (u64, u64)) -> Reg {
         Some((lo, hi)) if lo <= hi => range(lo, hi),
         _ => range(0, lim),
     }
+}
+
+/// The taken and fall-through states with register `r` narrowed to what
+/// each side proved (None: that side cannot happen).
+fn narrowed(
+    mut t: State,
+    mut f: State,
+    r: u8,
+    (tr, fr): (Option<Reg>, Option<Reg>),
+) -> (Option<State>, Option<State>) {
+    let taken = tr.map(|v| {
+        t.narrow(r as usize, v);
+        t
+    });
+    let fall = fr.map(|v| {
+        f.narrow(r as usize, v);
+        f
+    });
+    (taken, fall)
 }
 
 /// The number `x` on the taken and the fall-through side of `x OP k`
