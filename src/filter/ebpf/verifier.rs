@@ -1300,6 +1300,21 @@ impl Verifier<'_> {
                 "subtraction from the stack pointer is not allowed (add a negative number)",
             ));
         }
+        // A pointer at off + [0, var], plus (or minus) [min, max]: the
+        // lowest offset moves, the spread grows; bounded as the kernel
+        // bounds variable offsets (BPF_MAX_VAR_OFF).
+        let spread = |off: i64, var: u64, into: &str| -> Result<(i64, u64), VerifyError> {
+            let v = var.saturating_add(max - min);
+            if max > MAX_VAR_OFF || v > MAX_VAR_OFF {
+                return Err(err(
+                    pc,
+                    format!(
+                        "variable offset into {into} may reach {max}: bound it first (e.g. & 0xff, or compare it)"
+                    ),
+                ));
+            }
+            Ok((bump(off, if op == SUB { max } else { min } as i64)?, v))
+        };
         Ok(match (p, konst) {
             (Reg::Ctx { off }, Some(c)) => Reg::Ctx { off: bump(off, c)? },
             (Reg::Stack { off, var }, Some(c)) => Reg::Stack {
@@ -1308,19 +1323,8 @@ impl Verifier<'_> {
             },
             (Reg::Stack { off, var }, None) => {
                 // r10 + [min, max]: checked where it is dereferenced.
-                let v = var.saturating_add(max - min);
-                if max > MAX_VAR_OFF || v > MAX_VAR_OFF {
-                    return Err(err(
-                        pc,
-                        format!(
-                            "variable offset into the stack may reach {max}: bound it first (e.g. & 0xff, or compare it)"
-                        ),
-                    ));
-                }
-                Reg::Stack {
-                    off: bump(off, min as i64)?,
-                    var: v,
-                }
+                let (off, var) = spread(off, var, "the stack")?;
+                Reg::Stack { off, var }
             }
             (Reg::Value { map, off, var }, Some(c)) => Reg::Value {
                 map,
@@ -1328,23 +1332,8 @@ impl Verifier<'_> {
                 var,
             },
             (Reg::Value { map, off, var }, None) => {
-                // off + [min, max] (or - [min, max]): the lowest offset
-                // moves, the spread grows; bounded as the kernel bounds
-                // variable offsets (BPF_MAX_VAR_OFF).
-                let v = var.saturating_add(max - min);
-                if max > MAX_VAR_OFF || v > MAX_VAR_OFF {
-                    return Err(err(
-                        pc,
-                        format!(
-                            "variable offset into a map value may reach {max}: bound it first (e.g. & 0xff, or compare it)"
-                        ),
-                    ));
-                }
-                Reg::Value {
-                    map,
-                    off: bump(off, if op == SUB { max } else { min } as i64)?,
-                    var: v,
-                }
+                let (off, var) = spread(off, var, "a map value")?;
+                Reg::Value { map, off, var }
             }
             (Reg::Pkt { meta, id, off, var }, Some(c)) => Reg::Pkt {
                 meta,
