@@ -89,6 +89,24 @@ impl Flat {
     }
 }
 
+impl Flat {
+    /// Puts `insns` (encoded) before the first instruction, for the
+    /// loader's prologue; errors in them name instruction 0.
+    pub fn prepend(&mut self, insns: &[u8]) {
+        let k = insns.len() / INSN_SIZE;
+        if self.origin.is_empty() {
+            let n = self.code.len() / INSN_SIZE;
+            self.origin = (0..n).map(|pc| Origin { pc, call: None }).collect();
+        }
+        let first = Origin { pc: 0, call: None };
+        self.origin.splice(0..0, std::iter::repeat_n(first, k));
+        self.code.splice(0..0, insns.iter().copied());
+        for m in &mut self.moves {
+            *m += k;
+        }
+    }
+}
+
 fn err(pc: usize, why: impl Into<String>) -> VerifyError {
     VerifyError {
         pc,

@@ -35,7 +35,7 @@ use crate::filter::Verdict;
 use crate::frame::Frame;
 use crate::ids::TargetId;
 use insn::STACK_SIZE;
-use insn::{DW, IMM, INSN_SIZE, Insn, LD, LDX, MEM, W};
+use insn::{DW, IMM, INSN_SIZE, Insn, LD, LDX, MEM, ST, W};
 use interp::{CTX_SIZE, Env, Mem, RedirectTo, XdpCtx};
 use maps::{MAP_FD_BASE, Map, MapDef, MapKind};
 use verifier::{CtxField, MapShape, Verified};
@@ -177,10 +177,24 @@ impl Program {
             }
         }
         let code = verifier::gotol_as_ja(code).map_err(rejected)?;
-        let flat = calls::flatten(&code, &shapes).map_err(rejected)?;
-        let verified = verifier::verify_stack(&flat.code, &shapes, STACK_SIZE, &flat.moves)
-            .map_err(|e| rejected(flat.error(e)))?
-            .0;
+        let mut flat = calls::flatten(&code, &shapes).map_err(rejected)?;
+        let verify = |flat: &calls::Flat| {
+            verifier::verify_stack(&flat.code, &shapes, STACK_SIZE, &flat.moves)
+                .map(|v| v.0)
+                .map_err(|e| rejected(flat.error(e)))
+        };
+        let mut verified = verify(&flat)?;
+        // Stack bytes read before they are written: zeroed at entry (what
+        // the kernel's privileged loader leaves as garbage would otherwise
+        // be an earlier frame's bytes here), and the program verified again
+        // with the prologue, so that every instruction index the loader
+        // uses comes from the code that runs.
+        let zero = zeroing_prologue(&verified.reads_unwritten);
+        if !zero.is_empty() {
+            flat.prepend(&zero);
+            verified = verify(&flat)?;
+            debug_assert!(verified.reads_unwritten.iter().all(|&w| w == 0));
+        }
         let mut code = flat.code;
         for &(pc, field, base_off) in &verified.ctx_loads {
             let mut i = Insn::at(&code, pc);
@@ -326,6 +340,26 @@ impl Program {
 }
 
 /// `v` as a little-endian value of `size` bytes (truncated or zero-padded).
+/// `*(u64 *)(r10 - STACK_SIZE + 8 * s) = 0` for each 8-byte slot s
+/// holding a byte of `bytes` (a bitmap of the stack, as
+/// [`verifier::Verified::reads_unwritten`]).
+fn zeroing_prologue(bytes: &[u64]) -> Vec<u8> {
+    let mut code = Vec::new();
+    for s in 0..STACK_SIZE / 8 {
+        if (s * 8..s * 8 + 8).any(|b| verifier::byte_bit(bytes, b)) {
+            let store = Insn {
+                op: ST | MEM | DW,
+                dst: 10,
+                src: 0,
+                off: (s * 8) as i16 - STACK_SIZE as i16,
+                imm: 0,
+            };
+            code.extend_from_slice(&store.encode());
+        }
+    }
+    code
+}
+
 fn pad(v: u32, size: u32) -> Vec<u8> {
     let mut b = vec![0u8; size as usize];
     let le = v.to_le_bytes();

@@ -106,6 +106,12 @@ pub struct Verified {
     /// return one (it is no action: XDP_ABORTED here), not a cpumap or
     /// devmap program (checked at load, where the attach type is known).
     pub pointer_exit: Option<usize>,
+    /// Stack bytes some path reads before any path wrote them (bit i:
+    /// byte `r10 - stack + i`). The kernel lets a privileged program read
+    /// them (allow_uninit_stack) as an unknown number; cpumapd's stack is
+    /// one buffer reused across frames, so the loader zeroes these bytes at
+    /// entry rather than let a frame see an earlier one's.
+    pub reads_unwritten: Vec<u64>,
 }
 
 /// What the verifier needs to know of each map (index = fd - base).
@@ -398,6 +404,8 @@ struct Verifier<'a> {
     back_edge: Option<(usize, usize)>,
     /// Bit i: some path wrote stack byte (frame - stack size + i).
     written: Vec<u64>,
+    /// Bit i: some path read stack byte i before writing it.
+    reads_unwritten: Vec<u64>,
     /// Instructions that save or restore a register around an inlined
     /// call: they move any register, even one not written yet.
     moves: Vec<bool>,
@@ -456,6 +464,7 @@ pub fn verify_stack(
         targets: vec![false; n],
         back_edge: None,
         written: vec![0; stack / 64],
+        reads_unwritten: vec![0; stack / 64],
         moves: vec![false; n],
         path_copies: 0,
     };
@@ -485,6 +494,7 @@ pub fn verify_stack(
             .collect(),
         explored: v.explored,
         pointer_exit: v.pointer_exit,
+        reads_unwritten: v.reads_unwritten,
     };
     Ok((verified, v.written))
 }
@@ -1062,7 +1072,7 @@ impl Verifier<'_> {
         match base {
             Reg::Ctx { off: o } => self.ctx_access(pc, o + off, size, store.is_some(), o),
             Reg::Stack { off: o, var: 0 } => {
-                let r = stack_access(pc, st, o + off, size, store)?;
+                let r = stack_access(pc, st, o + off, size, store, &mut self.reads_unwritten)?;
                 if store.is_some() {
                     let lo = (o + off + st.stack_size() as i64) as usize;
                     set_byte_bits(&mut self.written, lo, size, true);
@@ -1070,7 +1080,8 @@ impl Verifier<'_> {
                 Ok(r)
             }
             Reg::Stack { off: o, var } => {
-                let r = stack_access_var(pc, st, o + off, var, size, store)?;
+                let r =
+                    stack_access_var(pc, st, o + off, var, size, store, &mut self.reads_unwritten)?;
                 if store.is_some() {
                     // The frame's depth counts every byte it may write.
                     let lo = (o + off + st.stack_size() as i64) as usize;
@@ -1467,7 +1478,7 @@ impl Verifier<'_> {
     }
 
     fn check_stack_arg(
-        &self,
+        &mut self,
         pc: usize,
         st: &State,
         r: u8,
@@ -1477,13 +1488,14 @@ impl Verifier<'_> {
         match st.regs[r as usize] {
             Reg::Stack { off, var } => {
                 let lo = stack_span(pc, st, off, r, len + var as u32, what)?;
-                if !st.stack_written(lo, len as usize + var as usize) {
-                    return Err(err(
-                        pc,
-                        format!("{what} (r{r}) points at stack bytes not written yet"),
-                    ));
-                }
-                Ok(())
+                read_stack(
+                    pc,
+                    st,
+                    lo,
+                    len as usize + var as usize,
+                    &mut self.reads_unwritten,
+                )
+                .map_err(|e| err(pc, format!("{what} (r{r}): {}", e.why)))
             }
             Reg::Value { map, off, var } => {
                 if self.maps[map as usize].writeonly {
@@ -1528,7 +1540,7 @@ impl Verifier<'_> {
     /// bpf_csum_diff's pointers and sizes: each size a constant (at most
     /// CSUM_DIFF_MAX), each pointer NULL with size 0 or stack, map value
     /// or checked packet bytes of that size.
-    fn csum_diff_args(&self, pc: usize, st: &State) -> Result<(), VerifyError> {
+    fn csum_diff_args(&mut self, pc: usize, st: &State) -> Result<(), VerifyError> {
         for (p, n, what) in [(1u8, 2u8, "from"), (3, 4, "to")] {
             let max = super::interp::CSUM_DIFF_MAX as u64;
             let size = const_size(
@@ -1641,7 +1653,7 @@ impl Verifier<'_> {
     /// become plain written bytes: a pointer spilled there is gone) or in a
     /// writable map value.
     fn out_arg(
-        &self,
+        &mut self,
         pc: usize,
         st: &mut State,
         r: u8,
@@ -1673,7 +1685,7 @@ impl Verifier<'_> {
     /// bpf_trace_printk: the format in stack or map value bytes (a .rodata
     /// string) of a constant size; the three values are not checked (the
     /// kernel declares two arguments).
-    fn trace_printk_args(&self, pc: usize, st: &State) -> Result<Reg, VerifyError> {
+    fn trace_printk_args(&mut self, pc: usize, st: &State) -> Result<Reg, VerifyError> {
         let max = super::printk::FMT_MAX as u64;
         let size = const_size(pc, st, 2, 1..=max, "bpf_trace_printk: the format size")?;
         self.check_stack_arg(pc, st, 1, size as u32, "the format")?;
@@ -1685,7 +1697,12 @@ impl Verifier<'_> {
     /// before: a kfunc that fails writes nothing): rx_hash a u32 hash and a
     /// u32 rss_type, rx_vlan_tag a __be16 protocol and a u16 tci,
     /// rx_timestamp a u64.
-    fn metadata_kfunc_args(&self, pc: usize, st: &mut State, id: i32) -> Result<Reg, VerifyError> {
+    fn metadata_kfunc_args(
+        &mut self,
+        pc: usize,
+        st: &mut State,
+        id: i32,
+    ) -> Result<Reg, VerifyError> {
         let name = helper::name(id);
         if !matches!(st.regs[1], Reg::Ctx { off: 0 }) {
             return Err(err(pc, format!("{name} needs the context in r1")));
@@ -1960,6 +1977,7 @@ fn stack_access_var(
     var: u64,
     size: usize,
     store: Option<Reg>,
+    unwritten: &mut [u64],
 ) -> Result<Reg, VerifyError> {
     let stack = st.stack_size() as i64;
     let span = var as i64 + size as i64;
@@ -1974,14 +1992,10 @@ fn stack_access_var(
     }
     let lo = (at + stack) as usize;
     match store {
-        None if !st.stack_written(lo, span as usize) => Err(err(
-            pc,
-            format!(
-                "read at stack offset {at}..={} size {size}: not every byte it may read was written",
-                at + var as i64
-            ),
-        )),
-        None => Ok(loaded_range(size)),
+        None => {
+            read_stack(pc, st, lo, span as usize, unwritten)?;
+            Ok(loaded_range(size))
+        }
         Some(Reg::Scalar { .. }) => {
             for s in lo / 8..(lo + span as usize).div_ceil(8) {
                 st.slots[s] = Slot::Misc;
@@ -2004,6 +2018,7 @@ fn stack_access(
     at: i64,
     size: usize,
     store: Option<Reg>,
+    unwritten: &mut [u64],
 ) -> Result<Reg, VerifyError> {
     let stack = st.stack_size() as i64;
     if at < -stack || at + size as i64 > 0 {
@@ -2019,10 +2034,8 @@ fn stack_access(
     let whole = size == 8 && lo.is_multiple_of(8);
     let Some(v) = store else {
         if !st.stack_written(lo, size) {
-            return Err(err(
-                pc,
-                format!("read of stack offset {at} size {size} before it was written"),
-            ));
+            read_stack(pc, st, lo, size, unwritten)?;
+            return Ok(loaded_range(size));
         }
         return match st.slots[slot] {
             Slot::Spill(p) if whole => Ok(p),
@@ -2054,6 +2067,32 @@ fn stack_access(
     }
     st.mark_written(lo, size);
     Ok(UNKNOWN)
+}
+
+/// A read of stack bytes `lo..lo + n`: those not written on this path are
+/// noted in `unwritten` (the loader zeroes them at entry; see
+/// [`Verified::reads_unwritten`]). A slot holding a register an inlined
+/// call saved before the caller wrote it stays unreadable: its bytes are
+/// whatever the register held, not zeroed stack.
+fn read_stack(
+    pc: usize,
+    st: &State,
+    lo: usize,
+    n: usize,
+    unwritten: &mut [u64],
+) -> Result<(), VerifyError> {
+    if st.slots[lo / 8..(lo + n).div_ceil(8)].contains(&Slot::Spill(Reg::Uninit)) {
+        return Err(err(
+            pc,
+            "read of a stack slot that holds a register never written",
+        ));
+    }
+    for b in lo..lo + n {
+        if !byte_bit(&st.init, b) {
+            set_byte_bits(unwritten, b, 1, true);
+        }
+    }
+    Ok(())
 }
 
 /// Bit `b` of a bitmap of stack bytes (bit i: byte r10 - stack size + i).
