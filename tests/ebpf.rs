@@ -2804,3 +2804,46 @@ fn jit_signed_division_takes_only_a_dead_register() {
         "{e}"
     );
 }
+
+/// The kernel's narrow spills and zeroed stack bytes: a number stored by
+/// a store as wide as it, filled back by a load of that width from the
+/// same place, is the same number (a compare of one narrows the other);
+/// bytes stored as 0 load as 0. Each program reads r9, never written, on
+/// a path that this proves dead: accepted only if the verifier proves it.
+#[test]
+fn narrow_spills_and_zeroed_stack_bytes_prove_paths_dead() {
+    use asm::*;
+    use cpumapd::filter::ebpf::insn::*;
+    let dead_read = [ldx(DW, 0, 9, 0), exit(), mov_imm(0, 2), exit()];
+    // r0 = prandom & mask; *(size *)(r10 - 8) = r0; r1 = *(size *)(r10 - 8);
+    // if r1 != 0 goto out; if r0 == 0 goto out; dead
+    let linked = |size: u8, mask: i32| {
+        let mut p = vec![
+            call(7),
+            i(ALU64 | AND | K, 0, 0, 0, mask),
+            stx(size, 10, 0, -8),
+            ldx(size, 1, 10, -8),
+            mov_imm(2, 0),
+            jmp(JNE, 1, 2, 3),
+            jmp(JEQ, 0, 2, 2),
+        ];
+        p.extend(dead_read);
+        prog(&p)
+    };
+    for (size, mask) in [(W, 0x4000_0000), (H, 0x8000), (B, 0x80), (DW, 0x4000_0000)] {
+        Program::from_insns("narrow", &linked(size, mask), Vec::new())
+            .unwrap_or_else(|e| panic!("size {size:#x}: {e}"));
+    }
+    // A number wider than the store is truncated: no link, the path lives.
+    let e = rejected("wider than its spill", &linked(H, 0x1_8000));
+    assert!(e.contains("r9 is read before it is written"), "{e}");
+    // *(u32 *)(r10 - 4) = K; r2 = *(u8 *)(r10 - 1); if r2 == 0 goto out; dead
+    let zeroed = |k: i32| {
+        let mut p = vec![st(W, 10, -4, k), ldx(B, 2, 10, -1), jmp_imm(JEQ, 2, 0, 2)];
+        p.extend(dead_read);
+        prog(&p)
+    };
+    Program::from_insns("zero", &zeroed(0), Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let e = rejected("a byte stored as 1", &zeroed(0x0100_0000));
+    assert!(e.contains("r9 is read before it is written"), "{e}");
+}

@@ -226,10 +226,53 @@ fn scalar(mut min: u64, mut max: u64, lo32: u32, hi32: u32) -> Option<Reg> {
     })
 }
 
+/// 8 bytes of stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Slot {
-    Misc,
+    /// Bytes of no type; bit i of `zero`: byte i (lowest address first)
+    /// is known to be 0 (the kernel's STACK_ZERO).
+    Misc { zero: u8 },
+    /// A register spilled whole (an aligned 8-byte store).
     Spill(Reg),
+    /// A number stored by a `size`-byte store (1, 2 or 4) at the slot's
+    /// start: its low bytes, which a fill of at most `size` bytes from the
+    /// same place reads back as the number, truncated (the kernel's
+    /// narrow spill). `reg` keeps its link id only if it fits `size`.
+    Narrow { size: u8, reg: Reg },
+}
+
+const MISC: Slot = Slot::Misc { zero: 0 };
+
+impl Slot {
+    /// The spilled number or pointer, whole or narrow.
+    fn reg_mut(&mut self) -> Option<&mut Reg> {
+        match self {
+            Slot::Spill(r) | Slot::Narrow { reg: r, .. } => Some(r),
+            Slot::Misc { .. } => None,
+        }
+    }
+
+    /// Bit i: byte i of the slot is known to be 0.
+    fn zero_bytes(&self) -> u8 {
+        let of = |c: u64, n: u8| {
+            (0..n).fold(0u8, |m, b| {
+                if c.to_le_bytes()[b as usize] == 0 {
+                    m | 1 << b
+                } else {
+                    m
+                }
+            })
+        };
+        match *self {
+            Slot::Misc { zero } => zero,
+            Slot::Spill(Reg::Scalar { min, max, .. }) if min == max => of(min, 8),
+            Slot::Narrow {
+                size,
+                reg: Reg::Scalar { min, max, .. },
+            } if min == max => of(min, size),
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -278,10 +321,7 @@ impl State {
             self.regs[r] = linked;
             return;
         }
-        let slots = self.slots.iter_mut().filter_map(|s| match s {
-            Slot::Spill(r) => Some(r),
-            Slot::Misc => None,
-        });
+        let slots = self.slots.iter_mut().filter_map(Slot::reg_mut);
         for reg in self.regs.iter_mut().chain(slots) {
             if matches!(reg, Reg::Scalar { id: x, .. } if *x == id) {
                 *reg = linked;
@@ -312,10 +352,7 @@ impl State {
 
     /// Calls `f` on every non-zero link id: registers, then spilled slots.
     fn for_each_id(&mut self, mut f: impl FnMut(&mut u32)) {
-        let slots = self.slots.iter_mut().filter_map(|s| match s {
-            Slot::Spill(r) => Some(r),
-            Slot::Misc => None,
-        });
+        let slots = self.slots.iter_mut().filter_map(Slot::reg_mut);
         for r in self.regs.iter_mut().chain(slots) {
             if let Reg::Scalar { id, .. } = r
                 && *id != 0
@@ -333,7 +370,7 @@ impl State {
         regs[10] = Reg::Stack { off: 0, var: 0 };
         State {
             regs,
-            slots: vec![Slot::Misc; stack / 8].into_boxed_slice(),
+            slots: vec![MISC; stack / 8].into_boxed_slice(),
             init: vec![0; stack / 64].into_boxed_slice(),
             ranges: Vec::new(),
         }
@@ -930,18 +967,20 @@ impl Verifier<'_> {
         } else {
             konst(i.imm as i64 as u64)
         };
-        // A whole spill of a number not known exactly links the
-        // slot and the register, as a move does (the kernel's
-        // spill assigns an id): a compare of either, or of what
-        // is filled from the slot, narrows all.
+        // A spill of a number not known exactly, whole or at a slot's
+        // start by a store as wide as the number, links the slot and the
+        // register, as a move does (the kernel's spill assigns an id): a
+        // compare of either, or of what is filled from the slot, narrows
+        // all.
+        let slot_start = |o: i64| (o + i.off as i64).rem_euclid(8) == 0;
         let val = match val {
             Reg::Scalar {
                 min, max, id: 0, ..
             } if i.class() == STX
-                && i.size() == 8
                 && min != max
+                && fits(max, i.size())
                 && !self.moves[pc]
-                && matches!(base, Reg::Stack { var: 0, .. }) =>
+                && matches!(base, Reg::Stack { off, var: 0 } if slot_start(off)) =>
             {
                 let id = self.fresh_id() | LINK_ID;
                 if let Reg::Scalar { id: slot, .. } = &mut st.regs[i.src as usize] {
@@ -1236,30 +1275,7 @@ impl Verifier<'_> {
         }
         let dst = self.read(pc, st, i.dst)?;
         let out = match (dst, src) {
-            (
-                Reg::Scalar {
-                    min: a0,
-                    max: a1,
-                    lo32: al,
-                    hi32: ah,
-                    ..
-                },
-                Reg::Scalar {
-                    min: b0,
-                    max: b1,
-                    lo32: bl,
-                    hi32: bh,
-                    ..
-                },
-            ) => {
-                // A 32-bit operation reads the low halves only (a byte
-                // swap in the ALU class may swap all 64 bits: be64).
-                if is64 || op == END {
-                    scalar_alu(i, is64, (a0, a1), (b0, b1))
-                } else {
-                    scalar_alu(i, is64, (al as u64, ah as u64), (bl as u64, bh as u64))
-                }
-            }
+            (a @ Reg::Scalar { .. }, b @ Reg::Scalar { .. }) => scalar_op(i, is64, a, b),
             (p, Reg::Scalar { min, max, .. }) if (op == ADD || op == SUB) && i.off == 0 => {
                 if !is64 {
                     return Err(err(pc, "32-bit arithmetic on a pointer"));
@@ -1373,6 +1389,8 @@ impl Verifier<'_> {
                 return Err(err(pc, "variable offset into the context"));
             }
             (Reg::PktEnd, _) => return Err(err(pc, "arithmetic on data_end is not allowed")),
+            // The kernel takes a known 0 added to a map pointer.
+            (Reg::MapPtr { map }, Some(0)) if op == ADD => Reg::MapPtr { map },
             (Reg::MapPtr { .. } | Reg::ValueOrNull { .. }, _) => {
                 return Err(err(
                     pc,
@@ -1471,6 +1489,21 @@ impl Verifier<'_> {
                 };
                 resolve_null(null, id, None);
                 resolve_null(nonnull, id, Some(map));
+            }
+            // A map value pointer (NULL-checked) against 0, either way
+            // round: one side only. The kernel's is_branch_taken predicts
+            // this for the pointers its reg_not_null names, of which a map
+            // value is the one an XDP program has (not the context, the
+            // stack or the packet: it explores both sides of those).
+            (Reg::Value { .. }, Reg::Scalar { min: 0, max: 0, .. })
+            | (Reg::Scalar { min: 0, max: 0, .. }, Reg::Value { .. })
+                if is64 && (op == JEQ || op == JNE) =>
+            {
+                return Ok(if op == JNE {
+                    (Some(t), None)
+                } else {
+                    (None, Some(f))
+                });
             }
             _ => {}
         }
@@ -1670,7 +1703,7 @@ impl Verifier<'_> {
             Reg::Stack { off, .. } => {
                 let lo = stack_span(pc, st, off, r, len, what)?;
                 for s in lo / 8..(lo + len as usize).div_ceil(8) {
-                    st.slots[s] = Slot::Misc;
+                    st.slots[s] = MISC;
                 }
                 st.mark_written(lo, len as usize);
                 Ok(())
@@ -1887,6 +1920,10 @@ fn sign_extended(v: Reg, bits: u32, lim: u64) -> Reg {
     match v {
         Reg::Scalar { min, max, .. } if min == max => konst(sign_extend(min, bits) & lim),
         Reg::Scalar { min, max, .. } if max < 1 << (bits - 1) => range(min, max),
+        // All negative in `bits`: sign extension keeps their order.
+        Reg::Scalar { min, max, .. } if min >= 1 << (bits - 1) && max >> bits == 0 => {
+            range(sign_extend(min, bits) & lim, sign_extend(max, bits) & lim)
+        }
         _ => range(0, lim),
     }
 }
@@ -1998,7 +2035,7 @@ fn stack_access_var(
         }
         Some(Reg::Scalar { .. }) => {
             for s in lo / 8..(lo + span as usize).div_ceil(8) {
-                st.slots[s] = Slot::Misc;
+                st.slots[s] = MISC;
             }
             Ok(UNKNOWN)
         }
@@ -2031,42 +2068,134 @@ fn stack_access(
     }
     let lo = (at + stack) as usize;
     let slot = lo / 8;
-    let whole = size == 8 && lo.is_multiple_of(8);
+    let start = lo.is_multiple_of(8);
     let Some(v) = store else {
         if !st.stack_written(lo, size) {
             read_stack(pc, st, lo, size, unwritten)?;
             return Ok(loaded_range(size));
         }
+        let within = (lo % 8) + size <= 8;
         return match st.slots[slot] {
-            Slot::Spill(p) if whole => Ok(p),
-            // Part of a spilled constant, within its slot: those bytes.
-            Slot::Spill(Reg::Scalar { min, max, .. }) if min == max && (lo % 8) + size <= 8 => {
-                let mut b = [0u8; 8];
-                b[..size].copy_from_slice(&min.to_le_bytes()[lo % 8..lo % 8 + size]);
-                Ok(konst(u64::from_le_bytes(b)))
+            Slot::Spill(p) if start && size == 8 => Ok(p),
+            Slot::Spill(Reg::Scalar { .. }) | Slot::Narrow { .. } if within => {
+                Ok(fill(st.slots[slot], lo % 8, size))
             }
-            Slot::Spill(Reg::Scalar { .. }) => Ok(loaded_range(size)),
+            Slot::Spill(Reg::Scalar { .. }) | Slot::Narrow { .. } | Slot::Misc { .. } => {
+                Ok(if known_zero(st, lo, size) {
+                    konst(0)
+                } else {
+                    loaded_range(size)
+                })
+            }
             Slot::Spill(_) => Err(err(pc, "partial read of a spilled pointer")),
-            _ => Ok(loaded_range(size)),
         };
     };
-    if whole {
+    match v {
         // Spilled numbers keep their range and link id.
-        st.slots[slot] = Slot::Spill(v);
-    } else {
-        if !matches!(v, Reg::Scalar { .. }) {
+        _ if start && size == 8 => st.slots[slot] = Slot::Spill(v),
+        Reg::Scalar { max, .. } if start => {
+            let reg = if fits(max, size) { v } else { unlinked(v) };
+            st.slots[slot] = Slot::Narrow {
+                size: size as u8,
+                reg,
+            };
+        }
+        Reg::Scalar { min, max, .. } => {
+            // Part of a slot: bytes of no type, 0 if the number is.
+            let zero = min == 0 && max == 0;
+            for b in lo..lo + size {
+                let s = &mut st.slots[b / 8];
+                let mut z = s.zero_bytes();
+                if zero {
+                    z |= 1 << (b % 8);
+                } else {
+                    z &= !(1 << (b % 8));
+                }
+                *s = Slot::Misc { zero: z };
+            }
+        }
+        _ => {
             return Err(err(
                 pc,
                 "a pointer may only be spilled with an aligned 8-byte store",
             ));
         }
-        // Partial overwrite: the slot no longer holds a pointer.
-        for s in lo / 8..(lo + size).div_ceil(8) {
-            st.slots[s] = Slot::Misc;
-        }
     }
     st.mark_written(lo, size);
     Ok(UNKNOWN)
+}
+
+/// Whether a number of at most `max` fits `size` bytes.
+fn fits(max: u64, size: usize) -> bool {
+    size >= 8 || max >> (8 * size) == 0
+}
+
+/// `v` without its link id.
+fn unlinked(v: Reg) -> Reg {
+    match v {
+        Reg::Scalar {
+            min,
+            max,
+            lo32,
+            hi32,
+            ..
+        } => Reg::Scalar {
+            min,
+            max,
+            lo32,
+            hi32,
+            id: 0,
+        },
+        other => other,
+    }
+}
+
+/// A load of `size` bytes at byte `at` of a slot holding a spilled number
+/// (whole or narrow), within the slot: a constant's bytes; from the
+/// slot's start, at most as wide as the store, the number truncated to
+/// `size` bytes (still linked if it fits them), as the kernel fills a
+/// narrow spill; otherwise known zero bytes or any number of that size.
+fn fill(slot: Slot, at: usize, size: usize) -> Reg {
+    let (stored, x) = match slot {
+        Slot::Spill(x) => (8, x),
+        Slot::Narrow { size, reg } => (size as usize, reg),
+        Slot::Misc { .. } => return loaded_range(size),
+    };
+    let Reg::Scalar {
+        min,
+        max,
+        lo32,
+        hi32,
+        ..
+    } = x
+    else {
+        return loaded_range(size);
+    };
+    if min == max && at + size <= stored {
+        let mut b = [0u8; 8];
+        b[..size].copy_from_slice(&min.to_le_bytes()[at..at + size]);
+        return konst(u64::from_le_bytes(b));
+    }
+    if at == 0 && size <= stored {
+        if fits(max, size) {
+            return x;
+        }
+        if size == 4 {
+            return range(lo32 as u64, hi32 as u64);
+        }
+        return loaded_range(size);
+    }
+    let zero = slot.zero_bytes();
+    if (at..at + size).all(|b| zero & 1 << b != 0) {
+        konst(0)
+    } else {
+        loaded_range(size)
+    }
+}
+
+/// Whether stack bytes `lo..lo + n` are all known to be 0.
+fn known_zero(st: &State, lo: usize, n: usize) -> bool {
+    (lo..lo + n).all(|b| st.slots[b / 8].zero_bytes() & 1 << (b % 8) != 0)
 }
 
 /// A read of stack bytes `lo..lo + n`: those not written on this path are
@@ -2156,6 +2285,43 @@ fn resolve_null(st: &mut State, id: u32, map: Option<u32>) {
     }
 }
 
+/// An ALU operation on two numbers: the result's range, and its low
+/// half's where that is known apart.
+fn scalar_op(i: &Insn, is64: bool, a: Reg, b: Reg) -> Reg {
+    let (
+        Reg::Scalar {
+            min: a0,
+            max: a1,
+            lo32: al,
+            hi32: ah,
+            ..
+        },
+        Reg::Scalar {
+            min: b0,
+            max: b1,
+            lo32: bl,
+            hi32: bh,
+            ..
+        },
+    ) = (a, b)
+    else {
+        unreachable!("numbers only");
+    };
+    // A 32-bit operation reads the low halves only (a byte swap in the
+    // ALU class may swap all 64 bits: be64).
+    if i.op & 0xf0 == END {
+        scalar_alu(i, is64, (a0, a1), (b0, b1))
+    } else if is64 {
+        let r = scalar_alu(i, is64, (a0, a1), (b0, b1));
+        match (r, low_half(i, (al, ah), (bl, bh))) {
+            (Reg::Scalar { min, max, .. }, Some((l, h))) => scalar(min, max, l, h).unwrap_or(r),
+            _ => r,
+        }
+    } else {
+        scalar_alu(i, is64, (al as u64, ah as u64), (bl as u64, bh as u64))
+    }
+}
+
 fn scalar_alu(i: &Insn, is64: bool, a: (u64, u64), b: (u64, u64)) -> Reg {
     let (insn_op, imm) = (i.op, i.imm);
     let op = insn_op & 0xf0;
@@ -2195,6 +2361,10 @@ fn scalar_alu(i: &Insn, is64: bool, a: (u64, u64), b: (u64, u64)) -> Reg {
             .filter(|&m| m <= lim)
             .map(|m| (a0 * b0, m)),
         AND => Some((0, a1.min(b1))),
+        // Every bit of either is set: no less than either, no more than
+        // all bits up to the highest either may set.
+        OR => Some((a0.max(b0), smear(a1 | b1))),
+        XOR => Some((0, smear(a1 | b1))),
         RSH if b0 == b1 && b0 < if is64 { 64 } else { 32 } => Some((a0 >> b0, a1 >> b0)),
         LSH if b0 == b1 && b0 < 64 => a1
             .checked_shl(b0 as u32)
@@ -2208,6 +2378,38 @@ fn scalar_alu(i: &Insn, is64: bool, a: (u64, u64), b: (u64, u64)) -> Reg {
         Some((lo, hi)) if lo <= hi => range(lo, hi),
         _ => range(0, lim),
     }
+}
+
+/// All bits up to the highest set in `x`.
+fn smear(x: u64) -> u64 {
+    if x == 0 {
+        0
+    } else {
+        u64::MAX >> x.leading_zeros()
+    }
+}
+
+/// The low half's range after a 64-bit operation on numbers whose low
+/// halves are in `a` and `b`, where the low halves alone decide it (no
+/// carry or borrow can cross from the upper half): None where they do
+/// not.
+fn low_half(i: &Insn, a: (u32, u32), b: (u32, u32)) -> Option<(u32, u32)> {
+    let (a0, a1, b0, b1) = (a.0 as u64, a.1 as u64, b.0 as u64, b.1 as u64);
+    const LOW: u64 = u32::MAX as u64;
+    let r = match i.op & 0xf0 {
+        ADD if a1 + b1 <= LOW => (a0 + b0, a1 + b1),
+        SUB if a0 >= b1 => (a0 - b1, a1 - b0),
+        AND if a0 == a1 && b0 == b1 => (a0 & b0, a0 & b0),
+        AND => (0, a1.min(b1)),
+        OR if a0 == a1 && b0 == b1 => (a0 | b0, a0 | b0),
+        OR => (a0.max(b0), smear(a1 | b1)),
+        // x << k for k >= 32 has no low half left; below, the low half
+        // shifts as long as nothing leaves it.
+        LSH if b0 == b1 && (32..64).contains(&b0) => (0, 0),
+        LSH if b0 == b1 && b0 < 32 && (a1 << b0) <= LOW => (a0 << b0, a1 << b0),
+        _ => return None,
+    };
+    Some((r.0 as u32, r.1 as u32))
 }
 
 /// The taken and fall-through states with register `r` narrowed to what
@@ -2427,6 +2629,53 @@ mod tests {
             };
             prop_assert!(min <= x && x <= max && lo32 <= x as u32 && x as u32 <= hi32,
                 "x {:#x} outside {:?} (from {:?}, op {:#x}, k {:#x}, is64 {})", x, side, r, op, k, is64);
+        }
+
+        /// Soundness of arithmetic: for numbers in two ranges (64-bit and
+        /// low half), the result of an operation on them is in the range
+        /// the verifier gives it, both halves.
+        #[test]
+        fn an_operation_keeps_its_result_in_range(
+            x in edgy(), dx in (edgy(), edgy(), any::<u32>(), any::<u32>()),
+            y in edgy(), dy in (edgy(), edgy(), any::<u32>(), any::<u32>()),
+            op in prop::sample::select(vec![ADD, SUB, MUL, AND, OR, XOR, LSH, RSH, DIV, MOD]),
+            is64 in any::<bool>(), konst_y in any::<bool>(), small_y in any::<bool>(),
+        ) {
+            let around = |v: u64, d: (u64, u64, u32, u32)| {
+                let (min, max) = (v.saturating_sub(d.0 % (1 << 36)), v.saturating_add(d.1 % (1 << 36)));
+                let lo = (v as u32).saturating_sub(d.2 % 300);
+                let hi = (v as u32).saturating_add(d.3 % 300);
+                scalar(min, max, lo, hi).expect("v is in both")
+            };
+            let y = if small_y { y % 70 } else { y };
+            let a = around(x, dx);
+            let b = if konst_y { konst(y) } else { around(y, dy) };
+            let i = Insn { op: if is64 { ALU64 } else { ALU } | op | X, dst: 1, src: 2, off: 0, imm: 0 };
+            let want = alu_exact(op, is64, x, y);
+            let Reg::Scalar { min, max, lo32, hi32, .. } = scalar_op(&i, is64, a, b) else {
+                panic!("not a number");
+            };
+            prop_assert!(min <= want && want <= max && lo32 <= want as u32 && want as u32 <= hi32,
+                "{:#x} op {:#x} {:#x} = {:#x} outside [{:#x}, {:#x}] low [{:#x}, {:#x}] (a {:?}, b {:?}, is64 {})",
+                x, op, y, want, min, max, lo32, hi32, a, b, is64);
+        }
+
+        /// Sign extension of a range keeps every value's extension in it.
+        #[test]
+        fn a_sign_extended_range_holds_every_extension(
+            x in edgy(), d in (any::<u16>(), any::<u16>()),
+            bits in prop::sample::select(vec![8u32, 16, 32]), is64 in any::<bool>(),
+        ) {
+            let x = x & ((1u64 << bits) - 1);
+            let lo = x.saturating_sub(d.0 as u64 % 200);
+            let hi = x.saturating_add(d.1 as u64 % 200);
+            let lim = if is64 { u64::MAX } else { u32::MAX as u64 };
+            let want = sign_extend(x, bits) & lim;
+            let Reg::Scalar { min, max, lo32, hi32, .. } = sign_extended(range(lo, hi), bits, lim) else {
+                panic!("not a number");
+            };
+            prop_assert!(min <= want && want <= max && lo32 <= want as u32 && want as u32 <= hi32,
+                "sext{} of {:#x} in [{:#x}, {:#x}] = {:#x} outside [{:#x}, {:#x}]", bits, x, lo, hi, want, min, max);
         }
     }
 }
