@@ -586,6 +586,12 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
             assert_eq!(same_map(k, ours, "counters").len(), 4);
         },
     );
+    // ISA v4: sdiv/smod (64 and 32 bits, by 0, -1 and the minimum),
+    // ldsx, movsx and bswap; every result is in the output bytes.
+    let v4 = dir.join("v4.o");
+    let code = ebpf::load_object(&format!("{}:v4", v4.display())).unwrap();
+    assert!(code.is_v4(), "v4.o was built with -mcpu=v4");
+    compare(&v4, "v4", &opts, &[], &frames, tmp.path(), &|_, _| {});
     // bpf_xdp_adjust_tail: the same truncated bytes out of both (the
     // output-bytes check in compare); the clock and the PRNG ran.
     compare(

@@ -283,6 +283,12 @@ impl Program {
         &self.code
     }
 
+    /// Whether it uses ISA v4's instructions (run by their own instance
+    /// of the interpreter's loop).
+    pub fn is_v4(&self) -> bool {
+        self.v4
+    }
+
     /// Instructions.
     pub fn insn_count(&self) -> usize {
         self.code.len() / INSN_SIZE
