@@ -17,7 +17,9 @@
 #   scripts/bench-rr.sh [SECONDS] [ROUNDS]
 # Environment:
 #   PORTS="af_packet af_xdp"       the cpumapd ports to run (vdev kvargs may
-#                                  follow a colon: "af_packet:ring=v3");
+#                                  follow a colon: "af_packet:ring=v3";
+#                                  "af_xdp:egress=kernel" routes the replies
+#                                  out of the veth instead of the TAP);
 #                                  "dpdk:af_packet" runs DPDK's PMD in the
 #                                  DPDK build (CPUMAPD_DPDK=BIN, else built
 #                                  into target/dpdk), the same TAP
@@ -52,7 +54,7 @@ done
 s=cmrS$$; a=cmrA$$; vs=vrS$$; va=vrA$$; tap=tpr$$
 srv=10.77.252.1
 tmp=$(mktemp -d)
-ip netns add "$s"; ip netns add "$a"
+ip netns add "$a"
 pids=()
 cleanup() {
   for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
@@ -60,11 +62,21 @@ cleanup() {
   ip netns del "$s" 2>/dev/null; ip netns del "$a" 2>/dev/null; rm -rf "$tmp"
 }
 trap cleanup EXIT
-ip link add "$vs" netns "$s" type veth peer name "$va" netns "$a"
-ip -n "$s" addr add 10.77.252.2/24 dev "$vs"
-for ns in "$s" "$a"; do ip -n "$ns" link set lo up; done
-ip -n "$s" link set "$vs" up; ip -n "$a" link set "$va" up
-[ "${OFFLOADS:-off}" = on ] || ip netns exec "$s" ethtool -K "$vs" tso off gso off tx off >/dev/null
+ip -n "$a" link set lo up
+# A fresh client namespace and veth pair for every row. The client's
+# TIME_WAIT sockets live 60 s: left from one row, they fill the even half
+# of its ephemeral ports (the half connect() takes), and every connect() of
+# the next row's one-connection-per-request run then searches thousands of
+# ports (3 ms each, measured: a stall to ~270 req/s). The client closes
+# first whenever the server's FIN arrives after its reply was read.
+client_ns() {
+  ip netns del "$s" 2>/dev/null || true
+  ip netns add "$s"
+  ip link add "$vs" netns "$s" type veth peer name "$va" netns "$a"
+  ip -n "$s" addr add 10.77.252.2/24 dev "$vs"
+  ip -n "$s" link set lo up; ip -n "$s" link set "$vs" up; ip -n "$a" link set "$va" up
+  [ "${OFFLOADS:-off}" = on ] || ip netns exec "$s" ethtool -K "$vs" tso off gso off tx off >/dev/null
+}
 
 # Servers, started once in A; they listen on the address wherever it lives.
 mkdir -p "$tmp/www"; printf 'ok' > "$tmp/www/x"
@@ -153,11 +165,13 @@ mode=(--mode no-touch); kmode=(-p no-touch -c 1)
 [ "${FLOOD:-0}" = 1 ] && { mode=(--mode l4-filter); kmode=(-p l4-filter -c 1 -c 0); }
 for _ in $(seq "$rounds"); do
   if [ "${PLAIN:-1}" = 1 ]; then
+    client_ns
     ip -n "$a" addr add "$srv/24" dev "$va"
     row "plain stack"
     ip -n "$a" addr del "$srv/24" dev "$va"
   fi
   if [ -n "${XDPTOOLS:-}" ]; then
+    client_ns
     ip -n "$a" addr add "$srv/24" dev "$va"
     ip netns exec "$a" "$XDPTOOLS/bin/xdp-bench" redirect-cpu "${kmode[@]}" -r pass "$va" >/dev/null 2>&1 &
     xb=$!; sleep 1
@@ -176,6 +190,7 @@ for _ in $(seq "$rounds"); do
   while IFS='|' read -r port kv args; do
     [ -n "$port" ] || continue
     [ -n "$kv" ] && kv=",$kv"
+    client_ns
     if [ "${port#dpdk:}" != "$port" ]; then
       # The DPDK build: its PMD on the veth (the main lcore beside the RX
       # lcore on CPU 0), the same TAP into the kernel.
@@ -192,7 +207,15 @@ for _ in $(seq "$rounds"); do
     fi
     d=$!
     for _ in $(seq 100); do ip -n "$a" link show "$tap" >/dev/null 2>&1 && break; sleep 0.05; done
-    ip -n "$a" addr add "$srv/24" dev "$tap"
+    if [[ "$kv" == *egress=kernel* ]]; then
+      # Replies out of the veth's own stack: the address on the TAP alone,
+      # the clients routed out of the veth, loose reverse-path filtering.
+      ip -n "$a" addr add "$srv/32" dev "$tap"
+      ip -n "$a" route replace 10.77.252.0/24 dev "$va" src "$srv"
+      ip netns exec "$a" sysctl -qw net.ipv4.conf.all.rp_filter=2 "net.ipv4.conf.$tap.rp_filter=2"
+    else
+      ip -n "$a" addr add "$srv/24" dev "$tap"
+    fi
     sleep 0.3
     row "cpumapd net_$port$kv $args" "$d"
     kill -TERM "$d"; wait "$d" 2>/dev/null || { echo "cpumapd exited badly:"; tail -5 "$tmp/cpumapd.log"; }
