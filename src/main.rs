@@ -398,7 +398,8 @@ fn report(out: &mut dyn Write, s: &Summary) {
     let _ = writeln!(
         out,
         "summary: {:.2}s rx {} ({:.2} Mpps) pass {} drop {} tx {} redirect {} aborted {} | enqueued {} enqueue_drops {} | \
-         target_processed {} delivered {} target_drops {} | in_flight {} pool_in_use {}",
+         target_processed {} delivered {} target_drops {} | in_flight {} pool_in_use {} | \
+         reverse_rx {} reverse_tx {} reverse_drops {}",
         s.duration_s,
         s.rx,
         s.rx_pps / 1e6,
@@ -413,7 +414,10 @@ fn report(out: &mut dyn Write, s: &Summary) {
         s.delivered,
         s.target_drops,
         s.in_flight,
-        s.pool_in_use
+        s.pool_in_use,
+        s.reverse_rx,
+        s.reverse_tx,
+        s.reverse_drops
     );
     let rows = s
         .rx_lcores

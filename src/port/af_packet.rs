@@ -54,6 +54,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::egress::{Egress, IngressDrop};
 use super::{Burst, MAX_BURST, PortError, PortQueue, VdevSpec, netdev};
 use crate::counters::PortQueueCounters;
 use crate::frame::{Frame, LARGE_DATA_ROOM, Pool};
@@ -270,6 +271,9 @@ struct AfPacketQueue {
     /// Every frame is preceded by a virtio-net header, both ways.
     vnet: bool,
     counters: Arc<PortQueueCounters>,
+    /// `egress=kernel`: the tcx program keeping IP from the interface's
+    /// stack, attached while any queue of the port lives.
+    _egress: Option<Arc<IngressDrop>>,
 }
 
 /// Asks for virtio-net headers on `fd` (before its ring is set up); false,
@@ -460,6 +464,14 @@ pub(super) fn open(
     let geo = Geometry::of(spec, kind, mtu)?;
     let bypass = spec.get("qdisc_bypass") != Some("0");
     let group = (std::process::id() as u16) ^ (port.0.wrapping_mul(0x9e37));
+    let egress = match Egress::of(spec)? {
+        Egress::Cpumapd => None,
+        Egress::Kernel => Some(IngressDrop::attach(ifindex).map_err(|e| {
+            bad(format!(
+                "{iface}: egress=kernel: attaching the tcx ingress program that keeps IP from the interface's stack (Linux 6.6, CAP_BPF and CAP_NET_ADMIN): {e}"
+            ))
+        })?),
+    };
     let mut out: Vec<Box<dyn PortQueue>> = Vec::new();
     for q in 0..nb_queues {
         let fd = packet_socket(spec, ifindex)?;
@@ -486,6 +498,7 @@ pub(super) fn open(
             polls: 0,
             vnet,
             counters: Arc::default(),
+            _egress: egress.clone(),
         }));
     }
     Ok(out)
@@ -526,6 +539,7 @@ pub(super) fn open_tx(spec: &VdevSpec, port: PortId) -> Result<Box<dyn PortQueue
         polls: 0,
         vnet,
         counters: Arc::default(),
+        _egress: None,
     }))
 }
 

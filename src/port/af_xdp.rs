@@ -43,6 +43,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::egress::{self, Egress};
 use super::{Burst, PortError, PortQueue, VdevSpec, bpf, netdev};
 use crate::bpf_abi::{helper, map_type, xdp};
 use crate::counters::PortQueueCounters;
@@ -80,12 +81,12 @@ impl XdpProgram {
     /// `frags`: the interface's frames need several chunks (multi-buffer:
     /// the program says it handles fragments, the sockets bind with
     /// XDP_USE_SG).
-    fn load(ifindex: u32, queues: u32, frags: bool) -> io::Result<Self> {
+    fn load(ifindex: u32, queues: u32, frags: bool, egress: Egress) -> io::Result<Self> {
         let map = bpf::map_create(map_type::XSKMAP, 4, 4, queues)?;
         // r2 = ctx->rx_queue_index; r1 = &xsks_map; r3 = XDP_PASS (on a
         // miss); return bpf_redirect_map(r1, r2, r3).
         let [ld_map, ld_map_hi] = bpf::ld_map_fd(1, &map);
-        let prog = [
+        let redirect = [
             bpf::insn(0x61, 2, 1, 16, 0), // ldxw r2, [r1 + 16]
             ld_map,
             ld_map_hi,
@@ -93,6 +94,11 @@ impl XdpProgram {
             bpf::insn(0x85, 0, 0, 0, helper::REDIRECT_MAP),
             bpf::insn(0x95, 0, 0, 0, 0), // exit
         ];
+        // egress=kernel: ARP and neighbour discovery to the stack first.
+        let prog = match egress {
+            Egress::Cpumapd => redirect.to_vec(),
+            Egress::Kernel => egress::xdp_program(&redirect, xdp::PASS as i32),
+        };
         let flags = if frags { bpf::F_XDP_HAS_FRAGS } else { 0 };
         let prog = bpf::prog_load_flags(bpf::PROG_TYPE_XDP, 0, &prog, "cpumapd_xsk", flags)?;
         let (link, mode) = bpf::link_xdp(&prog, ifindex)?;
@@ -369,7 +375,8 @@ pub(super) fn open(
             "queue_count={count} but --rx polls {nb_queues} queue(s) of this port"
         )));
     }
-    let prog = XdpProgram::load(ifindex, start + count, sg).map_err(|e| {
+    let egress = Egress::of(spec)?;
+    let prog = XdpProgram::load(ifindex, start + count, sg, egress).map_err(|e| {
         o.perm(
             if sg {
                 "loading the XDP redirect program for multi-buffer frames (BPF_F_XDP_HAS_FRAGS: Linux 6.0; or lower the MTU to 1500)"

@@ -75,6 +75,24 @@ pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     }
 }
 
+impl Insn {
+    /// The instruction with offset `off` (a jump's, once known).
+    pub const fn with_off(mut self, off: i16) -> Self {
+        self.off = off;
+        self
+    }
+
+    /// Its opcode.
+    pub const fn code(&self) -> u8 {
+        self.code
+    }
+
+    /// Its offset.
+    pub const fn off(&self) -> i16 {
+        self.off
+    }
+}
+
 /// `ld_imm64 dst, map` (two instruction slots).
 pub fn ld_map_fd(dst: u8, map: &OwnedFd) -> [Insn; 2] {
     [
@@ -188,6 +206,23 @@ pub fn prog_load_flags(
             format!("{e}: {}", msg.trim_end_matches('\0').trim()),
         )
     })
+}
+
+/// A BPF link of `prog` to `ifindex` as `attach_type` (e.g. tcx ingress).
+/// Closing the link's fd detaches it.
+pub fn link_create(
+    prog: &OwnedFd,
+    ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<OwnedFd> {
+    let mut a = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type,
+        flags,
+    };
+    sys(cmd::LINK_CREATE, &mut a).map(fd)
 }
 
 /// Attaches an XDP program to `ifindex` with a BPF link: native mode, else

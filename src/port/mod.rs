@@ -17,6 +17,7 @@ pub mod bpf;
 pub mod devtx;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod egress;
 pub mod fault;
 mod generator;
 pub mod netdev;
@@ -255,6 +256,7 @@ impl Driver {
                             "0|1",
                             "read virtio-net headers: GSO and checksum state (default 1)",
                         ),
+                        key("egress", "cpumapd|kernel", EGRESS_HELP),
                     ]
                 }
             }
@@ -265,12 +267,16 @@ impl Driver {
                         key("start_queue", "Q", "first queue (default 0)"),
                         key("queue_count", "N", "queues, one socket each (default 1)"),
                         key("force_copy", "0|1", "copy mode even where zero-copy works"),
+                        key("egress", "cpumapd|kernel", EGRESS_HELP),
                     ]
                 }
             }
         }
     }
 }
+
+/// The `egress=` key of ports over a Linux interface.
+const EGRESS_HELP: &str = "who sends the kernel's replies out of the interface: cpumapd (default, the exception path's reverse direction) or kernel (routed out of it; docs/DATAPLANE.md)";
 
 /// Drivers DPDK has that the native build does not.
 const DPDK_ONLY: &[&str] = &[
