@@ -2362,8 +2362,9 @@ fn scalar_alu(i: &Insn, is64: bool, a: (u64, u64), b: (u64, u64)) -> Reg {
             .map(|m| (a0 * b0, m)),
         AND => Some((0, a1.min(b1))),
         // Every bit of either is set: no less than either, no more than
-        // all bits up to the highest either may set.
-        OR => Some((a0.max(b0), smear(a1 | b1))),
+        // all bits up to the highest either may set, nor than their sum
+        // (an OR carries nothing).
+        OR => Some((a0.max(b0), or_max(a1, b1))),
         XOR => Some((0, smear(a1 | b1))),
         RSH if b0 == b1 && b0 < if is64 { 64 } else { 32 } => Some((a0 >> b0, a1 >> b0)),
         LSH if b0 == b1 && b0 < 64 => a1
@@ -2389,6 +2390,12 @@ fn smear(x: u64) -> u64 {
     }
 }
 
+/// The most `x | y` can be for x <= `a`, y <= `b`: x | y <= x + y, and no
+/// bit above the highest either may set.
+fn or_max(a: u64, b: u64) -> u64 {
+    smear(a | b).min(a.saturating_add(b))
+}
+
 /// The low half's range after a 64-bit operation on numbers whose low
 /// halves are in `a` and `b`, where the low halves alone decide it (no
 /// carry or borrow can cross from the upper half): None where they do
@@ -2402,7 +2409,7 @@ fn low_half(i: &Insn, a: (u32, u32), b: (u32, u32)) -> Option<(u32, u32)> {
         AND if a0 == a1 && b0 == b1 => (a0 & b0, a0 & b0),
         AND => (0, a1.min(b1)),
         OR if a0 == a1 && b0 == b1 => (a0 | b0, a0 | b0),
-        OR => (a0.max(b0), smear(a1 | b1)),
+        OR => (a0.max(b0), or_max(a1, b1)),
         // x << k for k >= 32 has no low half left; below, the low half
         // shifts as long as nothing leaves it.
         LSH if b0 == b1 && (32..64).contains(&b0) => (0, 0),
