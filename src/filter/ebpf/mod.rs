@@ -345,7 +345,6 @@ impl Program {
     }
 }
 
-/// `v` as a little-endian value of `size` bytes (truncated or zero-padded).
 /// `*(u64 *)(r10 - STACK_SIZE + 8 * s) = 0` for each 8-byte slot s
 /// holding a byte of `bytes` (a bitmap of the stack, as
 /// [`verifier::Verified::reads_unwritten`]).
@@ -366,6 +365,7 @@ fn zeroing_prologue(bytes: &[u64]) -> Vec<u8> {
     code
 }
 
+/// `v` as a little-endian value of `size` bytes (truncated or zero-padded).
 fn pad(v: u32, size: u32) -> Vec<u8> {
     let mut b = vec![0u8; size as usize];
     let le = v.to_le_bytes();
