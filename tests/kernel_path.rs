@@ -267,17 +267,6 @@ impl Topo {
         );
     }
 
-    /// A counter of /proc/net/snmp (`group` e.g. "Ip", `name` e.g.
-    /// "InReceives") in a namespace.
-    fn snmp(&self, ns: &str, group: &str, name: &str) -> u64 {
-        let out = run("ip", &["netns", "exec", ns, "cat", "/proc/net/snmp"]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines = text.lines().filter(|l| l.starts_with(&format!("{group}:")));
-        let (head, vals) = (lines.next().unwrap(), lines.next().unwrap());
-        let i = head.split_whitespace().position(|h| h == name).unwrap();
-        vals.split_whitespace().nth(i).unwrap().parse().unwrap()
-    }
-
     fn tap_exists(&self) -> bool {
         Command::new("ip")
             .args(["-n", &self.a, "link", "show", &self.tap])
@@ -1598,7 +1587,7 @@ fn http_through(port: Port, egress: bool) {
     } else {
         t.start_on(port, &[])
     };
-    let ip_in_before = t.snmp(&t.a, "Ip", "InReceives");
+    let ip_in_before = snmp(&t.a, "Ip", "InReceives");
     let dst = SocketAddrV4::new(t.addr(1), 8080);
     const KEEP: usize = 2000;
     const NEW: usize = 200;
@@ -1659,7 +1648,7 @@ fn http_through(port: Port, egress: bool) {
             "{port:?}: replies came back through the TAP; {s}"
         );
         // Each request taken once by the stack (not also off the veth).
-        let ip_in = t.snmp(&t.a, "Ip", "InReceives") - ip_in_before;
+        let ip_in = snmp(&t.a, "Ip", "InReceives") - ip_in_before;
         assert!(
             ip_in < delivered + delivered / 10 + 50,
             "{port:?}: the stack took {ip_in} IPv4 packets for {delivered} delivered: the veth's stack saw the requests too"

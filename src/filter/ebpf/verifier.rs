@@ -2077,17 +2077,19 @@ fn stack_access(
         let within = (lo % 8) + size <= 8;
         return match st.slots[slot] {
             Slot::Spill(p) if start && size == 8 => Ok(p),
-            Slot::Spill(Reg::Scalar { .. }) | Slot::Narrow { .. } if within => {
-                Ok(fill(st.slots[slot], lo % 8, size))
+            Slot::Spill(p) if !matches!(p, Reg::Scalar { .. }) => {
+                Err(err(pc, "partial read of a spilled pointer"))
             }
-            Slot::Spill(Reg::Scalar { .. }) | Slot::Narrow { .. } | Slot::Misc { .. } => {
-                Ok(if known_zero(st, lo, size) {
-                    konst(0)
-                } else {
-                    loaded_range(size)
-                })
-            }
-            Slot::Spill(_) => Err(err(pc, "partial read of a spilled pointer")),
+            s => Ok(within
+                .then(|| fill(s, lo % 8, size))
+                .flatten()
+                .unwrap_or_else(|| {
+                    if known_zero(st, lo, size) {
+                        konst(0)
+                    } else {
+                        loaded_range(size)
+                    }
+                })),
         };
     };
     match v {
@@ -2154,12 +2156,13 @@ fn unlinked(v: Reg) -> Reg {
 /// (whole or narrow), within the slot: a constant's bytes; from the
 /// slot's start, at most as wide as the store, the number truncated to
 /// `size` bytes (still linked if it fits them), as the kernel fills a
-/// narrow spill; otherwise known zero bytes or any number of that size.
-fn fill(slot: Slot, at: usize, size: usize) -> Reg {
+/// narrow spill. None where the spill says nothing more than the slot's
+/// known zero bytes do.
+fn fill(slot: Slot, at: usize, size: usize) -> Option<Reg> {
     let (stored, x) = match slot {
         Slot::Spill(x) => (8, x),
         Slot::Narrow { size, reg } => (size as usize, reg),
-        Slot::Misc { .. } => return loaded_range(size),
+        Slot::Misc { .. } => return None,
     };
     let Reg::Scalar {
         min,
@@ -2169,27 +2172,17 @@ fn fill(slot: Slot, at: usize, size: usize) -> Reg {
         ..
     } = x
     else {
-        return loaded_range(size);
+        return None;
     };
     if min == max && at + size <= stored {
         let mut b = [0u8; 8];
         b[..size].copy_from_slice(&min.to_le_bytes()[at..at + size]);
-        return konst(u64::from_le_bytes(b));
+        return Some(konst(u64::from_le_bytes(b)));
     }
-    if at == 0 && size <= stored {
-        if fits(max, size) {
-            return x;
-        }
-        if size == 4 {
-            return range(lo32 as u64, hi32 as u64);
-        }
-        return loaded_range(size);
-    }
-    let zero = slot.zero_bytes();
-    if (at..at + size).all(|b| zero & 1 << b != 0) {
-        konst(0)
-    } else {
-        loaded_range(size)
+    match (at == 0 && size <= stored, fits(max, size), size) {
+        (true, true, _) => Some(x),
+        (true, false, 4) => Some(range(lo32 as u64, hi32 as u64)),
+        _ => None,
     }
 }
 
