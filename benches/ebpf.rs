@@ -174,7 +174,7 @@ fn bench(c: &mut Criterion) {
                     for f in fs.iter_mut() {
                         n = n.wrapping_add(matches!(
                             inst.run(f, &|_| true),
-                            cpumapd::filter::Verdict::Redirect(_)
+                            ebpf::Action::Redirect(_)
                         ) as u32);
                     }
                     n

@@ -22,6 +22,13 @@ pub struct PortId(pub u16);
 #[serde(transparent)]
 pub struct TargetId(pub u32);
 
+/// A target id is its cpumap key (what an eBPF program redirects to).
+impl From<TargetId> for u32 {
+    fn from(t: TargetId) -> u32 {
+        t.0
+    }
+}
+
 impl TargetId {
     /// The lcore that serves this target.
     pub fn lcore(self) -> LcoreId {

@@ -26,18 +26,20 @@
 //!
 //! # Layers
 //!
-//! One crate, layered bottom up (L0 `ids`, `wire`, `counters`, `kv`, ...
-//! to L7 `telemetry`, `control`, `cli`); a module uses its own layer and
-//! those below, never one above. The layer table, the invariants, the
+//! The dataplane crate, layered bottom up (L0 `ids`, `wire`, `counters`,
+//! `kv`, ... to L7 `telemetry`, `control`, `cli`); a module uses its own
+//! layer and those below, never one above. The eBPF engine is a crate of
+//! its own (`crates/ebpf`, reached as [`filter::ebpf`]). The layer table, the invariants, the
 //! accounting identities and the memory-ordering labels are in
 //! docs/ARCHITECTURE.md, which `tests/architecture.rs` checks against the
 //! code. With DPDK a frame is an `rte_mbuf` end to end and pools are
 //! per-socket mempools. `unsafe` lives only in `ring/`, `frame/`, `dpdk/`,
-//! the system-call and driver edges in `port/` and `exception/`, and the
-//! eBPF JIT's entry.
+//! the system-call and driver edges in `port/` and `exception/` (and, in
+//! the engine's crate, the JIT's entry).
 #![deny(unsafe_code)]
 
-pub mod bpf_abi;
+/// The kernel's BPF ABI numbers (the eBPF crate's `abi`).
+pub use cpumapd_ebpf::abi as bpf_abi;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -1,5 +1,7 @@
-//! The architecture, checked: the layer order of `src/`'s modules
-//! (docs/ARCHITECTURE.md, "Layers", which must list the same layers), the
+//! The architecture, checked, for both crates of the workspace (the
+//! dataplane in `src/`, the eBPF engine in `crates/ebpf/src/`): the layer
+//! order of each crate's modules (docs/ARCHITECTURE.md, "Layers", which
+//! must list the same layers), the one door between the crates, the
 //! length of non-test functions, and the index of memory-ordering labels.
 //!
 //! Both read the source with `syn`, so a `use crate::…` inside a brace group,
@@ -12,7 +14,7 @@ use syn::visit::Visit;
 
 /// Bottom up: a module may use modules of its own layer or below, never above.
 const LAYERS: &[&[&str]] = &[
-    &["ids", "sync", "wire", "bpf_abi", "counters", "kv"],
+    &["ids", "sync", "wire", "counters", "kv"],
     &["ring", "dpdk"],
     &["frame"],
     &["port", "exception", "filter"],
@@ -22,14 +24,54 @@ const LAYERS: &[&[&str]] = &[
     &["telemetry", "control", "cli"],
 ];
 
+/// The eBPF engine's layers (crates/ebpf), bottom up, the same way. Its
+/// root (lib.rs: `Program`, `Instance`, loading) is above them all.
+const ENGINE_LAYERS: &[&[&str]] = &[
+    &["abi", "buffer", "clock", "insn"],
+    &["maps", "printk"],
+    &["interp"],
+    &["verifier"],
+    &["calls", "inline", "jit", "globals"],
+];
+
+/// One crate of the workspace: its source directory, its layers and the
+/// row prefix of its layer table in docs/ARCHITECTURE.md.
+struct Crate {
+    src: &'static str,
+    layers: &'static [&'static [&'static str]],
+    row: char,
+}
+
+const CRATES: [Crate; 2] = [
+    Crate {
+        src: "src",
+        layers: LAYERS,
+        row: 'L',
+    },
+    Crate {
+        src: "crates/ebpf/src",
+        layers: ENGINE_LAYERS,
+        row: 'E',
+    },
+];
+
 /// Longest non-test function, in lines (signature to closing brace).
 const MAX_FN_LINES: usize = 120;
 
-fn layer_of(module: &str) -> Option<usize> {
-    LAYERS.iter().position(|l| l.contains(&module))
+fn layer_of(layers: &[&[&str]], module: &str) -> Option<usize> {
+    layers.iter().position(|l| l.contains(&module))
 }
 
-fn src_files() -> Vec<PathBuf> {
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every source file of the workspace.
+fn all_src_files() -> Vec<PathBuf> {
+    CRATES.iter().flat_map(|c| src_files(c.src)).collect()
+}
+
+fn src_files(src: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -41,16 +83,14 @@ fn src_files() -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+    walk(&root().join(src), &mut out);
     out.sort();
     out
 }
 
 /// `src/a/b.rs` -> ["a", "b"]; `src/a/mod.rs` -> ["a"]; `src/lib.rs` -> [].
-fn module_path(file: &Path) -> Vec<String> {
-    let rel = file
-        .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
-        .unwrap();
+fn module_path(src: &str, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(root().join(src)).unwrap();
     let mut parts: Vec<String> = rel
         .iter()
         .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
@@ -207,16 +247,26 @@ fn parse(file: &Path) -> syn::File {
 
 #[test]
 fn no_module_imports_a_layer_above_it() {
+    for c in &CRATES {
+        no_upward_imports(c);
+    }
+}
+
+fn no_upward_imports(c: &Crate) {
+    let layer_of = |m: &str| layer_of(c.layers, m);
     let mut bad = Vec::new();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in src_files() {
+    for file in src_files(c.src) {
         if is_test_file(&file) {
             continue;
         }
-        let module = module_path(&file);
+        let module = module_path(c.src, &file);
         let Some(me) = module.first() else { continue };
         let my_layer = layer_of(me).unwrap_or_else(|| {
-            panic!("module {me} is in no layer of LAYERS (and docs/ARCHITECTURE.md)")
+            panic!(
+                "module {me} of {} is in no layer (and docs/ARCHITECTURE.md)",
+                c.src
+            )
         });
         let mut v = Uses {
             module: &module,
@@ -252,14 +302,51 @@ fn no_module_imports_a_layer_above_it() {
 
 #[test]
 fn every_layer_module_exists_and_lib_rs_lists_them() {
-    let lib =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
-    for m in LAYERS.iter().flat_map(|l| l.iter()) {
+    for c in &CRATES {
+        let lib = std::fs::read_to_string(root().join(c.src).join("lib.rs")).unwrap();
+        for m in c.layers.iter().flat_map(|l| l.iter()) {
+            assert!(
+                lib.contains(&format!("mod {m};")),
+                "{}/lib.rs does not declare module {m} of the layer list",
+                c.src
+            );
+        }
+    }
+}
+
+/// The engine is a crate of its own: it depends on no part of cpumapd and
+/// on nothing but the crates made for its job, and the dataplane reaches
+/// it through one door (`filter::ebpf`, plus the ABI numbers as
+/// `bpf_abi`), so the interface stays the small one lib.rs documents.
+#[test]
+fn the_engine_stands_alone_and_the_dataplane_uses_it_through_one_door() {
+    let manifest = std::fs::read_to_string(root().join("crates/ebpf/Cargo.toml")).unwrap();
+    let deps: toml::Table = manifest.parse::<toml::Table>().unwrap()["dependencies"]
+        .as_table()
+        .unwrap()
+        .clone();
+    let names: BTreeSet<&str> = deps.keys().map(String::as_str).collect();
+    let allowed = BTreeSet::from(["aya-obj", "nix", "object", "rbpf", "thiserror"]);
+    assert!(
+        names.is_subset(&allowed),
+        "crates/ebpf depends on {names:?}; allowed: {allowed:?}"
+    );
+    for file in src_files("crates/ebpf/src") {
+        let text = std::fs::read_to_string(&file).unwrap();
         assert!(
-            lib.contains(&format!("mod {m};")),
-            "src/lib.rs does not declare module {m} of the layer list"
+            !text.contains("cpumapd::"),
+            "{} names the dataplane",
+            file.display()
         );
     }
+    let mut doors = Vec::new();
+    for file in src_files("src") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if text.contains("cpumapd_ebpf") {
+            doors.push(file.strip_prefix(root()).unwrap().display().to_string());
+        }
+    }
+    assert_eq!(doors, ["src/filter/mod.rs", "src/lib.rs"]);
 }
 
 /// Non-test functions longer than [`MAX_FN_LINES`].
@@ -310,7 +397,7 @@ impl<'ast> Visit<'ast> for LongFns<'_> {
 #[test]
 fn no_function_is_longer_than_the_limit() {
     let mut long = Vec::new();
-    for file in src_files() {
+    for file in all_src_files() {
         if is_test_file(&file) {
             continue;
         }
@@ -335,12 +422,19 @@ fn architecture_md() -> String {
 
 #[test]
 fn the_architecture_page_lists_the_layers_this_test_enforces() {
+    for c in &CRATES {
+        layer_table_matches(c);
+    }
+}
+
+fn layer_table_matches(c: &Crate) {
     let doc = architecture_md();
     let mut rows = Vec::new();
     for line in doc.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         // | L3 | `port`, `exception`, `filter` | what |
-        if cells.len() > 3 && cells[1].starts_with('L') && cells[1][1..].parse::<usize>().is_ok() {
+        if cells.len() > 3 && cells[1].starts_with(c.row) && cells[1][1..].parse::<usize>().is_ok()
+        {
             let mods: Vec<String> = cells[2]
                 .split(',')
                 .map(|m| m.trim().trim_matches('`').to_string())
@@ -348,14 +442,19 @@ fn the_architecture_page_lists_the_layers_this_test_enforces() {
             rows.push((cells[1].to_string(), mods));
         }
     }
-    let want: Vec<(String, Vec<String>)> = LAYERS
+    let want: Vec<(String, Vec<String>)> = c
+        .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| (format!("L{i}"), l.iter().map(|m| m.to_string()).collect()))
+        .map(|(i, l)| {
+            let mods = l.iter().map(|m| m.to_string()).collect();
+            (format!("{}{i}", c.row), mods)
+        })
         .collect();
     assert_eq!(
         rows, want,
-        "docs/ARCHITECTURE.md's layer table and LAYERS differ"
+        "docs/ARCHITECTURE.md's layer table for {} and this test's differ",
+        c.src
     );
 }
 
@@ -366,7 +465,7 @@ fn every_memory_ordering_label_is_in_the_index() {
     let doc = architecture_md();
     let mut missing = Vec::new();
     let mut found = 0;
-    for file in src_files() {
+    for file in all_src_files() {
         let text = std::fs::read_to_string(&file).unwrap();
         let rel = file
             .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")))

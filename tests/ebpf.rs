@@ -9,8 +9,20 @@ use std::sync::Arc;
 
 use cpumapd::filter::ebpf::{self, Instance, Program};
 use cpumapd::filter::{Filter, Mode, Verdict};
-use cpumapd::frame::Pool;
+use cpumapd::frame::{Frame, Pool};
 use cpumapd::ids::TargetId;
+
+/// An instance's run as the dataplane acts on it: the engine's action as
+/// a cpumapd [`Verdict`].
+trait RunVerdict {
+    fn verdict(&mut self, f: &mut Frame, has: &dyn Fn(u32) -> bool) -> Verdict;
+}
+
+impl RunVerdict for Instance {
+    fn verdict(&mut self, f: &mut Frame, has: &dyn Fn(u32) -> bool) -> Verdict {
+        self.run(f, has).into()
+    }
+}
 
 /// Every record of ../shared/pcaps that fits one buffer.
 fn buffer_sized_records() -> Vec<Vec<u8>> {
@@ -64,7 +76,7 @@ fn shipped_programs_classify_every_frame_like_the_built_in_modes() {
                 let mut f = pool.alloc().unwrap();
                 f.copy_from(bytes).unwrap();
                 let want = builtin.run(f.data());
-                let got = inst.run(&mut f, &|_| true);
+                let got = inst.verdict(&mut f, &|_| true);
                 assert_eq!(got, want, "{name} (jit {jit}) frame {i}: {bytes:02x?}");
                 assert_eq!(f.data(), &bytes[..], "the program left the frame alone");
             }
@@ -288,14 +300,16 @@ fn a_bounded_loop_is_accepted_and_runs() {
     f.copy_from(&[0u8; 60]).unwrap();
     for jit in [false, true] {
         let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
-        assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
+        assert_eq!(inst.verdict(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
     }
     // An action the XDP contract does not have is aborted.
     let bad = Arc::new(
         Program::from_insns("seven", &prog(&[mov_imm(0, 7), exit()]), Vec::new()).unwrap(),
     );
     assert_eq!(
-        Instance::new(bad, 0, false).unwrap().run(&mut f, &|_| true),
+        Instance::new(bad, 0, false)
+            .unwrap()
+            .verdict(&mut f, &|_| true),
         Verdict::Aborted
     );
 }
@@ -385,7 +399,7 @@ fn random_bytecode_never_crashes_the_verifier_or_a_run() {
             for jit in [false, true] {
                 let v = Instance::new(p.clone(), 0, jit)
                     .unwrap()
-                    .run(&mut f, &|_| true);
+                    .verdict(&mut f, &|_| true);
                 let _ = v;
             }
         }
@@ -717,7 +731,7 @@ fn adjust_head_grows_the_frame_into_its_headroom_interpreted_and_jit() {
         f.copy_from(&[7u8; 60]).unwrap();
         let v = Instance::new(p.clone(), 0, jit)
             .unwrap()
-            .run(&mut f, &|_| true);
+            .verdict(&mut f, &|_| true);
         assert_eq!(v, Verdict::Pass, "jit {jit}");
         assert_eq!((f.len(), f.headroom()), (74, 114), "jit {jit}");
         assert_eq!(f.data()[0], 0xee);
@@ -763,7 +777,7 @@ fn jit_inlined_percpu_lookups_address_each_lcores_copy() {
     let mut runs = |cpu: u32, jit: bool, n: usize| -> Vec<Verdict> {
         let mut inst = Instance::new(p.clone(), cpu, jit).unwrap();
         assert_eq!(inst.inlined_lookups(), jit as usize);
-        (0..n).map(|_| inst.run(&mut f, &|_| false)).collect()
+        (0..n).map(|_| inst.verdict(&mut f, &|_| false)).collect()
     };
     let alternate = |from: u64, n: u64| -> Vec<Verdict> {
         (from..from + n)
@@ -833,7 +847,11 @@ fn jit_inlined_array_lookup_returns_null_past_the_last_index() {
         for jit in [false, true] {
             let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
             assert_eq!(inst.inlined_lookups(), jit as usize);
-            assert_eq!(inst.run(&mut f, &|_| true), want, "key {key}, jit {jit}");
+            assert_eq!(
+                inst.verdict(&mut f, &|_| true),
+                want,
+                "key {key}, jit {jit}"
+            );
         }
     }
 }
@@ -889,7 +907,7 @@ fn globals_and_percpu_hash_work_as_libbpf_loads_them() {
             for (i, bytes) in frames.iter().enumerate() {
                 let mut f = pool.alloc().unwrap();
                 f.copy_from(bytes).unwrap();
-                let got = inst.run(&mut f, &|_| true);
+                let got = inst.verdict(&mut f, &|_| true);
                 let key = sampler_key(bytes);
                 let expect = match &key {
                     Some(_) if (i as u64).is_multiple_of(every) => Verdict::Redirect(targets[idx]),
@@ -1004,7 +1022,7 @@ fn xdp_benchs_own_object_classifies_like_the_built_in_modes() {
                 let mut f = pool.alloc().unwrap();
                 f.copy_from(bytes).unwrap();
                 let want = builtin.run(f.data());
-                let got = inst.run(&mut f, &|_| true);
+                let got = inst.verdict(&mut f, &|_| true);
                 if got != want {
                     differ.push((i, got, want));
                 }
@@ -1163,7 +1181,7 @@ fn atomics_run_on_map_values_and_are_refused_elsewhere() {
     let mut f = pool.alloc().unwrap();
     f.copy_from(&[0u8; 60]).unwrap();
     let mut inst = Instance::new(p.clone(), 0, false).unwrap();
-    assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass);
+    assert_eq!(inst.verdict(&mut f, &|_| true), Verdict::Pass);
     let v = &p.map("arr").unwrap().dump()[0].1[0];
     let w = |o: usize| u32::from_le_bytes(v[o..o + 4].try_into().unwrap());
     assert_eq!(
@@ -1262,7 +1280,11 @@ fn adjust_tail_shrinks_and_grows_within_the_buffer() {
             f.xdp_buffer_whole().0.fill(0xaa);
             f.copy_from(&(0..60u8).collect::<Vec<_>>()).unwrap();
             let mut inst = Instance::new(p(delta), 0, jit).unwrap();
-            assert_eq!(inst.run(&mut f, &|_| true), want, "delta {delta} jit {jit}");
+            assert_eq!(
+                inst.verdict(&mut f, &|_| true),
+                want,
+                "delta {delta} jit {jit}"
+            );
             assert_eq!(f.len(), len, "delta {delta} jit {jit}");
             let kept = len.min(60);
             assert_eq!(&f.data()[..kept], &(0..kept as u8).collect::<Vec<_>>()[..]);
@@ -1304,7 +1326,7 @@ fn tail_calls_jump_to_the_protocols_program_and_stop_at_the_kernels_limit() {
         let mut run = |bytes: &[u8]| {
             let mut f = pool.alloc().unwrap();
             f.copy_from(bytes).unwrap();
-            inst.run(&mut f, &|_| true)
+            inst.verdict(&mut f, &|_| true)
         };
         let udp = common::udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53);
         assert_eq!(
@@ -1329,7 +1351,7 @@ fn tail_calls_jump_to_the_protocols_program_and_stop_at_the_kernels_limit() {
         let mut c = Instance::new(chain.clone(), 0, jit).unwrap();
         let mut f = pool.alloc().unwrap();
         f.copy_from(&udp).unwrap();
-        assert_eq!(c.run(&mut f, &|_| true), Verdict::Pass);
+        assert_eq!(c.verdict(&mut f, &|_| true), Verdict::Pass);
         let bss = chain.map(".bss").unwrap();
         assert_eq!(
             bss.words()[0].load(std::sync::atomic::Ordering::Relaxed),
@@ -1589,7 +1611,7 @@ fn programs_only_tail_call_through_a_prog_array() {
         let mut f = pool.alloc().unwrap();
         f.copy_from(&common::udp4([1, 1, 1, 1], [2, 2, 2, 2], 1, 2))
             .unwrap();
-        assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
+        assert_eq!(inst.verdict(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
     }
 }
 
@@ -1711,7 +1733,7 @@ fn bpf_to_bpf_calls_keep_frames_and_r6_r9_apart_and_errors_name_the_function() {
     for jit in [false, true] {
         let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
         assert_eq!(
-            inst.run(&mut f, &|_| true),
+            inst.verdict(&mut f, &|_| true),
             Verdict::Pass,
             "jit {jit}: r6, r7 and the frames survived the calls"
         );
@@ -1766,7 +1788,7 @@ fn an_object_with_noinline_functions_loads_and_runs_them() {
             let mut f = pool.alloc().unwrap();
             f.copy_from(bytes).unwrap();
             assert_eq!(
-                inst.run(&mut f, &|_| true),
+                inst.verdict(&mut f, &|_| true),
                 *want,
                 "jit {jit}: {bytes:02x?}"
             );
@@ -1855,7 +1877,7 @@ fn bpf_loop_runs_its_callback_with_the_kernels_return_values() {
         for jit in [false, true] {
             let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
             assert_eq!(
-                inst.run(&mut f, &|_| true),
+                inst.verdict(&mut f, &|_| true),
                 Verdict::Pass,
                 "{what} (jit {jit})"
             );
@@ -1914,7 +1936,7 @@ fn the_xdp_metadata_kfuncs_give_the_ports_hash_and_the_kernels_errors() {
         let mut f = pool.alloc().unwrap();
         f.copy_from(&frame).unwrap();
         f.set_rx_meta(0, 0, 0x1234_5677);
-        let v = inst.run(&mut f, &|_| true);
+        let v = inst.verdict(&mut f, &|_| true);
         assert_eq!(
             v,
             Verdict::Redirect(TargetId(1)),
@@ -1938,7 +1960,7 @@ fn the_xdp_metadata_kfuncs_give_the_ports_hash_and_the_kernels_errors() {
         let mut f = pool.alloc().unwrap();
         f.copy_from(&frame).unwrap();
         f.set_rx_meta(0, 0, 0);
-        assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
+        assert_eq!(inst.verdict(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
         let b = bss(&p);
         assert_eq!(read(&b, "hash_ret", 8), -95, "jit {jit}");
         assert_eq!(read(&b, "hashed", 8), 1, "jit {jit}");
@@ -1972,7 +1994,7 @@ fn queue_and_stack_maps_push_pop_and_peek_as_the_kernels_do() {
         for len in [60u16, 61, 62, 63, 64, 65] {
             let mut f = pool.alloc().unwrap();
             f.copy_from(&vec![0u8; len as usize]).unwrap();
-            verdicts.push(inst.run(&mut f, &|_| true));
+            verdicts.push(inst.verdict(&mut f, &|_| true));
         }
         // Frame 1 finds no token: three are pushed (1, 2, 3; the fourth
         // is -E2BIG) and it is dropped. Frames 2-4 spend 3, 2, 1 (LIFO),
@@ -2640,7 +2662,7 @@ fn a_map_type_cpumapd_lacks_refuses_only_the_programs_that_use_it() {
     f.copy_from(&[0u8; 60]).unwrap();
     for jit in [false, true] {
         let mut inst = Instance::new(p.clone(), 0, jit).unwrap();
-        assert_eq!(inst.run(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
+        assert_eq!(inst.verdict(&mut f, &|_| true), Verdict::Pass, "jit {jit}");
     }
     // log_events uses it: refused, naming the map, its type and the insn.
     let e = ebpf::load_object(&format!("{obj}:log_events"))

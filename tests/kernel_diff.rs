@@ -21,10 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use cpumapd::filter::Verdict;
 use cpumapd::filter::ebpf::globals::{GlobalSet, LoadOptions};
 use cpumapd::filter::ebpf::maps::MapKind;
-use cpumapd::filter::ebpf::{self, Instance, Program};
+use cpumapd::filter::ebpf::{self, Action, Instance, Program};
 use cpumapd::frame::Pool;
 use cpumapd::ids::TargetId;
 use serde_json::Value;
@@ -291,19 +290,19 @@ impl Kernel {
     }
 }
 
-/// The kernel's action number for a cpumapd verdict under "only entry
+/// The kernel's action number for the engine's action under "only entry
 /// `only` exists" (a redirect elsewhere would have been a miss).
-fn action(v: Verdict, only: u32) -> u32 {
+fn action(v: Action, only: u32) -> u32 {
     match v {
-        Verdict::Aborted => 0,
-        Verdict::Drop => 1,
-        Verdict::Pass => 2,
-        Verdict::Tx => 3,
-        Verdict::Redirect(t) if t.0 == only => 4,
-        Verdict::Redirect(_) => 0,
+        Action::Aborted => 0,
+        Action::Drop => 1,
+        Action::Pass => 2,
+        Action::Tx => 3,
+        Action::Redirect(k) if k == only => 4,
+        Action::Redirect(_) => 0,
         // BPF_PROG_TEST_RUN reports a devmap redirect as XDP_REDIRECT (an
         // egress program runs at transmission, which a test run skips).
-        Verdict::RedirectDev(_) | Verdict::EgressDrop => 4,
+        Action::RedirectDev(_) | Action::EgressDrop => 4,
     }
 }
 
@@ -664,7 +663,7 @@ fn cpumapds_shipped_programs_act_as_in_the_kernel() {
                 theirs[i].0,
                 "firewall (jit {jit}) frame {i}: {bytes:02x?}"
             );
-            drops += (v == Verdict::Drop) as u32;
+            drops += (v == Action::Drop) as u32;
         }
         assert!(drops >= 6, "the blocked sources were dropped: {drops}");
         let theirs = k.dump("blocked");

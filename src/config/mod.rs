@@ -283,7 +283,7 @@ fn load_options(
     let devmaps = app
         .devmap
         .iter()
-        .map(|s| DevmapSet::parse(s))
+        .map(|s| DevmapSet::parse(s, &crate::port::netdev::index))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ConfigError::Args)?;
     let prog_arrays = app
@@ -863,7 +863,7 @@ impl Plan {
                 }
             )));
         }
-        let targets: Vec<_> = self.targets.iter().map(|&l| l.into()).collect();
+        let targets: Vec<crate::ids::TargetId> = self.targets.iter().map(|&l| l.into()).collect();
         p.fill_targets(&targets);
         Ok(p)
     }

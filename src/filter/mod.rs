@@ -33,7 +33,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use thiserror::Error;
 
-pub mod ebpf;
+/// The eBPF engine (the `cpumapd-ebpf` crate): real XDP objects loaded,
+/// verified and run in userspace. [`Frame`] is its packet buffer and its
+/// [`Action`](ebpf::Action) becomes a [`Verdict`].
+pub use cpumapd_ebpf as ebpf;
 
 use crate::frame::Frame;
 use crate::ids::TargetId;
@@ -58,6 +61,58 @@ pub enum Verdict {
     EgressDrop,
     /// The program failed; the frame is dropped and counted as aborted.
     Aborted,
+}
+
+impl From<ebpf::Action> for Verdict {
+    #[inline(always)]
+    fn from(a: ebpf::Action) -> Verdict {
+        match a {
+            ebpf::Action::Aborted => Verdict::Aborted,
+            ebpf::Action::Drop => Verdict::Drop,
+            ebpf::Action::Pass => Verdict::Pass,
+            ebpf::Action::Tx => Verdict::Tx,
+            ebpf::Action::Redirect(k) => Verdict::Redirect(TargetId(k)),
+            ebpf::Action::RedirectDev(i) => Verdict::RedirectDev(i),
+            ebpf::Action::EgressDrop => Verdict::EgressDrop,
+        }
+    }
+}
+
+/// A frame as an XDP program sees it. `ingress_ifindex` is the Linux
+/// interface of the port it came in on (0 for ports without one).
+impl ebpf::XdpBuffer for Frame {
+    #[inline(always)]
+    fn xdp_buffer_whole(&mut self) -> (&mut [u8], usize, usize) {
+        Frame::xdp_buffer_whole(self)
+    }
+    #[inline(always)]
+    fn xdp_adjust_head(&mut self, delta: isize) -> bool {
+        self.adjust_head(delta).is_ok()
+    }
+    #[inline(always)]
+    fn xdp_set_len(&mut self, len: usize) -> bool {
+        self.set_len(len).is_ok()
+    }
+    #[inline(always)]
+    fn xdp_meta_len(&self) -> usize {
+        self.meta_len()
+    }
+    #[inline(always)]
+    fn xdp_set_meta_len(&mut self, n: usize) {
+        self.set_meta_len(n)
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        crate::port::ifindex(self.port())
+    }
+    #[inline(always)]
+    fn rx_queue_index(&self) -> u32 {
+        self.queue() as u32
+    }
+    #[inline(always)]
+    fn rx_hash(&self) -> u32 {
+        self.rss_hash()
+    }
 }
 
 /// The eight xdp-bench redirect-cpu modes.
@@ -270,7 +325,7 @@ impl Filter {
     #[inline(always)]
     pub fn run_frame(&mut self, f: &mut Frame, has: &dyn Fn(u32) -> bool) -> Verdict {
         match &mut self.ebpf {
-            Some(inst) => inst.run(f, has),
+            Some(inst) => inst.run(f, has).into(),
             None => self.run(f.data()),
         }
     }
@@ -486,7 +541,7 @@ impl RemoteRunner {
             (RemoteProg::Pass, _) => Verdict::Pass,
             (RemoteProg::Drop, _) => Verdict::Drop,
             (RemoteProg::Redirect { ifindex, .. }, _) => Verdict::RedirectDev(*ifindex),
-            (RemoteProg::Bpf(_), Some(inst)) => inst.run(f, &|_| false),
+            (RemoteProg::Bpf(_), Some(inst)) => inst.run(f, &|_| false).into(),
             (RemoteProg::Bpf(_), None) => Verdict::Aborted,
         }
     }

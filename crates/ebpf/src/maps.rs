@@ -3,8 +3,8 @@
 //! object's global data (`.rodata`, `.data`, `.bss`: one-element ARRAYs, as
 //! libbpf makes them, `.rodata` read-only to programs), DEVMAP and
 //! DEVMAP_HASH as storage (ifindex values the control plane can read and
-//! write), and CPUMAP, which is cpumapd's own
-//! [`CpuMap`](crate::cpumap::CpuMap).
+//! write), and CPUMAP, whose entries are the dataplane's: a program sees
+//! only whether a key has one (the `has` of [`Instance::run`](crate::Instance::run)).
 //!
 //! # General idea
 //!
@@ -41,8 +41,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
-use crate::bpf_abi::errno::{E2BIG, EEXIST, EINVAL, ENOENT};
-use crate::bpf_abi::{map_type, update};
+use crate::abi::errno::{E2BIG, EEXIST, EINVAL, ENOENT};
+use crate::abi::{map_type, update};
 
 /// Map types (the kernel's `BPF_MAP_TYPE_*` numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -512,7 +512,7 @@ impl Map {
     /// or a value of the wrong size.
     /// Context: any lcore; allocates nothing; takes the map's spinlock.
     pub fn push(&self, value: &[u8], flags: u64) -> i64 {
-        use crate::bpf_abi::{errno, update};
+        use crate::abi::{errno, update};
         if flags & update::NOEXIST != 0
             || flags > update::EXIST
             || value.len() != self.def.value_size as usize
@@ -550,12 +550,12 @@ impl Map {
 
     fn qs_take(&self, out: &mut [u8], remove: bool) -> i64 {
         if out.len() != self.def.value_size as usize || !self.def.kind.is_queue_or_stack() {
-            return -crate::bpf_abi::errno::EINVAL;
+            return -crate::abi::errno::EINVAL;
         }
         let _g = self.qs_lock();
         let (h, t) = self.qs_ends();
         if h == t {
-            return -crate::bpf_abi::errno::ENOENT;
+            return -crate::abi::errno::ENOENT;
         }
         let lifo = self.def.kind == MapKind::Stack;
         let pos = if lifo { t.wrapping_sub(1) } else { h };
@@ -1304,7 +1304,7 @@ mod tests {
 
     #[test]
     fn queue_is_fifo_stack_is_lifo_and_exist_drops_the_oldest() {
-        use crate::bpf_abi::errno::{E2BIG, EINVAL, ENOENT};
+        use crate::abi::errno::{E2BIG, EINVAL, ENOENT};
         let v = |x: u32| x.to_le_bytes();
         for kind in [MapKind::Queue, MapKind::Stack] {
             let m = Map::new(def(kind, 0, 4, 3)).unwrap();

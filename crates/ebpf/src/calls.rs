@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use super::insn::*;
 use super::verifier::{self, MAX_INSNS, MapShape, VerifyError};
-use crate::bpf_abi::{errno, helper, pseudo};
+use crate::abi::{errno, helper, pseudo};
 
 /// The kernel's MAX_CALL_FRAMES: the program and seven nested calls.
 const MAX_FRAMES: usize = 8;

@@ -166,8 +166,9 @@ pub struct DevmapSet {
 }
 
 impl DevmapSet {
-    /// Parses `MAP:INDEX=IFNAME[,prog=NAME]`; the interface must exist.
-    pub fn parse(s: &str) -> Result<DevmapSet, String> {
+    /// Parses `MAP:INDEX=IFNAME[,prog=NAME]`; `ifindex` resolves IFNAME
+    /// (the dataplane's `if_nametoindex`), which must exist.
+    pub fn parse(s: &str, ifindex: &dyn Fn(&str) -> Option<u32>) -> Result<DevmapSet, String> {
         let bad = |why: &str| format!("--devmap '{s}': {why}");
         let (left, right) = s
             .split_once('=')
@@ -188,7 +189,7 @@ impl DevmapSet {
         let index = index
             .parse::<u32>()
             .map_err(|_| bad("INDEX must be a u32"))?;
-        let ifindex = crate::port::netdev::index(ifname)
+        let ifindex = ifindex(ifname)
             .filter(|_| !ifname.is_empty())
             .ok_or_else(|| bad(&format!("no interface named '{ifname}' here")))?;
         Ok(DevmapSet {
@@ -398,10 +399,10 @@ pub fn globals(bytes: &[u8]) -> Result<Vec<Global>, String> {
 /// cpumapd's helpers for them, as libbpf resolves them against the
 /// kernel's BTF: each such `call` (clang emits a bpf-to-bpf call with a
 /// relocation to the undefined symbol) becomes a call of the helper id
-/// [`crate::bpf_abi::helper::KFUNCS`] gives its name. None when the object
+/// [`crate::abi::helper::KFUNCS`] gives its name. None when the object
 /// calls none; an error names a kfunc cpumapd does not provide.
 pub fn link_kfuncs(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    use crate::bpf_abi::helper::KFUNCS;
+    use crate::abi::helper::KFUNCS;
     use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
     let Ok(f) = object::File::parse(bytes) else {
         return Ok(None); // the parser says what is wrong
@@ -475,7 +476,7 @@ pub fn patch_object(bytes: &[u8], set: &GlobalSet) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::ebpf::maps::MapKind;
+    use crate::maps::MapKind;
 
     #[test]
     fn a_run_shares_an_objects_maps_and_pinned_maps_by_name() {

@@ -13,7 +13,7 @@
 //! Every jump is re-targeted over the inserted instructions.
 
 use super::insn::*;
-use crate::bpf_abi::helper;
+use crate::abi::helper;
 
 /// One call site to expand.
 #[derive(Clone, Copy, Debug)]

@@ -99,7 +99,7 @@ pub const PROG_TYPE_SOCKET_FILTER: u32 = 1;
 
 /// Offset of `hash` in `struct __sk_buff` (uapi bpf.h: len, pkt_type, mark,
 /// queue_mapping, protocol, vlan_present, vlan_tci, vlan_proto, priority,
-/// ingress_ifindex, ifindex, tc_index, cb[5], then hash).
+/// ingress_ifindex, ifindex, tc_index, `cb[5]`, then hash).
 pub const SK_BUFF_HASH: i16 = 68;
 
 /// `BPF_F_RDONLY_PROG`: programs may only read the map (libbpf's

@@ -18,7 +18,7 @@
 
 use std::cell::Cell;
 
-use crate::bpf_abi::errno::EINVAL;
+use crate::abi::errno::EINVAL;
 
 /// Lines each lcore writes per second at most.
 pub const LINES_PER_SEC: u32 = 10;

@@ -12,9 +12,9 @@
 //! the current run (maps, lcore, redirect) is reached through a
 //! thread-local pointer set for the duration of one run on the owning lcore.
 //!
-//! This file is the one place under `filter/` with `unsafe` (a deviation
-//! from docs/ARCHITECTURE.md's list, where the JIT boundary has no home): the call into
-//! JIT-compiled code and the helpers' pointer reads.
+//! This file is the one place in the engine with `unsafe` (the crate
+//! denies it elsewhere): the call into JIT-compiled code and the helpers'
+//! pointer reads.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
@@ -23,8 +23,8 @@ use std::sync::Arc;
 use super::interp::{self, CTX_SIZE, RedirectTo, Tail, XdpCtx};
 use super::maps::{self, Map};
 use super::{Program, inline};
-use crate::bpf_abi::errno::EINVAL;
-use crate::bpf_abi::{helper, xdp};
+use crate::abi::errno::EINVAL;
+use crate::abi::{helper, xdp};
 
 /// What the helpers of the current run act on.
 struct RunState {
@@ -177,11 +177,11 @@ fn h_ktime(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
 }
 
 fn h_boot_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    super::boot_ns()
+    super::clock::boot_ns()
 }
 
 fn h_prandom(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    super::prandom_u32() as u64
+    super::clock::prandom_u32() as u64
 }
 
 fn h_adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
@@ -313,7 +313,7 @@ fn h_trace_printk(fmt: u64, size: u64, a: u64, b: u64, c: u64) -> u64 {
     // The verifier proved `size` bytes at `fmt` readable (stack or map value).
     copy_from(fmt, &mut buf[..n]);
     let cpu = with_run(|st| st.cpu).unwrap_or(0);
-    super::printk::trace_printk(&buf[..n], [a, b, c], cpu, super::ktime_ns) as u64
+    super::printk::trace_printk(&buf[..n], [a, b, c], cpu, super::clock::ktime_ns) as u64
 }
 
 fn h_tail_call(_ctx: u64, fd: u64, index: u64, _: u64, _: u64) -> u64 {

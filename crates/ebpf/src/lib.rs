@@ -1,22 +1,48 @@
-//! Real eBPF XDP programs as filters: clang-built objects loaded with
-//! aya-obj, checked by our verifier, run by our interpreter or rbpf's JIT.
+//! XDP programs in userspace: clang-built eBPF objects loaded with
+//! aya-obj, checked by our verifier, run by our interpreter or rbpf's JIT,
+//! with the maps they declare. cpumapd's RX and cpumap-entry programs; the
+//! engine knows nothing of cpumapd beyond the small interface below.
 //!
 //! # General idea
 //!
 //! Loading (control thread): parse the ELF ([`load_object`]), create the
 //! maps it declares ([`maps`]), relocate map references to our map fds,
 //! verify ([`verifier`]) and rewrite `xdp_md` loads to our context layout.
-//! The result, a [`Program`], is immutable and shared (`Arc`) by every lcore
-//! that runs it; only map storage is written, without locks.
+//! The result, a [`Program`], is immutable and shared (`Arc`) by every
+//! thread that runs it; only map storage is written, without locks.
 //!
-//! Running (one [`Instance`] per lcore, owned by it): build the context for
-//! the frame, run the interpreter or the JIT, apply `adjust_head` to the
-//! frame, and turn the return value into a [`Verdict`]: `XDP_REDIRECT`
-//! after `bpf_redirect_map` into the cpumap becomes `Redirect(key)`.
-//! A run that faults (interpreter) or returns an unknown action is
-//! `Aborted`. No allocation per frame.
+//! Running (one [`Instance`] per thread, owned by it): build the context
+//! for a packet buffer ([`XdpBuffer`]), run the interpreter or the JIT,
+//! apply `adjust_head`/`adjust_tail` to the buffer, and turn the return
+//! value into an [`Action`]: `XDP_REDIRECT` after `bpf_redirect_map` into
+//! a cpumap becomes `Redirect(key)`. A run that faults (interpreter) or
+//! returns an unknown action is `Aborted`. No allocation per packet.
+//!
+//! # The interface to a dataplane
+//!
+//! - [`XdpBuffer`]: the packet a program runs on (its bytes with headroom
+//!   and metadata, the receive queue, RSS hash and ingress ifindex).
+//! - [`Action`]: what the program decided, with the cpumap key or ifindex.
+//! - [`globals::DevmapSet::parse`] takes the resolver of interface names.
+//! - Cpumap keys are `u32`; [`Program::fill_targets`] takes anything that
+//!   converts to one.
+//!
+//! ```
+//! use cpumapd_ebpf::{Action, Instance, Program, VecBuffer};
+//! // r0 = XDP_PASS (2); exit
+//! let code = [0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+//! let prog = std::sync::Arc::new(Program::from_insns("pass", &code, vec![]).unwrap());
+//! let mut inst = Instance::new(prog, 0, false).unwrap();
+//! let mut pkt = VecBuffer::new(256, &[0u8; 60]);
+//! assert_eq!(inst.run(&mut pkt, &|_| false), Action::Pass);
+//! ```
 
+#![deny(unsafe_code)]
+
+pub mod abi;
+mod buffer;
 mod calls;
+mod clock;
 pub mod globals;
 mod inline;
 pub mod insn;
@@ -30,10 +56,9 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::bpf_abi::{pseudo, xdp};
-use crate::filter::Verdict;
-use crate::frame::Frame;
-use crate::ids::TargetId;
+use crate::abi::{pseudo, xdp};
+pub use buffer::{Action, VecBuffer, XdpBuffer};
+use clock::ktime_ns;
 use insn::STACK_SIZE;
 use insn::{DW, IMM, INSN_SIZE, Insn, LD, LDX, MEM, ST, W};
 use interp::{CTX_SIZE, Env, Mem, RedirectTo, XdpCtx};
@@ -152,7 +177,7 @@ impl Program {
                 key_size: m.def.key_size,
                 value_size: m.def.value_size,
                 readonly: m.def.readonly,
-                writeonly: m.def.flags & crate::bpf_abi::BPF_F_WRONLY_PROG != 0,
+                writeonly: m.def.flags & crate::abi::BPF_F_WRONLY_PROG != 0,
             })
             .collect();
         let rejected = |err| EbpfError::Rejected {
@@ -317,7 +342,7 @@ impl Program {
     /// (ARRAY index -> lcore) and `cpus_count` (ARRAY, key 0), fill them
     /// with the run's targets, so programs spread over them as the built-in
     /// modes do.
-    pub fn fill_targets(&self, targets: &[TargetId]) {
+    pub fn fill_targets<T: Copy + Into<u32>>(&self, targets: &[T]) {
         if let Some(m) = self
             .map("cpus_available")
             .filter(|m| m.def.kind == MapKind::Array)
@@ -325,8 +350,8 @@ impl Program {
             for (i, t) in targets.iter().enumerate() {
                 m.update(
                     &(i as u32).to_le_bytes(),
-                    &pad(t.0, m.def.value_size),
-                    crate::bpf_abi::update::ANY,
+                    &pad((*t).into(), m.def.value_size),
+                    crate::abi::update::ANY,
                     0,
                 );
             }
@@ -338,7 +363,7 @@ impl Program {
             m.update(
                 &0u32.to_le_bytes(),
                 &pad(targets.len() as u32, m.def.value_size),
-                crate::bpf_abi::update::ANY,
+                crate::abi::update::ANY,
                 0,
             );
         }
@@ -452,11 +477,11 @@ pub fn parse_object_with(
 /// Map `name`'s `map_flags`: those cpumapd honours, or an error naming the
 /// rest.
 fn check_map_flags(name: &str, flags: u32) -> Result<(), String> {
-    let unknown = flags & !crate::bpf_abi::MAP_FLAGS_HONOURED;
+    let unknown = flags & !crate::abi::MAP_FLAGS_HONOURED;
     if unknown == 0 {
         return Ok(());
     }
-    let names: Vec<&str> = crate::bpf_abi::MAP_FLAGS
+    let names: Vec<&str> = crate::abi::MAP_FLAGS
         .iter()
         .filter(|(bit, _)| unknown & bit != 0)
         .map(|(_, n)| *n)
@@ -545,7 +570,7 @@ fn tail_programs(
         if m.update(
             &s.index.to_le_bytes(),
             &slot.to_le_bytes(),
-            crate::bpf_abi::update::ANY,
+            crate::abi::update::ANY,
             0,
         ) != 0
         {
@@ -660,7 +685,7 @@ fn fill_devmaps(p: &Program, sets: &[globals::DevmapSet]) -> Result<(), String> 
                 + 1;
             val[4..8].copy_from_slice(&slot.to_le_bytes());
         }
-        let rc = m.update(&d.index.to_le_bytes(), &val, crate::bpf_abi::update::ANY, 0);
+        let rc = m.update(&d.index.to_le_bytes(), &val, crate::abi::update::ANY, 0);
         if rc != 0 {
             return Err(format!(
                 "--devmap {}:{}={}: the update failed ({rc}; is {} below max_entries {}?)",
@@ -728,7 +753,7 @@ fn parse_and_relocate(
             def.unsupported = Some(format!(
                 "map '{n}': type {} ({}) is not supported (hash, percpu_hash, lru_hash, lru_percpu_hash, array, percpu_array, lpm_trie, prog_array, devmap, devmap_hash, cpumap and global data are)",
                 m.map_type(),
-                crate::bpf_abi::map_type::name(m.map_type())
+                crate::abi::map_type::name(m.map_type())
             ));
             defs.push(def);
             continue;
@@ -752,7 +777,7 @@ fn parse_and_relocate(
             key_size: m.key_size(),
             value_size: m.value_size(),
             max_entries: m.max_entries(),
-            readonly: m.map_flags() & crate::bpf_abi::BPF_F_RDONLY_PROG != 0,
+            readonly: m.map_flags() & crate::abi::BPF_F_RDONLY_PROG != 0,
             flags: m.map_flags(),
             pinned: m.pinning() == aya_obj::maps::PinningType::ByName,
             init: if data { m.data().to_vec() } else { Vec::new() },
@@ -873,41 +898,6 @@ pub fn object_globals(path: &str) -> Result<Vec<globals::Global>, EbpfError> {
         path: path.into(),
         why,
     })
-}
-
-/// `bpf_ktime_get_boot_ns`: CLOCK_BOOTTIME.
-fn boot_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
-
-/// `bpf_get_prandom_u32`: a per-thread xorshift64* stream (the kernel's
-/// is a per-CPU PRNG too, not for cryptography), seeded from the clock and
-/// the thread the first time. No allocation; a clock read for the seed.
-fn prandom_u32() -> u32 {
-    thread_local! {
-        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        if x == 0 {
-            // The cell's address differs per thread.
-            let here = s as *const std::cell::Cell<u64> as u64;
-            x = (ktime_ns() ^ here.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
-        }
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
-    })
-}
-
-fn ktime_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 /// One lcore's running copy of a program: its stack, context and (with
@@ -1074,21 +1064,21 @@ impl Instance {
     /// Runs the program on `frame`. `has(key)`: the cpumap has an entry for
     /// `key` (what `bpf_redirect_map` checks). Never panics; no allocation.
     #[inline]
-    pub fn run(&mut self, frame: &mut Frame, has: &dyn Fn(u32) -> bool) -> Verdict {
+    pub fn run<B: XdpBuffer>(&mut self, frame: &mut B, has: &dyn Fn(u32) -> bool) -> Action {
         let Some((ret, redirect)) = self.run_on(frame, has, Start::Main) else {
-            return Verdict::Aborted;
+            return Action::Aborted;
         };
         match u32::try_from(ret) {
-            Ok(xdp::DROP) => Verdict::Drop,
-            Ok(xdp::PASS) => Verdict::Pass,
-            Ok(xdp::TX) => Verdict::Tx,
+            Ok(xdp::DROP) => Action::Drop,
+            Ok(xdp::PASS) => Action::Pass,
+            Ok(xdp::TX) => Action::Tx,
             Ok(xdp::REDIRECT) => match redirect {
-                Some(RedirectTo::Cpu(k)) => Verdict::Redirect(TargetId(k)),
-                Some(RedirectTo::Dev(ifindex, 0)) => Verdict::RedirectDev(ifindex),
+                Some(RedirectTo::Cpu(k)) => Action::Redirect(k),
+                Some(RedirectTo::Dev(ifindex, 0)) => Action::RedirectDev(ifindex),
                 Some(RedirectTo::Dev(ifindex, e)) => self.egress(frame, ifindex, e - 1),
-                None => Verdict::Aborted,
+                None => Action::Aborted,
             },
-            _ => Verdict::Aborted,
+            _ => Action::Aborted,
         }
     }
 
@@ -1096,7 +1086,11 @@ impl Instance {
     /// it faulted): what BPF_PROG_TEST_RUN reports as `retval`, for
     /// checking a program's arithmetic against the kernel's. The frame is
     /// changed as [`run`](Self::run) changes it.
-    pub fn test_run(&mut self, frame: &mut Frame, has: &dyn Fn(u32) -> bool) -> Option<u64> {
+    pub fn test_run<B: XdpBuffer>(
+        &mut self,
+        frame: &mut B,
+        has: &dyn Fn(u32) -> bool,
+    ) -> Option<u64> {
         self.run_on(frame, has, Start::Main).map(|(ret, _)| ret)
     }
 
@@ -1106,13 +1100,13 @@ impl Instance {
     /// Only a cpumap entry's program gets here (an RX program's devmap
     /// redirect is a miss).
     #[cold]
-    fn egress(&mut self, frame: &mut Frame, ifindex: u32, e: u32) -> Verdict {
+    fn egress<B: XdpBuffer>(&mut self, frame: &mut B, ifindex: u32, e: u32) -> Action {
         if self.prog.attach != Attach::CpuMap || e as usize >= self.prog.egress.len() {
-            return Verdict::RedirectDev(ifindex);
+            return Action::RedirectDev(ifindex);
         }
         match self.run_on(frame, &|_| false, Start::Egress(e as usize, ifindex)) {
-            Some((ret, _)) if ret == xdp::PASS as u64 => Verdict::RedirectDev(ifindex),
-            _ => Verdict::EgressDrop,
+            Some((ret, _)) if ret == xdp::PASS as u64 => Action::RedirectDev(ifindex),
+            _ => Action::EgressDrop,
         }
     }
 
@@ -1121,14 +1115,14 @@ impl Instance {
     /// value and the redirect. None when a run faulted or moved the data
     /// out of the buffer.
     #[inline]
-    fn run_on(
+    fn run_on<B: XdpBuffer>(
         &mut self,
-        frame: &mut Frame,
+        frame: &mut B,
         has: &dyn Fn(u32) -> bool,
         start: Start,
     ) -> Option<(u64, Option<RedirectTo>)> {
-        let (port, queue, meta) = (frame.port(), frame.queue(), frame.meta_len());
-        let rx_hash = frame.rss_hash();
+        let (ingress_ifindex, queue) = (frame.ingress_ifindex(), frame.rx_queue_index());
+        let (meta, rx_hash) = (frame.xdp_meta_len(), frame.rx_hash());
         let (buf, off, len) = frame.xdp_buffer_whole();
         let base = buf.as_ptr() as u64;
         let c = XdpCtx {
@@ -1139,13 +1133,13 @@ impl Instance {
             data_meta: base + (off - meta.min(off)) as u64,
             // The Linux interface the frame came in on, as in the kernel
             // (0 from ports without one: generator, pcap, most DPDK devices).
-            ingress_ifindex: crate::port::ifindex(port),
+            ingress_ifindex,
             // The kernel's cpumap does not report the queue to an entry's
             // program (cpu_map_bpf_prog_run_xdp leaves it 0).
             rx_queue_index: if self.prog.attach == Attach::CpuMap {
                 0
             } else {
-                queue as u32
+                queue
             },
             egress_ifindex: match start {
                 Start::Egress(_, ifindex) => ifindex,
@@ -1175,14 +1169,14 @@ impl Instance {
         let after = XdpCtx::from_bytes(&self.ctx);
         let delta = after.data as i64 - c.data as i64;
         if delta != 0 {
-            frame.adjust_head(delta as isize).ok()?;
+            frame.xdp_adjust_head(delta as isize).then_some(())?;
         }
         if after.data_end != c.data_end {
             let len = after.data_end.saturating_sub(after.data) as usize;
-            frame.set_len(len).ok()?;
+            frame.xdp_set_len(len).then_some(())?;
         }
         if after.data_meta != c.data_meta || delta != 0 {
-            frame.set_meta_len(after.data.saturating_sub(after.data_meta) as usize);
+            frame.xdp_set_meta_len(after.data.saturating_sub(after.data_meta) as usize);
         }
         Some(out)
     }
@@ -1191,7 +1185,7 @@ impl Instance {
 #[cfg(test)]
 mod tests {
     use super::check_map_flags;
-    use crate::bpf_abi::{BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG};
+    use crate::abi::{BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG};
 
     #[test]
     fn map_flags_cpumapd_does_not_honour_are_refused_by_name() {

@@ -27,7 +27,7 @@ use std::fmt;
 
 use super::insn::*;
 use super::maps::MapKind;
-use crate::bpf_abi::{helper, pseudo};
+use crate::abi::{helper, pseudo};
 
 /// Longest program accepted (instructions).
 pub const MAX_INSNS: usize = 65_536;

@@ -18,8 +18,8 @@ use std::sync::atomic::AtomicU64;
 
 use super::insn::*;
 use super::maps::{self, Map};
-use crate::bpf_abi::errno::{EINVAL, ENOENT};
-use crate::bpf_abi::{helper, xdp};
+use crate::abi::errno::{EINVAL, ENOENT};
+use crate::abi::{helper, xdp};
 
 /// Instructions one run may execute (a verified program cannot reach it;
 /// an unverified one is stopped).
@@ -697,15 +697,18 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
             let n = (reg[2] as usize).min(fmt.len());
             mem.read_into(env.maps(), reg[1], &mut fmt[..n])?;
             let args = [reg[3], reg[4], reg[5]];
-            Some(super::printk::trace_printk(&fmt[..n], args, env.cpu(), super::ktime_ns) as u64)
+            Some(
+                super::printk::trace_printk(&fmt[..n], args, env.cpu(), super::clock::ktime_ns)
+                    as u64,
+            )
         }
         helper::TAIL_CALL => {
             let mi = map_index(reg[2], env.maps())?;
             Some(env.tail_call(mi, reg[3]))
         }
         helper::KTIME_GET_NS => Some(env.ktime_ns()),
-        helper::KTIME_GET_BOOT_NS => Some(super::boot_ns()),
-        helper::GET_PRANDOM_U32 => Some(super::prandom_u32() as u64),
+        helper::KTIME_GET_BOOT_NS => Some(super::clock::boot_ns()),
+        helper::GET_PRANDOM_U32 => Some(super::clock::prandom_u32() as u64),
         helper::XDP_ADJUST_TAIL => Some(adjust_tail_call(mem, reg[2] as i32 as i64)),
         helper::XDP_RX_HASH | helper::XDP_RX_VLAN_TAG | helper::XDP_RX_TIMESTAMP => {
             match rx_metadata(id, &XdpCtx::from_bytes(mem.ctx)) {
@@ -777,7 +780,7 @@ fn call(id: i32, reg: &[u64; 11], mem: &mut Mem<'_>, env: &mut dyn Env) -> Optio
 pub fn rx_metadata(id: i32, c: &XdpCtx) -> Result<u32, u64> {
     match id {
         helper::XDP_RX_HASH if c.rx_hash != 0 => Ok(c.rx_hash),
-        _ => Err((-crate::bpf_abi::errno::EOPNOTSUPP) as u64),
+        _ => Err((-crate::abi::errno::EOPNOTSUPP) as u64),
     }
 }
 
