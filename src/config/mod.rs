@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod check;
+mod eal_check;
 pub mod eal;
 pub mod endpoint;
 pub mod topology;
