@@ -15,8 +15,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-pub use super::eal_check::{DeclaredPort, DpdkEal};
 use super::eal_check::host_hugepages;
+pub use super::eal_check::{DeclaredPort, DpdkEal};
 use super::topology::Topology;
 use super::{Backend, ConfigError, Parsed, Plan, PortSpec};
 use crate::exception::ExceptionSpec;

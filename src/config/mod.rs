@@ -8,8 +8,8 @@
 
 pub mod args;
 pub mod check;
-mod eal_check;
 pub mod eal;
+mod eal_check;
 pub mod endpoint;
 pub mod topology;
 

@@ -18,6 +18,7 @@
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod gro;
+mod spec;
 pub mod tap;
 
 use std::fs::File;
@@ -34,8 +35,9 @@ use crate::counters::{TargetCounters, TargetDropReason};
 use crate::frame::Burst;
 use crate::frame::{Pool, free_burst};
 use crate::ids::LcoreId;
-use crate::kv::{self, Key};
-use tap::{KernelMac, TapDevice, TapSpec};
+use spec::Fault;
+pub use spec::{ExceptionSpec, FAULT_KEYS, FaultSpec, VIRTIO_KEYS, VirtioSpec};
+use tap::{KernelMac, TapDevice};
 
 #[derive(Debug, Error)]
 /// An exception path that cannot be opened or is misconfigured.
@@ -69,155 +71,6 @@ pub enum ExceptionError {
     Fault(String),
 }
 
-/// Which backend, parsed from `--exception`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExceptionSpec {
-    /// The null stack: frames are delivered and freed.
-    Drop,
-    /// A pcap file per delivering lcore.
-    Pcap(PathBuf),
-    /// A multi-queue TAP.
-    Tap(TapSpec),
-    /// The null stack with injected refusals and delay.
-    Fault(FaultSpec),
-    /// `virtio-user:PATH[,gro=on|off]` (DPDK backend only).
-    VirtioUser(VirtioSpec),
-}
-
-/// `virtio-user:PATH[,gro=on|off]`: `/dev/vhost-net` (vhost-kernel) or a
-/// vhost-user backend's socket. `gro` (default on) merges each burst's TCP
-/// segments into chained super-frames sent with TSO, where the backend
-/// offers it (VIRTIO_NET_F_HOST_TSO4/6).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VirtioSpec {
-    /// The vhost-net device or the vhost-user socket.
-    pub path: PathBuf,
-    /// Merge TCP segments into TSO super-frames.
-    pub gro: bool,
-}
-
-/// The options of `--exception virtio-user:PATH[,key=value...]`.
-pub const VIRTIO_KEYS: &[Key] = &[Key {
-    name: "gro",
-    value: "on|off",
-    help: "merge TCP segments into TSO super-frames where the backend takes them (default on)",
-}];
-
-impl VirtioSpec {
-    /// Parses `PATH[,gro=on|off]`.
-    pub fn parse(rest: &str) -> Result<Self, ExceptionError> {
-        let (path, opts) = rest.split_once(',').unwrap_or((rest, ""));
-        if path.is_empty() {
-            return Err(ExceptionError::Unknown(format!("virtio-user:{rest}")));
-        }
-        let bad =
-            |why: String| ExceptionError::Tap(format!("--exception virtio-user:{rest}: {why}"));
-        let mut spec = VirtioSpec {
-            path: PathBuf::from(path),
-            gro: true,
-        };
-        for (k, v) in kv::parse(opts, &[VIRTIO_KEYS]).map_err(|e| bad(e.to_string()))? {
-            match k {
-                "gro" => spec.gro = kv::on_off(k, v).map_err(bad)?,
-                _ => unreachable!("kv::parse checked the key against VIRTIO_KEYS"),
-            }
-        }
-        Ok(spec)
-    }
-}
-
-/// `fault:busy=N,down=M,error=K,delay_us=D`: the null stack with injected
-/// refusals, for tests and drills (smoltcp's FaultInjector, for the
-/// exception path). Per sink, frame i (from 1) is refused as busy when N
-/// divides i, else as down when M divides it, else as an error when K
-/// divides it; 0 turns a fault off. `delay_us` sleeps that long per burst:
-/// a slow kernel. `lcore=L` confines all of it to lcore L's sink (the
-/// others are the plain null stack): one stalled target beside healthy ones.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FaultSpec {
-    /// Every Nth frame is refused as busy (0: never).
-    pub busy: u64,
-    /// Every Nth frame is refused as down (0: never).
-    pub down: u64,
-    /// Every Nth frame is refused with an error (0: never).
-    pub error: u64,
-    /// Microseconds each delivery sleeps.
-    pub delay_us: u64,
-    /// Only this lcore's sink injects (None: every sink).
-    pub lcore: Option<u32>,
-}
-
-/// The options of `--exception fault:key=value,...`.
-pub const FAULT_KEYS: &[Key] = &[
-    Key {
-        name: "busy",
-        value: "N",
-        help: "refuse every Nth frame as busy (0: never)",
-    },
-    Key {
-        name: "down",
-        value: "N",
-        help: "refuse every Nth frame as down",
-    },
-    Key {
-        name: "error",
-        value: "N",
-        help: "refuse every Nth frame with an error",
-    },
-    Key {
-        name: "delay_us",
-        value: "US",
-        help: "sleep this long per burst, up to 1 s (a slow kernel)",
-    },
-    Key {
-        name: "lcore",
-        value: "L",
-        help: "only lcore L's sink injects",
-    },
-];
-
-impl FaultSpec {
-    /// Parses `busy=N,down=N,error=N,delay_us=D[,lcore=L]`.
-    pub fn parse(rest: &str) -> Result<Self, ExceptionError> {
-        let mut f = FaultSpec::default();
-        let bad = |why: String| ExceptionError::Fault(format!("--exception fault:{rest}: {why}"));
-        for (k, v) in kv::parse(rest, &[FAULT_KEYS]).map_err(|e| bad(e.to_string()))? {
-            let n: u64 = v
-                .parse()
-                .map_err(|_| bad(format!("{k}={v} is not a number")))?;
-            match k {
-                "busy" => f.busy = n,
-                "down" => f.down = n,
-                "error" => f.error = n,
-                "delay_us" if n <= 1_000_000 => f.delay_us = n,
-                "lcore" if n <= u32::MAX as u64 => f.lcore = Some(n as u32),
-                _ => return Err(bad(format!("{k}={v} is out of range"))),
-            }
-        }
-        Ok(f)
-    }
-
-    /// What frame `i` (from 1) of a sink suffers.
-    fn fault(&self, i: u64) -> Option<Fault> {
-        let hits = |n: u64| n != 0 && i.is_multiple_of(n);
-        if hits(self.busy) {
-            Some(Fault::Busy)
-        } else if hits(self.down) {
-            Some(Fault::Down)
-        } else if hits(self.error) {
-            Some(Fault::Error)
-        } else {
-            None
-        }
-    }
-}
-
-enum Fault {
-    Busy,
-    Down,
-    Error,
-}
-
 /// The fault-injecting null stack of one lcore.
 pub struct FaultSink {
     spec: FaultSpec,
@@ -245,34 +98,6 @@ impl ExceptionSink for FaultSink {
 }
 
 impl ExceptionSpec {
-    /// Parses `--exception`: `drop`, `pcap:FILE`, `tap:IF[,..]`, `fault:..`, `virtio-user:PATH`.
-    pub fn parse(s: &str) -> Result<Self, ExceptionError> {
-        match s {
-            "drop" => Ok(Self::Drop),
-            "kni" => Err(ExceptionError::Kni),
-            _ if s.starts_with("kni:") => Err(ExceptionError::Kni),
-            _ if s.starts_with("pcap:") && s.len() > 5 => Ok(Self::Pcap(PathBuf::from(&s[5..]))),
-            _ if s.starts_with("tap:") => Ok(Self::Tap(TapSpec::parse(&s[4..])?)),
-            _ if s.starts_with("fault:") => Ok(Self::Fault(FaultSpec::parse(&s[6..])?)),
-            _ if s.starts_with("virtio-user:") => {
-                Ok(Self::VirtioUser(VirtioSpec::parse(&s[12..])?))
-            }
-            _ if s.starts_with("virtio-user") => Err(ExceptionError::Unknown(s.into())),
-            _ => Err(ExceptionError::Unknown(s.into())),
-        }
-    }
-
-    /// The backend's name (`drop`, `pcap`, `tap`, ...).
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Self::Drop => "drop",
-            Self::Pcap(_) => "pcap",
-            Self::Tap(_) => "tap",
-            Self::Fault(_) => "fault",
-            Self::VirtioUser(_) => "virtio-user",
-        }
-    }
-
     /// Sets up what every lcore's sink shares (for TAP: creates or attaches
     /// the device and configures it). Context: control thread, before any
     /// lcore starts.
@@ -558,66 +383,6 @@ impl ExceptionSink for PcapSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn specs_parse_and_kni_gets_a_clear_error() {
-        assert_eq!(ExceptionSpec::parse("drop").unwrap(), ExceptionSpec::Drop);
-        assert_eq!(
-            ExceptionSpec::parse("pcap:/tmp/x.pcap").unwrap(),
-            ExceptionSpec::Pcap("/tmp/x.pcap".into())
-        );
-        assert!(
-            ExceptionSpec::parse("kni")
-                .unwrap_err()
-                .to_string()
-                .contains("KNI was removed")
-        );
-        assert!(ExceptionSpec::parse("pcap:").is_err());
-        assert!(matches!(
-            ExceptionSpec::parse("tap:cpumap0").unwrap(),
-            ExceptionSpec::Tap(_)
-        ));
-        let v = ExceptionSpec::parse("virtio-user:/dev/vhost-net").unwrap();
-        assert_eq!(
-            v,
-            ExceptionSpec::VirtioUser(VirtioSpec {
-                path: "/dev/vhost-net".into(),
-                gro: true
-            })
-        );
-        assert_eq!(
-            ExceptionSpec::parse("virtio-user:/tmp/v.sock,gro=off").unwrap(),
-            ExceptionSpec::VirtioUser(VirtioSpec {
-                path: "/tmp/v.sock".into(),
-                gro: false
-            })
-        );
-        let e = ExceptionSpec::parse("virtio-user:/tmp/v.sock,tso=1")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("'tso'") && e.contains("known: gro"), "{e}");
-        // Switches read alike on every device (the TAP took 1|0, this on|off).
-        assert!(!VirtioSpec::parse("/tmp/v.sock,gro=0").unwrap().gro);
-        assert!(ExceptionSpec::parse("virtio-user:").is_err());
-        assert!(ExceptionSpec::parse("virtio-user:,gro=on").is_err());
-        // Natively it is refused when prepared, with the way out named.
-        let e = v
-            .prepare(KernelMac::Rewrite, false)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            e.contains("needs the DPDK backend") && e.contains("tap:"),
-            "{e}"
-        );
-        assert!(ExceptionSpec::parse("virtio-user").is_err());
-        assert!(
-            ExceptionSpec::parse("bogus")
-                .unwrap_err()
-                .to_string()
-                .contains("unknown exception path")
-        );
-    }
 
     #[test]
     fn pcap_files_are_per_lcore() {

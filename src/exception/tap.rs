@@ -42,147 +42,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
 use super::gro::{Emit, Gro};
+pub use super::spec::{KernelMac, Steer, TAP_KEYS, TapSpec};
 use super::{Delivery, ExceptionError, ExceptionSink, ReverseRx};
 use crate::frame::{Burst, Frame, MAX_BURST};
 use crate::frame::{Pool, free_burst};
-use crate::kv::{self, Key};
 use crate::port::netdev;
 use crate::wire::vnet::{F_DATA_VALID, F_NEEDS_CSUM, HDR_LEN as VNET_HDR_LEN, VnetHdr};
 use crate::wire::{CsumState, checksum_state};
-
-/// What to do with the destination MAC of unicast frames.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KernelMac {
-    /// Set it to the TAP's MAC so the stack takes the frame as its own.
-    #[default]
-    Rewrite,
-    /// Leave frames as they are (the stack drops unicast for other MACs).
-    Keep,
-}
-
-impl std::str::FromStr for KernelMac {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "rewrite" => Ok(Self::Rewrite),
-            "keep" => Ok(Self::Keep),
-            _ => Err(format!("--kernel-mac '{s}': expected rewrite or keep")),
-        }
-    }
-}
-
-/// `tap:IFNAME[,mac=..][,up=0|1]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TapSpec {
-    /// The interface name.
-    pub ifname: String,
-    /// A MAC to set (None: keep the kernel's).
-    pub mac: Option<[u8; 6]>,
-    /// Bring the interface up.
-    pub up: bool,
-    /// Virtio-net headers and offloads (`offload=on`, the default): GSO
-    /// super-frames and partial checksums go into the kernel as they are.
-    pub offload: bool,
-    /// Coalesce TCP segments of a burst into super-frames (`gro=on`, the
-    /// default; needs `offload=on`).
-    pub gro: bool,
-    /// Open the queues with IFF_NAPI (`napi=on`; default off): the kernel
-    /// queues each write to a NAPI context and runs its own GRO there.
-    /// A write(2) is never "more to come", so that NAPI poll sees one frame
-    /// at a time and merges nothing; it is here for measuring that
-    /// (docs/PERFORMANCE.md) and for kernels where it pays.
-    pub napi: bool,
-    /// Which queue the kernel's frames out of the TAP go to (`steer=`).
-    pub steer: Steer,
-}
-
-/// How a multi-queue TAP picks the queue for a frame the kernel sends out
-/// of it (`TUNSETSTEERINGEBPF`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Steer {
-    /// `steer=hash` (default): a two-instruction steering program returns
-    /// the packet's hash (a local socket's txhash), so each flow leaves on
-    /// one queue. With a program attached, tun no longer computes a flow
-    /// hash of every frame written into it and keeps no flow table: that
-    /// hash (siphash over the flow dissector) was ~5% of a target's time
-    /// writing 64-byte frames.
-    #[default]
-    Hash,
-    /// `steer=flow`: tun's own automatic flow steering (hash every frame
-    /// written, send a flow's replies to the queue that last wrote it).
-    Flow,
-}
-
-/// The options of `--exception tap:IFNAME[,key=value...]`.
-pub const TAP_KEYS: &[Key] = &[
-    Key {
-        name: "mac",
-        value: "MAC",
-        help: "the TAP's MAC address (default: the kernel's)",
-    },
-    Key {
-        name: "up",
-        value: "on|off",
-        help: "bring the TAP up (default on)",
-    },
-    Key {
-        name: "offload",
-        value: "on|off",
-        help: "virtio-net headers: checksum state and GSO to the kernel (default on)",
-    },
-    Key {
-        name: "gro",
-        value: "on|off",
-        help: "merge a flow's segments into super-frames before the write (default on; needs offload)",
-    },
-    Key {
-        name: "napi",
-        value: "on|off",
-        help: "IFF_NAPI: the kernel's GRO on the TAP's queues (default off)",
-    },
-    Key {
-        name: "steer",
-        value: "hash|flow",
-        help: "replies to the queue of: the flow's hash (default), or the queue that last wrote the flow",
-    },
-];
-
-impl TapSpec {
-    /// Parses `IFNAME[,key=value...]` ([`TAP_KEYS`]).
-    pub fn parse(rest: &str) -> Result<Self, ExceptionError> {
-        let bad = |why: String| ExceptionError::Tap(format!("--exception tap:{rest}: {why}"));
-        let (ifname, opts) = rest.split_once(',').unwrap_or((rest, ""));
-        let ifname = ifname.to_string();
-        netdev::check_name(&ifname).map_err(bad)?;
-        let mut spec = TapSpec {
-            ifname,
-            mac: None,
-            up: true,
-            offload: true,
-            gro: true,
-            napi: false,
-            steer: Steer::Hash,
-        };
-        let on_off = |k: &str, v: &str| kv::on_off(k, v).map_err(&bad);
-        for (k, v) in kv::parse(opts, &[TAP_KEYS]).map_err(|e| bad(e.to_string()))? {
-            match (k, v) {
-                ("mac", m) => spec.mac = Some(netdev::parse_mac(m).map_err(bad)?),
-                ("up", v) => spec.up = on_off("up", v)?,
-                ("offload", v) => spec.offload = on_off("offload", v)?,
-                ("gro", v) => spec.gro = on_off("gro", v)?,
-                ("napi", v) => spec.napi = on_off("napi", v)?,
-                ("steer", "hash") => spec.steer = Steer::Hash,
-                ("steer", "flow") => spec.steer = Steer::Flow,
-                (k, v) => return Err(bad(format!("{k}={v}: expected hash or flow"))),
-            }
-        }
-        if spec.gro && !spec.offload {
-            // GRO's super-frames need the virtio-net header.
-            spec.gro = false;
-        }
-        Ok(spec)
-    }
-}
 
 /// Opens one queue of the multi-queue TAP `name` (creating the device if it
 /// does not exist). Errors name the device and the fix.
@@ -780,37 +646,5 @@ impl ExceptionSink for TapSink {
             rx.frames += 1;
         }
         rx
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tap_specs_parse_with_clear_errors() {
-        let s = TapSpec::parse("cpumap0,mac=02:00:00:00:00:01,up=0").unwrap();
-        assert_eq!(s.ifname, "cpumap0");
-        assert_eq!(s.mac, Some([2, 0, 0, 0, 0, 1]));
-        assert!(!s.up);
-        assert!(!s.napi, "NAPI is off by default");
-        let s = TapSpec::parse("t0,napi=on,gro=off").unwrap();
-        assert!(s.napi && !s.gro && s.offload);
-        assert_eq!(s.steer, Steer::Hash, "the steering program by default");
-        assert_eq!(TapSpec::parse("t0,steer=flow").unwrap().steer, Steer::Flow);
-        let e = TapSpec::parse("t0,steer=rss").unwrap_err().to_string();
-        assert!(e.contains("steer=rss: expected hash or flow"), "{e}");
-        let e = TapSpec::parse("t0,napi=maybe").unwrap_err().to_string();
-        assert!(e.contains("napi=maybe: expected on or off"), "{e}");
-        let e = TapSpec::parse("x,speed=fast").unwrap_err().to_string();
-        assert!(e.contains("unknown option 'speed'"), "{e}");
-        let e = TapSpec::parse("").unwrap_err().to_string();
-        assert!(e.contains("interface name"), "{e}");
-        let e = TapSpec::parse("t0,mac=01:00:00:00:00:01")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("multicast"), "{e}");
-        assert_eq!("keep".parse::<KernelMac>().unwrap(), KernelMac::Keep);
-        assert!("sometimes".parse::<KernelMac>().is_err());
     }
 }
