@@ -36,9 +36,10 @@
 //!   counted where it dropped.
 //!
 //! ```
+//! use std::sync::Arc;
 //! use arrayvec::ArrayVec;
 //! use cpumapd::counters::RxStats;
-//! use cpumapd::cpumap::{BPF_ANY, CpuMap, EntryValue, BulkQueues, CPU_MAP_BULK_SIZE};
+//! use cpumapd::cpumap::{BPF_ANY, CpuMap, EntryValue, Redirector, CPU_MAP_BULK_SIZE};
 //! use cpumapd::frame::{Frame, Pool};
 //! use cpumapd::ids::{LcoreId, TargetId};
 //!
@@ -46,20 +47,20 @@
 //! let map = CpuMap::new(8, &[TargetId(1)], 1).unwrap();
 //! map.update(1, EntryValue { qsize: 4, prog: None }, BPF_ANY).unwrap();
 //!
-//! // The RX lcore: its reader (QSBR), bulk queues, counters and pool.
-//! let mut reader = map.reader().unwrap();
-//! let mut bulk = BulkQueues::new(8, CPU_MAP_BULK_SIZE);
-//! let stats = RxStats::new(LcoreId(0), 8);
+//! // The RX lcore: its side of the map (reader, bulk queues, counters)
+//! // and its pool.
+//! let stats = Arc::new(RxStats::new(LcoreId(0), 8));
+//! let mut rx = Redirector::new(map.reader().unwrap(), 8, CPU_MAP_BULK_SIZE, stats.clone());
 //! let mut pool = Pool::new("rx0", 16, 128, 2048).unwrap();
-//! reader.refresh(); // a poll starts: the quiescent point
+//! rx.reader().refresh(); // a poll starts: the quiescent point
 //! for _ in 0..6 {
 //!     let frame = pool.alloc().unwrap();
-//!     bulk.enqueue(&reader, TargetId(1), frame, &stats, &mut pool).unwrap();
+//!     rx.enqueue(TargetId(1), frame, &mut pool).unwrap();
 //! }
 //! // No entry under key 2: the frame comes back (the caller counts an abort).
 //! let f = pool.alloc().unwrap();
-//! assert!(bulk.enqueue(&reader, TargetId(2), f, &stats, &mut pool).is_err());
-//! bulk.flush(&reader, &stats, &mut pool); // the poll ends: into the ring
+//! assert!(rx.enqueue(TargetId(2), f, &mut pool).is_err());
+//! rx.flush(&mut pool); // the poll ends: into the ring
 //! let c = &stats.enqueue[1];
 //! assert_eq!((c.enqueued.get(), c.drops.get()), (4, 2)); // qsize 4: 2 tail drops
 //!
@@ -851,6 +852,55 @@ impl BulkQueues {
     /// True when no queue holds a frame.
     pub fn is_empty(&self) -> bool {
         self.pending.iter().all(|&w| w == 0)
+    }
+}
+
+/// An RX lcore's side of the map, as one value: its reader (the entries it
+/// may redirect to, and its QSBR slot), its bulk queues, and the counters
+/// both keep. What the kernel's `cpu_map_enqueue` and `__cpu_map_flush`
+/// reach through per-CPU data. Context: the owning RX lcore.
+pub struct Redirector {
+    reader: MapReader,
+    bulk: BulkQueues,
+    stats: Arc<RxStats>,
+}
+
+impl Redirector {
+    /// `max_entries` bulk queues of `bulk_size` over `reader`, counting into
+    /// `stats`.
+    pub fn new(reader: MapReader, max_entries: u32, bulk_size: usize, stats: Arc<RxStats>) -> Self {
+        Redirector {
+            reader,
+            bulk: BulkQueues::new(max_entries, bulk_size),
+            stats,
+        }
+    }
+
+    /// Queues `frame` for target `t` ([`BulkQueues::enqueue`]); gives it
+    /// back when `t` has no entry.
+    #[inline(always)]
+    pub fn enqueue(&mut self, t: TargetId, frame: Frame, pool: &mut Pool) -> Result<(), Frame> {
+        self.bulk.enqueue(&self.reader, t, frame, &self.stats, pool)
+    }
+
+    /// Moves every queue holding frames into its entry's ring
+    /// ([`BulkQueues::flush`]): at the end of each poll.
+    #[inline]
+    pub fn flush(&mut self, pool: &mut Pool) {
+        self.bulk.flush(&self.reader, &self.stats, pool);
+    }
+
+    /// The reader: which keys have an entry, and the lcore's quiescent
+    /// points ([`MapReader::refresh`], offline, sleep and wake).
+    #[inline(always)]
+    pub fn reader(&mut self) -> &mut MapReader {
+        &mut self.reader
+    }
+
+    /// The entry of `t` as of the last refresh ([`MapReader::entry`]).
+    #[inline(always)]
+    pub fn entry(&self, t: TargetId) -> Option<&Arc<Entry>> {
+        self.reader.entry(t)
     }
 }
 

@@ -250,6 +250,41 @@ impl Streak {
     }
 }
 
+/// Spin, then yield, then sleep while idle; each give-up of the CPU counts
+/// as a `sched`, like the kthread's schedule() when its ring is empty.
+pub(super) struct Backoff {
+    idle: u32,
+}
+
+impl Backoff {
+    /// A backoff that starts by spinning.
+    pub(super) fn new() -> Backoff {
+        Backoff { idle: 0 }
+    }
+
+    const SPINS: u32 = 256;
+    const YIELDS: u32 = 64;
+
+    pub(super) fn reset(&mut self) {
+        self.idle = 0;
+    }
+
+    /// Returns true if the CPU was given up.
+    pub(super) fn idle(&mut self) -> bool {
+        self.idle = self.idle.saturating_add(1);
+        if self.idle <= Self::SPINS {
+            std::hint::spin_loop();
+            false
+        } else if self.idle <= Self::SPINS + Self::YIELDS {
+            std::thread::yield_now();
+            true
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+            true
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::counters::RxStats;
 use crate::counters::stages::{Laps, RxStage, StageClock};
-use crate::cpumap::{BulkQueues, MapReader};
+use crate::cpumap::Redirector;
 use crate::exception::ExceptionSink;
 use crate::filter::{Filter, ModeSwitch, Verdict};
 use crate::frame::Pool;
@@ -21,7 +21,7 @@ use crate::port::{PortQueue, free_all};
 
 use super::PollLoop;
 use super::idle::{Blocking, MAX_BLOCK_MS, RxWait, Streak, block_on};
-use super::target::{REVERSE_EVERY, reverse_pass};
+use super::reverse::{REVERSE_EVERY, reverse_pass};
 use crate::config::IdlePolicy;
 
 /// What an RX lcore owns.
@@ -34,8 +34,8 @@ pub(super) struct RxLcore {
     pub pool: Pool,
     pub filter: Filter,
     pub mode: Arc<ModeSwitch>,
-    pub reader: MapReader,
-    pub bulk: BulkQueues,
+    /// The map's RX side: reader, bulk queues, enqueue counters.
+    pub redirect: Redirector,
     pub stats: Arc<RxStats>,
     /// Targets sharing a CPU with this lcore: it yields to them when their
     /// rings fill (the shared-CPU cooperation of `--idle`).
@@ -90,7 +90,7 @@ impl PollLoop for RxLcore {
             laps.start();
             polls = polls.wrapping_add(1);
             // Quiescent point: no bulk queue holds a frame here.
-            self.reader.refresh();
+            self.redirect.reader().refresh();
             let mode = self.mode.get();
             if mode != self.filter.mode() {
                 self.filter.set_mode(mode);
@@ -114,8 +114,8 @@ impl PollLoop for RxLcore {
                 }
                 // The filter over the whole burst first, then the verdicts:
                 // each loop stays small and its branches predictable.
-                let reader = &self.reader;
-                let has = |k: u32| reader.entry(TargetId(k)).is_some();
+                let redirect = &self.redirect;
+                let has = |k: u32| redirect.entry(TargetId(k)).is_some();
                 for (f, v) in burst.iter_mut().zip(verdicts.iter_mut()) {
                     *v = self.filter.run_frame(f, &has);
                 }
@@ -123,13 +123,7 @@ impl PollLoop for RxLcore {
                 for (f, v) in burst.drain(..).zip(verdicts.iter()) {
                     match *v {
                         Verdict::Redirect(target) => {
-                            match self.bulk.enqueue(
-                                &self.reader,
-                                target,
-                                f,
-                                &self.stats,
-                                &mut self.pool,
-                            ) {
+                            match self.redirect.enqueue(target, f, &mut self.pool) {
                                 Ok(()) => t.redirect += 1,
                                 Err(f) => {
                                     t.aborted += 1;
@@ -169,7 +163,7 @@ impl PollLoop for RxLcore {
                 self.pool.recycle_burst(&mut dropped);
                 laps.lap(RxStage::Enqueue as usize);
             }
-            self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
+            self.redirect.flush(&mut self.pool);
             self.yield_to_colocated(&t, &streak);
             laps.lap(RxStage::Flush as usize);
             if (t.rx == 0 && (!streak.blocks() || woke)) || polls.is_multiple_of(REVERSE_EVERY) {
@@ -186,8 +180,8 @@ impl PollLoop for RxLcore {
             }
             woke = self.rest(&t, &mut wait, &mut streak, stop);
         }
-        self.bulk.flush(&self.reader, &self.stats, &mut self.pool);
-        self.reader.offline();
+        self.redirect.flush(&mut self.pool);
+        self.redirect.reader().offline();
         self
     }
 }
@@ -234,10 +228,10 @@ impl RxLcore {
                     self.arm(b, true);
                     return false;
                 }
-                self.reader.sleep();
+                self.redirect.reader().sleep();
                 let woke = block_on(&mut b.fds, MAX_BLOCK_MS);
                 b.drain();
-                self.reader.wake();
+                self.redirect.reader().wake();
                 c.sleeps.add(1);
                 c.wakeups.add(woke as u64);
                 woke
@@ -279,7 +273,7 @@ impl RxLcore {
             return;
         }
         for &t in &self.colocated {
-            if let Some(e) = self.reader.entry(t)
+            if let Some(e) = self.redirect.entry(t)
                 && e.ring_len() * 2 > e.qsize() as usize
             {
                 self.stats.counters.yields.add(1);

@@ -8,10 +8,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use super::PollLoop;
+use super::idle::Backoff;
 use super::idle::{MAX_BLOCK_MS, Streak, block_on, target_fds};
+use super::reverse::{REVERSE_EVERY, Reverse, reverse_pass};
 use crate::config::IdlePolicy;
 use crate::counters::stages::{Laps, StageClock, TargetStage};
 use crate::counters::{TargetCounters, TargetDropReason, TargetStats};
@@ -19,10 +20,9 @@ use crate::cpumap::TargetView;
 use crate::cpumap::Waker;
 use crate::exception::ExceptionSink;
 use crate::filter::{RemoteProg, RemoteRunner, Verdict};
+use crate::frame::free_burst;
 use crate::frame::{Burst, MAX_BURST};
-use crate::frame::{Pool, free_burst};
 use crate::port::devtx::DevTx;
-use crate::port::{PortQueue, free_all};
 
 pub(super) struct TargetLcore {
     pub view: TargetView,
@@ -46,47 +46,6 @@ pub(super) struct TargetLcore {
     pub devtx: DevTx,
 }
 
-/// What a target needs to send the kernel's frames out: its own small pool
-/// and a transmit-only queue on the first port (None: nowhere to send, the
-/// frames are counted as reverse drops).
-pub(super) struct Reverse {
-    pub pool: Pool,
-    pub tx: Option<Box<dyn PortQueue>>,
-}
-
-/// Loops between reverse-direction reads while busy (always when idle).
-pub(super) const REVERSE_EVERY: u32 = 8;
-
-/// Spin, then yield, then sleep while idle; each give-up of the CPU counts
-/// as a `sched`, like the kthread's schedule() when its ring is empty.
-struct Backoff {
-    idle: u32,
-}
-
-impl Backoff {
-    const SPINS: u32 = 256;
-    const YIELDS: u32 = 64;
-
-    fn reset(&mut self) {
-        self.idle = 0;
-    }
-
-    /// Returns true if the CPU was given up.
-    fn idle(&mut self) -> bool {
-        self.idle = self.idle.saturating_add(1);
-        if self.idle <= Self::SPINS {
-            std::hint::spin_loop();
-            false
-        } else if self.idle <= Self::SPINS + Self::YIELDS {
-            std::thread::yield_now();
-            true
-        } else {
-            std::thread::sleep(Duration::from_micros(50));
-            true
-        }
-    }
-}
-
 impl PollLoop for TargetLcore {
     fn timed(&self) -> bool {
         self.stage_clock.is_some()
@@ -98,7 +57,7 @@ impl PollLoop for TargetLcore {
         let mut batch = Burst::new();
         let mut deliver = Burst::new();
         let mut dropped = Burst::new();
-        let mut backoff = Backoff { idle: 0 };
+        let mut backoff = Backoff::new();
         let mut streak = Streak::new(self.idle);
         let mut fds = target_fds(self.waker.fd(), self.sink.wait_fd());
         let mut rev = Burst::new();
@@ -264,39 +223,4 @@ fn run_remote(
     for (r, n) in TargetDropReason::ALL.into_iter().zip(drops) {
         c.drop_counter(r).add(n);
     }
-}
-
-/// What one reverse pass moved: frames the kernel sent back through an
-/// exception sink, those a port took, those dropped (refused, or no port).
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct ReverseMoved {
-    pub rx: u64,
-    pub tx: u64,
-    pub drops: u64,
-}
-
-/// The reverse direction, for RX and target lcores alike: reads what the
-/// kernel sent back through `sink` into buffers of `pool` and transmits it
-/// on `tx`. Returns None when there was nothing.
-/// Context: the lcore owning `sink`, `pool` and `tx`.
-#[inline]
-pub(super) fn reverse_pass(
-    sink: &mut dyn ExceptionSink,
-    pool: &mut Pool,
-    tx: Option<&mut Box<dyn PortQueue>>,
-    rev: &mut Burst,
-) -> Option<ReverseMoved> {
-    let rx = sink.receive_burst(pool, rev).frames as u64;
-    if rx == 0 {
-        return None;
-    }
-    let tx = match tx {
-        Some(q) => q.tx_burst(rev) as u64,
-        None => 0,
-    };
-    Some(ReverseMoved {
-        rx,
-        tx,
-        drops: free_all(rev),
-    })
 }
