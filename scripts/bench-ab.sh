@@ -9,6 +9,10 @@
 # drop, bulk 8, qsize 2048, `--lcores 0@0,1@1`. EAL, MODE and LCORES as
 # there (e.g. EAL="--vdev net_gen0" MODE=l4-hash; a DPDK build:
 # EAL="--no-pci --in-memory -m 800 --vdev net_null0" LCORES="--lcores 0@0,1@0,2@1" CPU=2).
+# APP adds application options, e.g. an eBPF program on the RX lcore:
+# EAL="--vdev net_gen0" APP="--prog OBJ.o:cpumap_l4_hash --jit".
+# Rounds alternate which build runs first, so a drift inside a round
+# favours neither.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=${1:?old binary}
@@ -21,7 +25,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 mpps() {
   # shellcheck disable=SC2086
-  "$1" $lcores $eal -- --mode "${MODE:-no-touch}" --remote-action drop --cpu "${CPU:-1}" \
+  "$1" $lcores $eal -- --mode "${MODE:-no-touch}" ${APP:-} --remote-action drop --cpu "${CPU:-1}" \
     --bulk-size 8 --qsize 2048 --duration "$secs" --interval 0 \
     --metrics off --control off --summary-json "$out" >/dev/null 2>&1
   python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("%.2f" % (s["target_processed"]/s["duration_s"]/1e6))' "$out"
@@ -30,8 +34,13 @@ echo "| round | A Mpps | B Mpps | B/A |"
 echo "|---:|---:|---:|---:|"
 ratios=()
 for r in $(seq 1 "$rounds"); do
-  x=$(mpps "$a")
-  y=$(mpps "$b")
+  if [ $((r % 2)) = 1 ]; then
+    x=$(mpps "$a")
+    y=$(mpps "$b")
+  else
+    y=$(mpps "$b")
+    x=$(mpps "$a")
+  fi
   q=$(python3 -c "print('%.3f' % ($y / $x if $x > 0 else 0))")
   ratios+=("$q")
   echo "| $r | $x | $y | $q |"

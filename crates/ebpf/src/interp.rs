@@ -90,6 +90,7 @@ pub const CTX_SIZE: usize = 40;
 
 impl XdpCtx {
     /// The context's bytes.
+    #[inline]
     pub fn to_bytes(self) -> [u8; CTX_SIZE] {
         let mut b = [0u8; CTX_SIZE];
         b[0..8].copy_from_slice(&self.data.to_le_bytes());
@@ -103,6 +104,7 @@ impl XdpCtx {
     }
 
     /// The context from its bytes.
+    #[inline]
     pub fn from_bytes(b: &[u8; CTX_SIZE]) -> XdpCtx {
         let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
         let d = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
@@ -156,6 +158,7 @@ pub struct Tail {
 
 impl Tail {
     /// A chain over `programs` tail programs.
+    #[inline]
     pub fn new(programs: usize) -> Tail {
         Tail {
             count: 0,

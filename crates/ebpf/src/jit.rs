@@ -507,6 +507,7 @@ impl Jit {
     /// Runs once. `pkt` is the frame's buffer up to data_end, `ctx` the
     /// context whose pointers point into it.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn run(
         &self,
         maps: &[Arc<Map>],
