@@ -37,7 +37,7 @@ mod with_dpdk {
 
     use serde_json::Value;
 
-    use super::common::{self, args, skip, udp4, write_pcap};
+    use super::common::{self, Netns, args, skip, udp4, write_pcap};
 
     /// One DPDK run at a time: each spins lcores on both CPUs.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -712,36 +712,16 @@ mod with_dpdk {
         o
     }
 
-    struct Netns(String);
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-        }
-    }
-
-    /// A network namespace (`PREFIX` + pid, deleted on drop) holding a
-    /// persistent multi-queue TAP `tap` with address `cidr`, up; and a
-    /// runner of `ip netns exec` in it. None (after saying why: a failure
-    /// under --include-ignored) without root or /dev/net/tun.
-    fn netns_with_tap(
-        prefix: &str,
-        tap: &str,
-        cidr: &str,
-    ) -> Option<(Netns, impl Fn(&[&str]) -> Output)> {
+    /// A network namespace ([`Netns`]) holding a persistent multi-queue
+    /// TAP `tap` with address `cidr`, up. None (after saying why: a
+    /// failure under --include-ignored) without root or /dev/net/tun.
+    fn netns_with_tap(prefix: &str, tap: &str, cidr: &str) -> Option<Netns> {
         if !nix::unistd::geteuid().is_root() || !Path::new("/dev/net/tun").exists() {
             skip("needs root and /dev/net/tun for net_tap in a network namespace");
             return None;
         }
-        let ns = Netns(format!("{prefix}{}", std::process::id()));
-        run("ip", &["netns", "add", &ns.0]);
-        let name = ns.0.clone();
-        let ex = move |a: &[&str]| {
-            let mut v = vec!["netns", "exec", name.as_str()];
-            v.extend_from_slice(a);
-            run("ip", &v)
-        };
-        ex(&[
+        let ns = Netns::new(prefix);
+        ns.exec(&[
             "ip",
             "tuntap",
             "add",
@@ -751,9 +731,9 @@ mod with_dpdk {
             "name",
             tap,
         ]);
-        ex(&["ip", "addr", "add", cidr, "dev", tap]);
-        ex(&["ip", "link", "set", tap, "up"]);
-        Some((ns, ex))
+        ns.exec(&["ip", "addr", "add", cidr, "dev", tap]);
+        ns.exec(&["ip", "link", "set", tap, "up"]);
+        Some(ns)
     }
 
     /// A PMD with RX interrupts (net_tap here; NICs under vfio-pci too):
@@ -765,12 +745,12 @@ mod with_dpdk {
     #[ignore = "needs root and /dev/net/tun: cargo test --features dpdk --test dpdk -- --include-ignored"]
     fn net_tap_port_rx_interrupts_wake_the_idle_rx_lcore() {
         let _g = serial();
-        let Some((ns, ex)) = netns_with_tap("cpmi", "cpmdintr0", "10.78.0.1/24") else {
+        let Some(ns) = netns_with_tap("cpmi", "cpmdintr0", "10.78.0.1/24") else {
             return;
         };
         let tap = "cpmdintr0";
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_cpumapd")])
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_cpumapd")])
             .args(args(&format!(
                 "{} --vdev net_tap0,iface={tap} -- --mode l4-hash --remote-action drop --duration 4 --metrics off --control off --interval 0 --summary-json -",
                 eal("")
@@ -782,7 +762,7 @@ mod with_dpdk {
         std::thread::sleep(Duration::from_millis(1500));
         // No ARP: the kernel sends each datagram at once. (Added once
         // net_tap has set the TAP's MAC, which flushes its neighbours.)
-        ex(&[
+        ns.exec(&[
             "ip",
             "neigh",
             "replace",
@@ -792,7 +772,7 @@ mod with_dpdk {
             "dev",
             tap,
         ]);
-        let nsname = ns.0.clone();
+        let nsname = ns.to_string();
         std::thread::spawn(move || {
             let f = std::fs::File::open(format!("/var/run/netns/{nsname}")).unwrap();
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
@@ -827,7 +807,7 @@ mod with_dpdk {
         let _g = serial();
         // A persistent multi-queue TAP with an address, which net_tap
         // attaches to: the kernel is ready before the first frame.
-        let Some((ns, _ex)) = netns_with_tap("cpmd", "cpmdtap0", "10.77.0.1/24") else {
+        let Some(ns) = netns_with_tap("cpmd", "cpmdtap0", "10.77.0.1/24") else {
             return;
         };
         let tap = "cpmdtap0";
@@ -849,7 +829,7 @@ mod with_dpdk {
         write_pcap(&pcap, &frames);
         // The UDP socket lives in the namespace; bind it from a thread that
         // entered it.
-        let nsname = ns.0.clone();
+        let nsname = ns.to_string();
         let sock = std::thread::spawn(move || {
             let f = std::fs::File::open(format!("/var/run/netns/{nsname}")).unwrap();
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
@@ -860,9 +840,9 @@ mod with_dpdk {
         })
         .join()
         .unwrap();
-        let rx_before = stat(&ns.0, tap, "rx_packets");
+        let rx_before = stat(&ns, tap, "rx_packets");
         let s = summary_in(
-            &ns.0,
+            &ns,
             &format!(
                 "{} --vdev net_pcap0,rx_pcap={} -- --mode l4-hash --exception tap:{tap} --duration 2",
                 eal(""),
@@ -881,9 +861,9 @@ mod with_dpdk {
             got,
             200,
             "every datagram reached the socket in the namespace; kernel counters:\n{}",
-            String::from_utf8_lossy(&run("ip", &["netns", "exec", &ns.0, "nstat", "-as"]).stdout)
+            String::from_utf8_lossy(&run("ip", &["netns", "exec", &ns, "nstat", "-as"]).stdout)
         );
-        assert!(stat(&ns.0, tap, "rx_packets") - rx_before >= 200);
+        assert!(stat(&ns, tap, "rx_packets") - rx_before >= 200);
     }
 
     /// dpdk-config/dev-dpdk.toml runs as shipped (the EAL gets the file's
@@ -904,10 +884,9 @@ mod with_dpdk {
             skip("needs root and /dev/net/tun for tap-exception.toml");
             return;
         }
-        let ns = Netns(format!("cpmdp{}", std::process::id()));
-        run("ip", &["netns", "add", &ns.0]);
+        let ns = Netns::new("cpmdp");
         let s = summary_in(
-            &ns.0,
+            &ns,
             &format!(
                 "--file-prefix {} -- --config {root}/dpdk-config/tap-exception.toml --duration 1",
                 prefix()

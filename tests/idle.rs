@@ -10,20 +10,17 @@ mod common;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{args, netns_without_ipv6, run_ok as run, run_to_end, skip};
+use common::{Netns, args, run_to_end, skip, veth};
 use serde_json::Value;
 
 /// A namespace with a veth pair (IPv6 off, so nothing but our frames
 /// crosses it); removed on drop.
 struct Ns {
-    name: String,
+    name: Netns,
     dir: tempfile::TempDir,
 }
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Ns {
     fn new() -> Option<Self> {
@@ -31,24 +28,11 @@ impl Ns {
             skip("needs root for a network namespace and AF_XDP on a veth");
             return None;
         }
-        let name = format!(
-            "cmI{}{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
         let ns = Ns {
-            name,
+            name: Netns::without_ipv6("cmI"),
             dir: tempfile::tempdir().unwrap(),
         };
-        netns_without_ipv6(&ns.name);
-        run(
-            "ip",
-            &[
-                "-n", &ns.name, "link", "add", "va", "type", "veth", "peer", "name", "vb",
-            ],
-        );
-        run("ip", &["-n", &ns.name, "link", "set", "va", "up"]);
-        run("ip", &["-n", &ns.name, "link", "set", "vb", "up"]);
+        veth(&ns.name, "va", &ns.name, "vb");
         Some(ns)
     }
 
@@ -87,14 +71,6 @@ impl Ns {
 
     fn stop(&self, child: Child) -> Value {
         common::stop_with_summary(child, &self.summary_path())
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
     }
 }
 

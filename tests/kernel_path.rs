@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::skip;
+use common::{Netns, in_netns, skip, veth};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -101,8 +101,8 @@ impl Drop for Daemon {
 
 /// Two namespaces joined by a veth pair; removed on drop.
 struct Topo {
-    s: String,
-    a: String,
+    s: Netns,
+    a: Netns,
     vs: String,
     va: String,
     tap: String,
@@ -117,23 +117,15 @@ impl Topo {
         let k = SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{k}", std::process::id() % 100_000);
         let t = Topo {
-            s: format!("cmS{id}"),
-            a: format!("cmA{id}"),
+            s: Netns::new("cmS"),
+            a: Netns::new("cmA"),
             vs: format!("vS{id}"),
             va: format!("vA{id}"),
             tap: format!("tp{id}"),
             net: (std::process::id() % 200) as u8 + k as u8 + 20,
             dir: tempfile::tempdir().unwrap(),
         };
-        run("ip", &["netns", "add", &t.s]);
-        run("ip", &["netns", "add", &t.a]);
-        run(
-            "ip",
-            &[
-                "link", "add", &t.vs, "netns", &t.s, "type", "veth", "peer", "name", &t.va,
-                "netns", &t.a,
-            ],
-        );
+        veth(&t.s, &t.vs, &t.a, &t.va);
         // Ping sockets for the ICMP test (a per-namespace sysctl).
         run(
             "ip",
@@ -148,10 +140,6 @@ impl Topo {
         );
         let s_addr = format!("{}/24", t.addr(2));
         run("ip", &["-n", &t.s, "addr", "add", &s_addr, "dev", &t.vs]);
-        for (ns, dev) in [(&t.s, &t.vs), (&t.a, &t.va)] {
-            run("ip", &["-n", ns, "link", "set", dev, "up"]);
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
         t
     }
 
@@ -243,7 +231,7 @@ impl Topo {
     /// filtering (requests arrive on the TAP, the route back is the veth).
     fn kernel_egress(&self) {
         let a = |args: &[&str]| {
-            let mut v = vec!["-n", self.a.as_str()];
+            let mut v = vec!["-n", &*self.a];
             v.extend_from_slice(args);
             run("ip", &v);
         };
@@ -300,27 +288,6 @@ impl Topo {
         );
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for ns in [&self.s, &self.a] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// Runs `f` on a thread that has entered namespace `ns` (setns affects only
-/// the calling thread; sockets keep the namespace they were made in).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 fn sigterm_and_summary(t: &Topo, mut daemon: Daemon) -> Value {
@@ -842,9 +809,9 @@ fn tcp_transfer(t: &Topo, port_no: u16, data: Vec<u8>) -> Vec<u8> {
 /// through the TAP's reverse path to S's address; what the receiver got.
 fn tcp_between(t: &Topo, from_a: bool, port_no: u16, data: Vec<u8>) -> Vec<u8> {
     let (rx_ns, tx_ns, rx_addr) = if from_a {
-        (t.s.clone(), t.a.clone(), t.addr(2))
+        (t.s.to_string(), t.a.to_string(), t.addr(2))
     } else {
-        (t.a.clone(), t.s.clone(), t.addr(1))
+        (t.a.to_string(), t.s.to_string(), t.addr(1))
     };
     let bind = SocketAddrV4::new(rx_addr, port_no);
     let listener = in_netns(&rx_ns, move || std::net::TcpListener::bind(bind).unwrap());

@@ -12,20 +12,18 @@ mod common;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{netns_without_ipv6, run_ok as run, skip};
+use common::{Netns, run_ok as run, skip, veth};
 use serde_json::Value;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// S --vs/va--> A --b0/b1--> B; removed on drop.
 struct Topo {
-    s: String,
-    a: String,
-    b: String,
+    s: Netns,
+    a: Netns,
+    b: Netns,
     dir: tempfile::TempDir,
 }
 
@@ -35,37 +33,14 @@ impl Topo {
             skip("needs root for network namespaces, veth and packet sockets");
             return None;
         }
-        let id = format!(
-            "{}{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
         let t = Topo {
-            s: format!("cmRs{id}"),
-            a: format!("cmRa{id}"),
-            b: format!("cmRb{id}"),
+            s: Netns::without_ipv6("cmRs"),
+            a: Netns::without_ipv6("cmRa"),
+            b: Netns::without_ipv6("cmRb"),
             dir: tempfile::tempdir().unwrap(),
         };
-        for ns in [&t.s, &t.a, &t.b] {
-            netns_without_ipv6(ns);
-        }
-        run(
-            "ip",
-            &[
-                "link", "add", "vs", "netns", &t.s, "type", "veth", "peer", "name", "va", "netns",
-                &t.a,
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "link", "add", "b0", "netns", &t.a, "type", "veth", "peer", "name", "b1", "netns",
-                &t.b,
-            ],
-        );
-        for (ns, dev) in [(&t.s, "vs"), (&t.a, "va"), (&t.a, "b0"), (&t.b, "b1")] {
-            run("ip", &["-n", ns, "link", "set", dev, "up"]);
-        }
+        veth(&t.s, "vs", &t.a, "va");
+        veth(&t.a, "b0", &t.b, "b1");
         Some(t)
     }
 
@@ -153,14 +128,6 @@ impl Topo {
         common::assert_no_pool_leak(&out.stderr);
         let v = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
         (v, stderr, dumps)
-    }
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for ns in [&self.s, &self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
     }
 }
 

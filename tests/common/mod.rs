@@ -136,16 +136,108 @@ pub fn run_ok(cmd: &str, a: &[&str]) {
     );
 }
 
-/// Adds network namespace `name` with IPv6 off in it (for the links made
-/// there after), so nothing but a test's own frames crosses them.
-pub fn netns_without_ipv6(name: &str) {
-    run_ok("ip", &["netns", "add", name]);
-    for sysctl in [
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
-    ] {
-        run_ok("ip", &["netns", "exec", name, "sysctl", "-qw", sysctl]);
+/// A network namespace of the test's own, deleted on drop: the one
+/// namespace fixture of the tests. Its name is `prefix`, the process id and
+/// a sequence number, so tests running at once never share one. It derefs
+/// to its name (`&ns` where an `&str` goes).
+pub struct Netns(String);
+
+static NETNS_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Netns {
+    /// A new namespace with its loopback up.
+    pub fn new(prefix: &str) -> Netns {
+        let k = NETNS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ns = Netns(format!("{prefix}{}{k}", std::process::id() % 100_000));
+        run_ok("ip", &["netns", "add", &ns.0]);
+        run_ok("ip", &["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
     }
+
+    /// The same with IPv6 off (for the links made there after), so nothing
+    /// but a test's own frames crosses them.
+    pub fn without_ipv6(prefix: &str) -> Netns {
+        let ns = Netns::new(prefix);
+        ns.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
+        ns
+    }
+
+    /// Runs `a` inside (`ip netns exec`); it must succeed.
+    pub fn exec(&self, a: &[&str]) -> std::process::Output {
+        let mut v = vec!["netns", "exec", self.0.as_str()];
+        v.extend_from_slice(a);
+        let o = std::process::Command::new("ip").args(&v).output().unwrap();
+        assert!(
+            o.status.success(),
+            "ip {v:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    /// `ip -n NS a...`; it must succeed.
+    pub fn ip(&self, a: &[&str]) {
+        let mut v = vec!["-n", self.0.as_str()];
+        v.extend_from_slice(a);
+        run_ok("ip", &v);
+    }
+
+    /// Runs `f` on a thread inside (see [`in_netns`]).
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns(&self.0, f)
+    }
+}
+
+impl std::ops::Deref for Netns {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+/// A veth pair from `a`'s `if_a` to `b`'s `if_b` (the same namespace or
+/// two), both ends up.
+pub fn veth(a: &Netns, if_a: &str, b: &Netns, if_b: &str) {
+    run_ok(
+        "ip",
+        &[
+            "link", "add", if_a, "netns", a, "type", "veth", "peer", "name", if_b, "netns", b,
+        ],
+    );
+    a.ip(&["link", "set", if_a, "up"]);
+    b.ip(&["link", "set", if_b, "up"]);
+}
+
+/// Runs `f` on a thread that has entered namespace `ns` (setns affects only
+/// the calling thread; sockets keep the namespace they were made in).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
 }
 
 /// Fails if a pool or mempool said at its drop that buffers were still out
