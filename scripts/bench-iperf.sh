@@ -19,16 +19,14 @@ shift $(($# > 2 ? 2 : $#)) || true
 extra=("$@")
 bin=${CPUMAPD:-target/release/cpumapd}
 [ -n "${CPUMAPD:-}" ] || cargo build --release --quiet
+. scripts/lib/netns.sh
 s=cmiS$$; a=cmiA$$; vs=viS$$; va=viA$$; tap=tpi$$
-ip netns add "$s"; ip netns add "$a"
-cleanup() { ip netns del "$s" 2>/dev/null; ip netns del "$a" 2>/dev/null; }
-trap cleanup EXIT
-ip link add "$vs" netns "$s" type veth peer name "$va" netns "$a"
+trap ns_cleanup EXIT
+ns_add "$s"; ns_add "$a"
+ns_veth "$s" "$vs" "$a" "$va"
 mtu=${MTU:-1500}
 ip -n "$s" link set "$vs" mtu "$mtu"; ip -n "$a" link set "$va" mtu "$mtu"
 ip -n "$s" addr add 10.77.251.2/24 dev "$vs"
-for ns in "$s" "$a"; do ip -n "$ns" link set lo up; done
-ip -n "$s" link set "$vs" up; ip -n "$a" link set "$va" up
 ip netns exec "$a" iperf3 -s -D -1 >/dev/null 2>&1 || true
 
 offloads() { ip netns exec "$s" ethtool -K "$vs" tso "$1" gso "$1" tx "$1" >/dev/null 2>&1; }

@@ -17,16 +17,12 @@ rounds=${2:-2}
 : "${XDPTOOLS:?set XDPTOOLS to a directory built by ../shared/xdp-tools/build.sh}"
 bin=${CPUMAPD:-target/release/cpumapd}
 [ -n "${CPUMAPD:-}" ] || cargo build --release --quiet
+. scripts/lib/netns.sh
 s=cmrS$$; a=cmrA$$; b=cmrB$$
-cleanup() { for ns in "$s" "$a" "$b"; do ip netns del "$ns" 2>/dev/null || true; done; }
-trap cleanup EXIT
-for ns in "$s" "$a" "$b"; do
-  ip netns add "$ns"
-  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
-ip link add vs netns "$s" type veth peer name va netns "$a"
-ip link add b0 netns "$a" type veth peer name b1 netns "$b"
-ip -n "$s" link set vs up; ip -n "$a" link set va up; ip -n "$a" link set b0 up; ip -n "$b" link set b1 up
+trap ns_cleanup EXIT
+for ns in "$s" "$a" "$b"; do ns_add "$ns" noipv6; done
+ns_veth "$s" vs "$a" va
+ns_veth "$a" b0 "$b" b1
 ip netns exec "$b" ethtool -K b1 gro on >/dev/null
 mac=$(ip netns exec "$a" cat /sys/class/net/va/address)
 arrived() { ip netns exec "$b" cat /sys/class/net/b1/statistics/rx_packets; }

@@ -51,18 +51,18 @@ fi
 for t in sockperf nginx wrk; do
   command -v "$t" >/dev/null || { echo "bench-rr: $t is missing (apt-get install sockperf nginx-light wrk)" >&2; exit 1; }
 done
+. scripts/lib/netns.sh
 s=cmrS$$; a=cmrA$$; vs=vrS$$; va=vrA$$; tap=tpr$$
 srv=10.77.252.1
 tmp=$(mktemp -d)
-ip netns add "$a"
 pids=()
 cleanup() {
   for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  ip netns del "$s" 2>/dev/null; ip netns del "$a" 2>/dev/null; rm -rf "$tmp"
+  ns_cleanup; rm -rf "$tmp"
 }
 trap cleanup EXIT
-ip -n "$a" link set lo up
+ns_add "$a"
 # A fresh client namespace and veth pair for every row. The client's
 # TIME_WAIT sockets live 60 s: left from one row, they fill the even half
 # of its ephemeral ports (the half connect() takes), and every connect() of
@@ -70,11 +70,9 @@ ip -n "$a" link set lo up
 # ports (3 ms each, measured: a stall to ~270 req/s). The client closes
 # first whenever the server's FIN arrives after its reply was read.
 client_ns() {
-  ip netns del "$s" 2>/dev/null || true
-  ip netns add "$s"
-  ip link add "$vs" netns "$s" type veth peer name "$va" netns "$a"
+  ns_add "$s"
+  ns_veth "$s" "$vs" "$a" "$va"
   ip -n "$s" addr add 10.77.252.2/24 dev "$vs"
-  ip -n "$s" link set lo up; ip -n "$s" link set "$vs" up; ip -n "$a" link set "$va" up
   [ "${OFFLOADS:-off}" = on ] || ip netns exec "$s" ethtool -K "$vs" tso off gso off tx off >/dev/null
 }
 

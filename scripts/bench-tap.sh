@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-2}
 cargo build --release --quiet --example tap_bench
+. scripts/lib/netns.sh
 ns=cmbench$$
-ip netns add "$ns"
-trap 'ip netns del "$ns"' EXIT
-ip -n "$ns" link set lo up
+trap ns_cleanup EXIT
+ns_add "$ns"
 ip netns exec "$ns" target/release/examples/tap_bench "$secs"

@@ -26,11 +26,11 @@ extra=("$@")
 : "${XDPTOOLS:?set XDPTOOLS to a directory built by ../shared/xdp-tools/build.sh}"
 bin=${CPUMAPD:-target/release/cpumapd}
 [ -n "${CPUMAPD:-}" ] || cargo build --release --quiet
+. scripts/lib/netns.sh
 s=cmkS$$; a=cmkA$$
-ip netns add "$s"; ip netns add "$a"
-trap 'ip netns del "$s" 2>/dev/null; ip netns del "$a" 2>/dev/null; rm -f "$out" "$xb"' EXIT
-ip link add vs netns "$s" type veth peer name va netns "$a"
-ip -n "$s" link set vs up; ip -n "$a" link set va up
+trap 'ns_cleanup; rm -f "$out" "$xb"' EXIT
+ns_add "$s"; ns_add "$a"
+ns_veth "$s" vs "$a" va
 mac=$(ip netns exec "$a" cat /sys/class/net/va/address)
 out=$(mktemp); xb=$(mktemp)
 runtime() { # ns a thread has run (schedstat), 0 if it is gone

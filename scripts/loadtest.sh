@@ -43,6 +43,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. scripts/lib/netns.sh
 
 source=trafgen backend=native rates= secs=5 mode= mixes= targets= qsize=2048 vdev_args= count=4800 out=target/loadtest
 die() { echo "loadtest: $*" >&2; exit 1; }
@@ -109,8 +110,7 @@ cleanup() {
     [ -n "${cm_pid:-}" ] && kill "$cm_pid" 2>/dev/null || true
     [ -n "${gen_pid:-}" ] && { kill -INT -- -"$gen_pid" || kill "$gen_pid"; } 2>/dev/null || true
     [ -n "${sampler:-}" ] && kill "$sampler" 2>/dev/null || true
-    ip netns del "$gen" 2>/dev/null || true
-    ip netns del "$dut" 2>/dev/null || true
+    ns_cleanup
     [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -164,9 +164,8 @@ failed=0
 case "$source" in
 trafgen)
     command -v trafgen >/dev/null || die "trafgen not found (apt-get install netsniff-ng)"
-    ip netns add "$gen"; ip netns add "$dut"
-    ip link add "$vg" netns "$gen" type veth peer name "$vd" netns "$dut"
-    ip -n "$gen" link set "$vg" up; ip -n "$dut" link set "$vd" up; ip -n "$dut" link set lo up
+    ns_add "$gen"; ns_add "$dut"
+    ns_veth "$gen" "$vg" "$dut" "$vd"
     cat > "$work/udp.cfg" <<'TG'
 { eth(da=02:00:00:00:00:01, sa=02:00:00:00:00:02, type=0x0800), ipv4(saddr=10.77.251.2, daddr=10.77.251.1, ttl=64, proto=17), udp(sp=drnd(), dp=5001), fill(0x41, 18) }
 TG
