@@ -114,21 +114,40 @@ fn exception_section(out: &mut String) {
 /// `ctl`'s commands as `map dump|lookup|...` lines, from its clap tree.
 fn ctl_commands(cmd: &clap::Command, prefix: &str, out: &mut String) {
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        let path = format!("{prefix}{} ", sub.get_name());
-        let subs: Vec<&clap::Command> = sub
-            .get_subcommands()
-            .filter(|s| s.get_name() != "help")
-            .collect();
-        if subs.iter().any(|s| s.has_subcommands()) {
-            ctl_commands(sub, &path, out);
+        let path = format!("{prefix}{}", sub.get_name());
+        if sub.has_subcommands() {
+            ctl_commands(sub, &format!("{path} "), out);
             continue;
         }
-        let mut line = path.trim_end().to_string();
-        if !subs.is_empty() {
-            let names: Vec<&str> = subs.iter().map(|s| s.get_name()).collect();
-            line = format!("{line} {}", names.join("|"));
-        }
+        let line = format!("{path}{}", ctl_args(sub));
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
-        let _ = writeln!(out, "  {line:<36} {about}");
+        if line.len() > 44 {
+            let _ = writeln!(out, "  {line}\n  {:<44} {about}", "");
+        } else {
+            let _ = writeln!(out, "  {line:<44} {about}");
+        }
     }
+}
+
+/// A ctl command's arguments as a usage line: `KEY QSIZE [--exist]
+/// [--prog PROG]`, from its clap definition.
+fn ctl_args(cmd: &clap::Command) -> String {
+    let mut s = String::new();
+    for a in cmd.get_arguments().filter(|a| a.get_id() != "help") {
+        let value = a
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| a.get_id().as_str().to_uppercase());
+        if a.is_positional() {
+            let _ = write!(s, " {value}");
+        } else if let Some(long) = a.get_long() {
+            if a.get_action().takes_values() {
+                let _ = write!(s, " [--{long} {value}]");
+            } else {
+                let _ = write!(s, " [--{long}]");
+            }
+        }
+    }
+    s
 }

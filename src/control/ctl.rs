@@ -36,7 +36,7 @@ pub enum CtlCmd {
     /// The live table once, over an interval.
     Stats {
         /// Seconds to measure over (0.1..=10).
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
         interval: f64,
     },
     /// The JSON summary so far.
