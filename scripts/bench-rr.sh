@@ -24,9 +24,10 @@
 #                                  DPDK build (CPUMAPD_DPDK=BIN, else built
 #                                  into target/dpdk), the same TAP
 #   ARGS="--idle spin"             extra cpumapd app args (all cpumapd rows)
-#   ROWS=$'af_packet|ring=v3|--idle spin\naf_xdp||'
-#                                  cpumapd rows as port|vdev kvargs|app args,
-#                                  one per line (instead of PORTS)
+#   ROWS=$'af_packet|ring=v3|--idle spin\naf_xdp|||--lcores 0@1,1@1'
+#                                  cpumapd rows as port|vdev kvargs|app args
+#                                  [|EAL lcores, default -l 0-1], one per
+#                                  line (instead of PORTS)
 #   FLOOD=1                        xdp-trafficgen floods UDP to the discard
 #                                  port from S on CPU 0 during every row;
 #                                  both sides run l4-filter (the kernel:
@@ -185,8 +186,9 @@ for _ in $(seq "$rounds"); do
       rows+="$pre$port|$kv|${ARGS:-}"$'\n'
     done
   fi
-  while IFS='|' read -r port kv args; do
+  while IFS='|' read -r port kv args lc; do
     [ -n "$port" ] || continue
+    lc=${lc:-"-l 0-1"}
     [ -n "$kv" ] && kv=",$kv"
     client_ns
     if [ "${port#dpdk:}" != "$port" ]; then
@@ -199,7 +201,8 @@ for _ in $(seq "$rounds"); do
         --control off --state-dir off $args >"$tmp/cpumapd.log" 2>&1 </dev/null &
       port="$port (DPDK build)"
     else
-      ip netns exec "$a" "$bin" -l 0-1 --vdev "net_${port}0,iface=$va$kv" -- \
+      # shellcheck disable=SC2086
+      ip netns exec "$a" "$bin" $lc --vdev "net_${port}0,iface=$va$kv" -- \
         --rx "(0,0,0)" --cpu 1 "${mode[@]}" --exception "tap:$tap" --interval 0 --metrics off \
         --control off --state-dir off $args >"$tmp/cpumapd.log" 2>&1 </dev/null &
     fi
@@ -215,7 +218,8 @@ for _ in $(seq "$rounds"); do
       ip -n "$a" addr add "$srv/24" dev "$tap"
     fi
     sleep 0.3
-    row "cpumapd net_$port$kv $args" "$d"
+    where=""; [ "$lc" = "-l 0-1" ] || where=" ($lc)"
+    row "cpumapd net_$port$kv $args$where" "$d"
     kill -TERM "$d"; wait "$d" 2>/dev/null || { echo "cpumapd exited badly:"; tail -5 "$tmp/cpumapd.log"; }
   done <<< "$rows"
 done
