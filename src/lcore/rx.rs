@@ -264,17 +264,30 @@ impl RxLcore {
         }
     }
 
-    /// Gives the CPU to a target sharing it once that target's ring is
-    /// half full: without it, the scheduler lets this lcore fill the ring
-    /// for a whole slice (and tail-drop) while the target waits to run.
+    /// Gives the CPU to a target sharing it. With a policy that blocks,
+    /// once that target's ring is half full: without it, the scheduler
+    /// lets this lcore fill the ring for a whole slice (and tail-drop)
+    /// while the target waits to run. With `--idle spin` (this lcore never
+    /// blocks) as soon as the ring holds a frame, on every poll: otherwise
+    /// the target runs only when the scheduler preempts this lcore, which
+    /// on a PREEMPT_NONE kernel is the next tick (measured: 4,000 HTTP
+    /// requests/s with a 5 ms p99, against 42,000 under `adaptive`).
     #[inline]
     fn yield_to_colocated(&self, tally: &Tally, streak: &Streak) {
-        if tally.redirect == 0 || self.colocated.is_empty() || !streak.blocks() {
+        if self.colocated.is_empty() {
+            return;
+        }
+        let spin = !streak.blocks();
+        if tally.redirect == 0 && !spin {
             return;
         }
         for &t in &self.colocated {
             if let Some(e) = self.redirect.entry(t)
-                && e.ring_len() * 2 > e.qsize() as usize
+                && (if spin {
+                    e.ring_len() > 0
+                } else {
+                    e.ring_len() * 2 > e.qsize() as usize
+                })
             {
                 self.stats.counters.yields.add(1);
                 std::thread::yield_now();
