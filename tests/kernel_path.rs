@@ -127,19 +127,9 @@ impl Topo {
         };
         veth(&t.s, &t.vs, &t.a, &t.va);
         // Ping sockets for the ICMP test (a per-namespace sysctl).
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &t.s,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ping_group_range=0 2147483647",
-            ],
-        );
+        t.s.exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]);
         let s_addr = format!("{}/24", t.addr(2));
-        run("ip", &["-n", &t.s, "addr", "add", &s_addr, "dev", &t.vs]);
+        t.s.ip(&["addr", "add", &s_addr, "dev", &t.vs]);
         t
     }
 
@@ -218,10 +208,7 @@ impl Topo {
         ));
         common::wait_for_control(&sock);
         let tap_addr = format!("{}/24", self.addr(1));
-        run(
-            "ip",
-            &["-n", &self.a, "addr", "add", &tap_addr, "dev", &self.tap],
-        );
+        self.a.ip(&["addr", "add", &tap_addr, "dev", &self.tap]);
         child
     }
 
@@ -230,29 +217,14 @@ impl Topo {
     /// out of the veth with that address as source, and loose reverse-path
     /// filtering (requests arrive on the TAP, the route back is the veth).
     fn kernel_egress(&self) {
-        let a = |args: &[&str]| {
-            let mut v = vec!["-n", &*self.a];
-            v.extend_from_slice(args);
-            run("ip", &v);
-        };
         let srv = self.addr(1).to_string();
-        a(&["addr", "del", &format!("{srv}/24"), "dev", &self.tap]);
-        a(&["addr", "add", &format!("{srv}/32"), "dev", &self.tap]);
+        let a = &self.a;
+        a.ip(&["addr", "del", &format!("{srv}/24"), "dev", &self.tap]);
+        a.ip(&["addr", "add", &format!("{srv}/32"), "dev", &self.tap]);
         let net = format!("{}/24", self.addr(0));
-        a(&["route", "add", &net, "dev", &self.va, "src", &srv]);
+        a.ip(&["route", "add", &net, "dev", &self.va, "src", &srv]);
         let tap_rp = format!("net.ipv4.conf.{}.rp_filter=2", self.tap);
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.a,
-                "sysctl",
-                "-qw",
-                "net.ipv4.conf.all.rp_filter=2",
-                &tap_rp,
-            ],
-        );
+        a.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=2", &tap_rp]);
     }
 
     fn tap_exists(&self) -> bool {
@@ -377,13 +349,11 @@ fn udp_through(port: Port) {
     assert!(
         missing == 0 || missing == counted,
         "{port:?}: {missing} datagrams missing, {counted} drops counted ({wire_drops} on the veth); A's UDP: {}; {s}",
-        String::from_utf8_lossy(
-            &run("ip", &["netns", "exec", &t.a, "cat", "/proc/net/snmp"]).stdout
-        )
-        .lines()
-        .filter(|l| l.starts_with("Udp:"))
-        .collect::<Vec<_>>()
-        .join(" | ")
+        String::from_utf8_lossy(&t.a.exec(&["cat", "/proc/net/snmp"]).stdout)
+            .lines()
+            .filter(|l| l.starts_with("Udp:"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     assert_eq!(got.len() as u32 + missing as u32, N);
     // Both targets took part, and the reverse direction carried ARP.
@@ -398,7 +368,7 @@ fn udp_through(port: Port) {
         !t.tap_exists(),
         "the TAP cpumapd created is gone after exit"
     );
-    let link = run("ip", &["-n", &t.a, "link", "show", &t.va]);
+    let link = t.a.exec(&["ip", "link", "show", &t.va]);
     assert!(
         !String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
         "the XDP program is detached when cpumapd exits"
@@ -742,17 +712,17 @@ fn kernel_path_errors_name_the_interface_and_the_fix() {
     assert!(e.contains("nosuch0 does not exist"), "{e}");
     let e = start(&format!("net_af_xdp0,iface={},queue_count=x", t.va), "drop");
     assert!(e.contains("queue_count=x is not a valid number"), "{e}");
-    run("ip", &["-n", &t.a, "link", "set", &t.va, "down"]);
+    t.a.ip(&["link", "set", &t.va, "down"]);
     let e = start(&format!("net_af_packet0,iface={}", t.va), "drop");
     assert!(e.contains("is down") && e.contains("ip link set"), "{e}");
-    run("ip", &["-n", &t.a, "link", "set", &t.va, "up"]);
+    t.a.ip(&["link", "set", &t.va, "up"]);
     // Jumbo frames are taken (a large buffer each); past one, refused.
-    run("ip", &["-n", &t.a, "link", "set", &t.va, "mtu", "65535"]);
+    t.a.ip(&["link", "set", &t.va, "mtu", "65535"]);
     for vdev in ["net_af_packet0", "net_af_xdp0"] {
         let e = start(&format!("{vdev},iface={}", t.va), "drop");
         assert!(e.contains("MTU 65535") && e.contains("mtu 1500"), "{e}");
     }
-    run("ip", &["-n", &t.a, "link", "set", &t.va, "mtu", "1500"]);
+    t.a.ip(&["link", "set", &t.va, "mtu", "1500"]);
     // An existing interface that is not a TAP.
     let e = start("net_gen0", &format!("tap:{}", t.va));
     assert!(e.contains("not a multi-queue TAP"), "{e}");
@@ -840,7 +810,7 @@ fn tcp_with_offloads(port: Port) {
         return;
     };
     let t = Topo::new();
-    let feats = run("ip", &["netns", "exec", &t.s, "ethtool", "-k", &t.vs]);
+    let feats = t.s.exec(&["ethtool", "-k", &t.vs]);
     let feats = String::from_utf8_lossy(&feats.stdout).to_string();
     assert!(
         feats.contains("tcp-segmentation-offload: on") && feats.contains("tx-checksumming: on"),
@@ -902,7 +872,7 @@ fn jumbo_frames_through(port: Port) {
         run("ip", &["-n", ns, "link", "set", dev, "mtu", "9000"]);
     }
     let child = t.start_on(port, &[]);
-    run("ip", &["-n", &t.a, "link", "set", &t.tap, "mtu", "9000"]);
+    t.a.ip(&["link", "set", &t.tap, "mtu", "9000"]);
     const LEN: usize = 8 << 20;
     let up = pattern(0x1234, LEN);
     let got = tcp_between(&t, false, 5203, up.clone());
@@ -1213,25 +1183,9 @@ fn uso_super_datagrams_reach_a_socket_as_the_datagrams_sent() {
     let t = Topo::new();
     // The TAP exists (persistent) with the generator's destination before
     // cpumapd attaches, so no datagram arrives before the socket is there.
-    run(
-        "ip",
-        &[
-            "-n",
-            &t.a,
-            "tuntap",
-            "add",
-            "dev",
-            &t.tap,
-            "mode",
-            "tap",
-            "multi_queue",
-        ],
-    );
-    run(
-        "ip",
-        &["-n", &t.a, "addr", "add", "198.19.0.1/32", "dev", &t.tap],
-    );
-    run("ip", &["-n", &t.a, "link", "set", &t.tap, "up"]);
+    t.a.ip(&["tuntap", "add", "dev", &t.tap, "mode", "tap", "multi_queue"]);
+    t.a.ip(&["addr", "add", "198.19.0.1/32", "dev", &t.tap]);
+    t.a.ip(&["link", "set", &t.tap, "up"]);
     let sink = in_netns(&t.a, || {
         let s = UdpSocket::bind("0.0.0.0:9").unwrap();
         let big: libc::c_int = 64 << 20;
@@ -1253,20 +1207,7 @@ fn uso_super_datagrams_reach_a_socket_as_the_datagrams_sent() {
     let child = t.start_with("0@0,1@1,2@1", &vdev, &[]);
     let (count, whole) = recv.join().unwrap();
     let s = sigterm_and_summary(&t, child);
-    run(
-        "ip",
-        &[
-            "-n",
-            &t.a,
-            "tuntap",
-            "del",
-            "dev",
-            &t.tap,
-            "mode",
-            "tap",
-            "multi_queue",
-        ],
-    );
+    t.a.ip(&["tuntap", "del", "dev", &t.tap, "mode", "tap", "multi_queue"]);
     assert_identity(&s);
     let targets = s["targets"].as_array().unwrap();
     let uso: u64 = targets.iter().map(|x| n(x, "gro_frames")).sum();
@@ -1375,13 +1316,8 @@ fn dpdk_tcp_crosses_net_af_packet_and_net_tap_whole_and_in_order() {
         return;
     };
     let t = Topo::new();
-    run(
-        "ip",
-        &[
-            "netns", "exec", &t.s, "ethtool", "-K", &t.vs, "tso", "off", "gso", "off",
-        ],
-    );
-    let feats = run("ip", &["netns", "exec", &t.s, "ethtool", "-k", &t.vs]);
+    t.s.exec(&["ethtool", "-K", &t.vs, "tso", "off", "gso", "off"]);
+    let feats = t.s.exec(&["ethtool", "-k", &t.vs]);
     assert!(
         String::from_utf8_lossy(&feats.stdout).contains("tx-checksumming: on"),
         "the sender keeps checksum offload"
