@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use super::bpf::{self, Insn, insn};
 use super::{PortError, VdevSpec};
+use crate::bpf_abi::{PROG_TYPE_SCHED_CLS, SK_BUFF_DATA, SK_BUFF_DATA_END, attach, tcx};
 
 /// Who sends what the kernel answers out of the port's interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,32 +173,22 @@ pub fn xdp_program(redirect: &[Insn], pass: i32) -> Vec<Insn> {
     )
 }
 
-/// `TCX_NEXT` and `TCX_DROP`: a tcx program's verdicts.
-const TCX_NEXT: i32 = -1;
-const TCX_DROP: i32 = 2;
-/// `BPF_PROG_TYPE_SCHED_CLS`, and `BPF_TCX_INGRESS`.
-const PROG_TYPE_SCHED_CLS: u32 = 3;
-const ATTACH_TCX_INGRESS: u32 = 46;
-/// `struct __sk_buff`'s `data` and `data_end`.
-const SKB_DATA: i16 = 76;
-const SKB_DATA_END: i16 = 80;
-
 /// The tcx ingress program for a packet-socket port with `egress=kernel`:
 /// drops IP (not neighbour discovery) before the interface's stack takes
 /// it; the packet sockets already have their copy.
 fn tcx_program() -> Vec<Insn> {
     let mut asm: Asm = vec![
-        (insn(LDXW, 2, 1, SKB_DATA, 0), None),
-        (insn(LDXW, 3, 1, SKB_DATA_END, 0), None),
+        (insn(LDXW, 2, 1, SK_BUFF_DATA, 0), None),
+        (insn(LDXW, 3, 1, SK_BUFF_DATA_END, 0), None),
     ];
     asm.extend(classify());
     let verdict = |v| vec![insn(MOV_K, 0, 0, 0, v), insn(EXIT, 0, 0, 0, 0)];
     resolve(
         asm,
         [
-            (To::Control, verdict(TCX_NEXT)),
-            (To::Ip, verdict(TCX_DROP)),
-            (To::Other, verdict(TCX_NEXT)),
+            (To::Control, verdict(tcx::NEXT)),
+            (To::Ip, verdict(tcx::DROP)),
+            (To::Other, verdict(tcx::NEXT)),
         ],
     )
 }
@@ -214,11 +205,11 @@ impl IngressDrop {
     pub fn attach(ifindex: u32) -> io::Result<Arc<Self>> {
         let prog = bpf::prog_load(
             PROG_TYPE_SCHED_CLS,
-            ATTACH_TCX_INGRESS,
+            attach::TCX_INGRESS,
             &tcx_program(),
             "cpumapd_egress",
         )?;
-        let link = bpf::link_create(&prog, ifindex, ATTACH_TCX_INGRESS, 0)?;
+        let link = bpf::link_create(&prog, ifindex, attach::TCX_INGRESS, 0)?;
         Ok(Arc::new(Self {
             _prog: prog,
             _link: link,

@@ -97,10 +97,19 @@ pub const PROG_TYPE_XDP: u32 = 6;
 /// `BPF_PROG_TYPE_SOCKET_FILTER` (also a TAP's queue-steering program).
 pub const PROG_TYPE_SOCKET_FILTER: u32 = 1;
 
+/// `BPF_PROG_TYPE_SCHED_CLS` (a tc/tcx program).
+pub const PROG_TYPE_SCHED_CLS: u32 = 3;
+
 /// Offset of `hash` in `struct __sk_buff` (uapi bpf.h: len, pkt_type, mark,
 /// queue_mapping, protocol, vlan_present, vlan_tci, vlan_proto, priority,
 /// ingress_ifindex, ifindex, tc_index, `cb[5]`, then hash).
 pub const SK_BUFF_HASH: i16 = 68;
+
+/// Offsets of `data` and `data_end` in `struct __sk_buff` (after hash and
+/// tc_classid).
+pub const SK_BUFF_DATA: i16 = 76;
+/// See [`SK_BUFF_DATA`].
+pub const SK_BUFF_DATA_END: i16 = 80;
 
 /// `BPF_F_RDONLY_PROG`: programs may only read the map (libbpf's
 /// `.rodata`).
@@ -145,6 +154,17 @@ pub mod attach {
     pub const XDP_CPUMAP: u32 = 35;
     /// `BPF_XDP`: an XDP program linked to an interface.
     pub const XDP: u32 = 37;
+    /// `BPF_TCX_INGRESS`: a tc program linked to an interface's ingress
+    /// (Linux 6.6).
+    pub const TCX_INGRESS: u32 = 46;
+}
+
+/// A tcx program's verdicts (`enum tcx_action_base`).
+pub mod tcx {
+    /// `TCX_NEXT`: on to the next program, or the stack.
+    pub const NEXT: i32 = -1;
+    /// `TCX_DROP`.
+    pub const DROP: i32 = 2;
 }
 
 /// `XDP_FLAGS_*` of an XDP attachment.
