@@ -1,11 +1,18 @@
 //! The clocks and the random numbers the helpers read: layer 0 of the
 //! engine, used by the interpreter and the JIT.
 
-/// `bpf_ktime_get_boot_ns`: CLOCK_BOOTTIME.
-pub(crate) fn boot_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+use nix::time::{ClockId, clock_gettime};
+
+/// Nanoseconds on `clock` (0 if it cannot be read).
+fn now(clock: ClockId) -> u64 {
+    clock_gettime(clock)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
+}
+
+/// `bpf_ktime_get_boot_ns`: CLOCK_BOOTTIME.
+pub(crate) fn boot_ns() -> u64 {
+    now(ClockId::CLOCK_BOOTTIME)
 }
 
 /// `bpf_get_prandom_u32`: a per-thread xorshift64* stream (the kernel's
@@ -32,7 +39,5 @@ pub(crate) fn prandom_u32() -> u32 {
 
 /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC.
 pub(crate) fn ktime_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
+    now(ClockId::CLOCK_MONOTONIC)
 }
