@@ -7,6 +7,8 @@
 //! Both read the source with `syn`, so a `use crate::…` inside a brace group,
 //! a path in an expression and a path inside a macro call all count.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -517,16 +519,8 @@ fn every_memory_ordering_label_is_in_the_index() {
 #[test]
 fn docs_links_resolve_and_the_test_table_lists_every_test_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut pages = vec![root.join("README.md")];
-    for e in std::fs::read_dir(root.join("docs")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "md") {
-            pages.push(p);
-        }
-    }
     let mut broken = Vec::new();
-    for page in &pages {
-        let text = std::fs::read_to_string(page).unwrap();
+    for (page, text) in common::doc_pages() {
         for (i, _) in text.match_indices("](") {
             let target = text[i + 2..].split([')', '#']).next().unwrap_or("");
             if target.is_empty() || target.contains("://") {

@@ -10,31 +10,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::CommandFactory;
-use common::skip;
+use common::{doc_pages, skip};
 use cpumapd::config::{AppArgs, Plan};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pages() -> Vec<(PathBuf, String)> {
-    let mut out = vec![root().join("README.md")];
-    for e in std::fs::read_dir(root().join("docs")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "md") {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out.into_iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap();
-            (p, text)
-        })
-        .collect()
 }
 
 /// Every `--long` option of `cpumapd --help` (EAL, application, ctl).
@@ -124,7 +107,7 @@ fn every_option_the_docs_name_is_an_option() {
     assert!(known.contains("--qsize") && known.contains("--lcores") && known.contains("--rates"));
     let mut unknown = Vec::new();
     let mut seen = 0;
-    for (page, text) in pages() {
+    for (page, text) in doc_pages() {
         for code in cpumapd_code(&text) {
             for opt in long_options(&code) {
                 seen += 1;
@@ -327,7 +310,7 @@ fn defaults_the_docs_state_are_what_a_run_gets() {
 fn docs_defaults(root_defaults: bool) -> Vec<String> {
     let mut found = Vec::new();
     let mut wrong = Vec::new();
-    for (page, text) in pages() {
+    for (page, text) in doc_pages() {
         for (opt, v) in prose_defaults(&text) {
             if !cpumapd_options().contains(&opt) {
                 continue; // another tool's (loadtest.sh's --out)

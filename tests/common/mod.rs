@@ -19,6 +19,26 @@ pub fn skip(why: &str) {
     panic!("{why}: this test runs with --include-ignored, which needs it");
 }
 
+/// The README and every page of docs/, sorted, with their text: what the
+/// docs checks read.
+pub fn doc_pages() -> Vec<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out.into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
 /// bpf/ with its objects built (`make -C bpf`: clang and libbpf-dev), or
 /// None after saying why (a failure in CI).
 pub fn bpf_objects() -> Option<PathBuf> {
